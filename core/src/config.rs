@@ -1,0 +1,88 @@
+//! Mesh configuration: Godot's `channels_config` plus the settings Godot hard-codes.
+
+use std::time::Duration;
+
+use str0m::config::DtlsCert;
+
+use crate::channels::MAX_EXTRA_CHANNELS;
+use crate::error::CreateError;
+use crate::transfer::TransferMode;
+
+/// Settings shared by every peer of one mesh. `MeshConfig::default()` matches Godot with no extra
+/// channels; every field is documented with why its default was chosen.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// Godot's `channels_config`: one extra channel per entry, with that transfer mode.
+    pub channels: Vec<TransferMode>,
+    /// A peer whose channels are not all open this long after `add_peer` is removed (and, in
+    /// client mode, the status becomes `Disconnected`). Godot waits forever; default 20 s.
+    pub connect_timeout: Duration,
+    /// How long an ICE disconnection of a connected peer may last before the peer is removed.
+    /// Godot removes at once; transient losses are common, so the default is 2 s.
+    pub disconnect_grace: Duration,
+    /// The largest packet `send` accepts. Must not exceed `sctp_send_buffer`. Default 64 KiB
+    /// (the most every WebRTC stack accepts without SDP `max-message-size` checks).
+    pub max_packet_size: usize,
+    /// Bytes a peer may have waiting for SCTP buffer space before `send` reports
+    /// [`SendError::QueueFull`](crate::SendError::QueueFull). Default 1 MiB.
+    pub max_queued_bytes: usize,
+    /// str0m's SCTP send buffer per peer (`set_sctp_max_buffered_amount`). A smaller buffer
+    /// costs less CPU per packet but caps throughput near buffer ÷ RTT. Default 128 KiB.
+    pub sctp_send_buffer: usize,
+    /// The datagram size str0m aims for (`set_mtu`), 576..=1500. Default 1150 (str0m's).
+    pub mtu: usize,
+    /// The DTLS certificate every peer uses. `None` generates one when the mesh is created
+    /// (the only use of OS randomness outside str0m's own handshakes). Sharing one certificate
+    /// saves about 1 ms of CPU and 30 KiB per peer.
+    pub dtls_cert: Option<DtlsCert>,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            channels: Vec::new(),
+            connect_timeout: Duration::from_secs(20),
+            disconnect_grace: Duration::from_secs(2),
+            max_packet_size: 64 * 1024,
+            max_queued_bytes: 1024 * 1024,
+            sctp_send_buffer: 128 * 1024,
+            mtu: str0m::DATAGRAM_MTU_TARGET,
+            dtls_cert: None,
+        }
+    }
+}
+
+impl MeshConfig {
+    /// A default configuration with these extra channels (Godot's `channels_config`).
+    pub fn with_channels(channels: impl Into<Vec<TransferMode>>) -> Self {
+        MeshConfig {
+            channels: channels.into(),
+            ..MeshConfig::default()
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), CreateError> {
+        if self.channels.len() > MAX_EXTRA_CHANNELS {
+            return Err(CreateError::TooManyChannels(self.channels.len()));
+        }
+        if !(str0m::DATAGRAM_MTU_TARGET_MIN..=str0m::DATAGRAM_MTU_TARGET_MAX).contains(&self.mtu) {
+            return Err(CreateError::InvalidConfig("mtu must be within 576..=1500"));
+        }
+        if self.sctp_send_buffer < 1024 {
+            return Err(CreateError::InvalidConfig(
+                "sctp_send_buffer must be at least 1024 bytes",
+            ));
+        }
+        if self.max_packet_size == 0 || self.max_packet_size > self.sctp_send_buffer {
+            return Err(CreateError::InvalidConfig(
+                "max_packet_size must be within 1..=sctp_send_buffer",
+            ));
+        }
+        if self.max_packet_size > 256 * 1024 {
+            return Err(CreateError::InvalidConfig(
+                "max_packet_size must not exceed 256 KiB (the SCTP max-message-size)",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! Typed errors, one enum per boundary.
+
+use std::fmt;
+
+use crate::transfer::PeerId;
+
+/// Why a mesh could not be created (`create_server` / `create_client` / `create_mesh`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// The unique id is outside `1..=2147483647`, or is 1 for a client.
+    InvalidId(PeerId),
+    /// More extra channels than [`MAX_EXTRA_CHANNELS`](crate::MAX_EXTRA_CHANNELS).
+    TooManyChannels(usize),
+    /// A configuration value is out of range; the text says which and why.
+    InvalidConfig(&'static str),
+    /// No DTLS certificate was given and the crypto backend could not generate one.
+    Certificate,
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::InvalidId(id) => write!(
+                f,
+                "unique id {id} is invalid: use 1..=2147483647 (a client may not use 1)"
+            ),
+            CreateError::TooManyChannels(n) => write!(
+                f,
+                "{n} extra channels requested, at most {} are supported",
+                crate::MAX_EXTRA_CHANNELS
+            ),
+            CreateError::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
+            CreateError::Certificate => f.write_str(
+                "could not generate a DTLS certificate: pass one in MeshConfig::dtls_cert",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {}
+
+/// Why `add_peer` refused a peer (Godot's `add_peer` errors, plus the duplicate check Godot lacks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddPeerError {
+    /// The mesh was closed; create a new one.
+    Closed,
+    /// Client mode may only add the server, peer 1.
+    ClientOnlyServer(PeerId),
+    /// Server mode cannot add peer 1 (that is itself).
+    ServerCannotAddServer,
+    /// A peer cannot be added to itself.
+    SelfPeer(PeerId),
+    /// The id is outside `1..=2147483647`.
+    InvalidId(PeerId),
+    /// The unreliable lifetime is negative or above 65535 ms.
+    InvalidLifetime(i32),
+    /// `refuse_new_connections` is on (Godot's `ERR_UNAUTHORIZED`).
+    Refused,
+    /// A peer with this id already exists; remove it first.
+    AlreadyExists(PeerId),
+    /// str0m refused to build the connection; the text is its reason.
+    Rtc(String),
+}
+
+impl fmt::Display for AddPeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddPeerError::Closed => f.write_str("the mesh is closed"),
+            AddPeerError::ClientOnlyServer(id) => {
+                write!(f, "client mode can only add peer 1 (the server), not {id}")
+            }
+            AddPeerError::ServerCannotAddServer => f.write_str("server mode cannot add peer 1"),
+            AddPeerError::SelfPeer(id) => write!(f, "peer {id} is this mesh's own id"),
+            AddPeerError::InvalidId(id) => {
+                write!(f, "peer id {id} is outside 1..=2147483647")
+            }
+            AddPeerError::InvalidLifetime(ms) => {
+                write!(f, "unreliable lifetime {ms} ms is outside 0..=65535")
+            }
+            AddPeerError::Refused => f.write_str("refusing new connections"),
+            AddPeerError::AlreadyExists(id) => {
+                write!(f, "peer {id} already exists: remove it before adding it again")
+            }
+            AddPeerError::Rtc(e) => write!(f, "could not create the WebRTC connection: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AddPeerError {}
+
+/// Why a packet was not sent. Nothing was written to any peer unless the variant says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection status is `Disconnected` (closed, or a client that lost the server).
+    Disconnected,
+    /// Transfer channel `k` is neither 0 nor one of the configured extra channels.
+    UnknownChannel(u16),
+    /// No peer with this id (or it is this mesh's own id).
+    UnknownPeer(PeerId),
+    /// The peer exists but its channels are not all open yet.
+    PeerNotConnected(PeerId),
+    /// The target is not a valid id (`Peer(n <= 0)`, `AllExcept(n <= 0)`).
+    InvalidTarget(i32),
+    /// The packet is larger than [`Mesh::max_packet_size`](crate::Mesh::max_packet_size).
+    PacketTooLarge {
+        /// The packet's size in bytes.
+        size: usize,
+        /// The largest packet accepted.
+        max: usize,
+    },
+    /// The peers' send queues are full (the network is slower than the sender); retry after
+    /// draining output. For a broadcast, every peer not listed here did get the packet.
+    QueueFull(Vec<PeerId>),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Disconnected => f.write_str("not connected: the status is Disconnected"),
+            SendError::UnknownChannel(k) => write!(f, "transfer channel {k} is not configured"),
+            SendError::UnknownPeer(id) => write!(f, "no peer {id}"),
+            SendError::PeerNotConnected(id) => {
+                write!(f, "peer {id} is not connected yet (channels not open)")
+            }
+            SendError::InvalidTarget(t) => write!(f, "target {t} is not a valid peer id"),
+            SendError::PacketTooLarge { size, max } => {
+                write!(f, "packet of {size} bytes exceeds the maximum of {max}")
+            }
+            SendError::QueueFull(peers) => {
+                write!(f, "send queue full for peers {peers:?}: retry later")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why an incoming signal was refused. The peer's connection is left as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// No peer with this id: call `add_peer` before passing its signals.
+    UnknownPeer(PeerId),
+    /// An offer reached the side that offers (the larger id offers), or arrived twice.
+    UnexpectedOffer(PeerId),
+    /// An answer reached the side that answers, or arrived twice.
+    UnexpectedAnswer(PeerId),
+    /// The SDP or candidate text could not be parsed or applied; the text says why.
+    Invalid(String),
+    /// The mesh is closed.
+    Closed,
+}
+
+impl fmt::Display for SignalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignalError::UnknownPeer(id) => {
+                write!(f, "signal from unknown peer {id}: add_peer first")
+            }
+            SignalError::UnexpectedOffer(id) => write!(
+                f,
+                "unexpected offer from peer {id}: the larger id offers, once"
+            ),
+            SignalError::UnexpectedAnswer(id) => {
+                write!(f, "unexpected answer from peer {id}: no offer is pending")
+            }
+            SignalError::Invalid(why) => write!(f, "invalid signal: {why}"),
+            SignalError::Closed => f.write_str("the mesh is closed"),
+        }
+    }
+}
+
+impl std::error::Error for SignalError {}
+
+/// Why a signal's text could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeSignalError {
+    /// Longer than [`Signal::MAX_ENCODED_LEN`](crate::Signal::MAX_ENCODED_LEN).
+    TooLong(usize),
+    /// The first line is not `offer`, `answer` or `candidate`.
+    UnknownKind(String),
+    /// The body after the first line is missing or empty.
+    MissingBody,
+}
+
+impl fmt::Display for DecodeSignalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeSignalError::TooLong(n) => write!(
+                f,
+                "signal of {n} bytes exceeds {} bytes",
+                crate::Signal::MAX_ENCODED_LEN
+            ),
+            DecodeSignalError::UnknownKind(k) => write!(
+                f,
+                "unknown signal kind {k:?}: expected offer, answer or candidate"
+            ),
+            DecodeSignalError::MissingBody => f.write_str("signal has no body"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeSignalError {}
+
+/// Why a host candidate was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CandidateError {
+    /// str0m rejected the address (e.g. an unspecified `0.0.0.0`); the text says why.
+    Rejected(String),
+}
+
+impl fmt::Display for CandidateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CandidateError::Rejected(why) => write!(f, "host candidate rejected: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CandidateError {}

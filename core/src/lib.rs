@@ -1,0 +1,71 @@
+//! # rtcmesh
+//!
+//! A peer-to-peer WebRTC multiplayer mesh — Godot 4's `WebRTCMultiplayerPeer` — as a sans-IO
+//! state machine on [`str0m`]. One [`Mesh`] owns one `str0m::Rtc` per remote peer, all behind
+//! one UDP socket. It never touches sockets, threads or clocks: time comes in as `Instant`
+//! arguments and everything it wants done comes out of `poll_*` calls.
+//!
+//! ```no_run
+//! # use std::time::Instant;
+//! # use rtcmesh::*;
+//! # fn recv() -> Option<(std::net::SocketAddr, Vec<u8>)> { None }
+//! # fn send_udp(_: &Transmit) {}
+//! # fn deliver(_: PeerId, _: Signal) {}
+//! # let local: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+//! let mut mesh = Mesh::create_mesh(2, MeshConfig::default())?;
+//! mesh.add_host_candidate(local)?;                      // the UDP socket's address
+//! mesh.add_peer(Instant::now(), 1, 1)?;                 // Godot's add_peer(1, 1)
+//! loop {
+//!     if let Some((from, bytes)) = recv() { mesh.handle_datagram(Instant::now(), from, local, &bytes); }
+//!     mesh.handle_timeout(Instant::now());               // or when poll_timeout() is due
+//!     while let Some(t) = mesh.poll_transmit() { send_udp(&t); }
+//!     while let Some(e) = mesh.poll_event() {
+//!         match e {
+//!             Event::Signal(s) => deliver(s.to, s.signal), // via your signaling; the other side calls handle_signal
+//!             Event::Packet(p) => println!("{} sent {:?}", p.from, p.data),
+//!             other => println!("{other:?}"),
+//!         }
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Who offers
+//! On `add_peer`, the side whose own id is **larger** creates the SDP offer (the rule of Godot's
+//! signaling demo), so the server (id 1) never offers and two meshes that only forward each
+//! other's [`Signal`]s connect without further coordination.
+//!
+//! ## Determinism
+//! The same inputs give the same events, in the same order, at the same times, except for what
+//! str0m randomises internally: ICE credentials, DTLS handshake randomness and SCTP initial
+//! values (and the DTLS certificate, unless [`MeshConfig::dtls_cert`] is given). These change
+//! datagram bytes, never the sequence of events a test observes on a perfect network.
+
+#![deny(missing_docs)]
+
+mod channels;
+mod config;
+mod demux;
+mod error;
+mod event;
+mod link;
+mod mesh;
+mod signal;
+mod stats;
+mod timers;
+mod transfer;
+
+pub use channels::{MAX_EXTRA_CHANNELS, RESERVED_CHANNELS};
+pub use config::MeshConfig;
+pub use error::{AddPeerError, CandidateError, CreateError, DecodeSignalError, SendError, SignalError};
+pub use event::{Event, Packet, Transmit};
+pub use mesh::{Mesh, PeerInfo};
+pub use signal::{OutgoingSignal, Signal};
+pub use stats::MeshStats;
+pub use transfer::{
+    is_valid_peer_id, ConnectionStatus, InvalidTransferMode, Mode, PeerId, Target, TransferMode, SERVER_ID,
+};
+
+/// The str0m version rtcmesh is built on, re-exported for configuration types such as
+/// [`str0m::config::DtlsCert`].
+pub use str0m;

@@ -1,0 +1,558 @@
+//! The mesh: Godot's `WebRTCMultiplayerPeer` as a sans-IO state machine.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use slab::Slab;
+use smallvec::SmallVec;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Input, Rtc, RtcConfig};
+
+use crate::channels::{self, ChannelSpec};
+use crate::config::MeshConfig;
+use crate::demux::Demux;
+use crate::error::{AddPeerError, CandidateError, CreateError, SendError, SignalError};
+use crate::event::{Event, Transmit};
+use crate::link::{Link, Progress, Sink};
+use crate::signal::{OutgoingSignal, Signal};
+use crate::stats::MeshStats;
+use crate::timers::Timers;
+use crate::transfer::{is_valid_peer_id, ConnectionStatus, Mode, PeerId, Target, TransferMode, SERVER_ID};
+
+/// The most routes remembered per peer (ICE may try several address pairs).
+const MAX_ROUTES_PER_PEER: usize = 8;
+
+/// What [`Mesh::peer`] reports about one peer (Godot's `get_peer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's id.
+    pub id: PeerId,
+    /// Whether `PeerConnected` was emitted (all channels open).
+    pub connected: bool,
+    /// Channels open so far.
+    pub open_channels: usize,
+    /// Channels in the layout (3 + extra channels).
+    pub channels: usize,
+    /// Bytes waiting for SCTP buffer space.
+    pub queued_bytes: usize,
+}
+
+/// One multiplayer peer (Godot's `WebRTCMultiplayerPeer`): one str0m `Rtc` per remote peer, all
+/// behind one UDP socket. Feed it datagrams, signals, commands and timeouts; drain
+/// [`poll_transmit`](Mesh::poll_transmit), [`poll_event`](Mesh::poll_event) and
+/// [`poll_timeout`](Mesh::poll_timeout) after each.
+pub struct Mesh {
+    mode: Mode,
+    unique_id: PeerId,
+    status: ConnectionStatus,
+    closed: bool,
+    refuse_new_connections: bool,
+    config: MeshConfig,
+    layout: Vec<ChannelSpec>,
+    rtc_config: RtcConfig,
+    host_addresses: Vec<SocketAddr>,
+    links: Slab<Link>,
+    by_id: BTreeMap<PeerId, usize>,
+    demux: Demux,
+    timers: Timers,
+    last_now: Option<Instant>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: MeshStats,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("mode", &self.mode)
+            .field("unique_id", &self.unique_id)
+            .field("status", &self.status)
+            .field("peers", &self.by_id.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits the mesh into its links and the shared outputs, so a link can write into them.
+macro_rules! sink {
+    ($mesh:expr) => {
+        Sink {
+            transmits: &mut $mesh.transmits,
+            events: &mut $mesh.events,
+            stats: &mut $mesh.stats,
+        }
+    };
+}
+
+impl Mesh {
+    /// Godot's `create_server(channels_config)`: unique id 1, status `Connected`.
+    pub fn create_server(config: MeshConfig) -> Result<Mesh, CreateError> {
+        Mesh::new(Mode::Server, SERVER_ID, config)
+    }
+
+    /// Godot's `create_client(id, channels_config)`: id in `2..=2147483647`, status `Connecting`
+    /// until the server (peer 1, the only peer it may add) is connected.
+    pub fn create_client(unique_id: PeerId, config: MeshConfig) -> Result<Mesh, CreateError> {
+        if unique_id == SERVER_ID {
+            return Err(CreateError::InvalidId(unique_id));
+        }
+        Mesh::new(Mode::Client, unique_id, config)
+    }
+
+    /// Godot's `create_mesh(id, channels_config)`: id in `1..=2147483647`, status `Connected`.
+    pub fn create_mesh(unique_id: PeerId, config: MeshConfig) -> Result<Mesh, CreateError> {
+        Mesh::new(Mode::Mesh, unique_id, config)
+    }
+
+    fn new(mode: Mode, unique_id: PeerId, config: MeshConfig) -> Result<Mesh, CreateError> {
+        if !is_valid_peer_id(unique_id) {
+            return Err(CreateError::InvalidId(unique_id));
+        }
+        config.validate()?;
+        let cert = match &config.dtls_cert {
+            Some(cert) => cert.clone(),
+            None => str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate()
+                .ok_or(CreateError::Certificate)?,
+        };
+        let rtc_config = Rtc::builder()
+            .set_dtls_cert(cert)
+            .set_sctp_max_buffered_amount(config.sctp_send_buffer)
+            .set_mtu(config.mtu..=config.mtu.max(str0m::DATAGRAM_MTU_WARN))
+            .set_stats_interval(None);
+        let status = match mode {
+            Mode::Client => ConnectionStatus::Connecting,
+            Mode::Server | Mode::Mesh => ConnectionStatus::Connected,
+        };
+        Ok(Mesh {
+            mode,
+            unique_id,
+            status,
+            closed: false,
+            refuse_new_connections: false,
+            layout: channels::layout(&config.channels),
+            config,
+            rtc_config,
+            host_addresses: Vec::new(),
+            links: Slab::new(),
+            by_id: BTreeMap::new(),
+            demux: Demux::default(),
+            timers: Timers::default(),
+            last_now: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: MeshStats::default(),
+        })
+    }
+
+    /// Registers a local socket address as a host ICE candidate for every peer, present and
+    /// future. Call it with the address the socket is bound to (not `0.0.0.0`) before adding peers;
+    /// peers already negotiating get it trickled as a [`Signal::Candidate`].
+    pub fn add_host_candidate(&mut self, address: SocketAddr) -> Result<(), CandidateError> {
+        let candidate = Candidate::host(address, "udp")
+            .map_err(|e| CandidateError::Rejected(e.to_string()))?;
+        if self.host_addresses.contains(&address) {
+            return Ok(());
+        }
+        self.host_addresses.push(address);
+        let keys: SmallVec<[usize; 16]> = self.links.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let link = &mut self.links[key];
+            let started = link.negotiation_started();
+            if let Some(attr) = link.add_host_candidate(candidate.clone()) {
+                if started {
+                    self.events.push_back(Event::Signal(OutgoingSignal {
+                        to: link.peer,
+                        signal: Signal::Candidate(attr),
+                    }));
+                }
+            }
+            self.refresh(key);
+        }
+        Ok(())
+    }
+
+    /// The registered host addresses.
+    pub fn host_candidates(&self) -> &[SocketAddr] {
+        &self.host_addresses
+    }
+
+    /// Godot's `add_peer(peer_id, unreliable_lifetime)`: creates the connection and its channels.
+    /// If this mesh's id is the larger, an [`Event::Signal`] with the offer follows.
+    pub fn add_peer(&mut self, now: Instant, peer: PeerId, unreliable_lifetime_ms: i32) -> Result<(), AddPeerError> {
+        if self.closed {
+            return Err(AddPeerError::Closed);
+        }
+        match self.mode {
+            Mode::Client if peer != SERVER_ID => return Err(AddPeerError::ClientOnlyServer(peer)),
+            Mode::Server if peer == SERVER_ID => return Err(AddPeerError::ServerCannotAddServer),
+            _ => {}
+        }
+        if !is_valid_peer_id(peer) {
+            return Err(AddPeerError::InvalidId(peer));
+        }
+        if peer == self.unique_id {
+            return Err(AddPeerError::SelfPeer(peer));
+        }
+        let lifetime = u16::try_from(unreliable_lifetime_ms)
+            .map_err(|_| AddPeerError::InvalidLifetime(unreliable_lifetime_ms))?;
+        if self.refuse_new_connections {
+            return Err(AddPeerError::Refused);
+        }
+        if self.by_id.contains_key(&peer) {
+            return Err(AddPeerError::AlreadyExists(peer));
+        }
+        self.observe(now);
+        let (link, offer) = Link::new(
+            now,
+            peer,
+            self.unique_id,
+            &self.layout,
+            lifetime,
+            &self.config,
+            &self.rtc_config,
+            &self.host_addresses,
+        )?;
+        let key = self.links.insert(link);
+        self.by_id.insert(peer, key);
+        if let Some(offer) = offer {
+            self.events.push_back(Event::Signal(OutgoingSignal {
+                to: peer,
+                signal: offer,
+            }));
+        }
+        if self.mode == Mode::Client && self.status == ConnectionStatus::Disconnected {
+            self.set_status(ConnectionStatus::Connecting);
+        }
+        let progress = self.links[key].timeout(now, self.config.disconnect_grace, &mut sink!(self));
+        self.settle(key, progress);
+        Ok(())
+    }
+
+    /// Passes a signal received from `from` (through the application's signaling transport).
+    pub fn handle_signal(&mut self, now: Instant, from: PeerId, signal: Signal) -> Result<(), SignalError> {
+        if self.closed {
+            return Err(SignalError::Closed);
+        }
+        let key = *self.by_id.get(&from).ok_or(SignalError::UnknownPeer(from))?;
+        self.observe(now);
+        let grace = self.config.disconnect_grace;
+        let result = self.links[key].handle_signal(now, signal, grace, &mut sink!(self));
+        match result {
+            Ok(progress) => {
+                self.settle(key, progress);
+                Ok(())
+            }
+            Err(e) => {
+                if self.links[key].closing {
+                    self.remove_link(key, true);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Passes one UDP datagram received on the socket: `source` is the remote address,
+    /// `destination` the local one it arrived on. Datagrams no peer accepts are dropped and
+    /// counted in [`stats`](Mesh::stats); nothing a datagram contains can stop the mesh.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
+        self.stats.datagrams_received += 1;
+        if self.closed {
+            self.stats.datagrams_unroutable += 1;
+            return;
+        }
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, contents) else {
+            self.stats.datagrams_malformed += 1;
+            return;
+        };
+        self.observe(now);
+        let input = Input::Receive(now, receive);
+        let route = (source, destination);
+        let key = match self.demux.lookup(&route) {
+            Some(key) if self.links[key].accepts(&input) => {
+                self.stats.datagrams_routed += 1;
+                key
+            }
+            _ => {
+                // First contact on this address pair: ask each peer (ICE credentials decide).
+                let Some(key) = self.links.iter().find(|(_, l)| l.accepts(&input)).map(|(k, _)| k) else {
+                    self.stats.datagrams_unroutable += 1;
+                    return;
+                };
+                self.learn_route(route, key);
+                key
+            }
+        };
+        let (ok, progress) = self.links[key].handle_receive(now, input, &mut sink!(self));
+        if !ok {
+            self.stats.datagrams_rejected += 1;
+        }
+        self.settle(key, progress);
+    }
+
+    /// Advances every peer whose deadline is at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.observe(now);
+        let grace = self.config.disconnect_grace;
+        for key in self.timers.due(now) {
+            if let Some(link) = self.links.get_mut(key) {
+                let progress = link.timeout(now, grace, &mut sink!(self));
+                self.settle(key, progress);
+            }
+        }
+    }
+
+    /// Sends `data` to `target` on transfer channel `channel` (0 = the default channel of `mode`;
+    /// `k >= 1` = extra channel `k`, whose configured mode applies, as in Godot).
+    /// Broadcasts skip peers that are not connected yet.
+    pub fn send(&mut self, target: Target, mode: TransferMode, channel: u16, data: &[u8]) -> Result<(), SendError> {
+        if self.closed || self.status == ConnectionStatus::Disconnected {
+            return Err(SendError::Disconnected);
+        }
+        if data.len() > self.config.max_packet_size {
+            return Err(SendError::PacketTooLarge {
+                size: data.len(),
+                max: self.config.max_packet_size,
+            });
+        }
+        let index = channels::channel_index(mode, channel, self.config.channels.len())
+            .ok_or(SendError::UnknownChannel(channel))?;
+        let keys: SmallVec<[usize; 16]> = match target {
+            Target::Peer(id) if id <= 0 => return Err(SendError::InvalidTarget(id)),
+            Target::AllExcept(id) if id <= 0 => return Err(SendError::InvalidTarget(target.to_godot())),
+            Target::Peer(id) => {
+                let key = *self.by_id.get(&id).ok_or(SendError::UnknownPeer(id))?;
+                if !self.links[key].announced {
+                    return Err(SendError::PeerNotConnected(id));
+                }
+                SmallVec::from_elem(key, 1)
+            }
+            Target::All | Target::AllExcept(_) => {
+                let excluded = match target {
+                    Target::AllExcept(id) => id,
+                    _ => 0,
+                };
+                self.by_id
+                    .iter()
+                    .filter(|&(&id, &key)| id != excluded && self.links[key].announced)
+                    .map(|(_, &key)| key)
+                    .collect()
+            }
+        };
+        let Some(now) = self.last_now else {
+            return Ok(()); // No peer was ever added, so there is nobody to send to.
+        };
+        let max_queued = self.config.max_queued_bytes;
+        let mut full = Vec::new();
+        for key in keys {
+            let link = &mut self.links[key];
+            let peer = link.peer;
+            match link.write(now, index, data, max_queued, &mut sink!(self)) {
+                Ok(progress) => self.settle(key, progress),
+                Err(()) => full.push(peer),
+            }
+        }
+        if full.is_empty() {
+            Ok(())
+        } else {
+            Err(SendError::QueueFull(full))
+        }
+    }
+
+    /// Godot's `remove_peer`: closes the connection (the remote notices at once) and emits
+    /// `PeerDisconnected` if the peer had connected. Returns whether the peer existed.
+    pub fn remove_peer(&mut self, peer: PeerId) -> bool {
+        match self.by_id.get(&peer) {
+            Some(&key) => {
+                self.remove_link(key, true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Godot's `disconnect_peer(peer, force)`: without `force` the same as
+    /// [`remove_peer`](Mesh::remove_peer); with `force` the peer is dropped without a
+    /// `PeerDisconnected` event (Godot's documented behaviour). Returns whether the peer existed.
+    pub fn disconnect_peer(&mut self, peer: PeerId, force: bool) -> bool {
+        match self.by_id.get(&peer) {
+            Some(&key) => {
+                self.remove_link(key, !force);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Godot's `close`: closes every connection, emitting `PeerDisconnected` for each connected
+    /// peer, and sets the status to `Disconnected`. A closed mesh refuses new peers.
+    pub fn close(&mut self) {
+        let keys: Vec<usize> = self.by_id.values().copied().collect();
+        for key in keys {
+            self.remove_link(key, true);
+        }
+        self.closed = true;
+        self.set_status(ConnectionStatus::Disconnected);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Mesh::handle_timeout) must next be called (the earliest deadline
+    /// of all peers); `None` while there are no peers.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// This mesh's unique id.
+    pub fn unique_id(&self) -> PeerId {
+        self.unique_id
+    }
+
+    /// The topology this mesh was created with.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The connection status (Godot's `get_connection_status`).
+    pub fn status(&self) -> ConnectionStatus {
+        self.status
+    }
+
+    /// Godot's `is_server_relay_supported`: true in server and client modes.
+    pub fn is_server_relay_supported(&self) -> bool {
+        matches!(self.mode, Mode::Server | Mode::Client)
+    }
+
+    /// The largest packet [`send`](Mesh::send) accepts (enforced, unlike Godot's 1200).
+    pub fn max_packet_size(&self) -> usize {
+        self.config.max_packet_size
+    }
+
+    /// The extra channels (Godot's `channels_config`).
+    pub fn channels_config(&self) -> &[TransferMode] {
+        &self.config.channels
+    }
+
+    /// Godot's `set_refuse_new_connections`: while on, `add_peer` fails with `Refused`.
+    pub fn set_refuse_new_connections(&mut self, refuse: bool) {
+        self.refuse_new_connections = refuse;
+    }
+
+    /// Godot's `is_refusing_new_connections`.
+    pub fn is_refusing_new_connections(&self) -> bool {
+        self.refuse_new_connections
+    }
+
+    /// Godot's `has_peer`.
+    pub fn has_peer(&self, peer: PeerId) -> bool {
+        self.by_id.contains_key(&peer)
+    }
+
+    /// Godot's `get_peer`: the peer's connection state.
+    pub fn peer(&self, peer: PeerId) -> Option<PeerInfo> {
+        let link = &self.links[*self.by_id.get(&peer)?];
+        Some(PeerInfo {
+            id: peer,
+            connected: link.announced,
+            open_channels: link.open_channels(),
+            channels: link.total_channels(),
+            queued_bytes: link.queued_bytes(),
+        })
+    }
+
+    /// Godot's `get_peers`: every added peer, connected or not, in ascending id order.
+    pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.by_id.keys().copied()
+    }
+
+    /// The peers that are connected (`PeerConnected` emitted), in ascending id order.
+    pub fn connected_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.by_id
+            .iter()
+            .filter(|&(_, &key)| self.links[key].announced)
+            .map(|(&id, _)| id)
+    }
+
+    /// Counters of traffic and of what was dropped.
+    pub fn stats(&self) -> MeshStats {
+        self.stats
+    }
+
+    /// Address pairs currently routed without a scan.
+    pub fn known_routes(&self) -> usize {
+        self.demux.len()
+    }
+
+    fn observe(&mut self, now: Instant) {
+        self.last_now = Some(self.last_now.map_or(now, |t| t.max(now)));
+    }
+
+    fn learn_route(&mut self, route: crate::demux::Route, key: usize) {
+        self.demux.learn(route, key);
+        let routes = &mut self.links[key].routes;
+        if !routes.contains(&route) {
+            if routes.len() == MAX_ROUTES_PER_PEER {
+                let old = routes.remove(0);
+                self.demux.forget(&old, key);
+            }
+            routes.push(route);
+        }
+    }
+
+    /// Applies what a link reported: announce, remove, or reschedule.
+    fn settle(&mut self, key: usize, progress: Progress) {
+        if progress.lost.is_some() {
+            self.remove_link(key, true);
+            return;
+        }
+        if progress.connected && !self.links[key].announced {
+            let peer = self.links[key].peer;
+            self.links[key].announced = true;
+            self.events.push_back(Event::PeerConnected(peer));
+            if self.mode == Mode::Client && peer == SERVER_ID {
+                self.set_status(ConnectionStatus::Connected);
+            }
+        }
+        self.refresh(key);
+    }
+
+    /// Re-registers a link's deadline after it changed.
+    fn refresh(&mut self, key: usize) {
+        let link = &mut self.links[key];
+        let next = link.deadline(self.config.disconnect_grace);
+        self.timers.reschedule(key, link.scheduled, next);
+        link.scheduled = next;
+    }
+
+    fn remove_link(&mut self, key: usize, announce: bool) {
+        let mut link = self.links.remove(key);
+        self.timers.reschedule(key, link.scheduled, None);
+        for route in &link.routes {
+            self.demux.forget(route, key);
+        }
+        self.by_id.remove(&link.peer);
+        link.close(&mut sink!(self));
+        if announce && link.announced {
+            self.events.push_back(Event::PeerDisconnected(link.peer));
+        }
+        if self.mode == Mode::Client && link.peer == SERVER_ID {
+            self.set_status(ConnectionStatus::Disconnected);
+        }
+    }
+
+    fn set_status(&mut self, status: ConnectionStatus) {
+        if self.status != status {
+            self.status = status;
+            self.events.push_back(Event::StatusChanged(status));
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Counters of what the mesh did and dropped.
+
+/// Counters since the mesh was created, read with [`Mesh::stats`](crate::Mesh::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeshStats {
+    /// Datagrams handed to `handle_datagram`.
+    pub datagrams_received: u64,
+    /// Datagrams routed to a peer by the address map without a scan.
+    pub datagrams_routed: u64,
+    /// Datagrams that are not STUN, DTLS, RTP or RTCP (dropped).
+    pub datagrams_malformed: u64,
+    /// Well-formed datagrams no peer accepted (dropped).
+    pub datagrams_unroutable: u64,
+    /// Datagrams a peer accepted but failed to process (dropped; the peer keeps running).
+    pub datagrams_rejected: u64,
+    /// Datagrams emitted for sending.
+    pub datagrams_sent: u64,
+    /// Packets written to a data channel (a broadcast counts once per peer).
+    pub packets_sent: u64,
+    /// Packets delivered as [`Event::Packet`](crate::Event::Packet).
+    pub packets_received: u64,
+    /// Incoming data-channel messages on a channel outside the layout (dropped).
+    pub packets_unknown_channel: u64,
+    /// Remote ICE candidates that could not be parsed (dropped).
+    pub candidates_rejected: u64,
+}
