@@ -33,7 +33,11 @@ pub(crate) struct ChannelSpec {
 
 /// The index of the channel a send uses: transfer channel 0 picks the mode's default channel,
 /// `k >= 1` the k-th extra channel (whose own mode then applies, as in Godot).
-pub(crate) fn channel_index(mode: TransferMode, transfer_channel: u16, extra: usize) -> Option<usize> {
+pub(crate) fn channel_index(
+    mode: TransferMode,
+    transfer_channel: u16,
+    extra: usize,
+) -> Option<usize> {
     if transfer_channel == 0 {
         return Some(match mode {
             TransferMode::Reliable => 0,
@@ -120,7 +124,10 @@ mod tests {
     #[test]
     fn transfer_channel_zero_picks_the_mode_default() {
         assert_eq!(channel_index(TransferMode::Reliable, 0, 0), Some(0));
-        assert_eq!(channel_index(TransferMode::UnreliableOrdered, 0, 0), Some(1));
+        assert_eq!(
+            channel_index(TransferMode::UnreliableOrdered, 0, 0),
+            Some(1)
+        );
         assert_eq!(channel_index(TransferMode::Unreliable, 0, 0), Some(2));
         assert_eq!(channel_index(TransferMode::Reliable, 1, 0), None);
         assert_eq!(channel_index(TransferMode::Reliable, 2, 2), Some(4));

@@ -81,7 +81,10 @@ impl fmt::Display for AddPeerError {
             }
             AddPeerError::Refused => f.write_str("refusing new connections"),
             AddPeerError::AlreadyExists(id) => {
-                write!(f, "peer {id} already exists: remove it before adding it again")
+                write!(
+                    f,
+                    "peer {id} already exists: remove it before adding it again"
+                )
             }
             AddPeerError::Rtc(e) => write!(f, "could not create the WebRTC connection: {e}"),
         }

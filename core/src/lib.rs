@@ -57,13 +57,16 @@ mod transfer;
 
 pub use channels::{MAX_EXTRA_CHANNELS, RESERVED_CHANNELS};
 pub use config::MeshConfig;
-pub use error::{AddPeerError, CandidateError, CreateError, DecodeSignalError, SendError, SignalError};
+pub use error::{
+    AddPeerError, CandidateError, CreateError, DecodeSignalError, SendError, SignalError,
+};
 pub use event::{Event, Packet, Transmit};
 pub use mesh::{Mesh, PeerInfo};
 pub use signal::{OutgoingSignal, Signal};
 pub use stats::MeshStats;
 pub use transfer::{
-    is_valid_peer_id, ConnectionStatus, InvalidTransferMode, Mode, PeerId, Target, TransferMode, SERVER_ID,
+    is_valid_peer_id, ConnectionStatus, InvalidTransferMode, Mode, PeerId, Target, TransferMode,
+    SERVER_ID,
 };
 
 /// The str0m version rtcmesh is built on, re-exported for configuration types such as

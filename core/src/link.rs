@@ -72,6 +72,15 @@ pub(crate) struct Sink<'a> {
     pub stats: &'a mut MeshStats,
 }
 
+/// What every link of a mesh is built from.
+pub(crate) struct LinkSetup<'a> {
+    pub own_id: PeerId,
+    pub layout: &'a [ChannelSpec],
+    pub config: &'a MeshConfig,
+    pub rtc_config: &'a RtcConfig,
+    pub host_addresses: &'a [SocketAddr],
+}
+
 /// The state of one remote peer.
 pub(crate) struct Link {
     pub peer: PeerId,
@@ -102,13 +111,16 @@ impl Link {
     pub fn new(
         now: Instant,
         peer: PeerId,
-        own_id: PeerId,
-        layout: &[ChannelSpec],
         lifetime_ms: u16,
-        config: &MeshConfig,
-        rtc_config: &RtcConfig,
-        host_addresses: &[SocketAddr],
+        setup: LinkSetup<'_>,
     ) -> Result<(Link, Option<Signal>), AddPeerError> {
+        let LinkSetup {
+            own_id,
+            layout,
+            config,
+            rtc_config,
+            host_addresses,
+        } = setup;
         let mut rtc = rtc_config.clone().build(now);
         for &addr in host_addresses {
             // Addresses were validated when registered.
@@ -230,7 +242,12 @@ impl Link {
     }
 
     /// Feeds a datagram this peer accepted. `false` if str0m refused it (counted by the caller).
-    pub fn handle_receive(&mut self, now: Instant, input: Input<'_>, sink: &mut Sink<'_>) -> (bool, Progress) {
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        input: Input<'_>,
+        sink: &mut Sink<'_>,
+    ) -> (bool, Progress) {
         let ok = self.rtc.handle_input(input).is_ok();
         (ok, self.drive(now, sink))
     }
@@ -419,7 +436,13 @@ impl Link {
         self.channels.iter().position(|c| c.id == Some(id))
     }
 
-    fn on_event(&mut self, now: Instant, event: RtcEvent, progress: &mut Progress, sink: &mut Sink<'_>) {
+    fn on_event(
+        &mut self,
+        now: Instant,
+        event: RtcEvent,
+        progress: &mut Progress,
+        sink: &mut Sink<'_>,
+    ) {
         match event {
             RtcEvent::ChannelData(data) => match self.channel_index(data.id) {
                 Some(index) => {
@@ -437,21 +460,13 @@ impl Link {
             RtcEvent::ChannelOpen(id, _label) => {
                 if let Some(index) = self.channel_index(id) {
                     self.channels[index].open = true;
-                    if !self.announced && self.is_ready() {
-                        progress.connected = true;
-                    }
+                    progress.connected |= !self.announced && self.is_ready();
                 }
             }
-            RtcEvent::Connected => {
-                if !self.announced && self.is_ready() {
-                    progress.connected = true;
-                }
-            }
-            RtcEvent::ChannelClose(id) => {
-                // Godot removes a peer when any of its channels closes.
-                if self.channel_index(id).is_some() {
-                    progress.lost = Some(Loss::Closed);
-                }
+            RtcEvent::Connected => progress.connected |= !self.announced && self.is_ready(),
+            // Godot removes a peer when any of its channels closes.
+            RtcEvent::ChannelClose(id) if self.channel_index(id).is_some() => {
+                progress.lost = Some(Loss::Closed);
             }
             RtcEvent::IceConnectionStateChange(state) => match state {
                 IceConnectionState::Connected | IceConnectionState::Completed => {

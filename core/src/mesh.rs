@@ -14,11 +14,13 @@ use crate::config::MeshConfig;
 use crate::demux::Demux;
 use crate::error::{AddPeerError, CandidateError, CreateError, SendError, SignalError};
 use crate::event::{Event, Transmit};
-use crate::link::{Link, Progress, Sink};
+use crate::link::{Link, LinkSetup, Progress, Sink};
 use crate::signal::{OutgoingSignal, Signal};
 use crate::stats::MeshStats;
 use crate::timers::Timers;
-use crate::transfer::{is_valid_peer_id, ConnectionStatus, Mode, PeerId, Target, TransferMode, SERVER_ID};
+use crate::transfer::{
+    is_valid_peer_id, ConnectionStatus, Mode, PeerId, Target, TransferMode, SERVER_ID,
+};
 
 /// The most routes remembered per peer (ICE may try several address pairs).
 const MAX_ROUTES_PER_PEER: usize = 8;
@@ -150,8 +152,8 @@ impl Mesh {
     /// future. Call it with the address the socket is bound to (not `0.0.0.0`) before adding peers;
     /// peers already negotiating get it trickled as a [`Signal::Candidate`].
     pub fn add_host_candidate(&mut self, address: SocketAddr) -> Result<(), CandidateError> {
-        let candidate = Candidate::host(address, "udp")
-            .map_err(|e| CandidateError::Rejected(e.to_string()))?;
+        let candidate =
+            Candidate::host(address, "udp").map_err(|e| CandidateError::Rejected(e.to_string()))?;
         if self.host_addresses.contains(&address) {
             return Ok(());
         }
@@ -180,7 +182,12 @@ impl Mesh {
 
     /// Godot's `add_peer(peer_id, unreliable_lifetime)`: creates the connection and its channels.
     /// If this mesh's id is the larger, an [`Event::Signal`] with the offer follows.
-    pub fn add_peer(&mut self, now: Instant, peer: PeerId, unreliable_lifetime_ms: i32) -> Result<(), AddPeerError> {
+    pub fn add_peer(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        unreliable_lifetime_ms: i32,
+    ) -> Result<(), AddPeerError> {
         if self.closed {
             return Err(AddPeerError::Closed);
         }
@@ -204,16 +211,14 @@ impl Mesh {
             return Err(AddPeerError::AlreadyExists(peer));
         }
         self.observe(now);
-        let (link, offer) = Link::new(
-            now,
-            peer,
-            self.unique_id,
-            &self.layout,
-            lifetime,
-            &self.config,
-            &self.rtc_config,
-            &self.host_addresses,
-        )?;
+        let setup = LinkSetup {
+            own_id: self.unique_id,
+            layout: &self.layout,
+            config: &self.config,
+            rtc_config: &self.rtc_config,
+            host_addresses: &self.host_addresses,
+        };
+        let (link, offer) = Link::new(now, peer, lifetime, setup)?;
         let key = self.links.insert(link);
         self.by_id.insert(peer, key);
         if let Some(offer) = offer {
@@ -231,11 +236,19 @@ impl Mesh {
     }
 
     /// Passes a signal received from `from` (through the application's signaling transport).
-    pub fn handle_signal(&mut self, now: Instant, from: PeerId, signal: Signal) -> Result<(), SignalError> {
+    pub fn handle_signal(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        signal: Signal,
+    ) -> Result<(), SignalError> {
         if self.closed {
             return Err(SignalError::Closed);
         }
-        let key = *self.by_id.get(&from).ok_or(SignalError::UnknownPeer(from))?;
+        let key = *self
+            .by_id
+            .get(&from)
+            .ok_or(SignalError::UnknownPeer(from))?;
         self.observe(now);
         let grace = self.config.disconnect_grace;
         let result = self.links[key].handle_signal(now, signal, grace, &mut sink!(self));
@@ -256,7 +269,13 @@ impl Mesh {
     /// Passes one UDP datagram received on the socket: `source` is the remote address,
     /// `destination` the local one it arrived on. Datagrams no peer accepts are dropped and
     /// counted in [`stats`](Mesh::stats); nothing a datagram contains can stop the mesh.
-    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
         self.stats.datagrams_received += 1;
         if self.closed {
             self.stats.datagrams_unroutable += 1;
@@ -276,7 +295,12 @@ impl Mesh {
             }
             _ => {
                 // First contact on this address pair: ask each peer (ICE credentials decide).
-                let Some(key) = self.links.iter().find(|(_, l)| l.accepts(&input)).map(|(k, _)| k) else {
+                let Some(key) = self
+                    .links
+                    .iter()
+                    .find(|(_, l)| l.accepts(&input))
+                    .map(|(k, _)| k)
+                else {
                     self.stats.datagrams_unroutable += 1;
                     return;
                 };
@@ -306,7 +330,13 @@ impl Mesh {
     /// Sends `data` to `target` on transfer channel `channel` (0 = the default channel of `mode`;
     /// `k >= 1` = extra channel `k`, whose configured mode applies, as in Godot).
     /// Broadcasts skip peers that are not connected yet.
-    pub fn send(&mut self, target: Target, mode: TransferMode, channel: u16, data: &[u8]) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        target: Target,
+        mode: TransferMode,
+        channel: u16,
+        data: &[u8],
+    ) -> Result<(), SendError> {
         if self.closed || self.status == ConnectionStatus::Disconnected {
             return Err(SendError::Disconnected);
         }
@@ -320,7 +350,9 @@ impl Mesh {
             .ok_or(SendError::UnknownChannel(channel))?;
         let keys: SmallVec<[usize; 16]> = match target {
             Target::Peer(id) if id <= 0 => return Err(SendError::InvalidTarget(id)),
-            Target::AllExcept(id) if id <= 0 => return Err(SendError::InvalidTarget(target.to_godot())),
+            Target::AllExcept(id) if id <= 0 => {
+                return Err(SendError::InvalidTarget(target.to_godot()))
+            }
             Target::Peer(id) => {
                 let key = *self.by_id.get(&id).ok_or(SendError::UnknownPeer(id))?;
                 if !self.links[key].announced {

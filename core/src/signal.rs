@@ -129,7 +129,10 @@ mod tests {
             Err(DecodeSignalError::UnknownKind("hello".into()))
         );
         assert_eq!(Signal::decode("offer"), Err(DecodeSignalError::MissingBody));
-        assert_eq!(Signal::decode("offer\n  "), Err(DecodeSignalError::MissingBody));
+        assert_eq!(
+            Signal::decode("offer\n  "),
+            Err(DecodeSignalError::MissingBody)
+        );
         let long = format!("offer\n{}", "x".repeat(Signal::MAX_ENCODED_LEN));
         assert!(matches!(
             Signal::decode(&long),

@@ -1,1 +1,10 @@
-//! placeholder
+//! The simulated network every rtcmesh integration test, property and example runs on.
+//!
+//! A [`World`] owns N [`Mesh`]es, a fake clock and an in-memory network. It moves datagrams
+//! (through per-link [`LinkConditions`]) and signals (a perfect, delayed channel standing in for
+//! a signaling server) between them, and records every event each node emits, so tests read as
+//! stories: build a world, connect nodes, run until a condition, assert on the event logs.
+
+pub mod sim;
+
+pub use sim::{LinkConditions, Node, NodeId, World};

@@ -1,0 +1,415 @@
+//! The fake clock, the in-memory network and the world that drives the meshes.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Signal, SignalError};
+
+/// Index of a node in its world.
+pub type NodeId = usize;
+
+/// How one directed link treats datagrams. Later fault models (loss, jitter, partitions) plug
+/// in here; the default is a perfect link with 1 ms latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkConditions {
+    /// One-way delay.
+    pub latency: Duration,
+    /// `false` drops everything (a partition).
+    pub up: bool,
+}
+
+impl Default for LinkConditions {
+    fn default() -> Self {
+        LinkConditions {
+            latency: Duration::from_millis(1),
+            up: true,
+        }
+    }
+}
+
+/// One simulated host: a mesh, its socket address and what it has emitted.
+pub struct Node {
+    /// The state machine under test.
+    pub mesh: Mesh,
+    /// The UDP address its "socket" is bound to (never a real socket).
+    pub addr: SocketAddr,
+    /// Every event the mesh emitted except signals, in order.
+    pub events: Vec<Event>,
+    /// Errors returned when the world passed a signal to this node.
+    pub signal_errors: Vec<SignalError>,
+    /// `false` once the node vanished: it no longer sends, receives or ticks.
+    pub alive: bool,
+}
+
+impl Node {
+    /// `PeerConnected` ids in the order they fired.
+    pub fn connected(&self) -> Vec<PeerId> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::PeerConnected(id) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `PeerDisconnected` ids in the order they fired.
+    pub fn disconnected(&self) -> Vec<PeerId> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::PeerDisconnected(id) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Received packets in order.
+    pub fn packets(&self) -> Vec<&rtcmesh::Packet> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Packet(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Removes and returns the recorded events.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+/// Something in flight, delivered at a time.
+enum Delivery {
+    Datagram {
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    Signal {
+        from: PeerId,
+        to: PeerId,
+        signal: Signal,
+    },
+}
+
+/// A deterministic world: N meshes, a fake clock, a network and a signaling channel.
+pub struct World {
+    /// The fake clock's current time.
+    pub now: Instant,
+    start: Instant,
+    /// The hosts, indexed by [`NodeId`].
+    pub nodes: Vec<Node>,
+    /// Conditions of directed links (source node, destination node); absent = default.
+    pub links: HashMap<(NodeId, NodeId), LinkConditions>,
+    /// Delay of the signaling channel.
+    pub signal_latency: Duration,
+    in_flight: BinaryHeap<Reverse<(Instant, u64)>>,
+    deliveries: HashMap<u64, Delivery>,
+    next_seq: u64,
+    by_addr: HashMap<SocketAddr, NodeId>,
+    /// Signals addressed to a peer id no node has (dropped), counted.
+    pub signals_undeliverable: u64,
+    /// Datagrams dropped by link conditions or a vanished node.
+    pub datagrams_dropped: u64,
+    /// Datagrams delivered.
+    pub datagrams_delivered: u64,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+impl World {
+    /// An empty world whose clock starts now (the harness's only clock read).
+    pub fn new() -> World {
+        let start = Instant::now();
+        World {
+            now: start,
+            start,
+            nodes: Vec::new(),
+            links: HashMap::new(),
+            signal_latency: Duration::from_millis(5),
+            in_flight: BinaryHeap::new(),
+            deliveries: HashMap::new(),
+            next_seq: 0,
+            by_addr: HashMap::new(),
+            signals_undeliverable: 0,
+            datagrams_dropped: 0,
+            datagrams_delivered: 0,
+        }
+    }
+
+    /// Simulated time since the world was created.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Adds a node running `mesh`, bound to `127.0.0.<n+1>:5000` (registered as its host
+    /// candidate). Returns its index.
+    pub fn add(&mut self, mut mesh: Mesh) -> NodeId {
+        let n = self.nodes.len();
+        let octet = u8::try_from(n + 1).expect("at most 254 nodes");
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, octet)), 5000);
+        mesh.add_host_candidate(addr).expect("loopback host candidate");
+        self.by_addr.insert(addr, n);
+        self.nodes.push(Node {
+            mesh,
+            addr,
+            events: Vec::new(),
+            signal_errors: Vec::new(),
+            alive: true,
+        });
+        n
+    }
+
+    /// A world of `ids.len()` mesh-mode nodes with these unique ids.
+    pub fn mesh(ids: &[PeerId], config: &MeshConfig) -> World {
+        let mut world = World::new();
+        for &id in ids {
+            world.add(Mesh::create_mesh(id, config.clone()).expect("valid mesh id"));
+        }
+        world
+    }
+
+    /// Node 0 is a server; nodes 1.. are clients with these ids.
+    pub fn server_and_clients(client_ids: &[PeerId], config: &MeshConfig) -> World {
+        let mut world = World::new();
+        world.add(Mesh::create_server(config.clone()).expect("server"));
+        for &id in client_ids {
+            world.add(Mesh::create_client(id, config.clone()).expect("valid client id"));
+        }
+        world
+    }
+
+    /// The node whose mesh has this unique id.
+    pub fn node_of(&self, id: PeerId) -> Option<NodeId> {
+        self.nodes.iter().position(|n| n.alive && n.mesh.unique_id() == id)
+    }
+
+    /// The unique id of node `n`.
+    pub fn id(&self, n: NodeId) -> PeerId {
+        self.nodes[n].mesh.unique_id()
+    }
+
+    /// Has `a` and `b` add each other (Godot's `add_peer` on both sides, lifetime 1 ms).
+    pub fn introduce(&mut self, a: NodeId, b: NodeId) {
+        let (ida, idb) = (self.id(a), self.id(b));
+        let now = self.now;
+        self.nodes[a].mesh.add_peer(now, idb, 1).expect("add_peer a→b");
+        self.nodes[b].mesh.add_peer(now, ida, 1).expect("add_peer b→a");
+        self.drain(a);
+        self.drain(b);
+    }
+
+    /// Introduces every pair of nodes (a full mesh) or, with a server at node 0, each client to it.
+    pub fn introduce_all(&mut self) {
+        let n = self.nodes.len();
+        let server_mode = n > 0 && self.nodes[0].mesh.mode() == rtcmesh::Mode::Server;
+        for a in 0..n {
+            for b in (a + 1)..n {
+                if !server_mode || a == 0 {
+                    self.introduce(a, b);
+                }
+            }
+        }
+    }
+
+    /// Drops node `n` off the network: no more datagrams to or from it, no more ticks (a process
+    /// that vanished without closing).
+    pub fn vanish(&mut self, n: NodeId) {
+        self.nodes[n].alive = false;
+    }
+
+    /// Sets the conditions of the directed link `from → to`.
+    pub fn set_link(&mut self, from: NodeId, to: NodeId, conditions: LinkConditions) {
+        self.links.insert((from, to), conditions);
+    }
+
+    /// Cuts (or heals) both directions between `a` and `b`.
+    pub fn partition(&mut self, a: NodeId, b: NodeId, cut: bool) {
+        for (x, y) in [(a, b), (b, a)] {
+            let mut c = self.links.get(&(x, y)).copied().unwrap_or_default();
+            c.up = !cut;
+            self.links.insert((x, y), c);
+        }
+    }
+
+    /// Drains node `n`'s outputs into the network and the event log. Call after driving a mesh
+    /// directly (e.g. `send`) so its datagrams leave.
+    pub fn drain(&mut self, n: NodeId) {
+        let from_id = self.nodes[n].mesh.unique_id();
+        while let Some(t) = self.nodes[n].mesh.poll_transmit() {
+            if !self.nodes[n].alive {
+                continue;
+            }
+            let Some(&to) = self.by_addr.get(&t.destination) else {
+                self.datagrams_dropped += 1;
+                continue;
+            };
+            let conditions = self.links.get(&(n, to)).copied().unwrap_or_default();
+            if !conditions.up {
+                self.datagrams_dropped += 1;
+                continue;
+            }
+            let at = self.now + conditions.latency;
+            self.schedule(
+                at,
+                Delivery::Datagram {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents,
+                },
+            );
+        }
+        while let Some(event) = self.nodes[n].mesh.poll_event() {
+            match event {
+                Event::Signal(s) => {
+                    let at = self.now + self.signal_latency;
+                    self.schedule(
+                        at,
+                        Delivery::Signal {
+                            from: from_id,
+                            to: s.to,
+                            signal: s.signal,
+                        },
+                    );
+                }
+                other => self.nodes[n].events.push(other),
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, delivery: Delivery) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.deliveries.insert(seq, delivery);
+        self.in_flight.push(Reverse((at, seq)));
+    }
+
+    /// The next time anything happens: a delivery or a mesh deadline.
+    fn next_time(&self) -> Option<Instant> {
+        let delivery = self.in_flight.peek().map(|Reverse((at, _))| *at);
+        let timers = self
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .filter_map(|n| n.mesh.poll_timeout());
+        delivery.into_iter().chain(timers).min()
+    }
+
+    /// Advances to the next thing that happens and processes everything due then. Returns
+    /// `false` when nothing is left to happen.
+    pub fn step(&mut self) -> bool {
+        let Some(next) = self.next_time() else {
+            return false;
+        };
+        self.now = self.now.max(next);
+        let now = self.now;
+        while let Some(&Reverse((at, seq))) = self.in_flight.peek() {
+            if at > now {
+                break;
+            }
+            self.in_flight.pop();
+            let Some(delivery) = self.deliveries.remove(&seq) else {
+                continue;
+            };
+            self.deliver(delivery);
+        }
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].alive {
+                continue;
+            }
+            if self.nodes[n].mesh.poll_timeout().is_some_and(|t| t <= now) {
+                self.nodes[n].mesh.handle_timeout(now);
+            }
+            self.drain(n);
+        }
+        true
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        let now = self.now;
+        match delivery {
+            Delivery::Datagram {
+                source,
+                destination,
+                contents,
+            } => match self.by_addr.get(&destination) {
+                Some(&n) if self.nodes[n].alive => {
+                    self.datagrams_delivered += 1;
+                    self.nodes[n]
+                        .mesh
+                        .handle_datagram(now, source, destination, &contents);
+                }
+                _ => self.datagrams_dropped += 1,
+            },
+            Delivery::Signal { from, to, signal } => match self.node_of(to) {
+                Some(n) => {
+                    // Signals cross the wire as text: exercise the encoding every time.
+                    let signal = Signal::decode(&signal.encode()).expect("signal round trip");
+                    if let Err(e) = self.nodes[n].mesh.handle_signal(now, from, signal) {
+                        self.nodes[n].signal_errors.push(e);
+                    }
+                }
+                None => self.signals_undeliverable += 1,
+            },
+        }
+    }
+
+    /// Runs until `done` holds or `limit` of simulated time passes; returns whether `done` held.
+    /// Bounded in simulated time and in steps.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) -> bool {
+        let deadline = self.now + limit;
+        for _ in 0..10_000_000u32 {
+            if done(self) {
+                return true;
+            }
+            match self.next_time() {
+                Some(next) if next <= deadline => {
+                    self.step();
+                }
+                _ => {
+                    self.now = self.now.max(deadline);
+                    return done(self);
+                }
+            }
+        }
+        false
+    }
+
+    /// Runs for `duration` of simulated time.
+    pub fn run_for(&mut self, duration: Duration) {
+        self.run_until(duration, |_| false);
+    }
+
+    /// Whether every alive node reports exactly these peers connected (mesh: all others;
+    /// server: all clients; client: the server).
+    pub fn fully_connected(&self) -> bool {
+        let server_mode = self
+            .nodes
+            .first()
+            .is_some_and(|n| n.mesh.mode() == rtcmesh::Mode::Server);
+        let alive: Vec<NodeId> = (0..self.nodes.len()).filter(|&n| self.nodes[n].alive).collect();
+        alive.iter().all(|&n| {
+            let expected: Vec<PeerId> = if server_mode && n != 0 {
+                vec![1]
+            } else {
+                let mut ids: Vec<PeerId> = alive
+                    .iter()
+                    .filter(|&&m| m != n)
+                    .map(|&m| self.id(m))
+                    .collect();
+                ids.sort();
+                ids
+            };
+            self.nodes[n].mesh.connected_peers().collect::<Vec<_>>() == expected
+        })
+    }
+}
