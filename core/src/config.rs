@@ -20,6 +20,16 @@ pub struct MeshConfig {
     /// How long an ICE disconnection of a connected peer may last before the peer is removed.
     /// Godot removes at once; transient losses are common, so the default is 2 s.
     pub disconnect_grace: Duration,
+    /// A connected peer from which no datagram at all arrives for this long is removed. ICE
+    /// consent checks flow every `stun_max_rto` even when the game sends nothing, so silence
+    /// means the peer is gone. This is the loss-detection time for a vanished peer; str0m's own
+    /// ICE gives up no sooner than 15 s. Must be at least twice `stun_max_rto`. Default 10 s.
+    pub peer_timeout: Duration,
+    /// Longest wait between ICE consent checks and STUN retransmissions (str0m
+    /// `set_max_stun_rto`). Default 3 s.
+    pub stun_max_rto: Duration,
+    /// STUN retransmissions before a candidate pair is given up (str0m default 9).
+    pub stun_max_retransmits: usize,
     /// The largest packet `send` accepts. Must not exceed `sctp_send_buffer`. Default 64 KiB
     /// (the most every WebRTC stack accepts without SDP `max-message-size` checks).
     pub max_packet_size: usize,
@@ -43,6 +53,9 @@ impl Default for MeshConfig {
             channels: Vec::new(),
             connect_timeout: Duration::from_secs(20),
             disconnect_grace: Duration::from_secs(2),
+            peer_timeout: Duration::from_secs(10),
+            stun_max_rto: Duration::from_secs(3),
+            stun_max_retransmits: 9,
             max_packet_size: 64 * 1024,
             max_queued_bytes: 1024 * 1024,
             sctp_send_buffer: 128 * 1024,
@@ -67,6 +80,16 @@ impl MeshConfig {
         }
         if !(str0m::DATAGRAM_MTU_TARGET_MIN..=str0m::DATAGRAM_MTU_TARGET_MAX).contains(&self.mtu) {
             return Err(CreateError::InvalidConfig("mtu must be within 576..=1500"));
+        }
+        if self.stun_max_rto < Duration::from_millis(250) || self.stun_max_retransmits == 0 {
+            return Err(CreateError::InvalidConfig(
+                "stun_max_rto must be at least 250 ms and stun_max_retransmits at least 1",
+            ));
+        }
+        if self.peer_timeout < self.stun_max_rto * 2 {
+            return Err(CreateError::InvalidConfig(
+                "peer_timeout must be at least twice stun_max_rto",
+            ));
         }
         if self.sctp_send_buffer < 1024 {
             return Err(CreateError::InvalidConfig(

@@ -43,6 +43,8 @@ struct LinkChannel {
 pub(crate) enum Loss {
     /// Not all channels opened within `connect_timeout`.
     ConnectTimeout,
+    /// Nothing arrived from the connected peer for `peer_timeout`.
+    Silent,
     /// ICE stayed disconnected longer than `disconnect_grace`.
     IceLost,
     /// The remote closed a channel or the connection, or str0m failed.
@@ -72,6 +74,24 @@ pub(crate) struct Sink<'a> {
     pub stats: &'a mut MeshStats,
 }
 
+/// The time limits that end a link, from [`MeshConfig`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// `disconnect_grace`.
+    pub grace: Duration,
+    /// `peer_timeout`.
+    pub silence: Duration,
+}
+
+impl Limits {
+    pub fn of(config: &MeshConfig) -> Limits {
+        Limits {
+            grace: config.disconnect_grace,
+            silence: config.peer_timeout,
+        }
+    }
+}
+
 /// What every link of a mesh is built from.
 pub(crate) struct LinkSetup<'a> {
     pub own_id: PeerId,
@@ -96,6 +116,8 @@ pub(crate) struct Link {
     ice_was_connected: bool,
     ice_lost_at: Option<Instant>,
     connect_deadline: Instant,
+    /// When the last datagram from this peer arrived (or the link was created).
+    last_heard: Instant,
     rtc_deadline: Option<Instant>,
     /// The deadline currently registered in the mesh's timers.
     pub scheduled: Option<Instant>,
@@ -164,6 +186,7 @@ impl Link {
             ice_was_connected: false,
             ice_lost_at: None,
             connect_deadline: now + config.connect_timeout,
+            last_heard: now,
             rtc_deadline: None,
             scheduled: None,
             routes: SmallVec::new(),
@@ -178,7 +201,7 @@ impl Link {
         &mut self,
         now: Instant,
         signal: Signal,
-        grace: Duration,
+        limits: Limits,
         sink: &mut Sink<'_>,
     ) -> Result<Progress, SignalError> {
         match signal {
@@ -233,7 +256,7 @@ impl Link {
                 }
             }
         }
-        Ok(self.timeout(now, grace, sink))
+        Ok(self.timeout(now, limits, sink))
     }
 
     /// Whether this peer's `Rtc` claims the datagram (ICE credentials or a known address).
@@ -249,6 +272,9 @@ impl Link {
         sink: &mut Sink<'_>,
     ) -> (bool, Progress) {
         let ok = self.rtc.handle_input(input).is_ok();
+        if ok {
+            self.last_heard = self.last_heard.max(now);
+        }
         (ok, self.drive(now, sink))
     }
 
@@ -265,7 +291,7 @@ impl Link {
     }
 
     /// Advances time to `now`, drains output and applies the link's own deadlines.
-    pub fn timeout(&mut self, now: Instant, grace: Duration, sink: &mut Sink<'_>) -> Progress {
+    pub fn timeout(&mut self, now: Instant, limits: Limits, sink: &mut Sink<'_>) -> Progress {
         let mut progress = if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
             self.drive(now, sink)
         } else {
@@ -277,8 +303,10 @@ impl Link {
         if progress.lost.is_none() {
             if !self.announced && now >= self.connect_deadline {
                 progress.lost = Some(Loss::ConnectTimeout);
-            } else if self.ice_lost_at.is_some_and(|at| now >= at + grace) {
+            } else if self.ice_lost_at.is_some_and(|at| now >= at + limits.grace) {
                 progress.lost = Some(Loss::IceLost);
+            } else if self.announced && now >= self.last_heard + limits.silence {
+                progress.lost = Some(Loss::Silent);
             } else if self.closing {
                 progress.lost = Some(Loss::Closed);
             }
@@ -287,14 +315,16 @@ impl Link {
     }
 
     /// The link's next deadline: str0m's timer, the connect timeout, the ICE grace period.
-    pub fn deadline(&self, grace: Duration) -> Option<Instant> {
+    pub fn deadline(&self, limits: Limits) -> Option<Instant> {
         let mut at = self.rtc_deadline;
         let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        if !self.announced {
+        if self.announced {
+            earliest(self.last_heard + limits.silence);
+        } else {
             earliest(self.connect_deadline);
         }
         if let Some(lost) = self.ice_lost_at {
-            earliest(lost + grace);
+            earliest(lost + limits.grace);
         }
         at
     }

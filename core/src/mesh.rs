@@ -14,7 +14,7 @@ use crate::config::MeshConfig;
 use crate::demux::Demux;
 use crate::error::{AddPeerError, CandidateError, CreateError, SendError, SignalError};
 use crate::event::{Event, Transmit};
-use crate::link::{Link, LinkSetup, Progress, Sink};
+use crate::link::{Limits, Link, LinkSetup, Progress, Sink};
 use crate::signal::{OutgoingSignal, Signal};
 use crate::stats::MeshStats;
 use crate::timers::Timers;
@@ -118,11 +118,13 @@ impl Mesh {
                 .generate_certificate()
                 .ok_or(CreateError::Certificate)?,
         };
-        let rtc_config = Rtc::builder()
+        let mut rtc_config = Rtc::builder()
             .set_dtls_cert(cert)
             .set_sctp_max_buffered_amount(config.sctp_send_buffer)
             .set_mtu(config.mtu..=config.mtu.max(str0m::DATAGRAM_MTU_WARN))
             .set_stats_interval(None);
+        rtc_config.set_max_stun_rto(config.stun_max_rto);
+        rtc_config.set_max_stun_retransmits(config.stun_max_retransmits);
         let status = match mode {
             Mode::Client => ConnectionStatus::Connecting,
             Mode::Server | Mode::Mesh => ConnectionStatus::Connected,
@@ -230,7 +232,7 @@ impl Mesh {
         if self.mode == Mode::Client && self.status == ConnectionStatus::Disconnected {
             self.set_status(ConnectionStatus::Connecting);
         }
-        let progress = self.links[key].timeout(now, self.config.disconnect_grace, &mut sink!(self));
+        let progress = self.links[key].timeout(now, Limits::of(&self.config), &mut sink!(self));
         self.settle(key, progress);
         Ok(())
     }
@@ -250,8 +252,8 @@ impl Mesh {
             .get(&from)
             .ok_or(SignalError::UnknownPeer(from))?;
         self.observe(now);
-        let grace = self.config.disconnect_grace;
-        let result = self.links[key].handle_signal(now, signal, grace, &mut sink!(self));
+        let limits = Limits::of(&self.config);
+        let result = self.links[key].handle_signal(now, signal, limits, &mut sink!(self));
         match result {
             Ok(progress) => {
                 self.settle(key, progress);
@@ -318,10 +320,10 @@ impl Mesh {
     /// Advances every peer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.observe(now);
-        let grace = self.config.disconnect_grace;
+        let limits = Limits::of(&self.config);
         for key in self.timers.due(now) {
             if let Some(link) = self.links.get_mut(key) {
-                let progress = link.timeout(now, grace, &mut sink!(self));
+                let progress = link.timeout(now, limits, &mut sink!(self));
                 self.settle(key, progress);
             }
         }
@@ -560,7 +562,7 @@ impl Mesh {
     /// Re-registers a link's deadline after it changed.
     fn refresh(&mut self, key: usize) {
         let link = &mut self.links[key];
-        let next = link.deadline(self.config.disconnect_grace);
+        let next = link.deadline(Limits::of(&self.config));
         self.timers.reschedule(key, link.scheduled, next);
         link.scheduled = next;
     }

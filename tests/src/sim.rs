@@ -157,7 +157,8 @@ impl World {
         let n = self.nodes.len();
         let octet = u8::try_from(n + 1).expect("at most 254 nodes");
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, octet)), 5000);
-        mesh.add_host_candidate(addr).expect("loopback host candidate");
+        mesh.add_host_candidate(addr)
+            .expect("loopback host candidate");
         self.by_addr.insert(addr, n);
         self.nodes.push(Node {
             mesh,
@@ -190,7 +191,9 @@ impl World {
 
     /// The node whose mesh has this unique id.
     pub fn node_of(&self, id: PeerId) -> Option<NodeId> {
-        self.nodes.iter().position(|n| n.alive && n.mesh.unique_id() == id)
+        self.nodes
+            .iter()
+            .position(|n| n.alive && n.mesh.unique_id() == id)
     }
 
     /// The unique id of node `n`.
@@ -202,8 +205,14 @@ impl World {
     pub fn introduce(&mut self, a: NodeId, b: NodeId) {
         let (ida, idb) = (self.id(a), self.id(b));
         let now = self.now;
-        self.nodes[a].mesh.add_peer(now, idb, 1).expect("add_peer a→b");
-        self.nodes[b].mesh.add_peer(now, ida, 1).expect("add_peer b→a");
+        self.nodes[a]
+            .mesh
+            .add_peer(now, idb, 1)
+            .expect("add_peer a→b");
+        self.nodes[b]
+            .mesh
+            .add_peer(now, ida, 1)
+            .expect("add_peer b→a");
         self.drain(a);
         self.drain(b);
     }
@@ -396,7 +405,9 @@ impl World {
             .nodes
             .first()
             .is_some_and(|n| n.mesh.mode() == rtcmesh::Mode::Server);
-        let alive: Vec<NodeId> = (0..self.nodes.len()).filter(|&n| self.nodes[n].alive).collect();
+        let alive: Vec<NodeId> = (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].alive)
+            .collect();
         alive.iter().all(|&n| {
             let expected: Vec<PeerId> = if server_mode && n != 0 {
                 vec![1]

@@ -1,0 +1,283 @@
+//! Connection set-up, status and teardown, as a story per test.
+
+use std::time::Duration;
+
+use rtcmesh::{ConnectionStatus, Event, MeshConfig, TransferMode};
+use rtcmesh_tests::World;
+
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+fn count<T: PartialEq>(items: &[T], x: T) -> usize {
+    items.iter().filter(|&i| *i == x).count()
+}
+
+#[test]
+fn four_peer_mesh_connects_fully_each_peer_once() {
+    let mut w = World::mesh(&[1, 2, 3, 4], &MeshConfig::default());
+    w.introduce_all();
+    assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
+    // Let any stray duplicate surface before checking "exactly once".
+    w.run_for(Duration::from_secs(2));
+    for n in 0..4 {
+        let me = w.id(n);
+        let mut seen = w.nodes[n].connected();
+        seen.sort();
+        let others: Vec<_> = [1, 2, 3, 4].into_iter().filter(|&id| id != me).collect();
+        assert_eq!(seen, others, "node {me} connected events");
+        assert!(w.nodes[n].disconnected().is_empty());
+        assert!(
+            w.nodes[n].signal_errors.is_empty(),
+            "{:?}",
+            w.nodes[n].signal_errors
+        );
+        assert_eq!(w.nodes[n].mesh.status(), ConnectionStatus::Connected);
+        assert!(!w.nodes[n].mesh.is_server_relay_supported());
+    }
+}
+
+#[test]
+fn server_with_three_clients() {
+    let mut w = World::server_and_clients(&[2, 3, 4], &MeshConfig::default());
+    for n in 1..4 {
+        assert_eq!(w.nodes[n].mesh.status(), ConnectionStatus::Connecting);
+    }
+    w.introduce_all();
+    assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
+    w.run_for(Duration::from_secs(1));
+    let mut clients = w.nodes[0].connected();
+    clients.sort();
+    assert_eq!(clients, vec![2, 3, 4]);
+    assert!(w.nodes[0].mesh.is_server_relay_supported());
+    for n in 1..4 {
+        let node = &w.nodes[n];
+        assert_eq!(node.connected(), vec![1], "clients see only the server");
+        let statuses: Vec<_> = node
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::StatusChanged(s) => Some(*s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(statuses, vec![ConnectionStatus::Connected]);
+        assert_eq!(node.mesh.status(), ConnectionStatus::Connected);
+        assert!(node.mesh.is_server_relay_supported());
+        // Status changes only after the server is announced.
+        let connected_at = node
+            .events
+            .iter()
+            .position(|e| *e == Event::PeerConnected(1));
+        let status_at = node
+            .events
+            .iter()
+            .position(|e| *e == Event::StatusChanged(ConnectionStatus::Connected));
+        assert!(connected_at < status_at);
+    }
+}
+
+#[test]
+fn extra_channels_are_all_opened_before_connect() {
+    let config = MeshConfig::with_channels([TransferMode::Unreliable, TransferMode::Reliable]);
+    let mut w = World::mesh(&[5, 9], &config);
+    w.introduce_all();
+    assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
+    let info = w.nodes[0].mesh.peer(9).expect("peer 9");
+    assert!(info.connected);
+    assert_eq!((info.open_channels, info.channels), (5, 5));
+}
+
+#[test]
+fn remove_peer_emits_once_and_the_other_side_notices() {
+    let mut w = World::mesh(&[1, 2, 3], &MeshConfig::default());
+    w.introduce_all();
+    assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
+    assert!(w.nodes[0].mesh.remove_peer(2));
+    w.drain(0);
+    assert_eq!(w.nodes[0].disconnected(), vec![2]);
+    assert!(!w.nodes[0].mesh.has_peer(2));
+    assert!(
+        w.run_until(Duration::from_secs(30), |w| w.nodes[1].disconnected()
+            == vec![1])
+    );
+    w.run_for(Duration::from_secs(5));
+    assert_eq!(w.nodes[0].disconnected(), vec![2], "exactly once");
+    assert_eq!(w.nodes[1].disconnected(), vec![1], "exactly once");
+    assert!(!w.nodes[0].mesh.remove_peer(2), "already gone");
+    // Node 3 is untouched.
+    assert_eq!(
+        w.nodes[2].mesh.connected_peers().collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}
+
+#[test]
+fn disconnect_peer_without_force_emits_and_with_force_does_not() {
+    let mut w = World::mesh(&[1, 2, 3], &MeshConfig::default());
+    w.introduce_all();
+    assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
+    assert!(w.nodes[2].mesh.disconnect_peer(1, false));
+    assert!(w.nodes[2].mesh.disconnect_peer(2, true));
+    w.drain(2);
+    assert_eq!(
+        w.nodes[2].disconnected(),
+        vec![1],
+        "force emits nothing (Godot)"
+    );
+    assert_eq!(w.nodes[2].mesh.peers().count(), 0);
+    // Both remote sides notice the loss, once each.
+    assert!(w.run_until(Duration::from_secs(30), |w| {
+        w.nodes[0].disconnected() == vec![3] && w.nodes[1].disconnected() == vec![3]
+    }));
+    w.run_for(Duration::from_secs(5));
+    assert_eq!(count(&w.nodes[0].disconnected(), 3), 1);
+    assert_eq!(count(&w.nodes[1].disconnected(), 3), 1);
+}
+
+#[test]
+fn close_disconnects_everyone_once() {
+    let mut w = World::mesh(&[1, 2, 3], &MeshConfig::default());
+    w.introduce_all();
+    assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
+    w.nodes[0].mesh.close();
+    w.drain(0);
+    let mut gone = w.nodes[0].disconnected();
+    gone.sort();
+    assert_eq!(gone, vec![2, 3]);
+    assert_eq!(w.nodes[0].mesh.status(), ConnectionStatus::Disconnected);
+    assert_eq!(
+        w.nodes[0].events.last(),
+        Some(&Event::StatusChanged(ConnectionStatus::Disconnected))
+    );
+    assert!(w.run_until(Duration::from_secs(30), |w| {
+        w.nodes[1].disconnected() == vec![1] && w.nodes[2].disconnected() == vec![1]
+    }));
+    // 2 and 3 stay connected to each other.
+    assert_eq!(
+        w.nodes[1].mesh.connected_peers().collect::<Vec<_>>(),
+        vec![3]
+    );
+    w.nodes[0].mesh.close();
+    w.drain(0);
+    assert_eq!(
+        w.nodes[0].disconnected().len(),
+        2,
+        "a second close emits nothing"
+    );
+}
+
+#[test]
+fn client_losing_the_server_becomes_disconnected() {
+    let mut w = World::server_and_clients(&[2, 3], &MeshConfig::default());
+    w.introduce_all();
+    assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
+    w.nodes[0].mesh.remove_peer(2);
+    w.drain(0);
+    assert!(w.run_until(Duration::from_secs(30), |w| {
+        w.nodes[1].mesh.status() == ConnectionStatus::Disconnected
+    }));
+    assert_eq!(w.nodes[1].disconnected(), vec![1]);
+    assert!(matches!(
+        w.nodes[1]
+            .mesh
+            .send(rtcmesh::Target::Peer(1), TransferMode::Reliable, 0, b"x"),
+        Err(rtcmesh::SendError::Disconnected)
+    ));
+    assert_eq!(w.nodes[2].mesh.status(), ConnectionStatus::Connected);
+}
+
+#[test]
+fn client_whose_server_never_answers_fails_after_the_connect_timeout() {
+    let config = MeshConfig {
+        connect_timeout: Duration::from_secs(3),
+        ..MeshConfig::default()
+    };
+    let mut w = World::server_and_clients(&[2], &config);
+    w.vanish(0);
+    let now = w.now;
+    w.nodes[1].mesh.add_peer(now, 1, 1).unwrap();
+    w.drain(1);
+    assert!(w.run_until(Duration::from_secs(10), |w| {
+        w.nodes[1].mesh.status() == ConnectionStatus::Disconnected
+    }));
+    let elapsed = w.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+    assert!(
+        w.nodes[1].disconnected().is_empty(),
+        "never connected, so no disconnect event"
+    );
+    assert!(!w.nodes[1].mesh.has_peer(1));
+}
+
+#[test]
+fn vanished_peer_is_detected_and_the_rest_keep_going() {
+    let config = MeshConfig {
+        peer_timeout: Duration::from_secs(2),
+        stun_max_rto: Duration::from_millis(500),
+        ..MeshConfig::default()
+    };
+    let mut w = World::mesh(&[1, 2, 3], &config);
+    w.introduce_all();
+    assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
+    let t0 = w.elapsed();
+    w.vanish(2);
+    assert!(w.run_until(Duration::from_secs(60), |w| {
+        w.nodes[0].disconnected() == vec![3] && w.nodes[1].disconnected() == vec![3]
+    }));
+    let detection = w.elapsed() - t0;
+    println!("vanished peer detected after {detection:?}");
+    // Silence for peer_timeout (2 s) counted from the last datagram before the vanish.
+    assert!(detection >= Duration::from_millis(1500), "{detection:?}");
+    assert!(detection <= Duration::from_secs(2), "{detection:?}");
+    w.nodes[0]
+        .mesh
+        .send(
+            rtcmesh::Target::Peer(2),
+            TransferMode::Reliable,
+            0,
+            b"still here",
+        )
+        .unwrap();
+    w.drain(0);
+    assert!(w.run_until(Duration::from_secs(1), |w| !w.nodes[1].packets().is_empty()));
+}
+
+#[test]
+fn healed_short_partition_within_grace_keeps_the_peer() {
+    // The partition outlasts str0m's ICE loss detection (15 s) but not the grace period or
+    // the silence limit.
+    let config = MeshConfig {
+        disconnect_grace: Duration::from_secs(20),
+        peer_timeout: Duration::from_secs(40),
+        ..MeshConfig::default()
+    };
+    let mut w = World::mesh(&[1, 2], &config);
+    w.introduce_all();
+    assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
+    w.partition(0, 1, true);
+    w.run_for(Duration::from_secs(19));
+    w.partition(0, 1, false);
+    w.run_for(Duration::from_secs(10));
+    assert!(w.nodes[0].disconnected().is_empty());
+    assert!(w.fully_connected());
+}
+
+#[test]
+fn same_inputs_give_the_same_event_sequence() {
+    let run = || {
+        let mut w = World::mesh(&[1, 2, 3], &MeshConfig::default());
+        w.introduce_all();
+        assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
+        w.nodes[0]
+            .mesh
+            .send(rtcmesh::Target::All, TransferMode::Reliable, 0, b"x")
+            .unwrap();
+        w.drain(0);
+        w.run_for(Duration::from_secs(1));
+        let logs: Vec<Vec<Event>> = w.nodes.iter().map(|n| n.events.clone()).collect();
+        (logs, w.elapsed())
+    };
+    assert_eq!(run(), run());
+}
