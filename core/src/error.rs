@@ -114,6 +114,8 @@ pub enum SendError {
         /// The largest packet accepted.
         max: usize,
     },
+    /// Empty packets are refused: str0m 0.25's SCTP drops zero-length messages on the wire.
+    EmptyPacket,
     /// The peers' send queues are full (the network is slower than the sender); retry after
     /// draining output. For a broadcast, every peer not listed here did get the packet.
     QueueFull(Vec<PeerId>),
@@ -132,6 +134,9 @@ impl fmt::Display for SendError {
             SendError::PacketTooLarge { size, max } => {
                 write!(f, "packet of {size} bytes exceeds the maximum of {max}")
             }
+            SendError::EmptyPacket => f.write_str(
+                "empty packets cannot be sent (str0m drops them): send at least one byte",
+            ),
             SendError::QueueFull(peers) => {
                 write!(f, "send queue full for peers {peers:?}: retry later")
             }

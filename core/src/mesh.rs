@@ -342,6 +342,9 @@ impl Mesh {
         if self.closed || self.status == ConnectionStatus::Disconnected {
             return Err(SendError::Disconnected);
         }
+        if data.is_empty() {
+            return Err(SendError::EmptyPacket);
+        }
         if data.len() > self.config.max_packet_size {
             return Err(SendError::PacketTooLarge {
                 size: data.len(),
