@@ -6,18 +6,18 @@
 //! arguments and everything it wants done comes out of `poll_*` calls.
 //!
 //! ```no_run
-//! # use std::time::Instant;
 //! # use rtcmesh::*;
 //! # fn recv() -> Option<(std::net::SocketAddr, Vec<u8>)> { None }
 //! # fn send_udp(_: &Transmit) {}
 //! # fn deliver(_: PeerId, _: Signal) {}
+//! # fn clock() -> std::time::Instant { unimplemented!() } // your loop's clock
 //! # let local: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
 //! let mut mesh = Mesh::create_mesh(2, MeshConfig::default())?;
 //! mesh.add_host_candidate(local)?;                      // the UDP socket's address
-//! mesh.add_peer(Instant::now(), 1, 1)?;                 // Godot's add_peer(1, 1)
+//! mesh.add_peer(clock(), 1, 1)?;                        // Godot's add_peer(1, 1)
 //! loop {
-//!     if let Some((from, bytes)) = recv() { mesh.handle_datagram(Instant::now(), from, local, &bytes); }
-//!     mesh.handle_timeout(Instant::now());               // or when poll_timeout() is due
+//!     if let Some((from, bytes)) = recv() { mesh.handle_datagram(clock(), from, local, &bytes); }
+//!     mesh.handle_timeout(clock());                      // or when poll_timeout() is due
 //!     while let Some(t) = mesh.poll_transmit() { send_udp(&t); }
 //!     while let Some(e) = mesh.poll_event() {
 //!         match e {

@@ -179,6 +179,21 @@ impl World {
         world
     }
 
+    /// A mesh-mode world introduced and run until fully connected (panics if that takes more
+    /// than 10 s of simulated time), with the connect events cleared.
+    pub fn connected_mesh(ids: &[PeerId], config: &MeshConfig) -> World {
+        let mut world = World::mesh(ids, config);
+        world.introduce_all();
+        assert!(
+            world.run_until(Duration::from_secs(10), World::fully_connected),
+            "mesh {ids:?} did not connect"
+        );
+        for node in &mut world.nodes {
+            node.take_events();
+        }
+        world
+    }
+
     /// Node 0 is a server; nodes 1.. are clients with these ids.
     pub fn server_and_clients(client_ids: &[PeerId], config: &MeshConfig) -> World {
         let mut world = World::new();

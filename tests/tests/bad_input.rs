@@ -9,13 +9,6 @@ use rtcmesh::{
 };
 use rtcmesh_tests::World;
 
-fn connected_pair() -> World {
-    let mut w = World::mesh(&[1, 2], &MeshConfig::default());
-    w.introduce_all();
-    assert!(w.run_until(Duration::from_secs(10), World::fully_connected));
-    w
-}
-
 /// Node 0 → node 1 still delivers.
 fn still_works(w: &mut World) {
     let before = w.nodes[1].packets().len();
@@ -129,7 +122,7 @@ fn add_peer_errors_follow_godot() {
 
 #[test]
 fn send_errors_leave_the_mesh_working() {
-    let mut w = connected_pair();
+    let mut w = World::connected_mesh(&[1, 2], &MeshConfig::default());
     let m = &mut w.nodes[0].mesh;
     let max = m.max_packet_size();
     assert_eq!(
@@ -167,7 +160,7 @@ fn send_errors_leave_the_mesh_working() {
 
 #[test]
 fn signal_errors_leave_the_mesh_working() {
-    let mut w = connected_pair();
+    let mut w = World::connected_mesh(&[1, 2], &MeshConfig::default());
     let now = w.now;
     let m = &mut w.nodes[1].mesh;
     assert_eq!(
@@ -234,7 +227,7 @@ fn signal_text_decoding_rejects_garbage() {
 
 #[test]
 fn garbage_datagrams_are_dropped_and_counted() {
-    let mut w = connected_pair();
+    let mut w = World::connected_mesh(&[1, 2], &MeshConfig::default());
     let now = w.now;
     let me = w.nodes[0].addr;
     let peer = w.nodes[1].addr;

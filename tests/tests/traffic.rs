@@ -5,16 +5,6 @@ use std::time::Duration;
 use rtcmesh::{MeshConfig, Packet, SendError, Target, TransferMode};
 use rtcmesh_tests::World;
 
-fn connected(ids: &[i32], config: &MeshConfig) -> World {
-    let mut w = World::mesh(ids, config);
-    w.introduce_all();
-    assert!(w.run_until(Duration::from_secs(10), World::fully_connected));
-    for n in 0..w.nodes.len() {
-        w.nodes[n].take_events();
-    }
-    w
-}
-
 fn packets(w: &World, n: usize) -> Vec<Packet> {
     w.nodes[n].packets().into_iter().cloned().collect()
 }
@@ -26,7 +16,7 @@ fn every_mode_and_extra_channel_arrives_with_its_sender_channel_and_mode() {
         TransferMode::UnreliableOrdered,
         TransferMode::Reliable,
     ];
-    let mut w = connected(&[1, 2], &MeshConfig::with_channels(extra));
+    let mut w = World::connected_mesh(&[1, 2], &MeshConfig::with_channels(extra));
     let sends = [
         (TransferMode::Reliable, 0u16, TransferMode::Reliable),
         (
@@ -69,7 +59,7 @@ fn every_mode_and_extra_channel_arrives_with_its_sender_channel_and_mode() {
 
 #[test]
 fn reliable_packets_arrive_in_order_and_intact_including_the_largest() {
-    let mut w = connected(&[3, 7], &MeshConfig::default());
+    let mut w = World::connected_mesh(&[3, 7], &MeshConfig::default());
     let max = w.nodes[0].mesh.max_packet_size();
     let sizes = [1usize, 1200, 5000, max]; // empty packets: see bad_input.rs
     for (i, &size) in sizes.iter().enumerate() {
@@ -93,7 +83,7 @@ fn reliable_packets_arrive_in_order_and_intact_including_the_largest() {
 
 #[test]
 fn burst_beyond_the_sctp_buffer_is_queued_not_lost() {
-    let mut w = connected(&[1, 2], &MeshConfig::default());
+    let mut w = World::connected_mesh(&[1, 2], &MeshConfig::default());
     let chunk = vec![7u8; 16 * 1024];
     // 64 × 16 KiB = 1 MiB: eight times the SCTP send buffer, within the queue limit.
     for _ in 0..63 {
@@ -120,7 +110,7 @@ fn queue_full_is_reported_and_the_mesh_recovers() {
         max_queued_bytes: 64 * 1024,
         ..MeshConfig::default()
     };
-    let mut w = connected(&[1, 2], &config);
+    let mut w = World::connected_mesh(&[1, 2], &config);
     let chunk = vec![1u8; 16 * 1024];
     let mut accepted = 0;
     let err = loop {
@@ -152,7 +142,7 @@ fn queue_full_is_reported_and_the_mesh_recovers() {
 
 #[test]
 fn targets_reach_exactly_the_right_peers() {
-    let mut w = connected(&[1, 2, 3, 4], &MeshConfig::default());
+    let mut w = World::connected_mesh(&[1, 2, 3, 4], &MeshConfig::default());
     let cases: [(Target, &[usize]); 4] = [
         (Target::All, &[1, 2, 3]),
         (Target::AllExcept(3), &[1, 3]),
