@@ -1,32 +1,62 @@
 //! The fake clock, the in-memory network and the world that drives the meshes.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Signal, SignalError};
+use str0m_netem::{Input as NetInput, Netem, NetemConfig, Output as NetOutput};
 
 /// Index of a node in its world.
 pub type NodeId = usize;
 
-/// How one directed link treats datagrams. Later fault models (loss, jitter, partitions) plug
-/// in here; the default is a perfect link with 1 ms latency.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How one directed link treats datagrams: a `str0m-netem` emulator (latency, jitter and so
+/// reordering, random or bursty loss, duplication, a rate-limited bottleneck with a buffer) and
+/// a partition switch. Every link's emulator is seeded from the world's seed, so a run replays
+/// exactly from its seed. The default is a perfect link with 1 ms latency.
+#[derive(Debug, Clone, Copy)]
 pub struct LinkConditions {
-    /// One-way delay.
-    pub latency: Duration,
-    /// `false` drops everything (a partition).
+    /// The emulator's settings (its seed is overridden per link from the world's seed).
+    pub netem: NetemConfig,
+    /// `false` drops everything entering the link (a partition).
     pub up: bool,
 }
 
 impl Default for LinkConditions {
     fn default() -> Self {
         LinkConditions {
-            latency: Duration::from_millis(1),
+            netem: NetemConfig::new().latency(Duration::from_millis(1)),
             up: true,
         }
     }
+}
+
+impl LinkConditions {
+    /// A link with these settings, up.
+    pub fn new(netem: NetemConfig) -> Self {
+        LinkConditions { netem, up: true }
+    }
+}
+
+/// A datagram on the simulated wire.
+#[derive(Debug, Clone)]
+struct Datagram {
+    source: SocketAddr,
+    destination: SocketAddr,
+    contents: Vec<u8>,
+}
+
+impl AsRef<[u8]> for Datagram {
+    fn as_ref(&self) -> &[u8] {
+        &self.contents
+    }
+}
+
+/// One directed link: its conditions and its emulator (with the packets in flight).
+struct Wire {
+    conditions: LinkConditions,
+    netem: Netem<Datagram>,
 }
 
 /// One simulated host: a mesh, its socket address and what it has emitted.
@@ -83,18 +113,11 @@ impl Node {
     }
 }
 
-/// Something in flight, delivered at a time.
-enum Delivery {
-    Datagram {
-        source: SocketAddr,
-        destination: SocketAddr,
-        contents: Vec<u8>,
-    },
-    Signal {
-        from: PeerId,
-        to: PeerId,
-        signal: Signal,
-    },
+/// A signal in flight on the (perfect, delayed) signaling channel.
+struct SignalDelivery {
+    from: PeerId,
+    to: PeerId,
+    signal: Signal,
 }
 
 /// A deterministic world: N meshes, a fake clock, a network and a signaling channel.
@@ -104,12 +127,15 @@ pub struct World {
     start: Instant,
     /// The hosts, indexed by [`NodeId`].
     pub nodes: Vec<Node>,
-    /// Conditions of directed links (source node, destination node); absent = default.
-    pub links: HashMap<(NodeId, NodeId), LinkConditions>,
+    /// The seed every link's emulator derives its own from.
+    pub seed: u64,
+    /// Conditions for links not set one by one.
+    pub default_link: LinkConditions,
+    wires: BTreeMap<(NodeId, NodeId), Wire>,
     /// Delay of the signaling channel.
     pub signal_latency: Duration,
     in_flight: BinaryHeap<Reverse<(Instant, u64)>>,
-    deliveries: HashMap<u64, Delivery>,
+    signals: HashMap<u64, SignalDelivery>,
     next_seq: u64,
     by_addr: HashMap<SocketAddr, NodeId>,
     /// Signals addressed to a peer id no node has (dropped), counted.
@@ -127,17 +153,24 @@ impl Default for World {
 }
 
 impl World {
-    /// An empty world whose clock starts now (the harness's only clock read).
+    /// An empty world whose clock starts now (the harness's only clock read), seed 0.
     pub fn new() -> World {
+        World::with_seed(0)
+    }
+
+    /// An empty world whose link emulators are seeded from `seed`.
+    pub fn with_seed(seed: u64) -> World {
         let start = Instant::now();
         World {
             now: start,
             start,
             nodes: Vec::new(),
-            links: HashMap::new(),
+            seed,
+            default_link: LinkConditions::default(),
+            wires: BTreeMap::new(),
             signal_latency: Duration::from_millis(5),
             in_flight: BinaryHeap::new(),
-            deliveries: HashMap::new(),
+            signals: HashMap::new(),
             next_seq: 0,
             by_addr: HashMap::new(),
             signals_undeliverable: 0,
@@ -251,18 +284,40 @@ impl World {
         self.nodes[n].alive = false;
     }
 
-    /// Sets the conditions of the directed link `from → to`.
+    /// Sets the conditions of the directed link `from → to` (packets in flight keep their times).
     pub fn set_link(&mut self, from: NodeId, to: NodeId, conditions: LinkConditions) {
-        self.links.insert((from, to), conditions);
+        let seed = wire_seed(self.seed, from, to);
+        let wire = self.wire(from, to);
+        wire.conditions = conditions;
+        wire.netem.set_config(conditions.netem.seed(seed));
+    }
+
+    /// Sets the conditions of every link, present and future, in both directions.
+    pub fn set_all_links(&mut self, conditions: LinkConditions) {
+        self.default_link = conditions;
+        let n = self.nodes.len();
+        for from in 0..n {
+            for to in 0..n {
+                if from != to {
+                    self.set_link(from, to, conditions);
+                }
+            }
+        }
     }
 
     /// Cuts (or heals) both directions between `a` and `b`.
     pub fn partition(&mut self, a: NodeId, b: NodeId, cut: bool) {
         for (x, y) in [(a, b), (b, a)] {
-            let mut c = self.links.get(&(x, y)).copied().unwrap_or_default();
-            c.up = !cut;
-            self.links.insert((x, y), c);
+            self.wire(x, y).conditions.up = !cut;
         }
+    }
+
+    fn wire(&mut self, from: NodeId, to: NodeId) -> &mut Wire {
+        let (seed, default) = (wire_seed(self.seed, from, to), self.default_link);
+        self.wires.entry((from, to)).or_insert_with(|| Wire {
+            conditions: default,
+            netem: Netem::new(default.netem.seed(seed)),
+        })
     }
 
     /// Drains node `n`'s outputs into the network and the event log. Call after driving a mesh
@@ -277,20 +332,18 @@ impl World {
                 self.datagrams_dropped += 1;
                 continue;
             };
-            let conditions = self.links.get(&(n, to)).copied().unwrap_or_default();
-            if !conditions.up {
+            let now = self.now;
+            let wire = self.wire(n, to);
+            if !wire.conditions.up {
                 self.datagrams_dropped += 1;
                 continue;
             }
-            let at = self.now + conditions.latency;
-            self.schedule(
-                at,
-                Delivery::Datagram {
-                    source: t.source,
-                    destination: t.destination,
-                    contents: t.contents,
-                },
-            );
+            let datagram = Datagram {
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents,
+            };
+            wire.netem.handle_input(NetInput::Packet(now, datagram));
         }
         while let Some(event) = self.nodes[n].mesh.poll_event() {
             match event {
@@ -298,7 +351,7 @@ impl World {
                     let at = self.now + self.signal_latency;
                     self.schedule(
                         at,
-                        Delivery::Signal {
+                        SignalDelivery {
                             from: from_id,
                             to: s.to,
                             signal: s.signal,
@@ -310,16 +363,22 @@ impl World {
         }
     }
 
-    fn schedule(&mut self, at: Instant, delivery: Delivery) {
+    fn schedule(&mut self, at: Instant, delivery: SignalDelivery) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.deliveries.insert(seq, delivery);
+        self.signals.insert(seq, delivery);
         self.in_flight.push(Reverse((at, seq)));
     }
 
-    /// The next time anything happens: a delivery or a mesh deadline.
+    /// The next time anything happens: a datagram or signal arriving, or a mesh deadline.
     fn next_time(&self) -> Option<Instant> {
-        let delivery = self.in_flight.peek().map(|Reverse((at, _))| *at);
+        let signal = self.in_flight.peek().map(|Reverse((at, _))| *at);
+        let datagrams = self
+            .wires
+            .values()
+            .filter(|w| !w.netem.is_empty())
+            .map(|w| w.netem.poll_timeout());
+        let delivery = signal.into_iter().chain(datagrams).min();
         let timers = self
             .nodes
             .iter()
@@ -341,10 +400,21 @@ impl World {
                 break;
             }
             self.in_flight.pop();
-            let Some(delivery) = self.deliveries.remove(&seq) else {
-                continue;
-            };
-            self.deliver(delivery);
+            if let Some(delivery) = self.signals.remove(&seq) {
+                self.deliver_signal(delivery);
+            }
+        }
+        let mut arrived = Vec::new();
+        for wire in self.wires.values_mut() {
+            wire.netem.handle_input(NetInput::Timeout(now));
+            while let Some(out) = wire.netem.poll_output() {
+                if let NetOutput::Packet(datagram) = out {
+                    arrived.push(datagram);
+                }
+            }
+        }
+        for datagram in arrived {
+            self.deliver_datagram(datagram);
         }
         for n in 0..self.nodes.len() {
             if !self.nodes[n].alive {
@@ -358,32 +428,29 @@ impl World {
         true
     }
 
-    fn deliver(&mut self, delivery: Delivery) {
-        let now = self.now;
-        match delivery {
-            Delivery::Datagram {
-                source,
-                destination,
-                contents,
-            } => match self.by_addr.get(&destination) {
-                Some(&n) if self.nodes[n].alive => {
-                    self.datagrams_delivered += 1;
-                    self.nodes[n]
-                        .mesh
-                        .handle_datagram(now, source, destination, &contents);
+    fn deliver_datagram(&mut self, d: Datagram) {
+        match self.by_addr.get(&d.destination) {
+            Some(&n) if self.nodes[n].alive => {
+                self.datagrams_delivered += 1;
+                let now = self.now;
+                self.nodes[n]
+                    .mesh
+                    .handle_datagram(now, d.source, d.destination, &d.contents);
+            }
+            _ => self.datagrams_dropped += 1,
+        }
+    }
+
+    fn deliver_signal(&mut self, d: SignalDelivery) {
+        match self.node_of(d.to) {
+            Some(n) => {
+                // Signals cross the wire as text: exercise the encoding every time.
+                let signal = Signal::decode(&d.signal.encode()).expect("signal round trip");
+                if let Err(e) = self.nodes[n].mesh.handle_signal(self.now, d.from, signal) {
+                    self.nodes[n].signal_errors.push(e);
                 }
-                _ => self.datagrams_dropped += 1,
-            },
-            Delivery::Signal { from, to, signal } => match self.node_of(to) {
-                Some(n) => {
-                    // Signals cross the wire as text: exercise the encoding every time.
-                    let signal = Signal::decode(&signal.encode()).expect("signal round trip");
-                    if let Err(e) = self.nodes[n].mesh.handle_signal(now, from, signal) {
-                        self.nodes[n].signal_errors.push(e);
-                    }
-                }
-                None => self.signals_undeliverable += 1,
-            },
+            }
+            None => self.signals_undeliverable += 1,
         }
     }
 
@@ -438,4 +505,12 @@ impl World {
             self.nodes[n].mesh.connected_peers().collect::<Vec<_>>() == expected
         })
     }
+}
+
+/// A per-link seed: the world's seed mixed with the link's ends (splitmix64).
+fn wire_seed(seed: u64, from: NodeId, to: NodeId) -> u64 {
+    let mut z = seed ^ ((from as u64) << 32 | to as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
