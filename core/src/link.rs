@@ -400,16 +400,12 @@ impl Link {
     /// Moves queued packets into SCTP while it has room; true if any moved.
     fn flush_queue(&mut self, stats: &mut MeshStats) -> bool {
         let mut moved = false;
-        while let Some(front) = self.queue.front() {
-            let (channel, len) = (front.channel, front.data.len());
-            let data = std::mem::take(&mut self.queue[0].data);
-            let written = self.try_write(channel, &data);
-            if !written {
-                self.queue[0].data = data;
+        while let Some(queued) = self.queue.pop_front() {
+            if !self.try_write(queued.channel, &queued.data) {
+                self.queue.push_front(queued);
                 break;
             }
-            self.queue.pop_front();
-            self.queued_bytes -= len;
+            self.queued_bytes -= queued.data.len();
             stats.packets_sent += 1;
             moved = true;
         }
