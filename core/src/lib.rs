@@ -49,7 +49,10 @@ mod demux;
 mod error;
 mod event;
 mod link;
+pub mod lobby;
+mod machine;
 mod mesh;
+mod pump;
 mod signal;
 mod stats;
 mod timers;
@@ -61,7 +64,9 @@ pub use error::{
     AddPeerError, CandidateError, CreateError, DecodeSignalError, SendError, SignalError,
 };
 pub use event::{Event, Packet, Transmit};
+pub use machine::Machine;
 pub use mesh::{Mesh, PeerInfo};
+pub use pump::{DatagramPump, Flush, PumpStats, RECEIVE_BATCH};
 pub use signal::{OutgoingSignal, Signal};
 pub use stats::MeshStats;
 pub use transfer::{

@@ -1,0 +1,300 @@
+//! The socket-facing loop body every I/O adapter needs, without the socket: read datagrams into
+//! one reused buffer and hand them to a [`Machine`], then drain the machine's datagrams into the
+//! socket, keeping the one the socket refused (`WouldBlock`) until it is writable again.
+//!
+//! The socket is reached through closures, so the same code serves a tokio socket
+//! (`try_recv_from` / `try_send_to`), a mio socket, or a `std` socket in non-blocking mode.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::event::Transmit;
+use crate::machine::Machine;
+
+/// The largest UDP payload; the receive buffer is this big so no datagram is ever truncated.
+const RECEIVE_BUFFER: usize = 65_535;
+
+/// How many datagrams one [`DatagramPump::receive`] call reads at most before returning, so a
+/// flood on the socket cannot starve timers and outgoing traffic.
+pub const RECEIVE_BATCH: usize = 256;
+
+/// Reads and writes datagrams between one UDP socket and a [`Machine`]; see the module docs.
+#[derive(Debug)]
+pub struct DatagramPump {
+    local: SocketAddr,
+    buffer: Box<[u8]>,
+    blocked: Option<Transmit>,
+    stats: PumpStats,
+}
+
+/// Counters kept by a [`DatagramPump`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PumpStats {
+    /// Datagrams read from the socket and handed to the machine.
+    pub received: u64,
+    /// Datagrams the socket accepted.
+    pub sent: u64,
+    /// Times the socket refused a datagram with `WouldBlock` (the datagram was kept and retried).
+    pub send_blocked: u64,
+    /// Datagrams dropped because the socket reported an error for them (unreachable host,
+    /// message too long…). UDP may lose any datagram; one bad destination never blocks the rest.
+    pub send_errors: u64,
+    /// Transient receive errors skipped (e.g. `ConnectionRefused` from an earlier ICMP error).
+    pub receive_errors: u64,
+}
+
+/// What [`DatagramPump::transmit`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Flush {
+    /// Everything the machine had to send was sent (or dropped on a socket error and counted).
+    Done,
+    /// The socket returned `WouldBlock`; call `transmit` again once it is writable. The refused
+    /// datagram is kept and goes first.
+    Blocked,
+}
+
+impl DatagramPump {
+    /// A pump for a socket bound to `local` (the address given to the machine as `destination`
+    /// of every received datagram).
+    pub fn new(local: SocketAddr) -> DatagramPump {
+        DatagramPump {
+            local,
+            buffer: vec![0; RECEIVE_BUFFER].into_boxed_slice(),
+            blocked: None,
+            stats: PumpStats::default(),
+        }
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Whether a datagram is waiting for the socket to become writable.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.is_some()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> PumpStats {
+        self.stats
+    }
+
+    /// Reads datagrams with `recv` (a non-blocking `recv_from`) until it would block, or
+    /// [`RECEIVE_BATCH`] were read, and hands each to `machine` stamped `now`. Returns how many
+    /// were read. Transient errors are counted and skipped; any other error is returned.
+    pub fn receive<M: Machine>(
+        &mut self,
+        machine: &mut M,
+        now: Instant,
+        mut recv: impl FnMut(&mut [u8]) -> io::Result<(usize, SocketAddr)>,
+    ) -> io::Result<usize> {
+        let mut read = 0;
+        while read < RECEIVE_BATCH {
+            match recv(&mut self.buffer) {
+                Ok((len, source)) => {
+                    read += 1;
+                    self.stats.received += 1;
+                    let contents = &self.buffer[..len.min(self.buffer.len())];
+                    machine.handle_datagram(now, source, self.local, contents);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if is_transient(&e) => self.stats.receive_errors += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(read)
+    }
+
+    /// Sends what `machine` has to send with `send` (a non-blocking `send_to`): first the
+    /// datagram kept from an earlier `WouldBlock`, then everything from
+    /// [`Machine::poll_transmit`]. Stops at the first `WouldBlock`, keeping that datagram.
+    pub fn transmit<M: Machine>(
+        &mut self,
+        machine: &mut M,
+        mut send: impl FnMut(&[u8], SocketAddr) -> io::Result<usize>,
+    ) -> Flush {
+        loop {
+            let Some(transmit) = self.blocked.take().or_else(|| machine.poll_transmit()) else {
+                return Flush::Done;
+            };
+            loop {
+                match send(&transmit.contents, transmit.destination) {
+                    Ok(_) => self.stats.sent += 1,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.stats.send_blocked += 1;
+                        self.blocked = Some(transmit);
+                        return Flush::Blocked;
+                    }
+                    Err(_) => self.stats.send_errors += 1,
+                }
+                break;
+            }
+        }
+    }
+}
+
+/// Receive errors that say nothing about the socket itself: Linux reports an ICMP error for an
+/// earlier send on the next receive.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Mesh, MeshConfig};
+
+    fn mesh_with_peer(now: Instant) -> Mesh {
+        let mut mesh = Mesh::create_mesh(2, MeshConfig::default()).expect("mesh");
+        mesh.add_host_candidate("127.0.0.1:5000".parse().expect("addr"))
+            .expect("candidate");
+        // Peer 1 is smaller: we offer, and ICE starts sending as soon as it has a remote
+        // candidate; until then nothing is sent, so give it one through a signal exchange.
+        mesh.add_peer(now, 1, 1).expect("peer");
+        mesh
+    }
+
+    #[test]
+    fn receive_stops_at_would_block_and_counts_transient_errors() {
+        let now = Instant::now();
+        let mut mesh = mesh_with_peer(now);
+        let mut pump = DatagramPump::new("127.0.0.1:5000".parse().expect("addr"));
+        let from: SocketAddr = "127.0.0.1:6000".parse().expect("addr");
+        let mut script = vec![
+            Ok(3),
+            Err(io::ErrorKind::ConnectionRefused),
+            Ok(2),
+            Err(io::ErrorKind::WouldBlock),
+            Ok(1),
+        ]
+        .into_iter();
+        let read = pump
+            .receive(&mut mesh, now, |buf| match script.next().expect("script") {
+                Ok(n) => {
+                    buf[..n].fill(0xEE);
+                    Ok((n, from))
+                }
+                Err(kind) => Err(kind.into()),
+            })
+            .expect("receive");
+        assert_eq!(read, 2);
+        assert_eq!(pump.stats().received, 2);
+        assert_eq!(pump.stats().receive_errors, 1);
+        // The garbage reached the mesh and was dropped there, counted.
+        assert_eq!(mesh.stats().datagrams_received, 2);
+    }
+
+    #[test]
+    fn receive_returns_fatal_errors() {
+        let now = Instant::now();
+        let mut mesh = mesh_with_peer(now);
+        let mut pump = DatagramPump::new("127.0.0.1:5000".parse().expect("addr"));
+        let err = pump
+            .receive(&mut mesh, now, |_| {
+                Err(io::ErrorKind::PermissionDenied.into())
+            })
+            .expect_err("fatal");
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    /// A machine with a scripted list of datagrams, to check the transmit queue exactly.
+    struct Script(Mesh, std::collections::VecDeque<Transmit>);
+
+    impl Machine for Script {
+        type Event = ();
+        fn handle_datagram(&mut self, _: Instant, _: SocketAddr, _: SocketAddr, _: &[u8]) {}
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_transmit(&mut self) -> Option<Transmit> {
+            self.1.pop_front()
+        }
+        fn poll_event(&mut self) -> Option<()> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn mesh(&self) -> &Mesh {
+            &self.0
+        }
+        fn mesh_mut(&mut self) -> &mut Mesh {
+            &mut self.0
+        }
+        fn into_signal(event: ()) -> Result<crate::OutgoingSignal, ()> {
+            Err(event)
+        }
+    }
+
+    #[test]
+    fn transmit_keeps_the_refused_datagram_and_sends_it_first() {
+        let now = Instant::now();
+        let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let to: SocketAddr = "127.0.0.1:6000".parse().expect("addr");
+        let datagrams = (0u8..5)
+            .map(|i| Transmit {
+                destination: to,
+                source: local,
+                contents: vec![i],
+            })
+            .collect();
+        let mut machine = Script(mesh_with_peer(now), datagrams);
+        let mut pump = DatagramPump::new(local);
+        let mut wire = Vec::new();
+        let room = std::cell::Cell::new(2);
+        let mut socket = |bytes: &[u8], _: SocketAddr| {
+            if room.get() == 0 {
+                return Err(io::Error::from(io::ErrorKind::WouldBlock));
+            }
+            room.set(room.get() - 1);
+            wire.push(bytes[0]);
+            Ok(bytes.len())
+        };
+        assert_eq!(pump.transmit(&mut machine, &mut socket), Flush::Blocked);
+        assert!(pump.is_blocked());
+        room.set(1);
+        assert_eq!(pump.transmit(&mut machine, &mut socket), Flush::Blocked);
+        room.set(10);
+        assert_eq!(pump.transmit(&mut machine, &mut socket), Flush::Done);
+        assert!(!pump.is_blocked());
+        assert_eq!(wire, vec![0, 1, 2, 3, 4], "nothing lost, nothing reordered");
+        assert_eq!(pump.stats().sent, 5);
+        assert_eq!(pump.stats().send_blocked, 2);
+    }
+
+    #[test]
+    fn transmit_drops_and_counts_a_datagram_the_socket_rejects() {
+        let now = Instant::now();
+        let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let to: SocketAddr = "127.0.0.1:6000".parse().expect("addr");
+        let datagrams = (0u8..3)
+            .map(|i| Transmit {
+                destination: to,
+                source: local,
+                contents: vec![i],
+            })
+            .collect();
+        let mut machine = Script(mesh_with_peer(now), datagrams);
+        let mut pump = DatagramPump::new(local);
+        let mut wire = Vec::new();
+        let flush = pump.transmit(&mut machine, |bytes: &[u8], _| {
+            if bytes[0] == 1 {
+                return Err(io::ErrorKind::HostUnreachable.into());
+            }
+            wire.push(bytes[0]);
+            Ok(1)
+        });
+        assert_eq!(flush, Flush::Done);
+        assert_eq!(wire, vec![0, 2]);
+        assert_eq!(pump.stats().send_errors, 1);
+    }
+}
