@@ -1,7 +1,46 @@
-//! `rtcmesh-tokio`: the tokio adapter for [`rtcmesh`] (one `tokio::net::UdpSocket`, a signaling
-//! client and server).
+//! # rtcmesh-tokio
 //!
-//! Not implemented yet: this crate is reserved in the workspace and carries no API so far.
-//! Until it lands, drive [`rtcmesh::Mesh`] from your own task as shown in its crate docs.
+//! Runs an [`rtcmesh`] mesh on a tokio UDP socket, and joins lobbies on a signaling server that
+//! speaks the protocol of Godot 4's `webrtc_signaling` demo — or runs that server.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use rtcmesh::{Event, Target, TransferMode};
+//! use rtcmesh_tokio::{join, JoinOptions};
+//!
+//! let mut session = join("ws://127.0.0.1:9080", "", JoinOptions::default()).await?;
+//! println!("peer {} in lobby {}", session.id, session.lobby);
+//! while let Some(event) = session.events.recv().await {
+//!     match event {
+//!         Event::PeerConnected(id) => {
+//!             session.handle.send(Target::Peer(id), TransferMode::Reliable, 0, b"hello".to_vec()).await?;
+//!         }
+//!         Event::Packet(p) => println!("{} says {:?}", p.from, p.data),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! - [`Endpoint::spawn`] runs any [`rtcmesh::Machine`] (a mesh or a layer on one) on its own
+//!   socket; [`Handle`] sends it commands, [`Events`] yields what it reports.
+//! - [`join`] / [`join_with`] connect to a lobby and wire signals both ways.
+//! - [`SignalServer`] (and the `rtcmesh-signal` binary) serve lobbies.
+//!
+//! ## Addresses
+//! [`EndpointConfig::bind`] defaults to `127.0.0.1:0`. To accept peers from other machines,
+//! bind a specific interface address (it is then the announced host candidate) or bind
+//! `0.0.0.0:port` and set [`EndpointConfig::announce`] to the one address peers should use:
+//! rtcmesh announces exactly one host candidate per socket and never enumerates interfaces.
+
+#![deny(missing_docs)]
+
+mod endpoint;
+mod lobby_client;
+mod signal_server;
+
+pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle};
+pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};
+pub use signal_server::SignalServer;
 
 pub use rtcmesh;

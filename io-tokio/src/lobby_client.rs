@@ -1,0 +1,325 @@
+//! Joining a lobby on a signaling server (the Godot demo protocol) in one call.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rtcmesh::lobby::{LobbyClient, LobbyError, LobbyEvent};
+use rtcmesh::{CreateError, Machine, Mesh, MeshConfig, PeerId};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::endpoint::{Endpoint, EndpointConfig, Events, Handle};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How to join.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// `true` (default): a mesh lobby, everyone connects to everyone. `false`: a client/server
+    /// lobby, the host is the server (id 1) and the others are its clients.
+    pub mesh: bool,
+    /// The mesh's configuration.
+    pub config: MeshConfig,
+    /// The UDP socket.
+    pub endpoint: EndpointConfig,
+    /// `add_peer`'s `unreliable_lifetime` (ms) for every peer the lobby announces. Default 1.
+    pub unreliable_lifetime: i32,
+    /// How long to wait for the server to connect and assign an id. Default 10 s.
+    pub timeout: Duration,
+}
+
+impl Default for JoinOptions {
+    fn default() -> Self {
+        JoinOptions {
+            mesh: true,
+            config: MeshConfig::default(),
+            endpoint: EndpointConfig::default(),
+            unreliable_lifetime: 1,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why joining failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The WebSocket could not be opened or failed.
+    WebSocket(tokio_tungstenite::tungstenite::Error),
+    /// The server closed the connection, with its code and reason.
+    Refused {
+        /// WebSocket close code.
+        code: u16,
+        /// The server's reason.
+        reason: String,
+    },
+    /// The server sent something that is not the protocol.
+    Protocol(LobbyError),
+    /// No id or lobby name within [`JoinOptions::timeout`].
+    Timeout,
+    /// The mesh could not be created for the assigned id.
+    Create(CreateError),
+    /// The UDP socket could not be set up.
+    Io(io::Error),
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::WebSocket(e) => write!(f, "signaling WebSocket failed: {e}"),
+            JoinError::Refused { code, reason } => {
+                write!(
+                    f,
+                    "signaling server closed the connection ({code}): {reason}"
+                )
+            }
+            JoinError::Protocol(e) => write!(f, "signaling server broke the protocol: {e}"),
+            JoinError::Timeout => f.write_str("signaling server did not assign an id in time"),
+            JoinError::Create(e) => write!(f, "cannot create the mesh: {e}"),
+            JoinError::Io(e) => write!(f, "cannot set up the UDP socket: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// A mesh that joined a lobby: its handle and events, with signaling running in the background
+/// until the lobby closes (connections made stay up after that).
+pub struct Session<M: Machine> {
+    /// Our peer id in the lobby.
+    pub id: PeerId,
+    /// The lobby's name (share it so others can join).
+    pub lobby: String,
+    /// Commands for the mesh.
+    pub handle: Handle<M>,
+    /// The mesh's events (signals are delivered by the session itself and never appear here).
+    pub events: Events<M::Event>,
+    /// What the lobby announces: peers joining and leaving, the seal. The session already acts
+    /// on them (adds and removes peers); read them to show a lobby, or ignore them.
+    pub lobby_events: mpsc::UnboundedReceiver<LobbyEvent>,
+    seal: mpsc::UnboundedSender<()>,
+    rejected: Arc<AtomicU64>,
+    signaling: JoinHandle<()>,
+}
+
+impl<M: Machine> Session<M> {
+    /// Seals the lobby (host only; the server closes it shortly after).
+    pub fn seal(&self) {
+        let _ = self.seal.send(());
+    }
+
+    /// Lobby frames that were dropped: malformed, or refused by the mesh (bad SDP, unknown peer).
+    pub fn rejected_signals(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Whether the signaling connection is still open.
+    pub fn is_signaling(&self) -> bool {
+        !self.signaling.is_finished()
+    }
+}
+
+impl<M: Machine> Drop for Session<M> {
+    fn drop(&mut self) {
+        self.signaling.abort();
+    }
+}
+
+/// Joins `lobby` (`""` creates one, and we become its host, id 1) on the signaling server at
+/// `url` (`ws://…`), and returns the running mesh.
+pub async fn join(
+    url: &str,
+    lobby: &str,
+    options: JoinOptions,
+) -> Result<Session<Mesh>, JoinError> {
+    join_with(url, lobby, options, |mesh| mesh).await
+}
+
+/// [`join`], with the mesh wrapped by `make` (e.g. in a multiplayer layer) before it starts.
+pub async fn join_with<M, F>(
+    url: &str,
+    lobby: &str,
+    options: JoinOptions,
+    make: F,
+) -> Result<Session<M>, JoinError>
+where
+    M: Machine + Send + 'static,
+    M::Event: Send + 'static,
+    F: FnOnce(Mesh) -> M,
+{
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    let within = |f| tokio::time::timeout_at(deadline, f);
+    let (mut ws, _) = within(tokio_tungstenite::connect_async(url))
+        .await
+        .map_err(|_| JoinError::Timeout)?
+        .map_err(JoinError::WebSocket)?;
+    let mut client = LobbyClient::new(lobby, options.mesh);
+    ws.send(Message::text(client.join_message()))
+        .await
+        .map_err(JoinError::WebSocket)?;
+
+    // The server answers ID, then a PEER_CONNECT for each member, then JOIN with the name.
+    let mut early = Vec::new();
+    let (id, mesh_lobby, name) = loop {
+        let event = tokio::time::timeout_at(deadline, next_event(&mut ws, &mut client))
+            .await
+            .map_err(|_| JoinError::Timeout)??;
+        match event {
+            LobbyEvent::Joined(name) => match client.id() {
+                Some(id) => break (id, early_mesh(&early), name),
+                None => return Err(JoinError::Protocol(LobbyError::InvalidFormat)),
+            },
+            other => early.push(other),
+        }
+    };
+    let mesh =
+        LobbyClient::create_mesh(id, mesh_lobby, options.config).map_err(JoinError::Create)?;
+    let (handle, endpoint_events) = Endpoint::spawn(options.endpoint, make(mesh))
+        .await
+        .map_err(JoinError::Io)?;
+    let rejected = Arc::new(AtomicU64::new(0));
+    let lifetime = options.unreliable_lifetime;
+    for event in early {
+        apply(&handle, event, lifetime, &rejected).await;
+    }
+    let (raw_events, task) = endpoint_events.into_parts();
+    let (user_tx, user_rx) = mpsc::unbounded_channel();
+    let (seal, seal_rx) = mpsc::unbounded_channel();
+    let (lobby_tx, lobby_events) = mpsc::unbounded_channel();
+    let relay = Relay {
+        client,
+        handle: handle.clone(),
+        lifetime,
+        rejected: rejected.clone(),
+    };
+    let signaling = tokio::spawn(relay.run(ws, raw_events, user_tx, lobby_tx, seal_rx));
+    Ok(Session {
+        id,
+        lobby: name,
+        handle,
+        events: Events::new(user_rx, task),
+        lobby_events,
+        seal,
+        rejected,
+        signaling,
+    })
+}
+
+fn early_mesh(early: &[LobbyEvent]) -> bool {
+    early
+        .iter()
+        .any(|e| matches!(e, LobbyEvent::Assigned { mesh: true, .. }))
+}
+
+/// The next lobby event from the server; pings and pongs are skipped.
+async fn next_event(ws: &mut Socket, client: &mut LobbyClient) -> Result<LobbyEvent, JoinError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return client.handle_text(&text).map_err(JoinError::Protocol)
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                return Err(JoinError::Refused { code, reason });
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(JoinError::WebSocket(e)),
+            None => {
+                return Err(JoinError::Refused {
+                    code: 1006,
+                    reason: String::new(),
+                })
+            }
+        }
+    }
+}
+
+async fn apply<M: Machine + 'static>(
+    handle: &Handle<M>,
+    event: LobbyEvent,
+    lifetime: i32,
+    rejected: &AtomicU64,
+) {
+    let applied = handle
+        .call(move |m, now| LobbyClient::apply(&event, m.mesh_mut(), now, lifetime))
+        .await;
+    if !matches!(applied, Ok(Ok(()))) {
+        rejected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The signaling task's state.
+struct Relay<M> {
+    client: LobbyClient,
+    handle: Handle<M>,
+    lifetime: i32,
+    rejected: Arc<AtomicU64>,
+}
+
+impl<M: Machine + 'static> Relay<M> {
+    /// Lobby frames → mesh; the mesh's signals → lobby; every other event → the application.
+    /// When the WebSocket closes, events keep flowing and new signals are dropped (counted).
+    /// Once the lobby is sealed the mesh stands on its own: peers leaving the lobby (the
+    /// server closes sealed lobbies) are reported but not removed from the mesh.
+    async fn run(
+        mut self,
+        mut ws: Socket,
+        mut events: mpsc::UnboundedReceiver<M::Event>,
+        user: mpsc::UnboundedSender<M::Event>,
+        lobby: mpsc::UnboundedSender<LobbyEvent>,
+        mut seal: mpsc::UnboundedReceiver<()>,
+    ) {
+        let (mut open, mut sealed) = (true, false);
+        loop {
+            tokio::select! {
+                frame = next_event(&mut ws, &mut self.client), if open => match frame {
+                    Ok(event) => {
+                        sealed |= event == LobbyEvent::Sealed;
+                        let announce = matches!(
+                            event,
+                            LobbyEvent::PeerJoined(_) | LobbyEvent::PeerLeft(_) | LobbyEvent::Sealed
+                        );
+                        if announce {
+                            let _ = lobby.send(event.clone());
+                        }
+                        if !(sealed && matches!(event, LobbyEvent::PeerLeft(_))) {
+                            apply(&self.handle, event, self.lifetime, &self.rejected).await;
+                        }
+                    }
+                    Err(JoinError::Protocol(_)) => {
+                        self.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => open = false,
+                },
+                Some(()) = seal.recv(), if open => {
+                    open = ws.send(Message::text(self.client.seal_message())).await.is_ok();
+                }
+                event = events.recv() => match event {
+                    None => break,
+                    Some(event) => match M::into_signal(event) {
+                        Ok(signal) if open => {
+                            let frame = Message::text(self.client.signal_message(&signal));
+                            open = ws.send(frame).await.is_ok();
+                        }
+                        Ok(_) => {
+                            self.rejected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(event) => {
+                            let _ = user.send(event);
+                        }
+                    },
+                },
+            }
+        }
+        let _ = ws.close(None).await;
+    }
+}
