@@ -141,14 +141,19 @@ async fn connection(
     if server.send(Incoming::Opened(conn, writer)).is_err() {
         return;
     }
+    // After a frame the transport could not read, stop reading and wait for the server's close.
+    let mut reading = true;
     loop {
         tokio::select! {
-            frame = stream.next() => {
+            frame = stream.next(), if reading => {
                 let report = match frame {
                     Some(Ok(Message::Text(text))) => Incoming::Text(conn, text.to_string()),
                     Some(Ok(Message::Binary(_))) => Incoming::Binary(conn),
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Err(WsError::Capacity(_))) => Incoming::Oversized(conn),
+                    Some(Err(WsError::Capacity(_))) => {
+                        reading = false;
+                        Incoming::Oversized(conn)
+                    }
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 };
                 if server.send(report).is_err() {

@@ -308,3 +308,108 @@ async fn a_vanished_peer_is_detected_within_peer_timeout_and_the_rest_keep_excha
         Some((a.id, b"after".to_vec()))
     );
 }
+
+/// Reads frames until the server closes, returning its close code and reason.
+async fn close_reason(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Option<(u16, String)> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await.ok()?? {
+            Ok(Message::Close(Some(frame))) => {
+                return Some((frame.code.into(), frame.reason.to_string()))
+            }
+            Ok(Message::Close(None)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signaling_server_closes_bad_connections_with_a_reason_and_keeps_the_rest() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = server().await;
+    let mut host = join(&server.url(), "", JoinOptions::default())
+        .await
+        .expect("host");
+    let mut guest = join(&server.url(), &host.lobby, JoinOptions::default())
+        .await
+        .expect("guest");
+    connected_to(&mut host, 1).await;
+
+    let cases: [(&str, Option<Message>, u16, &str); 4] = [
+        (
+            "malformed JSON",
+            Some(Message::text("{oops")),
+            4000,
+            "Invalid message format",
+        ),
+        (
+            "unknown type",
+            Some(Message::text(r#"{"type":99,"id":0,"data":""}"#)),
+            4000,
+            "Invalid command",
+        ),
+        (
+            "binary frame",
+            Some(Message::binary(vec![1, 2, 3])),
+            4000,
+            "Invalid transfer mode, must be text",
+        ),
+        ("never joins", None, 4000, "Have not joined lobby yet"),
+    ];
+    for (what, frame, code, reason) in cases {
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
+            .await
+            .expect("connect");
+        if let Some(frame) = frame {
+            ws.send(frame).await.expect("send");
+        }
+        assert_eq!(
+            close_reason(&mut ws).await,
+            Some((code, reason.to_owned())),
+            "{what}"
+        );
+    }
+    // A peer of another lobby cannot reach into this one.
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
+        .await
+        .expect("connect");
+    ws.send(Message::text(r#"{"type":0,"id":0,"data":""}"#))
+        .await
+        .expect("join own lobby");
+    let offer = format!(r#"{{"type":4,"id":{},"data":"v=0"}}"#, guest.id);
+    ws.send(Message::text(offer)).await.expect("send");
+    assert_eq!(
+        close_reason(&mut ws).await,
+        Some((4000, "Invalid destination".to_owned()))
+    );
+    // Oversized frame.
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
+        .await
+        .expect("connect");
+    let big = format!(r#"{{"type":0,"id":0,"data":"{}"}}"#, "x".repeat(100_000));
+    let _ = ws.send(Message::text(big)).await;
+    let closed = close_reason(&mut ws).await;
+    assert_eq!(
+        closed,
+        Some((1009, "Message too big".to_owned())),
+        "oversized frame"
+    );
+
+    // The lobby in use never noticed.
+    host.handle
+        .send(Target::All, TransferMode::Reliable, 0, b"fine".to_vec())
+        .await
+        .expect("send");
+    assert_eq!(
+        packet_from(&mut guest, LIMIT).await,
+        Some((1, b"fine".to_vec()))
+    );
+    assert_eq!(host.rejected_signals() + guest.rejected_signals(), 0);
+}
