@@ -6,7 +6,7 @@
 //! (`try_recv_from` / `try_send_to`), a mio socket, or a `std` socket in non-blocking mode.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::event::Transmit;
@@ -67,7 +67,35 @@ impl DatagramPump {
         }
     }
 
-    /// The socket's local address.
+    /// Sets up a pump for a socket bound to `bound`, announcing it to `machine`'s mesh as its
+    /// host candidate. The announced address is `bound`, or `announce` with `bound`'s port:
+    /// required when the socket is bound to an unspecified address (`0.0.0.0`, `[::]`), since
+    /// rtcmesh must know the one address peers reach it at and record it as the local address
+    /// of every received datagram.
+    pub fn attach<M: Machine>(
+        machine: &mut M,
+        bound: SocketAddr,
+        announce: Option<IpAddr>,
+    ) -> io::Result<DatagramPump> {
+        let ip = match announce {
+            Some(ip) => ip,
+            None if bound.ip().is_unspecified() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a socket bound to an unspecified address needs an address to announce",
+                ))
+            }
+            None => bound.ip(),
+        };
+        let local = SocketAddr::new(ip, bound.port());
+        machine
+            .mesh_mut()
+            .add_host_candidate(local)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(DatagramPump::new(local))
+    }
+
+    /// The socket's local address (as announced).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
@@ -235,20 +263,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn transmit_keeps_the_refused_datagram_and_sends_it_first() {
-        let now = Instant::now();
+    /// A pump and a machine that has `count` one-byte datagrams (0, 1, 2, …) to send.
+    fn scripted(count: u8) -> (Script, DatagramPump) {
         let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
         let to: SocketAddr = "127.0.0.1:6000".parse().expect("addr");
-        let datagrams = (0u8..5)
+        let datagrams = (0..count)
             .map(|i| Transmit {
                 destination: to,
                 source: local,
                 contents: vec![i],
             })
             .collect();
-        let mut machine = Script(mesh_with_peer(now), datagrams);
-        let mut pump = DatagramPump::new(local);
+        (
+            Script(mesh_with_peer(Instant::now()), datagrams),
+            DatagramPump::new(local),
+        )
+    }
+
+    #[test]
+    fn transmit_keeps_the_refused_datagram_and_sends_it_first() {
+        let (mut machine, mut pump) = scripted(5);
         let mut wire = Vec::new();
         let room = std::cell::Cell::new(2);
         let mut socket = |bytes: &[u8], _: SocketAddr| {
@@ -273,18 +307,7 @@ mod tests {
 
     #[test]
     fn transmit_drops_and_counts_a_datagram_the_socket_rejects() {
-        let now = Instant::now();
-        let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        let to: SocketAddr = "127.0.0.1:6000".parse().expect("addr");
-        let datagrams = (0u8..3)
-            .map(|i| Transmit {
-                destination: to,
-                source: local,
-                contents: vec![i],
-            })
-            .collect();
-        let mut machine = Script(mesh_with_peer(now), datagrams);
-        let mut pump = DatagramPump::new(local);
+        let (mut machine, mut pump) = scripted(3);
         let mut wire = Vec::new();
         let flush = pump.transmit(&mut machine, |bytes: &[u8], _| {
             if bytes[0] == 1 {

@@ -64,25 +64,11 @@ impl Endpoint {
         M::Event: Send + 'static,
     {
         let socket = UdpSocket::bind(config.bind).await?;
-        let bound = socket.local_addr()?;
-        let ip = match config.announce {
-            Some(ip) => ip,
-            None if bound.ip().is_unspecified() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "binding an unspecified address needs EndpointConfig::announce",
-                ))
-            }
-            None => bound.ip(),
-        };
-        let local = SocketAddr::new(ip, bound.port());
-        machine
-            .mesh_mut()
-            .add_host_candidate(local)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let pump = DatagramPump::attach(&mut machine, socket.local_addr()?, config.announce)?;
+        let local = pump.local_addr();
         let (calls, call_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(socket, local, machine, call_rx, event_tx));
+        let task = tokio::spawn(run(socket, pump, machine, call_rx, event_tx));
         Ok((
             Handle { calls, local },
             Events {
@@ -96,12 +82,11 @@ impl Endpoint {
 /// The loop: receive → machine, machine → socket, sleep until the machine's next deadline.
 async fn run<M: Machine>(
     socket: UdpSocket,
-    local: SocketAddr,
+    mut pump: DatagramPump,
     mut machine: M,
     mut calls: mpsc::UnboundedReceiver<Option<Call<M>>>,
     events: mpsc::UnboundedSender<M::Event>,
 ) -> io::Result<()> {
-    let mut pump = DatagramPump::new(local);
     loop {
         let flush = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
         while let Some(event) = machine.poll_event() {
