@@ -1,0 +1,587 @@
+//! rtcmesh's benchmark suite: prints each figure with its ratio against a baseline measured in
+//! the same run. `cargo run --release --example bench` (add `quick` for a shorter run).
+//!
+//! - **Throughput** on the in-memory network (zero latency, synthetic clock that jumps to the
+//!   next timer when idle): two rtcmesh meshes against two raw `str0m::Rtc` with the same
+//!   channels and settings, for 100 B / 1,200 B / 16 KiB messages on the three default channels.
+//! - **Connection set-up**: first signal → connected, rtcmesh against raw str0m; and the CPU
+//!   cost per handshake of K simultaneous handshakes.
+//! - **Dispatch at scale**: a server with N = 10, 100, 500 connected clients on one address:
+//!   cost per datagram in `handle_datagram` and total throughput, against N = 10.
+//! - **Memory per connected peer** (allocator totals) against a raw connected `Rtc`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rtcmesh::str0m::change::{SdpAnswer, SdpOffer};
+use rtcmesh::str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use rtcmesh::str0m::net::{Protocol, Receive};
+use rtcmesh::str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc, RtcConfig};
+use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Target, TransferMode};
+
+/// Live heap bytes, for the memory figures.
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn addr(n: u32) -> SocketAddr {
+    SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 5000))
+}
+
+/// One side of a two-party transfer on the in-memory network.
+trait Side {
+    fn address(&self) -> SocketAddr;
+    fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]);
+    fn tick(&mut self, now: Instant);
+    fn next_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)>;
+    fn next_timeout(&self) -> Option<Instant>;
+    /// Writes one message of `mode`; `false` when the sender has no room now.
+    fn write(&mut self, mode: TransferMode, data: &[u8]) -> bool;
+    fn delivered(&self) -> usize;
+    fn connected(&self) -> bool;
+}
+
+/// Moves datagrams between `a` and `b` until neither has any, then advances the clock to the
+/// next timer. Returns `false` when nothing at all is pending.
+fn step(a: &mut dyn Side, b: &mut dyn Side, now: &mut Instant) -> bool {
+    let mut moved = false;
+    while let Some((_, data)) = a.next_transmit() {
+        b.receive(*now, a.address(), &data);
+        moved = true;
+    }
+    while let Some((_, data)) = b.next_transmit() {
+        a.receive(*now, b.address(), &data);
+        moved = true;
+    }
+    if moved {
+        return true;
+    }
+    let Some(next) = [a.next_timeout(), b.next_timeout()].into_iter().flatten().min() else {
+        return false;
+    };
+    *now = next.max(*now);
+    a.tick(*now);
+    b.tick(*now);
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// rtcmesh side
+
+struct MeshSide {
+    mesh: Mesh,
+    peer: PeerId,
+    address: SocketAddr,
+    delivered: usize,
+    connected: bool,
+    signals: Vec<rtcmesh::OutgoingSignal>,
+}
+
+impl MeshSide {
+    fn drain(&mut self) {
+        while let Some(e) = self.mesh.poll_event() {
+            match e {
+                Event::Packet(_) => self.delivered += 1,
+                Event::PeerConnected(_) => self.connected = true,
+                Event::Signal(s) => self.signals.push(s),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Side for MeshSide {
+    fn address(&self) -> SocketAddr {
+        self.address
+    }
+    fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        self.mesh.handle_datagram(now, source, self.address, contents);
+        self.drain();
+    }
+    fn tick(&mut self, now: Instant) {
+        self.mesh.handle_timeout(now);
+        self.drain();
+    }
+    fn next_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.mesh.poll_transmit().map(|t| (t.destination, t.contents))
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        self.mesh.poll_timeout()
+    }
+    fn write(&mut self, mode: TransferMode, data: &[u8]) -> bool {
+        self.mesh.send(Target::Peer(self.peer), mode, 0, data).is_ok()
+    }
+    fn delivered(&self) -> usize {
+        self.delivered
+    }
+    fn connected(&self) -> bool {
+        self.connected
+    }
+}
+
+fn mesh_config() -> MeshConfig {
+    MeshConfig { dtls_cert: Some(shared_cert()), ..MeshConfig::default() }
+}
+
+/// For the throughput comparison the sender must behave as raw str0m's does: a write fails as
+/// soon as SCTP's send buffer is full. rtcmesh's own queue (on by default) would otherwise take
+/// another MiB first, a different sending pattern.
+fn mesh_config_no_queue() -> MeshConfig {
+    MeshConfig { max_queued_bytes: 0, ..mesh_config() }
+}
+
+fn shared_cert() -> rtcmesh::str0m::config::DtlsCert {
+    thread_local! {
+        static CERT: rtcmesh::str0m::config::DtlsCert = rtcmesh::str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .expect("certificate");
+    }
+    CERT.with(Clone::clone)
+}
+
+/// Two connected meshes (ids 2 and 1): the sender is the first.
+fn mesh_pair(now: &mut Instant) -> (MeshSide, MeshSide) {
+    let make = |id: PeerId, peer: PeerId, n: u32| {
+        let mut mesh = Mesh::create_mesh(id, mesh_config_no_queue()).expect("mesh");
+        mesh.add_host_candidate(addr(n)).expect("candidate");
+        mesh.add_peer(*now, peer, 1).expect("peer");
+        let mut side = MeshSide { mesh, peer, address: addr(n), delivered: 0, connected: false, signals: Vec::new() };
+        side.drain();
+        side
+    };
+    let (mut a, mut b) = (make(2, 1, 1), make(1, 2, 2));
+    while !(a.connected && b.connected) {
+        exchange_signals(&mut a, &mut b, *now);
+        assert!(step(&mut a, &mut b, now), "pair stalled while connecting");
+    }
+    (a, b)
+}
+
+fn exchange_signals(a: &mut MeshSide, b: &mut MeshSide, now: Instant) {
+    for s in std::mem::take(&mut a.signals) {
+        b.mesh.handle_signal(now, a.mesh.unique_id(), s.signal).expect("signal");
+    }
+    b.drain();
+    for s in std::mem::take(&mut b.signals) {
+        a.mesh.handle_signal(now, b.mesh.unique_id(), s.signal).expect("signal");
+    }
+    a.drain();
+}
+
+// ---------------------------------------------------------------------------------------------
+// raw str0m side: the same channels and settings as rtcmesh's links, no mesh around them.
+
+struct RawSide {
+    rtc: Rtc,
+    address: SocketAddr,
+    channels: [Option<ChannelId>; 3],
+    open: usize,
+    delivered: usize,
+    out: VecDeque<(SocketAddr, Vec<u8>)>,
+    timeout: Option<Instant>,
+}
+
+fn raw_config() -> RtcConfig {
+    let c = MeshConfig::default();
+    let mut rtc = Rtc::builder()
+        .set_dtls_cert(shared_cert())
+        .set_sctp_max_buffered_amount(c.sctp_send_buffer)
+        .set_mtu(c.mtu..=c.mtu.max(rtcmesh::str0m::DATAGRAM_MTU_WARN))
+        .set_stats_interval(None);
+    rtc.set_max_stun_rto(c.stun_max_rto);
+    rtc.set_max_stun_retransmits(c.stun_max_retransmits);
+    rtc
+}
+
+fn godot_channels() -> [ChannelConfig; 3] {
+    let life = Reliability::MaxPacketLifetime { lifetime: 1 };
+    let cfg = |label: &str, ordered, reliability, id| ChannelConfig {
+        label: label.into(),
+        ordered,
+        reliability,
+        negotiated: Some(id),
+        protocol: String::new(),
+    };
+    [cfg("reliable", true, Reliability::Reliable, 1), cfg("ordered", true, life, 2), cfg("unreliable", false, life, 3)]
+}
+
+impl RawSide {
+    fn new(now: Instant, n: u32) -> RawSide {
+        let mut rtc = raw_config().build(now);
+        rtc.add_local_candidate(Candidate::host(addr(n), "udp").expect("candidate"));
+        RawSide { rtc, address: addr(n), channels: [None; 3], open: 0, delivered: 0, out: VecDeque::new(), timeout: None }
+    }
+    fn drive(&mut self) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => self.out.push_back((t.destination, t.contents.to_vec())),
+                Ok(Output::Timeout(t)) => {
+                    self.timeout = Some(t);
+                    return;
+                }
+                Ok(Output::Event(RtcEvent::ChannelOpen(..))) => self.open += 1,
+                Ok(Output::Event(RtcEvent::ChannelData(_))) => self.delivered += 1,
+                Ok(Output::Event(_)) => {}
+                Err(e) => panic!("raw rtc: {e}"),
+            }
+        }
+    }
+}
+
+impl Side for RawSide {
+    fn address(&self) -> SocketAddr {
+        self.address
+    }
+    fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        let r = Receive::new(Protocol::Udp, source, self.address, contents).expect("datagram");
+        self.rtc.handle_input(Input::Receive(now, r)).expect("receive");
+        self.drive();
+    }
+    fn tick(&mut self, now: Instant) {
+        self.rtc.handle_input(Input::Timeout(now)).expect("timeout");
+        self.drive();
+    }
+    fn next_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.out.pop_front()
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        self.timeout
+    }
+    fn write(&mut self, mode: TransferMode, data: &[u8]) -> bool {
+        let index = match mode {
+            TransferMode::Reliable => 0,
+            TransferMode::UnreliableOrdered => 1,
+            TransferMode::Unreliable => 2,
+        };
+        let Some(id) = self.channels[index] else { return false };
+        let Some(mut channel) = self.rtc.channel(id) else { return false };
+        let written = channel.write(true, data).unwrap_or(false);
+        self.drive();
+        written
+    }
+    fn delivered(&self) -> usize {
+        self.delivered
+    }
+    fn connected(&self) -> bool {
+        self.open == 3
+    }
+}
+
+fn raw_pair(now: &mut Instant) -> (RawSide, RawSide) {
+    let (mut a, mut b) = (RawSide::new(*now, 1), RawSide::new(*now, 2));
+    a.rtc.add_remote_candidate(Candidate::host(addr(2), "udp").expect("c"));
+    b.rtc.add_remote_candidate(Candidate::host(addr(1), "udp").expect("c"));
+    let mut api = a.rtc.sdp_api();
+    let ids: Vec<ChannelId> = godot_channels().into_iter().map(|c| api.add_channel_with_config(c)).collect();
+    let (offer, pending) = api.apply().expect("offer");
+    let offer = SdpOffer::from_sdp_string(&offer.to_sdp_string()).expect("sdp");
+    let answer = b.rtc.sdp_api().accept_offer(offer).expect("accept");
+    let mut direct = b.rtc.direct_api();
+    let b_ids: Vec<ChannelId> = godot_channels().into_iter().map(|c| direct.create_data_channel(c)).collect();
+    let answer = SdpAnswer::from_sdp_string(&answer.to_sdp_string()).expect("sdp");
+    a.rtc.sdp_api().accept_answer(pending, answer).expect("answer");
+    for i in 0..3 {
+        a.channels[i] = Some(ids[i]);
+        b.channels[i] = Some(b_ids[i]);
+    }
+    a.drive();
+    b.drive();
+    while !(a.connected() && b.connected()) {
+        assert!(step(&mut a, &mut b, now), "raw pair stalled while connecting");
+    }
+    (a, b)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+
+/// Sends `count` messages of `size` bytes on `mode` from `a` to `b`; returns (wall time,
+/// messages delivered).
+fn transfer(a: &mut dyn Side, b: &mut dyn Side, now: &mut Instant, mode: TransferMode, size: usize, count: usize) -> (Duration, usize) {
+    let payload = vec![0x42u8; size];
+    let before = b.delivered();
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut idle_rounds = 0;
+    loop {
+        while sent < count && a.write(mode, &payload) {
+            sent += 1;
+        }
+        let delivered = b.delivered() - before;
+        if delivered >= count {
+            break;
+        }
+        if !step(a, b, now) {
+            break;
+        }
+        // Unreliable messages may expire: stop once everything was written and the network
+        // went quiet for a while of simulated time.
+        if sent == count && mode != TransferMode::Reliable {
+            idle_rounds += 1;
+            if idle_rounds > 100_000 {
+                break;
+            }
+        }
+    }
+    (start.elapsed(), b.delivered() - before)
+}
+
+fn throughput(quick: bool) -> f64 {
+    println!("\n## Throughput, in-memory network (rtcmesh pair vs raw str0m pair, same channels)");
+    println!("| channel | size | raw str0m msg/s | rtcmesh msg/s | rtcmesh MB/s | delivered (raw / rtcmesh) | time per msg, rtcmesh ÷ raw |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut now = Instant::now();
+    let (mut ma, mut mb) = mesh_pair(&mut now);
+    let (mut ra, mut rb) = raw_pair(&mut now);
+    let mut key_ratio = 0.0;
+    for mode in [TransferMode::Reliable, TransferMode::UnreliableOrdered, TransferMode::Unreliable] {
+        for size in [100usize, 1_200, 16 * 1024] {
+            let count = match (size, quick) {
+                (16384, true) => 1_000,
+                (16384, false) => 5_000,
+                (_, true) => 10_000,
+                (_, false) => 50_000,
+            };
+            // Warm both, then alternate measured runs and keep the best of three each.
+            let best = |a: &mut dyn Side, b: &mut dyn Side, now: &mut Instant| {
+                transfer(a, b, now, mode, size, count / 10);
+                (0..3).map(|_| transfer(a, b, now, mode, size, count)).min_by_key(|(t, _)| *t).expect("runs")
+            };
+            let (raw_t, raw_n) = best(&mut ra, &mut rb, &mut now);
+            let (mesh_t, mesh_n) = best(&mut ma, &mut mb, &mut now);
+            let per = |t: Duration, n: usize| t.as_secs_f64() / n.max(1) as f64;
+            let ratio = per(mesh_t, mesh_n) / per(raw_t, raw_n);
+            if mode == TransferMode::Reliable && size == 1_200 {
+                key_ratio = ratio;
+            }
+            println!(
+                "| {mode:?} | {size} B | {:.0} | {:.0} | {:.1} | {raw_n} / {mesh_n} of {count} | **{ratio:.3}×** |",
+                raw_n as f64 / raw_t.as_secs_f64(),
+                mesh_n as f64 / mesh_t.as_secs_f64(),
+                (mesh_n * size) as f64 / 1e6 / mesh_t.as_secs_f64(),
+            );
+        }
+    }
+    key_ratio
+}
+
+fn setup_time() {
+    println!("\n## Connection set-up (first signal → all channels open), in-memory network");
+    let runs = 20;
+    let (mut raw, mut mesh) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..runs {
+        let mut now = Instant::now();
+        let t = Instant::now();
+        let pair = raw_pair(&mut now);
+        raw += t.elapsed();
+        drop(pair);
+        let mut now = Instant::now();
+        let t = Instant::now();
+        let pair = mesh_pair(&mut now);
+        mesh += t.elapsed();
+        drop(pair);
+    }
+    let (raw, mesh) = (raw / runs, mesh / runs);
+    println!("| | CPU time per connection (both ends) | ratio |");
+    println!("|---|---|---|");
+    println!("| raw str0m pair | {raw:.2?} | 1.00× |");
+    println!("| rtcmesh pair | {mesh:.2?} | {:.2}× |", mesh.as_secs_f64() / raw.as_secs_f64());
+}
+
+/// A server and `n` clients on the in-memory network, all on distinct addresses.
+struct Star {
+    server: Mesh,
+    clients: Vec<Mesh>,
+    now: Instant,
+    server_time: Duration,
+    server_datagrams: u64,
+    delivered: usize,
+    connected: usize,
+    clients_connected: usize,
+}
+
+impl Star {
+    fn new(n: usize) -> Star {
+        let now = Instant::now();
+        let mut server = Mesh::create_server(mesh_config()).expect("server");
+        server.add_host_candidate(addr(1)).expect("candidate");
+        let mut clients = Vec::new();
+        for i in 0..n {
+            let id = i as PeerId + 2;
+            let mut c = Mesh::create_client(id, mesh_config()).expect("client");
+            c.add_host_candidate(addr(id as u32)).expect("candidate");
+            c.add_peer(now, 1, 1).expect("peer");
+            server.add_peer(now, id, 1).expect("peer");
+            clients.push(c);
+        }
+        Star { server, clients, now, server_time: Duration::ZERO, server_datagrams: 0, delivered: 0, connected: 0, clients_connected: 0 }
+    }
+
+    /// One round: every datagram and signal delivered; the clock advances when idle.
+    fn step(&mut self) {
+        let mut moved = false;
+        while let Some(t) = self.server.poll_transmit() {
+            let i = Self::index_of(t.destination);
+            self.clients[i].handle_datagram(self.now, addr(1), t.destination, &t.contents);
+            moved = true;
+        }
+        for (i, c) in self.clients.iter_mut().enumerate() {
+            while let Some(t) = c.poll_transmit() {
+                let start = Instant::now();
+                self.server.handle_datagram(self.now, addr(i as u32 + 2), addr(1), &t.contents);
+                self.server_time += start.elapsed();
+                self.server_datagrams += 1;
+                moved = true;
+            }
+            while let Some(e) = c.poll_event() {
+                match e {
+                    Event::Signal(s) => {
+                        self.server.handle_signal(self.now, i as PeerId + 2, s.signal).expect("signal");
+                        moved = true;
+                    }
+                    Event::PeerConnected(_) => self.clients_connected += 1,
+                    _ => {}
+                }
+            }
+        }
+        while let Some(e) = self.server.poll_event() {
+            match e {
+                Event::Signal(s) => {
+                    self.clients[s.to as usize - 2].handle_signal(self.now, 1, s.signal).expect("signal");
+                    moved = true;
+                }
+                Event::PeerConnected(_) => self.connected += 1,
+                Event::Packet(_) => self.delivered += 1,
+                _ => {}
+            }
+        }
+        if !moved {
+            let next = std::iter::once(self.server.poll_timeout())
+                .chain(self.clients.iter().map(Mesh::poll_timeout))
+                .flatten()
+                .min();
+            if let Some(next) = next {
+                self.now = next.max(self.now);
+            }
+            self.server.handle_timeout(self.now);
+            for c in &mut self.clients {
+                c.handle_timeout(self.now);
+            }
+        }
+    }
+
+    fn index_of(a: SocketAddr) -> usize {
+        let SocketAddr::V4(v4) = a else { unreachable!() };
+        let o = v4.ip().octets();
+        ((o[1] as usize) << 16 | (o[2] as usize) << 8 | o[3] as usize) - 2
+    }
+}
+
+fn scale(quick: bool) -> (f64, f64) {
+    println!("\n## A server with N clients on one socket (in-memory network)");
+    println!("| N | handshake CPU per client | dispatch per datagram (server `handle_datagram`) | ratio to N=10 | messages/s through the server | server heap per connected peer | raw connected `Rtc` heap |");
+    println!("|---|---|---|---|---|---|---|");
+    let raw_bytes = {
+        let mut now = Instant::now();
+        let (a, b) = raw_pair(&mut now);
+        let before = live();
+        drop(b);
+        let bytes = before - live();
+        drop(a);
+        bytes
+    };
+    let mut base = 0.0;
+    let mut ratio_500 = 0.0;
+    let mut memory_500 = 0.0;
+    let sizes: &[usize] = if quick { &[10, 100] } else { &[10, 100, 500] };
+    for &n in sizes {
+        let empty = live();
+        let start = Instant::now();
+        let mut star = Star::new(n);
+        while star.connected < n || star.clients_connected < n {
+            star.step();
+        }
+        let handshake = start.elapsed() / n as u32;
+        // Steady state: every client sends one 100-byte reliable message per round.
+        let rounds = if quick { 50 } else { 200 };
+        star.server_time = Duration::ZERO;
+        star.server_datagrams = 0;
+        let delivered_before = star.delivered;
+        let t = Instant::now();
+        for _ in 0..rounds {
+            for c in &mut star.clients {
+                c.send(Target::Peer(1), TransferMode::Reliable, 0, &[7u8; 100]).expect("send");
+            }
+            for _ in 0..3 {
+                star.step();
+            }
+        }
+        while star.delivered - delivered_before < rounds * n {
+            star.step();
+        }
+        let wall = t.elapsed();
+        let per_datagram = star.server_time.as_secs_f64() / star.server_datagrams.max(1) as f64;
+        if n == 10 {
+            base = per_datagram;
+        }
+        let ratio = per_datagram / base;
+        let clients = std::mem::take(&mut star.clients);
+        drop(clients);
+        let server_bytes = live() - empty;
+        let per_peer = server_bytes as f64 / n as f64;
+        if n == 500 {
+            ratio_500 = ratio;
+            memory_500 = per_peer;
+        }
+        println!(
+            "| {n} | {handshake:.2?} | {:.0} ns | **{ratio:.2}×** | {:.0} | {:.1} KiB | {:.1} KiB |",
+            per_datagram * 1e9,
+            (rounds * n) as f64 / wall.as_secs_f64(),
+            per_peer / 1024.0,
+            raw_bytes as f64 / 1024.0
+        );
+        drop(star);
+    }
+    (ratio_500, memory_500)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    println!("# rtcmesh benchmarks ({} run, release build)", if quick { "quick" } else { "full" });
+    let key = throughput(quick);
+    setup_time();
+    let (dispatch, _) = scale(quick);
+    println!("\n## Targets");
+    println!("- 1,200 B reliable, time per message rtcmesh ÷ raw str0m: {key:.3}× (target ≤ 1.05×)");
+    if !quick {
+        println!("- dispatch per datagram at N=500 ÷ N=10: {dispatch:.2}× (target ≤ 1.5×)");
+    }
+}
