@@ -30,6 +30,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## The multiplayer layer
+//! [`Multiplayer`] puts Godot's `SceneMultiplayer` on a mesh: `send_bytes`, server relay (clients
+//! reach each other through the server), peer exchange and optional authentication, with the
+//! same wire bytes as Godot 4, driven through the same `handle_*` / `poll_*` methods. See
+//! [`multiplayer`].
+//!
 //! ## Who offers
 //! On `add_peer`, the side whose own id is **larger** creates the SDP offer (the rule of Godot's
 //! signaling demo), so the server (id 1) never offers and two meshes that only forward each
@@ -50,6 +56,7 @@ mod error;
 mod event;
 mod link;
 mod mesh;
+pub mod multiplayer;
 mod signal;
 mod stats;
 mod timers;
@@ -62,6 +69,9 @@ pub use error::{
 };
 pub use event::{Event, Packet, Transmit};
 pub use mesh::{Mesh, PeerInfo};
+pub use multiplayer::{
+    AuthError, Multiplayer, MultiplayerConfig, MultiplayerEvent, MultiplayerStats,
+};
 pub use signal::{OutgoingSignal, Signal};
 pub use stats::MeshStats;
 pub use transfer::{
