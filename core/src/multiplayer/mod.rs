@@ -48,6 +48,7 @@ pub use config::MultiplayerConfig;
 pub use event::MultiplayerEvent;
 pub use stats::MultiplayerStats;
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -662,8 +663,8 @@ impl Multiplayer {
         }
         match exchange {
             Exchange::Add(peer) => {
-                if !self.peers.contains_key(&peer) {
-                    self.peers.insert(peer, Route::Relayed);
+                if let Entry::Vacant(entry) = self.peers.entry(peer) {
+                    entry.insert(Route::Relayed);
                     self.events.push_back(MultiplayerEvent::PeerConnected(peer));
                 }
             }
