@@ -817,3 +817,95 @@ fn in_mesh_mode_every_packet_is_direct_and_relay_commands_are_refused() {
     assert_eq!(mp(&w, C).stats().relay_refused, 2);
     assert!(!mp(&w, C).has_peer(55));
 }
+
+// ---------------------------------------------------------------- every sender × every target
+
+#[test]
+fn every_sender_and_target_reaches_exactly_the_right_peers_once() {
+    let clients = [A, B, C, D];
+    let everyone: Vec<PeerId> = std::iter::once(1).chain(clients).collect();
+    let mut w = MpWorld::star(&clients, &MultiplayerConfig::default());
+    let mut expected: Vec<(PeerId, Vec<u8>)> = Vec::new(); // (receiver, payload)
+    let mut tag = 0u16;
+    for &sender in &everyone {
+        let targets = std::iter::once(Target::All)
+            .chain(
+                everyone
+                    .iter()
+                    .filter(|&&p| p != sender)
+                    .map(|&p| Target::Peer(p)),
+            )
+            .chain(everyone.iter().map(|&p| Target::AllExcept(p)));
+        for target in targets {
+            tag += 1;
+            let payload = [&tag.to_le_bytes()[..], &sender.to_le_bytes()[..]].concat();
+            send(&mut w, sender, target, &payload);
+            for &receiver in &everyone {
+                let wanted = receiver != sender
+                    && match target {
+                        Target::All => true,
+                        Target::Peer(p) => p == receiver,
+                        Target::AllExcept(p) => p != receiver,
+                    };
+                if wanted {
+                    expected.push((receiver, payload.clone()));
+                }
+            }
+        }
+    }
+    w.run_for(Duration::from_secs(1));
+    for &receiver in &everyone {
+        let mut got: Vec<Vec<u8>> = packets_of(&w, receiver)
+            .into_iter()
+            .map(|p| {
+                assert_eq!(
+                    p.from.to_le_bytes(),
+                    p.data[2..6],
+                    "true sender at {receiver}"
+                );
+                p.data
+            })
+            .collect();
+        let mut want: Vec<Vec<u8>> = expected
+            .iter()
+            .filter(|(r, _)| *r == receiver)
+            .map(|(_, d)| d.clone())
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "packets at {receiver}");
+    }
+}
+
+// ---------------------------------------------------------------- arbitrary bytes
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever a client writes to the server, and the server to a client, nothing panics and
+    /// relayed traffic still flows afterwards.
+    #[test]
+    fn arbitrary_bytes_never_break_the_layer(
+        packets in proptest::collection::vec(
+            (proptest::sample::select(vec![0x03u8, 0x07, 0x17, 0x00, 0xFF]),
+             proptest::sample::select(vec![0u8, 1, 2, 3, 4, 9]),
+             proptest::collection::vec(0u8..=255, 0..12)),
+            1..12,
+        )
+    ) {
+        let mut w = MpWorld::star(&[A, B], &MultiplayerConfig::default());
+        for (command, sys, rest) in &packets {
+            let bytes = [&[*command, *sys][..], rest].concat();
+            raw(&mut w, A, 1, &bytes);
+            raw(&mut w, 1, B, &bytes);
+        }
+        w.run_for(SETTLE);
+        for n in 0..w.nodes.len() {
+            w.nodes[n].take_events();
+        }
+        send(&mut w, A, Target::Peer(B), b"after");
+        w.run_for(SETTLE);
+        let after: Vec<Packet> = packets_of(&w, B);
+        proptest::prop_assert_eq!(after, vec![reliable(A, b"after")]);
+    }
+}

@@ -369,8 +369,9 @@ impl Multiplayer {
     }
 
     /// Disconnects a direct peer, as [`Mesh::disconnect_peer`]: without `force` a
-    /// `PeerDisconnected` follows if it was admitted; with `force` nothing is reported. On a
-    /// server, the other clients get DEL_PEER either way. Returns whether the mesh had the peer
+    /// `PeerDisconnected` follows if it was admitted (`PeerAuthenticationFailed` if it was
+    /// authenticating); with `force` nothing is reported. On a server, the other clients get
+    /// DEL_PEER either way. Returns whether the mesh had the peer
     /// (a client cannot disconnect a peer it only reaches through the server).
     pub fn disconnect_peer(&mut self, peer: PeerId, force: bool) -> bool {
         if force {

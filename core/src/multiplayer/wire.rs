@@ -274,6 +274,20 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_without_panicking(bytes in proptest::collection::vec(0u8..=255, 0..40)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn relay_round_trips(peer: i32, inner in proptest::collection::vec(0u8..=255, 1..40)) {
+            let bytes = relay(peer, &inner);
+            proptest::prop_assert_eq!(bytes.len(), SYS_CMD_SIZE + inner.len());
+            proptest::prop_assert_eq!(decode(&bytes), Ok(Message::Relay { peer, inner: &inner }));
+        }
+    }
+
     #[test]
     fn malformed_packets_are_errors_never_panics() {
         assert_eq!(decode(&[]), Err(WireError::Empty));
