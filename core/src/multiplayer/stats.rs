@@ -1,7 +1,8 @@
 //! Counters of what the multiplayer layer delivered, relayed and dropped.
 
-/// Counters since the [`Multiplayer`](crate::Multiplayer) was created. Every packet the layer
-/// drops is counted in exactly one field.
+/// Counters since the [`Multiplayer`](crate::Multiplayer) was created. Every packet refused as
+/// invalid or unauthorised is counted in exactly one field; harmless repeats (a second ADD_PEER
+/// for a known peer, DEL_PEER for an unknown one, a late `[7][0]`) are ignored silently.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MultiplayerStats {
     /// RAW payloads delivered as packet events (direct or relayed).
