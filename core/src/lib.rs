@@ -30,6 +30,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## The multiplayer layer
+//! [`Multiplayer`] puts Godot's `SceneMultiplayer` on a mesh: `send_bytes`, server relay (clients
+//! reach each other through the server), peer exchange and optional authentication, with the
+//! same wire bytes as Godot 4, driven through the same `handle_*` / `poll_*` methods. See
+//! [`multiplayer`].
+//!
 //! ## Who offers
 //! On `add_peer`, the side whose own id is **larger** creates the SDP offer (the rule of Godot's
 //! signaling demo), so the server (id 1) never offers and two meshes that only forward each
@@ -52,6 +58,7 @@ mod link;
 pub mod lobby;
 mod machine;
 mod mesh;
+pub mod multiplayer;
 mod pump;
 mod signal;
 mod stats;
@@ -66,6 +73,9 @@ pub use error::{
 pub use event::{Event, Packet, Transmit};
 pub use machine::Machine;
 pub use mesh::{Mesh, PeerInfo};
+pub use multiplayer::{
+    AuthError, Multiplayer, MultiplayerConfig, MultiplayerEvent, MultiplayerStats,
+};
 pub use pump::{DatagramPump, Flush, PumpStats, RECEIVE_BATCH};
 pub use signal::{OutgoingSignal, Signal};
 pub use stats::MeshStats;

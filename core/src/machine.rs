@@ -76,3 +76,41 @@ impl Machine for Mesh {
         }
     }
 }
+
+impl Machine for crate::multiplayer::Multiplayer {
+    type Event = crate::multiplayer::MultiplayerEvent;
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
+        Self::handle_datagram(self, now, source, destination, contents)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Self::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Self::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        Self::poll_event(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Self::poll_timeout(self)
+    }
+    fn mesh(&self) -> &Mesh {
+        Self::mesh(self)
+    }
+    fn mesh_mut(&mut self) -> &mut Mesh {
+        Self::mesh_mut(self)
+    }
+    fn into_signal(event: Self::Event) -> Result<OutgoingSignal, Self::Event> {
+        match event {
+            crate::multiplayer::MultiplayerEvent::Signal(signal) => Ok(signal),
+            other => Err(other),
+        }
+    }
+}

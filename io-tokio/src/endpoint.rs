@@ -197,6 +197,23 @@ impl Handle<Mesh> {
     }
 }
 
+impl Handle<rtcmesh::Multiplayer> {
+    /// SceneMultiplayer's `send_bytes` (see [`rtcmesh::Multiplayer::send_bytes`]): relayed
+    /// through the server in client mode.
+    pub async fn send_bytes(
+        &self,
+        target: Target,
+        mode: TransferMode,
+        channel: u16,
+        data: impl Into<Vec<u8>>,
+    ) -> Result<(), SendError> {
+        let data = data.into();
+        self.call(move |m, _| m.send_bytes(target, mode, channel, &data))
+            .await
+            .unwrap_or(Err(SendError::Disconnected))
+    }
+}
+
 /// What the machine reports, in order. Unbounded: read it from your loop.
 pub struct Events<E> {
     events: mpsc::UnboundedReceiver<E>,

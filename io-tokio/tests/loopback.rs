@@ -413,3 +413,63 @@ async fn the_signaling_server_closes_bad_connections_with_a_reason_and_keeps_the
     );
     assert_eq!(host.rejected_signals() + guest.rejected_signals(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reach_each_other_through_the_server_relay_over_real_sockets() {
+    use rtcmesh::{Multiplayer, MultiplayerConfig, MultiplayerEvent};
+    use rtcmesh_tokio::join_with;
+    let layer = |mesh| Multiplayer::new(mesh, MultiplayerConfig::default());
+    let server = server().await;
+    let options = JoinOptions {
+        mesh: false,
+        ..JoinOptions::default()
+    };
+    let host = join_with(&server.url(), "", options.clone(), layer)
+        .await
+        .expect("server");
+    let mut a = join_with(&server.url(), &host.lobby, options.clone(), layer)
+        .await
+        .expect("a");
+    let mut b = join_with(&server.url(), &host.lobby, options.clone(), layer)
+        .await
+        .expect("b");
+    // Each client learns of the other through the server's peer exchange.
+    let (a_id, b_id) = (a.id, b.id);
+    for (me, other) in [(&mut a, b_id), (&mut b, a_id)] {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            let event = tokio::time::timeout_at(deadline, me.events.recv())
+                .await
+                .expect("in time")
+                .expect("open");
+            if event == MultiplayerEvent::PeerConnected(other) {
+                break;
+            }
+        }
+    }
+    a.handle
+        .send_bytes(
+            Target::Peer(b.id),
+            TransferMode::Reliable,
+            0,
+            b"via server".to_vec(),
+        )
+        .await
+        .expect("send");
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, b.events.recv())
+            .await
+            .expect("in time")
+            .expect("open");
+        if let MultiplayerEvent::Packet(p) = event {
+            assert_eq!(
+                (p.from, p.data.as_slice()),
+                (a.id, &b"via server"[..]),
+                "true sender, intact"
+            );
+            break;
+        }
+    }
+    drop(host);
+}

@@ -38,7 +38,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -83,7 +86,11 @@ fn step(a: &mut dyn Side, b: &mut dyn Side, now: &mut Instant) -> bool {
     if moved {
         return true;
     }
-    let Some(next) = [a.next_timeout(), b.next_timeout()].into_iter().flatten().min() else {
+    let Some(next) = [a.next_timeout(), b.next_timeout()]
+        .into_iter()
+        .flatten()
+        .min()
+    else {
         return false;
     };
     *now = next.max(*now);
@@ -122,7 +129,8 @@ impl Side for MeshSide {
         self.address
     }
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
-        self.mesh.handle_datagram(now, source, self.address, contents);
+        self.mesh
+            .handle_datagram(now, source, self.address, contents);
         self.drain();
     }
     fn tick(&mut self, now: Instant) {
@@ -130,13 +138,17 @@ impl Side for MeshSide {
         self.drain();
     }
     fn next_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.mesh.poll_transmit().map(|t| (t.destination, t.contents))
+        self.mesh
+            .poll_transmit()
+            .map(|t| (t.destination, t.contents))
     }
     fn next_timeout(&self) -> Option<Instant> {
         self.mesh.poll_timeout()
     }
     fn write(&mut self, mode: TransferMode, data: &[u8]) -> bool {
-        self.mesh.send(Target::Peer(self.peer), mode, 0, data).is_ok()
+        self.mesh
+            .send(Target::Peer(self.peer), mode, 0, data)
+            .is_ok()
     }
     fn delivered(&self) -> usize {
         self.delivered
@@ -147,14 +159,20 @@ impl Side for MeshSide {
 }
 
 fn mesh_config() -> MeshConfig {
-    MeshConfig { dtls_cert: Some(shared_cert()), ..MeshConfig::default() }
+    MeshConfig {
+        dtls_cert: Some(shared_cert()),
+        ..MeshConfig::default()
+    }
 }
 
 /// For the throughput comparison the sender must behave as raw str0m's does: a write fails as
 /// soon as SCTP's send buffer is full. rtcmesh's own queue (on by default) would otherwise take
 /// another MiB first, a different sending pattern.
 fn mesh_config_no_queue() -> MeshConfig {
-    MeshConfig { max_queued_bytes: 0, ..mesh_config() }
+    MeshConfig {
+        max_queued_bytes: 0,
+        ..mesh_config()
+    }
 }
 
 fn shared_cert() -> rtcmesh::str0m::config::DtlsCert {
@@ -173,7 +191,14 @@ fn mesh_pair(now: &mut Instant) -> (MeshSide, MeshSide) {
         let mut mesh = Mesh::create_mesh(id, mesh_config_no_queue()).expect("mesh");
         mesh.add_host_candidate(addr(n)).expect("candidate");
         mesh.add_peer(*now, peer, 1).expect("peer");
-        let mut side = MeshSide { mesh, peer, address: addr(n), delivered: 0, connected: false, signals: Vec::new() };
+        let mut side = MeshSide {
+            mesh,
+            peer,
+            address: addr(n),
+            delivered: 0,
+            connected: false,
+            signals: Vec::new(),
+        };
         side.drain();
         side
     };
@@ -187,11 +212,15 @@ fn mesh_pair(now: &mut Instant) -> (MeshSide, MeshSide) {
 
 fn exchange_signals(a: &mut MeshSide, b: &mut MeshSide, now: Instant) {
     for s in std::mem::take(&mut a.signals) {
-        b.mesh.handle_signal(now, a.mesh.unique_id(), s.signal).expect("signal");
+        b.mesh
+            .handle_signal(now, a.mesh.unique_id(), s.signal)
+            .expect("signal");
     }
     b.drain();
     for s in std::mem::take(&mut b.signals) {
-        a.mesh.handle_signal(now, b.mesh.unique_id(), s.signal).expect("signal");
+        a.mesh
+            .handle_signal(now, b.mesh.unique_id(), s.signal)
+            .expect("signal");
     }
     a.drain();
 }
@@ -230,14 +259,26 @@ fn godot_channels() -> [ChannelConfig; 3] {
         negotiated: Some(id),
         protocol: String::new(),
     };
-    [cfg("reliable", true, Reliability::Reliable, 1), cfg("ordered", true, life, 2), cfg("unreliable", false, life, 3)]
+    [
+        cfg("reliable", true, Reliability::Reliable, 1),
+        cfg("ordered", true, life, 2),
+        cfg("unreliable", false, life, 3),
+    ]
 }
 
 impl RawSide {
     fn new(now: Instant, n: u32) -> RawSide {
         let mut rtc = raw_config().build(now);
         rtc.add_local_candidate(Candidate::host(addr(n), "udp").expect("candidate"));
-        RawSide { rtc, address: addr(n), channels: [None; 3], open: 0, delivered: 0, out: VecDeque::new(), timeout: None }
+        RawSide {
+            rtc,
+            address: addr(n),
+            channels: [None; 3],
+            open: 0,
+            delivered: 0,
+            out: VecDeque::new(),
+            timeout: None,
+        }
     }
     fn drive(&mut self) {
         loop {
@@ -262,7 +303,9 @@ impl Side for RawSide {
     }
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
         let r = Receive::new(Protocol::Udp, source, self.address, contents).expect("datagram");
-        self.rtc.handle_input(Input::Receive(now, r)).expect("receive");
+        self.rtc
+            .handle_input(Input::Receive(now, r))
+            .expect("receive");
         self.drive();
     }
     fn tick(&mut self, now: Instant) {
@@ -281,8 +324,12 @@ impl Side for RawSide {
             TransferMode::UnreliableOrdered => 1,
             TransferMode::Unreliable => 2,
         };
-        let Some(id) = self.channels[index] else { return false };
-        let Some(mut channel) = self.rtc.channel(id) else { return false };
+        let Some(id) = self.channels[index] else {
+            return false;
+        };
+        let Some(mut channel) = self.rtc.channel(id) else {
+            return false;
+        };
         let written = channel.write(true, data).unwrap_or(false);
         self.drive();
         written
@@ -297,17 +344,28 @@ impl Side for RawSide {
 
 fn raw_pair(now: &mut Instant) -> (RawSide, RawSide) {
     let (mut a, mut b) = (RawSide::new(*now, 1), RawSide::new(*now, 2));
-    a.rtc.add_remote_candidate(Candidate::host(addr(2), "udp").expect("c"));
-    b.rtc.add_remote_candidate(Candidate::host(addr(1), "udp").expect("c"));
+    a.rtc
+        .add_remote_candidate(Candidate::host(addr(2), "udp").expect("c"));
+    b.rtc
+        .add_remote_candidate(Candidate::host(addr(1), "udp").expect("c"));
     let mut api = a.rtc.sdp_api();
-    let ids: Vec<ChannelId> = godot_channels().into_iter().map(|c| api.add_channel_with_config(c)).collect();
+    let ids: Vec<ChannelId> = godot_channels()
+        .into_iter()
+        .map(|c| api.add_channel_with_config(c))
+        .collect();
     let (offer, pending) = api.apply().expect("offer");
     let offer = SdpOffer::from_sdp_string(&offer.to_sdp_string()).expect("sdp");
     let answer = b.rtc.sdp_api().accept_offer(offer).expect("accept");
     let mut direct = b.rtc.direct_api();
-    let b_ids: Vec<ChannelId> = godot_channels().into_iter().map(|c| direct.create_data_channel(c)).collect();
+    let b_ids: Vec<ChannelId> = godot_channels()
+        .into_iter()
+        .map(|c| direct.create_data_channel(c))
+        .collect();
     let answer = SdpAnswer::from_sdp_string(&answer.to_sdp_string()).expect("sdp");
-    a.rtc.sdp_api().accept_answer(pending, answer).expect("answer");
+    a.rtc
+        .sdp_api()
+        .accept_answer(pending, answer)
+        .expect("answer");
     for i in 0..3 {
         a.channels[i] = Some(ids[i]);
         b.channels[i] = Some(b_ids[i]);
@@ -315,7 +373,10 @@ fn raw_pair(now: &mut Instant) -> (RawSide, RawSide) {
     a.drive();
     b.drive();
     while !(a.connected() && b.connected()) {
-        assert!(step(&mut a, &mut b, now), "raw pair stalled while connecting");
+        assert!(
+            step(&mut a, &mut b, now),
+            "raw pair stalled while connecting"
+        );
     }
     (a, b)
 }
@@ -325,7 +386,14 @@ fn raw_pair(now: &mut Instant) -> (RawSide, RawSide) {
 
 /// Sends `count` messages of `size` bytes on `mode` from `a` to `b`; returns (wall time,
 /// messages delivered).
-fn transfer(a: &mut dyn Side, b: &mut dyn Side, now: &mut Instant, mode: TransferMode, size: usize, count: usize) -> (Duration, usize) {
+fn transfer(
+    a: &mut dyn Side,
+    b: &mut dyn Side,
+    now: &mut Instant,
+    mode: TransferMode,
+    size: usize,
+    count: usize,
+) -> (Duration, usize) {
     let payload = vec![0x42u8; size];
     let before = b.delivered();
     let start = Instant::now();
@@ -362,7 +430,11 @@ fn throughput(quick: bool) -> f64 {
     let (mut ma, mut mb) = mesh_pair(&mut now);
     let (mut ra, mut rb) = raw_pair(&mut now);
     let mut key_ratio = 0.0;
-    for mode in [TransferMode::Reliable, TransferMode::UnreliableOrdered, TransferMode::Unreliable] {
+    for mode in [
+        TransferMode::Reliable,
+        TransferMode::UnreliableOrdered,
+        TransferMode::Unreliable,
+    ] {
         for size in [100usize, 1_200, 16 * 1024] {
             let count = match (size, quick) {
                 (16384, true) => 1_000,
@@ -373,7 +445,10 @@ fn throughput(quick: bool) -> f64 {
             // Warm both, then alternate measured runs and keep the best of three each.
             let best = |a: &mut dyn Side, b: &mut dyn Side, now: &mut Instant| {
                 transfer(a, b, now, mode, size, count / 10);
-                (0..3).map(|_| transfer(a, b, now, mode, size, count)).min_by_key(|(t, _)| *t).expect("runs")
+                (0..3)
+                    .map(|_| transfer(a, b, now, mode, size, count))
+                    .min_by_key(|(t, _)| *t)
+                    .expect("runs")
             };
             let (raw_t, raw_n) = best(&mut ra, &mut rb, &mut now);
             let (mesh_t, mesh_n) = best(&mut ma, &mut mb, &mut now);
@@ -413,7 +488,10 @@ fn setup_time() {
     println!("| | CPU time per connection (both ends) | ratio |");
     println!("|---|---|---|");
     println!("| raw str0m pair | {raw:.2?} | 1.00× |");
-    println!("| rtcmesh pair | {mesh:.2?} | {:.2}× |", mesh.as_secs_f64() / raw.as_secs_f64());
+    println!(
+        "| rtcmesh pair | {mesh:.2?} | {:.2}× |",
+        mesh.as_secs_f64() / raw.as_secs_f64()
+    );
 }
 
 /// A server and `n` clients on the in-memory network, all on distinct addresses.
@@ -442,7 +520,16 @@ impl Star {
             server.add_peer(now, id, 1).expect("peer");
             clients.push(c);
         }
-        Star { server, clients, now, server_time: Duration::ZERO, server_datagrams: 0, delivered: 0, connected: 0, clients_connected: 0 }
+        Star {
+            server,
+            clients,
+            now,
+            server_time: Duration::ZERO,
+            server_datagrams: 0,
+            delivered: 0,
+            connected: 0,
+            clients_connected: 0,
+        }
     }
 
     /// One round: every datagram and signal delivered; the clock advances when idle.
@@ -456,7 +543,8 @@ impl Star {
         for (i, c) in self.clients.iter_mut().enumerate() {
             while let Some(t) = c.poll_transmit() {
                 let start = Instant::now();
-                self.server.handle_datagram(self.now, addr(i as u32 + 2), addr(1), &t.contents);
+                self.server
+                    .handle_datagram(self.now, addr(i as u32 + 2), addr(1), &t.contents);
                 self.server_time += start.elapsed();
                 self.server_datagrams += 1;
                 moved = true;
@@ -464,7 +552,9 @@ impl Star {
             while let Some(e) = c.poll_event() {
                 match e {
                     Event::Signal(s) => {
-                        self.server.handle_signal(self.now, i as PeerId + 2, s.signal).expect("signal");
+                        self.server
+                            .handle_signal(self.now, i as PeerId + 2, s.signal)
+                            .expect("signal");
                         moved = true;
                     }
                     Event::PeerConnected(_) => self.clients_connected += 1,
@@ -475,7 +565,9 @@ impl Star {
         while let Some(e) = self.server.poll_event() {
             match e {
                 Event::Signal(s) => {
-                    self.clients[s.to as usize - 2].handle_signal(self.now, 1, s.signal).expect("signal");
+                    self.clients[s.to as usize - 2]
+                        .handle_signal(self.now, 1, s.signal)
+                        .expect("signal");
                     moved = true;
                 }
                 Event::PeerConnected(_) => self.connected += 1,
@@ -499,7 +591,9 @@ impl Star {
     }
 
     fn index_of(a: SocketAddr) -> usize {
-        let SocketAddr::V4(v4) = a else { unreachable!() };
+        let SocketAddr::V4(v4) = a else {
+            unreachable!()
+        };
         let o = v4.ip().octets();
         ((o[1] as usize) << 16 | (o[2] as usize) << 8 | o[3] as usize) - 2
     }
@@ -538,7 +632,8 @@ fn scale(quick: bool) -> (f64, f64) {
         let t = Instant::now();
         for _ in 0..rounds {
             for c in &mut star.clients {
-                c.send(Target::Peer(1), TransferMode::Reliable, 0, &[7u8; 100]).expect("send");
+                c.send(Target::Peer(1), TransferMode::Reliable, 0, &[7u8; 100])
+                    .expect("send");
             }
             for _ in 0..3 {
                 star.step();
@@ -575,12 +670,17 @@ fn scale(quick: bool) -> (f64, f64) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
-    println!("# rtcmesh benchmarks ({} run, release build)", if quick { "quick" } else { "full" });
+    println!(
+        "# rtcmesh benchmarks ({} run, release build)",
+        if quick { "quick" } else { "full" }
+    );
     let key = throughput(quick);
     setup_time();
     let (dispatch, _) = scale(quick);
     println!("\n## Targets");
-    println!("- 1,200 B reliable, time per message rtcmesh ÷ raw str0m: {key:.3}× (target ≤ 1.05×)");
+    println!(
+        "- 1,200 B reliable, time per message rtcmesh ÷ raw str0m: {key:.3}× (target ≤ 1.05×)"
+    );
     if !quick {
         println!("- dispatch per datagram at N=500 ÷ N=10: {dispatch:.2}× (target ≤ 1.5×)");
     }

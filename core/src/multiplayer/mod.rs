@@ -1,0 +1,785 @@
+//! The multiplayer layer: Godot's `SceneMultiplayer` (server relay, peer exchange,
+//! authentication and `send_bytes`) on top of a [`Mesh`], byte-compatible with Godot 4.
+//!
+//! A [`Multiplayer`] owns its mesh and is driven exactly like it: the same `handle_*` /
+//! `poll_*` methods with the same signatures, so an I/O adapter can run either. What changes is
+//! what comes out of [`poll_event`](Multiplayer::poll_event): [`MultiplayerEvent`]s, where
+//! packets are `send_bytes` payloads with their true sender, and peers include those a client
+//! only reaches through the server.
+//!
+//! ```no_run
+//! # use rtcmesh::*;
+//! # fn recv() -> Option<(std::net::SocketAddr, Vec<u8>)> { None }
+//! # fn send_udp(_: &Transmit) {}
+//! # fn deliver(_: PeerId, _: Signal) {}
+//! # fn clock() -> std::time::Instant { unimplemented!() } // your loop's clock
+//! # let local: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+//! let mut mesh = Mesh::create_client(7, MeshConfig::default())?;
+//! mesh.add_host_candidate(local)?;
+//! let mut mp = Multiplayer::new(mesh, MultiplayerConfig::default());
+//! mp.add_peer(clock(), 1, 1)?;                            // a client only adds the server
+//! loop {
+//!     if let Some((from, bytes)) = recv() { mp.handle_datagram(clock(), from, local, &bytes); }
+//!     if mp.poll_timeout().is_some_and(|t| t <= clock()) { mp.handle_timeout(clock()); }
+//!     while let Some(t) = mp.poll_transmit() { send_udp(&t); }
+//!     while let Some(e) = mp.poll_event() {
+//!         match e {
+//!             MultiplayerEvent::Signal(s) => deliver(s.to, s.signal),
+//!             // Any other client, relayed by the server, arrives with its own id.
+//!             MultiplayerEvent::PeerConnected(id) => {
+//!                 mp.send_bytes(Target::Peer(id), TransferMode::Reliable, 0, b"hello")?
+//!             }
+//!             MultiplayerEvent::Packet(p) => println!("{} sent {:?}", p.from, p.data),
+//!             other => println!("{other:?}"),
+//!         }
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod auth;
+mod config;
+mod event;
+mod stats;
+pub mod wire;
+
+pub use auth::AuthError;
+pub use config::MultiplayerConfig;
+pub use event::MultiplayerEvent;
+pub use stats::MultiplayerStats;
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use smallvec::SmallVec;
+
+use crate::error::{AddPeerError, SendError, SignalError};
+use crate::event::{Event, Packet, Transmit};
+use crate::mesh::Mesh;
+use crate::signal::Signal;
+use crate::transfer::{
+    is_valid_peer_id, ConnectionStatus, Mode, PeerId, Target, TransferMode, SERVER_ID,
+};
+use auth::PendingPeers;
+use wire::Message;
+
+/// The most ADD_PEER / DEL_PEER held while a client authenticates with the server.
+const MAX_BUFFERED_EXCHANGE: usize = 1024;
+
+/// How an admitted peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Over its own connection (the server's clients, a client's server, mesh peers).
+    Direct,
+    /// Through the server (another client, announced with ADD_PEER).
+    Relayed,
+}
+
+/// Peer exchange held back while the server is still authenticating.
+#[derive(Debug, Clone, Copy)]
+enum Exchange {
+    Add(PeerId),
+    Del(PeerId),
+}
+
+/// Godot's `SceneMultiplayer` as a sans-IO machine owning a [`Mesh`]: `send_bytes`, server relay,
+/// peer exchange and authentication, with SceneMultiplayer's wire bytes (see [`wire`]).
+#[derive(Debug)]
+pub struct Multiplayer {
+    mesh: Mesh,
+    config: MultiplayerConfig,
+    /// Admitted peers (Godot's `connected_peers`).
+    peers: BTreeMap<PeerId, Route>,
+    /// Direct peers still authenticating (Godot's `pending_peers`).
+    pending: PendingPeers,
+    buffered: Vec<Exchange>,
+    events: VecDeque<MultiplayerEvent>,
+    stats: MultiplayerStats,
+    last_now: Option<Instant>,
+    /// Reused for framing outgoing packets.
+    scratch: Vec<u8>,
+}
+
+impl Multiplayer {
+    /// Puts the multiplayer layer on `mesh` (Godot's `multiplayer.multiplayer_peer = peer`).
+    /// Drive the mesh through this value from now on; [`mesh_mut`](Multiplayer::mesh_mut) is
+    /// for configuration and queries.
+    pub fn new(mesh: Mesh, config: MultiplayerConfig) -> Multiplayer {
+        Multiplayer {
+            mesh,
+            config,
+            peers: BTreeMap::new(),
+            pending: PendingPeers::default(),
+            buffered: Vec::new(),
+            events: VecDeque::new(),
+            stats: MultiplayerStats::default(),
+            last_now: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The mesh underneath.
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// The mesh underneath, mutably. Packets sent with `mesh_mut().send` bypass the layer
+    /// (they are not framed); events it causes surface through this layer's `poll_event`.
+    pub fn mesh_mut(&mut self) -> &mut Mesh {
+        &mut self.mesh
+    }
+
+    /// Godot's `add_peer`, passed to the mesh.
+    pub fn add_peer(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        unreliable_lifetime_ms: i32,
+    ) -> Result<(), AddPeerError> {
+        self.observe(now);
+        let result = self.mesh.add_peer(now, peer, unreliable_lifetime_ms);
+        self.pump();
+        result
+    }
+
+    /// Passes a signal received from `from` to the mesh.
+    pub fn handle_signal(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        signal: Signal,
+    ) -> Result<(), SignalError> {
+        self.observe(now);
+        let result = self.mesh.handle_signal(now, from, signal);
+        self.pump();
+        result
+    }
+
+    /// Passes one UDP datagram to the mesh and processes the packets it carried.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
+        self.observe(now);
+        self.mesh
+            .handle_datagram(now, source, destination, contents);
+        self.pump();
+    }
+
+    /// Advances the mesh and drops peers whose authentication timed out.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.observe(now);
+        self.mesh.handle_timeout(now);
+        self.pump();
+        for peer in self.pending.expire(now) {
+            self.forget_pending(peer);
+            self.events
+                .push_back(MultiplayerEvent::PeerAuthenticationFailed(peer));
+            // Its PeerDisconnected is ignored: the peer is neither pending nor admitted now.
+            self.mesh.disconnect_peer(peer, false);
+        }
+        self.pump();
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.pump();
+        self.mesh.poll_transmit()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<MultiplayerEvent> {
+        self.pump();
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Multiplayer::handle_timeout) must next be called: the mesh's
+    /// deadline or the earliest authentication deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mesh = self.mesh.poll_timeout();
+        let auth = self.pending.next_deadline();
+        mesh.into_iter().chain(auth).min()
+    }
+
+    /// Godot's `send_bytes(bytes, id, mode, channel)`: sends `[3][bytes…]`. In client mode with
+    /// the relay on, anything not for the server (one other client, everyone, everyone but `n`)
+    /// goes to the server as `[7][3][target][3][bytes…]` and the server forwards it.
+    ///
+    /// Errors as [`Mesh::send`], and: [`SendError::PeerNotConnected`] for a peer still
+    /// authenticating (or, on a client, `1` until the server is admitted);
+    /// [`SendError::UnknownPeer`] for a peer not admitted; [`SendError::PacketTooLarge`] gives
+    /// the largest payload once the framing is counted.
+    pub fn send_bytes(
+        &mut self,
+        target: Target,
+        mode: TransferMode,
+        channel: u16,
+        bytes: &[u8],
+    ) -> Result<(), SendError> {
+        let result = self.try_send_bytes(target, mode, channel, bytes);
+        self.pump();
+        result
+    }
+
+    fn try_send_bytes(
+        &mut self,
+        target: Target,
+        mode: TransferMode,
+        channel: u16,
+        bytes: &[u8],
+    ) -> Result<(), SendError> {
+        if self.mesh.status() == ConnectionStatus::Disconnected {
+            return Err(SendError::Disconnected);
+        }
+        if bytes.is_empty() {
+            return Err(SendError::EmptyPacket);
+        }
+        match target {
+            Target::Peer(n) if n <= 0 => return Err(SendError::InvalidTarget(n)),
+            Target::AllExcept(n) if n <= 0 => {
+                return Err(SendError::InvalidTarget(target.to_godot()))
+            }
+            _ => {}
+        }
+        if usize::from(channel) > self.mesh.channels_config().len() {
+            return Err(SendError::UnknownChannel(channel));
+        }
+        let client = self.mesh.mode() == Mode::Client;
+        if client && self.peers.get(&SERVER_ID) != Some(&Route::Direct) {
+            return Err(SendError::PeerNotConnected(SERVER_ID));
+        }
+        let via_server = client && self.relay_active() && target != Target::Peer(SERVER_ID);
+        let overhead = if via_server {
+            wire::RELAY_OVERHEAD
+        } else {
+            wire::RAW_OVERHEAD
+        };
+        let max = self.mesh.max_packet_size().saturating_sub(overhead);
+        if bytes.len() > max {
+            return Err(SendError::PacketTooLarge {
+                size: bytes.len(),
+                max,
+            });
+        }
+        let direct_targets: SmallVec<[PeerId; 16]> = match target {
+            Target::Peer(n) => match self.peers.get(&n) {
+                Some(Route::Relayed) if via_server => SmallVec::new(),
+                Some(Route::Direct) => SmallVec::from_elem(n, 1),
+                _ if self.pending.contains(n) => return Err(SendError::PeerNotConnected(n)),
+                _ => return Err(SendError::UnknownPeer(n)),
+            },
+            Target::All | Target::AllExcept(_) if via_server => SmallVec::new(),
+            Target::All | Target::AllExcept(_) => {
+                let excluded = match target {
+                    Target::AllExcept(n) => n,
+                    _ => 0,
+                };
+                self.direct_peers().filter(|&p| p != excluded).collect()
+            }
+        };
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame.clear();
+        let result = if via_server {
+            let mut inner = Vec::with_capacity(wire::RAW_OVERHEAD + bytes.len());
+            wire::encode_raw(bytes, &mut inner);
+            wire::encode_relay(target.to_godot(), &inner, &mut frame);
+            self.mesh
+                .send(Target::Peer(SERVER_ID), mode, channel, &frame)
+        } else {
+            wire::encode_raw(bytes, &mut frame);
+            let mut full = Vec::new();
+            let mut result = Ok(());
+            for peer in direct_targets {
+                match self.mesh.send(Target::Peer(peer), mode, channel, &frame) {
+                    Ok(()) => {}
+                    Err(SendError::QueueFull(missed)) => full.extend(missed),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            if result.is_ok() && !full.is_empty() {
+                result = Err(SendError::QueueFull(full));
+            }
+            result
+        };
+        self.scratch = frame;
+        result
+    }
+
+    /// Godot's `send_auth(id, data)`: sends `[7][0][data…]` to a peer still authenticating.
+    pub fn send_auth(&mut self, peer: PeerId, data: &[u8]) -> Result<(), AuthError> {
+        let pending = self
+            .pending
+            .get(peer)
+            .ok_or(AuthError::NotAuthenticating(peer))?;
+        if data.is_empty() {
+            return Err(AuthError::EmptyData);
+        }
+        if pending.local {
+            return Err(AuthError::AlreadyCompleted(peer));
+        }
+        if pending.remote {
+            return Err(AuthError::RemoteCompleted(peer));
+        }
+        let mut frame = Vec::with_capacity(2 + data.len());
+        wire::encode_auth(data, &mut frame);
+        let result = self
+            .mesh
+            .send(Target::Peer(peer), TransferMode::Reliable, 0, &frame)
+            .map_err(AuthError::Send);
+        self.pump();
+        result
+    }
+
+    /// Godot's `complete_auth(id)`: tells the peer this side is satisfied (`[7][0]`). The peer
+    /// is admitted (`PeerConnected`) once the remote side completed too.
+    pub fn complete_auth(&mut self, peer: PeerId) -> Result<(), AuthError> {
+        let pending = self
+            .pending
+            .get_mut(peer)
+            .ok_or(AuthError::NotAuthenticating(peer))?;
+        if pending.local {
+            return Err(AuthError::AlreadyCompleted(peer));
+        }
+        pending.local = true;
+        let remote = pending.remote;
+        let result = self
+            .mesh
+            .send(
+                Target::Peer(peer),
+                TransferMode::Reliable,
+                0,
+                &wire::AUTH_COMPLETE,
+            )
+            .map_err(AuthError::Send);
+        // Admission may send packets, so it follows the confirmation (as in Godot).
+        if remote {
+            self.pending.remove(peer);
+            self.admit(peer);
+        }
+        self.pump();
+        result
+    }
+
+    /// Disconnects a direct peer, as [`Mesh::disconnect_peer`]: without `force` a
+    /// `PeerDisconnected` follows if it was admitted (`PeerAuthenticationFailed` if it was
+    /// authenticating); with `force` nothing is reported. On a server, the other clients get
+    /// DEL_PEER either way. Returns whether the mesh had the peer
+    /// (a client cannot disconnect a peer it only reaches through the server).
+    pub fn disconnect_peer(&mut self, peer: PeerId, force: bool) -> bool {
+        if force {
+            if self.pending.remove(peer).is_some() {
+                self.forget_pending(peer);
+            } else if self.peers.get(&peer) == Some(&Route::Direct) {
+                self.drop_direct(peer, false);
+            }
+        }
+        let existed = self.mesh.disconnect_peer(peer, force);
+        self.pump();
+        existed
+    }
+
+    /// Godot's `remove_peer`: [`disconnect_peer`](Multiplayer::disconnect_peer) without force.
+    pub fn remove_peer(&mut self, peer: PeerId) -> bool {
+        self.disconnect_peer(peer, false)
+    }
+
+    /// Closes the mesh: every admitted peer is reported disconnected, every authenticating one
+    /// failed.
+    pub fn close(&mut self) {
+        self.mesh.close();
+        self.pump();
+    }
+
+    /// This side's unique id.
+    pub fn unique_id(&self) -> PeerId {
+        self.mesh.unique_id()
+    }
+
+    /// The mesh's connection status.
+    pub fn status(&self) -> ConnectionStatus {
+        self.mesh.status()
+    }
+
+    /// Godot's `get_peers`: admitted peers, direct and relayed, in ascending id order.
+    pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// Whether the peer is admitted (direct or relayed).
+    pub fn has_peer(&self, peer: PeerId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// Whether the peer is admitted and reached through the server.
+    pub fn is_relayed(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer) == Some(&Route::Relayed)
+    }
+
+    /// Godot's `get_authenticating_peers`, in ascending id order.
+    pub fn authenticating_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.pending.ids()
+    }
+
+    /// Godot's `is_server_relay_enabled`.
+    pub fn is_server_relay_enabled(&self) -> bool {
+        self.config.server_relay
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MultiplayerConfig {
+        &self.config
+    }
+
+    /// Counters of what was delivered, relayed and dropped.
+    pub fn stats(&self) -> MultiplayerStats {
+        self.stats
+    }
+
+    /// Relay and peer exchange are on: configured, and the mesh is a server or a client.
+    fn relay_active(&self) -> bool {
+        self.config.server_relay && self.mesh.is_server_relay_supported()
+    }
+
+    fn direct_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers
+            .iter()
+            .filter(|&(_, &r)| r == Route::Direct)
+            .map(|(&id, _)| id)
+    }
+
+    fn observe(&mut self, now: Instant) {
+        let now = self.last_now.map_or(now, |t| t.max(now));
+        self.last_now = Some(now);
+        if let Some(timeout) = self.config.auth_timeout {
+            self.pending.start_clocks(now + timeout);
+        }
+    }
+
+    /// Turns everything the mesh emitted into this layer's events and actions.
+    fn pump(&mut self) {
+        while let Some(event) = self.mesh.poll_event() {
+            match event {
+                Event::Signal(s) => self.events.push_back(MultiplayerEvent::Signal(s)),
+                Event::StatusChanged(s) => {
+                    self.events.push_back(MultiplayerEvent::StatusChanged(s))
+                }
+                Event::PeerConnected(peer) => self.on_direct_connected(peer),
+                Event::PeerDisconnected(peer) => self.on_direct_lost(peer),
+                Event::Packet(packet) => self.on_packet(packet),
+            }
+        }
+    }
+
+    /// Godot's `_add_peer`: a direct peer's channels opened.
+    fn on_direct_connected(&mut self, peer: PeerId) {
+        if self.peers.get(&peer) == Some(&Route::Direct) || self.pending.contains(peer) {
+            return;
+        }
+        if self.config.auth {
+            let deadline = self
+                .config
+                .auth_timeout
+                .and_then(|t| self.last_now.map(|now| now + t));
+            self.pending.insert(peer, deadline);
+            self.events
+                .push_back(MultiplayerEvent::PeerAuthenticating(peer));
+        } else {
+            self.admit(peer);
+        }
+    }
+
+    /// Godot's `_admit_peer` for a direct peer: the server announces it to the others and the
+    /// others to it; a client applies the peer exchange held while it authenticated.
+    fn admit(&mut self, peer: PeerId) {
+        if self.mesh.mode() == Mode::Server && self.config.server_relay {
+            let others: SmallVec<[PeerId; 16]> = self.direct_peers().collect();
+            for other in others {
+                self.send_sys(other, &wire::add_peer(peer));
+                self.send_sys(peer, &wire::add_peer(other));
+            }
+        }
+        self.peers.insert(peer, Route::Direct);
+        self.events.push_back(MultiplayerEvent::PeerConnected(peer));
+        if self.mesh.mode() == Mode::Client && peer == SERVER_ID {
+            for exchange in std::mem::take(&mut self.buffered) {
+                self.on_peer_exchange(SERVER_ID, exchange);
+            }
+        }
+    }
+
+    /// Godot's `_del_peer` for a direct peer the mesh removed.
+    fn on_direct_lost(&mut self, peer: PeerId) {
+        if self.pending.remove(peer).is_some() {
+            self.forget_pending(peer);
+            self.events
+                .push_back(MultiplayerEvent::PeerAuthenticationFailed(peer));
+        } else if self.peers.get(&peer) == Some(&Route::Direct) {
+            self.drop_direct(peer, true);
+        }
+    }
+
+    fn forget_pending(&mut self, peer: PeerId) {
+        if peer == SERVER_ID {
+            self.buffered.clear();
+        }
+    }
+
+    /// Removes an admitted direct peer: the server tells the others (DEL_PEER); a client that
+    /// lost the server loses every relayed peer with it.
+    fn drop_direct(&mut self, peer: PeerId, announce: bool) {
+        self.peers.remove(&peer);
+        let mode = self.mesh.mode();
+        if mode == Mode::Server
+            && self.config.server_relay
+            && self.mesh.status() != ConnectionStatus::Disconnected
+        {
+            let others: SmallVec<[PeerId; 16]> = self.direct_peers().collect();
+            for other in others {
+                self.send_sys(other, &wire::del_peer(peer));
+            }
+        }
+        if announce {
+            self.events
+                .push_back(MultiplayerEvent::PeerDisconnected(peer));
+        }
+        if mode == Mode::Client && peer == SERVER_ID {
+            self.buffered.clear();
+            for (relayed, _) in std::mem::take(&mut self.peers) {
+                if announce {
+                    self.events
+                        .push_back(MultiplayerEvent::PeerDisconnected(relayed));
+                }
+            }
+        }
+    }
+
+    fn on_packet(&mut self, packet: Packet) {
+        let from = packet.from;
+        if !self.pending.contains(from)
+            && self.peers.get(&from) != Some(&Route::Direct)
+            && self.mesh.peer(from).is_some_and(|p| p.connected)
+        {
+            // The mesh reports the packets of a datagram before the PeerConnected that the same
+            // datagram caused; Godot's poll order never shows a packet first.
+            self.on_direct_connected(from);
+        }
+        if self.pending.contains(from) {
+            self.on_pending_packet(packet);
+            return;
+        }
+        if self.peers.get(&from) != Some(&Route::Direct) {
+            self.stats.unauthenticated += 1;
+            return;
+        }
+        let Packet {
+            from,
+            channel,
+            mode,
+            mut data,
+        } = packet;
+        match wire::decode(&data) {
+            Err(_) => self.stats.malformed += 1,
+            Ok(Message::Raw(_)) => {
+                data.remove(0);
+                self.deliver(Packet {
+                    from,
+                    channel,
+                    mode,
+                    data,
+                });
+            }
+            // A late `[7][0]` is harmless (Godot skips it); auth data after admission is not.
+            Ok(Message::Auth(rest)) => {
+                if !rest.is_empty() {
+                    self.stats.malformed += 1;
+                }
+            }
+            Ok(Message::AddPeer(peer)) => self.on_peer_exchange(from, Exchange::Add(peer)),
+            Ok(Message::DelPeer(peer)) => self.on_peer_exchange(from, Exchange::Del(peer)),
+            Ok(Message::Relay { peer, inner }) => self.on_relay(from, peer, inner, mode, channel),
+            Ok(Message::Unsupported(_)) => self.stats.unsupported += 1,
+        }
+    }
+
+    /// A packet from a peer still authenticating: only auth passes. A client holds the server's
+    /// peer exchange until it is admitted (Godot drops it).
+    fn on_pending_packet(&mut self, packet: Packet) {
+        let from = packet.from;
+        let holds_exchange = self.mesh.mode() == Mode::Client && from == SERVER_ID;
+        match wire::decode(&packet.data) {
+            Ok(Message::Auth(rest)) if !rest.is_empty() => {
+                let mut data = packet.data;
+                data.drain(..wire::AUTH_COMPLETE.len());
+                self.events
+                    .push_back(MultiplayerEvent::AuthData { from, data });
+            }
+            Ok(Message::Auth(_)) => {
+                let Some(pending) = self.pending.get_mut(from) else {
+                    return;
+                };
+                pending.remote = true;
+                if pending.local {
+                    self.pending.remove(from);
+                    self.admit(from);
+                }
+            }
+            Ok(Message::AddPeer(peer)) if holds_exchange => self.hold(Exchange::Add(peer)),
+            Ok(Message::DelPeer(peer)) if holds_exchange => self.hold(Exchange::Del(peer)),
+            _ => self.stats.unauthenticated += 1,
+        }
+    }
+
+    fn hold(&mut self, exchange: Exchange) {
+        if self.buffered.len() < MAX_BUFFERED_EXCHANGE {
+            self.buffered.push(exchange);
+            self.stats.peer_exchange_buffered += 1;
+        } else {
+            self.stats.unauthenticated += 1;
+        }
+    }
+
+    /// ADD_PEER / DEL_PEER: accepted only by a client with the relay on, only from the server.
+    fn on_peer_exchange(&mut self, from: PeerId, exchange: Exchange) {
+        if !self.relay_active() {
+            self.stats.relay_refused += 1;
+            return;
+        }
+        if self.mesh.mode() != Mode::Client || from != SERVER_ID {
+            self.stats.sys_not_from_server += 1;
+            return;
+        }
+        let own = self.mesh.unique_id();
+        let (Exchange::Add(peer) | Exchange::Del(peer)) = exchange;
+        if peer <= SERVER_ID || peer == own {
+            self.stats.malformed += 1;
+            return;
+        }
+        match exchange {
+            Exchange::Add(peer) => {
+                if let Entry::Vacant(entry) = self.peers.entry(peer) {
+                    entry.insert(Route::Relayed);
+                    self.events.push_back(MultiplayerEvent::PeerConnected(peer));
+                }
+            }
+            Exchange::Del(peer) => {
+                if self.peers.get(&peer) == Some(&Route::Relayed) {
+                    self.peers.remove(&peer);
+                    self.events
+                        .push_back(MultiplayerEvent::PeerDisconnected(peer));
+                }
+            }
+        }
+    }
+
+    /// RELAY: the server forwards it; a client processes the inner packet as its source's.
+    fn on_relay(
+        &mut self,
+        from: PeerId,
+        peer: PeerId,
+        inner: &[u8],
+        mode: TransferMode,
+        channel: u16,
+    ) {
+        if !self.relay_active() {
+            self.stats.relay_refused += 1;
+        } else if self.mesh.mode() == Mode::Server {
+            self.forward(from, peer, inner, mode, channel);
+        } else if from != SERVER_ID {
+            self.stats.sys_not_from_server += 1;
+        } else if !is_valid_peer_id(peer) {
+            self.stats.malformed += 1;
+        } else {
+            self.process_relayed(peer, inner, mode, channel);
+        }
+    }
+
+    /// The server's side of RELAY from `source` to `destination` (`n`, `0` or `-n`): copies
+    /// carry the true source, on the mode and channel the request came on. The server processes
+    /// the inner packet itself when it is among the destinations (`0`, or `-n` with `n != 1`).
+    fn forward(
+        &mut self,
+        source: PeerId,
+        destination: PeerId,
+        inner: &[u8],
+        mode: TransferMode,
+        channel: u16,
+    ) {
+        if wire::is_sys(inner) {
+            // Godot forwards these and the receiver discards them; refusing here saves a hop.
+            self.stats.spoof_attempts += 1;
+            return;
+        }
+        if destination == i32::MIN {
+            self.stats.malformed += 1;
+            return;
+        }
+        let targets: SmallVec<[PeerId; 16]> = if destination > 0 {
+            if self.peers.get(&destination) != Some(&Route::Direct) {
+                // Unknown, still authenticating, or gone while the packet was in flight.
+                self.stats.relay_unknown_target += 1;
+                return;
+            }
+            SmallVec::from_elem(destination, 1)
+        } else {
+            let excluded = -destination;
+            self.direct_peers()
+                .filter(|&p| p != source && p != excluded)
+                .collect()
+        };
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame.clear();
+        wire::encode_relay(source, inner, &mut frame);
+        for target in targets {
+            match self.mesh.send(Target::Peer(target), mode, channel, &frame) {
+                Ok(()) => self.stats.relayed += 1,
+                Err(_) => self.stats.send_failed += 1,
+            }
+        }
+        self.scratch = frame;
+        if destination <= 0 && destination != -SERVER_ID {
+            self.process_relayed(source, inner, mode, channel);
+        }
+    }
+
+    /// An inner packet of a RELAY, as sent by `source`: only RAW is delivered.
+    fn process_relayed(&mut self, source: PeerId, inner: &[u8], mode: TransferMode, channel: u16) {
+        if wire::is_sys(inner) {
+            self.stats.spoof_attempts += 1;
+            return;
+        }
+        match wire::decode(inner) {
+            Ok(Message::Raw(payload)) => self.deliver(Packet {
+                from: source,
+                channel,
+                mode,
+                data: payload.to_vec(),
+            }),
+            Ok(_) => self.stats.unsupported += 1,
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    fn deliver(&mut self, packet: Packet) {
+        self.stats.packets_received += 1;
+        self.events.push_back(MultiplayerEvent::Packet(packet));
+    }
+
+    /// Sends a SYS packet the layer itself originates (reliable, channel 0, as Godot).
+    fn send_sys(&mut self, to: PeerId, bytes: &[u8]) {
+        if self
+            .mesh
+            .send(Target::Peer(to), TransferMode::Reliable, 0, bytes)
+            .is_err()
+        {
+            self.stats.send_failed += 1;
+        }
+    }
+}

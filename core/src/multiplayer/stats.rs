@@ -1,0 +1,35 @@
+//! Counters of what the multiplayer layer delivered, relayed and dropped.
+
+/// Counters since the [`Multiplayer`](crate::Multiplayer) was created. Every packet refused as
+/// invalid or unauthorised is counted in exactly one field; harmless repeats (a second ADD_PEER
+/// for a known peer, DEL_PEER for an unknown one, a late `[7][0]`) are ignored silently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MultiplayerStats {
+    /// RAW payloads delivered as packet events (direct or relayed).
+    pub packets_received: u64,
+    /// Copies the server forwarded for RELAY packets (a broadcast counts once per recipient).
+    pub relayed: u64,
+    /// Malformed packets: empty, RAW without payload, SYS too short, unknown SYS command, RELAY
+    /// without an inner packet or with an impossible peer id, peer exchange naming an invalid id,
+    /// or auth data from an admitted peer.
+    pub malformed: u64,
+    /// Godot commands this layer does not implement (RPC, path cache, spawn, despawn, sync).
+    pub unsupported: u64,
+    /// RELAY packets for a peer id the server has not admitted.
+    pub relay_unknown_target: u64,
+    /// RELAY, ADD_PEER or DEL_PEER received while the relay is off or in mesh mode.
+    pub relay_refused: u64,
+    /// SYS commands hidden inside a RELAY (an attempt to pose as another sender or to inject
+    /// peer exchange): refused by the server, dropped by clients.
+    pub spoof_attempts: u64,
+    /// ADD_PEER, DEL_PEER or RELAY that only the server may send, received from another peer
+    /// (or ADD_PEER / DEL_PEER received by the server itself).
+    pub sys_not_from_server: u64,
+    /// Packets from a peer that is still authenticating (other than auth) or not admitted.
+    pub unauthenticated: u64,
+    /// ADD_PEER / DEL_PEER held back because they arrived while the server was authenticating.
+    pub peer_exchange_buffered: u64,
+    /// Packets the layer itself sent (peer exchange, relay copies, auth) that the mesh refused
+    /// (queue full, packet too large for this side's limit).
+    pub send_failed: u64,
+}
