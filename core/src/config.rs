@@ -45,6 +45,11 @@ pub struct MeshConfig {
     /// (the only use of OS randomness outside str0m's own handshakes). Sharing one certificate
     /// saves about 1 ms of CPU and 30 KiB per peer.
     pub dtls_cert: Option<DtlsCert>,
+    /// The networks remote peers may be reached at. `None` (default): anywhere. With a list,
+    /// remote candidates outside it (trickled or inside an SDP) and datagrams from outside it
+    /// are dropped and counted, so no packet is ever sent elsewhere — e.g.
+    /// `Some(IpPrefix::loopback())` for tests, or your LAN's prefix.
+    pub remote_allowlist: Option<Vec<crate::IpPrefix>>,
 }
 
 impl Default for MeshConfig {
@@ -61,6 +66,7 @@ impl Default for MeshConfig {
             sctp_send_buffer: 128 * 1024,
             mtu: str0m::DATAGRAM_MTU_TARGET,
             dtls_cert: None,
+            remote_allowlist: None,
         }
     }
 }

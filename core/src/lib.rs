@@ -49,6 +49,7 @@
 
 #![deny(missing_docs)]
 
+mod allowlist;
 mod channels;
 mod config;
 mod demux;
@@ -65,6 +66,7 @@ mod stats;
 mod timers;
 mod transfer;
 
+pub use allowlist::{InvalidPrefix, IpPrefix};
 pub use channels::{MAX_EXTRA_CHANNELS, RESERVED_CHANNELS};
 pub use config::MeshConfig;
 pub use error::{

@@ -9,6 +9,7 @@ use smallvec::SmallVec;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Rtc, RtcConfig};
 
+use crate::allowlist;
 use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::demux::Demux;
@@ -252,6 +253,9 @@ impl Mesh {
             .get(&from)
             .ok_or(SignalError::UnknownPeer(from))?;
         self.observe(now);
+        let Some(signal) = self.within_allowlist(signal) else {
+            return Ok(());
+        };
         let limits = Limits::of(&self.config);
         let result = self.links[key].handle_signal(now, signal, limits, &mut sink!(self));
         match result {
@@ -264,6 +268,35 @@ impl Mesh {
                     self.remove_link(key, true);
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// The signal with its remote candidates limited to the allowlist; `None` when it was a
+    /// single candidate outside it (dropped and counted).
+    fn within_allowlist(&mut self, signal: Signal) -> Option<Signal> {
+        let Some(list) = self.config.remote_allowlist.as_deref() else {
+            return Some(signal);
+        };
+        match signal {
+            Signal::Candidate(attr) => {
+                let ip = allowlist::candidate_address(&attr);
+                if ip.is_some_and(|ip| allowlist::is_allowed(Some(list), ip)) {
+                    Some(Signal::Candidate(attr))
+                } else {
+                    self.stats.candidates_not_allowed += 1;
+                    None
+                }
+            }
+            Signal::Offer(sdp) => {
+                let (sdp, removed) = allowlist::filter_sdp(&sdp, list);
+                self.stats.candidates_not_allowed += removed as u64;
+                Some(Signal::Offer(sdp))
+            }
+            Signal::Answer(sdp) => {
+                let (sdp, removed) = allowlist::filter_sdp(&sdp, list);
+                self.stats.candidates_not_allowed += removed as u64;
+                Some(Signal::Answer(sdp))
             }
         }
     }
@@ -281,6 +314,10 @@ impl Mesh {
         self.stats.datagrams_received += 1;
         if self.closed {
             self.stats.datagrams_unroutable += 1;
+            return;
+        }
+        if !allowlist::is_allowed(self.config.remote_allowlist.as_deref(), source.ip()) {
+            self.stats.datagrams_not_allowed += 1;
             return;
         }
         let Ok(receive) = Receive::new(Protocol::Udp, source, destination, contents) else {

@@ -23,4 +23,9 @@ pub struct MeshStats {
     pub packets_unknown_channel: u64,
     /// Remote ICE candidates that could not be parsed (dropped).
     pub candidates_rejected: u64,
+    /// Remote ICE candidates outside [`MeshConfig::remote_allowlist`](crate::MeshConfig::remote_allowlist)
+    /// (dropped, from trickled signals and from SDP).
+    pub candidates_not_allowed: u64,
+    /// Datagrams from a source outside the allowlist (dropped).
+    pub datagrams_not_allowed: u64,
 }
