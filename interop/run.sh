@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Interop test: headless Chromium and aiortc join an rtcmesh server (SceneMultiplayer layer) through
+# rtcmesh's signaling server, each echoes on all four channels and they relay to each other through
+# the server. Everything runs inside a private network namespace with only loopback, so no packet
+# can leave the machine; the rtcmesh server also has a loopback-only remote allowlist.
+#
+# Needs: root (for the namespace), /usr/bin/chromium, node + interop/node_modules (playwright-core),
+# python3 with aiortc and websockets. `.ci/run` installs them. Fails, never skips.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${RTCMESH_IN_NETNS:-}" ]; then
+    cargo build --release -q -p rtcmesh-tokio --example interop_server
+    exec unshare -n env RTCMESH_IN_NETNS=1 "$0" "$@"
+fi
+
+ip link set lo up
+log=$(mktemp)
+fifo=$(mktemp -u)
+mkfifo "$fifo"
+cleanup() { exec 3>&- 2>/dev/null || true; wait "${server_pid:-}" 2>/dev/null || true; rm -f "$fifo" "$log"; }
+trap cleanup EXIT
+
+# The server exits when its stdin (the fifo) closes, or after 90 s whatever happens.
+RTCMESH_INTEROP_SECONDS=90 target/release/examples/interop_server <"$fifo" >"$log" 2>&1 &
+server_pid=$!
+exec 3>"$fifo"
+
+ready=""
+for _ in $(seq 1 200); do
+    ready=$(grep -m1 '^READY ' "$log" || true)
+    [ -n "$ready" ] && break
+    sleep 0.1
+done
+if [ -z "$ready" ]; then
+    echo "interop: FAILED, the rtcmesh server did not start"; cat "$log"; exit 1
+fi
+read -r _ url lobby <<<"$ready"
+echo "interop: rtcmesh server at $url, lobby $lobby"
+
+start=$(date +%s%N)
+timeout 60 node interop/browser_client.mjs "$url" "$lobby" & browser=$!
+timeout 60 python3 interop/aiortc_client.py "$url" "$lobby" & aiortc=$!
+status=0
+wait "$browser" || status=1
+wait "$aiortc" || status=1
+echo "interop: both clients finished in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+exec 3>&-
+wait "$server_pid" || true
+sed 's/^/  /' "$log"
+if [ "$status" -ne 0 ]; then
+    echo "interop: FAILED"
+    exit 1
+fi
+echo "interop: OK (chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), aiortc $(python3 -c 'import aiortc; print(aiortc.__version__)'))"

@@ -1,0 +1,63 @@
+//! The rtcmesh side of the interop test (`interop/run.sh`): a signaling server and an rtcmesh
+//! *server* (SceneMultiplayer layer, one extra reliable channel) hosting a client/server lobby
+//! on loopback. Foreign clients (Chromium, aiortc) join that lobby. The server echoes every RAW
+//! packet whose payload starts with `echo:` back to its sender on the same channel, and relays
+//! between clients as SceneMultiplayer does. Prints `READY <url> <lobby>` once listening.
+//! Exits after `RTCMESH_INTEROP_SECONDS` (default 60) or when stdin closes.
+
+use std::time::{Duration, Instant};
+
+use rtcmesh::lobby::LobbyServerConfig;
+use rtcmesh::{IpPrefix, MeshConfig, Multiplayer, MultiplayerConfig, MultiplayerEvent, Target, TransferMode};
+use rtcmesh_tokio::{join_with, JoinOptions, SignalServer};
+use tokio::io::AsyncReadExt;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let seconds = std::env::var("RTCMESH_INTEROP_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let server = SignalServer::bind("127.0.0.1:0".parse()?, LobbyServerConfig::default()).await?;
+    let options = JoinOptions {
+        mesh: false,
+        config: MeshConfig {
+            channels: vec![TransferMode::Reliable],
+            remote_allowlist: Some(IpPrefix::loopback()),
+            ..MeshConfig::default()
+        },
+        ..JoinOptions::default()
+    };
+    let mut host =
+        join_with(&server.url(), "", options, |mesh| Multiplayer::new(mesh, MultiplayerConfig::default())).await?;
+    println!("READY {} {}", server.url(), host.lobby);
+    let started = Instant::now();
+    let deadline = tokio::time::sleep(Duration::from_secs(seconds));
+    tokio::pin!(deadline);
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0u8; 64];
+    loop {
+        tokio::select! {
+            event = host.events.recv() => match event {
+                Some(MultiplayerEvent::PeerConnected(id)) => {
+                    println!("server: peer_connected({id}) at {:.0?}", started.elapsed());
+                }
+                Some(MultiplayerEvent::PeerDisconnected(id)) => println!("server: peer_disconnected({id})"),
+                Some(MultiplayerEvent::Packet(p)) => {
+                    println!("server: {} bytes from {} on {:?}/{}", p.data.len(), p.from, p.mode, p.channel);
+                    if p.data.starts_with(b"echo:") {
+                        let sent = host.handle.send_bytes(Target::Peer(p.from), p.mode, p.channel, p.data).await;
+                        if let Err(e) = sent {
+                            println!("server: echo to {} failed: {e}", p.from);
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+            read = stdin.read(&mut sink) => if matches!(read, Ok(0) | Err(_)) { break },
+            () = &mut deadline => break,
+        }
+    }
+    let stats = host.handle.call(|m, _| (m.stats(), m.mesh().stats())).await?;
+    println!("server: multiplayer {:?}", stats.0);
+    println!("server: mesh {:?}", stats.1);
+    Ok(())
+}
