@@ -8,13 +8,18 @@
 use std::time::{Duration, Instant};
 
 use rtcmesh::lobby::LobbyServerConfig;
-use rtcmesh::{IpPrefix, MeshConfig, Multiplayer, MultiplayerConfig, MultiplayerEvent, Target, TransferMode};
+use rtcmesh::{
+    IpPrefix, MeshConfig, Multiplayer, MultiplayerConfig, MultiplayerEvent, Target, TransferMode,
+};
 use rtcmesh_tokio::{join_with, JoinOptions, SignalServer};
 use tokio::io::AsyncReadExt;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds = std::env::var("RTCMESH_INTEROP_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let seconds = std::env::var("RTCMESH_INTEROP_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let server = SignalServer::bind("127.0.0.1:0".parse()?, LobbyServerConfig::default()).await?;
     let options = JoinOptions {
         mesh: false,
@@ -25,8 +30,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         ..JoinOptions::default()
     };
-    let mut host =
-        join_with(&server.url(), "", options, |mesh| Multiplayer::new(mesh, MultiplayerConfig::default())).await?;
+    let mut host = join_with(&server.url(), "", options, |mesh| {
+        Multiplayer::new(mesh, MultiplayerConfig::default())
+    })
+    .await?;
     println!("READY {} {}", server.url(), host.lobby);
     let started = Instant::now();
     let deadline = tokio::time::sleep(Duration::from_secs(seconds));
@@ -56,7 +63,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             () = &mut deadline => break,
         }
     }
-    let stats = host.handle.call(|m, _| (m.stats(), m.mesh().stats())).await?;
+    let stats = host
+        .handle
+        .call(|m, _| (m.stats(), m.mesh().stats()))
+        .await?;
     println!("server: multiplayer {:?}", stats.0);
     println!("server: mesh {:?}", stats.1);
     Ok(())
