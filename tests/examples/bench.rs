@@ -752,7 +752,7 @@ fn scale(quick: bool) -> (f64, f64) {
             routed * 100.0,
             (rounds * n) as f64 / wall.as_secs_f64(),
             per_peer / 1024.0,
-            raw_bytes as f64 / 1024.0
+            raw_bytes / 1024.0
         );
         drop(star);
     }
