@@ -759,6 +759,213 @@ fn scale(quick: bool) -> (f64, f64) {
     (ratio_500, memory_500)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Real sockets: two rtcmesh peers on loopback UDP through the tokio adapter.
+
+mod sockets {
+    use super::*;
+    use rtcmesh_tokio::{Endpoint, EndpointConfig, Events, Handle};
+
+    pub struct Loopback {
+        pub a: Handle<Mesh>,
+        pub b: Handle<Mesh>,
+        pub b_events: Events<Event>,
+        pub connect: Duration,
+    }
+
+    /// Two meshes on loopback sockets, connected by forwarding their signals directly.
+    pub async fn connect() -> Loopback {
+        let cfg = MeshConfig {
+            dtls_cert: Some(shared_cert()),
+            ..MeshConfig::default()
+        };
+        let (a, mut a_events) = Endpoint::spawn(
+            EndpointConfig::default(),
+            Mesh::create_mesh(2, cfg.clone()).expect("mesh"),
+        )
+        .await
+        .expect("socket");
+        let (b, mut b_events) = Endpoint::spawn(
+            EndpointConfig::default(),
+            Mesh::create_mesh(1, cfg).expect("mesh"),
+        )
+        .await
+        .expect("socket");
+        let start = Instant::now();
+        b.add_peer(2, 1).await.expect("peer");
+        a.add_peer(1, 1).await.expect("peer");
+        let (mut a_up, mut b_up) = (false, false);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !(a_up && b_up) {
+            tokio::select! {
+                Some(e) = a_events.recv() => match e {
+                    Event::Signal(s) => b.handle_signal(2, s.signal).await.expect("signal"),
+                    Event::PeerConnected(_) => a_up = true,
+                    _ => {}
+                },
+                Some(e) = b_events.recv() => match e {
+                    Event::Signal(s) => a.handle_signal(1, s.signal).await.expect("signal"),
+                    Event::PeerConnected(_) => b_up = true,
+                    _ => {}
+                },
+                () = tokio::time::sleep_until(deadline) => panic!("loopback pair did not connect"),
+            }
+        }
+        let connect = start.elapsed();
+        tokio::spawn(async move { while a_events.recv().await.is_some() {} });
+        Loopback {
+            a,
+            b,
+            b_events,
+            connect,
+        }
+    }
+
+    /// Sends `count` messages of `size` bytes A→B on `mode`, as fast as the send queue takes
+    /// them; returns (time to the last delivery, delivered).
+    pub async fn transfer(
+        pair: &mut Loopback,
+        mode: TransferMode,
+        size: usize,
+        count: usize,
+    ) -> (Duration, usize) {
+        let start = Instant::now();
+        let sender = pair.a.clone();
+        let send = tokio::spawn(async move {
+            let mut sent = 0;
+            while sent < count {
+                let batch = (count - sent).min(64);
+                let n = sender
+                    .call(move |m, _| {
+                        let payload = vec![0x42u8; size];
+                        (0..batch)
+                            .take_while(|_| m.send(Target::Peer(1), mode, 0, &payload).is_ok())
+                            .count()
+                    })
+                    .await
+                    .expect("endpoint");
+                sent += n;
+                if n < batch {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+        });
+        let mut delivered = 0;
+        let mut last = start;
+        let quiet = Duration::from_millis(if mode == TransferMode::Reliable {
+            5_000
+        } else {
+            300
+        });
+        while delivered < count {
+            match tokio::time::timeout(quiet, pair.b_events.recv()).await {
+                Ok(Some(Event::Packet(_))) => {
+                    delivered += 1;
+                    last = Instant::now();
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        send.await.expect("sender");
+        (last - start, delivered)
+    }
+}
+
+/// Runs `tests/matchbox-bench/run.sh` (a separate package: webrtc-rs stays out of the
+/// workspace) and returns its `MATCHBOX` lines as (case, size) → (messages, seconds).
+fn matchbox_baseline() -> Result<std::collections::BTreeMap<(String, usize), (f64, f64)>, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/matchbox-bench/run.sh");
+    let out = std::process::Command::new(script)
+        .output()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{script} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    let mut cases = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("MATCHBOX "))
+    {
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(&format!("{k}=")).map(str::to_owned))
+        };
+        let case = field("case").unwrap_or_default();
+        let size = field("size").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let messages = field("messages")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
+        let seconds = field("seconds")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN);
+        cases.insert((case, size), (messages, seconds));
+    }
+    Ok(cases)
+}
+
+fn real_sockets(quick: bool, with_matchbox: bool) {
+    println!(
+        "
+## Throughput over loopback UDP: rtcmesh (tokio adapter) vs matchbox_socket (webrtc-rs), A → B"
+    );
+    let baseline = if with_matchbox {
+        matchbox_baseline()
+    } else {
+        Err("skipped (pass `matchbox`)".into())
+    };
+    if let Err(why) = &baseline {
+        println!("matchbox baseline: {why}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut pair = sockets::connect().await;
+        let mb_connect = baseline.as_ref().ok().and_then(|b| b.get(&("connect".to_owned(), 0)).map(|v| v.1));
+        println!("| case | rtcmesh msg/s | rtcmesh MB/s | matchbox msg/s | rtcmesh ÷ matchbox throughput |");
+        println!("|---|---|---|---|---|");
+        println!(
+            "| connect (first signal → connected) | {:.1} ms | | {} | |",
+            pair.connect.as_secs_f64() * 1e3,
+            mb_connect.map_or("—".into(), |s| format!("{:.1} ms", s * 1e3))
+        );
+        for (mode, case) in [(TransferMode::Reliable, "reliable"), (TransferMode::Unreliable, "unreliable")] {
+            for size in [100usize, 1_200, 16 * 1024] {
+                let count = match (size, quick) {
+                    (16384, true) => 500,
+                    (16384, false) => 2_000,
+                    (_, true) => 5_000,
+                    (_, false) => 20_000,
+                };
+                let (time, delivered) = sockets::transfer(&mut pair, mode, size, count).await;
+                let rate = delivered as f64 / time.as_secs_f64();
+                let theirs = baseline
+                    .as_ref()
+                    .ok()
+                    .and_then(|b| b.get(&(case.to_owned(), size)))
+                    .map(|(m, s)| m / s);
+                println!(
+                    "| {case} {size} B ({delivered}/{count} delivered) | {rate:.0} | {:.1} | {} | {} |",
+                    rate * size as f64 / 1e6,
+                    theirs.map_or("—".into(), |t| format!("{t:.0}")),
+                    theirs.map_or("—".into(), |t| format!("**{:.2}×**", rate / t)),
+                );
+            }
+        }
+        pair.a.close();
+        pair.b.close();
+    });
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     println!(
@@ -776,6 +983,9 @@ fn main() {
         setup_time();
     }
     let (dispatch, _) = scale(quick);
+    if !only_scale {
+        real_sockets(quick, std::env::args().any(|a| a == "matchbox") || !quick);
+    }
     println!("\n## Targets");
     println!(
         "- 1,200 B reliable, time per message rtcmesh ÷ raw str0m: {key:.3}× (target ≤ 1.05×)"
