@@ -6,6 +6,7 @@
 //! stories: build a world, connect nodes, run until a condition, assert on the event logs.
 //! [`MpWorld`] does the same for the multiplayer layer.
 
+pub mod fuzz;
 pub mod multiplayer_world;
 pub mod sim;
 

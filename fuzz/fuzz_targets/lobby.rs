@@ -1,0 +1,4 @@
+//! Fuzz target `lobby`: the body is `rtcmesh_tests::fuzz::lobby` (also driven by `cargo test`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rtcmesh_tests::fuzz::lobby(data));
