@@ -15,7 +15,10 @@ pub struct MeshConfig {
     /// Godot's `channels_config`: one extra channel per entry, with that transfer mode.
     pub channels: Vec<TransferMode>,
     /// A peer whose channels are not all open this long after `add_peer` is removed (and, in
-    /// client mode, the status becomes `Disconnected`). Godot waits forever; default 20 s.
+    /// client mode, the status becomes `Disconnected`). Godot waits forever; default 30 s.
+    /// Why 30: the SCTP handshake under str0m 0.25 retransmits INIT after 3, 6 and 12 s (RFC
+    /// 4960's initial RTO, doubling; str0m does not expose it), so after two lost INIT/INIT-ACK
+    /// exchanges the next attempt starts 21 s after the first. 20 s gave up just before it.
     pub connect_timeout: Duration,
     /// How long an ICE disconnection of a connected peer may last before the peer is removed.
     /// Godot removes at once; transient losses are common, so the default is 2 s.
@@ -59,7 +62,7 @@ impl Default for MeshConfig {
     fn default() -> Self {
         MeshConfig {
             channels: Vec::new(),
-            connect_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(30),
             disconnect_grace: Duration::from_secs(2),
             peer_timeout: Duration::from_secs(10),
             stun_max_rto: Duration::from_secs(3),

@@ -153,8 +153,9 @@ fn check(
     w.set_all_links(faults.conditions());
     w.introduce_all();
     let converged = w.run_until(Duration::from_secs(60), World::fully_connected);
-    // A healthy network always converges. Under loss a handshake can stall (open finding, see
-    // `lossy_handshake_ends_connected_or_removed`): then the pair must be removed, never stuck.
+    // A healthy network always converges. Under heavy loss an SCTP handshake can still need more
+    // than `connect_timeout` (see `lossy_handshake_converges_through_sctp_init_retransmits`):
+    // then the pair must be removed, never stuck.
     prop_assert!(
         converged || !faults.healthy(),
         "healthy network did not converge"
@@ -363,11 +364,13 @@ proptest! {
 }
 
 /// Regression, found by the partition property (seed below): on a 5-peer mesh with 5.5 % random
-/// loss the handshake of pair 1–3 stalls until `connect_timeout`. Open finding: the mesh does not
-/// converge. What must hold today: the stalled pair is removed on both sides, silently (it never
-/// connected), and every other pair is connected.
+/// loss, pair 1–3 reaches ICE and DTLS but its SCTP association does not: INIT or INIT-ACK is
+/// lost twice, and SCTP (sctp-proto under str0m 0.25, RFC 4960 initial RTO 3 s, doubling)
+/// retries at 3, 9 and then 21 s. With the old 20 s `connect_timeout` the pair was removed just
+/// before the third retry; with 30 s it connects. The whole mesh must converge, and nothing may
+/// be half-open or reported twice on the way.
 #[test]
-fn lossy_handshake_ends_connected_or_removed() {
+fn lossy_handshake_converges_through_sctp_init_retransmits() {
     let faults = Faults {
         loss: 0.055_124_37,
         latency_ms: 1,
@@ -385,12 +388,15 @@ fn lossy_handshake_ends_connected_or_removed() {
     }
     w.set_all_links(faults.conditions());
     w.introduce_all();
-    w.run_for(Duration::from_secs(60));
+    assert!(
+        w.run_until(Duration::from_secs(40), World::fully_connected),
+        "the lossy mesh did not converge"
+    );
     no_half_open_peers(&w).unwrap();
     for node in &w.nodes {
         assert!(
             node.disconnected().is_empty(),
-            "no disconnect event for a peer that never connected"
+            "no pair was dropped on the way"
         );
         let mut connected = node.connected();
         connected.sort();
