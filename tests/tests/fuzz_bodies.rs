@@ -51,7 +51,7 @@ fn drive(target: &str, seed: u64, body: fn(&[u8])) {
     }
     let mut rng = Rng(seed);
     for _ in 0..cases() {
-        let mut input = if rng.next() % 2 == 0 {
+        let mut input = if rng.next().is_multiple_of(2) {
             seeds[(rng.next() % seeds.len() as u64) as usize].clone()
         } else {
             (0..rng.next() % 256).map(|_| rng.next() as u8).collect()
