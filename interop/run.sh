@@ -7,11 +7,12 @@
 # Needs: root (for the namespace), /usr/bin/chromium, node + interop/node_modules (playwright-core),
 # python3 with aiortc and websockets. `.ci/run` installs them. Fails, never skips.
 set -euo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 
 if [ -z "${RTCMESH_IN_NETNS:-}" ]; then
     cargo build --release -q -p rtcmesh-tokio --example interop_server
-    exec unshare -n env RTCMESH_IN_NETNS=1 "$0" "$@"
+    exec unshare -n env RTCMESH_IN_NETNS=1 "$self" "$@"
 fi
 
 ip link set lo up

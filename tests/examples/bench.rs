@@ -875,10 +875,10 @@ mod sockets {
 /// (case, message size) → (messages delivered, seconds).
 type MatchboxFigures = std::collections::BTreeMap<(String, usize), (f64, f64)>;
 
-/// Runs `tests/matchbox-bench/run.sh` (a separate package: webrtc-rs stays out of the
+/// Runs `tests/matchbox-baseline/run.sh` (a separate package: webrtc-rs stays out of the
 /// workspace) and returns its `MATCHBOX` lines as (case, size) → (messages, seconds).
 fn matchbox_baseline() -> Result<MatchboxFigures, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/matchbox-bench/run.sh");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/matchbox-baseline/run.sh");
     let out = std::process::Command::new(script)
         .output()
         .map_err(|e| format!("cannot run {script}: {e}"))?;
