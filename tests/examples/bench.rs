@@ -975,17 +975,16 @@ fn main() {
         "# rtcmesh benchmarks ({} run, release build)",
         if quick { "quick" } else { "full" }
     );
-    // `scale` runs only the N-client section (for profiling it).
+    // `scale` runs only the N-client section (for profiling it); `sockets` only the real-socket
+    // comparison with matchbox.
     let only_scale = std::env::args().any(|a| a == "scale");
-    let key = if only_scale {
-        f64::NAN
-    } else {
-        throughput(quick)
-    };
-    if !only_scale {
+    let only_sockets = std::env::args().any(|a| a == "sockets");
+    let in_memory = !only_scale && !only_sockets;
+    let key = if in_memory { throughput(quick) } else { f64::NAN };
+    if in_memory {
         setup_time();
     }
-    let (dispatch, _) = scale(quick);
+    let dispatch = if only_sockets { f64::NAN } else { scale(quick).0 };
     if !only_scale {
         real_sockets(quick, std::env::args().any(|a| a == "matchbox") || !quick);
     }
