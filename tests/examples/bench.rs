@@ -980,11 +980,19 @@ fn main() {
     let only_scale = std::env::args().any(|a| a == "scale");
     let only_sockets = std::env::args().any(|a| a == "sockets");
     let in_memory = !only_scale && !only_sockets;
-    let key = if in_memory { throughput(quick) } else { f64::NAN };
+    let key = if in_memory {
+        throughput(quick)
+    } else {
+        f64::NAN
+    };
     if in_memory {
         setup_time();
     }
-    let dispatch = if only_sockets { f64::NAN } else { scale(quick).0 };
+    let dispatch = if only_sockets {
+        f64::NAN
+    } else {
+        scale(quick).0
+    };
     if !only_scale {
         real_sockets(quick, std::env::args().any(|a| a == "matchbox") || !quick);
     }
