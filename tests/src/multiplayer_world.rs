@@ -549,27 +549,24 @@ impl MpWorld {
     }
 
     /// Runs until `done` holds or `limit` of simulated time passes; returns whether it held.
-    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&MpWorld) -> bool) -> bool {
-        let deadline = self.now + limit;
-        for _ in 0..10_000_000u32 {
-            if done(self) {
-                return true;
-            }
-            match self.next_time() {
-                Some(next) if next <= deadline => {
-                    self.step();
-                }
-                _ => {
-                    self.now = self.now.max(deadline);
-                    return done(self);
-                }
-            }
-        }
-        false
+    pub fn run_until(&mut self, limit: Duration, done: impl FnMut(&MpWorld) -> bool) -> bool {
+        crate::sim::run_until(self, limit, done)
     }
 
     /// Runs for `duration` of simulated time.
     pub fn run_for(&mut self, duration: Duration) {
         self.run_until(duration, |_| false);
+    }
+}
+
+impl crate::sim::Simulated for MpWorld {
+    fn clock(&mut self) -> &mut Instant {
+        &mut self.now
+    }
+    fn next_time(&self) -> Option<Instant> {
+        MpWorld::next_time(self)
+    }
+    fn step(&mut self) -> bool {
+        MpWorld::step(self)
     }
 }

@@ -456,23 +456,8 @@ impl World {
 
     /// Runs until `done` holds or `limit` of simulated time passes; returns whether `done` held.
     /// Bounded in simulated time and in steps.
-    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) -> bool {
-        let deadline = self.now + limit;
-        for _ in 0..10_000_000u32 {
-            if done(self) {
-                return true;
-            }
-            match self.next_time() {
-                Some(next) if next <= deadline => {
-                    self.step();
-                }
-                _ => {
-                    self.now = self.now.max(deadline);
-                    return done(self);
-                }
-            }
-        }
-        false
+    pub fn run_until(&mut self, limit: Duration, done: impl FnMut(&World) -> bool) -> bool {
+        run_until(self, limit, done)
     }
 
     /// Runs for `duration` of simulated time.
@@ -513,4 +498,53 @@ fn wire_seed(seed: u64, from: NodeId, to: NodeId) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// A simulated world with a fake clock: what [`run_until`] needs to drive one.
+pub(crate) trait Simulated {
+    /// The fake clock.
+    fn clock(&mut self) -> &mut Instant;
+    /// When the next datagram, signal or timer is due.
+    fn next_time(&self) -> Option<Instant>;
+    /// Advances to the next due item and handles it.
+    fn step(&mut self) -> bool;
+}
+
+/// Runs `world` until `done` holds or `limit` of simulated time passes; returns whether `done`
+/// held. Bounded in simulated time and in steps. Shared by [`World`] and
+/// [`MpWorld`](crate::MpWorld).
+pub(crate) fn run_until<W: Simulated>(
+    world: &mut W,
+    limit: Duration,
+    mut done: impl FnMut(&W) -> bool,
+) -> bool {
+    let deadline = *world.clock() + limit;
+    for _ in 0..10_000_000u32 {
+        if done(world) {
+            return true;
+        }
+        match world.next_time() {
+            Some(next) if next <= deadline => {
+                world.step();
+            }
+            _ => {
+                let now = world.clock();
+                *now = (*now).max(deadline);
+                return done(world);
+            }
+        }
+    }
+    false
+}
+
+impl Simulated for World {
+    fn clock(&mut self) -> &mut Instant {
+        &mut self.now
+    }
+    fn next_time(&self) -> Option<Instant> {
+        World::next_time(self)
+    }
+    fn step(&mut self) -> bool {
+        World::step(self)
+    }
 }
