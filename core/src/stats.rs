@@ -23,4 +23,7 @@ pub struct MeshStats {
     pub packets_unknown_channel: u64,
     /// Remote ICE candidates that could not be parsed (dropped).
     pub candidates_rejected: u64,
+    /// Handshakes started over after `connect_retry_interval` without connecting (counted on
+    /// both sides).
+    pub connect_retries: u64,
 }
