@@ -423,6 +423,14 @@ impl Link {
         max_queued: usize,
         sink: &mut Sink<'_>,
     ) -> Result<Progress, ()> {
+        // SCTP stamps the packet with the connection's clock (round-trip samples, retransmission
+        // timers, lifetimes): bring it to the mesh's latest time first, not the last datagram's.
+        if self.rtc.handle_input(Input::Timeout(now)).is_err() {
+            return Ok(Progress {
+                lost: Some(Loss::Closed),
+                ..Progress::default()
+            });
+        }
         if self.queue.is_empty() && self.try_write(index, data) {
             sink.stats.packets_sent += 1;
             return Ok(self.drive(now, sink));

@@ -345,7 +345,10 @@ impl Mesh {
 
     /// Sends `data` to `target` on transfer channel `channel` (0 = the default channel of `mode`;
     /// `k >= 1` = extra channel `k`, whose configured mode applies, as in Godot).
-    /// Broadcasts skip peers that are not connected yet.
+    /// Broadcasts skip peers that are not connected yet. The packet is sent at the latest time
+    /// the mesh was given (by any `handle_*` call): SCTP times round trips and retransmissions
+    /// from it, so call [`handle_timeout`](Mesh::handle_timeout) with the current time on every
+    /// loop iteration, not only when [`poll_timeout`](Mesh::poll_timeout) is due.
     pub fn send(
         &mut self,
         target: Target,

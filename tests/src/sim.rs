@@ -468,11 +468,25 @@ impl World {
                 }
                 _ => {
                     self.now = self.now.max(deadline);
+                    self.tick();
                     return done(self);
                 }
             }
         }
         false
+    }
+
+    /// Tells every alive node the current time, as an application loop does on each iteration
+    /// (`handle_timeout(now)` whether or not a deadline is due), so that what the test does
+    /// next (e.g. `send`) happens at `now`, not at the node's last event.
+    pub fn tick(&mut self) {
+        let now = self.now;
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].alive {
+                self.nodes[n].mesh.handle_timeout(now);
+                self.drain(n);
+            }
+        }
     }
 
     /// Runs for `duration` of simulated time.

@@ -445,7 +445,10 @@ proptest! {
         let arrived = |w: &World| {
             w.nodes[b].packets().iter().filter(|p| p.from == ids[a]).count() == 2
         };
-        prop_assert!(w.run_until(Duration::from_secs(15), arrived), "delivery did not resume");
+        // SCTP retransmits from a 1 s timeout that doubles each time: 40 s covers four lost
+        // retransmissions in a row (found with 15 s: two lost ones plus, before the clock fix
+        // in `Link::write`, a timeout inflated to 2.4 s).
+        prop_assert!(w.run_until(Duration::from_secs(40), arrived), "delivery did not resume");
         let got: Vec<u32> = w.nodes[b].packets().iter().filter_map(|p| decode(&p.data)).map(|d| d.2).collect();
         prop_assert_eq!(got, vec![0, 1]);
         w.run_for(Duration::from_secs(5));
