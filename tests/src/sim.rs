@@ -11,10 +11,11 @@ use str0m_netem::{Input as NetInput, Netem, NetemConfig, Output as NetOutput};
 /// Index of a node in its world.
 pub type NodeId = usize;
 
-/// How one directed link treats datagrams: a `str0m-netem` emulator (latency, jitter and so
-/// reordering, random or bursty loss, duplication, a rate-limited bottleneck with a buffer) and
-/// a partition switch. Every link's emulator is seeded from the world's seed, so a run replays
-/// exactly from its seed. The default is a perfect link with 1 ms latency.
+/// How one directed link treats datagrams: a `str0m-netem` emulator (latency, jitter,
+/// reordering with `reorder_gap` — jitter alone keeps send order —, random or bursty loss,
+/// duplication, a rate-limited bottleneck with a buffer) and a partition switch. Every link's
+/// emulator is seeded from the world's seed, so the network's faults replay from the seed
+/// (str0m's own randomness is not seedable). The default is a perfect link with 1 ms latency.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkConditions {
     /// The emulator's settings (its seed is overridden per link from the world's seed).

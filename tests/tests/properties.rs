@@ -26,6 +26,9 @@ struct Faults {
     duplicate: f32,
     /// A bottleneck on every directed link: (rate in kbit/s, buffer in KiB; tail drop).
     cap: Option<(u64, i64)>,
+    /// Every Nth packet overtakes the one before it. (str0m-netem delivers in send order
+    /// whatever the jitter, so jitter alone never reorders.)
+    reorder_gap: Option<u32>,
 }
 
 impl Faults {
@@ -36,6 +39,7 @@ impl Faults {
             jitter_ms,
             duplicate: 0.0,
             cap: None,
+            reorder_gap: None,
         }
     }
 
@@ -47,6 +51,9 @@ impl Faults {
         if self.loss > 0.0 {
             netem = netem.loss(RandomLoss::new(Probability::new(self.loss)));
         }
+        if let Some(gap) = self.reorder_gap {
+            netem = netem.reorder_gap(gap);
+        }
         if let Some((kbps, buffer_kib)) = self.cap {
             netem = netem.link(Bitrate::kbps(kbps), DataSize::kbytes(buffer_kib));
         }
@@ -54,22 +61,33 @@ impl Faults {
     }
 }
 
-/// Loss up to 8 %, latency 1–40 ms with jitter up to 15 ms (so reordering), duplication up to
-/// 5 %, and on a quarter of the cases a bandwidth cap of 0.2–5 Mbit/s with an 8–64 KiB buffer.
+/// Loss up to 8 %, latency 1–40 ms with jitter up to 15 ms, duplication up to 5 %, on half of
+/// the cases reordering (every 2nd–20th packet overtakes its predecessor), and on a quarter a
+/// bandwidth cap of 0.2–5 Mbit/s with an 8–64 KiB buffer.
 fn faults() -> impl Strategy<Value = Faults> {
     let cap = prop_oneof![
         3 => Just(None),
         1 => (200u64..5000, 8i64..64).prop_map(Some),
     ];
-    (0.0f32..0.08, 1u64..40, 0u64..15, 0.0f32..0.05, cap).prop_map(
-        |(loss, latency_ms, jitter_ms, duplicate, cap)| Faults {
-            loss,
-            latency_ms,
-            jitter_ms,
-            duplicate,
-            cap,
-        },
+    let reorder_gap = prop_oneof![Just(None), (2u32..20).prop_map(Some)];
+    (
+        0.0f32..0.08,
+        1u64..40,
+        0u64..15,
+        0.0f32..0.05,
+        cap,
+        reorder_gap,
     )
+        .prop_map(
+            |(loss, latency_ms, jitter_ms, duplicate, cap, reorder_gap)| Faults {
+                loss,
+                latency_ms,
+                jitter_ms,
+                duplicate,
+                cap,
+                reorder_gap,
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
