@@ -15,11 +15,18 @@ pub struct MeshConfig {
     /// Godot's `channels_config`: one extra channel per entry, with that transfer mode.
     pub channels: Vec<TransferMode>,
     /// A peer whose channels are not all open this long after `add_peer` is removed (and, in
-    /// client mode, the status becomes `Disconnected`). Godot waits forever; default 30 s.
-    /// Why 30: the SCTP handshake under str0m 0.25 retransmits INIT after 3, 6 and 12 s (RFC
-    /// 4960's initial RTO, doubling; str0m does not expose it), so after two lost INIT/INIT-ACK
-    /// exchanges the next attempt starts 21 s after the first. 20 s gave up just before it.
+    /// client mode, the status becomes `Disconnected`). Godot waits forever; default 30 s,
+    /// which leaves room for several handshake retries (`connect_retry_interval`) and, with a
+    /// remote that lacks SNAP, for SCTP's INIT retransmissions (after 3, 9 and 21 s: RFC 4960's
+    /// initial RTO, doubling, which str0m 0.25 does not expose).
     pub connect_timeout: Duration,
+    /// A handshake that has not connected this long after the answer arrived is started over
+    /// (fresh ICE, DTLS and SCTP, a new offer from the offering side) until `connect_timeout`.
+    /// On a lossy link a few lost handshake packets leave DTLS waiting out a retransmission
+    /// backoff of seconds; a fresh attempt usually connects in one round trip. A peer that
+    /// connected on the answering side only is reported disconnected, then connected again.
+    /// At least 1 s; `connect_timeout` or more never retries. Default 5 s.
+    pub connect_retry_interval: Duration,
     /// How long an ICE disconnection of a connected peer may last before the peer is removed.
     /// Godot removes at once; transient losses are common, so the default is 2 s.
     pub disconnect_grace: Duration,
@@ -63,6 +70,7 @@ impl Default for MeshConfig {
         MeshConfig {
             channels: Vec::new(),
             connect_timeout: Duration::from_secs(30),
+            connect_retry_interval: Duration::from_secs(5),
             disconnect_grace: Duration::from_secs(2),
             peer_timeout: Duration::from_secs(10),
             stun_max_rto: Duration::from_secs(3),
@@ -96,6 +104,11 @@ impl MeshConfig {
         if self.stun_max_rto < Duration::from_millis(250) || self.stun_max_retransmits == 0 {
             return Err(CreateError::InvalidConfig(
                 "stun_max_rto must be at least 250 ms and stun_max_retransmits at least 1",
+            ));
+        }
+        if self.connect_retry_interval < Duration::from_secs(1) {
+            return Err(CreateError::InvalidConfig(
+                "connect_retry_interval must be at least 1 s",
             ));
         }
         if self.peer_timeout < self.stun_max_rto * 2 {

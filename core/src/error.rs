@@ -152,7 +152,8 @@ impl std::error::Error for SendError {}
 pub enum SignalError {
     /// No peer with this id: call `add_peer` before passing its signals.
     UnknownPeer(PeerId),
-    /// An offer reached the side that offers (the larger id offers), or arrived twice.
+    /// An offer reached the side that offers (the larger id offers), or the same offer arrived
+    /// twice. (A new offer from the offering side starts the handshake over.)
     UnexpectedOffer(PeerId),
     /// An answer reached the side that answers, or arrived twice.
     UnexpectedAnswer(PeerId),
@@ -170,7 +171,7 @@ impl fmt::Display for SignalError {
             }
             SignalError::UnexpectedOffer(id) => write!(
                 f,
-                "unexpected offer from peer {id}: the larger id offers, once"
+                "unexpected offer from peer {id}: the larger id offers, each offer once"
             ),
             SignalError::UnexpectedAnswer(id) => {
                 write!(f, "unexpected answer from peer {id}: no offer is pending")

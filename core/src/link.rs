@@ -58,6 +58,8 @@ pub(crate) struct Progress {
     pub connected: bool,
     /// The link is over: remove it.
     pub lost: Option<Loss>,
+    /// The handshake made no progress for `connect_retry_interval`: renegotiate from scratch.
+    pub retry: bool,
 }
 
 /// A packet waiting for SCTP buffer space.
@@ -81,6 +83,8 @@ pub(crate) struct Limits {
     pub grace: Duration,
     /// `peer_timeout`.
     pub silence: Duration,
+    /// `connect_retry_interval`.
+    pub retry: Duration,
 }
 
 impl Limits {
@@ -88,6 +92,7 @@ impl Limits {
         Limits {
             grace: config.disconnect_grace,
             silence: config.peer_timeout,
+            retry: config.connect_retry_interval,
         }
     }
 }
@@ -99,6 +104,14 @@ pub(crate) struct LinkSetup<'a> {
     pub config: &'a MeshConfig,
     pub rtc_config: &'a RtcConfig,
     pub host_addresses: &'a [SocketAddr],
+}
+
+/// A handshake's starting point: a fresh `Rtc`, its channels and (offering side) the offer.
+struct Handshake {
+    rtc: Rtc,
+    channels: SmallVec<[LinkChannel; 4]>,
+    negotiation: Negotiation,
+    offer: Option<Signal>,
 }
 
 /// The state of one remote peer.
@@ -116,6 +129,10 @@ pub(crate) struct Link {
     ice_was_connected: bool,
     ice_lost_at: Option<Instant>,
     connect_deadline: Instant,
+    /// Offering side: when the answer to the current offer was applied (the retry clock).
+    answered_at: Option<Instant>,
+    /// Answering side: a hash of the offer applied, so a repeated offer is not taken as new.
+    offer_hash: u64,
     /// When the last datagram from this peer arrived (or the link was created).
     last_heard: Instant,
     rtc_deadline: Option<Instant>,
@@ -136,22 +153,52 @@ impl Link {
         lifetime_ms: u16,
         setup: LinkSetup<'_>,
     ) -> Result<(Link, Option<Signal>), AddPeerError> {
-        let LinkSetup {
-            own_id,
-            layout,
-            config,
-            rtc_config,
-            host_addresses,
-        } = setup;
-        let mut rtc = rtc_config.clone().build(now);
-        for &addr in host_addresses {
+        let Handshake {
+            rtc,
+            channels,
+            negotiation,
+            offer,
+        } = Link::handshake(now, peer, lifetime_ms, &setup)?;
+        let link = Link {
+            peer,
+            rtc,
+            negotiation,
+            lifetime_ms,
+            channels,
+            announced: false,
+            closing: false,
+            ice_was_connected: false,
+            ice_lost_at: None,
+            connect_deadline: now + setup.config.connect_timeout,
+            answered_at: None,
+            offer_hash: 0,
+            last_heard: now,
+            rtc_deadline: None,
+            scheduled: None,
+            routes: SmallVec::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+        };
+        Ok((link, offer))
+    }
+
+    /// A fresh `Rtc` with this side's channels and, on the offering side, its offer.
+    fn handshake(
+        now: Instant,
+        peer: PeerId,
+        lifetime_ms: u16,
+        setup: &LinkSetup<'_>,
+    ) -> Result<Handshake, AddPeerError> {
+        let mut rtc = setup.rtc_config.clone().build(now);
+        for &addr in setup.host_addresses {
             // Addresses were validated when registered.
             if let Ok(c) = Candidate::host(addr, "udp") {
                 rtc.add_local_candidate(c);
             }
         }
-        let offers = own_id > peer;
-        let mut channels: SmallVec<[LinkChannel; 4]> = layout
+        let offers = setup.own_id > peer;
+        let mut channels: SmallVec<[LinkChannel; 4]> = setup
+            .layout
             .iter()
             .map(|spec| LinkChannel {
                 spec: *spec,
@@ -175,25 +222,52 @@ impl Link {
         } else {
             (Negotiation::AwaitingOffer, None)
         };
-        let link = Link {
-            peer,
+        Ok(Handshake {
             rtc,
-            negotiation,
-            lifetime_ms,
             channels,
-            announced: false,
-            closing: false,
-            ice_was_connected: false,
-            ice_lost_at: None,
-            connect_deadline: now + config.connect_timeout,
-            last_heard: now,
-            rtc_deadline: None,
-            scheduled: None,
-            routes: SmallVec::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-        };
-        Ok((link, offer))
+            negotiation,
+            offer,
+        })
+    }
+
+    /// Starts the handshake over with a fresh `Rtc` (new ICE credentials, DTLS and SCTP); the
+    /// old one is dropped without a goodbye, so the remote keeps its link for the new offer.
+    /// On the offering side the new offer is returned. `announced` is left to the caller.
+    pub fn restart(
+        &mut self,
+        now: Instant,
+        setup: LinkSetup<'_>,
+    ) -> Result<Option<Signal>, AddPeerError> {
+        let Handshake {
+            rtc,
+            channels,
+            negotiation,
+            offer,
+        } = Link::handshake(now, self.peer, self.lifetime_ms, &setup)?;
+        self.rtc = rtc;
+        self.channels = channels;
+        self.negotiation = negotiation;
+        self.ice_was_connected = false;
+        self.ice_lost_at = None;
+        self.answered_at = None;
+        self.last_heard = now;
+        self.rtc_deadline = None;
+        self.queue.clear();
+        self.queued_bytes = 0;
+        if offer.is_none() {
+            // The answering side follows the offerer, whose own deadline bounds the retries.
+            self.connect_deadline = now + setup.config.connect_timeout;
+        }
+        Ok(offer)
+    }
+
+    /// Whether `sdp` is a new offer from the offering side for a link already negotiated: the
+    /// offerer started over (see [`Progress::retry`]). A repeat of the applied offer is not.
+    pub fn is_new_offer(&self, sdp: &str) -> bool {
+        matches!(self.negotiation, Negotiation::Done)
+            && self.offer_hash != 0
+            && self.offer_hash != hash(sdp)
+            && SdpOffer::from_sdp_string(sdp).is_ok()
     }
 
     /// Applies a signal from this peer.
@@ -222,6 +296,7 @@ impl Link {
                     ch.id = Some(api.create_data_channel(config));
                 }
                 self.negotiation = Negotiation::Done;
+                self.offer_hash = hash(&sdp);
                 sink.events.push_back(Event::Signal(OutgoingSignal {
                     to: self.peer,
                     signal: Signal::Answer(answer.to_sdp_string()),
@@ -243,6 +318,7 @@ impl Link {
                     self.closing = true;
                     return Err(SignalError::Invalid(format!("answer refused: {e}")));
                 }
+                self.answered_at = Some(now);
             }
             Signal::Candidate(text) => {
                 let text = text.trim();
@@ -296,8 +372,8 @@ impl Link {
             self.drive(now, sink)
         } else {
             Progress {
-                connected: false,
                 lost: Some(Loss::Closed),
+                ..Progress::default()
             }
         };
         if progress.lost.is_none() {
@@ -309,6 +385,11 @@ impl Link {
                 progress.lost = Some(Loss::Silent);
             } else if self.closing {
                 progress.lost = Some(Loss::Closed);
+            } else if !self.announced
+                && !progress.connected
+                && self.answered_at.is_some_and(|at| now >= at + limits.retry)
+            {
+                progress.retry = true;
             }
         }
         progress
@@ -322,6 +403,9 @@ impl Link {
             earliest(self.last_heard + limits.silence);
         } else {
             earliest(self.connect_deadline);
+            if let Some(answered) = self.answered_at {
+                earliest(answered + limits.retry);
+            }
         }
         if let Some(lost) = self.ice_lost_at {
             earliest(lost + limits.grace);
@@ -339,6 +423,14 @@ impl Link {
         max_queued: usize,
         sink: &mut Sink<'_>,
     ) -> Result<Progress, ()> {
+        // SCTP stamps the packet with the connection's clock (round-trip samples, retransmission
+        // timers, lifetimes): bring it to the mesh's latest time first, not the last datagram's.
+        if self.rtc.handle_input(Input::Timeout(now)).is_err() {
+            return Ok(Progress {
+                lost: Some(Loss::Closed),
+                ..Progress::default()
+            });
+        }
         if self.queue.is_empty() && self.try_write(index, data) {
             sink.stats.packets_sent += 1;
             return Ok(self.drive(now, sink));
@@ -508,4 +600,11 @@ impl Link {
             _ => {}
         }
     }
+}
+
+fn hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish() | 1
 }

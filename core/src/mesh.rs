@@ -123,7 +123,12 @@ impl Mesh {
             .set_dtls_cert(cert)
             .set_sctp_max_buffered_amount(config.sctp_send_buffer)
             .set_mtu(config.mtu..=config.mtu.max(str0m::DATAGRAM_MTU_WARN))
-            .set_stats_interval(None);
+            .set_stats_interval(None)
+            // SNAP carries SCTP's INIT in the SDP, so the association is up as soon as DTLS is:
+            // no INIT / COOKIE exchange on the wire. That exchange retransmits from a 3 s RTO
+            // doubling each time (RFC 4960, not configurable in str0m), so three lost packets
+            // pushed it past `connect_timeout`. Remotes without SNAP fall back to the exchange.
+            .set_snap_enabled(true);
         rtc_config.set_max_stun_rto(config.stun_max_rto);
         rtc_config.set_max_stun_retransmits(config.stun_max_retransmits);
         let status = match mode {
@@ -256,6 +261,15 @@ impl Mesh {
         let Some(signal) = self.within_allowlist(signal) else {
             return Ok(());
         };
+        if let Signal::Offer(sdp) = &signal {
+            if self.links[key].is_new_offer(sdp) {
+                // The offerer gave up on a stalled handshake and started over: follow it.
+                self.retry_link(key, now);
+                if !self.links.contains(key) {
+                    return Ok(());
+                }
+            }
+        }
         let limits = Limits::of(&self.config);
         let result = self.links[key].handle_signal(now, signal, limits, &mut sink!(self));
         match result {
@@ -368,7 +382,10 @@ impl Mesh {
 
     /// Sends `data` to `target` on transfer channel `channel` (0 = the default channel of `mode`;
     /// `k >= 1` = extra channel `k`, whose configured mode applies, as in Godot).
-    /// Broadcasts skip peers that are not connected yet.
+    /// Broadcasts skip peers that are not connected yet. The packet is sent at the latest time
+    /// the mesh was given (by any `handle_*` call): SCTP times round trips and retransmissions
+    /// from it, so call [`handle_timeout`](Mesh::handle_timeout) with the current time on every
+    /// loop iteration, not only when [`poll_timeout`](Mesh::poll_timeout) is due.
     pub fn send(
         &mut self,
         target: Target,
@@ -582,10 +599,16 @@ impl Mesh {
         }
     }
 
-    /// Applies what a link reported: announce, remove, or reschedule.
+    /// Applies what a link reported: announce, remove, retry, or reschedule.
     fn settle(&mut self, key: usize, progress: Progress) {
         if progress.lost.is_some() {
             self.remove_link(key, true);
+            return;
+        }
+        if progress.retry {
+            if let Some(now) = self.last_now {
+                self.retry_link(key, now);
+            }
             return;
         }
         if progress.connected && !self.links[key].announced {
@@ -605,6 +628,41 @@ impl Mesh {
         let next = link.deadline(Limits::of(&self.config));
         self.timers.reschedule(key, link.scheduled, next);
         link.scheduled = next;
+    }
+
+    /// Starts a link's handshake over with a fresh `Rtc` (see `connect_retry_interval`). A peer
+    /// that was announced is reported disconnected first: what it was sent may be lost.
+    fn retry_link(&mut self, key: usize, now: Instant) {
+        let link = &mut self.links[key];
+        if link.announced {
+            link.announced = false;
+            let peer = link.peer;
+            self.events.push_back(Event::PeerDisconnected(peer));
+            if self.mode == Mode::Client && peer == SERVER_ID {
+                self.set_status(ConnectionStatus::Connecting);
+            }
+        }
+        let setup = LinkSetup {
+            own_id: self.unique_id,
+            layout: &self.layout,
+            config: &self.config,
+            rtc_config: &self.rtc_config,
+            host_addresses: &self.host_addresses,
+        };
+        match self.links[key].restart(now, setup) {
+            Ok(offer) => {
+                self.stats.connect_retries += 1;
+                if let Some(offer) = offer {
+                    let peer = self.links[key].peer;
+                    self.events.push_back(Event::Signal(OutgoingSignal {
+                        to: peer,
+                        signal: offer,
+                    }));
+                }
+                self.refresh(key);
+            }
+            Err(_) => self.remove_link(key, true),
+        }
     }
 
     fn remove_link(&mut self, key: usize, announce: bool) {

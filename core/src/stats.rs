@@ -28,4 +28,7 @@ pub struct MeshStats {
     pub candidates_not_allowed: u64,
     /// Datagrams from a source outside the allowlist (dropped).
     pub datagrams_not_allowed: u64,
+    /// Handshakes started over after `connect_retry_interval` without connecting (counted on
+    /// both sides).
+    pub connect_retries: u64,
 }

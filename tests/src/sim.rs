@@ -11,10 +11,11 @@ use str0m_netem::{Input as NetInput, Netem, NetemConfig, Output as NetOutput};
 /// Index of a node in its world.
 pub type NodeId = usize;
 
-/// How one directed link treats datagrams: a `str0m-netem` emulator (latency, jitter and so
-/// reordering, random or bursty loss, duplication, a rate-limited bottleneck with a buffer) and
-/// a partition switch. Every link's emulator is seeded from the world's seed, so a run replays
-/// exactly from its seed. The default is a perfect link with 1 ms latency.
+/// How one directed link treats datagrams: a `str0m-netem` emulator (latency, jitter,
+/// reordering with `reorder_gap` — jitter alone keeps send order —, random or bursty loss,
+/// duplication, a rate-limited bottleneck with a buffer) and a partition switch. Every link's
+/// emulator is seeded from the world's seed, so the network's faults replay from the seed
+/// (str0m's own randomness is not seedable). The default is a perfect link with 1 ms latency.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkConditions {
     /// The emulator's settings (its seed is overridden per link from the world's seed).
@@ -460,6 +461,19 @@ impl World {
         run_until(self, limit, done)
     }
 
+    /// Tells every alive node the current time, as an application loop does on each iteration
+    /// (`handle_timeout(now)` whether or not a deadline is due), so that what the test does
+    /// next (e.g. `send`) happens at `now`, not at the node's last event.
+    pub fn tick(&mut self) {
+        let now = self.now;
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].alive {
+                self.nodes[n].mesh.handle_timeout(now);
+                self.drain(n);
+            }
+        }
+    }
+
     /// Runs for `duration` of simulated time.
     pub fn run_for(&mut self, duration: Duration) {
         self.run_until(duration, |_| false);
@@ -508,6 +522,9 @@ pub(crate) trait Simulated {
     fn next_time(&self) -> Option<Instant>;
     /// Advances to the next due item and handles it.
     fn step(&mut self) -> bool;
+    /// Called when a run stops at its deadline, after the clock moved there: tell the nodes the
+    /// time, as an application loop would. Nothing by default.
+    fn at_deadline(&mut self) {}
 }
 
 /// Runs `world` until `done` holds or `limit` of simulated time passes; returns whether `done`
@@ -530,6 +547,7 @@ pub(crate) fn run_until<W: Simulated>(
             _ => {
                 let now = world.clock();
                 *now = (*now).max(deadline);
+                world.at_deadline();
                 return done(world);
             }
         }
@@ -546,5 +564,8 @@ impl Simulated for World {
     }
     fn step(&mut self) -> bool {
         World::step(self)
+    }
+    fn at_deadline(&mut self) {
+        self.tick();
     }
 }

@@ -281,3 +281,50 @@ fn same_inputs_give_the_same_event_sequence() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn a_peer_that_starts_over_is_followed_and_reported_reconnected() {
+    // Peer 2 (the offering side) restarts its process and offers again, as it also does when
+    // a handshake stalls (`connect_retry_interval`). Peer 1 follows the new offer, reports the
+    // old connection lost and the new one connected; a repeat of the same offer is refused.
+    let config = MeshConfig::default();
+    let mut w = World::connected_mesh(&[1, 2], &config);
+    let now = w.now;
+    let mut fresh = rtcmesh::Mesh::create_mesh(2, config).unwrap();
+    fresh.add_host_candidate(w.nodes[1].addr).unwrap();
+    fresh.add_peer(now, 1, 1).unwrap();
+    let offer = std::iter::from_fn(|| fresh.poll_event())
+        .find_map(|e| match e {
+            Event::Signal(s) => Some(s.signal),
+            _ => None,
+        })
+        .expect("an offer");
+    w.nodes[1].mesh = fresh;
+    w.nodes[0]
+        .mesh
+        .handle_signal(now, 2, offer.clone())
+        .unwrap();
+    assert_eq!(
+        w.nodes[0].mesh.handle_signal(now, 2, offer),
+        Err(rtcmesh::SignalError::UnexpectedOffer(2)),
+        "the same offer twice is not a new attempt"
+    );
+    w.drain(0);
+    assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
+    assert_eq!(
+        w.nodes[0].events,
+        vec![Event::PeerDisconnected(2), Event::PeerConnected(2)]
+    );
+    assert_eq!(w.nodes[0].mesh.stats().connect_retries, 1);
+    w.nodes[0]
+        .mesh
+        .send(
+            rtcmesh::Target::Peer(2),
+            TransferMode::Reliable,
+            0,
+            b"again",
+        )
+        .unwrap();
+    w.drain(0);
+    assert!(w.run_until(Duration::from_secs(1), |w| !w.nodes[1].packets().is_empty()));
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use rtcmesh::{Event, MeshConfig, PeerId, Target, TransferMode};
 use rtcmesh_tests::{LinkConditions, World};
-use str0m_netem::{NetemConfig, Probability, RandomLoss};
+use str0m_netem::{Bitrate, DataSize, NetemConfig, Probability, RandomLoss};
 
 fn cases() -> u32 {
     std::env::var("RTCMESH_PROPTEST_CASES")
@@ -24,11 +24,23 @@ struct Faults {
     latency_ms: u64,
     jitter_ms: u64,
     duplicate: f32,
+    /// A bottleneck on every directed link: (rate in kbit/s, buffer in KiB; tail drop).
+    cap: Option<(u64, i64)>,
+    /// Every Nth packet overtakes the one before it. (str0m-netem delivers in send order
+    /// whatever the jitter, so jitter alone never reorders.)
+    reorder_gap: Option<u32>,
 }
 
 impl Faults {
-    fn healthy(&self) -> bool {
-        self.loss == 0.0 && self.duplicate == 0.0
+    fn lossy(loss: f32, latency_ms: u64, jitter_ms: u64) -> Faults {
+        Faults {
+            loss,
+            latency_ms,
+            jitter_ms,
+            duplicate: 0.0,
+            cap: None,
+            reorder_gap: None,
+        }
     }
 
     fn conditions(&self) -> LinkConditions {
@@ -39,19 +51,43 @@ impl Faults {
         if self.loss > 0.0 {
             netem = netem.loss(RandomLoss::new(Probability::new(self.loss)));
         }
+        if let Some(gap) = self.reorder_gap {
+            netem = netem.reorder_gap(gap);
+        }
+        if let Some((kbps, buffer_kib)) = self.cap {
+            netem = netem.link(Bitrate::kbps(kbps), DataSize::kbytes(buffer_kib));
+        }
         LinkConditions::new(netem)
     }
 }
 
+/// Loss up to 8 %, latency 1–40 ms with jitter up to 15 ms, duplication up to 5 %, on half of
+/// the cases reordering (every 2nd–20th packet overtakes its predecessor), and on a quarter a
+/// bandwidth cap of 0.2–5 Mbit/s with an 8–64 KiB buffer.
 fn faults() -> impl Strategy<Value = Faults> {
-    (0.0f32..0.08, 1u64..40, 0u64..15, 0.0f32..0.05).prop_map(
-        |(loss, latency_ms, jitter_ms, duplicate)| Faults {
-            loss,
-            latency_ms,
-            jitter_ms,
-            duplicate,
-        },
+    let cap = prop_oneof![
+        3 => Just(None),
+        1 => (200u64..5000, 8i64..64).prop_map(Some),
+    ];
+    let reorder_gap = prop_oneof![Just(None), (2u32..20).prop_map(Some)];
+    (
+        0.0f32..0.08,
+        1u64..40,
+        0u64..15,
+        0.0f32..0.05,
+        cap,
+        reorder_gap,
     )
+        .prop_map(
+            |(loss, latency_ms, jitter_ms, duplicate, cap, reorder_gap)| Faults {
+                loss,
+                latency_ms,
+                jitter_ms,
+                duplicate,
+                cap,
+                reorder_gap,
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +163,15 @@ fn no_half_open_peers(w: &World) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A reliable packet that must arrive unless its pair stopped being connected after the send.
+struct Expected {
+    /// (receiver, sender, channel index, seq).
+    packet: (PeerId, PeerId, u8, u32),
+    /// Lengths of the sender's and the receiver's event logs when it was sent.
+    sender_mark: usize,
+    receiver_mark: usize,
+}
+
 /// Runs a scenario and checks every invariant; returns the first violation.
 fn check(
     server: bool,
@@ -152,20 +197,16 @@ fn check(
     }
     w.set_all_links(faults.conditions());
     w.introduce_all();
-    let converged = w.run_until(Duration::from_secs(60), World::fully_connected);
-    // A healthy network always converges. Under heavy loss an SCTP handshake can still need more
-    // than `connect_timeout` (see `lossy_handshake_converges_through_sctp_init_retransmits`):
-    // then the pair must be removed, never stuck.
-    prop_assert!(
-        converged || !faults.healthy(),
-        "healthy network did not converge"
-    );
-    w.run_for(Duration::from_secs(25)); // past connect_timeout, so stalled pairs are resolved
+    // Every mesh converges within `connect_timeout`, healthy or not: stalled handshakes are
+    // retried (see `stalled_handshakes_are_retried_until_lossy_meshes_converge`).
+    let converged = w.run_until(config.connect_timeout, World::fully_connected);
+    prop_assert!(converged, "mesh did not converge within connect_timeout");
     no_half_open_peers(&w)?;
 
     let mut seqs: BTreeMap<(PeerId, u8), u32> = BTreeMap::new();
-    // (receiver, sender, index, seq) expected for reliable sends to peers that stay connected.
-    let mut expected: BTreeSet<(PeerId, PeerId, u8, u32)> = BTreeSet::new();
+    // Reliable sends: (receiver, sender, index, seq) with the lengths of the sender's and the
+    // receiver's event logs at the time, to tell whether the pair stayed connected after it.
+    let mut expected: Vec<Expected> = Vec::new();
     let mut touched: BTreeSet<PeerId> = BTreeSet::new(); // nodes that removed or closed
     for op in ops {
         match op {
@@ -202,7 +243,12 @@ fn check(
                                 Target::AllExcept(p) => p != r,
                             };
                             if hit && reliable {
-                                expected.insert((r, sender, index, seq));
+                                let receiver = w.node_of(r).expect("receiver exists");
+                                expected.push(Expected {
+                                    packet: (r, sender, index, seq),
+                                    sender_mark: w.nodes[from].events.len(),
+                                    receiver_mark: w.nodes[receiver].events.len(),
+                                });
                             }
                         }
                     }
@@ -298,15 +344,24 @@ fn check(
             }
         }
     }
-    // Reliable: exactly once (checked above) and nothing missing between peers that stayed up.
-    for &(r, s, index, seq) in &expected {
-        if touched.contains(&r) || touched.contains(&s) {
+    // Reliable: exactly once (checked above) and nothing missing between peers that stayed
+    // connected after the send (neither side removed, closed, or saw the other disconnect).
+    let disconnected_after = |node: PeerId, peer: PeerId, mark: usize| {
+        w.nodes[w.node_of(node).unwrap()].events[mark..].contains(&Event::PeerDisconnected(peer))
+    };
+    for e in &expected {
+        let (r, s, _, _) = e.packet;
+        if touched.contains(&r)
+            || touched.contains(&s)
+            || disconnected_after(s, r, e.sender_mark)
+            || disconnected_after(r, s, e.receiver_mark)
+        {
             continue;
         }
         prop_assert!(
-            received.contains(&(r, s, index, seq)),
+            received.contains(&e.packet),
             "reliable packet lost: {:?}",
-            (r, s, index, seq)
+            e.packet
         );
     }
     Ok(())
@@ -328,9 +383,10 @@ proptest! {
     }
 
     #[test]
-    fn a_partitioned_peer_is_reported_within_the_timeout_and_the_rest_keep_delivering(
+    fn a_partitioned_or_vanished_peer_is_reported_within_the_timeout_and_the_rest_keep_delivering(
         size in 3usize..=5,
         victim in 0usize..5,
+        vanish in any::<bool>(),
         at_ms in 0u64..2000,
         faults in faults(),
         seed in any::<u64>(),
@@ -345,7 +401,11 @@ proptest! {
         prop_assert!(w.run_until(Duration::from_secs(60), World::fully_connected));
         w.set_all_links(faults.conditions());
         w.run_for(Duration::from_millis(at_ms));
-        for n in 0..size { if n != victim { w.partition(n, victim, true); } }
+        if vanish {
+            w.vanish(victim);
+        } else {
+            for n in 0..size { if n != victim { w.partition(n, victim, true); } }
+        }
         let cut = w.now;
         let victim_id = ids[victim];
         let others: Vec<usize> = (0..size).filter(|&n| n != victim).collect();
@@ -358,25 +418,79 @@ proptest! {
         let before = w.nodes[b].packets().len();
         w.nodes[a].mesh.send(Target::Peer(ids[b]), TransferMode::Reliable, 0, b"still here").unwrap();
         w.drain(a);
-        prop_assert!(w.run_until(Duration::from_secs(10), |w| w.nodes[b].packets().len() > before));
+        // SCTP's retransmission timeout starts at 3 s on a connection without a round-trip
+        // sample yet (RFC 4960's RTO.Initial; sctp-proto's, not configurable through str0m) and
+        // doubles: 100 s covers four lost transmissions in a row (found with 10 s: three lost
+        // in a row at 7.7 % loss, delivered after 21 s).
+        prop_assert!(w.run_until(Duration::from_secs(100), |w| w.nodes[b].packets().len() > before));
         prop_assert!(w.nodes[a].mesh.connected_peers().any(|p| p == ids[b]));
+    }
+
+    #[test]
+    fn a_partition_that_heals_within_the_timeouts_loses_no_peer_and_delivery_resumes(
+        size in 2usize..=5,
+        a in 0usize..5,
+        b in 0usize..5,
+        at_ms in 0u64..2000,
+        cut_ms in 100u64..2000,
+        faults in faults(),
+        seed in any::<u64>(),
+    ) {
+        let (a, b) = (a % size, (a + 1 + b % (size - 1)) % size);
+        // The cut (≤ 2 s) is shorter than the silence limit and the ICE grace period, with room
+        // for the consent check that notices the heal (every ≤ 1 s) and a few lost ones.
+        let config = MeshConfig {
+            peer_timeout: Duration::from_secs(10),
+            disconnect_grace: Duration::from_secs(6),
+            stun_max_rto: Duration::from_secs(1),
+            ..MeshConfig::default()
+        };
+        let ids: Vec<PeerId> = (1..=size as PeerId).collect();
+        let mut w = World::with_seed(seed);
+        for &id in &ids { w.add(rtcmesh::Mesh::create_mesh(id, config.clone()).unwrap()); }
+        w.set_all_links(faults.conditions());
+        w.introduce_all();
+        prop_assert!(w.run_until(config.connect_timeout, World::fully_connected));
+        w.run_for(Duration::from_millis(at_ms));
+        // A handshake retry while connecting may legitimately report a disconnect: look after.
+        let marks: Vec<usize> = w.nodes.iter().map(|n| n.events.len()).collect();
+        w.partition(a, b, true);
+        let send = |w: &mut World, seq: u32| {
+            let data = payload(ids[a], 0, seq, 100);
+            w.nodes[a].mesh.send(Target::Peer(ids[b]), TransferMode::Reliable, 0, &data).unwrap();
+            w.drain(a);
+        };
+        send(&mut w, 0); // sent into the cut: SCTP retransmits it after the heal
+        w.run_for(Duration::from_millis(cut_ms));
+        w.partition(a, b, false);
+        send(&mut w, 1);
+        let arrived = |w: &World| {
+            w.nodes[b].packets().iter().filter(|p| p.from == ids[a]).count() == 2
+        };
+        // SCTP retransmits from 3 s (no round-trip sample yet) or 1 s, doubling each time: 100 s
+        // covers four lost transmissions in a row (found with 15 s: two lost ones plus, before
+        // the clock fix in `Link::write`, a timeout inflated to 2.4 s).
+        prop_assert!(w.run_until(Duration::from_secs(100), arrived), "delivery did not resume");
+        let got: Vec<u32> = w.nodes[b].packets().iter().filter_map(|p| decode(&p.data)).map(|d| d.2).collect();
+        prop_assert_eq!(got, vec![0, 1]);
+        w.run_for(Duration::from_secs(5));
+        for (node, &mark) in w.nodes.iter().zip(&marks) {
+            let lost: Vec<&Event> = node.events[mark..].iter().filter(|e| matches!(e, Event::PeerDisconnected(_))).collect();
+            prop_assert!(lost.is_empty(), "node {} lost a peer: {:?}", node.mesh.unique_id(), lost);
+        }
+        prop_assert!(w.fully_connected());
     }
 }
 
 /// Regression, found by the partition property (seed below): on a 5-peer mesh with 5.5 % random
-/// loss, pair 1–3 reaches ICE and DTLS but its SCTP association does not: INIT or INIT-ACK is
-/// lost twice, and SCTP (sctp-proto under str0m 0.25, RFC 4960 initial RTO 3 s, doubling)
-/// retries at 3, 9 and then 21 s. With the old 20 s `connect_timeout` the pair was removed just
-/// before the third retry; with 30 s it connects. The whole mesh must converge, and nothing may
-/// be half-open or reported twice on the way.
+/// loss, pair 1–3 lost SCTP's INIT-ACK, then the retransmitted INIT, then the INIT-ACK again.
+/// SCTP retransmits its handshake from a 3 s RTO that doubles (3 s, 9 s, 21 s after the first
+/// INIT), so the channels could not open before `connect_timeout` (20 s) and the pair was
+/// removed: the mesh never converged. Fixed by SNAP (the INIT travels in the SDP): the mesh
+/// now converges within a few seconds.
 #[test]
-fn lossy_handshake_converges_through_sctp_init_retransmits() {
-    let faults = Faults {
-        loss: 0.055_124_37,
-        latency_ms: 1,
-        jitter_ms: 1,
-        duplicate: 0.0,
-    };
+fn lossy_handshake_converges() {
+    let faults = Faults::lossy(0.055_124_37, 1, 1);
     let config = MeshConfig {
         peer_timeout: Duration::from_secs(3),
         stun_max_rto: Duration::from_secs(1),
@@ -389,17 +503,46 @@ fn lossy_handshake_converges_through_sctp_init_retransmits() {
     w.set_all_links(faults.conditions());
     w.introduce_all();
     assert!(
-        w.run_until(Duration::from_secs(40), World::fully_connected),
-        "the lossy mesh did not converge"
+        w.run_until(config.connect_timeout, World::fully_connected),
+        "lossy mesh did not converge within connect_timeout"
     );
-    no_half_open_peers(&w).unwrap();
+    w.run_for(Duration::from_secs(30));
+    assert!(w.fully_connected(), "a pair was lost after converging");
     for node in &w.nodes {
-        assert!(
-            node.disconnected().is_empty(),
-            "no pair was dropped on the way"
-        );
-        let mut connected = node.connected();
-        connected.sort();
-        assert_eq!(connected, node.mesh.connected_peers().collect::<Vec<_>>());
+        assert!(node.disconnected().is_empty());
+        assert_eq!(node.connected().len(), 4);
     }
+}
+
+/// Regression, found by running the convergence check over thousands of seeds once SNAP was on:
+/// about 1 in 1,000 five-peer meshes at 8 % loss (1 in 45 at 15 %) still did not converge. DTLS's
+/// final flight (the server's ChangeCipherSpec + Finished) was lost three times; the DTLS server
+/// (dimpl 0.9) answers a retransmitted client flight at most once per its own, doubling
+/// retransmission timeout, so the client's next retransmission went unanswered, the one after
+/// was lost, and the next was due after `connect_timeout`. Fixed by starting a stalled
+/// handshake over (`connect_retry_interval`). 100 seeded meshes at 15 % loss must all converge
+/// within `connect_timeout`; without the retry, about 9 runs in 10 fail here.
+#[test]
+fn stalled_handshakes_are_retried_until_lossy_meshes_converge() {
+    let config = MeshConfig::default();
+    let mut retries = 0;
+    for seed in 0..100u64 {
+        let faults = Faults::lossy(0.15, 1 + seed % 40, seed % 15);
+        let mut w = World::with_seed(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for id in 1..=5 {
+            w.add(rtcmesh::Mesh::create_mesh(id, config.clone()).unwrap());
+        }
+        w.set_all_links(faults.conditions());
+        w.introduce_all();
+        assert!(
+            w.run_until(config.connect_timeout, World::fully_connected),
+            "seed {seed}: lossy mesh did not converge within connect_timeout"
+        );
+        retries += w
+            .nodes
+            .iter()
+            .map(|n| n.mesh.stats().connect_retries)
+            .sum::<u64>();
+    }
+    assert!(retries > 0, "the retry path was exercised");
 }

@@ -247,3 +247,32 @@ fn a_bandwidth_capped_link_delivers_every_reliable_packet_in_order() {
     assert!(took >= Duration::from_millis(1600), "took only {took:?}");
     assert!(w.nodes[0].disconnected().is_empty() && w.nodes[1].disconnected().is_empty());
 }
+
+#[test]
+fn a_packet_lost_after_a_quiet_spell_is_retransmitted_within_the_minimum_timeout() {
+    // SCTP measures round trips and times retransmissions with the clock the mesh gives its
+    // connections. A send after seconds of quiet must not be stamped with the time of the last
+    // datagram: that inflated round-trip samples (to ~0.9 s on a 10 ms link) and so the
+    // retransmission timeout (to ~2.7 s), slowing recovery from every loss.
+    let mut w = World::connected_mesh(&[1, 2], &MeshConfig::default());
+    let mut delays = Vec::new();
+    for round in 0..4u8 {
+        w.run_for(Duration::from_millis(1700)); // quiet: only ICE consent checks
+        w.partition(0, 1, round % 2 == 1); // every other packet is lost once
+        w.nodes[1]
+            .mesh
+            .send(Target::Peer(1), TransferMode::Reliable, 0, &[round; 10])
+            .unwrap();
+        w.drain(1);
+        let sent = w.now;
+        w.run_for(Duration::from_millis(20));
+        w.partition(0, 1, false);
+        let count = usize::from(round) + 1;
+        assert!(w.run_until(Duration::from_secs(30), |w| packets(w, 0).len() == count));
+        delays.push(w.now - sent);
+    }
+    println!("delivery delays: {delays:?}");
+    // SCTP's minimum retransmission timeout is 1 s; the round trip here is 2 ms.
+    assert!(delays[1] < Duration::from_millis(1100), "{delays:?}");
+    assert!(delays[3] < Duration::from_millis(1100), "{delays:?}");
+}
