@@ -17,7 +17,7 @@
 //! mesh.add_peer(clock(), 1, 1)?;                        // Godot's add_peer(1, 1)
 //! loop {
 //!     if let Some((from, bytes)) = recv() { mesh.handle_datagram(clock(), from, local, &bytes); }
-//!     mesh.handle_timeout(clock());                      // or when poll_timeout() is due
+//!     mesh.handle_timeout(clock());                      // every turn: keeps the clock current
 //!     while let Some(t) = mesh.poll_transmit() { send_udp(&t); }
 //!     while let Some(e) = mesh.poll_event() {
 //!         match e {
