@@ -1,30 +1,40 @@
 //! The mesh: Godot's `WebRTCMultiplayerPeer` as a sans-IO state machine.
+//!
+//! This file holds the peer table, the modes and the connection status; datagrams in
+//! ([`inbound`]), signals ([`signaling`]) and packets out ([`send`]) have their own files.
+
+/// Splits the mesh into its links and the shared outputs, so a link can write into them.
+macro_rules! sink {
+    ($mesh:expr) => {
+        $crate::link::Sink {
+            transmits: &mut $mesh.transmits,
+            events: &mut $mesh.events,
+            stats: &mut $mesh.stats,
+        }
+    };
+}
+
+mod inbound;
+mod send;
+mod signaling;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use slab::Slab;
-use smallvec::SmallVec;
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Input, Rtc, RtcConfig};
+use str0m::{Rtc, RtcConfig};
 
-use crate::allowlist;
 use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::demux::Demux;
-use crate::error::{AddPeerError, CandidateError, CreateError, SendError, SignalError};
+use crate::error::{AddPeerError, CreateError};
 use crate::event::{Event, Transmit};
-use crate::link::{Limits, Link, LinkSetup, Progress, Sink};
-use crate::signal::{OutgoingSignal, Signal};
+use crate::link::{Limits, Link, LinkSetup, Progress};
+use crate::signal::OutgoingSignal;
 use crate::stats::MeshStats;
 use crate::timers::Timers;
-use crate::transfer::{
-    is_valid_peer_id, ConnectionStatus, Mode, PeerId, Target, TransferMode, SERVER_ID,
-};
-
-/// The most routes remembered per peer (ICE may try several address pairs).
-const MAX_ROUTES_PER_PEER: usize = 8;
+use crate::transfer::{is_valid_peer_id, ConnectionStatus, Mode, PeerId, TransferMode, SERVER_ID};
 
 /// What [`Mesh::peer`] reports about one peer (Godot's `get_peer`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,17 +84,6 @@ impl std::fmt::Debug for Mesh {
             .field("peers", &self.by_id.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
-}
-
-/// Splits the mesh into its links and the shared outputs, so a link can write into them.
-macro_rules! sink {
-    ($mesh:expr) => {
-        Sink {
-            transmits: &mut $mesh.transmits,
-            events: &mut $mesh.events,
-            stats: &mut $mesh.stats,
-        }
-    };
 }
 
 impl Mesh {
@@ -156,38 +155,6 @@ impl Mesh {
         })
     }
 
-    /// Registers a local socket address as a host ICE candidate for every peer, present and
-    /// future. Call it with the address the socket is bound to (not `0.0.0.0`) before adding peers;
-    /// peers already negotiating get it trickled as a [`Signal::Candidate`].
-    pub fn add_host_candidate(&mut self, address: SocketAddr) -> Result<(), CandidateError> {
-        let candidate =
-            Candidate::host(address, "udp").map_err(|e| CandidateError::Rejected(e.to_string()))?;
-        if self.host_addresses.contains(&address) {
-            return Ok(());
-        }
-        self.host_addresses.push(address);
-        let keys: SmallVec<[usize; 16]> = self.links.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            let link = &mut self.links[key];
-            let started = link.negotiation_started();
-            if let Some(attr) = link.add_host_candidate(candidate.clone()) {
-                if started {
-                    self.events.push_back(Event::Signal(OutgoingSignal {
-                        to: link.peer,
-                        signal: Signal::Candidate(attr),
-                    }));
-                }
-            }
-            self.refresh(key);
-        }
-        Ok(())
-    }
-
-    /// The registered host addresses.
-    pub fn host_candidates(&self) -> &[SocketAddr] {
-        &self.host_addresses
-    }
-
     /// Godot's `add_peer(peer_id, unreliable_lifetime)`: creates the connection and its channels.
     /// If this mesh's id is the larger, an [`Event::Signal`] with the offer follows.
     pub fn add_peer(
@@ -243,131 +210,6 @@ impl Mesh {
         Ok(())
     }
 
-    /// Passes a signal received from `from` (through the application's signaling transport).
-    pub fn handle_signal(
-        &mut self,
-        now: Instant,
-        from: PeerId,
-        signal: Signal,
-    ) -> Result<(), SignalError> {
-        if self.closed {
-            return Err(SignalError::Closed);
-        }
-        let key = *self
-            .by_id
-            .get(&from)
-            .ok_or(SignalError::UnknownPeer(from))?;
-        self.observe(now);
-        let Some(signal) = self.within_allowlist(signal) else {
-            return Ok(());
-        };
-        if let Signal::Offer(sdp) = &signal {
-            if self.links[key].is_new_offer(sdp) {
-                // The offerer gave up on a stalled handshake and started over: follow it.
-                self.retry_link(key, now);
-                if !self.links.contains(key) {
-                    return Ok(());
-                }
-            }
-        }
-        let limits = Limits::of(&self.config);
-        let result = self.links[key].handle_signal(now, signal, limits, &mut sink!(self));
-        match result {
-            Ok(progress) => {
-                self.settle(key, progress);
-                Ok(())
-            }
-            Err(e) => {
-                if self.links[key].closing {
-                    self.remove_link(key, true);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// The signal with its remote candidates limited to the allowlist; `None` when it was a
-    /// single candidate outside it (dropped and counted).
-    fn within_allowlist(&mut self, signal: Signal) -> Option<Signal> {
-        let Some(list) = self.config.remote_allowlist.as_deref() else {
-            return Some(signal);
-        };
-        match signal {
-            Signal::Candidate(attr) => {
-                let ip = allowlist::candidate_address(&attr);
-                if ip.is_some_and(|ip| allowlist::is_allowed(Some(list), ip)) {
-                    Some(Signal::Candidate(attr))
-                } else {
-                    self.stats.candidates_not_allowed += 1;
-                    None
-                }
-            }
-            Signal::Offer(sdp) => {
-                let (sdp, removed) = allowlist::filter_sdp(&sdp, list);
-                self.stats.candidates_not_allowed += removed as u64;
-                Some(Signal::Offer(sdp))
-            }
-            Signal::Answer(sdp) => {
-                let (sdp, removed) = allowlist::filter_sdp(&sdp, list);
-                self.stats.candidates_not_allowed += removed as u64;
-                Some(Signal::Answer(sdp))
-            }
-        }
-    }
-
-    /// Passes one UDP datagram received on the socket: `source` is the remote address,
-    /// `destination` the local one it arrived on. Datagrams no peer accepts are dropped and
-    /// counted in [`stats`](Mesh::stats); nothing a datagram contains can stop the mesh.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        contents: &[u8],
-    ) {
-        self.stats.datagrams_received += 1;
-        if self.closed {
-            self.stats.datagrams_unroutable += 1;
-            return;
-        }
-        if !allowlist::is_allowed(self.config.remote_allowlist.as_deref(), source.ip()) {
-            self.stats.datagrams_not_allowed += 1;
-            return;
-        }
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, contents) else {
-            self.stats.datagrams_malformed += 1;
-            return;
-        };
-        self.observe(now);
-        let input = Input::Receive(now, receive);
-        let route = (source, destination);
-        let key = match self.demux.lookup(&route) {
-            Some(key) if self.links[key].accepts(&input) => {
-                self.stats.datagrams_routed += 1;
-                key
-            }
-            _ => {
-                // First contact on this address pair: ask each peer (ICE credentials decide).
-                let Some(key) = self
-                    .links
-                    .iter()
-                    .find(|(_, l)| l.accepts(&input))
-                    .map(|(k, _)| k)
-                else {
-                    self.stats.datagrams_unroutable += 1;
-                    return;
-                };
-                self.learn_route(route, key);
-                key
-            }
-        };
-        let (ok, progress) = self.links[key].handle_receive(now, input, &mut sink!(self));
-        if !ok {
-            self.stats.datagrams_rejected += 1;
-        }
-        self.settle(key, progress);
-    }
-
     /// Advances every peer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.observe(now);
@@ -377,77 +219,6 @@ impl Mesh {
                 let progress = link.timeout(now, limits, &mut sink!(self));
                 self.settle(key, progress);
             }
-        }
-    }
-
-    /// Sends `data` to `target` on transfer channel `channel` (0 = the default channel of `mode`;
-    /// `k >= 1` = extra channel `k`, whose configured mode applies, as in Godot).
-    /// Broadcasts skip peers that are not connected yet. The packet is sent at the latest time
-    /// the mesh was given (by any `handle_*` call): SCTP times round trips and retransmissions
-    /// from it, so call [`handle_timeout`](Mesh::handle_timeout) with the current time on every
-    /// loop iteration, not only when [`poll_timeout`](Mesh::poll_timeout) is due.
-    pub fn send(
-        &mut self,
-        target: Target,
-        mode: TransferMode,
-        channel: u16,
-        data: &[u8],
-    ) -> Result<(), SendError> {
-        if self.closed || self.status == ConnectionStatus::Disconnected {
-            return Err(SendError::Disconnected);
-        }
-        if data.is_empty() {
-            return Err(SendError::EmptyPacket);
-        }
-        if data.len() > self.config.max_packet_size {
-            return Err(SendError::PacketTooLarge {
-                size: data.len(),
-                max: self.config.max_packet_size,
-            });
-        }
-        let index = channels::channel_index(mode, channel, self.config.channels.len())
-            .ok_or(SendError::UnknownChannel(channel))?;
-        let keys: SmallVec<[usize; 16]> = match target {
-            Target::Peer(id) if id <= 0 => return Err(SendError::InvalidTarget(id)),
-            Target::AllExcept(id) if id <= 0 => {
-                return Err(SendError::InvalidTarget(target.to_godot()))
-            }
-            Target::Peer(id) => {
-                let key = *self.by_id.get(&id).ok_or(SendError::UnknownPeer(id))?;
-                if !self.links[key].announced {
-                    return Err(SendError::PeerNotConnected(id));
-                }
-                SmallVec::from_elem(key, 1)
-            }
-            Target::All | Target::AllExcept(_) => {
-                let excluded = match target {
-                    Target::AllExcept(id) => id,
-                    _ => 0,
-                };
-                self.by_id
-                    .iter()
-                    .filter(|&(&id, &key)| id != excluded && self.links[key].announced)
-                    .map(|(_, &key)| key)
-                    .collect()
-            }
-        };
-        let Some(now) = self.last_now else {
-            return Ok(()); // No peer was ever added, so there is nobody to send to.
-        };
-        let max_queued = self.config.max_queued_bytes;
-        let mut full = Vec::new();
-        for key in keys {
-            let link = &mut self.links[key];
-            let peer = link.peer;
-            match link.write(now, index, data, max_queued, &mut sink!(self)) {
-                Ok(progress) => self.settle(key, progress),
-                Err(()) => full.push(peer),
-            }
-        }
-        if full.is_empty() {
-            Ok(())
-        } else {
-            Err(SendError::QueueFull(full))
         }
     }
 
@@ -585,18 +356,6 @@ impl Mesh {
 
     fn observe(&mut self, now: Instant) {
         self.last_now = Some(self.last_now.map_or(now, |t| t.max(now)));
-    }
-
-    fn learn_route(&mut self, route: crate::demux::Route, key: usize) {
-        self.demux.learn(route, key);
-        let routes = &mut self.links[key].routes;
-        if !routes.contains(&route) {
-            if routes.len() == MAX_ROUTES_PER_PEER {
-                let old = routes.remove(0);
-                self.demux.forget(&old, key);
-            }
-            routes.push(route);
-        }
     }
 
     /// Applies what a link reported: announce, remove, retry, or reschedule.

@@ -1,0 +1,274 @@
+//! One remote peer: its str0m `Rtc`, its channels, and its connect / loss state.
+//!
+//! The link is split along its concerns: [`negotiation`] (offer / answer, candidates, starting
+//! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP) and [`health`] (the
+//! deadlines that end or restart a link). This file holds the link itself and the loop that
+//! drains str0m's output into the mesh.
+
+mod health;
+mod negotiation;
+mod queue;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use smallvec::SmallVec;
+use str0m::channel::ChannelId;
+use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
+
+use crate::channels::ChannelSpec;
+use crate::demux::Route;
+use crate::error::AddPeerError;
+use crate::event::{Event, Packet, Transmit};
+use crate::signal::Signal;
+use crate::stats::MeshStats;
+use crate::transfer::PeerId;
+
+pub(crate) use health::Limits;
+pub(crate) use negotiation::LinkSetup;
+use negotiation::{Handshake, Negotiation};
+use queue::SendQueue;
+
+/// One channel of the peer, in layout order.
+#[derive(Debug)]
+struct LinkChannel {
+    spec: ChannelSpec,
+    /// `None` on the answering side until the offer arrives and the channel is created.
+    id: Option<ChannelId>,
+    open: bool,
+}
+
+/// Why a link ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Loss {
+    /// Not all channels opened within `connect_timeout`.
+    ConnectTimeout,
+    /// Nothing arrived from the connected peer for `peer_timeout`.
+    Silent,
+    /// ICE stayed disconnected longer than `disconnect_grace`.
+    IceLost,
+    /// The remote closed a channel or the connection, or str0m failed.
+    Closed,
+}
+
+/// What the mesh must do after a link was driven.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// All channels just opened: announce the peer.
+    pub connected: bool,
+    /// The link is over: remove it.
+    pub lost: Option<Loss>,
+    /// The handshake made no progress for `connect_retry_interval`: renegotiate from scratch.
+    pub retry: bool,
+}
+/// Outputs shared by every link of a mesh.
+pub(crate) struct Sink<'a> {
+    pub transmits: &'a mut VecDeque<Transmit>,
+    pub events: &'a mut VecDeque<Event>,
+    pub stats: &'a mut MeshStats,
+}
+
+/// The state of one remote peer.
+pub(crate) struct Link {
+    pub peer: PeerId,
+    rtc: Rtc,
+    negotiation: Negotiation,
+    /// Packet lifetime of the `ordered` and `unreliable` channels, in ms.
+    lifetime_ms: u16,
+    channels: SmallVec<[LinkChannel; 4]>,
+    /// `peer_connected` was emitted.
+    pub announced: bool,
+    /// `disconnect_peer(force = false)` was called: remove on the next drive.
+    pub closing: bool,
+    ice_was_connected: bool,
+    ice_lost_at: Option<Instant>,
+    connect_deadline: Instant,
+    /// Offering side: when the answer to the current offer was applied (the retry clock).
+    answered_at: Option<Instant>,
+    /// Answering side: a hash of the offer applied, so a repeated offer is not taken as new.
+    offer_hash: u64,
+    /// When the last datagram from this peer arrived (or the link was created).
+    last_heard: Instant,
+    rtc_deadline: Option<Instant>,
+    /// The deadline currently registered in the mesh's timers.
+    pub scheduled: Option<Instant>,
+    /// Routes learned for this peer, forgotten when it is removed.
+    pub routes: SmallVec<[Route; 2]>,
+    queue: SendQueue,
+}
+
+impl Link {
+    /// Creates the connection. The side with the larger id offers (Godot demo's rule); its offer
+    /// is returned to be signalled.
+    pub fn new(
+        now: Instant,
+        peer: PeerId,
+        lifetime_ms: u16,
+        setup: LinkSetup<'_>,
+    ) -> Result<(Link, Option<Signal>), AddPeerError> {
+        let Handshake {
+            rtc,
+            channels,
+            negotiation,
+            offer,
+        } = Link::handshake(now, peer, lifetime_ms, &setup)?;
+        let link = Link {
+            peer,
+            rtc,
+            negotiation,
+            lifetime_ms,
+            channels,
+            announced: false,
+            closing: false,
+            ice_was_connected: false,
+            ice_lost_at: None,
+            connect_deadline: now + setup.config.connect_timeout,
+            answered_at: None,
+            offer_hash: 0,
+            last_heard: now,
+            rtc_deadline: None,
+            scheduled: None,
+            routes: SmallVec::new(),
+            queue: SendQueue::default(),
+        };
+        Ok((link, offer))
+    }
+
+    /// Whether this peer's `Rtc` claims the datagram (ICE credentials or a known address).
+    pub fn accepts(&self, input: &Input<'_>) -> bool {
+        self.rtc.accepts(input)
+    }
+
+    /// Feeds a datagram this peer accepted. `false` if str0m refused it (counted by the caller).
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        input: Input<'_>,
+        sink: &mut Sink<'_>,
+    ) -> (bool, Progress) {
+        let ok = self.rtc.handle_input(input).is_ok();
+        if ok {
+            self.last_heard = self.last_heard.max(now);
+        }
+        (ok, self.drive(now, sink))
+    }
+
+    /// Whether all channels are open and the transport is connected.
+    pub fn is_ready(&self) -> bool {
+        self.channels.iter().all(|c| c.open) && self.rtc.is_connected()
+    }
+
+    /// Channels open so far.
+    pub fn open_channels(&self) -> usize {
+        self.channels.iter().filter(|c| c.open).count()
+    }
+
+    /// Channels in the layout.
+    pub fn total_channels(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Starts a graceful close (SCTP abort, DTLS close_notify) and drains what it sends.
+    pub fn close(&mut self, sink: &mut Sink<'_>) {
+        let _ = self.rtc.close();
+        self.drain(None, sink);
+        self.rtc.disconnect();
+    }
+
+    /// Drains str0m's output after any input, flushing the send queue as room appears.
+    fn drive(&mut self, now: Instant, sink: &mut Sink<'_>) -> Progress {
+        let mut progress = Progress::default();
+        loop {
+            self.drain(Some((now, &mut progress)), sink);
+            if self.queue.is_empty() || progress.lost.is_some() || !self.flush_queue(sink.stats) {
+                break;
+            }
+        }
+        if !self.rtc.is_alive() {
+            progress.lost.get_or_insert(Loss::Closed);
+        }
+        progress
+    }
+
+    fn drain(&mut self, mut progress: Option<(Instant, &mut Progress)>, sink: &mut Sink<'_>) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    self.rtc_deadline = Some(at);
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    sink.stats.datagrams_sent += 1;
+                    sink.transmits.push_back(Transmit {
+                        destination: t.destination,
+                        source: t.source,
+                        contents: t.contents.into(),
+                    });
+                }
+                Ok(Output::Event(event)) => {
+                    if let Some((now, progress)) = progress.as_mut() {
+                        self.on_event(*now, event, progress, sink);
+                    }
+                }
+                Err(_) => {
+                    self.rtc_deadline = None;
+                    if let Some((_, progress)) = progress.as_mut() {
+                        progress.lost = Some(Loss::Closed);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn channel_index(&self, id: ChannelId) -> Option<usize> {
+        self.channels.iter().position(|c| c.id == Some(id))
+    }
+
+    fn on_event(
+        &mut self,
+        now: Instant,
+        event: RtcEvent,
+        progress: &mut Progress,
+        sink: &mut Sink<'_>,
+    ) {
+        match event {
+            RtcEvent::ChannelData(data) => match self.channel_index(data.id) {
+                Some(index) => {
+                    let spec = self.channels[index].spec;
+                    sink.stats.packets_received += 1;
+                    sink.events.push_back(Event::Packet(Packet {
+                        from: self.peer,
+                        channel: spec.transfer_channel,
+                        mode: spec.mode,
+                        data: data.data,
+                    }));
+                }
+                None => sink.stats.packets_unknown_channel += 1,
+            },
+            RtcEvent::ChannelOpen(id, _label) => {
+                if let Some(index) = self.channel_index(id) {
+                    self.channels[index].open = true;
+                    progress.connected |= !self.announced && self.is_ready();
+                }
+            }
+            RtcEvent::Connected => progress.connected |= !self.announced && self.is_ready(),
+            // Godot removes a peer when any of its channels closes.
+            RtcEvent::ChannelClose(id) if self.channel_index(id).is_some() => {
+                progress.lost = Some(Loss::Closed);
+            }
+            RtcEvent::IceConnectionStateChange(state) => match state {
+                IceConnectionState::Connected | IceConnectionState::Completed => {
+                    self.ice_was_connected = true;
+                    self.ice_lost_at = None;
+                }
+                IceConnectionState::Disconnected if self.ice_was_connected => {
+                    self.ice_lost_at.get_or_insert(now);
+                }
+                _ => {}
+            },
+            RtcEvent::Closed => progress.lost = Some(Loss::Closed),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Offer / answer: who offers, applying the remote's SDP and candidates, and starting a
+//! handshake over with a fresh `Rtc`.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use smallvec::SmallVec;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::{Candidate, Rtc, RtcConfig};
+
+use super::{Link, LinkChannel, Progress, Sink};
+use crate::channels::{self, ChannelSpec};
+use crate::config::MeshConfig;
+use crate::error::{AddPeerError, SignalError};
+use crate::event::Event;
+use crate::link::health::Limits;
+use crate::signal::{OutgoingSignal, Signal};
+use crate::transfer::PeerId;
+
+/// Who makes the SDP offer, and how far the exchange got.
+#[derive(Debug)]
+pub(super) enum Negotiation {
+    /// We offered and wait for the answer.
+    Offered(SdpPendingOffer),
+    /// We wait for the remote offer.
+    AwaitingOffer,
+    /// Offer and answer are applied.
+    Done,
+}
+
+/// What every link of a mesh is built from.
+pub(crate) struct LinkSetup<'a> {
+    pub own_id: PeerId,
+    pub layout: &'a [ChannelSpec],
+    pub config: &'a MeshConfig,
+    pub rtc_config: &'a RtcConfig,
+    pub host_addresses: &'a [SocketAddr],
+}
+
+/// A handshake's starting point: a fresh `Rtc`, its channels and (offering side) the offer.
+pub(super) struct Handshake {
+    pub rtc: Rtc,
+    pub channels: SmallVec<[LinkChannel; 4]>,
+    pub negotiation: Negotiation,
+    pub offer: Option<Signal>,
+}
+
+impl Link {
+    /// A fresh `Rtc` with this side's channels and, on the offering side, its offer.
+    pub(super) fn handshake(
+        now: Instant,
+        peer: PeerId,
+        lifetime_ms: u16,
+        setup: &LinkSetup<'_>,
+    ) -> Result<Handshake, AddPeerError> {
+        let mut rtc = setup.rtc_config.clone().build(now);
+        for &addr in setup.host_addresses {
+            // Addresses were validated when registered.
+            if let Ok(c) = Candidate::host(addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        let offers = setup.own_id > peer;
+        let mut channels: SmallVec<[LinkChannel; 4]> = setup
+            .layout
+            .iter()
+            .map(|spec| LinkChannel {
+                spec: *spec,
+                id: None,
+                open: false,
+            })
+            .collect();
+        let (negotiation, offer) = if offers {
+            let mut api = rtc.sdp_api();
+            for ch in &mut channels {
+                let config = channels::str0m_config(&ch.spec, lifetime_ms);
+                ch.id = Some(api.add_channel_with_config(config));
+            }
+            let (offer, pending) = api
+                .apply()
+                .ok_or_else(|| AddPeerError::Rtc("no offer produced".into()))?;
+            (
+                Negotiation::Offered(pending),
+                Some(Signal::Offer(offer.to_sdp_string())),
+            )
+        } else {
+            (Negotiation::AwaitingOffer, None)
+        };
+        Ok(Handshake {
+            rtc,
+            channels,
+            negotiation,
+            offer,
+        })
+    }
+
+    /// Starts the handshake over with a fresh `Rtc` (new ICE credentials, DTLS and SCTP); the
+    /// old one is dropped without a goodbye, so the remote keeps its link for the new offer.
+    /// On the offering side the new offer is returned. `announced` is left to the caller.
+    pub fn restart(
+        &mut self,
+        now: Instant,
+        setup: LinkSetup<'_>,
+    ) -> Result<Option<Signal>, AddPeerError> {
+        let Handshake {
+            rtc,
+            channels,
+            negotiation,
+            offer,
+        } = Link::handshake(now, self.peer, self.lifetime_ms, &setup)?;
+        self.rtc = rtc;
+        self.channels = channels;
+        self.negotiation = negotiation;
+        self.ice_was_connected = false;
+        self.ice_lost_at = None;
+        self.answered_at = None;
+        self.last_heard = now;
+        self.rtc_deadline = None;
+        self.queue.clear();
+        if offer.is_none() {
+            // The answering side follows the offerer, whose own deadline bounds the retries.
+            self.connect_deadline = now + setup.config.connect_timeout;
+        }
+        Ok(offer)
+    }
+
+    /// Whether `sdp` is a new offer from the offering side for a link already negotiated: the
+    /// offerer started over (see [`Progress::retry`]). A repeat of the applied offer is not.
+    pub fn is_new_offer(&self, sdp: &str) -> bool {
+        matches!(self.negotiation, Negotiation::Done)
+            && self.offer_hash != 0
+            && self.offer_hash != hash(sdp)
+            && SdpOffer::from_sdp_string(sdp).is_ok()
+    }
+
+    /// Applies a signal from this peer.
+    pub fn handle_signal(
+        &mut self,
+        now: Instant,
+        signal: Signal,
+        limits: Limits,
+        sink: &mut Sink<'_>,
+    ) -> Result<Progress, SignalError> {
+        match signal {
+            Signal::Offer(sdp) => {
+                if !matches!(self.negotiation, Negotiation::AwaitingOffer) {
+                    return Err(SignalError::UnexpectedOffer(self.peer));
+                }
+                let offer = SdpOffer::from_sdp_string(&sdp)
+                    .map_err(|e| SignalError::Invalid(format!("bad SDP offer: {e}")))?;
+                let answer = self
+                    .rtc
+                    .sdp_api()
+                    .accept_offer(offer)
+                    .map_err(|e| SignalError::Invalid(format!("offer refused: {e}")))?;
+                let mut api = self.rtc.direct_api();
+                for ch in &mut self.channels {
+                    let config = channels::str0m_config(&ch.spec, self.lifetime_ms);
+                    ch.id = Some(api.create_data_channel(config));
+                }
+                self.negotiation = Negotiation::Done;
+                self.offer_hash = hash(&sdp);
+                sink.events.push_back(Event::Signal(OutgoingSignal {
+                    to: self.peer,
+                    signal: Signal::Answer(answer.to_sdp_string()),
+                }));
+            }
+            Signal::Answer(sdp) => {
+                if !matches!(self.negotiation, Negotiation::Offered(_)) {
+                    return Err(SignalError::UnexpectedAnswer(self.peer));
+                }
+                let answer = SdpAnswer::from_sdp_string(&sdp)
+                    .map_err(|e| SignalError::Invalid(format!("bad SDP answer: {e}")))?;
+                let Negotiation::Offered(pending) =
+                    std::mem::replace(&mut self.negotiation, Negotiation::Done)
+                else {
+                    unreachable!("checked above");
+                };
+                if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
+                    // str0m consumed the pending offer; the link cannot recover, so it ends.
+                    self.closing = true;
+                    return Err(SignalError::Invalid(format!("answer refused: {e}")));
+                }
+                self.answered_at = Some(now);
+            }
+            Signal::Candidate(text) => {
+                let text = text.trim();
+                let attr = text.strip_prefix("a=").unwrap_or(text);
+                match Candidate::from_sdp_string(attr) {
+                    Ok(c) => self.rtc.add_remote_candidate(c),
+                    Err(e) => {
+                        sink.stats.candidates_rejected += 1;
+                        return Err(SignalError::Invalid(format!("bad candidate: {e}")));
+                    }
+                }
+            }
+        }
+        Ok(self.timeout(now, limits, sink))
+    }
+
+    /// Adds a local host candidate and returns its SDP attribute, to trickle to the peer.
+    pub fn add_host_candidate(&mut self, candidate: Candidate) -> Option<String> {
+        self.rtc
+            .add_local_candidate(candidate)
+            .map(|c| c.to_sdp_string())
+    }
+
+    /// Whether the SDP exchange has started (later candidates must be trickled).
+    pub fn negotiation_started(&self) -> bool {
+        !matches!(self.negotiation, Negotiation::AwaitingOffer)
+    }
+}
+
+fn hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish() | 1
+}

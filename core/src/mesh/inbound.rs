@@ -1,0 +1,81 @@
+//! Datagrams in: from the socket to the peer they belong to, by address pair first, by ICE
+//! credentials on first contact.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::net::{Protocol, Receive};
+use str0m::Input;
+
+use super::Mesh;
+use crate::allowlist;
+
+/// The most routes remembered per peer (ICE may try several address pairs).
+const MAX_ROUTES_PER_PEER: usize = 8;
+
+impl Mesh {
+    /// Passes one UDP datagram received on the socket: `source` is the remote address,
+    /// `destination` the local one it arrived on. Datagrams no peer accepts are dropped and
+    /// counted in [`stats`](Mesh::stats); nothing a datagram contains can stop the mesh.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
+        self.stats.datagrams_received += 1;
+        if self.closed {
+            self.stats.datagrams_unroutable += 1;
+            return;
+        }
+        if !allowlist::is_allowed(self.config.remote_allowlist.as_deref(), source.ip()) {
+            self.stats.datagrams_not_allowed += 1;
+            return;
+        }
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, contents) else {
+            self.stats.datagrams_malformed += 1;
+            return;
+        };
+        self.observe(now);
+        let input = Input::Receive(now, receive);
+        let route = (source, destination);
+        let key = match self.demux.lookup(&route) {
+            Some(key) if self.links[key].accepts(&input) => {
+                self.stats.datagrams_routed += 1;
+                key
+            }
+            _ => {
+                // First contact on this address pair: ask each peer (ICE credentials decide).
+                let Some(key) = self
+                    .links
+                    .iter()
+                    .find(|(_, l)| l.accepts(&input))
+                    .map(|(k, _)| k)
+                else {
+                    self.stats.datagrams_unroutable += 1;
+                    return;
+                };
+                self.learn_route(route, key);
+                key
+            }
+        };
+        let (ok, progress) = self.links[key].handle_receive(now, input, &mut sink!(self));
+        if !ok {
+            self.stats.datagrams_rejected += 1;
+        }
+        self.settle(key, progress);
+    }
+
+    fn learn_route(&mut self, route: crate::demux::Route, key: usize) {
+        self.demux.learn(route, key);
+        let routes = &mut self.links[key].routes;
+        if !routes.contains(&route) {
+            if routes.len() == MAX_ROUTES_PER_PEER {
+                let old = routes.remove(0);
+                self.demux.forget(&old, key);
+            }
+            routes.push(route);
+        }
+    }
+}
