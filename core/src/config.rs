@@ -63,6 +63,33 @@ pub struct MeshConfig {
     /// are dropped and counted, so no packet is ever sent elsewhere — e.g.
     /// `Some(IpPrefix::loopback())` for tests, or your LAN's prefix.
     pub remote_allowlist: Option<Vec<crate::IpPrefix>>,
+    /// Silence (no datagram at all from a connected peer) after which the offering side (the
+    /// larger id) restarts ICE: a new offer with new ICE credentials, through your signaling.
+    /// The peer stays connected meanwhile (see [`Event::IceRestartStarted`](crate::Event)).
+    /// ICE consent failing on the selected path for this long, ICE reporting the path lost, and
+    /// [`Mesh::move_host_candidate`](crate::Mesh::move_host_candidate) restart it too. `None`
+    /// (default): 40 % of `peer_timeout` (4 s), but no less than 1.25 × `stun_max_rto`, since an
+    /// idle link is heard from at least every `stun_max_rto`. Must be shorter than
+    /// `peer_timeout`, which stays the limit on silence, restarts included.
+    pub ice_restart_after: Option<Duration>,
+    /// The least time between two ICE restarts of one peer, and so how long one restart has
+    /// before the next is tried. At least 1 s (the renegotiation rate a receiving mesh accepts);
+    /// default 2 s.
+    pub ice_restart_interval: Duration,
+    /// ICE restarts tried for one spell of trouble before rtcmesh gives up and leaves the peer
+    /// to the loss path (`peer_timeout`, `disconnect_grace`). The count starts over once the
+    /// peer is reachable again. `0` turns ICE restarts off. Default 3.
+    pub max_ice_restarts: u32,
+    /// A connected peer whose traffic arrives from a new address (its NAT rebound its mapping,
+    /// or it moved) while the old address has been silent this long, with at least three of
+    /// our datagrams to it unanswered, is switched to the new address without a restart: the
+    /// old address's candidates are dropped, so ICE sends on the pair it already checked on the
+    /// new one ([`Event::PeerMoved`](crate::Event)). Default 1 s.
+    pub peer_move_after: Duration,
+    /// How often str0m measures a peer's round-trip time and selected candidate pair for
+    /// [`Mesh::peer_stats`](crate::Mesh::peer_stats) (its `PeerStats` event). `None` turns the
+    /// measurement off (no `rtt`; the path is still known from the traffic). Default 1 s.
+    pub stats_interval: Option<Duration>,
 }
 
 impl Default for MeshConfig {
@@ -81,6 +108,11 @@ impl Default for MeshConfig {
             mtu: 1300,
             dtls_cert: None,
             remote_allowlist: None,
+            ice_restart_after: None,
+            ice_restart_interval: Duration::from_secs(2),
+            max_ice_restarts: 3,
+            peer_move_after: Duration::from_millis(500),
+            stats_interval: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -126,11 +158,38 @@ impl MeshConfig {
                 "max_packet_size must be within 1..=sctp_send_buffer",
             ));
         }
+        if self.max_ice_restarts > 0 && self.restart_after() >= self.peer_timeout {
+            return Err(CreateError::InvalidConfig(
+                "ice_restart_after must be shorter than peer_timeout (or set max_ice_restarts to 0)",
+            ));
+        }
+        if self.ice_restart_interval < Duration::from_secs(1) {
+            return Err(CreateError::InvalidConfig(
+                "ice_restart_interval must be at least 1 s",
+            ));
+        }
+        if self
+            .stats_interval
+            .is_some_and(|i| i < Duration::from_millis(100))
+        {
+            return Err(CreateError::InvalidConfig(
+                "stats_interval must be at least 100 ms (or None)",
+            ));
+        }
         if self.max_packet_size > 256 * 1024 {
             return Err(CreateError::InvalidConfig(
                 "max_packet_size must not exceed 256 KiB (the SCTP max-message-size)",
             ));
         }
         Ok(())
+    }
+}
+
+impl MeshConfig {
+    /// The silence after which the offering side restarts ICE (`ice_restart_after`, or its
+    /// automatic value).
+    pub(crate) fn restart_after(&self) -> Duration {
+        self.ice_restart_after
+            .unwrap_or_else(|| (self.peer_timeout * 2 / 5).max(self.stun_max_rto * 5 / 4))
     }
 }

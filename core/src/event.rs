@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::signal::OutgoingSignal;
+use crate::stats::CandidatePair;
 use crate::transfer::{ConnectionStatus, PeerId, TransferMode};
 
 /// Something the application should know about, drained with [`Mesh::poll_event`](crate::Mesh::poll_event).
@@ -20,6 +21,28 @@ pub enum Event {
     /// The local connection status changed (client mode: connecting → connected → disconnected;
     /// any mode: → disconnected on `close`).
     StatusChanged(ConnectionStatus),
+    /// ICE is restarting for this connected peer (its path went silent or failed, or this side
+    /// moved): new ICE credentials travel in a new offer through your signaling. The peer stays
+    /// connected, its id and its reliable streams are kept, and packets sent meanwhile wait (in
+    /// SCTP's buffer, then the bounded send queue). Followed by
+    /// [`IceRestartEnded`](Event::IceRestartEnded), or by `PeerDisconnected` if the peer cannot
+    /// be reached again within `peer_timeout`.
+    IceRestartStarted(PeerId),
+    /// The ICE restart succeeded: the peer is reachable on `path`, and what waited is sent.
+    IceRestartEnded {
+        /// The peer.
+        peer: PeerId,
+        /// The candidate pair its traffic now takes.
+        path: CandidatePair,
+    },
+    /// A connected peer's traffic moved to another candidate pair without a restart: its NAT
+    /// rebound, it moved and ICE found it at its new address, or ICE chose a better pair.
+    PeerMoved {
+        /// The peer.
+        peer: PeerId,
+        /// The candidate pair its traffic now takes.
+        path: CandidatePair,
+    },
 }
 
 /// A packet received from a peer.

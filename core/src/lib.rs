@@ -64,6 +64,7 @@ mod pump;
 mod signal;
 mod stats;
 mod timers;
+mod trace;
 mod transfer;
 
 pub use allowlist::{InvalidPrefix, IpPrefix};
@@ -80,7 +81,7 @@ pub use multiplayer::{
 };
 pub use pump::{DatagramPump, Flush, PumpStats, RECEIVE_BATCH};
 pub use signal::{OutgoingSignal, Signal};
-pub use stats::MeshStats;
+pub use stats::{CandidateKind, CandidatePair, ChannelStats, MeshStats, PeerStats};
 pub use transfer::{
     is_valid_peer_id, ConnectionStatus, InvalidTransferMode, Mode, PeerId, Target, TransferMode,
     SERVER_ID,

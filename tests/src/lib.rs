@@ -9,6 +9,8 @@
 pub mod fuzz;
 pub mod multiplayer_world;
 pub mod sim;
+pub mod stream;
 
 pub use multiplayer_world::{Machine, MpNode, MpWorld};
 pub use sim::{LinkConditions, Node, NodeId, World};
+pub use stream::Stream;

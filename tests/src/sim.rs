@@ -66,6 +66,9 @@ pub struct Node {
     pub mesh: Mesh,
     /// The UDP address its "socket" is bound to (never a real socket).
     pub addr: SocketAddr,
+    /// The address others see its datagrams come from: `addr`, unless a simulated NAT maps it
+    /// elsewhere ([`World::rebind`]).
+    pub public: SocketAddr,
     /// Every event the mesh emitted except signals, in order.
     pub events: Vec<Event>,
     /// Errors returned when the world passed a signal to this node.
@@ -139,8 +142,11 @@ pub struct World {
     signals: HashMap<u64, SignalDelivery>,
     next_seq: u64,
     by_addr: HashMap<SocketAddr, NodeId>,
-    /// Signals addressed to a peer id no node has (dropped), counted.
+    /// Signals addressed to a peer id no node has, or sent while `signaling` is off (dropped),
+    /// counted.
     pub signals_undeliverable: u64,
+    /// `false` drops every signal (a lobby that was sealed or went away).
+    pub signaling: bool,
     /// Datagrams dropped by link conditions or a vanished node.
     pub datagrams_dropped: u64,
     /// Datagrams delivered.
@@ -175,6 +181,7 @@ impl World {
             next_seq: 0,
             by_addr: HashMap::new(),
             signals_undeliverable: 0,
+            signaling: true,
             datagrams_dropped: 0,
             datagrams_delivered: 0,
         }
@@ -197,6 +204,7 @@ impl World {
         self.nodes.push(Node {
             mesh,
             addr,
+            public: addr,
             events: Vec::new(),
             signal_errors: Vec::new(),
             alive: true,
@@ -285,6 +293,35 @@ impl World {
         self.nodes[n].alive = false;
     }
 
+    /// A NAT in front of node `n` rebinds: from now on its datagrams come from `public`, and
+    /// only datagrams to `public` reach it (those to the old mapping are dropped, including the
+    /// ones in flight). The node's socket and host candidate do not change, and the node is not
+    /// told: it must find out, as behind a real NAT.
+    pub fn rebind(&mut self, n: NodeId, public: SocketAddr) {
+        assert!(!self.by_addr.contains_key(&public), "{public} is taken");
+        self.by_addr.remove(&self.nodes[n].public);
+        self.by_addr.insert(public, n);
+        self.nodes[n].public = public;
+    }
+
+    /// Node `n`'s socket moves to `addr` (another network, another port): the old address is
+    /// gone (datagrams to it are dropped, also those in flight) and the node's mesh is told,
+    /// as an application does after rebinding its socket ([`Mesh::move_host_candidate`]).
+    pub fn move_node(&mut self, n: NodeId, addr: SocketAddr) {
+        assert!(!self.by_addr.contains_key(&addr), "{addr} is taken");
+        let old = self.nodes[n].addr;
+        self.by_addr.remove(&self.nodes[n].public);
+        self.by_addr.insert(addr, n);
+        self.nodes[n].addr = addr;
+        self.nodes[n].public = addr;
+        let now = self.now;
+        self.nodes[n]
+            .mesh
+            .move_host_candidate(now, old, addr)
+            .expect("new host candidate");
+        self.drain(n);
+    }
+
     /// Sets the conditions of the directed link `from → to` (packets in flight keep their times).
     pub fn set_link(&mut self, from: NodeId, to: NodeId, conditions: LinkConditions) {
         let seed = wire_seed(self.seed, from, to);
@@ -334,13 +371,16 @@ impl World {
                 continue;
             };
             let now = self.now;
+            let public = self.nodes[n].public;
             let wire = self.wire(n, to);
             if !wire.conditions.up {
                 self.datagrams_dropped += 1;
                 continue;
             }
+            // A socket sends from its own address, whatever str0m thinks it is; a NAT maps
+            // that to the public one.
             let datagram = Datagram {
-                source: t.source,
+                source: public,
                 destination: t.destination,
                 contents: t.contents,
             };
@@ -434,15 +474,21 @@ impl World {
             Some(&n) if self.nodes[n].alive => {
                 self.datagrams_delivered += 1;
                 let now = self.now;
+                // Behind a NAT the socket sees its own address as the destination.
+                let local = self.nodes[n].addr;
                 self.nodes[n]
                     .mesh
-                    .handle_datagram(now, d.source, d.destination, &d.contents);
+                    .handle_datagram(now, d.source, local, &d.contents);
             }
             _ => self.datagrams_dropped += 1,
         }
     }
 
     fn deliver_signal(&mut self, d: SignalDelivery) {
+        if !self.signaling {
+            self.signals_undeliverable += 1;
+            return;
+        }
         match self.node_of(d.to) {
             Some(n) => {
                 // Signals cross the wire as text: exercise the encoding every time.

@@ -1,5 +1,5 @@
-//! The deadlines that end a link (connect timeout, silence, lost ICE) or start its handshake
-//! over.
+//! The deadlines that end a link (connect timeout, silence, lost ICE), start its handshake over,
+//! or (once connected) move or restart its path ([`super::restart`]).
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +7,7 @@ use super::{Link, Loss, Progress, Sink};
 use crate::config::MeshConfig;
 use str0m::Input;
 
-/// The time limits that end a link, from [`MeshConfig`].
+/// The time limits that end or repair a link, from [`MeshConfig`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// `disconnect_grace`.
@@ -16,6 +16,14 @@ pub(crate) struct Limits {
     pub silence: Duration,
     /// `connect_retry_interval`.
     pub retry: Duration,
+    /// `ice_restart_after` (or its automatic value).
+    pub restart_after: Duration,
+    /// `ice_restart_interval`.
+    pub restart_interval: Duration,
+    /// `max_ice_restarts`.
+    pub max_restarts: u32,
+    /// `peer_move_after`.
+    pub move_after: Duration,
 }
 
 impl Limits {
@@ -24,6 +32,10 @@ impl Limits {
             grace: config.disconnect_grace,
             silence: config.peer_timeout,
             retry: config.connect_retry_interval,
+            restart_after: config.restart_after(),
+            restart_interval: config.ice_restart_interval,
+            max_restarts: config.max_ice_restarts,
+            move_after: config.peer_move_after,
         }
     }
 }
@@ -40,11 +52,20 @@ impl Link {
             }
         };
         if progress.lost.is_none() {
+            let ice_lost = self.ice_lost_at.filter(|&at| {
+                at.checked_add(limits.grace).is_some_and(|t| now >= t)
+                    && !self.restart_may_follow(now, at, limits)
+            });
             if !self.announced && now >= self.connect_deadline {
                 progress.lost = Some(Loss::ConnectTimeout);
-            } else if self.ice_lost_at.is_some_and(|at| now >= at + limits.grace) {
+            } else if ice_lost.is_some() {
                 progress.lost = Some(Loss::IceLost);
-            } else if self.announced && now >= self.last_heard + limits.silence {
+            } else if self.announced
+                && self
+                    .last_heard
+                    .checked_add(limits.silence)
+                    .is_some_and(|t| now >= t)
+            {
                 progress.lost = Some(Loss::Silent);
             } else if self.closing {
                 progress.lost = Some(Loss::Closed);
@@ -53,25 +74,37 @@ impl Link {
                 && self.answered_at.is_some_and(|at| now >= at + limits.retry)
             {
                 progress.retry = true;
+            } else if self.announced {
+                self.recover(now, limits, &mut progress, sink);
             }
         }
         progress
     }
 
-    /// The link's next deadline: str0m's timer, the connect timeout, the ICE grace period.
-    pub fn deadline(&self, limits: Limits) -> Option<Instant> {
+    /// The link's next deadline: str0m's timer, the connect timeout, the ICE grace period, and
+    /// (connected) the silence limit and the next move or restart decision after `now`.
+    pub fn deadline(&self, now: Instant, limits: Limits) -> Option<Instant> {
         let mut at = self.rtc_deadline;
-        let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        if self.announced {
-            earliest(self.last_heard + limits.silence);
-        } else {
-            earliest(self.connect_deadline);
-            if let Some(answered) = self.answered_at {
-                earliest(answered + limits.retry);
+        let mut earliest = |t: Option<Instant>| {
+            if let Some(t) = t {
+                at = Some(at.map_or(t, |a| a.min(t)));
             }
+        };
+        if self.announced {
+            earliest(self.last_heard.checked_add(limits.silence));
+            earliest(self.recovery_deadline(now, limits));
+        } else {
+            earliest(Some(self.connect_deadline));
+            earliest(self.answered_at.and_then(|a| a.checked_add(limits.retry)));
         }
         if let Some(lost) = self.ice_lost_at {
-            earliest(lost + limits.grace);
+            if !self.restart_may_follow(now, lost, limits) {
+                earliest(lost.checked_add(limits.grace));
+            } else if !self.offers {
+                // The answering side waits for the offerer's restart (see `restart_may_follow`);
+                // the offering side restarts instead, on its own deadlines.
+                earliest(lost.checked_add(limits.silence));
+            }
         }
         at
     }

@@ -1,15 +1,20 @@
 //! One remote peer: its str0m `Rtc`, its channels, and its connect / loss state.
 //!
 //! The link is split along its concerns: [`negotiation`] (offer / answer, candidates, starting
-//! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP) and [`health`] (the
-//! deadlines that end or restart a link). This file holds the link itself and the loop that
-//! drains str0m's output into the mesh.
+//! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP), [`health`] (the
+//! deadlines that end or restart a link), [`path`] (the selected candidate pair and moved
+//! peers), [`restart`] (ICE restart) and [`stats`] (per-peer counters). This file holds the link
+//! itself and the loop that drains str0m's output into the mesh.
 
 mod health;
 mod negotiation;
+mod path;
 mod queue;
+mod restart;
+mod stats;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use smallvec::SmallVec;
@@ -21,13 +26,16 @@ use crate::demux::Route;
 use crate::error::AddPeerError;
 use crate::event::{Event, Packet, Transmit};
 use crate::signal::Signal;
-use crate::stats::MeshStats;
+use crate::stats::{ChannelStats, MeshStats};
 use crate::transfer::PeerId;
 
 pub(crate) use health::Limits;
 pub(crate) use negotiation::LinkSetup;
 use negotiation::{Handshake, Negotiation};
+use path::Path;
 use queue::SendQueue;
+use restart::Recovery;
+use stats::Counters;
 
 /// One channel of the peer, in layout order.
 #[derive(Debug)]
@@ -41,6 +49,8 @@ struct LinkChannel {
 /// Why a link ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Loss {
+    /// Removed by the application (`remove_peer`, `disconnect_peer`, `close`).
+    Removed,
     /// Not all channels opened within `connect_timeout`.
     ConnectTimeout,
     /// Nothing arrived from the connected peer for `peer_timeout`.
@@ -49,6 +59,19 @@ pub(crate) enum Loss {
     IceLost,
     /// The remote closed a channel or the connection, or str0m failed.
     Closed,
+}
+
+impl Loss {
+    /// Why, in words (for traces).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Loss::Removed => "removed by the application",
+            Loss::ConnectTimeout => "channels not open within connect_timeout",
+            Loss::Silent => "nothing heard for peer_timeout",
+            Loss::IceLost => "ICE disconnected longer than disconnect_grace",
+            Loss::Closed => "closed by the remote, or the connection failed",
+        }
+    }
 }
 
 /// What the mesh must do after a link was driven.
@@ -60,6 +83,21 @@ pub(crate) struct Progress {
     pub lost: Option<Loss>,
     /// The handshake made no progress for `connect_retry_interval`: renegotiate from scratch.
     pub retry: bool,
+    /// The peer moved away from this remote address: forget its routes.
+    pub stale_remote: Option<SocketAddr>,
+    /// An ICE restart that began then just ended: forget routes not heard from since.
+    pub restarted_since: Option<Instant>,
+}
+
+impl Progress {
+    /// Folds in what a later drive of the same link reported.
+    fn absorb(&mut self, other: Progress) {
+        self.connected |= other.connected;
+        self.lost = self.lost.or(other.lost);
+        self.retry |= other.retry;
+        self.stale_remote = self.stale_remote.or(other.stale_remote);
+        self.restarted_since = self.restarted_since.or(other.restarted_since);
+    }
 }
 /// Outputs shared by every link of a mesh.
 pub(crate) struct Sink<'a> {
@@ -72,6 +110,8 @@ pub(crate) struct Sink<'a> {
 pub(crate) struct Link {
     pub peer: PeerId,
     rtc: Rtc,
+    /// This side makes the offers (its id is the larger).
+    offers: bool,
     negotiation: Negotiation,
     /// Packet lifetime of the `ordered` and `unreliable` channels, in ms.
     lifetime_ms: u16,
@@ -87,6 +127,11 @@ pub(crate) struct Link {
     answered_at: Option<Instant>,
     /// Answering side: a hash of the offer applied, so a repeated offer is not taken as new.
     offer_hash: u64,
+    /// The remote's SDP session id (`o=` line), to tell a renegotiation of this connection (an
+    /// ICE restart) from a new connection (a handshake retry).
+    remote_session: u64,
+    /// The remote's ICE username fragment, to tell an ICE restart from other renegotiation.
+    remote_ufrag: u64,
     /// When the last datagram from this peer arrived (or the link was created).
     last_heard: Instant,
     rtc_deadline: Option<Instant>,
@@ -95,6 +140,15 @@ pub(crate) struct Link {
     /// Routes learned for this peer, forgotten when it is removed.
     pub routes: SmallVec<[Route; 2]>,
     queue: SendQueue,
+    path: Path,
+    recovery: Recovery,
+    counters: Counters,
+    /// Per channel, in layout order; kept across handshake retries.
+    channel_stats: SmallVec<[ChannelStats; 4]>,
+    /// Path changes without a restart.
+    moves: u64,
+    /// The peer's `tracing` span (a child of the mesh's).
+    span: tracing::Span,
 }
 
 impl Link {
@@ -112,9 +166,20 @@ impl Link {
             negotiation,
             offer,
         } = Link::handshake(now, peer, lifetime_ms, &setup)?;
+        let mut path = Path::default();
+        for &addr in setup.host_addresses {
+            path.add_local(addr, crate::stats::CandidateKind::Host);
+        }
+        let channel_stats = setup
+            .layout
+            .iter()
+            .map(|spec| ChannelStats::new(spec.transfer_channel, spec.mode))
+            .collect();
+        let span = crate::trace::peer_span(setup.span, peer);
         let link = Link {
             peer,
             rtc,
+            offers: setup.own_id > peer,
             negotiation,
             lifetime_ms,
             channels,
@@ -125,11 +190,19 @@ impl Link {
             connect_deadline: now + setup.config.connect_timeout,
             answered_at: None,
             offer_hash: 0,
+            remote_session: 0,
+            remote_ufrag: 0,
             last_heard: now,
             rtc_deadline: None,
             scheduled: None,
             routes: SmallVec::new(),
             queue: SendQueue::default(),
+            path,
+            recovery: Recovery::default(),
+            counters: Counters::default(),
+            channel_stats,
+            moves: 0,
+            span,
         };
         Ok((link, offer))
     }
@@ -139,18 +212,35 @@ impl Link {
         self.rtc.accepts(input)
     }
 
-    /// Feeds a datagram this peer accepted. `false` if str0m refused it (counted by the caller).
+    /// Feeds a datagram this peer accepted (`contents` its raw bytes). `false` if str0m
+    /// refused it (counted by the caller).
     pub fn handle_receive(
         &mut self,
         now: Instant,
         input: Input<'_>,
+        contents: &[u8],
+        limits: Limits,
         sink: &mut Sink<'_>,
     ) -> (bool, Progress) {
+        let source = match &input {
+            Input::Receive(_, r) => Some(r.source),
+            Input::Timeout(_) => None,
+        };
         let ok = self.rtc.handle_input(input).is_ok();
         if ok {
             self.last_heard = self.last_heard.max(now);
+            self.counters.datagrams_received += 1;
+            self.counters.bytes_received += contents.len() as u64;
+            if let Some(source) = source {
+                self.path.on_receive(now, source, contents);
+            }
         }
-        (ok, self.drive(now, sink))
+        let mut progress = self.drive(now, sink);
+        if ok && self.announced && progress.lost.is_none() {
+            // Heard from a new address: the peer may have moved (a NAT rebinding).
+            self.recover(now, limits, &mut progress, sink);
+        }
+        (ok, progress)
     }
 
     /// Whether all channels are open and the transport is connected.
@@ -166,6 +256,30 @@ impl Link {
     /// Channels in the layout.
     pub fn total_channels(&self) -> usize {
         self.channels.len()
+    }
+
+    /// When the peer was last heard from (or the link created).
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+
+    /// Whether a datagram from `remote` arrived at or after `since`.
+    pub fn heard_since(&self, remote: SocketAddr, since: Instant) -> bool {
+        self.path.heard_since(remote, since)
+    }
+
+    /// The peer was just reported connected.
+    pub fn on_announced(&mut self) {
+        crate::trace::connected(&self.span);
+    }
+
+    /// Records why the link is ending in its trace.
+    pub fn trace_end(&self, reason: Loss) {
+        match reason {
+            Loss::Removed => crate::trace::removed(&self.span),
+            Loss::Closed => crate::trace::closed(&self.span),
+            other => crate::trace::lost(&self.span, other.reason()),
+        }
     }
 
     /// Starts a graceful close (SCTP abort, DTLS close_notify) and drains what it sends.
@@ -199,11 +313,17 @@ impl Link {
                 }
                 Ok(Output::Transmit(t)) => {
                     sink.stats.datagrams_sent += 1;
-                    sink.transmits.push_back(Transmit {
+                    let t = Transmit {
                         destination: t.destination,
                         source: t.source,
                         contents: t.contents.into(),
-                    });
+                    };
+                    if let Some((now, progress)) = progress.as_mut() {
+                        if self.on_transmit(*now, &t) {
+                            self.on_new_path(progress, sink);
+                        }
+                    }
+                    sink.transmits.push_back(t);
                 }
                 Ok(Output::Event(event)) => {
                     if let Some((now, progress)) = progress.as_mut() {
@@ -237,6 +357,10 @@ impl Link {
                 Some(index) => {
                     let spec = self.channels[index].spec;
                     sink.stats.packets_received += 1;
+                    if let Some(c) = self.channel_stats.get_mut(index) {
+                        c.packets_received += 1;
+                        c.bytes_received += data.data.len() as u64;
+                    }
                     sink.events.push_back(Event::Packet(Packet {
                         from: self.peer,
                         channel: spec.transfer_channel,
@@ -261,6 +385,7 @@ impl Link {
                 IceConnectionState::Connected | IceConnectionState::Completed => {
                     self.ice_was_connected = true;
                     self.ice_lost_at = None;
+                    self.on_ice_connected();
                 }
                 IceConnectionState::Disconnected if self.ice_was_connected => {
                     self.ice_lost_at.get_or_insert(now);
@@ -268,6 +393,14 @@ impl Link {
                 _ => {}
             },
             RtcEvent::Closed => progress.lost = Some(Loss::Closed),
+            RtcEvent::PeerStats(stats) => {
+                if let Some(pair) = stats.selected_candidate_pair {
+                    self.counters.rtt = pair.current_round_trip_time.or(self.counters.rtt);
+                    if self.path.observe(pair.local.addr, pair.remote.addr) {
+                        self.on_new_path(progress, sink);
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -1,5 +1,18 @@
-//! Offer / answer: who offers, applying the remote's SDP and candidates, and starting a
-//! handshake over with a fresh `Rtc`.
+//! Offer / answer: who offers, applying the remote's SDP and candidates, starting a handshake
+//! over with a fresh `Rtc`, and renegotiating a connected one (an ICE restart).
+//!
+//! # New connection or same connection?
+//! An offer on a link already negotiated is one of three things, told apart by the SDP's
+//! `o=` line, whose session id stays the same for the life of one connection (RFC 3264 §8;
+//! str0m and browsers keep it, a fresh `Rtc` draws a new one):
+//! - the applied offer again (same text): refused as unexpected;
+//! - a different session id: the offerer started over with a new connection (handshake retry,
+//!   [`Link::starts_over`]): the mesh follows with a fresh `Rtc`;
+//! - the same session id: a renegotiation of this connection, applied to the existing `Rtc`,
+//!   which keeps DTLS and SCTP. New ICE credentials (`a=ice-ufrag`) in it make it an ICE restart.
+//!
+//! The DTLS fingerprint cannot tell them apart: every connection of a mesh shares one
+//! certificate.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -26,6 +39,9 @@ pub(super) enum Negotiation {
     AwaitingOffer,
     /// Offer and answer are applied.
     Done,
+    /// Connected; we offered an ICE restart and wait for the answer. The connection carries on
+    /// meanwhile.
+    Restarting(SdpPendingOffer),
 }
 
 /// What every link of a mesh is built from.
@@ -35,6 +51,8 @@ pub(crate) struct LinkSetup<'a> {
     pub config: &'a MeshConfig,
     pub rtc_config: &'a RtcConfig,
     pub host_addresses: &'a [SocketAddr],
+    /// The mesh's `tracing` span, parent of the peer's.
+    pub span: &'a tracing::Span,
 }
 
 /// A handshake's starting point: a fresh `Rtc`, its channels and (offering side) the offer.
@@ -111,6 +129,12 @@ impl Link {
         self.rtc = rtc;
         self.channels = channels;
         self.negotiation = negotiation;
+        self.path.reset_remote();
+        self.recovery.reset();
+        self.offer_hash = 0;
+        self.remote_session = 0;
+        self.remote_ufrag = 0;
+        crate::trace::handshake_retried(&self.span);
         self.ice_was_connected = false;
         self.ice_lost_at = None;
         self.answered_at = None;
@@ -124,12 +148,15 @@ impl Link {
         Ok(offer)
     }
 
-    /// Whether `sdp` is a new offer from the offering side for a link already negotiated: the
-    /// offerer started over (see [`Progress::retry`]). A repeat of the applied offer is not.
-    pub fn is_new_offer(&self, sdp: &str) -> bool {
-        matches!(self.negotiation, Negotiation::Done)
+    /// Whether `sdp` is an offer for a new connection on a link already negotiated: the
+    /// offerer started over (see [`Progress::retry`] and the module docs). A repeat of the
+    /// applied offer is not, nor is a renegotiation of this connection (same session id).
+    pub fn starts_over(&self, sdp: &str) -> bool {
+        !self.offers
+            && matches!(self.negotiation, Negotiation::Done)
             && self.offer_hash != 0
             && self.offer_hash != hash(sdp)
+            && self.remote_session != sdp_session(sdp)
             && SdpOffer::from_sdp_string(sdp).is_ok()
     }
 
@@ -142,52 +169,61 @@ impl Link {
         sink: &mut Sink<'_>,
     ) -> Result<Progress, SignalError> {
         match signal {
-            Signal::Offer(sdp) => {
-                if !matches!(self.negotiation, Negotiation::AwaitingOffer) {
-                    return Err(SignalError::UnexpectedOffer(self.peer));
+            Signal::Offer(sdp) => match self.negotiation {
+                Negotiation::AwaitingOffer => self.accept_first_offer(sdp, sink)?,
+                Negotiation::Done if hash(&sdp) != self.offer_hash => {
+                    if sdp_session(&sdp) != self.remote_session {
+                        return Err(SignalError::Invalid(
+                            "offer for another connection from the answering side".into(),
+                        ));
+                    }
+                    self.renegotiate(now, sdp, sink)?;
                 }
-                let offer = SdpOffer::from_sdp_string(&sdp)
-                    .map_err(|e| SignalError::Invalid(format!("bad SDP offer: {e}")))?;
-                let answer = self
-                    .rtc
-                    .sdp_api()
-                    .accept_offer(offer)
-                    .map_err(|e| SignalError::Invalid(format!("offer refused: {e}")))?;
-                let mut api = self.rtc.direct_api();
-                for ch in &mut self.channels {
-                    let config = channels::str0m_config(&ch.spec, self.lifetime_ms);
-                    ch.id = Some(api.create_data_channel(config));
-                }
-                self.negotiation = Negotiation::Done;
-                self.offer_hash = hash(&sdp);
-                sink.events.push_back(Event::Signal(OutgoingSignal {
-                    to: self.peer,
-                    signal: Signal::Answer(answer.to_sdp_string()),
-                }));
-            }
+                // A repeat, or glare: our restart offer is outstanding and wins (larger id).
+                _ => return Err(SignalError::UnexpectedOffer(self.peer)),
+            },
             Signal::Answer(sdp) => {
-                if !matches!(self.negotiation, Negotiation::Offered(_)) {
-                    return Err(SignalError::UnexpectedAnswer(self.peer));
-                }
+                let restarting = match self.negotiation {
+                    Negotiation::Offered(_) => false,
+                    Negotiation::Restarting(_) => true,
+                    _ => return Err(SignalError::UnexpectedAnswer(self.peer)),
+                };
                 let answer = SdpAnswer::from_sdp_string(&sdp)
                     .map_err(|e| SignalError::Invalid(format!("bad SDP answer: {e}")))?;
-                let Negotiation::Offered(pending) =
+                let (Negotiation::Offered(pending) | Negotiation::Restarting(pending)) =
                     std::mem::replace(&mut self.negotiation, Negotiation::Done)
                 else {
                     unreachable!("checked above");
                 };
+                let ufrag = sdp_ufrag(&sdp);
                 if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
-                    // str0m consumed the pending offer; the link cannot recover, so it ends.
-                    self.closing = true;
+                    if !restarting {
+                        // str0m consumed the pending offer; the link cannot recover, so it ends.
+                        self.closing = true;
+                    }
+                    // A refused restart answer leaves the connection as it was; the next
+                    // restart (or the loss path) follows if the path stays broken.
                     return Err(SignalError::Invalid(format!("answer refused: {e}")));
                 }
-                self.answered_at = Some(now);
+                self.remote_session = sdp_session(&sdp);
+                if restarting && ufrag != self.remote_ufrag {
+                    self.path.reset_remote();
+                    self.restart_applied();
+                }
+                self.remote_ufrag = ufrag;
+                self.path.add_remote_sdp(&sdp);
+                if !restarting {
+                    self.answered_at = Some(now);
+                }
             }
             Signal::Candidate(text) => {
                 let text = text.trim();
                 let attr = text.strip_prefix("a=").unwrap_or(text);
                 match Candidate::from_sdp_string(attr) {
-                    Ok(c) => self.rtc.add_remote_candidate(c),
+                    Ok(c) => {
+                        self.path.add_remote(&c);
+                        self.rtc.add_remote_candidate(c);
+                    }
                     Err(e) => {
                         sink.stats.candidates_rejected += 1;
                         return Err(SignalError::Invalid(format!("bad candidate: {e}")));
@@ -198,11 +234,84 @@ impl Link {
         Ok(self.timeout(now, limits, sink))
     }
 
+    /// Answering side: the offer that creates the connection, and its channels.
+    fn accept_first_offer(&mut self, sdp: String, sink: &mut Sink<'_>) -> Result<(), SignalError> {
+        let offer = SdpOffer::from_sdp_string(&sdp)
+            .map_err(|e| SignalError::Invalid(format!("bad SDP offer: {e}")))?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SignalError::Invalid(format!("offer refused: {e}")))?;
+        let mut api = self.rtc.direct_api();
+        for ch in &mut self.channels {
+            let config = channels::str0m_config(&ch.spec, self.lifetime_ms);
+            ch.id = Some(api.create_data_channel(config));
+        }
+        self.negotiation = Negotiation::Done;
+        self.offer_hash = hash(&sdp);
+        self.remote_session = sdp_session(&sdp);
+        self.remote_ufrag = sdp_ufrag(&sdp);
+        self.path.add_remote_sdp(&sdp);
+        sink.events.push_back(Event::Signal(OutgoingSignal {
+            to: self.peer,
+            signal: Signal::Answer(answer.to_sdp_string()),
+        }));
+        Ok(())
+    }
+
+    /// A new offer for this connection (same session): applied to the existing `Rtc`, which
+    /// keeps DTLS and SCTP. With new ICE credentials it is an ICE restart, which the agent
+    /// applies at once (its old pairs are dropped).
+    fn renegotiate(
+        &mut self,
+        now: Instant,
+        sdp: String,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), SignalError> {
+        let offer = SdpOffer::from_sdp_string(&sdp)
+            .map_err(|e| SignalError::Invalid(format!("bad SDP offer: {e}")))?;
+        let ufrag = sdp_ufrag(&sdp);
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SignalError::Invalid(format!("offer refused: {e}")))?;
+        self.offer_hash = hash(&sdp);
+        if ufrag != self.remote_ufrag {
+            self.remote_ufrag = ufrag;
+            self.path.reset_remote();
+            if self.announced {
+                self.restart_began(now, sink);
+            }
+            self.restart_applied();
+        }
+        self.path.add_remote_sdp(&sdp);
+        sink.events.push_back(Event::Signal(OutgoingSignal {
+            to: self.peer,
+            signal: Signal::Answer(answer.to_sdp_string()),
+        }));
+        Ok(())
+    }
+
     /// Adds a local host candidate and returns its SDP attribute, to trickle to the peer.
     pub fn add_host_candidate(&mut self, candidate: Candidate) -> Option<String> {
+        self.path
+            .add_local(candidate.addr(), crate::stats::CandidateKind::Host);
         self.rtc
             .add_local_candidate(candidate)
             .map(|c| c.to_sdp_string())
+    }
+
+    /// This side's address `old` is gone (the socket moved to `new`, already added): drops
+    /// its candidate, so ICE checks pairs from the new one, and restarts ICE on the offering
+    /// side.
+    pub fn remove_host_candidate(&mut self, old: Candidate) {
+        self.path.remove_local(old.addr());
+        self.rtc.direct_api().invalidate_candidate(&old);
+        if self.announced {
+            self.recovery.moved_locally = true;
+        }
     }
 
     /// Whether the SDP exchange has started (later candidates must be trickled).
@@ -216,4 +325,19 @@ fn hash(text: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut hasher);
     hasher.finish() | 1
+}
+
+/// The session id of an SDP's `o=` line, hashed (0 when there is none).
+fn sdp_session(sdp: &str) -> u64 {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("o="))
+        .and_then(|o| o.split_whitespace().nth(1))
+        .map_or(0, hash)
+}
+
+/// The first `a=ice-ufrag` of an SDP, hashed (0 when there is none).
+fn sdp_ufrag(sdp: &str) -> u64 {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map_or(0, |u| hash(u.trim()))
 }

@@ -56,6 +56,7 @@ impl Link {
         }
         if self.queue.is_empty() && self.try_write(index, data) {
             sink.stats.packets_sent += 1;
+            self.count_sent(index, data.len());
             return Ok(self.drive(now, sink));
         }
         if self.queue.bytes + data.len() > max_queued {
@@ -72,6 +73,13 @@ impl Link {
     /// Bytes waiting for SCTP buffer space.
     pub fn queued_bytes(&self) -> usize {
         self.queue.bytes
+    }
+
+    fn count_sent(&mut self, index: usize, len: usize) {
+        if let Some(c) = self.channel_stats.get_mut(index) {
+            c.packets_sent += 1;
+            c.bytes_sent += len as u64;
+        }
     }
 
     fn try_write(&mut self, index: usize, data: &[u8]) -> bool {
@@ -100,6 +108,7 @@ impl Link {
             }
             self.queue.bytes -= queued.data.len();
             stats.packets_sent += 1;
+            self.count_sent(queued.channel, queued.data.len());
             moved = true;
         }
         moved

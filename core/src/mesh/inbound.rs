@@ -60,7 +60,9 @@ impl Mesh {
                 key
             }
         };
-        let (ok, progress) = self.links[key].handle_receive(now, input, &mut sink!(self));
+        let limits = crate::link::Limits::of(&self.config);
+        let (ok, progress) =
+            self.links[key].handle_receive(now, input, contents, limits, &mut sink!(self));
         if !ok {
             self.stats.datagrams_rejected += 1;
         }

@@ -30,9 +30,9 @@ use crate::config::MeshConfig;
 use crate::demux::Demux;
 use crate::error::{AddPeerError, CreateError};
 use crate::event::{Event, Transmit};
-use crate::link::{Limits, Link, LinkSetup, Progress};
+use crate::link::{Limits, Link, LinkSetup, Loss, Progress};
 use crate::signal::OutgoingSignal;
-use crate::stats::MeshStats;
+use crate::stats::{MeshStats, PeerStats};
 use crate::timers::Timers;
 use crate::transfer::{is_valid_peer_id, ConnectionStatus, Mode, PeerId, TransferMode, SERVER_ID};
 
@@ -73,6 +73,8 @@ pub struct Mesh {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: MeshStats,
+    /// The mesh's `tracing` span (see `trace.rs`).
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -122,7 +124,8 @@ impl Mesh {
             .set_dtls_cert(cert)
             .set_sctp_max_buffered_amount(config.sctp_send_buffer)
             .set_mtu(config.mtu..=config.mtu.max(str0m::DATAGRAM_MTU_WARN))
-            .set_stats_interval(None)
+            // str0m's stats event carries the ICE round-trip time and the selected pair.
+            .set_stats_interval(config.stats_interval)
             // SNAP carries SCTP's INIT in the SDP, so the association is up as soon as DTLS is:
             // no INIT / COOKIE exchange on the wire. That exchange retransmits from a 3 s RTO
             // doubling each time (RFC 4960, not configurable in str0m), so three lost packets
@@ -152,6 +155,7 @@ impl Mesh {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: MeshStats::default(),
+            span: crate::trace::mesh_span(unique_id, mode),
         })
     }
 
@@ -192,6 +196,7 @@ impl Mesh {
             config: &self.config,
             rtc_config: &self.rtc_config,
             host_addresses: &self.host_addresses,
+            span: &self.span,
         };
         let (link, offer) = Link::new(now, peer, lifetime, setup)?;
         let key = self.links.insert(link);
@@ -227,7 +232,7 @@ impl Mesh {
     pub fn remove_peer(&mut self, peer: PeerId) -> bool {
         match self.by_id.get(&peer) {
             Some(&key) => {
-                self.remove_link(key, true);
+                self.remove_link(key, true, Loss::Removed);
                 true
             }
             None => false,
@@ -240,7 +245,7 @@ impl Mesh {
     pub fn disconnect_peer(&mut self, peer: PeerId, force: bool) -> bool {
         match self.by_id.get(&peer) {
             Some(&key) => {
-                self.remove_link(key, !force);
+                self.remove_link(key, !force, Loss::Removed);
                 true
             }
             None => false,
@@ -252,7 +257,7 @@ impl Mesh {
     pub fn close(&mut self) {
         let keys: Vec<usize> = self.by_id.values().copied().collect();
         for key in keys {
-            self.remove_link(key, true);
+            self.remove_link(key, true, Loss::Removed);
         }
         self.closed = true;
         self.set_status(ConnectionStatus::Disconnected);
@@ -349,6 +354,36 @@ impl Mesh {
         self.stats
     }
 
+    /// One peer's traffic counters, round-trip time and selected path (see [`PeerStats`]).
+    pub fn peer_stats(&self, peer: PeerId) -> Option<PeerStats> {
+        Some(self.links[*self.by_id.get(&peer)?].stats())
+    }
+
+    /// Every current peer's [`PeerStats`] summed: counters and channels added up (channel by
+    /// channel), `rtt` the largest (the slowest peer), `path` `None`.
+    pub fn aggregate_peer_stats(&self) -> PeerStats {
+        let mut total = PeerStats::default();
+        for (_, link) in &self.links {
+            let s = link.stats();
+            total.rtt = total.rtt.max(s.rtt);
+            total.datagrams_sent += s.datagrams_sent;
+            total.bytes_sent += s.bytes_sent;
+            total.datagrams_received += s.datagrams_received;
+            total.bytes_received += s.bytes_received;
+            total.queued_bytes += s.queued_bytes;
+            total.ice_restarts += s.ice_restarts;
+            total.moves += s.moves;
+            if total.channels.is_empty() {
+                total.channels = s.channels;
+            } else {
+                for (t, c) in total.channels.iter_mut().zip(&s.channels) {
+                    t.add(c);
+                }
+            }
+        }
+        total
+    }
+
     /// Address pairs currently routed without a scan.
     pub fn known_routes(&self) -> usize {
         self.demux.len()
@@ -360,9 +395,15 @@ impl Mesh {
 
     /// Applies what a link reported: announce, remove, retry, or reschedule.
     fn settle(&mut self, key: usize, progress: Progress) {
-        if progress.lost.is_some() {
-            self.remove_link(key, true);
+        if let Some(loss) = progress.lost {
+            self.remove_link(key, true, loss);
             return;
+        }
+        if let Some(old) = progress.stale_remote {
+            self.forget_routes(key, |_, (remote, _)| remote != old);
+        }
+        if let Some(since) = progress.restarted_since {
+            self.forget_routes(key, |link, (remote, _)| link.heard_since(remote, since));
         }
         if progress.retry {
             if let Some(now) = self.last_now {
@@ -373,6 +414,7 @@ impl Mesh {
         if progress.connected && !self.links[key].announced {
             let peer = self.links[key].peer;
             self.links[key].announced = true;
+            self.links[key].on_announced();
             self.events.push_back(Event::PeerConnected(peer));
             if self.mode == Mode::Client && peer == SERVER_ID {
                 self.set_status(ConnectionStatus::Connected);
@@ -384,7 +426,8 @@ impl Mesh {
     /// Re-registers a link's deadline after it changed.
     fn refresh(&mut self, key: usize) {
         let link = &mut self.links[key];
-        let next = link.deadline(Limits::of(&self.config));
+        let now = self.last_now.unwrap_or_else(|| link.last_heard());
+        let next = link.deadline(now, Limits::of(&self.config));
         self.timers.reschedule(key, link.scheduled, next);
         link.scheduled = next;
     }
@@ -407,6 +450,7 @@ impl Mesh {
             config: &self.config,
             rtc_config: &self.rtc_config,
             host_addresses: &self.host_addresses,
+            span: &self.span,
         };
         match self.links[key].restart(now, setup) {
             Ok(offer) => {
@@ -420,12 +464,25 @@ impl Mesh {
                 }
                 self.refresh(key);
             }
-            Err(_) => self.remove_link(key, true),
+            Err(_) => self.remove_link(key, true, Loss::Closed),
         }
     }
 
-    fn remove_link(&mut self, key: usize, announce: bool) {
+    /// Forgets the routes of link `key` that `keep` refuses.
+    fn forget_routes(&mut self, key: usize, keep: impl Fn(&Link, crate::demux::Route) -> bool) {
+        let link = &mut self.links[key];
+        let routes = std::mem::take(&mut link.routes);
+        let (kept, gone): (smallvec::SmallVec<_>, smallvec::SmallVec<[_; 2]>) =
+            routes.into_iter().partition(|&r| keep(link, r));
+        link.routes = kept;
+        for route in gone {
+            self.demux.forget(&route, key);
+        }
+    }
+
+    fn remove_link(&mut self, key: usize, announce: bool, reason: Loss) {
         let mut link = self.links.remove(key);
+        link.trace_end(reason);
         self.timers.reschedule(key, link.scheduled, None);
         for route in &link.routes {
             self.demux.forget(route, key);

@@ -43,6 +43,36 @@ impl Mesh {
         Ok(())
     }
 
+    /// This side's socket moved from `old` to `new` (a new network, a new port): `new` becomes
+    /// a host candidate for every peer (trickled to those already negotiating) and `old` is
+    /// dropped, so ICE checks pairs from the new address; on links where this side offers, ICE
+    /// restarts at once (rate limits apply, see [`MeshConfig::ice_restart_interval`](crate::MeshConfig::ice_restart_interval)).
+    /// Peers stay connected; a peer's own checks from `new` move it here on the other side too.
+    /// Call it right after the socket changed, before handing it any datagram.
+    pub fn move_host_candidate(
+        &mut self,
+        now: Instant,
+        old: SocketAddr,
+        new: SocketAddr,
+    ) -> Result<(), CandidateError> {
+        if old == new {
+            return Ok(());
+        }
+        let gone =
+            Candidate::host(old, "udp").map_err(|e| CandidateError::Rejected(e.to_string()))?;
+        self.observe(now);
+        self.add_host_candidate(new)?;
+        self.host_addresses.retain(|&a| a != old);
+        let limits = Limits::of(&self.config);
+        let keys: SmallVec<[usize; 16]> = self.links.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.links[key].remove_host_candidate(gone.clone());
+            let progress = self.links[key].timeout(now, limits, &mut sink!(self));
+            self.settle(key, progress);
+        }
+        Ok(())
+    }
+
     /// The registered host addresses.
     pub fn host_candidates(&self) -> &[SocketAddr] {
         &self.host_addresses
@@ -67,7 +97,7 @@ impl Mesh {
             return Ok(());
         };
         if let Signal::Offer(sdp) = &signal {
-            if self.links[key].is_new_offer(sdp) {
+            if self.links[key].starts_over(sdp) {
                 // The offerer gave up on a stalled handshake and started over: follow it.
                 self.retry_link(key, now);
                 if !self.links.contains(key) {
@@ -84,7 +114,7 @@ impl Mesh {
             }
             Err(e) => {
                 if self.links[key].closing {
-                    self.remove_link(key, true);
+                    self.remove_link(key, true, crate::link::Loss::Closed);
                 }
                 Err(e)
             }

@@ -2,6 +2,7 @@
 
 use crate::event::Packet;
 use crate::signal::OutgoingSignal;
+use crate::stats::CandidatePair;
 use crate::transfer::{ConnectionStatus, PeerId};
 
 /// Something the application should know about, drained with
@@ -37,4 +38,20 @@ pub enum MultiplayerEvent {
     /// A peer that was authenticating timed out or disconnected (Godot's
     /// `peer_authentication_failed`). It is never reported connected.
     PeerAuthenticationFailed(PeerId),
+    /// The mesh's [`Event::IceRestartStarted`](crate::Event::IceRestartStarted) for a direct peer.
+    IceRestartStarted(PeerId),
+    /// The mesh's [`Event::IceRestartEnded`](crate::Event::IceRestartEnded) for a direct peer.
+    IceRestartEnded {
+        /// The peer.
+        peer: PeerId,
+        /// The candidate pair its traffic now takes.
+        path: CandidatePair,
+    },
+    /// The mesh's [`Event::PeerMoved`](crate::Event::PeerMoved) for a direct peer.
+    PeerMoved {
+        /// The peer.
+        peer: PeerId,
+        /// The candidate pair its traffic now takes.
+        path: CandidatePair,
+    },
 }

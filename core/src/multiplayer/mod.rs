@@ -474,6 +474,15 @@ impl Multiplayer {
                 Event::PeerConnected(peer) => self.on_direct_connected(peer),
                 Event::PeerDisconnected(peer) => self.on_direct_lost(peer),
                 Event::Packet(packet) => self.on_packet(packet),
+                Event::IceRestartStarted(peer) => self
+                    .events
+                    .push_back(MultiplayerEvent::IceRestartStarted(peer)),
+                Event::IceRestartEnded { peer, path } => self
+                    .events
+                    .push_back(MultiplayerEvent::IceRestartEnded { peer, path }),
+                Event::PeerMoved { peer, path } => self
+                    .events
+                    .push_back(MultiplayerEvent::PeerMoved { peer, path }),
             }
         }
     }

@@ -1,0 +1,278 @@
+//! ICE restart: when a connected peer's path fails, the offering side (the larger id) sends a
+//! new offer with new ICE credentials and its current candidates, and the answering side
+//! follows. Unlike a handshake retry (a fresh `Rtc`), the restart keeps the `Rtc`: DTLS and the
+//! SCTP association, and so every reliable packet in flight, survive it.
+//!
+//! Trouble is: nothing heard for `ice_restart_after`, ICE consent on the selected pair
+//! unanswered that long, ICE reporting the path lost, or this side's address changing. Before
+//! restarting, a peer heard from a new address is simply moved there ([`super::path`]).
+//! Restarts are at least `ice_restart_interval` apart and at most `max_ice_restarts` per spell
+//! of trouble; then the loss path (`peer_timeout`, `disconnect_grace`) decides.
+
+use std::time::Instant;
+
+use str0m::Input;
+
+use super::negotiation::Negotiation;
+use super::{Link, Loss, Progress, Sink};
+use crate::event::{Event, Transmit};
+use crate::link::health::Limits;
+use crate::signal::{OutgoingSignal, Signal};
+
+/// Where a link stands on restarting ICE.
+#[derive(Debug, Default)]
+pub(super) struct Recovery {
+    /// Restarts begun since the peer was last reachable.
+    attempts: u32,
+    /// When the latest restart began (offer sent, or restart offer followed).
+    last_began: Option<Instant>,
+    /// A restart began and has not ended (`IceRestartStarted` was emitted).
+    active: bool,
+    /// The latest restart reached the ICE agent (new credentials on both sides).
+    applied: bool,
+    /// ICE connected again after it was applied: the next selected pair seen ends it.
+    reconnected: bool,
+    /// This side's address changed: restart without waiting for silence.
+    pub moved_locally: bool,
+    /// Restarts begun in the link's life.
+    pub total: u64,
+}
+
+impl Recovery {
+    /// Starts over with a new connection (a handshake retry).
+    pub fn reset(&mut self) {
+        *self = Recovery {
+            total: self.total,
+            ..Recovery::default()
+        };
+    }
+
+    /// Whether a restart is under way.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Whether ICE reconnected after a restart and waits for the path to report.
+    pub fn awaits_path(&self) -> bool {
+        self.reconnected
+    }
+}
+
+impl Link {
+    /// Whether another restart may begin at `now` (offering side, within the budget, rate).
+    fn may_restart(&self, now: Instant, limits: Limits) -> bool {
+        self.offers
+            && self.recovery.attempts < limits.max_restarts
+            && self.recovery.last_began.is_none_or(|t| {
+                t.checked_add(limits.restart_interval)
+                    .is_some_and(|t| now >= t)
+            })
+            && matches!(
+                self.negotiation,
+                Negotiation::Done | Negotiation::Restarting(_)
+            )
+    }
+
+    /// Whether the path is in trouble at `now`.
+    fn in_trouble(&self, now: Instant, limits: Limits) -> bool {
+        let passed = |t: Instant| {
+            t.checked_add(limits.restart_after)
+                .is_some_and(|t| now >= t)
+        };
+        passed(self.last_heard)
+            || self.path.consent_failing_since().is_some_and(passed)
+            || self.ice_lost_at.is_some()
+            || self.recovery.moved_locally
+    }
+
+    /// A connected link's recovery step: move a peer heard at a new address, restart ICE on
+    /// trouble, end a restart that is no longer needed.
+    pub(super) fn recover(
+        &mut self,
+        now: Instant,
+        limits: Limits,
+        progress: &mut Progress,
+        sink: &mut Sink<'_>,
+    ) {
+        if let Some(old) = self.path.abandoned(now, limits.move_after) {
+            self.path.drop_remote(&mut self.rtc, old);
+            progress.stale_remote = Some(old);
+            if self.rtc.handle_input(Input::Timeout(now)).is_err() {
+                progress.lost = Some(Loss::Closed);
+                return;
+            }
+            let more = self.drive(now, sink);
+            progress.absorb(more);
+            if progress.lost.is_some() {
+                return;
+            }
+        }
+        let trouble = self.in_trouble(now, limits);
+        if trouble && self.may_restart(now, limits) {
+            self.begin_restart(now, sink);
+        } else if !trouble
+            && self.recovery.active
+            && !self.recovery.applied
+            && self
+                .recovery
+                .last_began
+                .and_then(|t| t.checked_add(limits.restart_interval))
+                .is_some_and(|t| now >= t)
+        {
+            // The path came back before the restart reached the peer (or its answer was lost):
+            // the restart is over; a late answer is still applied.
+            self.end_restart(progress, sink);
+        }
+    }
+
+    /// Offering side: a new offer with new ICE credentials and the current candidates.
+    fn begin_restart(&mut self, now: Instant, sink: &mut Sink<'_>) {
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        self.negotiation = Negotiation::Restarting(pending);
+        self.recovery.moved_locally = false;
+        self.restart_began(now, sink);
+        sink.events.push_back(Event::Signal(OutgoingSignal {
+            to: self.peer,
+            signal: Signal::Offer(offer.to_sdp_string()),
+        }));
+    }
+
+    /// Bookkeeping for a restart that began (either side).
+    pub(super) fn restart_began(&mut self, now: Instant, sink: &mut Sink<'_>) {
+        self.recovery.attempts += 1;
+        self.recovery.total += 1;
+        self.recovery.last_began = Some(now);
+        self.recovery.applied = false;
+        self.recovery.reconnected = false;
+        sink.stats.ice_restarts += 1;
+        if !self.recovery.active {
+            self.recovery.active = true;
+            crate::trace::restart_began(&self.span, self.recovery.attempts);
+            sink.events.push_back(Event::IceRestartStarted(self.peer));
+        } else {
+            crate::trace::restart_retried(&self.span, self.recovery.attempts);
+        }
+    }
+
+    /// The restart reached the ICE agent (answer applied, or restart offer followed): the old
+    /// pairs are gone and the agent checks the new candidates.
+    pub(super) fn restart_applied(&mut self) {
+        self.recovery.applied = true;
+        self.recovery.reconnected = false;
+        self.ice_lost_at = None;
+    }
+
+    /// ICE reported connected: after an applied restart, the next path seen ends it.
+    pub(super) fn on_ice_connected(&mut self) {
+        if self.recovery.active && self.recovery.applied {
+            self.recovery.reconnected = true;
+            self.path.forget_selected();
+        }
+    }
+
+    /// Ends the restart with the current path (if known; otherwise when it is seen).
+    pub(super) fn end_restart(&mut self, progress: &mut Progress, sink: &mut Sink<'_>) {
+        let Some(path) = self.path.selected() else {
+            self.recovery.reconnected = true;
+            return;
+        };
+        progress.restarted_since = self.recovery.last_began;
+        self.recovery.active = false;
+        self.recovery.applied = false;
+        self.recovery.reconnected = false;
+        self.recovery.attempts = 0;
+        crate::trace::restart_ended(&self.span, &path);
+        sink.events.push_back(Event::IceRestartEnded {
+            peer: self.peer,
+            path,
+        });
+    }
+
+    /// A new selected pair was seen on the traffic or in str0m's stats.
+    pub(super) fn on_new_path(&mut self, progress: &mut Progress, sink: &mut Sink<'_>) {
+        if !self.announced {
+            return;
+        }
+        if self.recovery.awaits_path() {
+            self.end_restart(progress, sink);
+        } else if !self.recovery.is_active() {
+            if let Some(path) = self.path.selected() {
+                self.moves += 1;
+                sink.stats.peer_moves += 1;
+                crate::trace::moved(&self.span, &path);
+                sink.events.push_back(Event::PeerMoved {
+                    peer: self.peer,
+                    path,
+                });
+            }
+        }
+    }
+
+    /// Whether the ICE-lost rule may remove the peer: not while a restart can still help.
+    pub(super) fn restart_may_follow(
+        &self,
+        now: Instant,
+        ice_lost_at: Instant,
+        limits: Limits,
+    ) -> bool {
+        if limits.max_restarts == 0 || !self.announced {
+            return false;
+        }
+        if self.offers {
+            self.recovery.attempts < limits.max_restarts
+        } else {
+            // The answering side waits for the offerer's restart, which its silence limit
+            // bounds.
+            ice_lost_at
+                .checked_add(limits.silence)
+                .is_some_and(|t| now < t)
+        }
+    }
+
+    /// The next time the recovery step has something to decide, if after `now`.
+    pub(super) fn recovery_deadline(&self, now: Instant, limits: Limits) -> Option<Instant> {
+        if !self.announced {
+            return None;
+        }
+        let mut at: Option<Instant> = None;
+        let mut earliest = |t: Option<Instant>| {
+            if let Some(t) = t.filter(|&t| t > now) {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        };
+        earliest(self.path.move_deadline(limits.move_after));
+        let next_allowed = self
+            .recovery
+            .last_began
+            .and_then(|t| t.checked_add(limits.restart_interval));
+        if self.offers && self.recovery.attempts < limits.max_restarts {
+            let later = |t: Option<Instant>| match (t, next_allowed) {
+                (Some(t), Some(n)) => Some(t.max(n)),
+                (t, None) => t,
+                (None, _) => None,
+            };
+            earliest(later(self.last_heard.checked_add(limits.restart_after)));
+            earliest(later(
+                self.path
+                    .consent_failing_since()
+                    .and_then(|t| t.checked_add(limits.restart_after)),
+            ));
+        }
+        if self.recovery.active && !self.recovery.applied {
+            earliest(next_allowed);
+        }
+        at
+    }
+
+    /// Notes a datagram this link emits (path and counters).
+    pub(super) fn on_transmit(&mut self, now: Instant, t: &Transmit) -> bool {
+        self.counters.datagrams_sent += 1;
+        self.counters.bytes_sent += t.contents.len() as u64;
+        self.path
+            .on_transmit(now, t.source, t.destination, &t.contents)
+    }
+}

@@ -1,0 +1,260 @@
+//! Networks that change under a connected mesh: a NAT that rebinds, a peer that moves to a new
+//! address, a path that goes silent. The peer keeps its id and its reliable stream (exactly once,
+//! in order), and no `PeerDisconnected` fires, unless the path stays dead past the restart bound.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rtcmesh::{Event, MeshConfig};
+use rtcmesh_tests::{LinkConditions, Stream, World};
+use str0m_netem::NetemConfig;
+
+/// Two connected mesh peers, ids 1 (node 0, answers) and 2 (node 1, offers), 20 ms apart.
+fn pair(config: &MeshConfig) -> World {
+    let mut w = World::mesh(&[1, 2], config);
+    w.set_all_links(LinkConditions::new(
+        NetemConfig::new().latency(Duration::from_millis(20)),
+    ));
+    w.introduce_all();
+    assert!(w.run_until(Duration::from_secs(10), World::fully_connected));
+    for n in &mut w.nodes {
+        n.take_events();
+    }
+    w
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn lost_peers(w: &World) -> Vec<(usize, Vec<i32>)> {
+    (0..w.nodes.len())
+        .map(|n| (n, w.nodes[n].disconnected()))
+        .filter(|(_, d)| !d.is_empty())
+        .collect()
+}
+
+/// A NAT rebinding of `node` mid-stream: recovers without an ICE restart.
+fn rebinding(node: usize) -> Duration {
+    let config = MeshConfig::default();
+    let mut w = pair(&config);
+    let mut stream = Stream::new(0, 1, 200);
+    let mut change = None;
+    stream.run(&mut w, 300, Duration::from_millis(20), |w, i| {
+        if i == 100 {
+            change = Some(w.now);
+            w.rebind(node, addr("127.0.0.99:6000"));
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(30)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    let change = change.unwrap();
+    let stall = stream.stall_after(change).unwrap();
+    let moved = stream
+        .first_event(|e| matches!(e, Event::PeerMoved { .. }))
+        .map(|(t, n)| (t - change, n));
+    println!(
+        "rebinding of node {node}: moved {moved:?} after the change; delivery resumed {stall:?} after it; events: {:?}",
+        stream.events
+    );
+    assert!(moved.is_some(), "the peer was moved to its new address");
+    assert!(
+        stream
+            .first_event(|e| matches!(e, Event::IceRestartStarted(_)))
+            .is_none(),
+        "a rebinding needs no ICE restart"
+    );
+    stall
+}
+
+#[test]
+fn a_nat_rebinding_of_the_answering_side_keeps_the_peer_and_its_stream() {
+    let stall = rebinding(0);
+    assert!(stall < Duration::from_secs(4), "stalled {stall:?}");
+}
+
+#[test]
+fn a_nat_rebinding_of_the_offering_side_keeps_the_peer_and_its_stream() {
+    let stall = rebinding(1);
+    assert!(stall < Duration::from_secs(4), "stalled {stall:?}");
+}
+
+/// Node `node` moves to a new address mid-stream (its socket is replaced; the mesh is told).
+fn moving(node: usize) -> (Duration, Stream) {
+    let config = MeshConfig::default();
+    let mut w = pair(&config);
+    let mut stream = Stream::new(0, 1, 200);
+    let mut change = None;
+    stream.run(&mut w, 300, Duration::from_millis(20), |w, i| {
+        if i == 100 {
+            change = Some(w.now);
+            w.move_node(node, addr("127.0.0.77:7000"));
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(30)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    let change = change.unwrap();
+    let stall = stream.stall_after(change).unwrap();
+    println!(
+        "move of node {node}: delivery resumed {stall:?} after the change; events: {:?}",
+        stream
+            .events
+            .iter()
+            .map(|(t, n, e)| (*t - change, *n, e))
+            .collect::<Vec<_>>()
+    );
+    (stall, stream)
+}
+
+#[test]
+fn the_offering_side_moving_to_a_new_address_restarts_ice_and_keeps_its_stream() {
+    let (stall, stream) = moving(1);
+    // The offerer restarts at once: both sides report the restart, and its end.
+    for n in [0, 1] {
+        assert!(stream
+            .first_event(|e| matches!(e, Event::IceRestartStarted(_)))
+            .is_some());
+        assert!(
+            stream.events.iter().any(|(_, node, e)| *node == n
+                && matches!(e, Event::IceRestartEnded { path, .. } if path.remote.port() == 7000 || path.local.port() == 7000)),
+            "node {n} saw the restart end on the new address"
+        );
+    }
+    assert!(stall < Duration::from_secs(3), "stalled {stall:?}");
+}
+
+#[test]
+fn the_answering_side_moving_to_a_new_address_is_found_there_and_keeps_its_stream() {
+    let (stall, stream) = moving(0);
+    // The answering side cannot restart; the offerer finds it at its new address.
+    assert!(
+        stream.events.iter().any(|(_, node, e)| *node == 1
+            && matches!(e, Event::PeerMoved { path, .. } if path.remote == addr("127.0.0.77:7000"))),
+        "the offerer moved the peer to its new address"
+    );
+    assert!(stall < Duration::from_secs(4), "stalled {stall:?}");
+}
+
+#[test]
+fn a_path_silent_past_ice_restart_after_is_restarted_and_recovers_without_losing_the_peer() {
+    let config = MeshConfig::default();
+    let mut w = pair(&config);
+    let mut stream = Stream::new(0, 1, 200);
+    let mut cut = None;
+    // 6 s of total silence: past the restart point (4 s), short of peer_timeout (10 s).
+    stream.run(&mut w, 500, Duration::from_millis(20), |w, i| {
+        if i == 100 {
+            cut = Some(w.now);
+            w.partition(0, 1, true);
+        }
+        if i == 400 {
+            w.partition(0, 1, false);
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(60)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    let cut = cut.unwrap();
+    let started = stream
+        .first_event(|e| matches!(e, Event::IceRestartStarted(_)))
+        .map(|(t, _)| t - cut);
+    println!(
+        "silence: events {:?}",
+        stream
+            .events
+            .iter()
+            .map(|(t, n, e)| (*t - cut, *n, e))
+            .collect::<Vec<_>>()
+    );
+    let started = started.expect("a restart began");
+    assert!(started >= Duration::from_secs(4) && started < Duration::from_secs(5));
+    for n in [0, 1] {
+        assert!(
+            stream
+                .events
+                .iter()
+                .any(|(_, node, e)| *node == n && matches!(e, Event::IceRestartEnded { .. })),
+            "node {n} saw the restart end"
+        );
+    }
+    assert!(w.nodes.iter().all(|n| n.mesh.stats().ice_restarts >= 1));
+}
+
+#[test]
+fn a_link_dead_past_the_restart_bound_ends_in_the_loss_path() {
+    let config = MeshConfig::default();
+    let mut w = pair(&config);
+    let start = w.now;
+    w.partition(0, 1, true);
+    let lost = w.run_until(Duration::from_secs(12), |w| {
+        w.nodes
+            .iter()
+            .all(|n| n.disconnected() == vec![w.id(1 - w.node_of(n.mesh.unique_id()).unwrap())])
+    });
+    assert!(lost, "both sides report the loss");
+    let took = w.now - start;
+    assert!(
+        took >= config.peer_timeout && took < config.peer_timeout + Duration::from_millis(500),
+        "lost after {took:?}"
+    );
+    // The offering side tried every restart it may (4 s, then every 2 s: 3 attempts), each
+    // one followed by the answering side (the signaling still works).
+    assert_eq!(w.nodes[1].mesh.stats().ice_restarts, 3);
+    assert_eq!(w.nodes[0].mesh.stats().ice_restarts, 3);
+    for n in &w.nodes {
+        let starts = n
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::IceRestartStarted(_)))
+            .count();
+        assert_eq!(starts, 1, "one restart episode, reported once");
+        assert!(!n
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::IceRestartEnded { .. })));
+    }
+}
+
+#[test]
+fn a_restart_that_cannot_reach_the_peer_changes_nothing_and_the_loss_path_follows() {
+    // A sealed lobby: no signaling. The offerer's restart offers go nowhere; the connection is
+    // untouched (str0m applies a restart only with the answer) and, once the path is back,
+    // carries on.
+    let config = MeshConfig::default();
+    let mut w = pair(&config);
+    w.signaling = false;
+    let mut stream = Stream::new(0, 1, 100);
+    stream.run(&mut w, 400, Duration::from_millis(20), |w, i| {
+        if i == 50 {
+            w.partition(0, 1, true);
+        }
+        if i == 350 {
+            w.partition(0, 1, false);
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(60)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    w.run_for(config.ice_restart_interval * 2);
+    stream.collect(&w);
+    assert!(w.signals_undeliverable >= 1, "restart offers were sent");
+    // The offerer's restart is over once the path works again.
+    assert!(stream
+        .events
+        .iter()
+        .any(|(_, n, e)| *n == 1 && matches!(e, Event::IceRestartEnded { .. })));
+}
