@@ -173,9 +173,8 @@ impl Link {
                 Negotiation::AwaitingOffer => self.accept_first_offer(sdp, sink)?,
                 Negotiation::Done if hash(&sdp) != self.offer_hash => {
                     if sdp_session(&sdp) != self.remote_session {
-                        return Err(SignalError::Invalid(
-                            "offer for another connection from the answering side".into(),
-                        ));
+                        // Only the offering side may start a new connection.
+                        return Err(SignalError::UnexpectedOffer(self.peer));
                     }
                     self.renegotiate(now, sdp, sink)?;
                 }
