@@ -28,11 +28,19 @@ try {
   page.on("console", (m) => console.log(`[page] ${m.text()}`));
   await page.goto(pageUrl);
   const started = Date.now();
-  const result = await page.evaluate(([u, l]) => window.runClient(u, l, "chromium"), [url, lobby]);
+  // Chromium also restarts ICE mid-stream (see client.html).
+  const result = await page.evaluate(([u, l]) => window.runClient(u, l, "chromium", true), [url, lobby]);
   console.log(`chromium: launch ${started - launched} ms; joined and verified in ${Date.now() - started} ms`);
   console.log(`chromium: ${JSON.stringify(result)}`);
+  const r = result.restart;
+  const restarted = r && r.offers >= 1 && r.answered && r.ufragAfter && r.ufragAfter !== r.ufragBefore
+    && r.echoed === r.sent && r.inOrder;
+  console.log(restarted
+    ? `chromium: restartIce() mid-stream: answered in ${r.restartMs} ms, ${r.echoed} reliable echoes in order, ICE states: ${r.states}`
+    : "chromium: ICE restart FAILED");
   const ok = ["reliable", "ordered", "unreliable", "4"].every((l) => result.echoes[l])
-    && result.relayFrom && result.relayFrom.text === "relay from aiortc" && result.relayFrom.from === result.relayTo;
+    && result.relayFrom && result.relayFrom.text === "relay from aiortc" && result.relayFrom.from === result.relayTo
+    && restarted;
   code = ok ? 0 : 1;
   console.log(ok ? "chromium: OK" : "chromium: FAILED");
   await context.close();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop test: headless Chromium and aiortc join an rtcmesh server (SceneMultiplayer layer) through
 # rtcmesh's signaling server, each echoes on all four channels and they relay to each other through
-# the server. Everything runs inside a private network namespace with only loopback, so no packet
+# the server; then Chromium calls restartIce() in the middle of a reliable stream, and rtcmesh must
+# follow the new offer without losing the peer or a packet. Everything runs inside a private network namespace with only loopback, so no packet
 # can leave the machine; the rtcmesh server also has a loopback-only remote allowlist.
 #
 # Needs: root (for the namespace), /usr/bin/chromium, node + interop/node_modules (playwright-core),
@@ -49,6 +50,14 @@ echo "interop: both clients finished in $(( ($(date +%s%N) - start) / 1000000 ))
 exec 3>&-
 wait "$server_pid" || true
 sed 's/^/  /' "$log"
+# Chromium's restartIce(): rtcmesh followed the new offer on the same connection (the restart
+# ended, and no peer connected twice).
+if ! grep -q '^server: ICE restart of [0-9]* ended' "$log"; then
+    echo "interop: rtcmesh did not report the end of Chromium's ICE restart"; status=1
+fi
+if [ "$(grep -c '^server: peer_connected' "$log")" -ne 2 ]; then
+    echo "interop: a client connected more than once (the restart must keep the connection)"; status=1
+fi
 if [ "$status" -ne 0 ]; then
     echo "interop: FAILED"
     exit 1

@@ -77,22 +77,33 @@ impl DatagramPump {
         bound: SocketAddr,
         announce: Option<IpAddr>,
     ) -> io::Result<DatagramPump> {
-        let ip = match announce {
-            Some(ip) => ip,
-            None if bound.ip().is_unspecified() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a socket bound to an unspecified address needs an address to announce",
-                ))
-            }
-            None => bound.ip(),
-        };
-        let local = SocketAddr::new(ip, bound.port());
+        let local = announced(bound, announce)?;
         machine
             .mesh_mut()
             .add_host_candidate(local)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         Ok(DatagramPump::new(local))
+    }
+
+    /// The adapter replaced its socket with one bound to `bound` (a new network, a new port):
+    /// the machine's mesh moves its host candidate there
+    /// ([`Mesh::move_host_candidate`](crate::Mesh::move_host_candidate)), so every peer stays
+    /// connected and finds it at the new address. `announce` as for [`attach`](Self::attach). A
+    /// datagram kept from a `WouldBlock` goes out on the new socket.
+    pub fn rebind<M: Machine>(
+        &mut self,
+        machine: &mut M,
+        now: Instant,
+        bound: SocketAddr,
+        announce: Option<IpAddr>,
+    ) -> io::Result<()> {
+        let local = announced(bound, announce)?;
+        machine
+            .mesh_mut()
+            .move_host_candidate(now, self.local, local)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.local = local;
+        Ok(())
     }
 
     /// The socket's local address (as announced).
@@ -163,6 +174,21 @@ impl DatagramPump {
             }
         }
     }
+}
+
+/// The address announced for a socket bound to `bound`: `bound`, or `announce` with its port.
+fn announced(bound: SocketAddr, announce: Option<IpAddr>) -> io::Result<SocketAddr> {
+    let ip = match announce {
+        Some(ip) => ip,
+        None if bound.ip().is_unspecified() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a socket bound to an unspecified address needs an address to announce",
+            ))
+        }
+        None => bound.ip(),
+    };
+    Ok(SocketAddr::new(ip, bound.port()))
 }
 
 /// Receive errors that say nothing about the socket itself: Linux reports an ICMP error for an

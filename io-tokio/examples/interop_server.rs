@@ -2,7 +2,8 @@
 //! *server* (SceneMultiplayer layer, one extra reliable channel) hosting a client/server lobby
 //! on loopback. Foreign clients (Chromium, aiortc) join that lobby. The server echoes every RAW
 //! packet whose payload starts with `echo:` back to its sender on the same channel, and relays
-//! between clients as SceneMultiplayer does. Prints `READY <url> <lobby>` once listening.
+//! between clients as SceneMultiplayer does, and reports ICE restarts (Chromium restarts ICE
+//! mid-stream). Prints `READY <url> <lobby>` once listening.
 //! Exits after `RTCMESH_INTEROP_SECONDS` (default 60) or when stdin closes.
 
 use std::time::{Duration, Instant};
@@ -56,6 +57,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                     }
                 }
+                Some(MultiplayerEvent::IceRestartStarted(id)) => {
+                    println!("server: ICE restart of {id} started at {:.0?}", started.elapsed());
+                }
+                Some(MultiplayerEvent::IceRestartEnded { peer, path }) => println!(
+                    "server: ICE restart of {peer} ended at {:.0?} on {} ({:?}) → {} ({:?})",
+                    started.elapsed(), path.local, path.local_kind, path.remote, path.remote_kind
+                ),
                 Some(_) => {}
                 None => break,
             },

@@ -13,6 +13,16 @@ use tokio::task::JoinHandle;
 
 type Call<M> = Box<dyn FnOnce(&mut M, Instant) + Send>;
 
+/// What a [`Handle`] asks of the loop.
+enum Command<M> {
+    /// Run a closure on the machine.
+    Call(Call<M>),
+    /// Replace the socket with one bound to this address; reply with the announced address.
+    Rebind(SocketAddr, oneshot::Sender<io::Result<SocketAddr>>),
+    /// Close the mesh and stop.
+    Close,
+}
+
 /// Where the endpoint's socket binds and which address it announces.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
@@ -68,7 +78,14 @@ impl Endpoint {
         let local = pump.local_addr();
         let (calls, call_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(socket, pump, machine, call_rx, event_tx));
+        let task = tokio::spawn(run(
+            socket,
+            pump,
+            machine,
+            call_rx,
+            event_tx,
+            config.announce,
+        ));
         Ok((
             Handle { calls, local },
             Events {
@@ -81,11 +98,12 @@ impl Endpoint {
 
 /// The loop: receive → machine, machine → socket, sleep until the machine's next deadline.
 async fn run<M: Machine>(
-    socket: UdpSocket,
+    mut socket: UdpSocket,
     mut pump: DatagramPump,
     mut machine: M,
-    mut calls: mpsc::UnboundedReceiver<Option<Call<M>>>,
+    mut calls: mpsc::UnboundedReceiver<Command<M>>,
     events: mpsc::UnboundedSender<M::Event>,
+    announce: Option<IpAddr>,
 ) -> io::Result<()> {
     loop {
         let flush = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
@@ -102,8 +120,12 @@ async fn run<M: Machine>(
             }
             ready = socket.writable(), if flush == Flush::Blocked => ready?,
             call = calls.recv() => match call {
-                Some(Some(call)) => call(&mut machine, Instant::now()),
-                Some(None) | None => break,
+                Some(Command::Call(call)) => call(&mut machine, Instant::now()),
+                Some(Command::Rebind(bind, reply)) => {
+                    let moved = rebind(&mut socket, &mut pump, &mut machine, bind, announce).await;
+                    let _ = reply.send(moved.map(|()| pump.local_addr()));
+                }
+                Some(Command::Close) | None => break,
             },
             () = tokio::time::sleep_until(deadline.into()) => machine.handle_timeout(Instant::now()),
         }
@@ -117,12 +139,27 @@ async fn run<M: Machine>(
     Ok(())
 }
 
+/// Binds a new socket at `bind` and moves the machine's host candidate to it; the old socket
+/// is dropped (closed) once the new one works.
+async fn rebind<M: Machine>(
+    socket: &mut UdpSocket,
+    pump: &mut DatagramPump,
+    machine: &mut M,
+    bind: SocketAddr,
+    announce: Option<IpAddr>,
+) -> io::Result<()> {
+    let new = UdpSocket::bind(bind).await?;
+    pump.rebind(machine, Instant::now(), new.local_addr()?, announce)?;
+    *socket = new;
+    Ok(())
+}
+
 /// How long the loop sleeps when the machine has no deadline at all.
 const IDLE: Duration = Duration::from_secs(3600);
 
 /// Commands for a running endpoint. Cheap to clone; every method waits for the loop to run it.
 pub struct Handle<M> {
-    calls: mpsc::UnboundedSender<Option<Call<M>>>,
+    calls: mpsc::UnboundedSender<Command<M>>,
     local: SocketAddr,
 }
 
@@ -151,8 +188,23 @@ impl<M: Machine + 'static> Handle<M> {
         let call: Call<M> = Box::new(move |machine, now| {
             let _ = tx.send(f(machine, now));
         });
-        self.calls.send(Some(call)).map_err(|_| Closed)?;
+        self.calls.send(Command::Call(call)).map_err(|_| Closed)?;
         rx.await.map_err(|_| Closed)
+    }
+
+    /// Replaces the endpoint's socket with a new one bound to `bind` (e.g. after the network
+    /// changed, or to leave a port a NAT stopped mapping) and returns the new announced
+    /// address. Peers stay connected: the mesh moves its host candidate
+    /// ([`Mesh::move_host_candidate`]), restarts ICE where this side offers, and the peers find
+    /// it at the new address. Binding errors are returned and the old socket is kept.
+    /// ([`local_addr`](Handle::local_addr) keeps reporting the first address.)
+    pub async fn rebind(&self, bind: SocketAddr) -> io::Result<SocketAddr> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || io::Error::other(Closed);
+        self.calls
+            .send(Command::Rebind(bind, tx))
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Godot's `add_peer(id, unreliable_lifetime)`.
@@ -177,7 +229,7 @@ impl<M: Machine + 'static> Handle<M> {
     /// Closes the mesh (every peer gets a close notification) and stops the loop. Events
     /// emitted by the close are still delivered, then [`Events::recv`] returns `None`.
     pub fn close(&self) {
-        let _ = self.calls.send(None);
+        let _ = self.calls.send(Command::Close);
     }
 }
 

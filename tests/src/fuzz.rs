@@ -297,6 +297,8 @@ pub fn commands(data: &[u8]) {
         Advance(u16),
         Refuse(bool),
         Close,
+        /// The socket moves from one host address to another (`move_host_candidate`).
+        MoveHost(u8, u8, u16),
     }
     let mut u = Unstructured::new(data);
     let Ok(mode) = u.int_in_range(0..=2usize) else {
@@ -372,6 +374,11 @@ pub fn commands(data: &[u8]) {
                 }
                 Command::Refuse(refuse) => mesh.set_refuse_new_connections(refuse),
                 Command::Close => mesh.close(),
+                Command::MoveHost(from, to, port) => {
+                    let old = std::net::SocketAddr::from(([127, 0, 0, from], 5000));
+                    let new = std::net::SocketAddr::from(([127, 0, 0, to], port));
+                    let _ = mesh.move_host_candidate(now, old, new);
+                }
             }
             while mesh.poll_transmit().is_some() {}
             while let Some(event) = mesh.poll_event() {
