@@ -41,6 +41,14 @@
 //! signaling demo), so the server (id 1) never offers and two meshes that only forward each
 //! other's [`Signal`]s connect without further coordination.
 //!
+//! ## When the network changes
+//! A connected peer whose NAT rebinds or who moves is found at its new address
+//! ([`Event::PeerMoved`]); a path that goes silent is repaired by an ICE restart on the same
+//! connection ([`Event::IceRestartStarted`], [`Event::IceRestartEnded`]), so the peer keeps its
+//! id and its reliable data. Only a path dead for `peer_timeout` ends in `PeerDisconnected`. If
+//! your own socket moves, call [`Mesh::move_host_candidate`]. [`Mesh::peer_stats`] reports each
+//! peer's round-trip time, selected candidate pair and traffic per channel.
+//!
 //! ## Determinism
 //! The same inputs give the same events, in the same order, at the same times, except for what
 //! str0m randomises internally: ICE credentials, DTLS handshake randomness and SCTP initial
