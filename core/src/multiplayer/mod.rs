@@ -577,7 +577,7 @@ impl Multiplayer {
             // admitting us, so its `[7][0]` is merely late (lost and being retransmitted on
             // another SCTP stream); dropping the packet would lose reliable data.
             let is_auth = matches!(wire::decode(&packet.data), Ok(Message::Auth(_)));
-            if !(pending.local && !is_auth) {
+            if !pending.local || is_auth {
                 self.on_pending_packet(packet);
                 return;
             }
