@@ -38,8 +38,9 @@
 mod endpoint;
 mod lobby_client;
 mod signal_server;
+mod socket;
 
-pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle};
+pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};
 pub use signal_server::SignalServer;
 

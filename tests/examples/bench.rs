@@ -764,7 +764,8 @@ fn scale(quick: bool) -> (f64, f64) {
 
 mod sockets {
     use super::*;
-    use rtcmesh_tokio::{Endpoint, EndpointConfig, Events, Handle};
+    use rtcmesh::{PumpStats, SendError};
+    use rtcmesh_tokio::{Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 
     pub struct Loopback {
         pub a: Handle<Mesh>,
@@ -821,32 +822,70 @@ mod sockets {
         }
     }
 
-    /// Sends `count` messages of `size` bytes A→B on `mode`, as fast as the send queue takes
-    /// them; returns (time to the last delivery, delivered).
+    /// How a transfer sends: as fast as the send queue takes it, or `per_ms` messages per
+    /// millisecond (a paced rate, for delivery below saturation).
+    #[derive(Clone, Copy)]
+    pub enum Pace {
+        Burst,
+        PerMs(usize),
+    }
+
+    /// What one transfer measured.
+    pub struct Run {
+        pub time: Duration,
+        pub delivered: usize,
+        /// Datagrams the kernel dropped on either socket during the transfer.
+        pub drops: u64,
+    }
+
+    /// Kernel drops on both sockets so far (0 where the platform does not tell).
+    async fn drops(pair: &Loopback) -> u64 {
+        let count = |s: Result<PumpStats, _>| {
+            s.ok()
+                .and_then(|s| s.receive_buffer_drops)
+                .unwrap_or(0)
+        };
+        count(pair.a.stats().await) + count(pair.b.stats().await)
+    }
+
+    /// Sends `count` messages of `size` bytes A→B on `mode` in batches (`send_many`: one
+    /// wake-up of the loop per batch); returns the time to the last delivery, what arrived and
+    /// the kernel drops meanwhile.
     pub async fn transfer(
         pair: &mut Loopback,
         mode: TransferMode,
         size: usize,
         count: usize,
-    ) -> (Duration, usize) {
+        pace: Pace,
+    ) -> Run {
+        let drops_before = drops(pair).await;
         let start = Instant::now();
         let sender = pair.a.clone();
         let send = tokio::spawn(async move {
+            let packet = OutgoingPacket {
+                target: Target::Peer(1),
+                mode,
+                channel: 0,
+                data: vec![0x42u8; size],
+            };
             let mut sent = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
             while sent < count {
-                let batch = (count - sent).min(64);
-                let n = sender
-                    .call(move |m, _| {
-                        let payload = vec![0x42u8; size];
-                        (0..batch)
-                            .take_while(|_| m.send(Target::Peer(1), mode, 0, &payload).is_ok())
-                            .count()
-                    })
-                    .await
-                    .expect("endpoint");
-                sent += n;
-                if n < batch {
-                    tokio::time::sleep(Duration::from_micros(200)).await;
+                let batch = match pace {
+                    Pace::Burst => (count - sent).min(64),
+                    Pace::PerMs(n) => {
+                        tick.tick().await;
+                        (count - sent).min(n)
+                    }
+                };
+                let results = sender.send_many(vec![packet.clone(); batch]).await;
+                let accepted = results.iter().take_while(|r| r.is_ok()).count();
+                sent += accepted;
+                if let Some(Err(e)) = results.get(accepted) {
+                    assert!(matches!(e, SendError::QueueFull(_)), "send: {e}");
+                    if matches!(pace, Pace::Burst) {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                    }
                 }
             }
         });
@@ -868,8 +907,20 @@ mod sockets {
             }
         }
         send.await.expect("sender");
-        (last - start, delivered)
+        Run {
+            time: last - start,
+            delivered,
+            drops: drops(pair).await - drops_before,
+        }
     }
+}
+
+/// The median and the spread ((max − min) ÷ median) of some rates.
+fn median_spread(rates: &mut [f64]) -> (f64, f64) {
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    let spread = (rates[rates.len() - 1] - rates[0]) / median;
+    (median, spread)
 }
 
 /// (case, message size) → (messages delivered, seconds).
@@ -931,42 +982,83 @@ fn real_sockets(quick: bool, with_matchbox: bool) {
         .enable_all()
         .build()
         .expect("runtime");
+    let runs = if quick { 3 } else { 5 };
     runtime.block_on(async {
         let mut pair = sockets::connect().await;
-        let mb_connect = baseline.as_ref().ok().and_then(|b| b.get(&("connect".to_owned(), 0)).map(|v| v.1));
-        println!("| case | rtcmesh msg/s | rtcmesh MB/s | matchbox msg/s | rtcmesh ÷ matchbox throughput |");
-        println!("|---|---|---|---|---|");
+        let buffers = pair.b.socket_buffers();
         println!(
-            "| connect (first signal → connected) | {:.1} ms | | {} | |",
+            "socket buffers granted: receive {} KiB, send {} KiB{}",
+            buffers.receive / 1024,
+            buffers.send / 1024,
+            buffers.shortfall().map_or(String::new(), |s| format!(" — {s}"))
+        );
+        let mb_connect = baseline.as_ref().ok().and_then(|b| b.get(&("connect".to_owned(), 0)).map(|v| v.1));
+        println!("rtcmesh: median of {runs} runs, spread = (max − min) ÷ median; drops = datagrams the kernel dropped on either socket during all runs of the case (target 0).");
+        println!("| case | rtcmesh msg/s (median) | spread | min–max | rtcmesh MB/s | delivered | drops | matchbox msg/s | rtcmesh ÷ matchbox |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| connect (first signal → connected) | {:.1} ms | | | | | | {} | |",
             pair.connect.as_secs_f64() * 1e3,
             mb_connect.map_or("—".into(), |s| format!("{:.1} ms", s * 1e3))
         );
+        let mut paced = Vec::new();
         for (mode, case) in [(TransferMode::Reliable, "reliable"), (TransferMode::Unreliable, "unreliable")] {
             for size in [100usize, 1_200, 16 * 1024] {
-                let count = match (size, quick) {
-                    (16384, true) => 500,
-                    (16384, false) => 2_000,
-                    (_, true) => 5_000,
-                    (_, false) => 20_000,
-                };
-                let (time, delivered) = sockets::transfer(&mut pair, mode, size, count).await;
-                let rate = delivered as f64 / time.as_secs_f64();
+                let count = case_count(size, quick);
+                let (mut rates, mut delivered, mut drops) = (Vec::new(), 0, 0);
+                for _ in 0..runs {
+                    let run = sockets::transfer(&mut pair, mode, size, count, sockets::Pace::Burst).await;
+                    rates.push(run.delivered as f64 / run.time.as_secs_f64().max(1e-9));
+                    delivered += run.delivered;
+                    drops += run.drops;
+                }
+                let (rate, spread) = median_spread(&mut rates);
                 let theirs = baseline
                     .as_ref()
                     .ok()
                     .and_then(|b| b.get(&(case.to_owned(), size)))
                     .map(|(m, s)| m / s);
                 println!(
-                    "| {case} {size} B ({delivered}/{count} delivered) | {rate:.0} | {:.1} | {} | {} |",
+                    "| {case} {size} B | {rate:.0} | {:.0} % | {:.0}–{:.0} | {:.1} | {:.1} % | {drops} | {} | {} |",
+                    spread * 100.0,
+                    rates[0],
+                    rates[rates.len() - 1],
                     rate * size as f64 / 1e6,
+                    delivered as f64 * 100.0 / (count * runs) as f64,
                     theirs.map_or("—".into(), |t| format!("{t:.0}")),
                     theirs.map_or("—".into(), |t| format!("**{:.2}×**", rate / t)),
                 );
+                if mode == TransferMode::Unreliable {
+                    // Below saturation: half the median burst rate, in 1 ms ticks.
+                    let per_ms = ((rate / 2.0 / 1000.0) as usize).max(1);
+                    let run = sockets::transfer(&mut pair, mode, size, count, sockets::Pace::PerMs(per_ms)).await;
+                    paced.push((size, per_ms * 1000, run));
+                }
             }
+        }
+        println!("\nUnreliable, paced below saturation (half the burst rate, sent in 1 ms ticks; target ≥ 99 % delivered, 0 drops):");
+        println!("| size | offered msg/s | delivered | drops |");
+        println!("|---|---|---|---|");
+        for (size, offered, run) in paced {
+            println!(
+                "| {size} B | {offered} | {:.1} % | {} |",
+                run.delivered as f64 * 100.0 / case_count(size, quick) as f64,
+                run.drops
+            );
         }
         pair.a.close();
         pair.b.close();
     });
+}
+
+/// Messages per socket case (the paced runs send as many).
+fn case_count(size: usize, quick: bool) -> usize {
+    match (size, quick) {
+        (16384, true) => 500,
+        (16384, false) => 2_000,
+        (_, true) => 5_000,
+        (_, false) => 20_000,
+    }
 }
 
 fn main() {
