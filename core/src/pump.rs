@@ -298,7 +298,10 @@ mod tests {
             ..met
         };
         let message = short.shortfall().expect("shortfall");
-        assert!(message.contains("receive buffer 208 KiB of 4096 KiB"), "{message}");
+        assert!(
+            message.contains("receive buffer 208 KiB of 4096 KiB"),
+            "{message}"
+        );
         assert!(message.contains("net.core.rmem_max"), "{message}");
         assert!(!message.contains("wmem_max"), "{message}");
     }

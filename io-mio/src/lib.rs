@@ -63,7 +63,9 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
-use rtcmesh::{DatagramPump, Flush, Machine, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER};
+use rtcmesh::{
+    DatagramPump, Flush, Machine, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER,
+};
 
 pub use rtcmesh;
 

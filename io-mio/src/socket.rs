@@ -15,6 +15,8 @@ pub(crate) fn bind(
 ) -> io::Result<(UdpSocket, SocketBuffers)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // A refused size is not an error: the kernel's cap applies, and the shortfall is reported.
+    // The option is a C int.
+    let (receive, send) = (receive.min(MAX_REQUEST), send.min(MAX_REQUEST));
     if receive > 0 {
         let _ = socket.set_recv_buffer_size(receive);
     }
@@ -44,6 +46,9 @@ pub(crate) fn granted(socket: &UdpSocket) -> SocketBuffers {
         send: granted(socket.send_buffer_size()),
     }
 }
+
+/// The largest size `setsockopt` takes (a C int, which Linux then doubles).
+const MAX_REQUEST: usize = i32::MAX as usize / 2;
 
 /// Linux reports twice the size it was given (the other half is its bookkeeping).
 #[cfg(any(target_os = "linux", target_os = "android"))]

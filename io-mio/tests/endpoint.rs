@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
-use rtcmesh::{Event, Machine, Mesh, MeshConfig, OutgoingSignal, Target, Transmit, TransferMode};
-use rtcmesh_mio::MioEndpoint;
+use rtcmesh::{Event, Machine, Mesh, MeshConfig, OutgoingSignal, Target, TransferMode, Transmit};
+use rtcmesh_mio::{MioConfig, MioEndpoint};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -65,12 +65,15 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with(MioConfig::default())
+    }
+
+    fn with(config: MioConfig) -> Pair {
         let poll = Poll::new().expect("poll");
         let end = |id, token| {
             let mesh = Mesh::create_mesh(id, MeshConfig::default()).expect("mesh");
-            MioEndpoint::bind(
-                "127.0.0.1:0".parse().expect("addr"),
-                None,
+            MioEndpoint::bind_with(
+                config.clone(),
                 CountDtls { mesh, dtls_sent: 0 },
                 poll.registry(),
                 Token(token),
@@ -213,5 +216,89 @@ fn after_a_quiet_spell_a_small_send_is_one_datagram_not_two() {
             datagrams, 1,
             "round {round}: one small send after 1.5 s of quiet took {datagrams} datagrams"
         );
+    }
+}
+
+/// Issue 15.4: while the application does not read events, `handle_ready` leaves datagrams in
+/// the socket once the machine holds `max_pending_events`; the backlog stays bounded, the sender
+/// slows down, and once the application reads again every reliable packet arrives, in order.
+#[test]
+fn a_flood_the_application_does_not_read_stays_bounded_and_every_reliable_packet_arrives() {
+    const FLOOD: u32 = 3_000;
+    const MAX_EVENTS: usize = 32;
+    let mut pair = Pair::with(MioConfig {
+        max_pending_events: MAX_EVENTS,
+        receive_buffer: 256 * 1024,
+        ..MioConfig::default()
+    });
+    let mut next = 0u32;
+    let mut flood = |pair: &mut Pair| {
+        while next < FLOOD {
+            let data = [next.to_le_bytes().as_slice(), &[0xF1; 996]].concat();
+            match pair.ends[0].machine_mut().mesh.send(
+                Target::Peer(1),
+                TransferMode::Reliable,
+                0,
+                &data,
+            ) {
+                Ok(()) => next += 1,
+                Err(rtcmesh::SendError::QueueFull(_)) => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        let _ = pair.ends[0].flush();
+    };
+
+    // The application is busy elsewhere: b's events are not read.
+    pair.read[1] = false;
+    let deadline = Instant::now() + LIMIT;
+    while !pair.ends[1].is_behind() {
+        assert!(Instant::now() < deadline, "b never fell behind");
+        flood(&mut pair);
+        pair.turn(Duration::from_millis(5));
+    }
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        flood(&mut pair);
+        pair.turn(Duration::from_millis(10));
+        let pending = pair.ends[1].machine().mesh.pending_events();
+        assert!(
+            pending.events < MAX_EVENTS + rtcmesh::RECEIVE_BATCH,
+            "the machine holds at most one receive batch past the limit: {pending:?}"
+        );
+        received.push(pair.ends[1].stats().received);
+    }
+    assert!(
+        received.windows(2).all(|w| w[0] == w[1]),
+        "b stopped reading the socket while behind: {received:?}"
+    );
+
+    // The application reads again: everything arrives, in order.
+    pair.read[1] = true;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pair.packets[1].len() < FLOOD as usize {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {FLOOD} arrived",
+            pair.packets[1].len()
+        );
+        flood(&mut pair);
+        pair.turn(Duration::from_millis(10));
+    }
+    for (n, p) in pair.packets[1].iter().enumerate() {
+        assert_eq!(p.data[..4], (n as u32).to_le_bytes(), "packet {n} in order");
+    }
+}
+
+/// 14.2: the endpoint asks for 4 MiB buffers, reports what the kernel granted and what it
+/// dropped.
+#[test]
+fn the_endpoint_reports_its_socket_buffers_and_kernel_drops() {
+    let pair = Pair::new();
+    let buffers = pair.ends[0].socket_buffers();
+    assert_eq!(buffers.receive_requested, rtcmesh::SOCKET_BUFFER);
+    assert!(buffers.receive > 0 && buffers.send > 0, "{buffers:?}");
+    if cfg!(target_os = "linux") {
+        assert_eq!(pair.ends[0].stats().receive_buffer_drops, Some(0));
     }
 }

@@ -166,7 +166,15 @@ async fn run() -> Result<(), String> {
     })
     .await?;
     let elapsed = wait_reliable(&seen, PLAY, expected, start).await;
-    report(&seen, PLAY, expected, elapsed, TICK_PAYLOAD, &mut failures, 99.0);
+    report(
+        &seen,
+        PLAY,
+        expected,
+        elapsed,
+        TICK_PAYLOAD,
+        &mut failures,
+        99.0,
+    );
 
     let expected = BURST * (PEERS - 1);
     println!(
@@ -178,7 +186,15 @@ async fn run() -> Result<(), String> {
     })
     .await?;
     let elapsed = wait_reliable(&seen, OVERLOAD, expected, start).await;
-    report(&seen, OVERLOAD, expected, elapsed, BURST_PAYLOAD, &mut failures, 0.0);
+    report(
+        &seen,
+        OVERLOAD,
+        expected,
+        elapsed,
+        BURST_PAYLOAD,
+        &mut failures,
+        0.0,
+    );
     let total = |mode: TransferMode| {
         seen.iter()
             .map(|(_, r)| {
@@ -249,7 +265,9 @@ async fn run_phase(
                 let mut todo: Vec<OutgoingPacket> = (0..n)
                     .flat_map(|_| {
                         targets.iter().flat_map(|&to| {
-                            KINDS.iter().map(move |&(mode, channel)| (to, mode, channel))
+                            KINDS
+                                .iter()
+                                .map(move |&(mode, channel)| (to, mode, channel))
                         })
                     })
                     .map(|(to, mode, channel)| OutgoingPacket {
@@ -306,7 +324,9 @@ async fn wait_reliable(
             KINDS
                 .iter()
                 .filter(|(mode, _)| *mode == TransferMode::Reliable)
-                .all(|&(m, c)| r.packets.get(&(phase, m as u8, c)).copied().unwrap_or(0) >= expected)
+                .all(|&(m, c)| {
+                    r.packets.get(&(phase, m as u8, c)).copied().unwrap_or(0) >= expected
+                })
         })
     };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -336,11 +356,17 @@ fn report(
         let r = record.lock().expect("lock");
         let mut line = format!("   peer {id:>10}:");
         for (k, &(mode, channel)) in KINDS.iter().enumerate() {
-            let got = r.packets.get(&(phase, mode as u8, channel)).copied().unwrap_or(0);
+            let got = r
+                .packets
+                .get(&(phase, mode as u8, channel))
+                .copied()
+                .unwrap_or(0);
             totals[k] += got;
             line += &format!(" {mode:?}/ch{channel}={got}");
             if got == 0 {
-                failures.push(format!("peer {id} got nothing on {mode:?} channel {channel}"));
+                failures.push(format!(
+                    "peer {id} got nothing on {mode:?} channel {channel}"
+                ));
             } else if mode == TransferMode::Reliable && got != expected {
                 failures.push(format!(
                     "peer {id} got {got}/{expected} reliable on channel {channel}"

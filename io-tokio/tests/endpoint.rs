@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtcmesh::{Event, Machine, Mesh, MeshConfig, OutgoingSignal, Target, Transmit, TransferMode};
-use rtcmesh_tokio::{Endpoint, EndpointConfig, Events, Handle};
+use rtcmesh::{
+    Event, Machine, Mesh, MeshConfig, OutgoingSignal, SendError, Target, TransferMode, Transmit,
+};
+use rtcmesh_tokio::{Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -66,9 +68,7 @@ where
     let (a, mut a_events) = Endpoint::spawn(config.clone(), make_a(mesh(2)))
         .await
         .expect("a");
-    let (b, mut b_events) = Endpoint::spawn(config, make_b(mesh(1)))
-        .await
-        .expect("b");
+    let (b, mut b_events) = Endpoint::spawn(config, make_b(mesh(1))).await.expect("b");
     b.call(|m, now| m.mesh_mut().add_peer(now, 2, 1))
         .await
         .expect("b running")
@@ -99,13 +99,18 @@ where
 
 /// The next packet on `events`, within LIMIT.
 async fn packet(events: &mut Events<Event>) -> rtcmesh::Packet {
-    let deadline = tokio::time::Instant::now() + LIMIT;
+    packet_within(events, LIMIT).await
+}
+
+/// The next packet on `events`, within `limit`.
+async fn packet_within(events: &mut Events<Event>, limit: Duration) -> rtcmesh::Packet {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(Event::Packet(p))) => return p,
             Ok(Some(_)) => continue,
             Ok(None) => panic!("endpoint stopped"),
-            Err(_) => panic!("no packet within {LIMIT:?}"),
+            Err(_) => panic!("no packet within {limit:?}"),
         }
     }
 }
@@ -128,10 +133,13 @@ async fn after_a_quiet_spell_a_small_send_is_one_datagram_not_two() {
     .await;
     // A first exchange gives SCTP a round-trip sample: its retransmission timeout drops from
     // the initial 3 s to the 1 s minimum.
-    a.call(|m, _| m.mesh.send(Target::Peer(1), TransferMode::Reliable, 0, b"warm-up"))
-        .await
-        .expect("a running")
-        .expect("send");
+    a.call(|m, _| {
+        m.mesh
+            .send(Target::Peer(1), TransferMode::Reliable, 0, b"warm-up")
+    })
+    .await
+    .expect("a running")
+    .expect("send");
     assert_eq!(packet(&mut b_events).await.data, b"warm-up");
     for round in 0..2 {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -153,4 +161,168 @@ async fn after_a_quiet_spell_a_small_send_is_one_datagram_not_two() {
             "round {round}: one small send after 1.5 s of quiet took {datagrams} datagrams"
         );
     }
+}
+
+/// Issue 15.4: an application that stops reading events must not make the endpoint buffer
+/// without limit. The event channel fills, the loop stops reading the socket (the kernel's
+/// buffer takes the rest, then drops, and SCTP slows the sender), and once the application
+/// reads again every reliable packet arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_the_application_does_not_read_stays_bounded_and_every_reliable_packet_arrives() {
+    const FLOOD: u32 = 3_000;
+    let config = EndpointConfig {
+        event_capacity: 64,
+        receive_buffer: 256 * 1024,
+        ..EndpointConfig::default()
+    };
+    let (a, _a_events, b, mut b_events) = pair(|m| m, |m| m, config).await;
+    assert_eq!(b_events.capacity(), 64);
+
+    let a_stats = a.clone();
+    let flood = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut next = 0u32;
+        while next < FLOOD {
+            assert!(Instant::now() < deadline, "sender stuck at {next}");
+            let batch: Vec<OutgoingPacket> = (next..FLOOD.min(next + 64))
+                .map(|n| OutgoingPacket {
+                    target: Target::Peer(1),
+                    mode: TransferMode::Reliable,
+                    channel: 0,
+                    data: [n.to_le_bytes().as_slice(), &[0xF1; 996]].concat(),
+                })
+                .collect();
+            let results = a.send_many(batch).await;
+            let accepted = results.iter().take_while(|r| r.is_ok()).count();
+            next += accepted as u32;
+            if let Some(Err(e)) = results.get(accepted) {
+                assert!(matches!(e, SendError::QueueFull(_)), "send: {e}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+
+    // The application is busy elsewhere: the channel fills up.
+    let deadline = Instant::now() + LIMIT;
+    while b_events.len() < b_events.capacity() {
+        assert!(Instant::now() < deadline, "the event channel never filled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sample = || async {
+        let pending = b.call(|m, _| m.pending_events()).await.expect("b running");
+        (pending, b.stats().await.expect("b running").received)
+    };
+    let (pending, received) = sample().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (later, received_later) = sample().await;
+    assert_eq!(
+        b_events.len(),
+        64,
+        "the channel holds its capacity, no more"
+    );
+    assert_eq!(
+        received, received_later,
+        "the loop stopped reading the socket while the application was behind"
+    );
+    for p in [pending, later] {
+        assert!(
+            p.events <= rtcmesh::RECEIVE_BATCH && p.bytes <= rtcmesh::RECEIVE_BATCH * 1000,
+            "the mesh holds at most one receive batch beyond the channel: {p:?}"
+        );
+    }
+
+    // The application reads again: everything arrives, in order.
+    // SCTP backed off while the socket was not read (its retransmission timeout doubles from
+    // 1 s on each expiry), so allow for a few timeouts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for n in 0..FLOOD {
+        let p = match tokio::time::timeout_at(
+            deadline,
+            packet_within(&mut b_events, Duration::from_secs(60)),
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(_) => panic!(
+                "packet {n} of {FLOOD} never came: b {:?}, a {:?}, b pending {:?}, b channel {}",
+                b.stats().await,
+                a_stats.stats().await,
+                b.call(|m, _| m.pending_events()).await,
+                b_events.len()
+            ),
+        };
+        assert_eq!(p.data[..4], n.to_le_bytes(), "packet {n} in order");
+    }
+    flood.await.expect("sender");
+}
+
+/// `send_many` sends a batch in one turn of the loop and answers per packet: a bad packet is
+/// refused with its own error, the others go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_many_answers_per_packet_and_sends_the_good_ones() {
+    let (a, mut a_events, _b, mut b_events) = pair(|m| m, |m| m, EndpointConfig::default()).await;
+    let packet = |target, data: &[u8]| OutgoingPacket {
+        target,
+        mode: TransferMode::Reliable,
+        channel: 0,
+        data: data.to_vec(),
+    };
+    let results = a
+        .send_many(vec![
+            packet(Target::Peer(1), b"one"),
+            packet(Target::Peer(9), b"nobody"),
+            packet(Target::Peer(1), b""),
+            packet(Target::All, b"two"),
+        ])
+        .await;
+    assert_eq!(
+        results,
+        vec![
+            Ok(()),
+            Err(SendError::UnknownPeer(9)),
+            Err(SendError::EmptyPacket),
+            Ok(())
+        ]
+    );
+    assert_eq!(packet_data(&mut b_events).await, b"one");
+    assert_eq!(packet_data(&mut b_events).await, b"two");
+    a.close();
+    while a_events.recv().await.is_some() {}
+    a_events.finished().await.expect("closed cleanly");
+    let results = a.send_many(vec![packet(Target::Peer(1), b"late")]).await;
+    assert_eq!(results, vec![Err(SendError::Disconnected)]);
+}
+
+async fn packet_data(events: &mut Events<Event>) -> Vec<u8> {
+    packet(events).await.data
+}
+
+/// 14.2: the endpoint asks for 4 MiB buffers and says what the kernel granted; a request
+/// above the kernel's cap is reported with the setting to raise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_reports_its_socket_buffers_and_kernel_drops() {
+    let mesh = Mesh::create_mesh(1, MeshConfig::default()).expect("mesh");
+    let (handle, _events) = Endpoint::spawn(EndpointConfig::default(), mesh)
+        .await
+        .expect("endpoint");
+    let buffers = handle.socket_buffers();
+    assert_eq!(buffers.receive_requested, rtcmesh::SOCKET_BUFFER);
+    assert_eq!(buffers.send_requested, rtcmesh::SOCKET_BUFFER);
+    assert!(buffers.receive > 0 && buffers.send > 0, "{buffers:?}");
+    if cfg!(target_os = "linux") {
+        assert_eq!(
+            handle.stats().await.expect("running").receive_buffer_drops,
+            Some(0)
+        );
+    }
+    // Far above any cap the kernel allows: granted less, and the report says which setting.
+    let huge = EndpointConfig {
+        receive_buffer: 1 << 30,
+        ..EndpointConfig::default()
+    };
+    let mesh = Mesh::create_mesh(2, MeshConfig::default()).expect("mesh");
+    let (handle, _events) = Endpoint::spawn(huge, mesh).await.expect("endpoint");
+    let warning = handle.socket_buffers().shortfall().expect("shortfall");
+    assert!(warning.contains("net.core.rmem_max"), "{warning}");
 }

@@ -840,11 +840,8 @@ mod sockets {
 
     /// Kernel drops on both sockets so far (0 where the platform does not tell).
     async fn drops(pair: &Loopback) -> u64 {
-        let count = |s: Result<PumpStats, _>| {
-            s.ok()
-                .and_then(|s| s.receive_buffer_drops)
-                .unwrap_or(0)
-        };
+        let count =
+            |s: Result<PumpStats, _>| s.ok().and_then(|s| s.receive_buffer_drops).unwrap_or(0);
         count(pair.a.stats().await) + count(pair.b.stats().await)
     }
 

@@ -20,7 +20,7 @@
 //! mp.add_peer(clock(), 1, 1)?;                            // a client only adds the server
 //! loop {
 //!     if let Some((from, bytes)) = recv() { mp.handle_datagram(clock(), from, local, &bytes); }
-//!     if mp.poll_timeout().is_some_and(|t| t <= clock()) { mp.handle_timeout(clock()); }
+//!     mp.handle_timeout(clock());                         // every turn: keeps the clock current
 //!     while let Some(t) = mp.poll_transmit() { send_udp(&t); }
 //!     while let Some(e) = mp.poll_event() {
 //!         match e {
