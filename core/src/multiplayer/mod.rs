@@ -581,9 +581,18 @@ impl Multiplayer {
             // datagram caused; Godot's poll order never shows a packet first.
             self.on_direct_connected(from);
         }
-        if self.pending.contains(from) {
-            self.on_pending_packet(packet);
-            return;
+        if let Some(pending) = self.pending.get(from) {
+            // Godot's `poll`: once this side completed, the first packet that is not auth admits
+            // the peer and is then processed as usual. The remote only sends such a packet after
+            // admitting us, so its `[7][0]` is merely late (lost and being retransmitted on
+            // another SCTP stream); dropping the packet would lose reliable data.
+            let is_auth = matches!(wire::decode(&packet.data), Ok(Message::Auth(_)));
+            if !(pending.local && !is_auth) {
+                self.on_pending_packet(packet);
+                return;
+            }
+            self.pending.remove(from);
+            self.admit(from);
         }
         if self.peers.get(&from) != Some(&Route::Direct) {
             self.stats.unauthenticated += 1;
