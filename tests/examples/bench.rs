@@ -847,13 +847,19 @@ mod sockets {
         pub delivered: usize,
         /// Datagrams the kernel dropped on either socket during the transfer.
         pub drops: u64,
+        /// Datagrams written to both sockets during the transfer (each costs a system call on
+        /// each side: what batch I/O would save).
+        pub datagrams: u64,
     }
 
-    /// Kernel drops on both sockets so far (0 where the platform does not tell).
-    async fn drops(pair: &Loopback) -> u64 {
-        let count =
-            |s: Result<PumpStats, _>| s.ok().and_then(|s| s.receive_buffer_drops).unwrap_or(0);
-        count(pair.a.stats().await) + count(pair.b.stats().await)
+    /// (kernel drops, datagrams sent) on both sockets so far (drops 0 where the platform does
+    /// not tell).
+    async fn counters(pair: &Loopback) -> (u64, u64) {
+        let count = |s: Result<PumpStats, _>| {
+            s.map_or((0, 0), |s| (s.receive_buffer_drops.unwrap_or(0), s.sent))
+        };
+        let (a, b) = (count(pair.a.stats().await), count(pair.b.stats().await));
+        (a.0 + b.0, a.1 + b.1)
     }
 
     /// Sends `count` messages of `size` bytes A→B on `mode` in batches (`send_many`: one
@@ -866,7 +872,7 @@ mod sockets {
         count: usize,
         pace: Pace,
     ) -> Run {
-        let drops_before = drops(pair).await;
+        let before = counters(pair).await;
         let start = Instant::now();
         let sender = pair.a.clone();
         let send = tokio::spawn(async move {
@@ -920,10 +926,12 @@ mod sockets {
             }
         }
         send.await.expect("sender");
+        let after = counters(pair).await;
         Run {
             time: last - start,
             delivered,
-            drops: drops(pair).await - drops_before,
+            drops: after.0 - before.0,
+            datagrams: after.1 - before.1,
         }
     }
 }
@@ -1009,10 +1017,10 @@ fn real_sockets(quick: bool, with_matchbox: bool) {
         );
         let mb_connect = baseline.as_ref().ok().and_then(|b| b.get(&("connect".to_owned(), 0)).map(|v| v.1));
         println!("rtcmesh: median of {runs} runs, spread = (max − min) ÷ median; drops = datagrams the kernel dropped on either socket during all runs of the case (target 0).");
-        println!("| case | rtcmesh msg/s (median) | spread | min–max | rtcmesh MB/s | delivered | drops | matchbox msg/s | rtcmesh ÷ matchbox |");
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("| case | rtcmesh msg/s (median) | spread | min–max | rtcmesh MB/s | delivered | drops | datagrams per message | matchbox msg/s | rtcmesh ÷ matchbox |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| connect (first signal → connected) | {:.1} ms | | | | | | {} | |",
+            "| connect (first signal → connected) | {:.1} ms | | | | | | | {} | |",
             pair.connect.as_secs_f64() * 1e3,
             mb_connect.map_or("—".into(), |s| format!("{:.1} ms", s * 1e3))
         );
@@ -1020,12 +1028,13 @@ fn real_sockets(quick: bool, with_matchbox: bool) {
         for (mode, case) in [(TransferMode::Reliable, "reliable"), (TransferMode::Unreliable, "unreliable")] {
             for size in [100usize, 1_200, 16 * 1024] {
                 let count = case_count(size, quick);
-                let (mut rates, mut delivered, mut drops) = (Vec::new(), 0, 0);
+                let (mut rates, mut delivered, mut drops, mut datagrams) = (Vec::new(), 0, 0, 0);
                 for _ in 0..runs {
                     let run = sockets::transfer(&mut pair, mode, size, count, sockets::Pace::Burst).await;
                     rates.push(run.delivered as f64 / run.time.as_secs_f64().max(1e-9));
                     delivered += run.delivered;
                     drops += run.drops;
+                    datagrams += run.datagrams;
                 }
                 let (rate, spread) = median_spread(&mut rates);
                 let theirs = baseline
@@ -1034,12 +1043,13 @@ fn real_sockets(quick: bool, with_matchbox: bool) {
                     .and_then(|b| b.get(&(case.to_owned(), size)))
                     .map(|(m, s)| m / s);
                 println!(
-                    "| {case} {size} B | {rate:.0} | {:.0} % | {:.0}–{:.0} | {:.1} | {:.1} % | {drops} | {} | {} |",
+                    "| {case} {size} B | {rate:.0} | {:.0} % | {:.0}–{:.0} | {:.1} | {:.1} % | {drops} | {:.2} | {} | {} |",
                     spread * 100.0,
                     rates[0],
                     rates[rates.len() - 1],
                     rate * size as f64 / 1e6,
                     delivered as f64 * 100.0 / (count * runs) as f64,
+                    datagrams as f64 / delivered.max(1) as f64,
                     theirs.map_or("—".into(), |t| format!("{t:.0}")),
                     theirs.map_or("—".into(), |t| format!("**{:.2}×**", rate / t)),
                 );
