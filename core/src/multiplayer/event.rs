@@ -55,3 +55,13 @@ pub enum MultiplayerEvent {
         path: CandidatePair,
     },
 }
+
+impl crate::event::Payload for MultiplayerEvent {
+    fn payload_len(&self) -> usize {
+        match self {
+            MultiplayerEvent::Packet(p) => p.data.len(),
+            MultiplayerEvent::AuthData { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+}
