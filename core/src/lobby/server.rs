@@ -203,12 +203,11 @@ impl LobbyServer {
                     }
                 }
                 Deadline::SealClose(name) => {
-                    let members = match self.lobbies.get(&name) {
-                        Some(lobby) if lobby.sealed => lobby.members.clone(),
-                        _ => continue,
-                    };
-                    for member in members {
-                        self.close(member, 1000, reason::SEAL_COMPLETE);
+                    // Every member, host included, gets 1000 "Seal complete" as in the
+                    // reference server: the lobby goes as a whole, so the host's close must
+                    // not run the "host left" path on the others.
+                    if self.lobbies.get(&name).is_some_and(|lobby| lobby.sealed) {
+                        self.close_lobby(&name, 1000, reason::SEAL_COMPLETE);
                     }
                 }
             }
@@ -370,6 +369,17 @@ impl LobbyServer {
     fn close(&mut self, conn: ConnectionId, code: u16, reason: &'static str) {
         self.forget(conn);
         self.push_close(conn, code, reason);
+    }
+
+    /// Closes every member of `name` with the same code and reason, and forgets the lobby.
+    fn close_lobby(&mut self, name: &str, code: u16, reason: &'static str) {
+        let Some(lobby) = self.lobbies.remove(name) else {
+            return;
+        };
+        for member in lobby.members {
+            self.connections.remove(&member);
+            self.push_close(member, code, reason);
+        }
     }
 
     fn push_close(&mut self, conn: ConnectionId, code: u16, reason: &'static str) {
@@ -669,6 +679,7 @@ mod tests {
         let mut h = Harness::new();
         let (_, name) = h.join(10, "", true);
         h.join(11, &name, true);
+        h.join(13, &name, true);
         let out = h.text(11, r#"{"type":7,"id":0}"#);
         assert_eq!(closed(&out, 11), Some((4000, reason::ONLY_HOST_CAN_SEAL)));
         let out = h.text(10, r#"{"type":7,"id":0}"#);
@@ -680,7 +691,11 @@ mod tests {
         let out = h.text(12, &LobbyMessage::new(MessageKind::Join, 0, name).encode());
         assert_eq!(closed(&out, 12), Some((4000, reason::LOBBY_IS_SEALED)));
         h.server.handle_timeout(h.now + Duration::from_secs(10));
-        assert_eq!(closed(&h.drain(), 10), Some((1000, reason::SEAL_COMPLETE)));
+        let out = h.drain();
+        for member in [10, 13] {
+            assert_eq!(closed(&out, member), Some((1000, reason::SEAL_COMPLETE)));
+            assert!(Harness::messages_to(&out, member).is_empty(), "no PEER_DISCONNECT");
+        }
         assert_eq!(h.server.lobby_count(), 0);
     }
 
