@@ -25,7 +25,9 @@
 //! - [`Endpoint::spawn`] runs any [`rtcmesh::Machine`] (a mesh or a layer on one) on its own
 //!   socket; [`Handle`] sends it commands, [`Events`] yields what it reports.
 //! - [`join`] / [`join_with`] connect to a lobby and wire signals both ways.
-//! - [`SignalServer`] (and the `rtcmesh-signal` binary) serve lobbies.
+//! - [`SignalServer`] (and the `rtcmesh-signal` binary) serve lobbies, over `ws://` or
+//!   `wss://`, bounded for the internet ([`SignalConfig`]), optionally as one of several
+//!   nodes sharing lobbies through Redis ([`ClusterConfig`]); see [`signal`].
 //!
 //! ## Addresses
 //! [`EndpointConfig::bind`] defaults to `127.0.0.1:0`. To accept peers from other machines,
@@ -37,10 +39,12 @@
 
 mod endpoint;
 mod lobby_client;
-mod signal_server;
+pub mod signal;
 
 pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle};
 pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};
-pub use signal_server::SignalServer;
+pub use signal::{ClusterConfig, RateLimit, SignalConfig, SignalMetrics, SignalServer};
 
 pub use rtcmesh;
+/// The TLS library behind `wss://` (for [`JoinOptions::tls`] and [`SignalConfig::tls`]).
+pub use rustls;
