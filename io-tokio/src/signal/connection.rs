@@ -258,41 +258,52 @@ where
     }
 }
 
-/// Writes what the outbox gives until a close frame went out or the socket failed. A write
-/// stuck on a client that does not read is abandoned as soon as a close is requested; the
-/// close frame then gets `close_timeout` to go out.
+/// Writes what the outbox gives until a close frame went out or the socket failed. Once a
+/// close is requested, what is still queued and the close frame get `close_timeout` in all
+/// (a write stuck on a client that does not read is given up then).
 async fn write<S>(sink: &mut SplitSink<WebSocketStream<S>, Message>, outbox: &Outbox, cx: &Context)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let close_within = || tokio::time::Instant::now() + cx.limits.close_timeout;
     loop {
-        let message = match outbox.next().await {
-            Next::Text(text) => Message::text(text),
-            Next::Ping => Message::Ping(Default::default()),
+        let next = outbox.next().await;
+        if deadline.is_none() && outbox.is_closing() {
+            deadline = Some(close_within());
+        }
+        let (message, last) = match next {
+            Next::Text(text) => (Message::text(text), false),
+            Next::Ping => (Message::Ping(Default::default()), false),
             Next::Close(code, reason) => {
                 let frame = CloseFrame {
                     code: CloseCode::from(code),
                     reason: reason.into(),
                 };
-                let _ = tokio::time::timeout(
-                    cx.limits.close_timeout,
-                    sink.send(Message::Close(Some(frame))),
-                )
-                .await;
-                return;
+                (Message::Close(Some(frame)), true)
             }
         };
         let text = message.is_text();
-        tokio::select! {
-            sent = sink.send(message) => {
-                if sent.is_err() {
-                    return;
+        let send = sink.send(message);
+        tokio::pin!(send);
+        let sent = match deadline {
+            Some(at) => tokio::time::timeout_at(at, &mut send).await.ok(),
+            None => tokio::select! {
+                sent = &mut send => Some(sent),
+                () = outbox.closed() => {
+                    let at = close_within();
+                    deadline = Some(at);
+                    tokio::time::timeout_at(at, &mut send).await.ok()
                 }
+            },
+        };
+        match sent {
+            Some(Ok(())) if !last => {
                 if text {
                     Counters::add(&cx.counters.frames_out, 1);
                 }
             }
-            () = outbox.closed() => {}
+            _ => return,
         }
     }
 }

@@ -95,13 +95,12 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// Drops what waits and has the writer send this close frame next. The first close wins.
+    /// Has the writer send this close frame after what is already queued (as the reference
+    /// server does: an error reply's preceding frames still arrive). The first close wins.
     pub fn close(&self, code: u16, reason: &'static str) {
         let mut state = self.lock();
         if state.close.is_none() {
             state.close = Some((code, reason));
-            state.queue = VecDeque::new();
-            state.bytes = 0;
         }
         drop(state);
         self.ready.notify_one();
@@ -119,20 +118,21 @@ impl Outbox {
         self.lock().bytes
     }
 
-    /// The writer's next frame, waiting until there is one. A close comes before anything.
+    /// The writer's next frame, waiting until there is one: a ping first, then the queue, then
+    /// the close frame.
     pub async fn next(&self) -> Next {
         loop {
             {
                 let mut state = self.lock();
-                if let Some((code, reason)) = state.close {
-                    return Next::Close(code, reason);
-                }
-                if std::mem::take(&mut state.ping) {
+                if std::mem::take(&mut state.ping) && state.close.is_none() {
                     return Next::Ping;
                 }
                 if let Some(text) = state.queue.pop_front() {
                     state.bytes -= text.len();
                     return Next::Text(text);
+                }
+                if let Some((code, reason)) = state.close {
+                    return Next::Close(code, reason);
                 }
             }
             self.ready.notified().await;
@@ -183,13 +183,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn close_overtakes_the_queue_and_the_first_one_wins() {
+    async fn close_follows_the_queue_and_the_first_one_wins() {
         let outbox = Outbox::new(bounds(100, 10));
         outbox.push("a".into()).expect("fits");
         outbox.close(4001, "first");
         outbox.close(1000, "second");
         outbox.push("late".into()).expect("ignored while closing");
+        outbox.ping();
+        assert_eq!(outbox.next().await, Next::Text("a".into()));
         assert_eq!(outbox.next().await, Next::Close(4001, "first"));
         outbox.closed().await;
+    }
+
+    #[tokio::test]
+    async fn after_an_overflow_only_the_close_is_left() {
+        let outbox = Outbox::new(bounds(4, 10));
+        outbox.push("abc".into()).expect("fits");
+        assert!(outbox.push("de".into()).is_err());
+        outbox.close(4001, "slow");
+        assert_eq!(outbox.next().await, Next::Close(4001, "slow"));
     }
 }

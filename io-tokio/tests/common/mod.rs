@@ -102,7 +102,9 @@ pub async fn join_refused(url: &str, lobby: &str) -> Option<(u16, String)> {
 /// Waits for a frame of `kind` about `id`.
 pub async fn expect_frame(ws: &mut Ws, kind: i64, id: i64, limit: Duration) -> bool {
     read_until(ws, limit, |m| {
-        parse(m).filter(|(k, i, _)| *k == kind && *i == id).map(|_| ())
+        parse(m)
+            .filter(|(k, i, _)| *k == kind && *i == id)
+            .map(|_| ())
     })
     .await
     .is_some()
@@ -111,8 +113,9 @@ pub async fn expect_frame(ws: &mut Ws, kind: i64, id: i64, limit: Duration) -> b
 /// A self-signed certificate for `localhost` and `127.0.0.1`, written as PEM files into a
 /// fresh directory: (cert file, key file, the certificate for a client root store).
 pub fn certificate() -> (PathBuf, PathBuf, rustls::pki_types::CertificateDer<'static>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .expect("certificate");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("certificate");
     let dir = std::env::temp_dir().join(format!(
         "rtcmesh-cert-{}-{}",
         std::process::id(),
@@ -234,8 +237,8 @@ impl ServerProcess {
         // of the line, stime the 15th; both in clock ticks (100 per second on Linux).
         let after = &stat[stat.rfind(')').expect("comm") + 2..];
         let fields: Vec<&str> = after.split(' ').collect();
-        let ticks: u64 = fields[11].parse::<u64>().expect("utime")
-            + fields[12].parse::<u64>().expect("stime");
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
         Duration::from_millis(ticks * 10)
     }
 
