@@ -152,7 +152,7 @@ async fn a_slow_reader_and_a_fast_sender_are_closed_with_bounded_memory_while_ot
             break;
         }
         flooded += 1;
-        if flooded % 500 == 0 {
+        if flooded.is_multiple_of(500) {
             tokio::task::yield_now().await;
         }
     }

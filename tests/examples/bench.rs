@@ -1064,9 +1064,10 @@ mod signal_load {
                         cluster: cluster.map(ClusterConfig::new),
                         ..SignalConfig::default()
                     };
-                    let server = SignalServer::bind_with("127.0.0.1:0".parse().expect("addr"), config)
-                        .await
-                        .expect("signaling node");
+                    let server =
+                        SignalServer::bind_with("127.0.0.1:0".parse().expect("addr"), config)
+                            .await
+                            .expect("signaling node");
                     url_tx.send(server.url()).expect("url");
                     let _ = stopped.await;
                     server.shutdown().await;
@@ -1101,11 +1102,22 @@ mod signal_load {
                 .map_err(|e| e.to_string())?
                 .port();
             let child = Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .map_err(|e| format!("redis-server not found ({e}); apt-get install redis-server"))?;
+                .map_err(|e| {
+                    format!("redis-server not found ({e}); apt-get install redis-server")
+                })?;
             let redis = Redis(child, format!("redis://127.0.0.1:{port}"));
             let deadline = Instant::now() + Duration::from_secs(10);
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -1126,7 +1138,10 @@ mod signal_load {
     }
 
     async fn connect(url: &str) -> Ws {
-        tokio_tungstenite::connect_async(url).await.expect("connect").0
+        tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect")
+            .0
     }
 
     fn text(kind: i64, id: i64, data: &str) -> Message {
@@ -1219,7 +1234,10 @@ mod signal_load {
                 }
                 sink.flush().await.expect("flush");
                 // Keep the member's socket open until its host has everything.
-                (sink, tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} }))
+                (
+                    sink,
+                    tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} }),
+                )
             });
             tasks.push(tokio::spawn(async move {
                 let mut got = 0;
@@ -1244,8 +1262,14 @@ mod signal_load {
     }
 
     pub fn run(quick: bool) {
-        println!("\n## Signaling server load (rtcmesh-signal's server, WebSocket clients on loopback)");
-        let (joiners, pairs, each) = if quick { (500, 20, 500) } else { (2_000, 50, 2_000) };
+        println!(
+            "\n## Signaling server load (rtcmesh-signal's server, WebSocket clients on loopback)"
+        );
+        let (joiners, pairs, each) = if quick {
+            (500, 20, 500)
+        } else {
+            (2_000, 50, 2_000)
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -1261,7 +1285,10 @@ mod signal_load {
         });
         drop(one);
         let two = Redis::start().map(|redis| {
-            let (a, b) = (Node::start(Some(redis.1.clone())), Node::start(Some(redis.1.clone())));
+            let (a, b) = (
+                Node::start(Some(redis.1.clone())),
+                Node::start(Some(redis.1.clone())),
+            );
             let figures = runtime.block_on(async {
                 let urls = vec![a.url.clone(), b.url.clone()];
                 (

@@ -499,7 +499,7 @@ impl Hub {
                 nodes.insert(owner);
             }
         }
-        let renew = self.ticks % cluster.lobby_renew_every() == 0;
+        let renew = self.ticks.is_multiple_of(cluster.lobby_renew_every());
         let lobbies = if renew {
             self.owned.keys().cloned().collect()
         } else {
