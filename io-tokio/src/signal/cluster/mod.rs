@@ -247,33 +247,38 @@ impl Cluster {
             });
             return;
         }
+        let limit = self.config.command_timeout;
         self.spawn(move |mut c, config| async move {
             let key = lobby_key(&config.prefix, &lobby);
             let mut owner = Err(());
-            for attempt in 0..3 {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                let found: Option<String> =
-                    match redis::cmd("GET").arg(&key).query_async(&mut c).await {
-                        Ok(found) => found,
+            let lookup = async {
+                for attempt in 0..3 {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let found: Option<String> =
+                        match redis::cmd("GET").arg(&key).query_async(&mut c).await {
+                            Ok(found) => found,
+                            Err(_) => break,
+                        };
+                    let Some(node) = found.and_then(|v| NodeId::from_str_radix(&v, 16).ok()) else {
+                        owner = Ok(None);
+                        continue;
+                    };
+                    let alive: bool = match redis::cmd("EXISTS")
+                        .arg(node_key(&config.prefix, node))
+                        .query_async(&mut c)
+                        .await
+                    {
+                        Ok(alive) => alive,
                         Err(_) => break,
                     };
-                let Some(node) = found.and_then(|v| NodeId::from_str_radix(&v, 16).ok()) else {
-                    owner = Ok(None);
-                    continue;
-                };
-                let alive: bool = match redis::cmd("EXISTS")
-                    .arg(node_key(&config.prefix, node))
-                    .query_async(&mut c)
-                    .await
-                {
-                    Ok(alive) => alive,
-                    Err(_) => break,
-                };
-                owner = Ok(alive.then_some(node));
-                break;
-            }
+                    owner = Ok(alive.then_some(node));
+                    break;
+                }
+            };
+            // Always answer, so the connection waiting on it never waits forever.
+            let _ = tokio::time::timeout(limit, lookup).await;
             Some(ClusterEvent::Resolved { conn, owner })
         });
     }
