@@ -264,6 +264,20 @@ impl ServerProcess {
         None
     }
 
+    /// Waits (bounded) until its log contains `needle` (stderr is read on another thread).
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().expect("log").clone()
     }
