@@ -182,6 +182,10 @@ pub fn lobby(data: &[u8]) {
     let config = LobbyServerConfig {
         max_peers: 8,
         max_lobbies: 3,
+        max_lobby_size: 3,
+        max_lobbies_per_address: 2,
+        member_idle_timeout: Some(Duration::from_millis(500)),
+        handoff_unknown_lobbies: data.first().is_some_and(|b| b & 1 == 1),
         ..LobbyServerConfig::default()
     };
     let mut server = LobbyServer::new(config, 1);
@@ -191,7 +195,7 @@ pub fn lobby(data: &[u8]) {
         let Ok(op) = Op::arbitrary(&mut u) else { break };
         let conn = |c: u8| u64::from(c % 10);
         match op {
-            Op::Connect(c) => server.connect(now, conn(c)),
+            Op::Connect(c) => server.connect(now, conn(c), [127, 0, 0, c % 3].into()),
             Op::Text(c, t) => server.handle_text(now, conn(c), &t),
             Op::Join(c, mesh, name) => {
                 let m =
