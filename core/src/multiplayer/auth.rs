@@ -8,8 +8,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
 
+use super::exchange::Exchange;
+use super::{wire, Multiplayer, MultiplayerEvent};
 use crate::error::SendError;
-use crate::transfer::PeerId;
+use crate::event::Packet;
+use crate::transfer::{Mode, PeerId, Target, TransferMode, SERVER_ID};
+use wire::Message;
 
 /// One peer still authenticating (Godot's `PendingPeer`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,6 +87,91 @@ impl PendingPeers {
             self.peers.remove(id);
         }
         due
+    }
+}
+
+impl Multiplayer {
+    /// Godot's `send_auth(id, data)`: sends `[7][0][data…]` to a peer still authenticating.
+    pub fn send_auth(&mut self, peer: PeerId, data: &[u8]) -> Result<(), AuthError> {
+        let pending = self
+            .pending
+            .get(peer)
+            .ok_or(AuthError::NotAuthenticating(peer))?;
+        if data.is_empty() {
+            return Err(AuthError::EmptyData);
+        }
+        if pending.local {
+            return Err(AuthError::AlreadyCompleted(peer));
+        }
+        if pending.remote {
+            return Err(AuthError::RemoteCompleted(peer));
+        }
+        let mut frame = Vec::with_capacity(2 + data.len());
+        wire::encode_auth(data, &mut frame);
+        let result = self
+            .mesh
+            .send(Target::Peer(peer), TransferMode::Reliable, 0, &frame)
+            .map_err(AuthError::Send);
+        self.pump();
+        result
+    }
+
+    /// Godot's `complete_auth(id)`: tells the peer this side is satisfied (`[7][0]`). The peer
+    /// is admitted (`PeerConnected`) once the remote side completed too.
+    pub fn complete_auth(&mut self, peer: PeerId) -> Result<(), AuthError> {
+        let pending = self
+            .pending
+            .get_mut(peer)
+            .ok_or(AuthError::NotAuthenticating(peer))?;
+        if pending.local {
+            return Err(AuthError::AlreadyCompleted(peer));
+        }
+        pending.local = true;
+        let remote = pending.remote;
+        let result = self
+            .mesh
+            .send(
+                Target::Peer(peer),
+                TransferMode::Reliable,
+                0,
+                &wire::AUTH_COMPLETE,
+            )
+            .map_err(AuthError::Send);
+        // Admission may send packets, so it follows the confirmation (as in Godot).
+        if remote {
+            self.pending.remove(peer);
+            self.admit(peer);
+        }
+        self.pump();
+        result
+    }
+
+    /// A packet from a peer still authenticating: only auth passes. A client holds the server's
+    /// peer exchange until it is admitted (Godot drops it).
+    pub(super) fn on_pending_packet(&mut self, packet: Packet) {
+        let from = packet.from;
+        let holds_exchange = self.mesh.mode() == Mode::Client && from == SERVER_ID;
+        match wire::decode(&packet.data) {
+            Ok(Message::Auth(rest)) if !rest.is_empty() => {
+                let mut data = packet.data;
+                data.drain(..wire::AUTH_COMPLETE.len());
+                self.events
+                    .push_back(MultiplayerEvent::AuthData { from, data });
+            }
+            Ok(Message::Auth(_)) => {
+                let Some(pending) = self.pending.get_mut(from) else {
+                    return;
+                };
+                pending.remote = true;
+                if pending.local {
+                    self.pending.remove(from);
+                    self.admit(from);
+                }
+            }
+            Ok(Message::AddPeer(peer)) if holds_exchange => self.hold(Exchange::Add(peer)),
+            Ok(Message::DelPeer(peer)) if holds_exchange => self.hold(Exchange::Del(peer)),
+            _ => self.stats.unauthenticated += 1,
+        }
     }
 }
 
