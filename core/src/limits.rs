@@ -117,6 +117,36 @@ pub(crate) fn deadline(now: Instant, after: Duration) -> Option<Instant> {
     now.checked_add(after)
 }
 
+/// How far from the end of `Instant`'s range the clock must stay. str0m converts the first
+/// `now` it sees to wall-clock time (`SystemTime`), which overflows and panics when `now` is
+/// within about the wall clock's age since 1970 of the end; 1000 years covers that with room.
+const CLOCK_HEADROOM: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
+
+/// `Ok(now)` when `now` is safe to use, else `Err` with the latest safe instant before it (to
+/// within a second): the clock saturates there. No real clock comes near (`Instant` spans
+/// billions of years); fake clocks and fuzzers do.
+pub(crate) fn saturate_clock(now: Instant) -> Result<Instant, Instant> {
+    let safe = |t: Instant| t.checked_add(CLOCK_HEADROOM).is_some();
+    if safe(now) {
+        return Ok(now);
+    }
+    // The smallest whole number of seconds to step back (monotone: binary search).
+    let back = |secs: u64| {
+        now.checked_sub(Duration::from_secs(secs))
+            .filter(|&t| safe(t))
+    };
+    let (mut lo, mut hi) = (0, CLOCK_HEADROOM.as_secs());
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if back(mid).is_some() {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Err(back(hi).unwrap_or(now))
+}
+
 /// A token bucket: `burst` events at once, then one per `interval`. Holds no clock; time comes
 /// in with each call.
 #[derive(Debug, Clone, Copy)]
@@ -192,6 +222,29 @@ mod tests {
             deadline(now, Duration::from_secs(1)),
             Some(now + Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn the_clock_saturates_before_the_end_of_its_range() {
+        let now = Instant::now();
+        assert_eq!(saturate_clock(now), Ok(now));
+        // Walk to the end of the range.
+        let mut far = now;
+        let mut step = Duration::from_secs(u64::MAX / 2);
+        while step >= Duration::from_secs(1) {
+            if let Some(next) = far.checked_add(step) {
+                far = next;
+            } else {
+                step /= 2;
+            }
+        }
+        let horizon = saturate_clock(far).expect_err("too close to the end");
+        assert!(horizon < far);
+        assert!(horizon.checked_add(CLOCK_HEADROOM).is_some());
+        assert!(horizon
+            .checked_add(CLOCK_HEADROOM + Duration::from_secs(2))
+            .is_none());
+        assert_eq!(saturate_clock(horizon), Ok(horizon));
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Attacker {
     pub received: Vec<(ChannelId, Vec<u8>)>,
     /// The offer it made (the SDP text), to vary in an offer storm.
     pub offer: Option<String>,
+    /// Answers the victim sent it (one per offer the victim followed).
+    pub answers: usize,
     pending: Option<SdpPendingOffer>,
     /// Negotiated channels on stream ids outside the layout, to write one message on once open.
     write_once_open: Vec<ChannelId>,
@@ -90,6 +92,7 @@ impl Attacker {
             closed: Vec::new(),
             received: Vec::new(),
             offer: None,
+            answers: 0,
             pending: None,
             write_once_open: Vec::new(),
             stun_request: None,
@@ -156,6 +159,7 @@ impl Attacker {
     pub fn handle_signal(&mut self, signal: Signal) {
         match signal {
             Signal::Answer(sdp) => {
+                self.answers += 1;
                 let Some(pending) = self.pending.take() else {
                     return; // answers to storm offers: the attacker does not care
                 };
@@ -302,9 +306,16 @@ pub struct Host {
     pub events: Vec<(Instant, Event)>,
     /// Errors returned when a signal was passed to it.
     pub signal_errors: Vec<SignalError>,
+    /// Every address it sent a datagram to, with how many.
+    pub sent_to: HashMap<SocketAddr, u64>,
 }
 
 impl Host {
+    /// How many distinct addresses it sent datagrams to, other than these.
+    pub fn destinations_except(&self, known: &[SocketAddr]) -> usize {
+        self.sent_to.keys().filter(|a| !known.contains(a)).count()
+    }
+
     /// Packets received, with their arrival time.
     pub fn packets(&self) -> Vec<(Instant, &Packet)> {
         self.events
@@ -411,6 +422,7 @@ impl HostileWorld {
             addr,
             events: Vec::new(),
             signal_errors: Vec::new(),
+            sent_to: HashMap::new(),
         });
         n
     }
@@ -507,6 +519,7 @@ impl HostileWorld {
     pub fn drain_host(&mut self, h: usize) {
         let from = self.hosts[h].mesh.unique_id();
         while let Some(t) = self.hosts[h].mesh.poll_transmit() {
+            *self.hosts[h].sent_to.entry(t.destination).or_default() += 1;
             let at = self.now + self.latency;
             self.schedule(
                 at,

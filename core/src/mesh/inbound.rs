@@ -35,7 +35,7 @@ impl Mesh {
             self.stats.datagrams_malformed += 1;
             return;
         };
-        self.observe(now);
+        let now = self.observe(now);
         let input = Input::Receive(now, receive);
         let route = (source, destination);
         let key = match self.demux.lookup(&route) {

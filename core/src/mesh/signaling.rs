@@ -79,7 +79,7 @@ impl Mesh {
             .by_id
             .get(&from)
             .ok_or(SignalError::UnknownPeer(from))?;
-        self.observe(now);
+        let now = self.observe(now);
         let Some(signal) = self.within_allowlist(signal) else {
             return Ok(());
         };

@@ -2,7 +2,9 @@
 //!
 //! A direct peer whose channels opened is *pending*. Each side sends data with `send_auth`
 //! (`[7][0][data…]`) and, when satisfied, `complete_auth` (`[7][0]`). The peer is admitted once
-//! both sides completed; a pending peer past its deadline is disconnected.
+//! both sides completed; a pending peer past its deadline, or past
+//! [`MultiplayerLimits::max_auth_bytes`](crate::MultiplayerLimits::max_auth_bytes) of auth
+//! data, is disconnected.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,8 +24,11 @@ pub(crate) struct Pending {
     pub local: bool,
     /// The remote side sent `[7][0]`.
     pub remote: bool,
-    /// When it is dropped; `None` until a time was observed (or with no timeout).
+    /// When it is dropped; `None` until a time was observed (or with no timeout, or one past
+    /// the end of `Instant`'s range).
     pub deadline: Option<Instant>,
+    /// Auth data bytes received from it so far.
+    pub auth_bytes: usize,
 }
 
 /// Peers still authenticating, by id.
@@ -63,8 +68,11 @@ impl PendingPeers {
         self.peers.keys().copied()
     }
 
-    /// Gives every peer without a deadline one, once a time is known.
-    pub fn start_clocks(&mut self, deadline: Instant) {
+    /// Gives every peer without a deadline one, once a time is known (`None`: never).
+    pub fn start_clocks(&mut self, deadline: Option<Instant>) {
+        let Some(deadline) = deadline else {
+            return;
+        };
         for p in self.peers.values_mut() {
             p.deadline.get_or_insert(deadline);
         }
@@ -153,6 +161,15 @@ impl Multiplayer {
         let holds_exchange = self.mesh.mode() == Mode::Client && from == SERVER_ID;
         match wire::decode(&packet.data) {
             Ok(Message::Auth(rest)) if !rest.is_empty() => {
+                let Some(pending) = self.pending.get_mut(from) else {
+                    return;
+                };
+                pending.auth_bytes = pending.auth_bytes.saturating_add(rest.len());
+                if pending.auth_bytes > self.config.limits.max_auth_bytes {
+                    self.stats.auth_over_limit += 1;
+                    self.fail_auth(from);
+                    return;
+                }
                 let mut data = packet.data;
                 data.drain(..wire::AUTH_COMPLETE.len());
                 self.events
@@ -172,6 +189,17 @@ impl Multiplayer {
             Ok(Message::DelPeer(peer)) if holds_exchange => self.hold(Exchange::Del(peer)),
             _ => self.stats.unauthenticated += 1,
         }
+    }
+
+    /// Ends a peer's authentication (timed out, or too much auth data): reported failed and
+    /// disconnected.
+    pub(super) fn fail_auth(&mut self, peer: PeerId) {
+        self.pending.remove(peer);
+        self.forget_pending(peer);
+        self.events
+            .push_back(MultiplayerEvent::PeerAuthenticationFailed(peer));
+        // Its PeerDisconnected is ignored: the peer is neither pending nor admitted now.
+        self.mesh.disconnect_peer(peer, false);
     }
 }
 

@@ -42,6 +42,13 @@ impl Multiplayer {
         }
         match exchange {
             Exchange::Add(peer) => {
+                // A client's only direct peer is the server: the rest are relayed.
+                let relayed = self.peers.len() - usize::from(self.peers.contains_key(&SERVER_ID));
+                let full = relayed >= self.config.limits.max_relayed_peers;
+                if full && !self.peers.contains_key(&peer) {
+                    self.stats.relayed_peers_over_limit += 1;
+                    return;
+                }
                 if let Entry::Vacant(entry) = self.peers.entry(peer) {
                     entry.insert(Route::Relayed);
                     self.events.push_back(MultiplayerEvent::PeerConnected(peer));

@@ -59,6 +59,7 @@ use smallvec::SmallVec;
 
 use crate::error::{AddPeerError, SignalError};
 use crate::event::{Event, Packet, Transmit};
+use crate::limits::deadline;
 use crate::mesh::Mesh;
 use crate::signal::Signal;
 use crate::transfer::{ConnectionStatus, Mode, PeerId, SERVER_ID};
@@ -168,11 +169,7 @@ impl Multiplayer {
         self.mesh.handle_timeout(now);
         self.pump();
         for peer in self.pending.expire(now) {
-            self.forget_pending(peer);
-            self.events
-                .push_back(MultiplayerEvent::PeerAuthenticationFailed(peer));
-            // Its PeerDisconnected is ignored: the peer is neither pending nor admitted now.
-            self.mesh.disconnect_peer(peer, false);
+            self.fail_auth(peer);
         }
         self.pump();
     }
@@ -288,7 +285,7 @@ impl Multiplayer {
         let now = self.last_now.map_or(now, |t| t.max(now));
         self.last_now = Some(now);
         if let Some(timeout) = self.config.auth_timeout {
-            self.pending.start_clocks(now + timeout);
+            self.pending.start_clocks(deadline(now, timeout));
         }
     }
 
@@ -316,7 +313,7 @@ impl Multiplayer {
             let deadline = self
                 .config
                 .auth_timeout
-                .and_then(|t| self.last_now.map(|now| now + t));
+                .and_then(|t| self.last_now.and_then(|now| deadline(now, t)));
             self.pending.insert(peer, deadline);
             self.events
                 .push_back(MultiplayerEvent::PeerAuthenticating(peer));
