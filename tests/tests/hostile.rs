@@ -4,8 +4,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rtcmesh::{Limits, Mesh, MeshConfig, Signal, SignalError, Target, TransferMode};
+use rtcmesh::multiplayer::wire;
+use rtcmesh::{
+    Limits, Mesh, MeshConfig, MultiplayerConfig, Signal, SignalError, Target, TransferMode,
+};
 use rtcmesh_tests::hostile::{candidate_flood, HostileWorld};
+use rtcmesh_tests::MpWorld;
 
 /// The attacker's id: larger than the victim's (1), so it makes the offers.
 const ATTACKER: i32 = 9;
@@ -280,8 +284,7 @@ fn duration_max_settings_mean_never() {
         auth_timeout: Some(Duration::MAX),
         ..rtcmesh::MultiplayerConfig::with_auth()
     };
-    let mut mw =
-        rtcmesh_tests::MpWorld::server_and_clients(&[2], &MeshConfig::default(), &mp_config);
+    let mut mw = MpWorld::server_and_clients(&[2], &MeshConfig::default(), &mp_config);
     mw.join(1);
     mw.run_for(Duration::from_secs(30));
     assert_eq!(mw.nodes[0].authenticating(), vec![2]);
@@ -341,4 +344,108 @@ fn end_of_time() -> Instant {
         }
     }
     at
+}
+
+// ---------------------------------------------------------------- the multiplayer layer
+
+/// Whether nodes `a` and `b` of a multiplayer world report each other connected at the mesh.
+fn mesh_linked(w: &MpWorld, a: usize, b: usize) -> bool {
+    let (ida, idb) = (w.id(a), w.id(b));
+    w.nodes[a].mesh().peer(idb).is_some_and(|p| p.connected)
+        && w.nodes[b].mesh().peer(ida).is_some_and(|p| p.connected)
+}
+
+#[test]
+fn an_authenticating_peer_that_sends_too_much_auth_data_fails_authentication() {
+    let config = MultiplayerConfig {
+        auth_timeout: None,
+        ..MultiplayerConfig::with_auth()
+    };
+    let max = config.limits.max_auth_bytes;
+    let mut w = MpWorld::server_and_clients(&[], &MeshConfig::default(), &config);
+    let client = w.add_bare_client(2, &MeshConfig::default());
+    w.join(client);
+    let ready = |w: &MpWorld| mesh_linked(w, 0, 1) && w.nodes[0].authenticating() == vec![2];
+    assert!(w.run_until(Duration::from_secs(5), ready));
+    let mut frame = Vec::new();
+    wire::encode_auth(&[0xA5; 1000], &mut frame);
+    for _ in 0..max / 1000 + 5 {
+        // Stops once the server hangs up.
+        let sent =
+            w.nodes[client]
+                .mesh_mut()
+                .send(Target::Peer(1), TransferMode::Reliable, 0, &frame);
+        if sent.is_err() {
+            break;
+        }
+        w.drain(client);
+        w.run_for(Duration::from_millis(2));
+    }
+    assert!(w.run_until(Duration::from_secs(1), |w| !w.nodes[0]
+        .auth_failed()
+        .is_empty()));
+    let server = &w.nodes[0];
+    assert_eq!(server.auth_failed(), vec![2]);
+    let delivered: usize = server.auth_data().iter().map(|(_, d)| d.len()).sum();
+    assert!(
+        delivered <= max,
+        "{delivered} bytes of auth data reached the application"
+    );
+    assert_eq!(server.mp().stats().auth_over_limit, 1);
+    assert!(server.connected().is_empty(), "never admitted");
+    assert!(w.run_until(Duration::from_secs(1), |w| !w.nodes[0].mesh().has_peer(2)));
+}
+
+#[test]
+fn a_client_admits_at_most_max_relayed_peers_from_its_server() {
+    let config = MultiplayerConfig::default();
+    let max = config.limits.max_relayed_peers;
+    let mut w = MpWorld::bare_server_and_clients(&[2], &MeshConfig::default(), &config);
+    w.join(1);
+    assert!(w.run_until(Duration::from_secs(5), |w| mesh_linked(w, 0, 1)));
+    let flood = max + 500;
+    for id in 3..3 + flood as i32 {
+        w.nodes[0]
+            .mesh_mut()
+            .send(
+                Target::Peer(2),
+                TransferMode::Reliable,
+                0,
+                &wire::add_peer(id),
+            )
+            .expect("send");
+    }
+    w.drain(0);
+    w.run_for(Duration::from_secs(2));
+    let client = w.nodes[1].mp();
+    assert_eq!(
+        client.peers().count(),
+        max + 1,
+        "the server and `max` relayed peers"
+    );
+    assert_eq!(client.stats().relayed_peers_over_limit, 500);
+    // Room again once one leaves.
+    let gone = 3;
+    w.nodes[0]
+        .mesh_mut()
+        .send(
+            Target::Peer(2),
+            TransferMode::Reliable,
+            0,
+            &wire::del_peer(gone),
+        )
+        .expect("send");
+    w.nodes[0]
+        .mesh_mut()
+        .send(
+            Target::Peer(2),
+            TransferMode::Reliable,
+            0,
+            &wire::add_peer(99_999),
+        )
+        .expect("send");
+    w.drain(0);
+    w.run_for(Duration::from_millis(100));
+    let client = w.nodes[1].mp();
+    assert!(!client.has_peer(gone) && client.has_peer(99_999));
 }
