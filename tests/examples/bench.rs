@@ -9,6 +9,9 @@
 //! - **Dispatch at scale**: a server with N = 10, 100, 500 connected clients on one address:
 //!   cost per datagram in `handle_datagram` and total throughput, against N = 10.
 //! - **Memory per connected peer** (allocator totals) against a raw connected `Rtc`.
+//! - **Hostile peers** (`hostile`, in `bench/hostile.rs`): what an attacker costs its victim with
+//!   the default limits against every limit off, and a well-behaved peer's cost per datagram
+//!   while an attacker is at work against the same peer alone.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
@@ -21,6 +24,9 @@ use rtcmesh::str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use rtcmesh::str0m::net::{Protocol, Receive};
 use rtcmesh::str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc, RtcConfig};
 use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Target, TransferMode};
+
+#[path = "bench/hostile.rs"]
+mod hostile;
 
 /// Live heap bytes, for the memory figures.
 struct Counting;
@@ -979,6 +985,13 @@ fn main() {
     // comparison with matchbox.
     let only_scale = std::env::args().any(|a| a == "scale");
     let only_sockets = std::env::args().any(|a| a == "sockets");
+    // `hostile` runs only the hostile-peer section.
+    let only_hostile = std::env::args().any(|a| a == "hostile");
+    if only_hostile {
+        let ratio = hostile::run(quick);
+        println!("\n## Targets\n- well-behaved peer's cost per datagram under attack ÷ alone: {ratio:.2}× (goal ≤ 1.2×)");
+        return;
+    }
     let in_memory = !only_scale && !only_sockets;
     let key = if in_memory {
         throughput(quick)
@@ -996,11 +1009,19 @@ fn main() {
     if !only_scale {
         real_sockets(quick, std::env::args().any(|a| a == "matchbox") || !quick);
     }
+    let hostile_ratio = if in_memory {
+        hostile::run(quick)
+    } else {
+        f64::NAN
+    };
     println!("\n## Targets");
     println!(
         "- 1,200 B reliable, time per message rtcmesh ÷ raw str0m: {key:.3}× (target ≤ 1.05×)"
     );
     if !quick {
         println!("- dispatch cost (rtcmesh ÷ raw str0m per datagram) at N=500 ÷ the same at N=10: {dispatch:.2}× (target ≤ 1.5×)");
+    }
+    if in_memory {
+        println!("- well-behaved peer's cost per datagram under attack ÷ alone: {hostile_ratio:.2}× (goal ≤ 1.2×)");
     }
 }

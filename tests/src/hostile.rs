@@ -42,6 +42,9 @@ pub struct Attacker {
     /// Answers the victim sent it (one per offer the victim followed).
     pub answers: usize,
     pending: Option<SdpPendingOffer>,
+    /// Channels to open outside the layout, a few per millisecond.
+    opening: VecDeque<ChannelConfig>,
+    last_opened: Option<Instant>,
     /// Negotiated channels on stream ids outside the layout, to write one message on once open.
     write_once_open: Vec<ChannelId>,
     /// The last STUN binding request it sent, to replay from other source ports.
@@ -51,7 +54,12 @@ pub struct Attacker {
     timeout: Option<Instant>,
     /// `false` once str0m failed or closed: it no longer sends or receives.
     pub alive: bool,
+    /// Why str0m failed, if it did.
+    pub error: Option<String>,
 }
+
+/// Channels an attacker opens per millisecond.
+const OPEN_PER_TURN: usize = 8;
 
 /// Godot's layout (ids 1, 2, 3), as a peer negotiates it.
 fn godot_layout() -> [ChannelConfig; 3] {
@@ -94,11 +102,14 @@ impl Attacker {
             offer: None,
             answers: 0,
             pending: None,
+            opening: VecDeque::new(),
+            last_opened: None,
             write_once_open: Vec::new(),
             stun_request: None,
             out: VecDeque::new(),
             timeout: None,
             alive: true,
+            error: None,
         }
     }
 
@@ -181,32 +192,31 @@ impl Attacker {
         }
     }
 
-    /// Opens `n` data channels in-band (DCEP), outside the layout.
-    pub fn open_dcep_channels(&mut self, n: usize) -> Vec<ChannelId> {
-        let mut api = self.rtc.direct_api();
-        (0..n)
-            .map(|i| {
-                api.create_data_channel(ChannelConfig {
-                    label: format!("intruder-{i}"),
-                    negotiated: None,
-                    ..ChannelConfig::default()
-                })
-            })
-            .collect()
+    /// Opens `n` data channels in-band (DCEP), outside the layout, a few per millisecond
+    /// (str0m fails with "transmit queue full" when hundreds open at once).
+    pub fn open_dcep_channels(&mut self, n: usize) {
+        let start = self.opening.len();
+        self.opening
+            .extend((start..start + n).map(|i| ChannelConfig {
+                label: format!("intruder-{i}"),
+                negotiated: None,
+                ..ChannelConfig::default()
+            }));
     }
 
     /// Writes one message on each of these SCTP stream ids once they are open, without any
-    /// DCEP: out-of-band "negotiated" ids the victim never agreed to.
+    /// DCEP: out-of-band "negotiated" ids the victim never agreed to (paced as above).
     pub fn write_on_streams(&mut self, ids: impl IntoIterator<Item = u16>) {
-        let mut api = self.rtc.direct_api();
-        for id in ids {
-            let channel = api.create_data_channel(ChannelConfig {
-                label: format!("stream-{id}"),
-                negotiated: Some(id),
-                ..ChannelConfig::default()
-            });
-            self.write_once_open.push(channel);
-        }
+        self.opening.extend(ids.into_iter().map(|id| ChannelConfig {
+            label: format!("stream-{id}"),
+            negotiated: Some(id),
+            ..ChannelConfig::default()
+        }));
+    }
+
+    /// Channels it has yet to open.
+    pub fn still_opening(&self) -> usize {
+        self.opening.len()
     }
 
     /// Writes `data` on layout channel `index` (0 reliable, 1 ordered, 2 unreliable).
@@ -231,8 +241,8 @@ impl Attacker {
         let Ok(r) = Receive::new(Protocol::Udp, source, self.addr, contents) else {
             return;
         };
-        if self.rtc.handle_input(Input::Receive(now, r)).is_err() {
-            self.alive = false;
+        if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
+            self.fail(e);
         }
         self.drive(now);
     }
@@ -241,15 +251,34 @@ impl Attacker {
         if !self.alive {
             return;
         }
-        if self.rtc.handle_input(Input::Timeout(now)).is_err() {
-            self.alive = false;
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            self.fail(e);
         }
         self.drive(now);
     }
 
-    /// Drains str0m's output, writing on freshly opened unnegotiated streams.
+    fn fail(&mut self, e: impl std::fmt::Display) {
+        self.alive = false;
+        self.error.get_or_insert_with(|| e.to_string());
+    }
+
+    /// Drains str0m's output, opening the next few channels and writing on freshly opened
+    /// unnegotiated streams.
     pub fn drive(&mut self, now: Instant) {
-        let _ = now;
+        let due = self
+            .last_opened
+            .is_none_or(|at| now >= at + Duration::from_millis(1));
+        if self.alive && self.connected() && due && !self.opening.is_empty() {
+            self.last_opened = Some(now);
+            let mut api = self.rtc.direct_api();
+            for config in self.opening.drain(..self.opening.len().min(OPEN_PER_TURN)) {
+                let negotiated = config.negotiated.is_some();
+                let id = api.create_data_channel(config);
+                if negotiated {
+                    self.write_once_open.push(id);
+                }
+            }
+        }
         while self.alive {
             match self.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
@@ -260,7 +289,9 @@ impl Attacker {
                         .push_back((t.source, t.destination, t.contents.to_vec()));
                 }
                 Ok(Output::Timeout(t)) => {
-                    self.timeout = Some(t);
+                    let soon = now + Duration::from_millis(1);
+                    let more = !self.opening.is_empty() && self.connected();
+                    self.timeout = Some(if more { t.min(soon) } else { t });
                     return;
                 }
                 Ok(Output::Event(RtcEvent::ChannelOpen(id, _))) => {
@@ -275,7 +306,7 @@ impl Attacker {
                 Ok(Output::Event(RtcEvent::ChannelClose(id))) => self.closed.push(id),
                 Ok(Output::Event(RtcEvent::ChannelData(d))) => self.received.push((d.id, d.data)),
                 Ok(Output::Event(_)) => {}
-                Err(_) => self.alive = false,
+                Err(e) => self.fail(e),
             }
         }
     }
@@ -375,6 +406,13 @@ pub struct HostileWorld {
     by_addr: HashMap<SocketAddr, Who>,
     /// Datagrams sent to an address nobody has (dropped).
     pub datagrams_nowhere: u64,
+    /// Whether to time the hosts' `handle_datagram` and `handle_signal` calls (wall clock, for
+    /// the benchmark; off by default).
+    pub measure: bool,
+    /// With `measure`: the time of each `handle_datagram` call, per (host, source IP).
+    pub datagram_cpu: HashMap<(usize, IpAddr), Vec<Duration>>,
+    /// With `measure`: time spent in `handle_signal`, and calls, per (host, sender id).
+    pub signal_cpu: HashMap<(usize, PeerId), (Duration, u64)>,
 }
 
 impl HostileWorld {
@@ -391,6 +429,9 @@ impl HostileWorld {
             next_seq: 0,
             by_addr: HashMap::new(),
             datagrams_nowhere: 0,
+            measure: false,
+            datagram_cpu: HashMap::new(),
+            signal_cpu: HashMap::new(),
         }
     }
 
@@ -615,9 +656,17 @@ impl HostileWorld {
                     contents,
                 }) => match self.by_addr.get(&destination) {
                     Some(&Who::Host(h)) => {
+                        let started = self.measure.then(Instant::now);
                         self.hosts[h]
                             .mesh
-                            .handle_datagram(now, source, destination, &contents)
+                            .handle_datagram(now, source, destination, &contents);
+                        if let Some(started) = started {
+                            let spent = started.elapsed();
+                            self.datagram_cpu
+                                .entry((h, source.ip()))
+                                .or_default()
+                                .push(spent);
+                        }
                     }
                     Some(&Who::Attacker(k)) => {
                         self.attackers[k].handle_datagram(now, source, &contents)
@@ -626,7 +675,14 @@ impl HostileWorld {
                 },
                 Some(InFlight::Signal { from, to, signal }) => match self.node_by_id(to) {
                     Some(Who::Host(h)) => {
-                        if let Err(e) = self.hosts[h].mesh.handle_signal(now, from, signal) {
+                        let started = self.measure.then(Instant::now);
+                        let result = self.hosts[h].mesh.handle_signal(now, from, signal);
+                        if let Some(started) = started {
+                            let spent = self.signal_cpu.entry((h, from)).or_default();
+                            spent.0 += started.elapsed();
+                            spent.1 += 1;
+                        }
+                        if let Err(e) = result {
                             self.hosts[h].signal_errors.push(e);
                         }
                     }
