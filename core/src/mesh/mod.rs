@@ -29,7 +29,7 @@ use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::demux::Demux;
 use crate::error::{AddPeerError, CreateError};
-use crate::event::{Event, Transmit};
+use crate::event::{Event, EventQueue, PendingEvents, Transmit};
 use crate::limits;
 use crate::link::{Limits, Link, LinkSetup, Progress};
 use crate::signal::OutgoingSignal;
@@ -74,7 +74,7 @@ pub struct Mesh {
     /// Where the clock stops, once a time near the end of `Instant`'s range was seen.
     clock_horizon: Option<Instant>,
     transmits: VecDeque<Transmit>,
-    events: VecDeque<Event>,
+    events: EventQueue,
     stats: MeshStats,
 }
 
@@ -154,7 +154,7 @@ impl Mesh {
             last_now: None,
             clock_horizon: None,
             transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             stats: MeshStats::default(),
         })
     }
@@ -270,6 +270,13 @@ impl Mesh {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// How many events (and packet bytes) wait for [`poll_event`](Mesh::poll_event). The mesh
+    /// never drops an event to bound this: an I/O loop keeps it bounded by not feeding
+    /// datagrams while the application is behind (both adapters do).
+    pub fn pending_events(&self) -> PendingEvents {
+        self.events.pending()
     }
 
     /// When [`handle_timeout`](Mesh::handle_timeout) must next be called (the earliest deadline
