@@ -84,7 +84,7 @@ fn is_binding_request(d: &[u8]) -> bool {
 }
 
 impl Attacker {
-    /// An attacker with this id at `addr`; `config` gives the str0m settings a mesh would use.
+    /// An attacker with this id at `addr` (str0m's defaults, SNAP on as rtcmesh has it).
     pub fn new(now: Instant, id: PeerId, addr: SocketAddr) -> Attacker {
         let mut rtc = Rtc::builder()
             .set_stats_interval(None)

@@ -2,8 +2,8 @@
 //!
 //! The link is split along its concerns: [`negotiation`] (offer / answer, candidates, starting
 //! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP), [`health`] (the
-//! deadlines that end or restart a link) and [`guard`] (what the remote may not make it hold). This file holds the link itself and the loop that
-//! drains str0m's output into the mesh.
+//! deadlines that end or restart a link) and [`guard`] (what the remote may not make it hold).
+//! This file holds the link itself and the loop that drains str0m's output into the mesh.
 
 mod guard;
 mod health;
