@@ -162,7 +162,11 @@ where
     M::Event: Send + 'static,
     F: FnOnce(Mesh) -> M,
 {
-    let deadline = tokio::time::Instant::now() + options.timeout;
+    // A timeout too long for the clock means "never" (about 30 years is as good).
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(options.timeout)
+        .unwrap_or(now + Duration::from_secs(30 * 365 * 86_400));
     let within = |f| tokio::time::timeout_at(deadline, f);
     let connector = if url.starts_with("wss:") {
         let tls = match options.tls.clone() {

@@ -277,8 +277,10 @@ impl LobbyServer {
                 last_frame: now,
             },
         );
-        self.deadlines
-            .insert((now + self.config.join_timeout, Deadline::Join(conn)));
+        // A duration too long for the clock means "never".
+        if let Some(at) = now.checked_add(self.config.join_timeout) {
+            self.deadlines.insert((at, Deadline::Join(conn)));
+        }
     }
 
     /// A text frame arrived on `conn`. Protocol errors close that connection only.
@@ -379,11 +381,12 @@ impl LobbyServer {
         if c.lobby.is_none() {
             return;
         }
-        let due = c.last_frame + limit;
-        if due <= now {
-            self.close(conn, close::IDLE, reason::IDLE_TOO_LONG);
-        } else {
-            self.deadlines.insert((due, Deadline::Idle(conn)));
+        match c.last_frame.checked_add(limit) {
+            Some(due) if due <= now => self.close(conn, close::IDLE, reason::IDLE_TOO_LONG),
+            Some(due) => {
+                self.deadlines.insert((due, Deadline::Idle(conn)));
+            }
+            None => {}
         }
     }
 
@@ -523,7 +526,9 @@ impl LobbyServer {
         self.send(conn, &LobbyMessage::new(MessageKind::Join, 0, name));
         self.stats.joins += 1;
         if let Some(limit) = self.config.member_idle_timeout {
-            self.deadlines.insert((now + limit, Deadline::Idle(conn)));
+            if let Some(at) = now.checked_add(limit) {
+                self.deadlines.insert((at, Deadline::Idle(conn)));
+            }
         }
         Ok(())
     }
@@ -545,10 +550,9 @@ impl LobbyServer {
         for member in members {
             self.send(member, &LobbyMessage::new(MessageKind::Seal, 0, ""));
         }
-        self.deadlines.insert((
-            now + self.config.seal_close_after,
-            Deadline::SealClose(name),
-        ));
+        if let Some(at) = now.checked_add(self.config.seal_close_after) {
+            self.deadlines.insert((at, Deadline::SealClose(name)));
+        }
         Ok(())
     }
 
@@ -745,6 +749,28 @@ mod tests {
                 .clone();
             (id, name)
         }
+    }
+
+    #[test]
+    fn durations_too_long_for_the_clock_mean_never() {
+        let mut h = Harness::new();
+        h.server = LobbyServer::new(
+            LobbyServerConfig {
+                join_timeout: Duration::MAX,
+                seal_close_after: Duration::MAX,
+                member_idle_timeout: Some(Duration::MAX),
+                ..LobbyServerConfig::default()
+            },
+            7,
+        );
+        h.server.connect(h.now, 9, LOCAL);
+        let (_, name) = h.join(1, "", true);
+        h.text(1, &LobbyMessage::new(MessageKind::Seal, 0, name).encode());
+        h.server
+            .handle_timeout(h.now + Duration::from_secs(86_400 * 365));
+        let out = h.drain();
+        assert_eq!(closed(&out, 9), None, "no join timeout");
+        assert_eq!(closed(&out, 1), None, "no idle or seal close");
     }
 
     fn closed(out: &[ServerOutput], conn: ConnectionId) -> Option<(u16, &'static str)> {
