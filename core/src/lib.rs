@@ -63,6 +63,7 @@ mod config;
 mod demux;
 mod error;
 mod event;
+mod limits;
 mod link;
 pub mod lobby;
 mod machine;
@@ -82,6 +83,7 @@ pub use error::{
     AddPeerError, CandidateError, CreateError, DecodeSignalError, SendError, SignalError,
 };
 pub use event::{Event, Packet, PendingEvents, Transmit};
+pub use limits::{Limits, MultiplayerLimits};
 pub use machine::Machine;
 pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{

@@ -9,8 +9,14 @@
 //! - **Dispatch at scale**: a server with N = 10, 100, 500 connected clients on one address:
 //!   cost per datagram in `handle_datagram` and total throughput, against N = 10.
 //! - **Memory per connected peer** (allocator totals) against a raw connected `Rtc`.
-//! - **Stats and traces**: throughput with str0m's stats measurement off, at the default
-//!   interval and at the fastest; the cost of rtcmesh's `tracing` calls with no subscriber.
+//! - **Signaling load** (`signal` runs only this; in `bench/signal_load.rs`): joins and relayed messages per second on one
+//!   signaling node, and on two nodes through Redis (a `redis-server` the run starts).
+//! - **Hostile peers** (`hostile`, in `bench/hostile.rs`): what an attacker costs its victim with
+//!   the default limits against every limit off, and a well-behaved peer's cost per datagram
+//!   while an attacker is at work against the same peer alone.
+//! - **Stats and traces** (`stats` runs only this and throughput; in `bench/stats.rs`):
+//!   throughput with str0m's stats measurement off and as shipped, one measurement's cost, and
+//!   rtcmesh's `tracing` calls with no subscriber.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
@@ -23,6 +29,13 @@ use rtcmesh::str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use rtcmesh::str0m::net::{Protocol, Receive};
 use rtcmesh::str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc, RtcConfig};
 use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Target, TransferMode};
+
+#[path = "bench/hostile.rs"]
+mod hostile;
+#[path = "bench/signal_load.rs"]
+mod signal_load;
+#[path = "bench/stats.rs"]
+mod stats;
 
 /// Live heap bytes, for the memory figures.
 struct Counting;
@@ -498,120 +511,6 @@ fn setup_time() {
     println!(
         "| rtcmesh pair | {mesh:.2?} | {:.2}× |",
         mesh.as_secs_f64() / raw.as_secs_f64()
-    );
-}
-
-/// CPU time this thread has used (immune to other processes on the machine).
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec, which we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// [`transfer`], timed in this thread's CPU time.
-fn cpu_transfer(
-    a: &mut dyn Side,
-    b: &mut dyn Side,
-    now: &mut Instant,
-    size: usize,
-    count: usize,
-) -> (Duration, usize) {
-    let start = thread_cpu();
-    let (_, n) = transfer(a, b, now, TransferMode::Reliable, size, count);
-    (thread_cpu() - start, n)
-}
-
-/// What per-peer stats and `tracing` cost, in CPU time (so other work on the machine does not
-/// blur it): throughput of raw str0m, rtcmesh with str0m's stats measurement off (rtcmesh's
-/// own per-peer counters and path tracking are always on) and rtcmesh as shipped (measurement
-/// every second); the cost of one measurement on an idle connected pair; and the calls rtcmesh
-/// makes into `tracing` with no subscriber installed.
-fn stats_and_traces(quick: bool) {
-    println!("\n## Cost of per-peer stats and traces (thread CPU time per message, best of 5, interleaved)");
-    println!("| channel | size | raw str0m | rtcmesh, stats measurement off | rtcmesh as shipped (every 1 s) | shipped ÷ off | shipped ÷ raw |");
-    println!("|---|---|---|---|---|---|---|");
-    for size in [100usize, 1_200] {
-        let count = if quick { 10_000 } else { 50_000 };
-        let mut now = Instant::now();
-        let mut sides: Vec<(Box<dyn Side>, Box<dyn Side>)> = Vec::new();
-        let (ra, rb) = raw_pair(&mut now);
-        sides.push((Box::new(ra), Box::new(rb)));
-        for stats_interval in [None, Some(Duration::from_secs(1))] {
-            let config = MeshConfig {
-                stats_interval,
-                ..mesh_config_no_queue()
-            };
-            let (a, b) = mesh_pair_with(&mut now, config);
-            sides.push((Box::new(a), Box::new(b)));
-        }
-        for (a, b) in &mut sides {
-            cpu_transfer(a.as_mut(), b.as_mut(), &mut now, size, count / 10);
-        }
-        let mut best = [f64::MAX; 3];
-        for _ in 0..5 {
-            for (i, (a, b)) in sides.iter_mut().enumerate() {
-                let (t, n) = cpu_transfer(a.as_mut(), b.as_mut(), &mut now, size, count);
-                best[i] = best[i].min(t.as_secs_f64() / n.max(1) as f64);
-            }
-        }
-        println!(
-            "| Reliable | {size} B | {:.2} µs | {:.2} µs | {:.2} µs | **{:.3}×** | {:.3}× |",
-            best[0] * 1e6,
-            best[1] * 1e6,
-            best[2] * 1e6,
-            best[2] / best[1],
-            best[2] / best[0]
-        );
-    }
-    // One measurement: an idle connected pair for 10 minutes of simulated time, with and
-    // without it (ICE consent checks run in both).
-    let idle = |stats_interval: Option<Duration>| {
-        let mut now = Instant::now();
-        let (mut a, mut b) = mesh_pair_with(
-            &mut now,
-            MeshConfig {
-                stats_interval,
-                ..mesh_config_no_queue()
-            },
-        );
-        let end = now + Duration::from_secs(600);
-        let start = thread_cpu();
-        while now < end && step(&mut a, &mut b, &mut now) {}
-        thread_cpu() - start
-    };
-    let runs = if quick { 3 } else { 7 };
-    let off = (0..runs).map(|_| idle(None)).min().expect("runs");
-    let on = (0..runs)
-        .map(|_| idle(Some(Duration::from_secs(1))))
-        .min()
-        .expect("runs");
-    let per = (on.saturating_sub(off)).as_secs_f64() / 1200.0; // 600 s × 2 peers
-    println!(
-        "\nOne stats measurement (str0m's snapshot: ICE RTT, selected pair) costs {:.2} µs of CPU per \
-         peer: at the default 1 s, {:.4} % of a core per 1,000 peers. (Idle pair for 600 s: \
-         {off:.1?} without, {on:.1?} with.)",
-        per * 1e6,
-        per * 1000.0 * 100.0
-    );
-    // tracing without a subscriber: one span per peer, and a few events in its life (connect,
-    // restart, loss or removal); none per packet.
-    let calls = if quick { 1_000_000 } else { 10_000_000 };
-    let mesh = tracing::info_span!("mesh", id = 1);
-    let start = thread_cpu();
-    for i in 0..calls {
-        let peer = tracing::info_span!(parent: &mesh, "peer", id = i);
-        tracing::info!(parent: &peer, "connected");
-        std::hint::black_box(&peer);
-    }
-    let per_call = (thread_cpu() - start) / calls;
-    println!(
-        "\n`tracing` with no subscriber: a peer span plus one event costs {per_call:.1?}; rtcmesh \
-         makes one span and 2–5 events per peer in its life and none per packet (about 2 ms of \
-         CPU per connection set-up), so no cargo feature guards it."
     );
 }
 
@@ -1223,10 +1122,19 @@ fn main() {
     // comparison with matchbox; `stats` only throughput and the stats / traces costs.
     let only_scale = std::env::args().any(|a| a == "scale");
     let only_sockets = std::env::args().any(|a| a == "sockets");
+    if std::env::args().any(|a| a == "signal") {
+        signal_load::run(quick);
+        return;
+    }
+    // `hostile` runs only the hostile-peer section.
+    if std::env::args().any(|a| a == "hostile") {
+        let ratio = hostile::run(quick);
+        println!("\n## Targets\n- well-behaved peer's cost per datagram under attack ÷ alone: {ratio:.2}× (goal ≤ 1.2×)");
+    }
     // `stats` runs only the throughput and stats/traces sections.
     if std::env::args().any(|a| a == "stats") {
         let key = throughput(quick);
-        stats_and_traces(quick);
+        stats::run(quick);
         println!("\n- 1,200 B reliable, time per message rtcmesh ÷ raw str0m: {key:.3}× (target ≤ 1.05×)");
         return;
     }
@@ -1238,7 +1146,7 @@ fn main() {
     };
     if in_memory {
         setup_time();
-        stats_and_traces(quick);
+        stats::run(quick);
     }
     let dispatch = if only_sockets {
         f64::NAN
@@ -1248,11 +1156,22 @@ fn main() {
     if !only_scale {
         real_sockets(quick, std::env::args().any(|a| a == "matchbox") || !quick);
     }
+    if in_memory {
+        signal_load::run(quick);
+    }
+    let hostile_ratio = if in_memory {
+        hostile::run(quick)
+    } else {
+        f64::NAN
+    };
     println!("\n## Targets");
     println!(
         "- 1,200 B reliable, time per message rtcmesh ÷ raw str0m: {key:.3}× (target ≤ 1.05×)"
     );
     if !quick {
         println!("- dispatch cost (rtcmesh ÷ raw str0m per datagram) at N=500 ÷ the same at N=10: {dispatch:.2}× (target ≤ 1.5×)");
+    }
+    if in_memory {
+        println!("- well-behaved peer's cost per datagram under attack ÷ alone: {hostile_ratio:.2}× (goal ≤ 1.2×)");
     }
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rtcmesh::{Event, MeshConfig};
+use rtcmesh::{Event, Limits, MeshConfig};
 use rtcmesh_tests::{LinkConditions, Stream, World};
 use str0m_netem::NetemConfig;
 
@@ -257,4 +257,100 @@ fn a_restart_that_cannot_reach_the_peer_changes_nothing_and_the_loss_path_follow
         .events
         .iter()
         .any(|(_, n, e)| *n == 1 && matches!(e, Event::IceRestartEnded { .. })));
+}
+
+/// Node 1 (the offerer) moves to a new address every `every` sends of a 20 ms stream, `moves`
+/// times; returns the stream once it finished.
+fn moving_again_and_again(config: &MeshConfig, moves: u32, every: u32) -> (World, Stream) {
+    let mut w = pair(config);
+    let mut stream = Stream::new(0, 1, 200);
+    stream.run(
+        &mut w,
+        moves * every + 50,
+        Duration::from_millis(20),
+        |w, i| {
+            if i % every == every / 2 && i / every < moves {
+                let k = u8::try_from(i / every).unwrap();
+                w.move_node(1, SocketAddr::from(([127, 0, 0, 70 + k], 7000)));
+            }
+        },
+    );
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(30)),
+        "stream incomplete: {:?}",
+        stream.check()
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    (w, stream)
+}
+
+/// How many restarts node `n` saw end.
+fn restarts_ended(stream: &Stream, n: usize) -> usize {
+    stream
+        .events
+        .iter()
+        .filter(|(_, node, e)| *node == n && matches!(e, Event::IceRestartEnded { .. }))
+        .count()
+}
+
+#[test]
+fn a_peer_restarting_more_often_than_the_candidate_cap_allows_still_reconnects() {
+    // Each move brings the offerer a new address: a new host candidate for the answering side,
+    // trickled and in the restart offer. With room for two remote candidates, the third address
+    // would be refused if the cap counted the candidates of every restart; an ICE restart
+    // replaces the remote candidates (str0m drops the old ones), so the cap starts over.
+    let config = MeshConfig {
+        ice_restart_interval: Duration::from_secs(1),
+        limits: Limits {
+            max_remote_candidates: 2,
+            ..Limits::default()
+        },
+        ..MeshConfig::default()
+    };
+    let moves = 6;
+    let (w, stream) = moving_again_and_again(&config, moves, 100);
+    for n in [0, 1] {
+        assert_eq!(
+            restarts_ended(&stream, n),
+            moves as usize,
+            "node {n} saw every restart end: {:?}",
+            stream.events
+        );
+    }
+    // The last restart ended on the last address.
+    let last = SocketAddr::from(([127, 0, 0, 70 + moves as u8 - 1], 7000));
+    assert!(stream.events.iter().any(|(_, n, e)| *n == 0
+        && matches!(e, Event::IceRestartEnded { path, .. } if path.remote == last)));
+    assert_eq!(w.nodes[0].mesh.stats().ice_restarts, u64::from(moves));
+}
+
+#[test]
+fn restarts_in_a_row_pass_the_renegotiation_rate_limit() {
+    // The tightest settings the docs allow: restarts 1 s apart at the offerer, and a receiving
+    // mesh that takes one new offer per second with no burst. A move every second restarts ICE
+    // every second; each restart offer must be followed, none refused.
+    let config = MeshConfig {
+        ice_restart_interval: Duration::from_secs(1),
+        limits: Limits {
+            renegotiation_burst: 1,
+            renegotiation_interval: Duration::from_secs(1),
+            ..Limits::default()
+        },
+        ..MeshConfig::default()
+    };
+    let moves = 5;
+    let (w, stream) = moving_again_and_again(&config, moves, 50);
+    let answering = &w.nodes[0];
+    assert_eq!(answering.mesh.stats().offers_rate_limited, 0);
+    assert!(
+        answering.signal_errors.is_empty(),
+        "{:?}",
+        answering.signal_errors
+    );
+    assert_eq!(answering.mesh.stats().ice_restarts, u64::from(moves));
+    assert_eq!(w.nodes[1].mesh.stats().ice_restarts, u64::from(moves));
+    for n in [0, 1] {
+        assert_eq!(restarts_ended(&stream, n), moves as usize, "node {n}");
+    }
 }

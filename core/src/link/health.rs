@@ -1,10 +1,13 @@
 //! The deadlines that end a link (connect timeout, silence, lost ICE), start its handshake over,
-//! or (once connected) move or restart its path ([`super::restart`]).
+//! or (once connected) move or restart its path ([`super::restart`]). Every deadline is
+//! `checked_add`ed: one past the end of `Instant`'s range (a `Duration::MAX` setting, or a clock
+//! near its end) is "never", not a panic.
 
 use std::time::{Duration, Instant};
 
 use super::{Link, Loss, Progress, Sink};
 use crate::config::MeshConfig;
+use crate::limits::deadline;
 use str0m::Input;
 
 /// The time limits that end or repair a link, from [`MeshConfig`].
@@ -52,26 +55,20 @@ impl Link {
             }
         };
         if progress.lost.is_none() {
-            let ice_lost = self.ice_lost_at.filter(|&at| {
-                at.checked_add(limits.grace).is_some_and(|t| now >= t)
-                    && !self.restart_may_follow(now, at, limits)
-            });
-            if !self.announced && now >= self.connect_deadline {
+            let passed = |at: Option<Instant>| at.is_some_and(|at| now >= at);
+            if !self.announced && passed(self.connect_deadline) {
                 progress.lost = Some(Loss::ConnectTimeout);
-            } else if ice_lost.is_some() {
+            } else if self.ice_lost_at.is_some_and(|at| {
+                passed(deadline(at, limits.grace)) && !self.restart_may_follow(now, at, limits)
+            }) {
                 progress.lost = Some(Loss::IceLost);
-            } else if self.announced
-                && self
-                    .last_heard
-                    .checked_add(limits.silence)
-                    .is_some_and(|t| now >= t)
-            {
+            } else if self.announced && passed(deadline(self.last_heard, limits.silence)) {
                 progress.lost = Some(Loss::Silent);
             } else if self.closing {
                 progress.lost = Some(Loss::Closed);
             } else if !self.announced
                 && !progress.connected
-                && self.answered_at.is_some_and(|at| now >= at + limits.retry)
+                && passed(self.answered_at.and_then(|at| deadline(at, limits.retry)))
             {
                 progress.retry = true;
             } else if self.announced {
@@ -91,19 +88,19 @@ impl Link {
             }
         };
         if self.announced {
-            earliest(self.last_heard.checked_add(limits.silence));
+            earliest(deadline(self.last_heard, limits.silence));
             earliest(self.recovery_deadline(now, limits));
         } else {
-            earliest(Some(self.connect_deadline));
-            earliest(self.answered_at.and_then(|a| a.checked_add(limits.retry)));
+            earliest(self.connect_deadline);
+            earliest(self.answered_at.and_then(|a| deadline(a, limits.retry)));
         }
         if let Some(lost) = self.ice_lost_at {
             if !self.restart_may_follow(now, lost, limits) {
-                earliest(lost.checked_add(limits.grace));
+                earliest(deadline(lost, limits.grace));
             } else if !self.offers {
                 // The answering side waits for the offerer's restart (see `restart_may_follow`);
                 // the offering side restarts instead, on its own deadlines.
-                earliest(lost.checked_add(limits.silence));
+                earliest(deadline(lost, limits.silence));
             }
         }
         at

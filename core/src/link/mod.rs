@@ -3,9 +3,11 @@
 //! The link is split along its concerns: [`negotiation`] (offer / answer, candidates, starting
 //! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP), [`health`] (the
 //! deadlines that end or restart a link), [`path`] (the selected candidate pair and moved
-//! peers), [`restart`] (ICE restart) and [`stats`] (per-peer counters). This file holds the link
+//! peers), [`restart`] (ICE restart), [`stats`] (per-peer counters) and [`guard`] (what the
+//! remote may not make it hold). This file holds the link
 //! itself and the loop that drains str0m's output into the mesh.
 
+mod guard;
 mod health;
 mod negotiation;
 mod path;
@@ -29,6 +31,7 @@ use crate::signal::Signal;
 use crate::stats::{ChannelStats, MeshStats};
 use crate::transfer::PeerId;
 
+use guard::Guard;
 pub(crate) use health::Limits;
 pub(crate) use negotiation::LinkSetup;
 use negotiation::{Handshake, Negotiation};
@@ -59,6 +62,8 @@ pub(crate) enum Loss {
     IceLost,
     /// The remote closed a channel or the connection, or str0m failed.
     Closed,
+    /// The remote went past a limit that ends the connection (channels outside the layout).
+    Abuse,
 }
 
 impl Loss {
@@ -70,6 +75,7 @@ impl Loss {
             Loss::Silent => "nothing heard for peer_timeout",
             Loss::IceLost => "ICE disconnected longer than disconnect_grace",
             Loss::Closed => "closed by the remote, or the connection failed",
+            Loss::Abuse => "opened more channels outside the layout than limits allow",
         }
     }
 }
@@ -122,7 +128,8 @@ pub(crate) struct Link {
     pub closing: bool,
     ice_was_connected: bool,
     ice_lost_at: Option<Instant>,
-    connect_deadline: Instant,
+    /// When the peer is given up if not connected (`None`: never).
+    connect_deadline: Option<Instant>,
     /// Offering side: when the answer to the current offer was applied (the retry clock).
     answered_at: Option<Instant>,
     /// Answering side: a hash of the offer applied, so a repeated offer is not taken as new.
@@ -149,6 +156,7 @@ pub(crate) struct Link {
     moves: u64,
     /// The peer's `tracing` span (a child of the mesh's).
     span: tracing::Span,
+    guard: Guard,
 }
 
 impl Link {
@@ -187,7 +195,7 @@ impl Link {
             closing: false,
             ice_was_connected: false,
             ice_lost_at: None,
-            connect_deadline: now + setup.config.connect_timeout,
+            connect_deadline: crate::limits::deadline(now, setup.config.connect_timeout),
             answered_at: None,
             offer_hash: 0,
             remote_session: 0,
@@ -203,6 +211,7 @@ impl Link {
             channel_stats,
             moves: 0,
             span,
+            guard: Guard::new(setup.config),
         };
         Ok((link, offer))
     }
@@ -354,6 +363,7 @@ impl Link {
     ) {
         match event {
             RtcEvent::ChannelData(data) => match self.channel_index(data.id) {
+                Some(_) if !self.fits_packet_size(data.data.len(), sink) => {}
                 Some(index) => {
                     let spec = self.channels[index].spec;
                     sink.stats.packets_received += 1;
@@ -370,12 +380,14 @@ impl Link {
                 }
                 None => sink.stats.packets_unknown_channel += 1,
             },
-            RtcEvent::ChannelOpen(id, _label) => {
-                if let Some(index) = self.channel_index(id) {
+            RtcEvent::ChannelOpen(id, _label) => match self.channel_index(id) {
+                Some(index) => {
                     self.channels[index].open = true;
                     progress.connected |= !self.announced && self.is_ready();
                 }
-            }
+                // Opened in-band by the remote (DCEP): not part of the layout.
+                None => self.refuse_channel(id, progress, sink),
+            },
             RtcEvent::Connected => progress.connected |= !self.announced && self.is_ready(),
             // Godot removes a peer when any of its channels closes.
             RtcEvent::ChannelClose(id) if self.channel_index(id).is_some() => {

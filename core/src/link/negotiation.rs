@@ -141,23 +141,35 @@ impl Link {
         self.last_heard = now;
         self.rtc_deadline = None;
         self.queue.clear();
+        self.guard.remote = Default::default();
         if offer.is_none() {
             // The answering side follows the offerer, whose own deadline bounds the retries.
-            self.connect_deadline = now + setup.config.connect_timeout;
+            self.connect_deadline = crate::limits::deadline(now, setup.config.connect_timeout);
         }
         Ok(offer)
     }
 
     /// Whether `sdp` is an offer for a new connection on a link already negotiated: the
-    /// offerer started over (see [`Progress::retry`] and the module docs). A repeat of the
-    /// applied offer is not, nor is a renegotiation of this connection (same session id).
-    pub fn starts_over(&self, sdp: &str) -> bool {
-        !self.offers
+    /// offerer started over (see [`Progress::retry`] and the module docs), and the mesh follows
+    /// with a fresh `Rtc`. A repeat of the applied offer is not, nor is a renegotiation of this
+    /// connection (same session id, see [`renegotiate`](Link::renegotiate)). A new connection
+    /// arriving faster than the renegotiation rate limit is refused with
+    /// [`SignalError::TooManyOffers`] before it is even parsed.
+    pub fn starts_over(&mut self, now: Instant, sdp: &str) -> Result<bool, SignalError> {
+        let new_connection = !self.offers
             && matches!(self.negotiation, Negotiation::Done)
             && self.offer_hash != 0
             && self.offer_hash != hash(sdp)
-            && self.remote_session != sdp_session(sdp)
-            && SdpOffer::from_sdp_string(sdp).is_ok()
+            && self.remote_session != sdp_session(sdp);
+        if !new_connection {
+            return Ok(false);
+        }
+        self.renegotiation_allowed(now)?;
+        if SdpOffer::from_sdp_string(sdp).is_err() {
+            return Ok(false);
+        }
+        self.renegotiated();
+        Ok(true)
     }
 
     /// Applies a signal from this peer.
@@ -187,19 +199,30 @@ impl Link {
                     Negotiation::Restarting(_) => true,
                     _ => return Err(SignalError::UnexpectedAnswer(self.peer)),
                 };
-                let answer = SdpAnswer::from_sdp_string(&sdp)
-                    .map_err(|e| SignalError::Invalid(format!("bad SDP answer: {e}")))?;
+                let ufrag = sdp_ufrag(&sdp);
+                // An answer to our restart (new credentials) brings a fresh set of remote
+                // candidates: str0m drops the old ones when it applies it, so does the cap.
+                let before = (restarting && ufrag != self.remote_ufrag)
+                    .then(|| std::mem::take(&mut self.guard.remote));
+                let sdp = self.bound_sdp_candidates(sdp, sink);
+                let answer = match SdpAnswer::from_sdp_string(&sdp) {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        self.keep_remote_candidates(before);
+                        return Err(SignalError::Invalid(format!("bad SDP answer: {e}")));
+                    }
+                };
                 let (Negotiation::Offered(pending) | Negotiation::Restarting(pending)) =
                     std::mem::replace(&mut self.negotiation, Negotiation::Done)
                 else {
                     unreachable!("checked above");
                 };
-                let ufrag = sdp_ufrag(&sdp);
                 if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
                     if !restarting {
                         // str0m consumed the pending offer; the link cannot recover, so it ends.
                         self.closing = true;
                     }
+                    self.keep_remote_candidates(before);
                     // A refused restart answer leaves the connection as it was; the next
                     // restart (or the loss path) follows if the path stays broken.
                     return Err(SignalError::Invalid(format!("answer refused: {e}")));
@@ -219,10 +242,7 @@ impl Link {
                 let text = text.trim();
                 let attr = text.strip_prefix("a=").unwrap_or(text);
                 match Candidate::from_sdp_string(attr) {
-                    Ok(c) => {
-                        self.path.add_remote(&c);
-                        self.rtc.add_remote_candidate(c);
-                    }
+                    Ok(c) => self.add_remote_candidate(c, sink),
                     Err(e) => {
                         sink.stats.candidates_rejected += 1;
                         return Err(SignalError::Invalid(format!("bad candidate: {e}")));
@@ -235,6 +255,8 @@ impl Link {
 
     /// Answering side: the offer that creates the connection, and its channels.
     fn accept_first_offer(&mut self, sdp: String, sink: &mut Sink<'_>) -> Result<(), SignalError> {
+        let offer_hash = hash(&sdp);
+        let sdp = self.bound_sdp_candidates(sdp, sink);
         let offer = SdpOffer::from_sdp_string(&sdp)
             .map_err(|e| SignalError::Invalid(format!("bad SDP offer: {e}")))?;
         let answer = self
@@ -248,7 +270,7 @@ impl Link {
             ch.id = Some(api.create_data_channel(config));
         }
         self.negotiation = Negotiation::Done;
-        self.offer_hash = hash(&sdp);
+        self.offer_hash = offer_hash;
         self.remote_session = sdp_session(&sdp);
         self.remote_ufrag = sdp_ufrag(&sdp);
         self.path.add_remote_sdp(&sdp);
@@ -261,23 +283,42 @@ impl Link {
 
     /// A new offer for this connection (same session): applied to the existing `Rtc`, which
     /// keeps DTLS and SCTP. With new ICE credentials it is an ICE restart, which the agent
-    /// applies at once (its old pairs are dropped).
+    /// applies at once (its old pairs and remote candidates are dropped, and the candidate cap
+    /// starts over with the offer's). Such offers share the renegotiation rate limit with new
+    /// connections: a remote's restarts, at least `ice_restart_interval` (≥ 1 s) apart, pass;
+    /// a flood is refused with [`SignalError::TooManyOffers`] and the connection carries on.
     fn renegotiate(
         &mut self,
         now: Instant,
         sdp: String,
         sink: &mut Sink<'_>,
     ) -> Result<(), SignalError> {
-        let offer = SdpOffer::from_sdp_string(&sdp)
-            .map_err(|e| SignalError::Invalid(format!("bad SDP offer: {e}")))?;
+        if let Err(e) = self.renegotiation_allowed(now) {
+            sink.stats.offers_rate_limited += 1;
+            return Err(e);
+        }
+        let offer_hash = hash(&sdp);
         let ufrag = sdp_ufrag(&sdp);
-        let answer = self
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| SignalError::Invalid(format!("offer refused: {e}")))?;
-        self.offer_hash = hash(&sdp);
-        if ufrag != self.remote_ufrag {
+        let restart = ufrag != self.remote_ufrag;
+        let before = restart.then(|| std::mem::take(&mut self.guard.remote));
+        let sdp = self.bound_sdp_candidates(sdp, sink);
+        let offer = match SdpOffer::from_sdp_string(&sdp) {
+            Ok(offer) => offer,
+            Err(e) => {
+                self.keep_remote_candidates(before);
+                return Err(SignalError::Invalid(format!("bad SDP offer: {e}")));
+            }
+        };
+        self.renegotiated();
+        let answer = match self.rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.keep_remote_candidates(before);
+                return Err(SignalError::Invalid(format!("offer refused: {e}")));
+            }
+        };
+        self.offer_hash = offer_hash;
+        if restart {
             self.remote_ufrag = ufrag;
             self.path.reset_remote();
             if self.announced {

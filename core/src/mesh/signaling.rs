@@ -60,7 +60,7 @@ impl Mesh {
         }
         let gone =
             Candidate::host(old, "udp").map_err(|e| CandidateError::Rejected(e.to_string()))?;
-        self.observe(now);
+        let now = self.observe(now);
         self.add_host_candidate(new)?;
         self.host_addresses.retain(|&a| a != old);
         let limits = Limits::of(&self.config);
@@ -79,6 +79,13 @@ impl Mesh {
     }
 
     /// Passes a signal received from `from` (through the application's signaling transport).
+    ///
+    /// Signals are bounded ([`MeshConfig::limits`](crate::MeshConfig::limits)): longer ones are
+    /// refused with [`SignalError::TooLarge`], a peer's candidates past the cap are dropped, and
+    /// a new offer (the remote starting over, or restarting ICE) faster than the renegotiation
+    /// rate is refused with [`SignalError::TooManyOffers`]; each is counted in
+    /// [`stats`](Mesh::stats). An ICE restart also starts the peer's candidate cap over, since
+    /// it replaces the remote candidates.
     pub fn handle_signal(
         &mut self,
         now: Instant,
@@ -88,16 +95,32 @@ impl Mesh {
         if self.closed {
             return Err(SignalError::Closed);
         }
+        let limits = &self.config.limits;
+        let max = match signal {
+            Signal::Offer(_) | Signal::Answer(_) => limits.max_sdp_len,
+            Signal::Candidate(_) => limits.max_candidate_len,
+        };
+        if signal.body().len() > max {
+            self.stats.signals_too_large += 1;
+            return Err(SignalError::TooLarge {
+                size: signal.body().len(),
+                max,
+            });
+        }
         let key = *self
             .by_id
             .get(&from)
             .ok_or(SignalError::UnknownPeer(from))?;
-        self.observe(now);
+        let now = self.observe(now);
         let Some(signal) = self.within_allowlist(signal) else {
             return Ok(());
         };
         if let Signal::Offer(sdp) = &signal {
-            if self.links[key].starts_over(sdp) {
+            let follow = self.links[key].starts_over(now, sdp);
+            if let Err(SignalError::TooManyOffers(_)) = follow {
+                self.stats.offers_rate_limited += 1;
+            }
+            if follow? {
                 // The offerer gave up on a stalled handshake and started over: follow it.
                 self.retry_link(key, now);
                 if !self.links.contains(key) {
