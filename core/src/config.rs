@@ -91,7 +91,9 @@ pub struct MeshConfig {
     pub peer_move_after: Duration,
     /// How often str0m measures a peer's round-trip time and selected candidate pair for
     /// [`Mesh::peer_stats`](crate::Mesh::peer_stats) (its `PeerStats` event). `None` turns the
-    /// measurement off (no `rtt`; the path is still known from the traffic). Default 1 s.
+    /// measurement off (no `rtt`; the path is still known from the traffic), and so does an
+    /// interval longer than a day (`Duration::MAX` means never, as for every duration here).
+    /// At least 100 ms; default 1 s.
     pub stats_interval: Option<Duration>,
     /// Bounds on what one remote peer and its signals can make the mesh hold or do (remote
     /// candidates, channels outside the layout, signal sizes, renegotiation rate); see
@@ -197,6 +199,13 @@ impl MeshConfig {
 }
 
 impl MeshConfig {
+    /// The stats interval given to str0m: `None` for an interval so long it means never (str0m
+    /// adds it to the clock, which would overflow at `Duration::MAX`).
+    pub(crate) fn measurement_interval(&self) -> Option<Duration> {
+        const NEVER: Duration = Duration::from_secs(24 * 3600);
+        self.stats_interval.filter(|&i| i <= NEVER)
+    }
+
     /// The silence after which the offering side restarts ICE (`ice_restart_after`, or its
     /// automatic value).
     pub(crate) fn restart_after(&self) -> Duration {

@@ -261,6 +261,9 @@ fn duration_max_settings_mean_never() {
         connect_retry_interval: Duration::MAX,
         disconnect_grace: Duration::MAX,
         peer_timeout: Duration::MAX,
+        ice_restart_interval: Duration::MAX,
+        peer_move_after: Duration::MAX,
+        stats_interval: Some(Duration::MAX),
         limits: Limits {
             renegotiation_interval: Duration::MAX,
             ..Limits::default()

@@ -128,7 +128,7 @@ impl Mesh {
             .set_sctp_max_buffered_amount(config.sctp_send_buffer)
             .set_mtu(config.mtu..=config.mtu.max(str0m::DATAGRAM_MTU_WARN))
             // str0m's stats event carries the ICE round-trip time and the selected pair.
-            .set_stats_interval(config.stats_interval)
+            .set_stats_interval(config.measurement_interval())
             // SNAP carries SCTP's INIT in the SDP, so the association is up as soon as DTLS is:
             // no INIT / COOKIE exchange on the wire. That exchange retransmits from a 3 s RTO
             // doubling each time (RFC 4960, not configurable in str0m), so three lost packets
