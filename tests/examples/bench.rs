@@ -1130,6 +1130,7 @@ fn main() {
     if std::env::args().any(|a| a == "hostile") {
         let ratio = hostile::run(quick);
         println!("\n## Targets\n- well-behaved peer's cost per datagram under attack ÷ alone: {ratio:.2}× (goal ≤ 1.2×)");
+        return;
     }
     // `stats` runs only the throughput and stats/traces sections.
     if std::env::args().any(|a| a == "stats") {
