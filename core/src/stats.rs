@@ -31,4 +31,11 @@ pub struct MeshStats {
     /// Handshakes started over after `connect_retry_interval` without connecting (counted on
     /// both sides).
     pub connect_retries: u64,
+    /// Datagrams sent to peers through our TURN allocations.
+    pub datagrams_relayed_sent: u64,
+    /// Datagrams from peers that arrived through our TURN allocations.
+    pub datagrams_relayed_received: u64,
+    /// Datagrams for a peer that could not go through the TURN allocation (no permission yet
+    /// and the waiting room full, permission refused, or no allocation).
+    pub datagrams_relay_dropped: u64,
 }

@@ -7,6 +7,7 @@
 
 mod health;
 mod negotiation;
+mod path;
 mod queue;
 
 use std::collections::VecDeque;
@@ -60,6 +61,8 @@ pub(crate) struct Progress {
     pub lost: Option<Loss>,
     /// The handshake made no progress for `connect_retry_interval`: renegotiate from scratch.
     pub retry: bool,
+    /// ICE just lost its connection (a NAT mapping may have changed: worth re-checking).
+    pub ice_disconnected: bool,
 }
 /// Outputs shared by every link of a mesh.
 pub(crate) struct Sink<'a> {
@@ -95,6 +98,8 @@ pub(crate) struct Link {
     /// Routes learned for this peer, forgotten when it is removed.
     pub routes: SmallVec<[Route; 2]>,
     queue: SendQueue,
+    /// Where ICE sends and what the remote signalled (see [`path`]).
+    paths: path::Paths,
 }
 
 impl Link {
@@ -130,6 +135,7 @@ impl Link {
             scheduled: None,
             routes: SmallVec::new(),
             queue: SendQueue::default(),
+            paths: path::Paths::default(),
         };
         Ok((link, offer))
     }
@@ -199,6 +205,7 @@ impl Link {
                 }
                 Ok(Output::Transmit(t)) => {
                     sink.stats.datagrams_sent += 1;
+                    self.paths.sent(t.source, t.destination, &t.contents);
                     sink.transmits.push_back(Transmit {
                         destination: t.destination,
                         source: t.source,
@@ -264,6 +271,7 @@ impl Link {
                 }
                 IceConnectionState::Disconnected if self.ice_was_connected => {
                     self.ice_lost_at.get_or_insert(now);
+                    progress.ice_disconnected = true;
                 }
                 _ => {}
             },
