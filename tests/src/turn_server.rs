@@ -90,8 +90,14 @@ impl SimTurnServer {
             if to != self.listen || reply.from != self.listen {
                 self.relayed += 1;
             }
-            let (from, to) = (reply.from, reply.to);
-            out.push((from, to, reply.data.build()));
+            let (reply_from, mut reply_to) = (reply.from, reply.to);
+            // turn-server-proto 0.7.3 addresses its Binding *response* to its own listening
+            // address (`handle_stun_binding` sends to `transmit.to`); the mapped address inside
+            // is right. Send it where the request came from, as a real server does.
+            if reply_to == self.listen {
+                reply_to = from;
+            }
+            out.push((reply_from, reply_to, reply.data.build()));
         }
         self.poll(now, out);
     }

@@ -28,7 +28,7 @@ fn turn(world: &World) -> IceServer {
     IceServer::turn(format!("turn:{}", world.servers[0].listen), USER, PASSWORD)
 }
 
-fn config(servers: Vec<IceServer>) -> MeshConfig {
+fn with_servers(servers: Vec<IceServer>) -> MeshConfig {
     MeshConfig {
         ice_servers: servers,
         ..MeshConfig::default()
@@ -73,8 +73,18 @@ fn losses(world: &World, n: NodeId) -> Vec<LossReason> {
         .collect()
 }
 
-/// Sends one reliable packet from `a` to `b` and runs until it arrives.
+/// Sends one reliable packet from `a` to `b` and runs until it arrives (5 s at most).
 fn packet_arrives(world: &mut World, a: NodeId, b: NodeId, payload: &[u8]) -> bool {
+    packet_arrives_within(world, a, b, payload, Duration::from_secs(5))
+}
+
+fn packet_arrives_within(
+    world: &mut World,
+    a: NodeId,
+    b: NodeId,
+    payload: &[u8],
+    limit: Duration,
+) -> bool {
     let to = world.id(b);
     world.tick();
     if world.nodes[a]
@@ -85,7 +95,7 @@ fn packet_arrives(world: &mut World, a: NodeId, b: NodeId, payload: &[u8]) -> bo
         return false;
     }
     world.drain(a);
-    world.run_until(Duration::from_secs(5), |w| {
+    world.run_until(limit, |w| {
         w.nodes[b].packets().iter().any(|p| p.data == payload)
     })
 }
@@ -93,7 +103,7 @@ fn packet_arrives(world: &mut World, a: NodeId, b: NodeId, payload: &[u8]) -> bo
 #[test]
 fn two_cone_nats_connect_directly_through_server_reflexive_candidates() {
     let mut world = world_with_server();
-    let config = config(vec![stun(&world)]);
+    let config = with_servers(vec![stun(&world)]);
     let a = world.add_behind_nat(mesh(1, &config), NatBehavior::CONE);
     let b = world.add_behind_nat(mesh(2, &config), NatBehavior::CONE);
     world.introduce(a, b);
@@ -130,7 +140,8 @@ fn without_any_ice_server_two_cone_nats_never_connect_and_say_why() {
     let b = world.add_behind_nat(mesh(2, &MeshConfig::default()), NatBehavior::CONE);
     world.introduce(a, b);
     assert!(!world.run_until(Duration::from_secs(40), World::fully_connected));
-    let lost = losses(&world, a);
+    // The offering side (the larger id) gives up after connect_timeout.
+    let lost = losses(&world, b);
     let expected = LossReason::ConnectTimeout {
         local_relay: false,
         remote_relay: false,
@@ -138,7 +149,7 @@ fn without_any_ice_server_two_cone_nats_never_connect_and_say_why() {
     assert_eq!(lost, [expected]);
     assert!(expected.to_string().contains("TURN"), "{expected}");
     assert!(
-        world.nodes[a].disconnected().is_empty(),
+        world.nodes[b].disconnected().is_empty(),
         "never connected: no PeerDisconnected"
     );
 }
@@ -146,7 +157,7 @@ fn without_any_ice_server_two_cone_nats_never_connect_and_say_why() {
 #[test]
 fn a_symmetric_nat_defeats_stun_alone() {
     let mut world = world_with_server();
-    let config = config(vec![stun(&world)]);
+    let config = with_servers(vec![stun(&world)]);
     let a = world.add_behind_nat(mesh(1, &config), NatBehavior::CONE);
     let b = world.add_behind_nat(mesh(2, &config), NatBehavior::SYMMETRIC);
     world.introduce(a, b);
@@ -163,7 +174,7 @@ fn a_symmetric_nat_defeats_stun_alone() {
 #[test]
 fn a_symmetric_nat_connects_through_turn_and_reports_the_relayed_path() {
     let mut world = world_with_server();
-    let config = config(vec![stun(&world), turn(&world)]);
+    let config = with_servers(vec![stun(&world), turn(&world)]);
     let a = world.add_behind_nat(mesh(1, &config), NatBehavior::CONE);
     let b = world.add_behind_nat(mesh(2, &config), NatBehavior::SYMMETRIC);
     let c = world.add_behind_nat(mesh(3, &config), NatBehavior::CONE);
@@ -202,7 +213,7 @@ fn relay_policy_relays_every_pair_and_never_shows_a_host_address() {
     let mut world = world_with_server();
     let config = MeshConfig {
         ice_transport_policy: IceTransportPolicy::Relay,
-        ..config(vec![stun(&world), turn(&world)])
+        ..with_servers(vec![stun(&world), turn(&world)])
     };
     let nodes = [
         world.add(mesh(1, &config)),
@@ -245,7 +256,7 @@ fn relay_policy_relays_every_pair_and_never_shows_a_host_address() {
 #[test]
 fn the_first_offer_already_carries_the_gathered_candidates() {
     let mut world = world_with_server();
-    let config = config(vec![stun(&world), turn(&world)]);
+    let config = with_servers(vec![stun(&world), turn(&world)]);
     let a = world.add_behind_nat(mesh(2, &config), NatBehavior::CONE);
     // Gathering runs before any peer exists: the mesh asks for its timer with no peer at all.
     assert!(world.nodes[a].mesh.poll_timeout().is_some());
@@ -273,7 +284,7 @@ fn the_first_offer_already_carries_the_gathered_candidates() {
 #[test]
 fn candidates_gathered_later_are_trickled_to_peers_already_negotiating() {
     let mut world = world_with_server();
-    let config = config(vec![turn(&world)]);
+    let config = with_servers(vec![turn(&world)]);
     let a = world.add_behind_nat(mesh(1, &config), NatBehavior::SYMMETRIC);
     let b = world.add_behind_nat(mesh(2, &config), NatBehavior::CONE);
     // Introduced at once: the offer goes out before the relay exists.
@@ -291,7 +302,7 @@ fn candidates_gathered_later_are_trickled_to_peers_already_negotiating() {
 fn wrong_credentials_are_reported_within_a_round_trip() {
     let mut world = world_with_server();
     let listen = world.servers[0].listen;
-    let config = config(vec![IceServer::turn(
+    let config = with_servers(vec![IceServer::turn(
         format!("turn:{listen}"),
         USER,
         "wrong",
@@ -319,7 +330,7 @@ fn wrong_credentials_are_reported_within_a_round_trip() {
 fn an_unreachable_server_is_reported_within_seconds() {
     let mut world = World::new();
     let nobody: SocketAddr = "127.251.0.1:3478".parse().expect("address");
-    let config = config(vec![
+    let config = with_servers(vec![
         IceServer::stun(format!("stun:{nobody}")),
         IceServer::turn(format!("turn:{nobody}"), USER, PASSWORD),
     ]);
@@ -345,7 +356,7 @@ fn an_unreachable_server_is_reported_within_seconds() {
 #[test]
 fn an_allocation_survives_an_hour() {
     let mut world = world_with_server();
-    let config = config(vec![turn(&world)]);
+    let config = with_servers(vec![turn(&world)]);
     let a = world.add_behind_nat(mesh(1, &config), NatBehavior::SYMMETRIC);
     let b = world.add_behind_nat(mesh(2, &config), NatBehavior::CONE);
     world.introduce(a, b);
@@ -372,7 +383,7 @@ fn an_allocation_survives_an_hour() {
 #[test]
 fn a_lost_allocation_is_replaced_and_the_peer_reconnects() {
     let mut world = world_with_server();
-    let config = config(vec![turn(&world)]);
+    let config = with_servers(vec![turn(&world)]);
     let a = world.add_behind_nat(mesh(1, &config), NatBehavior::SYMMETRIC);
     let b = world.add_behind_nat(mesh(2, &config), NatBehavior::CONE);
     world.introduce(a, b);
@@ -388,33 +399,49 @@ fn a_lost_allocation_is_replaced_and_the_peer_reconnects() {
     assert!(server_failures(&world, a).contains(&IceServerError::AllocationLost));
     let second = gathered(&world, a, CandidateKind::Relayed)[1];
     assert_ne!(second, first[0]);
-    assert!(world.run_until(Duration::from_secs(30), |w| {
-        w.fully_connected()
-            && w.nodes[a]
-                .mesh
-                .peer(2)
-                .and_then(|p| p.path)
-                .is_some_and(|p| p.local_address == second)
-    }));
-    assert!(packet_arrives(
+    // ICE moves to pairs that work once the peer's checks on the lost address fail (it cannot
+    // be told the address is gone: Godot's signaling has no candidate removal); the peer is
+    // never dropped.
+    let limit = Duration::from_secs(30);
+    assert!(packet_arrives_within(
         &mut world,
         b,
         a,
-        b"after the new allocation"
+        b"after the new allocation",
+        limit
     ));
+    assert!(packet_arrives(&mut world, a, b, b"and back"));
+    assert!(world.fully_connected());
+    assert!(world.nodes[a].disconnected().is_empty());
+    assert!(world.nodes[b].disconnected().is_empty());
+    let path = world.nodes[a]
+        .mesh
+        .peer(2)
+        .and_then(|p| p.path)
+        .expect("path");
+    assert!(
+        path.is_relayed(),
+        "a symmetric NAT still needs the relay: {path}"
+    );
+    assert_ne!(
+        path.local_address, first[0],
+        "the lost allocation is not used: {path}"
+    );
 }
 
 #[test]
 fn a_restarted_server_is_noticed_and_a_new_allocation_made() {
     let mut world = world_with_server();
-    let config = config(vec![turn(&world)]);
-    let a = world.add(mesh(1, &config));
-    assert!(world.run_until(Duration::from_secs(1), |w| {
-        !gathered(w, a, CandidateKind::Relayed).is_empty()
-    }));
+    let config = with_servers(vec![turn(&world)]);
+    let a = world.add_behind_nat(mesh(1, &config), NatBehavior::SYMMETRIC);
+    let b = world.add(mesh(2, &config));
+    world.introduce(a, b);
+    assert!(world.run_until(Duration::from_secs(20), World::fully_connected));
+    world.run_for(Duration::from_secs(60));
     world.servers[0].restart();
-    // The next refresh (of the allocation or a permission) meets "allocation mismatch".
-    assert!(world.run_until(Duration::from_secs(30 * 60), |w| {
+    // The next refresh of a permission (every 4 minutes while a peer uses it) or of the
+    // allocation itself meets "allocation mismatch": the allocation is made again.
+    assert!(world.run_until(Duration::from_secs(5 * 60), |w| {
         gathered(w, a, CandidateKind::Relayed).len() == 2
     }));
     assert_eq!(server_failures(&world, a), [IceServerError::AllocationLost]);
@@ -423,10 +450,14 @@ fn a_restarted_server_is_noticed_and_a_new_allocation_made() {
 #[test]
 fn close_deletes_the_allocation() {
     let mut world = world_with_server();
-    let config = config(vec![turn(&world)]);
+    let config = with_servers(vec![turn(&world)]);
     let a = world.add(mesh(1, &config));
     assert!(world.run_until(Duration::from_secs(1), |w| {
         !w.servers[0].relays.is_empty()
+    }));
+    // Wait until the client holds the allocation (the server made it a round trip earlier).
+    assert!(world.run_until(Duration::from_secs(1), |w| {
+        !gathered(w, a, CandidateKind::Relayed).is_empty()
     }));
     world.nodes[a].mesh.close();
     world.drain(a);
@@ -486,7 +517,7 @@ fn ice_servers_are_checked_when_the_mesh_is_created() {
     );
     let error = Mesh::create_mesh(
         1,
-        config(vec![IceServer::turn("turns:127.0.0.1", "u", "p")]),
+        with_servers(vec![IceServer::turn("turns:127.0.0.1", "u", "p")]),
     )
     .expect_err("refused");
     assert!(error.to_string().contains("turns:127.0.0.1"), "{error}");
@@ -496,7 +527,7 @@ fn ice_servers_are_checked_when_the_mesh_is_created() {
 fn host_names_wait_for_the_adapter_to_resolve_them() {
     let mut world = world_with_server();
     let listen = world.servers[0].listen;
-    let config = config(vec![
+    let config = with_servers(vec![
         IceServer::turn(
             format!("turn:turn.example.test:{}", listen.port()),
             USER,
@@ -539,7 +570,7 @@ fn ice_servers_bypass_the_allowlist_and_relayed_peers_are_checked_by_their_addre
     // the list, and is used anyway, as configuration.
     let config = MeshConfig {
         remote_allowlist: Some(vec!["127.200.0.0/16".parse().expect("prefix")]),
-        ..config(vec![turn(&world)])
+        ..with_servers(vec![turn(&world)])
     };
     let a = world.add_behind_nat(mesh(1, &config), NatBehavior::SYMMETRIC);
     let b = world.add_behind_nat(mesh(2, &config), NatBehavior::CONE);
@@ -560,7 +591,7 @@ fn ice_servers_bypass_the_allowlist_and_relayed_peers_are_checked_by_their_addre
             "127.200.0.0/16".parse().expect("prefix"),
             "127.250.0.0/16".parse().expect("prefix"),
         ]),
-        ..config(vec![turn(&world)])
+        ..with_servers(vec![turn(&world)])
     };
     let a = world.add_behind_nat(mesh(1, &config), NatBehavior::SYMMETRIC);
     let b = world.add_behind_nat(mesh(2, &config), NatBehavior::CONE);

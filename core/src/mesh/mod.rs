@@ -296,10 +296,11 @@ impl Mesh {
             let Some(t) = self.transmits.pop_front() else {
                 return self.nat.poll_transmit();
             };
-            if !self.nat.is_relay(t.source) {
+            if self.nat.is_empty() || self.host_addresses.contains(&t.source) {
                 return Some(t);
             }
-            // str0m sent it from our relayed address: it travels inside TURN.
+            // str0m sent it from our relayed address: it travels inside TURN. (From a relayed
+            // address that is gone it goes nowhere: ICE moves to another pair.)
             let Some(now) = self.last_now else {
                 continue;
             };
@@ -375,10 +376,11 @@ impl Mesh {
     pub fn peer(&self, peer: PeerId) -> Option<PeerInfo> {
         let link = &self.links[*self.by_id.get(&peer)?];
         let path = link.sending_path().map(|(source, destination)| PeerPath {
-            local: if self.nat.is_relay(source) {
-                CandidateKind::Relayed
-            } else {
+            // str0m sends from a host address or from a relayed one (ours, or one just lost).
+            local: if self.host_addresses.contains(&source) {
                 CandidateKind::Host
+            } else {
+                CandidateKind::Relayed
             },
             local_address: source,
             remote: link.remote_kind(destination),

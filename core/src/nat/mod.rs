@@ -176,6 +176,8 @@ pub(crate) struct Nat {
     /// permission or an allocation.
     pub relayed_out: u64,
     pub relayed_in: u64,
+    /// Datagrams str0m sent from a relayed address that no longer exists (dropped).
+    stale_relay_drops: u64,
 }
 
 impl Nat {
@@ -212,6 +214,7 @@ impl Nat {
             deadline: None,
             relayed_out: 0,
             relayed_in: 0,
+            stale_relay_drops: 0,
         })
     }
 
@@ -668,7 +671,10 @@ impl Nat {
     /// `None` while it waits for a permission (or was dropped).
     pub fn wrap(&mut self, now: Instant, t: Transmit) -> Option<Transmit> {
         let clock = self.clock?;
-        let &(_, index) = self.relays.iter().find(|&&(a, _)| a == t.source)?;
+        let Some(&(_, index)) = self.relays.iter().find(|&&(a, _)| a == t.source) else {
+            self.stale_relay_drops += 1;
+            return None;
+        };
         let relay = self.servers[index].relay.as_mut()?;
         let wrapped = relay.wrap(now, clock, t.destination, &t.contents, &mut self.out);
         if wrapped.is_some() {
@@ -683,11 +689,13 @@ impl Nat {
 
     /// Datagrams dropped on the way to a relay (no permission, parking full).
     pub fn relay_dropped(&self) -> u64 {
-        self.servers
-            .iter()
-            .filter_map(|s| s.relay.as_ref())
-            .map(|r| r.dropped)
-            .sum()
+        self.stale_relay_drops
+            + self
+                .servers
+                .iter()
+                .filter_map(|s| s.relay.as_ref())
+                .map(|r| r.dropped)
+                .sum::<u64>()
     }
 
     /// Deletes every allocation; nothing more goes out.

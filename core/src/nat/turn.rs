@@ -448,6 +448,9 @@ impl Relay {
         let t = clock.at(now);
         if let Some(client) = self.client.as_mut() {
             if client.delete(t).is_ok() {
+                // The client spaces requests 50 ms apart; this is its last, so let it go now
+                // (the client is dropped right after).
+                let t = t + Duration::from_millis(100);
                 while let Some(transmit) = client.poll_transmit(t) {
                     out.push_back(Transmit {
                         destination: transmit.to,
@@ -492,9 +495,18 @@ impl Relay {
             }
             (ALLOCATE, code) if allocating => Some(Verdict::Failed(IceServerError::Refused(code))),
             // The server no longer knows our allocation (it restarted, or our NAT mapping
-            // changed under it) or no longer accepts our credential.
-            (REFRESH | CREATE_PERMISSION | CHANNEL_BIND, ErrorCode::ALLOCATION_MISMATCH)
-            | (REFRESH, ErrorCode::UNAUTHORIZED) => Some(Verdict::Lost),
+            // changed under it): "allocation mismatch", or an error it could not sign because
+            // it no longer knows us (a server that does signs its answers, and the client
+            // handles those itself).
+            (REFRESH | CREATE_PERMISSION | CHANNEL_BIND, ErrorCode::ALLOCATION_MISMATCH) => {
+                Some(Verdict::Lost)
+            }
+            (REFRESH | CREATE_PERMISSION | CHANNEL_BIND, _)
+                if !msg.has_attribute(MessageIntegrity::TYPE)
+                    && !msg.has_attribute(MessageIntegritySha256::TYPE) =>
+            {
+                Some(Verdict::Lost)
+            }
             _ => None,
         }
     }
