@@ -1,12 +1,18 @@
 // Headless Chromium (Debian's /usr/bin/chromium, never a downloaded build) joins an rtcmesh
-// server's lobby as a Godot web client would. Usage: node browser_client.mjs <ws-url> <lobby>
+// server's lobby as a Godot web client would.
+// Usage: node browser_client.mjs <ws-url> <lobby> [<rtc-config-json>]
+// With an RTCPeerConnection configuration (the NAT lab passes a TURN server and
+// iceTransportPolicy "relay") the client is alone: it checks the four echoes and that the
+// selected candidate pair is relayed on its side, instead of relaying to another client.
 import { chromium } from "playwright-core";
 import http from "node:http";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-const [url, lobby] = process.argv.slice(2);
+const [url, lobby, rtcJson] = process.argv.slice(2);
+const rtcConfig = rtcJson ? JSON.parse(rtcJson) : { iceServers: [] };
+const alone = Boolean(rtcJson);
 const page_html = fs.readFileSync(new URL("./client.html", import.meta.url));
 const server = http.createServer((_, res) => { res.writeHead(200, { "content-type": "text/html" }); res.end(page_html); });
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
@@ -28,11 +34,14 @@ try {
   page.on("console", (m) => console.log(`[page] ${m.text()}`));
   await page.goto(pageUrl);
   const started = Date.now();
-  const result = await page.evaluate(([u, l]) => window.runClient(u, l, "chromium"), [url, lobby]);
+  const result = await page.evaluate(([u, l, c, r]) => window.runClient(u, l, "chromium", c, r), [url, lobby, rtcConfig, !alone]);
   console.log(`chromium: launch ${started - launched} ms; joined and verified in ${Date.now() - started} ms`);
   console.log(`chromium: ${JSON.stringify(result)}`);
-  const ok = ["reliable", "ordered", "unreliable", "4"].every((l) => result.echoes[l])
-    && result.relayFrom && result.relayFrom.text === "relay from aiortc" && result.relayFrom.from === result.relayTo;
+  const echoed = ["reliable", "ordered", "unreliable", "4"].every((l) => result.echoes[l]);
+  const ok = alone
+    ? echoed && result.pair !== null
+      && (rtcConfig.iceTransportPolicy !== "relay" || result.pair.local === "relay")
+    : echoed && result.relayFrom && result.relayFrom.text === "relay from aiortc" && result.relayFrom.from === result.relayTo;
   code = ok ? 0 : 1;
   console.log(ok ? "chromium: OK" : "chromium: FAILED");
   await context.close();

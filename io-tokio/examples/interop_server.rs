@@ -4,14 +4,20 @@
 //! packet whose payload starts with `echo:` back to its sender on the same channel, and relays
 //! between clients as SceneMultiplayer does. Prints `READY <url> <lobby>` once listening.
 //! Exits after `RTCMESH_INTEROP_SECONDS` (default 60) or when stdin closes.
+//!
+//! The NAT lab (`interop/natlab/run.sh`) runs it on a lab address: `RTCMESH_INTEROP_ADDR` (the
+//! IP for the signaling server and the UDP socket, default 127.0.0.1) and
+//! `RTCMESH_INTEROP_ALLOW` (the remote allowlist as comma-separated prefixes, default loopback;
+//! `any` for none).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rtcmesh::lobby::LobbyServerConfig;
 use rtcmesh::{
     IpPrefix, MeshConfig, Multiplayer, MultiplayerConfig, MultiplayerEvent, Target, TransferMode,
 };
-use rtcmesh_tokio::{join_with, JoinOptions, SignalServer};
+use rtcmesh_tokio::{join_with, EndpointConfig, JoinOptions, SignalServer};
 use tokio::io::AsyncReadExt;
 
 #[tokio::main]
@@ -20,13 +26,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let server = SignalServer::bind("127.0.0.1:0".parse()?, LobbyServerConfig::default()).await?;
+    let ip: IpAddr = std::env::var("RTCMESH_INTEROP_ADDR")
+        .unwrap_or_else(|_| "127.0.0.1".into())
+        .parse()?;
+    let allowlist = match std::env::var("RTCMESH_INTEROP_ALLOW").ok().as_deref() {
+        None => Some(IpPrefix::loopback()),
+        Some("any") => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<IpPrefix>, _>>()?,
+        ),
+    };
+    let server = SignalServer::bind(SocketAddr::new(ip, 0), LobbyServerConfig::default()).await?;
     let options = JoinOptions {
         mesh: false,
         config: MeshConfig {
             channels: vec![TransferMode::Reliable],
-            remote_allowlist: Some(IpPrefix::loopback()),
+            remote_allowlist: allowlist,
             ..MeshConfig::default()
+        },
+        endpoint: EndpointConfig {
+            bind: SocketAddr::new(ip, 0),
+            announce: None,
         },
         ..JoinOptions::default()
     };

@@ -64,6 +64,13 @@ impl Mesh {
         self.nat.local_candidates()
     }
 
+    /// Whether gathering is done (W3C `iceGatheringState` `"complete"`): every ICE server gave
+    /// its candidate or failed. Always true without ICE servers. Peers added before that get
+    /// the rest trickled; waiting for it (briefly) makes the first offer carry everything.
+    pub fn ice_gathering_complete(&self) -> bool {
+        self.nat.gathering_complete()
+    }
+
     /// The host names in [`MeshConfig::ice_servers`](crate::MeshConfig::ice_servers) that still
     /// need addresses: resolve each and pass the result to
     /// [`set_ice_server_addresses`](Mesh::set_ice_server_addresses). (IP literals need nothing;

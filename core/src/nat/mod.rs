@@ -331,6 +331,23 @@ impl Nat {
         self.gathered.iter().map(|g| &g.info)
     }
 
+    /// W3C `iceGatheringState == "complete"`: every server has answered (a public address, an
+    /// allocation) or failed. True with no servers; false until a host candidate and a time
+    /// exist.
+    pub fn gathering_complete(&self) -> bool {
+        self.servers.iter().all(|s| {
+            let stun_done = s.binding.as_ref().is_some_and(|b| b.mapped.is_some());
+            let skipped = s.config.parsed.kind == ServerKind::Stun
+                && self.policy == IceTransportPolicy::Relay;
+            skipped
+                || s.failing
+                || match &s.relay {
+                    Some(relay) => relay.relayed().is_some(),
+                    None => stun_done,
+                }
+        })
+    }
+
     /// The next deadline (STUN retransmissions, re-checks, TURN refreshes).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.deadline
