@@ -9,6 +9,9 @@
 //! - **Dispatch at scale**: a server with N = 10, 100, 500 connected clients on one address:
 //!   cost per datagram in `handle_datagram` and total throughput, against N = 10.
 //! - **Memory per connected peer** (allocator totals) against a raw connected `Rtc`.
+//! - **Relay cost** (`relay` runs only this): the CPU one mesh spends per datagram when its
+//!   peer is reached through its TURN allocation (every datagram wrapped in ChannelData and
+//!   unwrapped again) against the same transfer on a direct path, measured in the same run.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
@@ -969,6 +972,243 @@ fn real_sockets(quick: bool, with_matchbox: bool) {
     });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Relay cost: the same transfer direct and through a TURN allocation (turn-server-proto in
+// memory), timing only the sending mesh's own calls.
+
+/// A mesh whose calls are timed, with what it handled.
+struct Timed {
+    mesh: Mesh,
+    address: SocketAddr,
+    peer: PeerId,
+    spent: Duration,
+    datagrams: u64,
+    delivered: usize,
+    connected: bool,
+    signals: Vec<rtcmesh::OutgoingSignal>,
+}
+
+impl Timed {
+    fn new(id: PeerId, peer: PeerId, n: u32, config: MeshConfig, now: Instant) -> Timed {
+        let mut mesh = Mesh::create_mesh(id, config).expect("mesh");
+        mesh.add_host_candidate(addr(n)).expect("candidate");
+        mesh.handle_timeout(now);
+        Timed {
+            mesh,
+            address: addr(n),
+            peer,
+            spent: Duration::ZERO,
+            datagrams: 0,
+            delivered: 0,
+            connected: false,
+            signals: Vec::new(),
+        }
+    }
+    fn drain(&mut self) {
+        while let Some(e) = self.mesh.poll_event() {
+            match e {
+                Event::Packet(_) => self.delivered += 1,
+                Event::PeerConnected(_) => self.connected = true,
+                Event::Signal(s) => self.signals.push(s),
+                _ => {}
+            }
+        }
+    }
+    fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        let t = Instant::now();
+        self.mesh
+            .handle_datagram(now, source, self.address, contents);
+        self.spent += t.elapsed();
+        self.datagrams += 1;
+        self.drain();
+    }
+    fn tick(&mut self, now: Instant) {
+        let t = Instant::now();
+        self.mesh.handle_timeout(now);
+        self.spent += t.elapsed();
+        self.drain();
+    }
+    fn transmit(&mut self) -> Option<rtcmesh::Transmit> {
+        let t = Instant::now();
+        let out = self.mesh.poll_transmit();
+        self.spent += t.elapsed();
+        self.datagrams += u64::from(out.is_some());
+        out
+    }
+    fn write(&mut self, data: &[u8]) -> bool {
+        let t = Instant::now();
+        let ok = self
+            .mesh
+            .send(Target::Peer(self.peer), TransferMode::Reliable, 0, data)
+            .is_ok();
+        self.spent += t.elapsed();
+        ok
+    }
+}
+
+/// Two timed meshes, with or without a TURN server between them.
+struct RelayNet {
+    a: Timed,
+    b: Timed,
+    server: Option<rtcmesh_tests::SimTurnServer>,
+    now: Instant,
+}
+
+impl RelayNet {
+    /// `a` (id 2, the sender) reaches `b` directly, or only through its allocation.
+    fn new(relayed: bool) -> RelayNet {
+        let now = Instant::now();
+        let listen = addr(100);
+        let mut config = mesh_config_no_queue();
+        let server = relayed.then(|| {
+            config.ice_servers = vec![rtcmesh::IceServer::turn(
+                format!("turn:{listen}"),
+                "bench",
+                "bench",
+            )];
+            config.ice_transport_policy = rtcmesh::IceTransportPolicy::Relay;
+            rtcmesh_tests::SimTurnServer::new(listen, &[("bench", "bench")], now)
+        });
+        let mut net = RelayNet {
+            a: Timed::new(2, 1, 1, config, now),
+            b: Timed::new(1, 2, 2, mesh_config_no_queue(), now),
+            server,
+            now,
+        };
+        while !net.a.mesh.ice_gathering_complete() {
+            assert!(net.step(), "allocation stalled");
+        }
+        net.a.mesh.add_peer(net.now, 1, 1).expect("peer");
+        net.b.mesh.add_peer(net.now, 2, 1).expect("peer");
+        net.a.drain();
+        net.b.drain();
+        while !(net.a.connected && net.b.connected) {
+            for s in std::mem::take(&mut net.a.signals) {
+                net.b
+                    .mesh
+                    .handle_signal(net.now, 2, s.signal)
+                    .expect("signal");
+            }
+            net.b.drain();
+            for s in std::mem::take(&mut net.b.signals) {
+                net.a
+                    .mesh
+                    .handle_signal(net.now, 1, s.signal)
+                    .expect("signal");
+            }
+            net.a.drain();
+            assert!(net.step(), "pair stalled while connecting");
+        }
+        net
+    }
+
+    /// Delivers `contents` sent from `from` to whoever owns `to` (through the server if it is
+    /// the server's).
+    fn deliver(&mut self, from: SocketAddr, to: SocketAddr, contents: &[u8]) {
+        if let Some(server) = self.server.as_mut().filter(|s| s.owns(to)) {
+            let mut out = Vec::new();
+            server.receive(self.now, from, to, contents, &mut out);
+            for (f, t, data) in out {
+                self.deliver(f, t, &data);
+            }
+        } else if to == self.a.address {
+            self.a.receive(self.now, from, contents);
+        } else if to == self.b.address {
+            self.b.receive(self.now, from, contents);
+        }
+    }
+
+    fn step(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(t) = self.a.transmit() {
+            self.deliver(self.a.address, t.destination, &t.contents);
+            moved = true;
+        }
+        while let Some(t) = self.b.transmit() {
+            self.deliver(self.b.address, t.destination, &t.contents);
+            moved = true;
+        }
+        if moved {
+            return true;
+        }
+        let server_at = self.server.as_ref().and_then(|s| s.deadline());
+        let Some(next) = [
+            self.a.mesh.poll_timeout(),
+            self.b.mesh.poll_timeout(),
+            server_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min() else {
+            return false;
+        };
+        self.now = next.max(self.now);
+        let now = self.now;
+        if let Some(server) = self.server.as_mut().filter(|s| s.deadline() <= Some(now)) {
+            let mut out = Vec::new();
+            server.poll(now, &mut out);
+            for (f, t, data) in out {
+                self.deliver(f, t, &data);
+            }
+        }
+        self.a.tick(now);
+        self.b.tick(now);
+        true
+    }
+
+    /// Sends `count` reliable messages of `size` bytes from `a` to `b`; returns `a`'s CPU time
+    /// per datagram it handled (sent or received) over the transfer.
+    fn transfer(&mut self, size: usize, count: usize) -> f64 {
+        let payload = vec![0x42u8; size];
+        let (spent, datagrams) = (self.a.spent, self.a.datagrams);
+        let before = self.b.delivered;
+        let mut sent = 0;
+        while self.b.delivered - before < count {
+            while sent < count && self.a.write(&payload) {
+                sent += 1;
+            }
+            if !self.step() {
+                break;
+            }
+        }
+        (self.a.spent - spent).as_secs_f64() / (self.a.datagrams - datagrams).max(1) as f64
+    }
+}
+
+fn relay_cost(quick: bool) {
+    println!(
+        "\n## Relay cost (one mesh's CPU per datagram, direct vs through its TURN allocation)"
+    );
+    println!(
+        "| message | direct ns/datagram | relayed ns/datagram | extra ns | relayed ÷ direct |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut direct = RelayNet::new(false);
+    let mut relayed = RelayNet::new(true);
+    let count = if quick { 5_000 } else { 30_000 };
+    for size in [100usize, 1_200] {
+        let best = |net: &mut RelayNet| {
+            net.transfer(size, count / 10);
+            (0..3)
+                .map(|_| net.transfer(size, count))
+                .fold(f64::INFINITY, f64::min)
+        };
+        let (d, r) = (best(&mut direct), best(&mut relayed));
+        println!(
+            "| {size} B reliable | {:.0} | {:.0} | {:.0} | **{:.2}×** |",
+            d * 1e9,
+            r * 1e9,
+            (r - d) * 1e9,
+            r / d
+        );
+    }
+    let stats = relayed.a.mesh.stats();
+    assert!(
+        stats.datagrams_relayed_sent > 0 && stats.datagrams_relayed_received > 0,
+        "the relayed run went through the relay: {stats:?}"
+    );
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     println!(
@@ -979,6 +1219,10 @@ fn main() {
     // comparison with matchbox.
     let only_scale = std::env::args().any(|a| a == "scale");
     let only_sockets = std::env::args().any(|a| a == "sockets");
+    if std::env::args().any(|a| a == "relay") {
+        relay_cost(quick);
+        return;
+    }
     let in_memory = !only_scale && !only_sockets;
     let key = if in_memory {
         throughput(quick)
@@ -987,6 +1231,7 @@ fn main() {
     };
     if in_memory {
         setup_time();
+        relay_cost(quick);
     }
     let dispatch = if only_sockets {
         f64::NAN

@@ -12,11 +12,18 @@ use smallvec::SmallVec;
 use turn_client_proto::api::{TurnClientApi, TurnConfig, TurnEvent, TurnPollRet, TurnRecvRet};
 use turn_client_proto::prelude::DelayedTransmitBuild;
 use turn_client_proto::stun::agent::Transmit as StunTransmit;
+use turn_client_proto::stun::auth::Feature;
 use turn_client_proto::stun::types::attribute::{
-    AttributeStaticType, ErrorCode, MessageIntegrity, MessageIntegritySha256, Username,
+    AttributeStaticType, ErrorCode, MessageIntegrity, MessageIntegritySha256, Nonce, Realm,
+    Username,
 };
-use turn_client_proto::stun::types::message::{Message, MessageClass, Method, TransactionId};
+use turn_client_proto::stun::types::message::{
+    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageWriteVec, Method,
+    TransactionId,
+};
+use turn_client_proto::stun::types::prelude::{MessageWrite, MessageWriteExt};
 use turn_client_proto::stun::types::TransportType;
+use turn_client_proto::types::attribute::Lifetime;
 use turn_client_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 use turn_client_proto::types::TurnCredentials;
 use turn_client_proto::udp::TurnClientUdp;
@@ -39,6 +46,10 @@ const REQUEST_LOG: usize = 32;
 /// Waits before allocating again after a failure: doubling from the first, capped.
 const RETRY_FIRST: Duration = Duration::from_secs(15);
 const RETRY_MAX: Duration = Duration::from_secs(300);
+/// "Allocation mismatch" answers to Allocate handled by deleting the unknown allocation, and the
+/// wait before allocating again after such a delete.
+const MAX_MISMATCHES: u32 = 3;
+const MISMATCH_WAIT: Duration = Duration::from_millis(500);
 /// An allocation lost again this soon after the last loss waits out the backoff.
 const FLAPPING: Duration = Duration::from_secs(60);
 
@@ -112,6 +123,13 @@ pub(super) struct Relay {
     permissions: Vec<IpAddr>,
     backoff: Duration,
     last_lost: Option<Instant>,
+    /// The server's latest REALM and NONCE (from its 401 / 438 answers), to sign a request of
+    /// our own: deleting an allocation the client does not know about.
+    challenge: Option<(String, String)>,
+    /// Allocate answered "allocation mismatch" this many times in a row.
+    mismatches: u32,
+    /// The last error code an Allocate of this attempt got (to say why, if the client gives up).
+    allocate_error: Option<u16>,
     deadline: Option<Instant>,
     events: VecDeque<RelayEvent>,
     /// Datagrams dropped for want of a permission (parking full, permission refused).
@@ -142,6 +160,9 @@ impl Relay {
             permissions: Vec::new(),
             backoff: RETRY_FIRST,
             last_lost: None,
+            challenge: None,
+            mismatches: 0,
+            allocate_error: None,
             deadline: Some(now),
             events: VecDeque::new(),
             dropped: 0,
@@ -172,8 +193,12 @@ impl Relay {
         let mut config = TurnConfig::new(TurnCredentials::new(&self.username, &self.credential));
         // RFC 8489's default gives up after 39.5 s; this reports an unreachable server in 5 s.
         config.set_request_retransmits(INITIAL_RTO, Duration::MAX, TRANSMISSIONS, FINAL_WAIT);
+        // A plain USERNAME (coturn has no USERHASH anyway), so an allocation we have to delete
+        // ourselves (see `delete_unknown_allocation`) is one we can name.
+        config.set_anonymous_username(Feature::Disabled);
         self.client = Some(TurnClientUdp::allocate(self.local, self.server, config));
         self.state = State::Allocating;
+        self.allocate_error = None;
         self.requests.clear();
         self.channels.clear();
         self.permissions.clear();
@@ -260,9 +285,15 @@ impl Relay {
             }
             match ret {
                 TurnPollRet::Closed => {
-                    // Refusals were read from the answers already (`read_error`); what the
-                    // client gives up on by itself is silence.
-                    self.end(now, IceServerError::Unreachable);
+                    // Refusals that decide were read from the answers already (`read_error`);
+                    // otherwise the client gave up on an error it read, or on silence.
+                    let reason = match self.allocate_error {
+                        Some(ErrorCode::UNAUTHORIZED) => IceServerError::Unauthorized,
+                        Some(ErrorCode::ALLOCATION_QUOTA_REACHED) => IceServerError::QuotaReached,
+                        Some(code) => IceServerError::Refused(code),
+                        None => IceServerError::Unreachable,
+                    };
+                    self.end(now, reason);
                     if let State::Waiting(at) = self.state {
                         if at <= now {
                             self.allocate();
@@ -293,6 +324,7 @@ impl Relay {
             {
                 self.state = State::Allocated(relayed);
                 self.backoff = RETRY_FIRST;
+                self.mismatches = 0;
                 self.events.push_back(RelayEvent::Allocated(relayed));
             }
             TurnEvent::PermissionCreated(_, ip) => {
@@ -347,6 +379,21 @@ impl Relay {
             match verdict {
                 Verdict::Failed(reason) => self.end(now, reason),
                 Verdict::Lost => self.end(now, IceServerError::AllocationLost),
+                Verdict::Mismatch if self.mismatches < MAX_MISMATCHES => {
+                    // The server holds an allocation for our address that we do not know
+                    // (the answer to our Allocate was lost and the server does not replay it
+                    // for the retransmission, or an earlier run used this port): delete it,
+                    // then allocate again.
+                    self.mismatches += 1;
+                    if let Some(delete) = self.delete_unknown_allocation() {
+                        out.push_back(delete);
+                    }
+                    self.client = None;
+                    self.state = State::Waiting(now + MISMATCH_WAIT);
+                }
+                Verdict::Mismatch => {
+                    self.end(now, IceServerError::Refused(ErrorCode::ALLOCATION_MISMATCH))
+                }
             }
             self.drive(now, clock, out);
             return RelayInput::Handled;
@@ -466,8 +513,34 @@ impl Relay {
         self.deadline = None;
     }
 
-    /// An error answer to one of our requests that decides the allocation's fate.
-    fn read_error(&self, contents: &[u8]) -> Option<Verdict> {
+    /// A REFRESH with lifetime 0 for whatever allocation the server holds for our address,
+    /// signed with the server's latest realm and nonce.
+    fn delete_unknown_allocation(&self) -> Option<Transmit> {
+        let (realm, nonce) = self.challenge.as_ref()?;
+        let mut msg = Message::builder_request(REFRESH, MessageWriteVec::new());
+        msg.add_attribute(&Lifetime::new(0)).ok()?;
+        msg.add_attribute(&Username::new(&self.username).ok()?)
+            .ok()?;
+        msg.add_attribute(&Realm::new(realm).ok()?).ok()?;
+        msg.add_attribute(&Nonce::new(nonce).ok()?).ok()?;
+        let key = LongTermKeyCredentials::new(
+            self.username.clone(),
+            self.credential.clone(),
+            realm.clone(),
+        );
+        msg.add_message_integrity(&key.into(), IntegrityAlgorithm::Sha1)
+            .ok()?;
+        msg.add_fingerprint().ok()?;
+        Some(Transmit {
+            destination: self.server,
+            source: self.local,
+            contents: msg.finish(),
+        })
+    }
+
+    /// An error answer to one of our requests that decides the allocation's fate. Remembers
+    /// the realm and nonce any error answer carries.
+    fn read_error(&mut self, contents: &[u8]) -> Option<Verdict> {
         // STUN messages start with two zero bits; ChannelData (0x40..) never is one.
         if contents.first().is_none_or(|b| b & 0xC0 != 0) {
             return None;
@@ -476,12 +549,18 @@ impl Relay {
         if !msg.has_class(MessageClass::Error) {
             return None;
         }
-        let request = self
+        if let (Ok(realm), Ok(nonce)) = (msg.attribute::<Realm>(), msg.attribute::<Nonce>()) {
+            self.challenge = Some((realm.realm().to_owned(), nonce.nonce().to_owned()));
+        }
+        let request = *self
             .requests
             .iter()
             .find(|r| r.transaction == msg.transaction_id())?;
         let code = msg.attribute::<ErrorCode>().map_or(0, |e| e.code());
         let allocating = matches!(self.state, State::Allocating);
+        if allocating && request.method == ALLOCATE {
+            self.allocate_error = Some(code);
+        }
         match (request.method, code) {
             // A challenge to the first, unauthenticated Allocate, or a stale nonce: the client
             // answers those itself.
@@ -493,6 +572,7 @@ impl Relay {
             (ALLOCATE, ErrorCode::ALLOCATION_QUOTA_REACHED) if allocating => {
                 Some(Verdict::Failed(IceServerError::QuotaReached))
             }
+            (ALLOCATE, ErrorCode::ALLOCATION_MISMATCH) if allocating => Some(Verdict::Mismatch),
             (ALLOCATE, code) if allocating => Some(Verdict::Failed(IceServerError::Refused(code))),
             // The server no longer knows our allocation (it restarted, or our NAT mapping
             // changed under it): "allocation mismatch", or an error it could not sign because
@@ -519,6 +599,8 @@ enum Verdict {
     Failed(IceServerError),
     /// The allocation is gone.
     Lost,
+    /// Allocate met an allocation for our address that the client does not know.
+    Mismatch,
 }
 
 /// The request an outgoing TURN message is, if it is one.
