@@ -209,6 +209,25 @@ fn a_symmetric_nat_connects_through_turn_and_reports_the_relayed_path() {
 }
 
 #[test]
+fn a_symmetric_nat_reaches_a_public_peer_directly() {
+    // The public side answers the address the symmetric NAT gave this flow (peer-reflexive).
+    let mut world = world_with_server();
+    let config = with_servers(vec![stun(&world), turn(&world)]);
+    let a = world.add_behind_nat(mesh(1, &config), NatBehavior::SYMMETRIC);
+    let p = world.add(mesh(2, &config));
+    world.introduce(a, p);
+    assert!(world.run_until(Duration::from_secs(20), World::fully_connected));
+    assert!(packet_arrives(&mut world, a, p, b"direct"));
+    let path = world.nodes[p]
+        .mesh
+        .peer(1)
+        .and_then(|p| p.path)
+        .expect("path");
+    assert!(!path.is_relayed(), "{path}");
+    assert_eq!(path.remote, CandidateKind::PeerReflexive, "{path}");
+}
+
+#[test]
 fn relay_policy_relays_every_pair_and_never_shows_a_host_address() {
     let mut world = world_with_server();
     let config = MeshConfig {
