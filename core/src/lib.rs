@@ -82,7 +82,7 @@ pub use config::MeshConfig;
 pub use error::{
     AddPeerError, CandidateError, CreateError, DecodeSignalError, SendError, SignalError,
 };
-pub use event::{Event, LossReason, Packet, Transmit};
+pub use event::{Event, LossReason, Packet, PendingEvents, Transmit};
 pub use machine::Machine;
 pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{
@@ -92,7 +92,7 @@ pub use nat::{
     CandidateKind, IceServer, IceServerError, IceTransportPolicy, InvalidIceServer, LocalCandidate,
     PeerPath, MAX_ICE_SERVER_URLS,
 };
-pub use pump::{DatagramPump, Flush, PumpStats, RECEIVE_BATCH};
+pub use pump::{DatagramPump, Flush, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER};
 pub use signal::{OutgoingSignal, Signal};
 pub use stats::MeshStats;
 pub use transfer::{

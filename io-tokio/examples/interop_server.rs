@@ -49,6 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         endpoint: EndpointConfig {
             bind: SocketAddr::new(ip, 0),
             announce: None,
+            ..EndpointConfig::default()
         },
         ..JoinOptions::default()
     };

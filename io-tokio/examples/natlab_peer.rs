@@ -55,6 +55,7 @@ async fn run() -> Result<(), String> {
         endpoint: EndpointConfig {
             bind: SocketAddr::new(bind, 0),
             announce: None,
+            ..EndpointConfig::default()
         },
         ..JoinOptions::default()
     };

@@ -30,7 +30,7 @@ use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::demux::Demux;
 use crate::error::{AddPeerError, CreateError};
-use crate::event::{Event, LossReason, Transmit};
+use crate::event::{Event, EventQueue, LossReason, PendingEvents, Transmit};
 use crate::link::{Limits, Link, LinkSetup, Loss, Progress};
 use crate::nat::{CandidateChange, CandidateKind, IceTransportPolicy, Nat, PeerPath};
 use crate::signal::OutgoingSignal;
@@ -78,7 +78,7 @@ pub struct Mesh {
     nat: Nat,
     last_now: Option<Instant>,
     transmits: VecDeque<Transmit>,
-    events: VecDeque<Event>,
+    events: EventQueue,
     stats: MeshStats,
 }
 
@@ -160,7 +160,7 @@ impl Mesh {
             nat,
             last_now: None,
             transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             stats: MeshStats::default(),
         })
     }
@@ -315,6 +315,13 @@ impl Mesh {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// How many events (and packet bytes) wait for [`poll_event`](Mesh::poll_event). The mesh
+    /// never drops an event to bound this: an I/O loop keeps it bounded by not feeding
+    /// datagrams while the application is behind (both adapters do).
+    pub fn pending_events(&self) -> PendingEvents {
+        self.events.pending()
     }
 
     /// When [`handle_timeout`](Mesh::handle_timeout) must next be called: the earliest deadline

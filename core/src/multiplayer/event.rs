@@ -57,3 +57,13 @@ pub enum MultiplayerEvent {
         reason: IceServerError,
     },
 }
+
+impl crate::event::Payload for MultiplayerEvent {
+    fn payload_len(&self) -> usize {
+        match self {
+            MultiplayerEvent::Packet(p) => p.data.len(),
+            MultiplayerEvent::AuthData { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+}
