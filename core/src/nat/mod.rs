@@ -41,7 +41,8 @@ pub enum IceServerError {
     /// The host name was not resolved: the adapter's lookup failed, or (sans-IO) nobody called
     /// `set_ice_server_addresses` within 10 s.
     Unresolved,
-    /// No answer within 5 s of retransmissions: wrong address or port, or a firewall.
+    /// No answer within 5 s of retransmissions (wrong address or port, a firewall), or no
+    /// host candidate of the server's address family to reach it from.
     Unreachable,
     /// The TURN server refused the username or credential (401).
     Unauthorized,
@@ -404,6 +405,11 @@ impl Nat {
                 continue;
             }
             let host = self.host_for(i);
+            if host.is_none() && !self.hosts.is_empty() {
+                // No socket of the server's address family (an IPv4 server, IPv6 sockets only).
+                self.fail(i, url, IceServerError::Unreachable);
+                continue;
+            }
             let server = &mut self.servers[i];
             let stun_only = server.config.parsed.kind == ServerKind::Stun;
             let mut gave_up = false;
