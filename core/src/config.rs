@@ -9,6 +9,9 @@ use crate::error::CreateError;
 use crate::limits::Limits;
 use crate::transfer::TransferMode;
 
+/// The most a TURN Send indication adds to a datagram (IPv6 peer address, padding).
+const TURN_OVERHEAD: usize = 52;
+
 /// Settings shared by every peer of one mesh. `MeshConfig::default()` matches Godot with no extra
 /// channels; every field is documented with why its default was chosen.
 #[derive(Debug, Clone)]
@@ -65,11 +68,24 @@ pub struct MeshConfig {
     /// remote candidates outside it (trickled or inside an SDP) and datagrams from outside it
     /// are dropped and counted, so no packet is ever sent elsewhere — e.g.
     /// `Some(IpPrefix::loopback())` for tests, or your LAN's prefix.
+    ///
+    /// ICE servers bypass the list (they are your configuration), and peers reached through
+    /// our TURN allocation are checked by their own address. A peer's *relayed* candidate is
+    /// an address on its TURN server: allow that server's address to reach such peers.
     pub remote_allowlist: Option<Vec<crate::IpPrefix>>,
     /// Bounds on what one remote peer and its signals can make the mesh hold or do (remote
     /// candidates, channels outside the layout, signal sizes, renegotiation rate); see
     /// [`Limits`].
     pub limits: Limits,
+    /// STUN and TURN servers (Godot's and the W3C's `iceServers`). Empty (default): host
+    /// candidates only, which connects peers on one network but rarely across the internet.
+    /// A `stun:` server gives a server-reflexive candidate (enough between most home NATs), a
+    /// `turn:` server also relays for peers no direct path reaches (symmetric NATs). Checked
+    /// when the mesh is created: `turns:` and `?transport=tcp` are not supported yet.
+    pub ice_servers: Vec<crate::IceServer>,
+    /// W3C `iceTransportPolicy`: `All` (default) or `Relay` (only through TURN; the host and
+    /// public addresses are never given to peers).
+    pub ice_transport_policy: crate::IceTransportPolicy,
 }
 
 impl Default for MeshConfig {
@@ -89,6 +105,8 @@ impl Default for MeshConfig {
             dtls_cert: None,
             remote_allowlist: None,
             limits: Limits::default(),
+            ice_servers: Vec::new(),
+            ice_transport_policy: crate::IceTransportPolicy::All,
         }
     }
 }
@@ -135,6 +153,16 @@ impl MeshConfig {
         if self.max_packet_size == 0 || self.max_packet_size > self.sctp_send_buffer {
             return Err(CreateError::InvalidConfig(
                 "max_packet_size must be within 1..=sctp_send_buffer",
+            ));
+        }
+        let turn = self
+            .ice_servers
+            .iter()
+            .flat_map(|s| &s.urls)
+            .any(|u| u.trim().to_ascii_lowercase().starts_with("turn:"));
+        if turn && self.mtu > 1500 - TURN_OVERHEAD {
+            return Err(CreateError::InvalidConfig(
+                "mtu must be at most 1448 with a turn: server (TURN's Send indication adds 52 bytes)",
             ));
         }
         if self.max_packet_size > 256 * 1024 {

@@ -16,6 +16,14 @@ pub enum CreateError {
     InvalidConfig(&'static str),
     /// No DTLS certificate was given and the crypto backend could not generate one.
     Certificate,
+    /// An entry of [`MeshConfig::ice_servers`](crate::MeshConfig::ice_servers) is malformed or
+    /// not supported: the URL as given (empty for a problem with the whole list) and why.
+    IceServer {
+        /// The URL as configured.
+        url: String,
+        /// What is wrong with it.
+        reason: crate::InvalidIceServer,
+    },
 }
 
 impl fmt::Display for CreateError {
@@ -34,6 +42,12 @@ impl fmt::Display for CreateError {
             CreateError::Certificate => f.write_str(
                 "could not generate a DTLS certificate: pass one in MeshConfig::dtls_cert",
             ),
+            CreateError::IceServer { url, reason } if url.is_empty() => {
+                write!(f, "invalid ice_servers: {reason}")
+            }
+            CreateError::IceServer { url, reason } => {
+                write!(f, "invalid ICE server URL {url:?}: {reason}")
+            }
         }
     }
 }

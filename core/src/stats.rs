@@ -47,4 +47,11 @@ pub struct MeshStats {
     /// Incoming messages larger than [`MeshConfig::max_packet_size`](crate::MeshConfig::max_packet_size)
     /// (dropped; SCTP lets a remote send up to 256 KiB).
     pub packets_too_large: u64,
+    /// Datagrams sent to peers through our TURN allocations.
+    pub datagrams_relayed_sent: u64,
+    /// Datagrams from peers that arrived through our TURN allocations.
+    pub datagrams_relayed_received: u64,
+    /// Datagrams for a peer that could not go through the TURN allocation (no permission yet
+    /// and the waiting room full, permission refused, or no allocation).
+    pub datagrams_relay_dropped: u64,
 }

@@ -8,6 +8,7 @@
 mod guard;
 mod health;
 mod negotiation;
+mod path;
 mod queue;
 
 use std::collections::VecDeque;
@@ -64,6 +65,8 @@ pub(crate) struct Progress {
     pub lost: Option<Loss>,
     /// The handshake made no progress for `connect_retry_interval`: renegotiate from scratch.
     pub retry: bool,
+    /// ICE just lost its connection (a NAT mapping may have changed: worth re-checking).
+    pub ice_disconnected: bool,
 }
 /// Outputs shared by every link of a mesh.
 pub(crate) struct Sink<'a> {
@@ -101,6 +104,8 @@ pub(crate) struct Link {
     pub routes: SmallVec<[Route; 2]>,
     queue: SendQueue,
     guard: Guard,
+    /// Where ICE sends and what the remote signalled (see [`path`]).
+    paths: path::Paths,
 }
 
 impl Link {
@@ -137,6 +142,7 @@ impl Link {
             routes: SmallVec::new(),
             queue: SendQueue::default(),
             guard: Guard::new(setup.config),
+            paths: path::Paths::default(),
         };
         Ok((link, offer))
     }
@@ -206,6 +212,7 @@ impl Link {
                 }
                 Ok(Output::Transmit(t)) => {
                     sink.stats.datagrams_sent += 1;
+                    self.paths.sent(t.source, t.destination, &t.contents);
                     sink.transmits.push_back(Transmit {
                         destination: t.destination,
                         source: t.source,
@@ -274,6 +281,7 @@ impl Link {
                 }
                 IceConnectionState::Disconnected if self.ice_was_connected => {
                     self.ice_lost_at.get_or_insert(now);
+                    progress.ice_disconnected = true;
                 }
                 _ => {}
             },

@@ -34,7 +34,10 @@ pub(crate) struct LinkSetup<'a> {
     pub layout: &'a [ChannelSpec],
     pub config: &'a MeshConfig,
     pub rtc_config: &'a RtcConfig,
+    /// Host addresses links may use (none under `IceTransportPolicy::Relay`).
     pub host_addresses: &'a [SocketAddr],
+    /// Candidates gathered from ICE servers (server-reflexive, relayed).
+    pub gathered: &'a [Candidate],
 }
 
 /// A handshake's starting point: a fresh `Rtc`, its channels and (offering side) the offer.
@@ -59,6 +62,9 @@ impl Link {
             if let Ok(c) = Candidate::host(addr, "udp") {
                 rtc.add_local_candidate(c);
             }
+        }
+        for c in setup.gathered {
+            rtc.add_local_candidate(c.clone());
         }
         let offers = setup.own_id > peer;
         let mut channels: SmallVec<[LinkChannel; 4]> = setup
@@ -118,6 +124,7 @@ impl Link {
         self.rtc_deadline = None;
         self.queue.clear();
         self.guard.remote = Default::default();
+        self.paths.clear();
         if offer.is_none() {
             // The answering side follows the offerer, whose own deadline bounds the retries.
             self.connect_deadline = crate::limits::deadline(now, setup.config.connect_timeout);
@@ -161,6 +168,7 @@ impl Link {
                 let sdp = self.bound_sdp_candidates(sdp, sink);
                 let offer = SdpOffer::from_sdp_string(&sdp)
                     .map_err(|e| SignalError::Invalid(format!("bad SDP offer: {e}")))?;
+                self.paths.signalled_sdp(&sdp);
                 let answer = self
                     .rtc
                     .sdp_api()
@@ -185,6 +193,7 @@ impl Link {
                 let sdp = self.bound_sdp_candidates(sdp, sink);
                 let answer = SdpAnswer::from_sdp_string(&sdp)
                     .map_err(|e| SignalError::Invalid(format!("bad SDP answer: {e}")))?;
+                self.paths.signalled_sdp(&sdp);
                 let Negotiation::Offered(pending) =
                     std::mem::replace(&mut self.negotiation, Negotiation::Done)
                 else {
@@ -201,7 +210,10 @@ impl Link {
                 let text = text.trim();
                 let attr = text.strip_prefix("a=").unwrap_or(text);
                 match Candidate::from_sdp_string(attr) {
-                    Ok(c) => self.add_remote_candidate(c, sink),
+                    Ok(c) => {
+                        self.paths.signalled(attr);
+                        self.add_remote_candidate(c, sink);
+                    }
                     Err(e) => {
                         sink.stats.candidates_rejected += 1;
                         return Err(SignalError::Invalid(format!("bad candidate: {e}")));
@@ -212,11 +224,18 @@ impl Link {
         Ok(self.timeout(now, limits, sink))
     }
 
-    /// Adds a local host candidate and returns its SDP attribute, to trickle to the peer.
-    pub fn add_host_candidate(&mut self, candidate: Candidate) -> Option<String> {
+    /// Adds a local candidate (host, or gathered from an ICE server) and returns its SDP
+    /// attribute, to trickle to the peer; `None` if str0m found it redundant.
+    pub fn add_local_candidate(&mut self, candidate: Candidate) -> Option<String> {
         self.rtc
             .add_local_candidate(candidate)
             .map(|c| c.to_sdp_string())
+    }
+
+    /// Stops using a local candidate that is gone (a lost TURN allocation, a changed NAT
+    /// mapping): its pairs are dropped and ICE moves to the others.
+    pub fn invalidate_local_candidate(&mut self, candidate: &Candidate) {
+        self.rtc.direct_api().invalidate_candidate(candidate);
     }
 
     /// Whether the SDP exchange has started (later candidates must be trickled).

@@ -23,15 +23,17 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use slab::Slab;
+use smallvec::SmallVec;
 use str0m::{Rtc, RtcConfig};
 
 use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::demux::Demux;
 use crate::error::{AddPeerError, CreateError};
-use crate::event::{Event, EventQueue, PendingEvents, Transmit};
+use crate::event::{Event, EventQueue, LossReason, PendingEvents, Transmit};
 use crate::limits;
-use crate::link::{Limits, Link, LinkSetup, Progress};
+use crate::link::{Limits, Link, LinkSetup, Loss, Progress};
+use crate::nat::{CandidateChange, CandidateKind, IceTransportPolicy, Nat, PeerPath};
 use crate::signal::OutgoingSignal;
 use crate::stats::MeshStats;
 use crate::timers::Timers;
@@ -50,6 +52,9 @@ pub struct PeerInfo {
     pub channels: usize,
     /// Bytes waiting for SCTP buffer space.
     pub queued_bytes: usize,
+    /// The path ICE chose, once DTLS or SCTP traffic went out on it: direct or relayed, and
+    /// the kinds of both ends. `None` before.
+    pub path: Option<PeerPath>,
 }
 
 /// One multiplayer peer (Godot's `WebRTCMultiplayerPeer`): one str0m `Rtc` per remote peer, all
@@ -70,6 +75,8 @@ pub struct Mesh {
     by_id: BTreeMap<PeerId, usize>,
     demux: Demux,
     timers: Timers,
+    /// STUN/TURN: gathered candidates, allocations, and their timers.
+    nat: Nat,
     last_now: Option<Instant>,
     /// Where the clock stops, once a time near the end of `Instant`'s range was seen.
     clock_horizon: Option<Instant>,
@@ -114,6 +121,8 @@ impl Mesh {
             return Err(CreateError::InvalidId(unique_id));
         }
         config.validate()?;
+        let nat = Nat::new(&config.ice_servers, config.ice_transport_policy)
+            .map_err(|(url, reason)| CreateError::IceServer { url, reason })?;
         let cert = match &config.dtls_cert {
             Some(cert) => cert.clone(),
             None => str0m::crypto::from_feature_flags()
@@ -151,6 +160,7 @@ impl Mesh {
             by_id: BTreeMap::new(),
             demux: Demux::default(),
             timers: Timers::default(),
+            nat,
             last_now: None,
             clock_horizon: None,
             transmits: VecDeque::new(),
@@ -190,12 +200,14 @@ impl Mesh {
             return Err(AddPeerError::AlreadyExists(peer));
         }
         let now = self.observe(now);
+        self.absorb_nat();
         let setup = LinkSetup {
             own_id: self.unique_id,
             layout: &self.layout,
             config: &self.config,
             rtc_config: &self.rtc_config,
-            host_addresses: &self.host_addresses,
+            host_addresses: link_hosts(&self.nat, &self.host_addresses),
+            gathered: self.nat.link_candidates(),
         };
         let (link, offer) = Link::new(now, peer, lifetime, setup)?;
         let key = self.links.insert(link);
@@ -211,6 +223,7 @@ impl Mesh {
         }
         let progress = self.links[key].timeout(now, Limits::of(&self.config), &mut sink!(self));
         self.settle(key, progress);
+        self.absorb_nat();
         Ok(())
     }
 
@@ -224,6 +237,10 @@ impl Mesh {
                 self.settle(key, progress);
             }
         }
+        if self.nat.poll_timeout().is_some_and(|at| at <= now) {
+            self.nat.handle_timeout(now);
+        }
+        self.absorb_nat();
     }
 
     /// Godot's `remove_peer`: closes the connection (the remote notices at once) and emits
@@ -258,13 +275,45 @@ impl Mesh {
         for key in keys {
             self.remove_link(key, true);
         }
+        // The links' goodbyes from a relayed address are wrapped while the allocation exists;
+        // then it is deleted.
+        if let (Some(now), false) = (self.last_now, self.nat.is_empty()) {
+            let pending = std::mem::take(&mut self.transmits);
+            for t in pending {
+                if !self.nat.is_relay(t.source) {
+                    self.transmits.push_back(t);
+                } else if let Some(wrapped) = self.nat.wrap(now, t) {
+                    self.transmits.push_back(wrapped);
+                }
+            }
+        }
+        self.nat.close(self.last_now);
+        self.absorb_nat();
         self.closed = true;
         self.set_status(ConnectionStatus::Disconnected);
     }
 
-    /// The next datagram to send.
+    /// The next datagram to send. Datagrams for a TURN server come out already wrapped, so
+    /// every datagram leaves from the one socket.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        loop {
+            let Some(t) = self.transmits.pop_front() else {
+                return self.nat.poll_transmit();
+            };
+            if self.nat.is_empty() || self.host_addresses.contains(&t.source) {
+                return Some(t);
+            }
+            // str0m sent it from our relayed address: it travels inside TURN. (From a relayed
+            // address that is gone it goes nowhere: ICE moves to another pair.)
+            let Some(now) = self.last_now else {
+                continue;
+            };
+            let wrapped = self.nat.wrap(now, t);
+            self.absorb_nat();
+            if wrapped.is_some() {
+                return wrapped;
+            }
+        }
     }
 
     /// The next event.
@@ -279,10 +328,14 @@ impl Mesh {
         self.events.pending()
     }
 
-    /// When [`handle_timeout`](Mesh::handle_timeout) must next be called (the earliest deadline
-    /// of all peers); `None` while there are no peers.
+    /// When [`handle_timeout`](Mesh::handle_timeout) must next be called: the earliest deadline
+    /// of all peers and of the ICE servers (which run before any peer exists; a time in the
+    /// past means at once). `None` while there is nothing to wait for.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.nat.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// This mesh's unique id.
@@ -333,12 +386,24 @@ impl Mesh {
     /// Godot's `get_peer`: the peer's connection state.
     pub fn peer(&self, peer: PeerId) -> Option<PeerInfo> {
         let link = &self.links[*self.by_id.get(&peer)?];
+        let path = link.sending_path().map(|(source, destination)| PeerPath {
+            // str0m sends from a host address or from a relayed one (ours, or one just lost).
+            local: if self.host_addresses.contains(&source) {
+                CandidateKind::Host
+            } else {
+                CandidateKind::Relayed
+            },
+            local_address: source,
+            remote: link.remote_kind(destination),
+            remote_address: destination,
+        });
         Some(PeerInfo {
             id: peer,
             connected: link.announced,
             open_channels: link.open_channels(),
             channels: link.total_channels(),
             queued_bytes: link.queued_bytes(),
+            path,
         })
     }
 
@@ -357,7 +422,12 @@ impl Mesh {
 
     /// Counters of traffic and of what was dropped.
     pub fn stats(&self) -> MeshStats {
-        self.stats
+        MeshStats {
+            datagrams_relayed_sent: self.nat.relayed_out,
+            datagrams_relayed_received: self.nat.relayed_in,
+            datagrams_relay_dropped: self.nat.relay_dropped(),
+            ..self.stats
+        }
     }
 
     /// Address pairs currently routed without a scan.
@@ -380,13 +450,94 @@ impl Mesh {
             },
         };
         self.last_now = Some(self.last_now.map_or(now, |t| t.max(now)));
+        self.nat.observe(now);
         now
+    }
+
+    /// Moves what the ICE servers produced into the mesh: datagrams, events, and candidates
+    /// for every link (trickled to peers already negotiating).
+    fn absorb_nat(&mut self) {
+        if self.nat.is_empty() {
+            return;
+        }
+        while let Some(t) = self.nat.poll_transmit() {
+            self.transmits.push_back(t);
+        }
+        while let Some(event) = self.nat.poll_event() {
+            self.events.push_back(event);
+        }
+        while let Some(change) = self.nat.poll_change() {
+            let keys: SmallVec<[usize; 16]> = self.links.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                let Some(link) = self.links.get_mut(key) else {
+                    continue;
+                };
+                match &change {
+                    CandidateChange::Added(candidate) => {
+                        let started = link.negotiation_started();
+                        if let Some(attr) = link.add_local_candidate(candidate.clone()) {
+                            if started {
+                                let to = link.peer;
+                                self.events.push_back(Event::Signal(OutgoingSignal {
+                                    to,
+                                    signal: crate::signal::Signal::Candidate(attr),
+                                }));
+                            }
+                        }
+                    }
+                    CandidateChange::Removed(candidate) => {
+                        link.invalidate_local_candidate(candidate)
+                    }
+                }
+                // Let ICE act on the change now rather than at its next timer.
+                match self.last_now {
+                    Some(now) => {
+                        let limits = Limits::of(&self.config);
+                        let progress = self.links[key].timeout(now, limits, &mut sink!(self));
+                        self.settle(key, progress);
+                    }
+                    None => self.refresh(key),
+                }
+            }
+            while let Some(t) = self.nat.poll_transmit() {
+                self.transmits.push_back(t);
+            }
+            while let Some(event) = self.nat.poll_event() {
+                self.events.push_back(event);
+            }
+        }
+    }
+
+    /// Ends a link that failed by itself, saying why.
+    fn lose(&mut self, key: usize, loss: Loss) {
+        let link = &self.links[key];
+        let reason = match loss {
+            Loss::ConnectTimeout => LossReason::ConnectTimeout {
+                local_relay: self.nat.has_relay(),
+                remote_relay: link.remote_has_relay(),
+            },
+            Loss::Silent => LossReason::Silent,
+            Loss::IceLost => LossReason::IceLost,
+            Loss::Closed => LossReason::Closed,
+            Loss::Abuse => LossReason::Abuse,
+        };
+        self.events.push_back(Event::PeerLost {
+            id: link.peer,
+            reason,
+        });
+        self.remove_link(key, true);
     }
 
     /// Applies what a link reported: announce, remove, retry, or reschedule.
     fn settle(&mut self, key: usize, progress: Progress) {
-        if progress.lost.is_some() {
-            self.remove_link(key, true);
+        if progress.ice_disconnected {
+            // A NAT mapping that changed breaks every path through it: look again now.
+            if let Some(now) = self.last_now {
+                self.nat.recheck(now);
+            }
+        }
+        if let Some(loss) = progress.lost {
+            self.lose(key, loss);
             return;
         }
         if progress.retry {
@@ -431,7 +582,8 @@ impl Mesh {
             layout: &self.layout,
             config: &self.config,
             rtc_config: &self.rtc_config,
-            host_addresses: &self.host_addresses,
+            host_addresses: link_hosts(&self.nat, &self.host_addresses),
+            gathered: self.nat.link_candidates(),
         };
         match self.links[key].restart(now, setup) {
             Ok(offer) => {
@@ -445,7 +597,7 @@ impl Mesh {
                 }
                 self.refresh(key);
             }
-            Err(_) => self.remove_link(key, true),
+            Err(_) => self.lose(key, Loss::Closed),
         }
     }
 
@@ -470,5 +622,13 @@ impl Mesh {
             self.status = status;
             self.events.push_back(Event::StatusChanged(status));
         }
+    }
+}
+
+/// The host addresses links may use: none when only relayed candidates are allowed.
+fn link_hosts<'a>(nat: &Nat, hosts: &'a [SocketAddr]) -> &'a [SocketAddr] {
+    match nat.policy() {
+        IceTransportPolicy::All => hosts,
+        IceTransportPolicy::Relay => &[],
     }
 }

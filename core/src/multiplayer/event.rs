@@ -1,6 +1,7 @@
 //! What the multiplayer layer emits.
 
-use crate::event::Packet;
+use crate::event::{LossReason, Packet};
+use crate::nat::{IceServerError, LocalCandidate};
 use crate::signal::OutgoingSignal;
 use crate::transfer::{ConnectionStatus, PeerId};
 
@@ -37,6 +38,24 @@ pub enum MultiplayerEvent {
     /// A peer that was authenticating timed out or disconnected (Godot's
     /// `peer_authentication_failed`). It is never reported connected.
     PeerAuthenticationFailed(PeerId),
+    /// The mesh lost a direct peer by itself, and why (the mesh's
+    /// [`Event::PeerLost`](crate::Event::PeerLost)).
+    PeerLost {
+        /// The peer.
+        id: PeerId,
+        /// Why its connection ended.
+        reason: LossReason,
+    },
+    /// The mesh gathered a candidate from an ICE server
+    /// ([`Event::CandidateGathered`](crate::Event::CandidateGathered)).
+    CandidateGathered(LocalCandidate),
+    /// An ICE server did not serve ([`Event::IceServerFailed`](crate::Event::IceServerFailed)).
+    IceServerFailed {
+        /// The URL, as configured.
+        url: String,
+        /// What went wrong.
+        reason: IceServerError,
+    },
 }
 
 impl crate::event::Payload for MultiplayerEvent {

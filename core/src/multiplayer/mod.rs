@@ -310,6 +310,15 @@ impl Multiplayer {
                 Event::PeerConnected(peer) => self.on_direct_connected(peer),
                 Event::PeerDisconnected(peer) => self.on_direct_lost(peer),
                 Event::Packet(packet) => self.on_packet(packet),
+                Event::PeerLost { id, reason } => self
+                    .events
+                    .push_back(MultiplayerEvent::PeerLost { id, reason }),
+                Event::CandidateGathered(c) => self
+                    .events
+                    .push_back(MultiplayerEvent::CandidateGathered(c)),
+                Event::IceServerFailed { url, reason } => self
+                    .events
+                    .push_back(MultiplayerEvent::IceServerFailed { url, reason }),
             }
         }
     }
