@@ -94,7 +94,9 @@ pub use nat::{
     CandidateKind, IceServer, IceServerError, IceTransportPolicy, InvalidIceServer, LocalCandidate,
     PeerPath, MAX_ICE_SERVER_URLS,
 };
-pub use pump::{DatagramPump, Flush, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER};
+pub use pump::{
+    udp_table_drops, DatagramPump, Flush, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER,
+};
 pub use signal::{OutgoingSignal, Signal};
 pub use stats::MeshStats;
 pub use transfer::{
