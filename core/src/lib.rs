@@ -74,6 +74,7 @@ pub use error::{
 };
 pub use event::{Event, Packet, Transmit};
 pub use machine::Machine;
+pub use link::{ChannelStats, PeerStats};
 pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{
     AuthError, Multiplayer, MultiplayerConfig, MultiplayerEvent, MultiplayerStats,

@@ -1,16 +1,24 @@
 //! One remote peer: its str0m `Rtc`, its channels, and its connect / loss state.
 //!
 //! The link is split along its concerns: [`negotiation`] (offer / answer, candidates, starting
-//! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP) and [`health`] (the
-//! deadlines that end or restart a link). This file holds the link itself and the loop that
-//! drains str0m's output into the mesh.
+//! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP), [`window`] (how much
+//! SCTP may hold at a time), [`health`] (the deadlines that end or restart a link) and [`stats`]
+//! (its counters). This file holds the link itself and the loop that drains str0m's output into
+//! the mesh.
+//!
+//! Writes do not drain: they mark the link dirty, and the mesh drains each dirty link once,
+//! from its next `poll_transmit`, `poll_event` or `handle_timeout`. Every poll of str0m costs
+//! sctp-proto a walk over everything it holds, so a burst of sends costs one poll instead of
+//! one per packet.
 
 mod health;
 mod negotiation;
 mod queue;
+mod stats;
+mod window;
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use str0m::channel::ChannelId;
@@ -27,7 +35,10 @@ use crate::transfer::PeerId;
 pub(crate) use health::Limits;
 pub(crate) use negotiation::LinkSetup;
 use negotiation::{Handshake, Negotiation};
+pub(crate) use queue::WriteError;
 use queue::SendQueue;
+pub use stats::{ChannelStats, PeerStats};
+use window::SendWindow;
 
 /// One channel of the peer, in layout order.
 #[derive(Debug)]
@@ -36,6 +47,11 @@ struct LinkChannel {
     /// `None` on the answering side until the offer arrives and the channel is created.
     id: Option<ChannelId>,
     open: bool,
+    /// The packet lifetime of a partially reliable channel (`None`: reliable).
+    lifetime: Option<Duration>,
+    /// Bytes written to SCTP on this channel and not yet seen released.
+    in_sctp: usize,
+    stats: ChannelStats,
 }
 
 /// Why a link ended.
@@ -95,6 +111,17 @@ pub(crate) struct Link {
     /// Routes learned for this peer, forgotten when it is removed.
     pub routes: SmallVec<[Route; 2]>,
     queue: SendQueue,
+    window: SendWindow,
+    /// Channels with bytes in SCTP (`in_sctp > 0`), so the window's refresh reads only those.
+    busy: SmallVec<[usize; 4]>,
+    /// Written since the last drain: the mesh must drain this link before its next output.
+    pub dirty: bool,
+    /// The latest time given to the `Rtc`.
+    clock: Instant,
+    /// The largest message the remote accepts (its SDP `a=max-message-size`, RFC 8841).
+    max_message_size: usize,
+    /// Packets str0m refused for good (see [`PeerStats::packets_write_failed`]).
+    write_failed: u64,
 }
 
 impl Link {
@@ -130,6 +157,15 @@ impl Link {
             scheduled: None,
             routes: SmallVec::new(),
             queue: SendQueue::default(),
+            window: SendWindow::new(
+                setup.config.sctp_send_buffer_min,
+                setup.config.sctp_send_buffer,
+            ),
+            busy: SmallVec::new(),
+            dirty: false,
+            clock: now,
+            max_message_size: negotiation::DEFAULT_MAX_MESSAGE_SIZE,
+            write_failed: 0,
         };
         Ok((link, offer))
     }
@@ -149,8 +185,43 @@ impl Link {
         let ok = self.rtc.handle_input(input).is_ok();
         if ok {
             self.last_heard = self.last_heard.max(now);
+            self.clock = self.clock.max(now);
         }
         (ok, self.drive(now, sink))
+    }
+
+    /// Drains what writes left in str0m (called by the mesh for a dirty link), after bringing
+    /// the `Rtc` to `now`: SCTP times round trips, retransmissions and lifetimes from its clock.
+    pub fn flush(&mut self, now: Instant, sink: &mut Sink<'_>) -> Progress {
+        if now > self.clock {
+            self.clock = now;
+            if self.rtc.handle_input(Input::Timeout(now)).is_err() {
+                self.dirty = false;
+                return Progress {
+                    lost: Some(Loss::Closed),
+                    ..Progress::default()
+                };
+            }
+        }
+        self.drive(now, sink)
+    }
+
+    /// The largest packet this peer accepts (its `a=max-message-size`).
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// The link's counters.
+    pub fn stats(&self, max_packet_size: usize) -> PeerStats {
+        PeerStats {
+            peer: self.peer,
+            channels: self.channels.iter().map(|c| c.stats).collect(),
+            packets_write_failed: self.write_failed,
+            sctp_window: self.window.limit(),
+            sctp_buffered: self.window.in_sctp(),
+            round_trip_time: self.window.rtt(),
+            max_packet_size: self.max_message_size.min(max_packet_size),
+        }
     }
 
     /// Whether all channels are open and the transport is connected.
@@ -177,10 +248,12 @@ impl Link {
 
     /// Drains str0m's output after any input, flushing the send queue as room appears.
     fn drive(&mut self, now: Instant, sink: &mut Sink<'_>) -> Progress {
+        self.dirty = false;
         let mut progress = Progress::default();
         loop {
             self.drain(Some((now, &mut progress)), sink);
-            if self.queue.is_empty() || progress.lost.is_some() || !self.flush_queue(sink.stats) {
+            if self.queue.is_empty() || progress.lost.is_some() || !self.flush_queue(now, sink.stats)
+            {
                 break;
             }
         }
@@ -268,6 +341,12 @@ impl Link {
                 _ => {}
             },
             RtcEvent::Closed => progress.lost = Some(Loss::Closed),
+            RtcEvent::PeerStats(stats) => {
+                let rtt = stats.selected_candidate_pair.and_then(|p| p.current_round_trip_time);
+                if let Some(rtt) = rtt {
+                    self.window.set_rtt(rtt);
+                }
+            }
             _ => {}
         }
     }

@@ -30,11 +30,14 @@ use crate::config::MeshConfig;
 use crate::demux::Demux;
 use crate::error::{AddPeerError, CreateError};
 use crate::event::{Event, Transmit};
-use crate::link::{Limits, Link, LinkSetup, Progress};
+use crate::link::{Limits, Link, LinkSetup, PeerStats, Progress};
 use crate::signal::OutgoingSignal;
 use crate::stats::MeshStats;
 use crate::timers::Timers;
 use crate::transfer::{is_valid_peer_id, ConnectionStatus, Mode, PeerId, TransferMode, SERVER_ID};
+
+/// How often str0m reports a peer's ICE round trip (which sizes its SCTP send window).
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What [`Mesh::peer`] reports about one peer (Godot's `get_peer`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +76,9 @@ pub struct Mesh {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: MeshStats,
+    /// Links written to since their last drain (each once; a link drained by other input
+    /// meanwhile has its flag cleared and is skipped).
+    dirty: Vec<usize>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -122,7 +128,8 @@ impl Mesh {
             .set_dtls_cert(cert)
             .set_sctp_max_buffered_amount(config.sctp_send_buffer)
             .set_mtu(config.mtu..=config.mtu.max(str0m::DATAGRAM_MTU_WARN))
-            .set_stats_interval(None)
+            // ICE's round trip (from the stats) sizes each peer's SCTP send window.
+            .set_stats_interval(Some(STATS_INTERVAL))
             // SNAP carries SCTP's INIT in the SDP, so the association is up as soon as DTLS is:
             // no INIT / COOKIE exchange on the wire. That exchange retransmits from a 3 s RTO
             // doubling each time (RFC 4960, not configurable in str0m), so three lost packets
@@ -152,6 +159,7 @@ impl Mesh {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: MeshStats::default(),
+            dirty: Vec::new(),
         })
     }
 
@@ -210,9 +218,11 @@ impl Mesh {
         Ok(())
     }
 
-    /// Advances every peer whose deadline is at or before `now`.
+    /// Advances every peer whose deadline is at or before `now`, and sends what was written
+    /// since the last poll.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.observe(now);
+        self.flush_dirty();
         let limits = Limits::of(&self.config);
         for key in self.timers.due(now) {
             if let Some(link) = self.links.get_mut(key) {
@@ -258,20 +268,32 @@ impl Mesh {
         self.set_status(ConnectionStatus::Disconnected);
     }
 
-    /// The next datagram to send.
+    /// The next datagram to send. The first call after `send`s hands what they wrote to str0m
+    /// (once for the whole burst).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.flush_dirty();
         self.transmits.pop_front()
     }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.flush_dirty();
         self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Mesh::handle_timeout) must next be called (the earliest deadline
-    /// of all peers); `None` while there are no peers.
+    /// of all peers); `None` while there are no peers. While packets written by `send` wait to
+    /// be drained (until the next `poll_transmit`, `poll_event` or `handle_timeout`), this is
+    /// the mesh's latest time: now.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        let dirty = self
+            .dirty
+            .iter()
+            .any(|&key| self.links.get(key).is_some_and(|l| l.dirty));
+        match (dirty, self.last_now) {
+            (true, Some(now)) => Some(now),
+            _ => self.timers.next(),
+        }
     }
 
     /// This mesh's unique id.
@@ -331,6 +353,13 @@ impl Mesh {
         })
     }
 
+    /// One peer's send path: per-channel counters (packets sent, packets expired in rtcmesh's
+    /// queue, bytes queued), the SCTP send window and the peer's largest accepted packet.
+    pub fn peer_stats(&self, peer: PeerId) -> Option<PeerStats> {
+        let link = &self.links[*self.by_id.get(&peer)?];
+        Some(link.stats(self.config.max_packet_size))
+    }
+
     /// Godot's `get_peers`: every added peer, connected or not, in ascending id order.
     pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.by_id.keys().copied()
@@ -356,6 +385,38 @@ impl Mesh {
 
     fn observe(&mut self, now: Instant) {
         self.last_now = Some(self.last_now.map_or(now, |t| t.max(now)));
+    }
+
+    /// Marks a link written to: it is drained once, at the next poll.
+    fn mark_dirty(&mut self, key: usize) {
+        let link = &mut self.links[key];
+        if !link.dirty {
+            link.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Drains every link written to since its last drain, at the mesh's latest time.
+    fn flush_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut keys = std::mem::take(&mut self.dirty);
+        if let Some(now) = self.last_now {
+            for &key in &keys {
+                match self.links.get_mut(key) {
+                    Some(link) if link.dirty => {
+                        let progress = link.flush(now, &mut sink!(self));
+                        self.settle(key, progress);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        keys.clear();
+        if self.dirty.is_empty() {
+            self.dirty = keys; // keep the allocation
+        }
     }
 
     /// Applies what a link reported: announce, remove, retry, or reschedule.
