@@ -159,19 +159,21 @@ impl Side for MeshSide {
     fn address(&self) -> SocketAddr {
         self.address
     }
+    // As an adapter's loop: a batch of datagrams in, then the transmits out, then the events.
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
         self.mesh
             .handle_datagram(now, source, self.address, contents);
-        self.drain();
     }
     fn tick(&mut self, now: Instant) {
         self.mesh.handle_timeout(now);
         self.drain();
     }
     fn next_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.mesh
-            .poll_transmit()
-            .map(|t| (t.destination, t.contents))
+        let next = self.mesh.poll_transmit();
+        if next.is_none() {
+            self.drain();
+        }
+        next.map(|t| (t.destination, t.contents))
     }
     fn next_timeout(&self) -> Option<Instant> {
         self.mesh.poll_timeout()
@@ -189,10 +191,17 @@ impl Side for MeshSide {
     }
 }
 
+/// rtcmesh's default configuration with a shared certificate; `min=<KiB>` on the command line
+/// sets `sctp_send_buffer_min` (and the raw baseline's buffer with it) to compare windows.
 fn mesh_config() -> MeshConfig {
+    let defaults = MeshConfig::default();
+    let min = std::env::args()
+        .find_map(|a| a.strip_prefix("min=").and_then(|v| v.parse::<usize>().ok()))
+        .map_or(defaults.sctp_send_buffer_min, |kib| kib * 1024);
     MeshConfig {
         dtls_cert: Some(shared_cert()),
-        ..MeshConfig::default()
+        sctp_send_buffer_min: min,
+        ..defaults
     }
 }
 
@@ -416,10 +425,24 @@ fn raw_pair(net: &mut Net, buffer: usize) -> (RawSide, RawSide) {
 // ---------------------------------------------------------------------------------------------
 // Cases
 
+/// CPU time this thread has used: the scheduler's own count on Linux
+/// (`/proc/thread-self/schedstat`), so other work sharing the machine does not count against
+/// whichever side was descheduled; wall-clock time elsewhere.
+fn cpu_clock() -> Duration {
+    thread_local! {
+        static WALL: Instant = Instant::now();
+    }
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_else(|| WALL.with(Instant::elapsed))
+}
+
 /// What one transfer took.
 #[derive(Debug, Clone, Copy)]
 struct Run {
-    /// CPU (wall-clock) time.
+    /// CPU time (see [`cpu_clock`]).
     wall: Duration,
     /// Time on the simulated clock (what a real link would take).
     simulated: Duration,
@@ -448,7 +471,7 @@ fn transfer(
 ) -> Run {
     let payload = vec![0x42u8; size];
     let before = b.delivered();
-    let start = Instant::now();
+    let start = cpu_clock();
     let sim_start = net.now;
     let mut sent = 0;
     let mut idle_rounds = 0;
@@ -473,7 +496,7 @@ fn transfer(
         }
     }
     Run {
-        wall: start.elapsed(),
+        wall: cpu_clock() - start,
         simulated: net.now - sim_start,
         delivered: b.delivered() - before,
     }
@@ -536,15 +559,20 @@ fn best_runs(
 }
 
 fn throughput(quick: bool) -> f64 {
-    let min = MeshConfig::default().sctp_send_buffer_min;
+    let min = mesh_config().sctp_send_buffer_min;
     println!("\n## Throughput, in-memory network (rtcmesh pair vs raw str0m pair, same channels)");
     println!(
-        "Raw str0m has an SCTP buffer of {} KiB (rtcmesh's `sctp_send_buffer_min`, the window on a link this short) and is driven the fast way: write until refused, then drain once per turn. rtcmesh runs its default configuration (its own queue on).",
+        "Raw str0m has an SCTP buffer of {} KiB (rtcmesh's `sctp_send_buffer_min`, the window on a link this short) and is driven the fast way: write until refused, then drain once per turn. rtcmesh runs its default configuration, and again with its queue off (`max_queued_bytes: 0`: `send` refuses what the window cannot take, the same sending pattern as raw). Messages per second of CPU time (the thread's own, so that other work on the machine counts against neither side); best of the runs, the sides taking turns.",
         min / 1024
     );
-    println!("| channel | size | raw str0m msg/s | rtcmesh msg/s | rtcmesh MB/s | delivered (raw / rtcmesh) | rtcmesh ÷ raw (msg/s) |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| channel | size | raw str0m msg/s | rtcmesh msg/s | rtcmesh MB/s | rtcmesh ÷ raw | rtcmesh, queue off, msg/s | queue off ÷ raw |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut mesh = Pair::mesh(Duration::ZERO, &mesh_config());
+    let no_queue = MeshConfig {
+        max_queued_bytes: 0,
+        ..mesh_config()
+    };
+    let mut direct = Pair::mesh(Duration::ZERO, &no_queue);
     let mut raw = Pair::raw(Duration::ZERO, min);
     let mut worst = f64::INFINITY;
     for mode in [
@@ -560,23 +588,29 @@ fn throughput(quick: bool) -> f64 {
                 (_, false) => 50_000,
             };
             let runs = best_runs(
-                &mut [&mut raw, &mut mesh],
+                &mut [&mut raw, &mut mesh, &mut direct],
                 mode,
                 size,
                 count,
-                if quick { 3 } else { 5 },
+                if quick { 3 } else { 7 },
                 Run::per_second,
             );
-            let (r, m) = (runs[0], runs[1]);
+            let (r, m, d) = (runs[0], runs[1], runs[2]);
+            let short: Vec<String> = [("raw", r), ("rtcmesh", m), ("queue off", d)]
+                .iter()
+                .filter(|(_, run)| run.delivered < count)
+                .map(|(name, run)| format!("{name} delivered {} of {count}", run.delivered))
+                .collect();
             let ratio = m.per_second() / r.per_second();
+            let direct_ratio = d.per_second() / r.per_second();
             worst = worst.min(ratio);
             println!(
-                "| {mode:?} | {size} B | {:.0} | {:.0} | {:.1} | {} / {} of {count} | **{ratio:.3}×** |",
+                "| {mode:?} | {size} B{} | {:.0} | {:.0} | {:.1} | **{ratio:.3}×** | {:.0} | {direct_ratio:.3}× |",
+                if short.is_empty() { String::new() } else { format!(" ({})", short.join(", ")) },
                 r.per_second(),
                 m.per_second(),
                 m.per_second() * size as f64 / 1e6,
-                r.delivered,
-                m.delivered,
+                d.per_second(),
             );
         }
     }
@@ -587,7 +621,7 @@ fn throughput(quick: bool) -> f64 {
 /// trip) against raw str0m with a small and with a 128 KiB SCTP buffer. Rates are per second of
 /// simulated time (what the link carries), CPU is wall-clock time per message.
 fn long_round_trip(quick: bool) -> f64 {
-    let min = MeshConfig::default().sctp_send_buffer_min;
+    let min = mesh_config().sctp_send_buffer_min;
     let latency = Duration::from_millis(25);
     println!("\n## Long round trip: 50 ms, no loss (simulated network)");
     println!("| case | raw str0m, {} KiB buffer | raw str0m, 128 KiB buffer | rtcmesh (default) | rtcmesh ÷ raw 128 KiB |", min / 1024);
@@ -631,7 +665,7 @@ fn setup_time() {
     println!("\n## Connection set-up (first signal → all channels open), in-memory network");
     let runs = 20;
     let (mut raw, mut mesh) = (Duration::ZERO, Duration::ZERO);
-    let min = MeshConfig::default().sctp_send_buffer_min;
+    let min = mesh_config().sctp_send_buffer_min;
     for _ in 0..runs {
         let t = Instant::now();
         let pair = Pair::raw(Duration::ZERO, min);
@@ -770,7 +804,7 @@ struct RawStar {
 impl RawStar {
     fn new(n: usize) -> RawStar {
         let mut net = Net::new(Duration::ZERO);
-        let buffer = MeshConfig::default().sctp_send_buffer_min;
+        let buffer = mesh_config().sctp_send_buffer_min;
         let pairs = (0..n).map(|_| raw_pair(&mut net, buffer)).collect();
         RawStar {
             pairs,
@@ -1132,6 +1166,27 @@ fn main() {
     // `scale` runs only the N-client section (for profiling it); `sockets` only the real-socket
     // comparison with matchbox; `memory` only the in-memory and long-round-trip throughput.
     let only = |name: &str| std::env::args().any(|a| a == name);
+    // `profile=mesh|noqueue|raw [size=N]`: only one side's in-memory reliable transfer, for
+    // `perf`.
+    if let Some(side) = std::env::args().find_map(|a| a.strip_prefix("profile=").map(str::to_owned)) {
+        let mut pair = match side.as_str() {
+            "raw" => Pair::raw(Duration::ZERO, mesh_config().sctp_send_buffer_min),
+            "noqueue" => Pair::mesh(
+                Duration::ZERO,
+                &MeshConfig {
+                    max_queued_bytes: 0,
+                    ..mesh_config()
+                },
+            ),
+            _ => Pair::mesh(Duration::ZERO, &mesh_config()),
+        };
+        let size = std::env::args()
+            .find_map(|a| a.strip_prefix("size=").and_then(|v| v.parse().ok()))
+            .unwrap_or(100);
+        let run = pair.run(TransferMode::Reliable, size, 20_000_000 / (size + 100));
+        println!("{side}: {:.0} msg/s", run.per_second());
+        return;
+    }
     let (only_scale, only_sockets, only_memory) = (only("scale"), only("sockets"), only("memory"));
     let in_memory = !only_scale && !only_sockets;
     let (worst, long) = if in_memory {

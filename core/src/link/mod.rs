@@ -76,6 +76,9 @@ pub(crate) struct Progress {
     pub lost: Option<Loss>,
     /// The handshake made no progress for `connect_retry_interval`: renegotiate from scratch.
     pub retry: bool,
+    /// Packets wait in the queue and input may have made room: flush the link at the next
+    /// poll.
+    pub wrote: bool,
 }
 /// Outputs shared by every link of a mesh.
 pub(crate) struct Sink<'a> {
@@ -114,8 +117,11 @@ pub(crate) struct Link {
     window: SendWindow,
     /// Channels with bytes in SCTP (`in_sctp > 0`), so the window's refresh reads only those.
     busy: SmallVec<[usize; 4]>,
-    /// Written since the last drain: the mesh must drain this link before its next output.
+    /// On the mesh's list of links to flush at its next poll (written to, or input arrived
+    /// while packets wait in the queue).
     pub dirty: bool,
+    /// SCTP took packets since the last drain.
+    unsent: bool,
     /// The latest time given to the `Rtc`.
     clock: Instant,
     /// The largest message the remote accepts (its SDP `a=max-message-size`, RFC 8841).
@@ -163,6 +169,7 @@ impl Link {
             ),
             busy: SmallVec::new(),
             dirty: false,
+            unsent: false,
             clock: now,
             max_message_size: negotiation::DEFAULT_MAX_MESSAGE_SIZE,
             write_failed: 0,
@@ -190,11 +197,15 @@ impl Link {
         (ok, self.drive(now, sink))
     }
 
-    /// Drains what writes left in str0m (called by the mesh for a dirty link), after bringing
-    /// the `Rtc` to `now`: SCTP times round trips, retransmissions and lifetimes from its clock.
+    /// The once-per-turn drain of a dirty link (called by the mesh at its next poll): brings
+    /// the `Rtc` to `now` (SCTP times round trips, retransmissions and lifetimes from its
+    /// clock), moves what the window has room for from the queue, and drains str0m once for
+    /// everything written since the last drain.
     pub fn flush(&mut self, now: Instant, sink: &mut Sink<'_>) -> Progress {
+        let mut drain = self.unsent;
         if now > self.clock {
             self.clock = now;
+            drain = true;
             if self.rtc.handle_input(Input::Timeout(now)).is_err() {
                 self.dirty = false;
                 return Progress {
@@ -203,7 +214,18 @@ impl Link {
                 };
             }
         }
-        self.drive(now, sink)
+        if !self.queue.is_empty() {
+            drain |= self.flush_queue(now, sink.stats);
+        }
+        if !drain {
+            // Nothing new for str0m: a poll now would only repeat SCTP's walk.
+            self.dirty = false;
+            return Progress::default();
+        }
+        let mut progress = self.drive(now, sink);
+        // What still waits moves when acknowledgements make room (input marks the link again).
+        progress.wrote = false;
+        progress
     }
 
     /// The largest packet this peer accepts (its `a=max-message-size`).
@@ -246,17 +268,15 @@ impl Link {
         self.rtc.disconnect();
     }
 
-    /// Drains str0m's output after any input, flushing the send queue as room appears.
+    /// Drains str0m's output after any input.
     fn drive(&mut self, now: Instant, sink: &mut Sink<'_>) -> Progress {
         self.dirty = false;
+        self.unsent = false;
         let mut progress = Progress::default();
-        loop {
-            self.drain(Some((now, &mut progress)), sink);
-            if self.queue.is_empty() || progress.lost.is_some() || !self.flush_queue(now, sink.stats)
-            {
-                break;
-            }
-        }
+        self.drain(Some((now, &mut progress)), sink);
+        // Input may have made room for queued packets: they move at the next poll, once for
+        // everything this turn brings, as the application's own writes do.
+        progress.wrote = !self.queue.is_empty();
         if !self.rtc.is_alive() {
             progress.lost.get_or_insert(Loss::Closed);
         }

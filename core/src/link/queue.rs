@@ -116,6 +116,7 @@ impl Link {
                 match write_to_sctp(sctp, index, ch, data) {
                     Ok(true) => {
                         stats.packets_sent += 1;
+                        self.unsent = true;
                         return Ok(true);
                     }
                     Ok(false) => {}
@@ -215,6 +216,9 @@ impl Link {
         }
         if self.queue.is_empty() {
             self.window.idle();
+        }
+        if moved {
+            self.unsent = true;
         }
         moved
     }

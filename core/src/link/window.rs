@@ -11,6 +11,10 @@
 //! product when the network is the limit. Without a round-trip measurement, or with a round trip
 //! too short to time (a LAN, loopback), it stays at the minimum.
 //!
+//! Above the minimum, the window also holds at most [`MAX_CHUNKS`] SCTP chunks: sctp-proto's
+//! per-poll walks are per chunk, so a megabyte of 100-byte messages (10,000 chunks) would cost
+//! each poll a hundred times what 100 KB of 1-KB messages costs.
+//!
 //! The round trip is ICE's (the last STUN consent check on the selected pair, as a browser's
 //! `currentRoundTripTime`); the released bytes come from SCTP's per-channel `bufferedAmount`.
 //!
@@ -18,6 +22,14 @@
 //! [`MeshConfig::sctp_send_buffer`]: crate::MeshConfig::sctp_send_buffer
 
 use std::time::{Duration, Instant};
+
+/// The most SCTP chunks a window above the minimum lets SCTP hold (about the chunks a
+/// 128 KiB buffer of 100-byte messages held, times one and a half).
+pub(super) const MAX_CHUNKS: usize = 2048;
+
+/// The user data one SCTP chunk carries at rtcmesh's default MTU, roughly (1300 minus the
+/// DTLS, SCTP and DATA chunk headers).
+const CHUNK_PAYLOAD: usize = 1200;
 
 /// The send window of one peer.
 #[derive(Debug)]
@@ -35,6 +47,9 @@ pub(super) struct SendWindow {
     /// Start of the current measurement (only while the sender is backlogged) and the bytes
     /// SCTP released since.
     sample: Option<(Instant, usize)>,
+    /// User bytes per SCTP chunk over the last ~16 writes, times 16 (a moving average in
+    /// integers, cheap on every packet).
+    bytes_per_chunk_x16: usize,
 }
 
 impl SendWindow {
@@ -48,6 +63,7 @@ impl SendWindow {
             rtt: None,
             blocked: false,
             sample: None,
+            bytes_per_chunk_x16: CHUNK_PAYLOAD * 16,
         }
     }
 
@@ -78,6 +94,9 @@ impl SendWindow {
 
     pub fn wrote(&mut self, len: usize) {
         self.in_sctp += len;
+        let per_chunk = len / len.div_ceil(CHUNK_PAYLOAD).max(1);
+        self.bytes_per_chunk_x16 -= self.bytes_per_chunk_x16 / 16;
+        self.bytes_per_chunk_x16 += per_chunk;
     }
 
     pub fn set_rtt(&mut self, rtt: Duration) {
@@ -110,13 +129,14 @@ impl SendWindow {
             return;
         }
         let per_rtt = bytes as f64 * rtt.as_secs_f64() / elapsed.as_secs_f64();
-        let target = (2.0 * per_rtt).min(self.max as f64) as usize;
+        let most = self.max.min(MAX_CHUNKS * self.bytes_per_chunk_x16 / 16);
+        let target = (2.0 * per_rtt).min(most as f64) as usize;
         // Grow at once; shrink by at most a quarter per round trip (one slow round trip, e.g.
         // after a loss, should not throw the window away).
         self.limit = if target >= self.limit {
             target
         } else {
-            target.max(self.limit - self.limit / 4)
+            target.max(self.limit - self.limit / 4).min(most)
         }
         .clamp(self.min, self.max);
         self.sample = Some((now, 0));
@@ -180,6 +200,24 @@ mod tests {
             limits.push(w.limit() / KIB);
         }
         assert_eq!(limits, [16, 32, 64, 128, 256, 512, 1024, 1024, 1024, 1024]);
+    }
+
+    #[test]
+    fn small_messages_grow_the_window_to_at_most_max_chunks() {
+        let mut w = SendWindow::new(16 * KIB, 1024 * KIB);
+        w.set_rtt(Duration::from_millis(50));
+        let mut now = Instant::now();
+        for _ in 0..20 {
+            let window = w.limit();
+            for _ in 0..window / 100 {
+                w.wrote(100);
+            }
+            w.block();
+            now += Duration::from_millis(50);
+            w.refresh(now, 0, true);
+        }
+        // 2048 chunks of 100 B (the average converges from 1200 B towards 100 B).
+        assert!((MAX_CHUNKS * 100..=MAX_CHUNKS * 102).contains(&w.limit()));
     }
 
     #[test]

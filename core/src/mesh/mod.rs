@@ -275,9 +275,16 @@ impl Mesh {
         self.transmits.pop_front()
     }
 
-    /// The next event.
+    /// The next event. The first call after `send`s hands what they wrote to str0m, as
+    /// [`poll_transmit`](Mesh::poll_transmit) does.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.flush_dirty();
+        self.events.pop_front()
+    }
+
+    /// The next event, without draining links first (for layers on the mesh that read events
+    /// between their own sends).
+    pub(crate) fn next_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
@@ -397,7 +404,7 @@ impl Mesh {
     }
 
     /// Drains every link written to since its last drain, at the mesh's latest time.
-    fn flush_dirty(&mut self) {
+    pub(crate) fn flush_dirty(&mut self) {
         if self.dirty.is_empty() {
             return;
         }
@@ -438,6 +445,9 @@ impl Mesh {
             if self.mode == Mode::Client && peer == SERVER_ID {
                 self.set_status(ConnectionStatus::Connected);
             }
+        }
+        if progress.wrote {
+            self.mark_dirty(key);
         }
         self.refresh(key);
     }
