@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use rtcmesh::{MeshConfig, PeerId, SendError, Signal, Target, TransferMode};
-use rtcmesh_tests::{LinkConditions, World};
+use rtcmesh::{MeshConfig, MultiplayerConfig, PeerId, SendError, Signal, Target, TransferMode};
+use rtcmesh_tests::{LinkConditions, MpWorld, World};
 use str0m_netem::{Bitrate, DataSize, NetemConfig, Probability, RandomLoss};
 
 const ORDERED: TransferMode = TransferMode::UnreliableOrdered;
@@ -61,6 +61,35 @@ fn a_burst_of_sends_is_handed_to_str0m_once_and_bundled_into_few_datagrams() {
     assert!(datagrams <= 20, "100 sends took {datagrams} datagrams");
     assert!(w.run_until(Duration::from_secs(2), |w| w.nodes[1].packets().len() == 100));
     assert_eq!(received(&w, 1, 1, RELIABLE), (0..100).collect::<Vec<_>>());
+}
+
+/// The multiplayer layer reads the mesh's events between its own sends; that must not drain
+/// the links, or every `send_bytes` would cost a poll again.
+#[test]
+fn a_burst_of_send_bytes_is_handed_to_str0m_once_too() {
+    let mut w = MpWorld::star(&[2], &MultiplayerConfig::default());
+    let now = w.now;
+    w.nodes[1].mp_mut().handle_timeout(now);
+    while w.nodes[1].mp_mut().poll_transmit().is_some() {}
+    let sent_before = w.nodes[1].mesh().stats().datagrams_sent;
+    for tag in 0..100 {
+        w.nodes[1]
+            .mp_mut()
+            .send_bytes(Target::Peer(1), RELIABLE, 0, &tagged(tag, 100))
+            .unwrap();
+    }
+    assert_eq!(w.nodes[1].mesh().stats().datagrams_sent, sent_before);
+    assert_eq!(w.nodes[1].mp().poll_timeout(), Some(now));
+    w.drain(1);
+    let datagrams = w.nodes[1].mesh().stats().datagrams_sent - sent_before;
+    assert!(datagrams <= 20, "100 sends took {datagrams} datagrams");
+    assert!(w.run_until(Duration::from_secs(2), |w| w.nodes[0].packets().len() == 100));
+    let tags: Vec<u32> = w.nodes[0]
+        .packets()
+        .iter()
+        .map(|p| u32::from_le_bytes(p.data[..4].try_into().unwrap()))
+        .collect();
+    assert_eq!(tags, (0..100).collect::<Vec<_>>());
 }
 
 /// 400 packets of 1,000 B on `ordered` and as many on `unreliable`, interleaved, into a
