@@ -48,8 +48,9 @@ pub struct MeshConfig {
     /// SCTP send window yet) before `send` reports
     /// [`SendError::QueueFull`](crate::SendError::QueueFull). The queue is served round robin
     /// across channels, and packets of partially reliable channels leave it once their
-    /// lifetime (counted from `send`) is over. `0` turns the queue off: `send` then refuses
-    /// what SCTP cannot take at once. Default 1 MiB.
+    /// lifetime (counted from `send`) is over. A packet counts at least 64 bytes (its
+    /// bookkeeping), so a flood of tiny packets stays bounded too. `0` turns the queue off:
+    /// `send` then refuses what SCTP cannot take at once. Default 1 MiB.
     pub max_queued_bytes: usize,
     /// The most bytes SCTP holds per peer (str0m's `set_sctp_max_buffered_amount`): the upper
     /// bound of the send window, which rtcmesh sizes per peer from ICE's round trip and the
@@ -61,7 +62,8 @@ pub struct MeshConfig {
     /// round trip is too short to matter (a LAN, loopback). sctp-proto rescans everything it
     /// holds on every poll, so this bounds what a burst of small packets costs per packet, and
     /// how long a packet can wait inside SCTP where rtcmesh's round robin does not reach.
-    /// At most `sctp_send_buffer`; set both equal for a fixed buffer. Default 32 KiB.
+    /// At most `sctp_send_buffer`; set both equal for a fixed buffer (either way SCTP holds at
+    /// most 2,048 chunks: 2,048 messages when they are small). Default 32 KiB.
     pub sctp_send_buffer_min: usize,
     /// The datagram size str0m aims for (`set_mtu`), 576..=1500. Default 1300, so a message of
     /// Godot's advertised 1,200-byte packet size travels in one datagram (with str0m's 1150 it

@@ -73,8 +73,8 @@ pub use error::{
     AddPeerError, CandidateError, CreateError, DecodeSignalError, SendError, SignalError,
 };
 pub use event::{Event, Packet, Transmit};
-pub use machine::Machine;
 pub use link::{ChannelStats, PeerStats};
+pub use machine::Machine;
 pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{
     AuthError, Multiplayer, MultiplayerConfig, MultiplayerEvent, MultiplayerStats,

@@ -417,7 +417,10 @@ fn raw_pair(net: &mut Net, buffer: usize) -> (RawSide, RawSide) {
     a.drive();
     b.drive();
     while !(a.connected() && b.connected()) {
-        assert!(step(&mut a, &mut b, net), "raw pair stalled while connecting");
+        assert!(
+            step(&mut a, &mut b, net),
+            "raw pair stalled while connecting"
+        );
     }
     (a, b)
 }
@@ -567,13 +570,10 @@ fn throughput(quick: bool) -> f64 {
     );
     println!("| channel | size | raw str0m msg/s | rtcmesh msg/s | rtcmesh MB/s | rtcmesh ÷ raw | rtcmesh, queue off, msg/s | queue off ÷ raw |");
     println!("|---|---|---|---|---|---|---|---|");
-    let mut mesh = Pair::mesh(Duration::ZERO, &mesh_config());
     let no_queue = MeshConfig {
         max_queued_bytes: 0,
         ..mesh_config()
     };
-    let mut direct = Pair::mesh(Duration::ZERO, &no_queue);
-    let mut raw = Pair::raw(Duration::ZERO, min);
     let mut worst = f64::INFINITY;
     for mode in [
         TransferMode::Reliable,
@@ -581,6 +581,10 @@ fn throughput(quick: bool) -> f64 {
         TransferMode::Unreliable,
     ] {
         for size in [100usize, 1_200, 16 * 1024] {
+            // Fresh connections for each case: no side carries state from another case.
+            let mut mesh = Pair::mesh(Duration::ZERO, &mesh_config());
+            let mut direct = Pair::mesh(Duration::ZERO, &no_queue);
+            let mut raw = Pair::raw(Duration::ZERO, min);
             let count = match (size, quick) {
                 (16384, true) => 1_000,
                 (16384, false) => 5_000,
@@ -630,7 +634,10 @@ fn long_round_trip(quick: bool) -> f64 {
     let mut large = Pair::raw(latency, 128 * 1024);
     let mut mesh = Pair::mesh(latency, &mesh_config());
     let mut ratio_16k = 0.0;
-    for (size, count) in [(16 * 1024, if quick { 400 } else { 2_000 }), (100, if quick { 20_000 } else { 100_000 })] {
+    for (size, count) in [
+        (16 * 1024, if quick { 400 } else { 2_000 }),
+        (100, if quick { 20_000 } else { 100_000 }),
+    ] {
         let runs = best_runs(
             &mut [&mut small, &mut large, &mut mesh],
             TransferMode::Reliable,
@@ -1168,7 +1175,8 @@ fn main() {
     let only = |name: &str| std::env::args().any(|a| a == name);
     // `profile=mesh|noqueue|raw [size=N]`: only one side's in-memory reliable transfer, for
     // `perf`.
-    if let Some(side) = std::env::args().find_map(|a| a.strip_prefix("profile=").map(str::to_owned)) {
+    if let Some(side) = std::env::args().find_map(|a| a.strip_prefix("profile=").map(str::to_owned))
+    {
         let mut pair = match side.as_str() {
             "raw" => Pair::raw(Duration::ZERO, mesh_config().sctp_send_buffer_min),
             "noqueue" => Pair::mesh(

@@ -59,7 +59,10 @@ fn a_burst_of_sends_is_handed_to_str0m_once_and_bundled_into_few_datagrams() {
     let datagrams = w.nodes[0].mesh.stats().datagrams_sent - sent_before;
     // 100 × 100 B is about nine 1,200-byte datagrams; one per send was the old cost.
     assert!(datagrams <= 20, "100 sends took {datagrams} datagrams");
-    assert!(w.run_until(Duration::from_secs(2), |w| w.nodes[1].packets().len() == 100));
+    assert!(
+        w.run_until(Duration::from_secs(2), |w| w.nodes[1].packets().len()
+            == 100)
+    );
     assert_eq!(received(&w, 1, 1, RELIABLE), (0..100).collect::<Vec<_>>());
 }
 
@@ -83,7 +86,10 @@ fn a_burst_of_send_bytes_is_handed_to_str0m_once_too() {
     w.drain(1);
     let datagrams = w.nodes[1].mesh().stats().datagrams_sent - sent_before;
     assert!(datagrams <= 20, "100 sends took {datagrams} datagrams");
-    assert!(w.run_until(Duration::from_secs(2), |w| w.nodes[0].packets().len() == 100));
+    assert!(
+        w.run_until(Duration::from_secs(2), |w| w.nodes[0].packets().len()
+            == 100)
+    );
     let tags: Vec<u32> = w.nodes[0]
         .packets()
         .iter()
@@ -119,7 +125,10 @@ fn a_saturating_burst_is_shared_fairly_between_ordered_and_unreliable() {
     let ordered = received(&w, 1, 1, ORDERED).len();
     let unreliable = received(&w, 1, 1, UNRELIABLE).len();
     println!("delivered: ordered {ordered}, unreliable {unreliable}");
-    assert!(ordered >= 20 && unreliable >= 20, "{ordered} / {unreliable}");
+    assert!(
+        ordered >= 20 && unreliable >= 20,
+        "{ordered} / {unreliable}"
+    );
     let ratio = ordered.max(unreliable) as f64 / ordered.min(unreliable) as f64;
     assert!(ratio <= 1.5, "ordered {ordered} vs unreliable {unreliable}");
     // Most of the burst outlived its lifetime in rtcmesh's queue, on both channels alike.
@@ -128,8 +137,14 @@ fn a_saturating_burst_is_shared_fairly_between_ordered_and_unreliable() {
     println!("expired per channel: {expired:?}");
     assert_eq!(expired[0], 0, "nothing reliable expires");
     assert!(expired[1] >= 200 && expired[2] >= 200, "{expired:?}");
-    assert_eq!(w.nodes[0].mesh.stats().packets_expired, expired.iter().sum::<u64>());
-    assert_eq!(stats.channels.iter().map(|c| c.queued_bytes).sum::<usize>(), 0);
+    assert_eq!(
+        w.nodes[0].mesh.stats().packets_expired,
+        expired.iter().sum::<u64>()
+    );
+    assert_eq!(
+        stats.channels.iter().map(|c| c.queued_bytes).sum::<usize>(),
+        0
+    );
 }
 
 /// While the link is cut, packets pile up in rtcmesh's queue. A partially reliable packet that
@@ -150,11 +165,16 @@ fn a_lifetime_counts_from_send_and_expired_packets_are_counted_per_channel() {
     }
     w.drain(0);
     let queued = w.nodes[0].mesh.peer(2).unwrap().queued_bytes;
-    assert!(queued > 60_000, "most of the burst waits in rtcmesh's queue");
+    assert!(
+        queued > 60_000,
+        "most of the burst waits in rtcmesh's queue"
+    );
     w.run_for(Duration::from_millis(500));
     w.partition(0, 1, false);
     assert!(
-        w.run_until(Duration::from_secs(30), |w| received(w, 1, 1, RELIABLE).len() == 60),
+        w.run_until(Duration::from_secs(30), |w| received(w, 1, 1, RELIABLE)
+            .len()
+            == 60),
         "reliable packets wait out the cut"
     );
     w.run_for(Duration::from_secs(2));
@@ -174,6 +194,37 @@ fn a_lifetime_counts_from_send_and_expired_packets_are_counted_per_channel() {
     }
     assert_eq!(stats.channels[0].packets_expired, 0);
     assert_eq!(w.nodes[0].mesh.peer(2).unwrap().queued_bytes, 0);
+}
+
+/// A flood of one-byte packets into a cut link: SCTP holds at most 2,048 chunks (not 32 KiB of
+/// them: sctp-proto walks every chunk it holds on each poll) and the queue charges each packet
+/// at least 64 bytes, so what a peer can pile up stays bounded in count as well as bytes.
+#[test]
+fn a_flood_of_tiny_packets_stays_bounded_in_count() {
+    let config = MeshConfig {
+        max_queued_bytes: 64 * 1024,
+        ..MeshConfig::default()
+    };
+    let mut w = pair(&config, 1);
+    w.partition(0, 1, true);
+    w.tick();
+    let mut accepted = 0;
+    let err = loop {
+        match w.nodes[0].mesh.send(Target::Peer(2), RELIABLE, 0, &[7]) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 1_000_000);
+    };
+    assert_eq!(err, SendError::QueueFull(vec![2]));
+    let queued = w.nodes[0].mesh.peer(2).unwrap().queued_bytes;
+    assert_eq!(queued, 1024, "64 KiB of queue at 64 bytes a packet");
+    assert!(accepted <= 2048 + 1024 + 64, "{accepted} packets accepted");
+    w.partition(0, 1, false);
+    assert!(
+        w.run_until(Duration::from_secs(30), |w| w.nodes[1].packets().len()
+            == accepted)
+    );
 }
 
 /// 5 % loss with reordering, 1,500 packets of 1 KB split over the reliable channel and a
@@ -339,8 +390,10 @@ fn a_packet_above_the_remotes_advertised_size_is_refused_and_the_peer_keeps_work
     }
     assert_eq!(w.nodes[0].mesh.peer(2).unwrap().queued_bytes, 0);
     w.drain(0);
-    assert!(w.run_until(Duration::from_secs(2), |w| w.nodes[1].packets().len() == 3
-        && w.nodes[2].packets().len() == 1));
+    assert!(
+        w.run_until(Duration::from_secs(2), |w| w.nodes[1].packets().len() == 3
+            && w.nodes[2].packets().len() == 1)
+    );
     let tags = |n: usize, channel: u16| -> Vec<u32> {
         w.nodes[n]
             .packets()

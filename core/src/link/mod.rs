@@ -35,8 +35,8 @@ use crate::transfer::PeerId;
 pub(crate) use health::Limits;
 pub(crate) use negotiation::LinkSetup;
 use negotiation::{Handshake, Negotiation};
-pub(crate) use queue::WriteError;
 use queue::SendQueue;
+pub(crate) use queue::WriteError;
 pub use stats::{ChannelStats, PeerStats};
 use window::SendWindow;
 
@@ -362,7 +362,9 @@ impl Link {
             },
             RtcEvent::Closed => progress.lost = Some(Loss::Closed),
             RtcEvent::PeerStats(stats) => {
-                let rtt = stats.selected_candidate_pair.and_then(|p| p.current_round_trip_time);
+                let rtt = stats
+                    .selected_candidate_pair
+                    .and_then(|p| p.current_round_trip_time);
                 if let Some(rtt) = rtt {
                     self.window.set_rtt(rtt);
                 }

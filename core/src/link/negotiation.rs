@@ -130,6 +130,7 @@ impl Link {
             setup.config.sctp_send_buffer,
         );
         self.busy.clear();
+        self.unsent = false;
         self.clock = now;
         self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
         if offer.is_none() {
@@ -272,9 +273,15 @@ mod tests {
                  m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=max-message-size:2\r\n"
             )
         };
-        assert_eq!(max_message_size(&sdp("a=max-message-size:16384\r\n")), 16384);
+        assert_eq!(
+            max_message_size(&sdp("a=max-message-size:16384\r\n")),
+            16384
+        );
         assert_eq!(max_message_size(&sdp("")), DEFAULT_MAX_MESSAGE_SIZE);
-        assert_eq!(max_message_size(&sdp("a=max-message-size:0\r\n")), usize::MAX);
+        assert_eq!(
+            max_message_size(&sdp("a=max-message-size:0\r\n")),
+            usize::MAX
+        );
         assert_eq!(
             max_message_size(&sdp("a=max-message-size:99999999999\r\n")),
             u32::MAX as usize

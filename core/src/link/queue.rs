@@ -33,6 +33,16 @@ pub(super) struct SendQueue {
     /// Channels with packets waiting, each once, the next to serve first.
     turns: VecDeque<usize>,
     bytes: usize,
+    /// What the queue is charged against `max_queued_bytes`: each packet at least
+    /// [`MIN_CHARGE`], so that tiny packets cannot hold many times the limit in bookkeeping.
+    charged: usize,
+}
+
+/// The least a queued packet counts against `max_queued_bytes` (about its bookkeeping).
+const MIN_CHARGE: usize = 64;
+
+fn charge(len: usize) -> usize {
+    len.max(MIN_CHARGE)
 }
 
 impl SendQueue {
@@ -41,6 +51,7 @@ impl SendQueue {
         self.fifos.clear();
         self.turns.clear();
         self.bytes = 0;
+        self.charged = 0;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -56,6 +67,7 @@ impl SendQueue {
             self.turns.push_back(index);
         }
         self.bytes += packet.data.len();
+        self.charged += charge(packet.data.len());
         fifo.push_back(packet);
     }
 
@@ -74,6 +86,7 @@ impl SendQueue {
         {
             let packet = fifo.pop_front().expect("checked");
             self.bytes -= packet.data.len();
+            self.charged -= charge(packet.data.len());
             ch.stats.queued_bytes -= packet.data.len();
             expired += 1;
         }
@@ -128,9 +141,9 @@ impl Link {
             }
             self.window.block();
         }
-        if self.queue.bytes + data.len() > max_queued {
+        if self.queue.charged + charge(data.len()) > max_queued {
             self.expire_queued(now, stats);
-            if self.queue.bytes + data.len() > max_queued {
+            if self.queue.charged + charge(data.len()) > max_queued {
                 return Err(WriteError::QueueFull);
             }
         }
@@ -155,7 +168,8 @@ impl Link {
         let mut i = 0;
         while i < self.queue.turns.len() {
             let index = self.queue.turns[i];
-            stats.packets_expired += self.queue.expire(index, now, &mut self.channels[index]) as u64;
+            stats.packets_expired +=
+                self.queue.expire(index, now, &mut self.channels[index]) as u64;
             if self.queue.fifos[index].is_empty() {
                 self.queue.turns.remove(i);
             } else {
@@ -207,6 +221,7 @@ impl Link {
             }
             let packet = self.queue.fifos[index].pop_front().expect("head");
             self.queue.bytes -= packet.data.len();
+            self.queue.charged -= charge(packet.data.len());
             ch.stats.queued_bytes -= packet.data.len();
             // Its turn is over: to the back if it has more, out if not.
             self.queue.turns.pop_front();

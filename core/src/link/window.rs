@@ -11,9 +11,10 @@
 //! product when the network is the limit. Without a round-trip measurement, or with a round trip
 //! too short to time (a LAN, loopback), it stays at the minimum.
 //!
-//! Above the minimum, the window also holds at most [`MAX_CHUNKS`] SCTP chunks: sctp-proto's
-//! per-poll walks are per chunk, so a megabyte of 100-byte messages (10,000 chunks) would cost
-//! each poll a hundred times what 100 KB of 1-KB messages costs.
+//! The window also holds at most [`MAX_CHUNKS`] SCTP chunks (at the recent message size):
+//! sctp-proto's per-poll walks are per chunk, so a megabyte of 100-byte messages (10,000
+//! chunks), or even 32 KiB of 1-byte ones, would cost each poll many times what 100 KB of 1-KB
+//! messages costs.
 //!
 //! The round trip is ICE's (the last STUN consent check on the selected pair, as a browser's
 //! `currentRoundTripTime`); the released bytes come from SCTP's per-channel `bufferedAmount`.
@@ -23,8 +24,8 @@
 
 use std::time::{Duration, Instant};
 
-/// The most SCTP chunks a window above the minimum lets SCTP hold (about the chunks a
-/// 128 KiB buffer of 100-byte messages held, times one and a half).
+/// The most SCTP chunks the window lets SCTP hold (about the chunks a 128 KiB buffer of
+/// 100-byte messages held, times one and a half).
 pub(super) const MAX_CHUNKS: usize = 2048;
 
 /// The user data one SCTP chunk carries at rtcmesh's default MTU, roughly (1300 minus the
@@ -63,13 +64,15 @@ impl SendWindow {
             rtt: None,
             blocked: false,
             sample: None,
-            bytes_per_chunk_x16: CHUNK_PAYLOAD * 16,
+            // Until writes say otherwise, the chunk bound is the minimum window itself.
+            bytes_per_chunk_x16: (min / MAX_CHUNKS).max(1) * 16,
         }
     }
 
-    /// The bytes SCTP may hold now.
+    /// The bytes SCTP may hold now: the window, and no more than [`MAX_CHUNKS`] chunks of the
+    /// recent message size.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.min(MAX_CHUNKS * (self.bytes_per_chunk_x16 / 16))
     }
 
     /// Bytes in SCTP, at most (see [`SendWindow::in_sctp`]'s field).
@@ -84,7 +87,7 @@ impl SendWindow {
     /// Whether a message of `len` bytes may go into SCTP now. An empty SCTP takes any message
     /// (one larger than the window must still be able to go).
     pub fn allows(&self, len: usize) -> bool {
-        self.in_sctp == 0 || self.in_sctp + len <= self.limit
+        self.in_sctp == 0 || self.in_sctp + len <= self.limit()
     }
 
     /// A write did not fit: the sender has more to send than the window takes.
@@ -129,7 +132,7 @@ impl SendWindow {
             return;
         }
         let per_rtt = bytes as f64 * rtt.as_secs_f64() / elapsed.as_secs_f64();
-        let most = self.max.min(MAX_CHUNKS * self.bytes_per_chunk_x16 / 16);
+        let most = self.max.min(MAX_CHUNKS * (self.bytes_per_chunk_x16 / 16));
         let target = (2.0 * per_rtt).min(most as f64) as usize;
         // Grow at once; shrink by at most a quarter per round trip (one slow round trip, e.g.
         // after a loss, should not throw the window away).
@@ -193,7 +196,9 @@ mod tests {
         for _ in 0..10 {
             // Each round trip SCTP releases the whole window (the window is the limit).
             let window = w.limit();
-            w.wrote(window);
+            for _ in 0..window / (16 * KIB) {
+                w.wrote(16 * KIB);
+            }
             w.block();
             now += Duration::from_millis(50);
             w.refresh(now, 0, true);
@@ -218,6 +223,21 @@ mod tests {
         }
         // 2048 chunks of 100 B (the average converges from 1200 B towards 100 B).
         assert!((MAX_CHUNKS * 100..=MAX_CHUNKS * 102).contains(&w.limit()));
+    }
+
+    #[test]
+    fn tiny_messages_are_held_to_max_chunks_even_at_the_minimum() {
+        let mut w = SendWindow::new(32 * KIB, 1024 * KIB);
+        let mut written = 0;
+        while w.allows(1) && written < 100_000 {
+            w.wrote(1);
+            written += 1;
+        }
+        assert!(
+            written <= MAX_CHUNKS + 64,
+            "{written} one-byte messages in SCTP"
+        );
+        assert!(written >= MAX_CHUNKS - 64, "{written}");
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub struct PeerInfo {
     pub open_channels: usize,
     /// Channels in the layout (3 + extra channels).
     pub channels: usize,
-    /// Bytes waiting for SCTP buffer space.
+    /// Bytes waiting in rtcmesh's queue for room in the SCTP send window.
     pub queued_bytes: usize,
 }
 
@@ -164,6 +164,9 @@ impl Mesh {
     }
 
     /// Godot's `add_peer(peer_id, unreliable_lifetime)`: creates the connection and its channels.
+    /// `unreliable_lifetime_ms` is the packet lifetime of the `ordered` and `unreliable`
+    /// channels, counted from `send` (a browser's `maxPacketLifeTime`): a packet still waiting
+    /// in rtcmesh's queue after it is dropped, and SCTP abandons one it holds that long.
     /// If this mesh's id is the larger, an [`Event::Signal`] with the offer follows.
     pub fn add_peer(
         &mut self,
