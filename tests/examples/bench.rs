@@ -1,14 +1,21 @@
 //! rtcmesh's benchmark suite: prints each figure with its ratio against a baseline measured in
-//! the same run. `cargo run --release --example bench` (add `quick` for a shorter run).
+//! the same run. `cargo run --release --example bench` (add `quick` for a shorter run; `memory`,
+//! `scale` or `sockets` for one part only; `min=<KiB>` to try another `sctp_send_buffer_min`;
+//! `profile=mesh|noqueue|raw size=<bytes>` for one side's transfer under `perf`).
 //!
 //! - **Throughput** on the in-memory network (zero latency, synthetic clock that jumps to the
 //!   next timer when idle): two rtcmesh meshes against two raw `str0m::Rtc` with the same
-//!   channels and settings, for 100 B / 1,200 B / 16 KiB messages on the three default channels.
+//!   channels and settings, driven the fast way (write until refused, drain once per turn), for
+//!   100 B / 1,200 B / 16 KiB messages on the three default channels, in CPU time.
+//! - **Long round trip** (50 ms on the same network, no loss): rtcmesh's window sized from the
+//!   round trip against raw str0m with a small and with a 128 KiB SCTP buffer, in MB/s on the
+//!   link (simulated time).
 //! - **Connection set-up**: first signal → connected, rtcmesh against raw str0m; and the CPU
 //!   cost per handshake of K simultaneous handshakes.
 //! - **Dispatch at scale**: a server with N = 10, 100, 500 connected clients on one address:
 //!   cost per datagram in `handle_datagram` and total throughput, against N = 10.
 //! - **Memory per connected peer** (allocator totals) against a raw connected `Rtc`.
+//! - **Real sockets**: loopback UDP through the tokio adapter against `matchbox_socket`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
