@@ -1,5 +1,6 @@
 //! What the mesh emits: events and datagrams to send.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::signal::OutgoingSignal;
@@ -45,4 +46,67 @@ pub struct Transmit {
     pub source: SocketAddr,
     /// The datagram's bytes.
     pub contents: Vec<u8>,
+}
+
+/// Events the application has not read yet: how many, and how many payload bytes they carry
+/// (the data of [`Event::Packet`]s). Read with [`Machine::pending_events`](crate::Machine::pending_events);
+/// an I/O loop compares it with its own limit and stops reading the socket while the
+/// application is behind, so the backlog stays bounded and the senders slow down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingEvents {
+    /// Events waiting in the machine's queue.
+    pub events: usize,
+    /// Payload bytes of the packets among them.
+    pub bytes: usize,
+}
+
+/// An event queue (the mesh's, the multiplayer layer's): a FIFO that keeps its
+/// [`PendingEvents`] current in O(1).
+#[derive(Debug)]
+pub(crate) struct EventQueue<E = Event> {
+    queue: VecDeque<E>,
+    bytes: usize,
+}
+
+impl<E> Default for EventQueue<E> {
+    fn default() -> Self {
+        EventQueue {
+            queue: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<E: Payload> EventQueue<E> {
+    pub fn push_back(&mut self, event: E) {
+        self.bytes += event.payload_len();
+        self.queue.push_back(event);
+    }
+
+    pub fn pop_front(&mut self) -> Option<E> {
+        let event = self.queue.pop_front()?;
+        self.bytes -= event.payload_len();
+        Some(event)
+    }
+
+    pub fn pending(&self) -> PendingEvents {
+        PendingEvents {
+            events: self.queue.len(),
+            bytes: self.bytes,
+        }
+    }
+}
+
+/// The payload bytes an event carries, counted in [`PendingEvents::bytes`].
+pub(crate) trait Payload {
+    fn payload_len(&self) -> usize;
+}
+
+impl Payload for Event {
+    fn payload_len(&self) -> usize {
+        match self {
+            Event::Packet(p) => p.data.len(),
+            _ => 0,
+        }
+    }
 }

@@ -72,14 +72,14 @@ pub use config::MeshConfig;
 pub use error::{
     AddPeerError, CandidateError, CreateError, DecodeSignalError, SendError, SignalError,
 };
-pub use event::{Event, Packet, Transmit};
+pub use event::{Event, Packet, PendingEvents, Transmit};
 pub use link::{ChannelStats, PeerStats};
 pub use machine::Machine;
 pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{
     AuthError, Multiplayer, MultiplayerConfig, MultiplayerEvent, MultiplayerStats,
 };
-pub use pump::{DatagramPump, Flush, PumpStats, RECEIVE_BATCH};
+pub use pump::{DatagramPump, Flush, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER};
 pub use signal::{OutgoingSignal, Signal};
 pub use stats::MeshStats;
 pub use transfer::{

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::event::{Event, Transmit};
+use crate::event::{Event, PendingEvents, Transmit};
 use crate::mesh::Mesh;
 use crate::signal::OutgoingSignal;
 
@@ -30,6 +30,13 @@ pub trait Machine {
     fn poll_event(&mut self) -> Option<Self::Event>;
     /// When [`handle_timeout`](Machine::handle_timeout) should next be called.
     fn poll_timeout(&self) -> Option<Instant>;
+    /// Events (and payload bytes) waiting for [`poll_event`](Machine::poll_event). An I/O loop
+    /// stops reading the socket while this is above its limit, so a slow application bounds
+    /// the backlog instead of growing it. The default counts the mesh's queue: a machine that
+    /// keeps a queue of its own adds it.
+    fn pending_events(&self) -> PendingEvents {
+        self.mesh().pending_events()
+    }
     /// The mesh underneath, for peer management and signals.
     fn mesh(&self) -> &Mesh;
     /// The mesh underneath, mutably.
@@ -100,6 +107,9 @@ impl Machine for crate::multiplayer::Multiplayer {
     }
     fn poll_timeout(&self) -> Option<Instant> {
         Self::poll_timeout(self)
+    }
+    fn pending_events(&self) -> PendingEvents {
+        Self::pending_events(self)
     }
     fn mesh(&self) -> &Mesh {
         Self::mesh(self)

@@ -42,6 +42,61 @@ pub struct PumpStats {
     pub send_errors: u64,
     /// Transient receive errors skipped (e.g. `ConnectionRefused` from an earlier ICMP error).
     pub receive_errors: u64,
+    /// Datagrams the kernel dropped on this socket, almost always because its receive buffer
+    /// was full (the loop fell behind), as last read by the adapter; `None` where the platform
+    /// does not tell (the adapters read Linux's per-socket count in `/proc/net/udp`). Each such
+    /// drop costs SCTP a retransmission, and a lost tail a timeout of a second or more.
+    pub receive_buffer_drops: Option<u64>,
+}
+
+/// The socket buffer size the adapters ask for, each way: about 30 ms of a gigabit link, and
+/// room for one mesh's burst while the loop is busy elsewhere. The kernel's default receive
+/// buffer (208 KiB on Linux) overflows when a receiving loop is a few milliseconds late.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// The kernel buffers of an adapter's UDP socket: what was asked for and what the kernel
+/// granted (Linux caps a request at `net.core.rmem_max` / `net.core.wmem_max`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// The receive buffer asked for, in bytes (0: left as the kernel made it).
+    pub receive_requested: usize,
+    /// The receive buffer the kernel granted, in bytes of payload (Linux reports twice the
+    /// usable size; adapters halve it there).
+    pub receive: usize,
+    /// The send buffer asked for, in bytes (0: left as the kernel made it).
+    pub send_requested: usize,
+    /// The send buffer the kernel granted, in bytes of payload.
+    pub send: usize,
+}
+
+impl SocketBuffers {
+    /// A message to show the user when the kernel granted less than was asked for, with the
+    /// setting that raises the cap; `None` when every request was met.
+    pub fn shortfall(&self) -> Option<String> {
+        let mut short = Vec::new();
+        if self.receive < self.receive_requested {
+            short.push(format!(
+                "receive buffer {} KiB of {} KiB requested (raise net.core.rmem_max, e.g. `sysctl -w net.core.rmem_max={}`)",
+                self.receive / 1024,
+                self.receive_requested / 1024,
+                self.receive_requested
+            ));
+        }
+        if self.send < self.send_requested {
+            short.push(format!(
+                "send buffer {} KiB of {} KiB requested (raise net.core.wmem_max, e.g. `sysctl -w net.core.wmem_max={}`)",
+                self.send / 1024,
+                self.send_requested / 1024,
+                self.send_requested
+            ));
+        }
+        (!short.is_empty()).then(|| {
+            format!(
+                "the kernel granted a smaller UDP socket buffer than rtcmesh asked for: {}; bursts may overflow it and cost SCTP retransmission timeouts",
+                short.join("; ")
+            )
+        })
+    }
 }
 
 /// What [`DatagramPump::transmit`] left behind.
@@ -108,6 +163,12 @@ impl DatagramPump {
     /// The counters so far.
     pub fn stats(&self) -> PumpStats {
         self.stats
+    }
+
+    /// Records the kernel's count of datagrams dropped on the socket (cumulative since the
+    /// socket was created, as the platform reports it), for [`PumpStats::receive_buffer_drops`].
+    pub fn set_receive_buffer_drops(&mut self, total: Option<u64>) {
+        self.stats.receive_buffer_drops = total;
     }
 
     /// Reads datagrams with `recv` (a non-blocking `recv_from`) until it would block, or
@@ -221,6 +282,28 @@ mod tests {
         assert_eq!(pump.stats().receive_errors, 1);
         // The garbage reached the mesh and was dropped there, counted.
         assert_eq!(mesh.stats().datagrams_received, 2);
+    }
+
+    #[test]
+    fn socket_buffers_report_a_shortfall_with_the_setting_to_raise() {
+        let met = SocketBuffers {
+            receive_requested: SOCKET_BUFFER,
+            receive: SOCKET_BUFFER,
+            send_requested: SOCKET_BUFFER,
+            send: SOCKET_BUFFER,
+        };
+        assert_eq!(met.shortfall(), None);
+        let short = SocketBuffers {
+            receive: 212_992,
+            ..met
+        };
+        let message = short.shortfall().expect("shortfall");
+        assert!(
+            message.contains("receive buffer 208 KiB of 4096 KiB"),
+            "{message}"
+        );
+        assert!(message.contains("net.core.rmem_max"), "{message}");
+        assert!(!message.contains("wmem_max"), "{message}");
     }
 
     #[test]

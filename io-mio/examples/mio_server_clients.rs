@@ -88,7 +88,9 @@ fn run() -> Result<(), String> {
         }
         let mut signals = Vec::new();
         for (i, endpoint) in endpoints.iter_mut().enumerate() {
-            endpoint.handle_timeout(Instant::now());
+            endpoint
+                .handle_timeout(Instant::now())
+                .map_err(|e| format!("socket: {e}"))?;
             let me = endpoint.machine().unique_id();
             while let Some(event) = endpoint.machine_mut().poll_event() {
                 match event {

@@ -20,7 +20,7 @@
 //!     for event in events.iter() {
 //!         if event.token() == Token(0) { endpoint.handle_ready(Instant::now())?; }
 //!     }
-//!     endpoint.handle_timeout(Instant::now());
+//!     endpoint.handle_timeout(Instant::now())?;           // every turn: the mesh's clock
 //!     // Commands: endpoint.machine_mut().send(..), .add_peer(..), .handle_signal(..)
 //!     endpoint.flush();                                      // after commands, once per turn
 //!     while let Some(event) = endpoint.machine_mut().poll_event() { /* Signal, Packet, … */ }
@@ -31,8 +31,31 @@
 //! The socket is registered for both readable and writable readiness (mio is edge-triggered):
 //! a datagram the socket refuses with `WouldBlock` is kept and goes out first on the next
 //! writable event, so nothing is lost.
+//!
+//! ## The clock
+//! Call [`MioEndpoint::handle_timeout`] on **every** turn, before commands: it tells the machine
+//! the time even when no deadline is due, and `send` stamps SCTP data with that time (a stale
+//! time makes SCTP retransmit at once, spuriously).
+//!
+//! ## Backpressure
+//! Events wait in the machine until the application calls `poll_event`. While more than
+//! [`MioConfig::max_pending_events`] events or [`MioConfig::max_pending_bytes`] bytes wait,
+//! [`handle_ready`](MioEndpoint::handle_ready) leaves datagrams in the socket: the kernel's
+//! buffer fills and then drops, and SCTP's flow and congestion control slow the senders down.
+//! Reliable channels lose nothing (SCTP retransmits); unreliable packets may be lost, as on a
+//! congested network. Once the application has caught up, [`timeout`](MioEndpoint::timeout)
+//! returns zero and the next [`handle_timeout`](MioEndpoint::handle_timeout) reads again.
+//!
+//! ## Socket buffers
+//! [`MioEndpoint::bind`] asks the kernel for 4 MiB receive and send buffers
+//! ([`rtcmesh::SOCKET_BUFFER`]; set others with [`MioEndpoint::bind_with`]); the default
+//! 208 KiB overflows when the loop is a few milliseconds late. What the kernel granted is in
+//! [`MioEndpoint::socket_buffers`], with a hint when it is less; datagrams the kernel dropped
+//! are in [`PumpStats::receive_buffer_drops`].
 
 #![deny(missing_docs)]
+
+mod socket;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -40,9 +63,44 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
-use rtcmesh::{DatagramPump, Flush, Machine, PumpStats, RECEIVE_BATCH};
+use rtcmesh::{
+    DatagramPump, Flush, Machine, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER,
+};
 
 pub use rtcmesh;
+
+/// Where a [`MioEndpoint`]'s socket binds, its buffers, and how much it holds for a slow
+/// application.
+#[derive(Debug, Clone)]
+pub struct MioConfig {
+    /// The socket's address. Default `127.0.0.1:0`.
+    pub bind: SocketAddr,
+    /// The address announced to peers (see [`DatagramPump::attach`]); required when `bind`
+    /// is an unspecified address.
+    pub announce: Option<IpAddr>,
+    /// `SO_RCVBUF` to ask for, in bytes; default [`SOCKET_BUFFER`] (4 MiB), 0 for the
+    /// kernel's default.
+    pub receive_buffer: usize,
+    /// `SO_SNDBUF` to ask for, in bytes; default [`SOCKET_BUFFER`], 0 for the kernel's default.
+    pub send_buffer: usize,
+    /// Unread events at which the endpoint stops reading the socket (default 1024).
+    pub max_pending_events: usize,
+    /// Unread packet bytes at which the endpoint stops reading the socket (default 4 MiB).
+    pub max_pending_bytes: usize,
+}
+
+impl Default for MioConfig {
+    fn default() -> Self {
+        MioConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            announce: None,
+            receive_buffer: SOCKET_BUFFER,
+            send_buffer: SOCKET_BUFFER,
+            max_pending_events: 1024,
+            max_pending_bytes: 4 << 20,
+        }
+    }
+}
 
 /// One UDP socket in the caller's `mio::Poll`, driving one [`Machine`].
 #[derive(Debug)]
@@ -50,10 +108,16 @@ pub struct MioEndpoint<M> {
     socket: UdpSocket,
     machine: M,
     pump: DatagramPump,
+    buffers: SocketBuffers,
+    max_pending_events: usize,
+    max_pending_bytes: usize,
+    /// Datagrams were left in the socket while the application was behind (mio is
+    /// edge-triggered: no new event will say so).
+    unread: bool,
 }
 
 impl<M: Machine> MioEndpoint<M> {
-    /// Binds a socket on `addr`, announces it to `machine` (see
+    /// Binds a socket on `addr` with 4 MiB buffers, announces it to `machine` (see
     /// [`DatagramPump::attach`] for `announce`), and registers it under `token`.
     pub fn bind(
         addr: SocketAddr,
@@ -62,17 +126,33 @@ impl<M: Machine> MioEndpoint<M> {
         registry: &Registry,
         token: Token,
     ) -> io::Result<MioEndpoint<M>> {
-        Self::from_std(
-            std::net::UdpSocket::bind(addr)?,
+        let config = MioConfig {
+            bind: addr,
             announce,
-            machine,
-            registry,
-            token,
-        )
+            ..MioConfig::default()
+        };
+        Self::bind_with(config, machine, registry, token)
+    }
+
+    /// [`bind`](MioEndpoint::bind) with every setting of `config`.
+    pub fn bind_with(
+        config: MioConfig,
+        machine: M,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<MioEndpoint<M>> {
+        let (socket, buffers) =
+            socket::bind(config.bind, config.receive_buffer, config.send_buffer)?;
+        let mut endpoint = Self::from_std(socket, config.announce, machine, registry, token)?;
+        endpoint.buffers = buffers;
+        endpoint.max_pending_events = config.max_pending_events;
+        endpoint.max_pending_bytes = config.max_pending_bytes;
+        Ok(endpoint)
     }
 
     /// Like [`bind`](MioEndpoint::bind), with a socket the caller built (to set buffer sizes
-    /// or other options first). It is switched to non-blocking mode.
+    /// or other options first; they are left as they are). It is switched to non-blocking
+    /// mode. The backlog limits are [`MioConfig`]'s defaults.
     pub fn from_std(
         socket: std::net::UdpSocket,
         announce: Option<IpAddr>,
@@ -81,20 +161,50 @@ impl<M: Machine> MioEndpoint<M> {
         token: Token,
     ) -> io::Result<MioEndpoint<M>> {
         socket.set_nonblocking(true)?;
+        let buffers = socket::granted(&socket);
         let mut socket = UdpSocket::from_std(socket);
         let pump = DatagramPump::attach(&mut machine, socket.local_addr()?, announce)?;
         registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
+        let defaults = MioConfig::default();
         Ok(MioEndpoint {
             socket,
             machine,
             pump,
+            buffers,
+            max_pending_events: defaults.max_pending_events,
+            max_pending_bytes: defaults.max_pending_bytes,
+            unread: false,
         })
     }
 
     /// Handles a readiness event for this endpoint's token: reads every waiting datagram
-    /// (stamped `now`) and sends what the machine has. Errors are the socket's own.
+    /// (stamped `now`) unless the application is behind (see the crate docs on backpressure),
+    /// and sends what the machine has. Errors are the socket's own.
     pub fn handle_ready(&mut self, now: Instant) -> io::Result<()> {
+        self.read(now)?;
+        let _ = self.flush();
+        Ok(())
+    }
+
+    /// Tells the machine the time (on every call, so commands that follow send with it) and
+    /// fires its timers if due; reads the datagrams left in the socket once the application
+    /// has caught up; sends what all this produced. Call it on every turn of the loop.
+    pub fn handle_timeout(&mut self, now: Instant) -> io::Result<()> {
+        self.machine.handle_timeout(now);
+        if self.unread && !self.is_behind() {
+            self.read(now)?;
+        }
+        let _ = self.flush();
+        Ok(())
+    }
+
+    /// Reads until the socket would block, or while the application is behind.
+    fn read(&mut self, now: Instant) -> io::Result<()> {
         loop {
+            if self.is_behind() {
+                self.unread = true;
+                return Ok(());
+            }
             let socket = &self.socket;
             let read = self
                 .pump
@@ -102,17 +212,16 @@ impl<M: Machine> MioEndpoint<M> {
             let _ = self.flush();
             // Edge-triggered: keep reading until the socket says WouldBlock.
             if read < RECEIVE_BATCH {
+                self.unread = false;
                 return Ok(());
             }
         }
     }
 
-    /// Fires the machine's timers if due, and sends what they produced.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.machine.poll_timeout().is_some_and(|at| at <= now) {
-            self.machine.handle_timeout(now);
-        }
-        let _ = self.flush();
+    /// Whether the application has more unread events than the limits allow.
+    pub fn is_behind(&self) -> bool {
+        let pending = self.machine.pending_events();
+        pending.events >= self.max_pending_events || pending.bytes >= self.max_pending_bytes
     }
 
     /// Sends what the machine has to send; call it after commands. Returns
@@ -123,8 +232,12 @@ impl<M: Machine> MioEndpoint<M> {
             .transmit(&mut self.machine, |bytes, to| socket.send_to(bytes, to))
     }
 
-    /// The timeout to pass to `Poll::poll`: until the machine's next deadline.
+    /// The timeout to pass to `Poll::poll`: until the machine's next deadline, or zero when
+    /// datagrams wait in the socket for an application that has caught up.
     pub fn timeout(&self, now: Instant) -> Option<Duration> {
+        if self.unread && !self.is_behind() {
+            return Some(Duration::ZERO);
+        }
         self.machine
             .poll_timeout()
             .map(|at| at.saturating_duration_since(now))
@@ -146,9 +259,19 @@ impl<M: Machine> MioEndpoint<M> {
         self.pump.local_addr()
     }
 
-    /// Socket-side counters (datagrams sent, received, `WouldBlock`s, errors).
+    /// The socket's kernel buffers, asked for and granted; [`SocketBuffers::shortfall`] says
+    /// when the kernel granted less, and which setting raises the cap.
+    pub fn socket_buffers(&self) -> SocketBuffers {
+        self.buffers
+    }
+
+    /// Socket-side counters (datagrams sent, received, `WouldBlock`s, errors), with the
+    /// kernel's count of dropped datagrams read now.
     pub fn stats(&self) -> PumpStats {
-        self.pump.stats()
+        PumpStats {
+            receive_buffer_drops: socket::receive_drops(&self.socket),
+            ..self.pump.stats()
+        }
     }
 
     /// Deregisters the socket and gives the machine back.

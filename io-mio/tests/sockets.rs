@@ -61,7 +61,9 @@ fn mio_peer(
                 .handle_signal(Instant::now(), remote, signal.signal)
                 .map_err(|e| e.to_string())?;
         }
-        endpoint.handle_timeout(Instant::now());
+        endpoint
+            .handle_timeout(Instant::now())
+            .map_err(|e| e.to_string())?;
         while let Some(event) = endpoint.machine_mut().poll_event() {
             match event {
                 Event::Signal(s) => signals_out.send(s).map_err(|e| e.to_string())?,
@@ -224,7 +226,7 @@ fn would_block_in_namespace() {
         }
         let mut signals = Vec::new();
         for (i, endpoint) in endpoints.iter_mut().enumerate() {
-            endpoint.handle_timeout(Instant::now());
+            endpoint.handle_timeout(Instant::now()).expect("timeout");
             while let Some(event) = endpoint.machine_mut().poll_event() {
                 match event {
                     Event::Signal(s) => signals.push((i, s)),

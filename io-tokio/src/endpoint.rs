@@ -3,17 +3,29 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtcmesh::{AddPeerError, TransferMode};
+use rtcmesh::{AddPeerError, PumpStats, SocketBuffers, TransferMode, SOCKET_BUFFER};
 use rtcmesh::{DatagramPump, Flush, Machine, Mesh, PeerId, SendError, Signal, SignalError, Target};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
+
+use crate::socket;
 
 type Call<M> = Box<dyn FnOnce(&mut M, Instant) + Send>;
 
-/// Where the endpoint's socket binds and which address it announces.
+/// What a [`Handle`] asks of the loop.
+enum Command<M> {
+    /// Run a closure on the machine.
+    Call(Call<M>),
+    /// Report the pump's counters, with the kernel's drop count read now.
+    Stats(oneshot::Sender<PumpStats>),
+}
+
+/// The endpoint's socket, and how much it buffers for a slow application.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
     /// The socket's address. Default `127.0.0.1:0`: loopback, an ephemeral port.
@@ -23,6 +35,23 @@ pub struct EndpointConfig {
     /// unspecified address (`0.0.0.0:port` or `[::]:port`, to listen on all interfaces): give
     /// the one address peers should reach you at (e.g. your LAN address).
     pub announce: Option<IpAddr>,
+    /// The socket's receive buffer (`SO_RCVBUF`), in bytes. Default [`SOCKET_BUFFER`] (4 MiB):
+    /// the kernel's default (208 KiB on Linux) overflows when the loop is a few milliseconds
+    /// late, and every overflow costs SCTP a retransmission. The kernel may grant less (see
+    /// [`Handle::socket_buffers`]). 0 leaves the kernel's default.
+    pub receive_buffer: usize,
+    /// The socket's send buffer (`SO_SNDBUF`), in bytes. Default [`SOCKET_BUFFER`]; 0 leaves
+    /// the kernel's default.
+    pub send_buffer: usize,
+    /// How many events wait for [`Events::recv`] before the loop stops reading the socket
+    /// (default 1024, at least 1). While the application is behind, datagrams stay in the
+    /// kernel: its buffer fills and then drops them, and SCTP's flow and congestion control
+    /// slow the senders down. Reliable channels lose nothing (SCTP retransmits); unreliable
+    /// packets may be lost, as on a congested network.
+    pub event_capacity: usize,
+    /// How many commands ([`Handle`] calls) wait for the loop before a caller waits too
+    /// (default 256, at least 1).
+    pub command_capacity: usize,
 }
 
 impl Default for EndpointConfig {
@@ -30,6 +59,10 @@ impl Default for EndpointConfig {
         EndpointConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             announce: None,
+            receive_buffer: SOCKET_BUFFER,
+            send_buffer: SOCKET_BUFFER,
+            event_capacity: 1024,
+            command_capacity: 256,
         }
     }
 }
@@ -46,6 +79,19 @@ impl fmt::Display for Closed {
 
 impl std::error::Error for Closed {}
 
+/// One packet for [`Handle::send_many`] / [`Handle::send_bytes_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingPacket {
+    /// Who gets it.
+    pub target: Target,
+    /// The transfer mode (with `channel` 0, which of the three default channels).
+    pub mode: TransferMode,
+    /// The transfer channel: 0 for the default channel of `mode`, `k` for extra channel `k`.
+    pub channel: u16,
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
 /// A running machine on its own UDP socket.
 ///
 /// Build one with [`Endpoint::spawn`]; talk to it through the cloneable [`Handle`] and read
@@ -54,7 +100,8 @@ impl std::error::Error for Closed {}
 pub struct Endpoint;
 
 impl Endpoint {
-    /// Binds the socket, registers its host candidate with the mesh and starts the loop.
+    /// Binds the socket (with the configured buffers), registers its host candidate with the
+    /// mesh and starts the loop.
     pub async fn spawn<M>(
         config: EndpointConfig,
         mut machine: M,
@@ -63,14 +110,29 @@ impl Endpoint {
         M: Machine + Send + 'static,
         M::Event: Send + 'static,
     {
-        let socket = UdpSocket::bind(config.bind).await?;
+        let (socket, buffers) =
+            socket::bind(config.bind, config.receive_buffer, config.send_buffer)?;
+        let socket = UdpSocket::from_std(socket)?;
         let pump = DatagramPump::attach(&mut machine, socket.local_addr()?, config.announce)?;
         let local = pump.local_addr();
-        let (calls, call_rx) = mpsc::unbounded_channel();
-        let (event_tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(socket, pump, machine, call_rx, event_tx));
+        let (commands, command_rx) = mpsc::channel(config.command_capacity.max(1));
+        let (event_tx, events) = mpsc::channel(config.event_capacity.max(1));
+        let close = Arc::new(Notify::new());
+        let task = tokio::spawn(run(
+            socket,
+            pump,
+            machine,
+            command_rx,
+            close.clone(),
+            event_tx,
+        ));
         Ok((
-            Handle { calls, local },
+            Handle {
+                commands,
+                close,
+                local,
+                buffers,
+            },
             Events {
                 events,
                 task: Some(task),
@@ -79,58 +141,111 @@ impl Endpoint {
     }
 }
 
-/// The loop: receive → machine, machine → socket, sleep until the machine's next deadline.
+/// What woke the loop.
+enum Wake<M, P> {
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    Room(Option<P>),
+    Command(Option<Command<M>>),
+    Close,
+    Timer,
+}
+
+/// The loop: receive → machine, machine → socket, machine → events, sleep until the machine's
+/// next deadline. Every turn first tells the machine the time, so commands and sends are
+/// stamped with it (SCTP times retransmissions from it). While the application has not read
+/// `event_capacity` events, the socket is not read.
 async fn run<M: Machine>(
     socket: UdpSocket,
     mut pump: DatagramPump,
     mut machine: M,
-    mut calls: mpsc::UnboundedReceiver<Option<Call<M>>>,
-    events: mpsc::UnboundedSender<M::Event>,
+    mut commands: mpsc::Receiver<Command<M>>,
+    close: Arc<Notify>,
+    events: mpsc::Sender<M::Event>,
 ) -> io::Result<()> {
     loop {
         let flush = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
-        while let Some(event) = machine.poll_event() {
-            let _ = events.send(event); // nobody listening is the application's choice
-        }
+        forward(&mut machine, &events);
+        let behind = machine.pending_events().events > 0;
         let deadline = machine
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + IDLE);
-        tokio::select! {
-            ready = socket.readable() => {
+        let woke = tokio::select! {
+            ready = socket.readable(), if !behind => Wake::Readable(ready),
+            ready = socket.writable(), if flush == Flush::Blocked => Wake::Writable(ready),
+            permit = events.reserve(), if behind => Wake::Room(permit.ok()),
+            command = commands.recv() => Wake::Command(command),
+            () = close.notified() => Wake::Close,
+            () = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
+        };
+        let now = Instant::now();
+        machine.handle_timeout(now);
+        match woke {
+            Wake::Readable(ready) => {
                 ready?;
-                pump.receive(&mut machine, Instant::now(), |buf| socket.try_recv_from(buf))?;
+                pump.receive(&mut machine, now, |buf| socket.try_recv_from(buf))?;
             }
-            ready = socket.writable(), if flush == Flush::Blocked => ready?,
-            call = calls.recv() => match call {
-                Some(Some(call)) => call(&mut machine, Instant::now()),
-                Some(None) | None => break,
-            },
-            () = tokio::time::sleep_until(deadline.into()) => machine.handle_timeout(Instant::now()),
+            Wake::Writable(ready) => ready?,
+            Wake::Room(Some(permit)) => {
+                if let Some(event) = machine.poll_event() {
+                    permit.send(event);
+                }
+            }
+            // Nobody reads events any more: that is the application's choice.
+            Wake::Room(None) => while machine.poll_event().is_some() {},
+            Wake::Command(Some(Command::Call(call))) => call(&mut machine, now),
+            Wake::Command(Some(Command::Stats(reply))) => {
+                pump.set_receive_buffer_drops(socket::receive_drops(&socket));
+                let _ = reply.send(pump.stats());
+            }
+            Wake::Timer => {}
+            Wake::Command(None) | Wake::Close => break,
         }
     }
     machine.mesh_mut().close();
-    while let Some(event) = machine.poll_event() {
-        let _ = events.send(event);
-    }
+    forward(&mut machine, &events);
     // Best effort: the close notifications go out if the socket takes them now.
     let _ = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
     Ok(())
 }
 
+/// Moves events from the machine to the channel while it has room; events nobody will read
+/// are dropped.
+fn forward<M: Machine>(machine: &mut M, events: &mpsc::Sender<M::Event>) {
+    loop {
+        match events.try_reserve() {
+            Ok(permit) => match machine.poll_event() {
+                Some(event) => permit.send(event),
+                None => return,
+            },
+            Err(TrySendError::Full(())) => return,
+            Err(TrySendError::Closed(())) => {
+                while machine.poll_event().is_some() {}
+                return;
+            }
+        }
+    }
+}
+
 /// How long the loop sleeps when the machine has no deadline at all.
 const IDLE: Duration = Duration::from_secs(3600);
 
-/// Commands for a running endpoint. Cheap to clone; every method waits for the loop to run it.
+/// Commands for a running endpoint. Cheap to clone; every method waits for the loop to run it
+/// (and, when `command_capacity` commands are already waiting, for room).
 pub struct Handle<M> {
-    calls: mpsc::UnboundedSender<Option<Call<M>>>,
+    commands: mpsc::Sender<Command<M>>,
+    close: Arc<Notify>,
     local: SocketAddr,
+    buffers: SocketBuffers,
 }
 
 impl<M> Clone for Handle<M> {
     fn clone(&self) -> Self {
         Handle {
-            calls: self.calls.clone(),
+            commands: self.commands.clone(),
+            close: self.close.clone(),
             local: self.local,
+            buffers: self.buffers,
         }
     }
 }
@@ -141,8 +256,27 @@ impl<M: Machine + 'static> Handle<M> {
         self.local
     }
 
-    /// Runs `f` on the machine inside the loop, with the loop's current time, and returns its
-    /// result. Everything the other methods do goes through this.
+    /// The socket's kernel buffers, asked for and granted. When the kernel granted less than
+    /// [`EndpointConfig`] asked for, [`SocketBuffers::shortfall`] says so and which setting
+    /// raises the cap: show it to the user.
+    pub fn socket_buffers(&self) -> SocketBuffers {
+        self.buffers
+    }
+
+    /// The socket's counters, with the kernel's count of dropped datagrams read now
+    /// ([`PumpStats::receive_buffer_drops`]; the target is zero).
+    pub async fn stats(&self) -> Result<PumpStats, Closed> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Stats(tx))
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// Runs `f` on the machine inside the loop, with the loop's current time (the machine
+    /// was just told that time), and returns its result. Everything the other methods do
+    /// goes through this.
     pub async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut M, Instant) -> R + Send + 'static,
@@ -151,7 +285,10 @@ impl<M: Machine + 'static> Handle<M> {
         let call: Call<M> = Box::new(move |machine, now| {
             let _ = tx.send(f(machine, now));
         });
-        self.calls.send(Some(call)).map_err(|_| Closed)?;
+        self.commands
+            .send(Command::Call(call))
+            .await
+            .map_err(|_| Closed)?;
         rx.await.map_err(|_| Closed)
     }
 
@@ -177,12 +314,26 @@ impl<M: Machine + 'static> Handle<M> {
     /// Closes the mesh (every peer gets a close notification) and stops the loop. Events
     /// emitted by the close are still delivered, then [`Events::recv`] returns `None`.
     pub fn close(&self) {
-        let _ = self.calls.send(None);
+        self.close.notify_one();
+    }
+
+    /// Sends every packet of `packets` with `send` in one turn of the loop, returning each
+    /// packet's result in order (every one `Err(Disconnected)` once the loop has stopped).
+    async fn send_each(
+        &self,
+        packets: Vec<OutgoingPacket>,
+        send: fn(&mut M, &OutgoingPacket) -> Result<(), SendError>,
+    ) -> Vec<Result<(), SendError>> {
+        let count = packets.len();
+        self.call(move |m, _| packets.iter().map(|p| send(m, p)).collect())
+            .await
+            .unwrap_or_else(|Closed| vec![Err(SendError::Disconnected); count])
     }
 }
 
 impl Handle<Mesh> {
-    /// Sends `data` to `target` (see [`Mesh::send`]).
+    /// Sends `data` to `target` (see [`Mesh::send`]). One round trip to the loop per packet:
+    /// for several packets at once (a game tick), [`send_many`](Handle::send_many) costs one.
     pub async fn send(
         &self,
         target: Target,
@@ -194,6 +345,15 @@ impl Handle<Mesh> {
         self.call(move |m, _| m.send(target, mode, channel, &data))
             .await
             .unwrap_or(Err(SendError::Disconnected))
+    }
+
+    /// Sends a batch in one turn of the loop (one wake-up, one round trip), returning each
+    /// packet's result in order: a [`SendError::QueueFull`] refuses only that packet (send it
+    /// again later), the others still go. Memory stays bounded: the mesh queues at most
+    /// `max_queued_bytes` per peer and refuses the rest.
+    pub async fn send_many(&self, packets: Vec<OutgoingPacket>) -> Vec<Result<(), SendError>> {
+        self.send_each(packets, |m, p| m.send(p.target, p.mode, p.channel, &p.data))
+            .await
     }
 }
 
@@ -212,30 +372,35 @@ impl Handle<rtcmesh::Multiplayer> {
             .await
             .unwrap_or(Err(SendError::Disconnected))
     }
+
+    /// [`send_bytes`](Handle::send_bytes) for a batch, in one turn of the loop; see
+    /// [`Handle::send_many`].
+    pub async fn send_bytes_many(
+        &self,
+        packets: Vec<OutgoingPacket>,
+    ) -> Vec<Result<(), SendError>> {
+        self.send_each(packets, |m, p| {
+            m.send_bytes(p.target, p.mode, p.channel, &p.data)
+        })
+        .await
+    }
 }
 
-/// What the machine reports, in order. Unbounded: read it from your loop.
+/// What the machine reports, in order. Bounded by [`EndpointConfig::event_capacity`]: while
+/// it is full the loop stops reading the socket, so read it from your loop.
 pub struct Events<E> {
-    events: mpsc::UnboundedReceiver<E>,
+    events: mpsc::Receiver<E>,
     task: Option<JoinHandle<io::Result<()>>>,
 }
 
 impl<E> Events<E> {
     /// Events from `events`, finishing with `task`.
-    pub(crate) fn new(
-        events: mpsc::UnboundedReceiver<E>,
-        task: Option<JoinHandle<io::Result<()>>>,
-    ) -> Self {
+    pub(crate) fn new(events: mpsc::Receiver<E>, task: Option<JoinHandle<io::Result<()>>>) -> Self {
         Events { events, task }
     }
 
     /// Takes the receiver and the loop's task apart (to put a filter in between).
-    pub(crate) fn into_parts(
-        self,
-    ) -> (
-        mpsc::UnboundedReceiver<E>,
-        Option<JoinHandle<io::Result<()>>>,
-    ) {
+    pub(crate) fn into_parts(self) -> (mpsc::Receiver<E>, Option<JoinHandle<io::Result<()>>>) {
         (self.events, self.task)
     }
 
@@ -247,6 +412,21 @@ impl<E> Events<E> {
     /// The next event if one is ready now.
     pub fn try_recv(&mut self) -> Option<E> {
         self.events.try_recv().ok()
+    }
+
+    /// Events waiting to be read now.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether no event is waiting now.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// How many events can wait before the loop stops reading the socket.
+    pub fn capacity(&self) -> usize {
+        self.events.max_capacity()
     }
 
     /// Waits for the loop to end and returns why: `Ok` after a close, the socket's error

@@ -27,6 +27,13 @@
 //! - [`join`] / [`join_with`] connect to a lobby and wire signals both ways.
 //! - [`SignalServer`] (and the `rtcmesh-signal` binary) serve lobbies.
 //!
+//! ## Sending in bursts, and a slow application
+//! [`Handle::send`] costs one round trip to the loop per packet; [`Handle::send_many`] sends a
+//! batch (a game tick) in one turn and answers per packet. [`Events`] is bounded
+//! ([`EndpointConfig::event_capacity`]): while it is full the loop stops reading the socket, so
+//! a slow application slows the senders (through SCTP) instead of growing a buffer. Reliable
+//! channels lose nothing; unreliable packets may be dropped by the kernel meanwhile.
+//!
 //! ## Addresses
 //! [`EndpointConfig::bind`] defaults to `127.0.0.1:0`. To accept peers from other machines,
 //! bind a specific interface address (it is then the announced host candidate) or bind
@@ -38,8 +45,9 @@
 mod endpoint;
 mod lobby_client;
 mod signal_server;
+mod socket;
 
-pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle};
+pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};
 pub use signal_server::SignalServer;
 

@@ -190,7 +190,8 @@ where
         apply(&handle, event, lifetime, &rejected).await;
     }
     let (raw_events, task) = endpoint_events.into_parts();
-    let (user_tx, user_rx) = mpsc::unbounded_channel();
+    // Bounded like the endpoint's own channel, so a slow application still stops the loop.
+    let (user_tx, user_rx) = mpsc::channel(raw_events.max_capacity());
     let (seal, seal_rx) = mpsc::unbounded_channel();
     let (lobby_tx, lobby_events) = mpsc::unbounded_channel();
     let relay = Relay {
@@ -273,8 +274,8 @@ impl<M: Machine + 'static> Relay<M> {
     async fn run(
         mut self,
         mut ws: Socket,
-        mut events: mpsc::UnboundedReceiver<M::Event>,
-        user: mpsc::UnboundedSender<M::Event>,
+        mut events: mpsc::Receiver<M::Event>,
+        user: mpsc::Sender<M::Event>,
         lobby: mpsc::UnboundedSender<LobbyEvent>,
         mut seal: mpsc::UnboundedReceiver<()>,
     ) {
@@ -314,7 +315,7 @@ impl<M: Machine + 'static> Relay<M> {
                             self.rejected.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(event) => {
-                            let _ = user.send(event);
+                            let _ = user.send(event).await;
                         }
                     },
                 },

@@ -6,7 +6,7 @@
 //! carry packets so that stories about relay, peer exchange and authentication read plainly.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -239,6 +239,8 @@ pub struct MpWorld {
     in_flight: HashMap<u64, InFlight>,
     next_seq: u64,
     by_addr: HashMap<SocketAddr, usize>,
+    /// Directed (from, to) node pairs whose datagrams are dropped.
+    cut: HashSet<(usize, usize)>,
 }
 
 impl Default for MpWorld {
@@ -261,6 +263,7 @@ impl MpWorld {
             in_flight: HashMap::new(),
             next_seq: 0,
             by_addr: HashMap::new(),
+            cut: HashSet::new(),
         }
     }
 
@@ -396,6 +399,16 @@ impl MpWorld {
         self.drain(b);
     }
 
+    /// Cuts (or restores) the wire from node `from` to node `to`: datagrams sent while it is cut
+    /// are lost, as on a link that drops them; SCTP retransmits what was reliable.
+    pub fn cut(&mut self, from: usize, to: usize, cut: bool) {
+        if cut {
+            self.cut.insert((from, to));
+        } else {
+            self.cut.remove(&(from, to));
+        }
+    }
+
     /// Node `n` drops off the network without a word.
     pub fn vanish(&mut self, n: usize) {
         self.nodes[n].alive = false;
@@ -430,7 +443,9 @@ impl MpWorld {
     pub fn drain(&mut self, n: usize) {
         let from = self.id(n);
         while let Some(t) = self.nodes[n].machine.poll_transmit() {
-            if self.nodes[n].alive {
+            let to = self.by_addr.get(&t.destination).copied();
+            let cut = to.is_some_and(|to| self.cut.contains(&(n, to)));
+            if self.nodes[n].alive && !cut {
                 let at = self.now + self.latency;
                 self.schedule(
                     at,

@@ -427,6 +427,47 @@ fn authentication_fails_after_the_timeout_and_the_peer_is_dropped() {
 }
 
 #[test]
+fn a_packet_that_overtakes_a_lost_auth_completion_admits_the_peer_and_is_delivered() {
+    // The server completes first; then the client completes, but the datagram carrying its
+    // `[7][0]` is lost. The client has admitted the server by then and sends a game packet on
+    // another reliable channel (another SCTP stream), which arrives before the retransmitted
+    // `[7][0]`. Godot admits the peer on that packet and processes it; dropping it as
+    // unauthenticated would lose a packet of a reliable channel for good.
+    let mesh = MeshConfig::with_channels([TransferMode::Reliable]);
+    let mut w = MpWorld::server_and_clients(&[A], &mesh, &MultiplayerConfig::with_auth());
+    w.join(1);
+    until_authenticating(&mut w, A);
+    w.nodes[0].mp_mut().complete_auth(A).unwrap();
+    w.drain(0);
+    assert!(w.run_until(LIMIT, |w| w.nodes[1].mp().peers().count() == 0
+        && w.nodes[1].mesh().stats().packets_received >= 1));
+    w.cut(1, 0, true);
+    w.nodes[1].mp_mut().complete_auth(1).unwrap();
+    w.drain(1);
+    assert!(mp(&w, A).has_peer(1), "the client admitted the server");
+    w.cut(1, 0, false);
+    w.nodes[1]
+        .mp_mut()
+        .send_bytes(Target::Peer(1), TransferMode::Reliable, 1, b"first move")
+        .expect("send_bytes on the extra reliable channel");
+    w.drain(1);
+    assert!(w.run_until(LIMIT, |w| mp(w, 1).has_peer(A)));
+    w.run_for(Duration::from_secs(4)); // the lost `[7][0]` is retransmitted meanwhile
+    let moves: Vec<Packet> = packets_of(&w, 1);
+    assert_eq!(
+        moves,
+        vec![Packet {
+            from: A,
+            channel: 1,
+            mode: TransferMode::Reliable,
+            data: b"first move".to_vec(),
+        }]
+    );
+    assert_eq!(w.nodes[0].connected(), vec![A], "admitted once");
+    assert_eq!(mp(&w, 1).stats().unauthenticated, 0);
+}
+
+#[test]
 fn without_a_timeout_authentication_waits() {
     let config = MultiplayerConfig {
         auth_timeout: None,

@@ -27,7 +27,7 @@ use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 use crate::channels::ChannelSpec;
 use crate::demux::Route;
 use crate::error::AddPeerError;
-use crate::event::{Event, Packet, Transmit};
+use crate::event::{Event, EventQueue, Packet, Transmit};
 use crate::signal::Signal;
 use crate::stats::MeshStats;
 use crate::transfer::PeerId;
@@ -83,7 +83,7 @@ pub(crate) struct Progress {
 /// Outputs shared by every link of a mesh.
 pub(crate) struct Sink<'a> {
     pub transmits: &'a mut VecDeque<Transmit>,
-    pub events: &'a mut VecDeque<Event>,
+    pub events: &'a mut EventQueue,
     pub stats: &'a mut MeshStats,
 }
 

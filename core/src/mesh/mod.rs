@@ -29,7 +29,7 @@ use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::demux::Demux;
 use crate::error::{AddPeerError, CreateError};
-use crate::event::{Event, Transmit};
+use crate::event::{Event, EventQueue, PendingEvents, Transmit};
 use crate::link::{Limits, Link, LinkSetup, PeerStats, Progress};
 use crate::signal::OutgoingSignal;
 use crate::stats::MeshStats;
@@ -74,7 +74,7 @@ pub struct Mesh {
     timers: Timers,
     last_now: Option<Instant>,
     transmits: VecDeque<Transmit>,
-    events: VecDeque<Event>,
+    events: EventQueue,
     stats: MeshStats,
     /// Links written to since their last drain (each once; a link drained by other input
     /// meanwhile has its flag cleared and is skipped).
@@ -157,7 +157,7 @@ impl Mesh {
             timers: Timers::default(),
             last_now: None,
             transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             stats: MeshStats::default(),
             dirty: Vec::new(),
         })
@@ -289,6 +289,13 @@ impl Mesh {
     /// between their own sends).
     pub(crate) fn next_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// How many events (and packet bytes) wait for [`poll_event`](Mesh::poll_event). The mesh
+    /// never drops an event to bound this: an I/O loop keeps it bounded by not feeding
+    /// datagrams while the application is behind (both adapters do).
+    pub fn pending_events(&self) -> PendingEvents {
+        self.events.pending()
     }
 
     /// When [`handle_timeout`](Mesh::handle_timeout) must next be called (the earliest deadline

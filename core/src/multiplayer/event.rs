@@ -38,3 +38,13 @@ pub enum MultiplayerEvent {
     /// `peer_authentication_failed`). It is never reported connected.
     PeerAuthenticationFailed(PeerId),
 }
+
+impl crate::event::Payload for MultiplayerEvent {
+    fn payload_len(&self) -> usize {
+        match self {
+            MultiplayerEvent::Packet(p) => p.data.len(),
+            MultiplayerEvent::AuthData { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+}

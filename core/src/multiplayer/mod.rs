@@ -20,7 +20,7 @@
 //! mp.add_peer(clock(), 1, 1)?;                            // a client only adds the server
 //! loop {
 //!     if let Some((from, bytes)) = recv() { mp.handle_datagram(clock(), from, local, &bytes); }
-//!     if mp.poll_timeout().is_some_and(|t| t <= clock()) { mp.handle_timeout(clock()); }
+//!     mp.handle_timeout(clock());                         // every turn: keeps the clock current
 //!     while let Some(t) = mp.poll_transmit() { send_udp(&t); }
 //!     while let Some(e) = mp.poll_event() {
 //!         match e {
@@ -49,14 +49,14 @@ pub use event::MultiplayerEvent;
 pub use stats::MultiplayerStats;
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use smallvec::SmallVec;
 
 use crate::error::{AddPeerError, SendError, SignalError};
-use crate::event::{Event, Packet, Transmit};
+use crate::event::{Event, EventQueue, Packet, PendingEvents, Transmit};
 use crate::mesh::Mesh;
 use crate::signal::Signal;
 use crate::transfer::{
@@ -95,7 +95,7 @@ pub struct Multiplayer {
     /// Direct peers still authenticating (Godot's `pending_peers`).
     pending: PendingPeers,
     buffered: Vec<Exchange>,
-    events: VecDeque<MultiplayerEvent>,
+    events: EventQueue<MultiplayerEvent>,
     stats: MultiplayerStats,
     last_now: Option<Instant>,
     /// Reused for framing outgoing packets.
@@ -113,7 +113,7 @@ impl Multiplayer {
             peers: BTreeMap::new(),
             pending: PendingPeers::default(),
             buffered: Vec::new(),
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             stats: MultiplayerStats::default(),
             last_now: None,
             scratch: Vec::new(),
@@ -197,6 +197,16 @@ impl Multiplayer {
         self.mesh.flush_dirty();
         self.pump();
         self.events.pop_front()
+    }
+
+    /// How many events (and payload bytes) wait for [`poll_event`](Multiplayer::poll_event):
+    /// this layer's queue plus what the mesh holds for it (see [`Mesh::pending_events`]).
+    pub fn pending_events(&self) -> PendingEvents {
+        let (own, mesh) = (self.events.pending(), self.mesh.pending_events());
+        PendingEvents {
+            events: own.events + mesh.events,
+            bytes: own.bytes + mesh.bytes,
+        }
     }
 
     /// When [`handle_timeout`](Multiplayer::handle_timeout) must next be called: the mesh's
@@ -600,9 +610,18 @@ impl Multiplayer {
             // datagram caused; Godot's poll order never shows a packet first.
             self.on_direct_connected(from);
         }
-        if self.pending.contains(from) {
-            self.on_pending_packet(packet);
-            return;
+        if let Some(pending) = self.pending.get(from) {
+            // Godot's `poll`: once this side completed, the first packet that is not auth admits
+            // the peer and is then processed as usual. The remote only sends such a packet after
+            // admitting us, so its `[7][0]` is merely late (lost and being retransmitted on
+            // another SCTP stream); dropping the packet would lose reliable data.
+            let is_auth = matches!(wire::decode(&packet.data), Ok(Message::Auth(_)));
+            if !pending.local || is_auth {
+                self.on_pending_packet(packet);
+                return;
+            }
+            self.pending.remove(from);
+            self.admit(from);
         }
         if self.peers.get(&from) != Some(&Route::Direct) {
             self.stats.unauthenticated += 1;

@@ -1,0 +1,304 @@
+//! `MioEndpoint` on loopback sockets: its clock, its socket buffers and its backpressure. Two
+//! endpoints share one `Poll` on the test's thread, driven in the order the crate documents.
+//! Every loop is bounded in turns and time.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token};
+use rtcmesh::{Event, Machine, Mesh, MeshConfig, OutgoingSignal, Target, TransferMode, Transmit};
+use rtcmesh_mio::{MioConfig, MioEndpoint};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// A mesh that counts the DTLS datagrams it sends (STUN keepalives are not counted), so a test
+/// can see a retransmission.
+struct CountDtls {
+    mesh: Mesh,
+    dtls_sent: usize,
+}
+
+impl Machine for CountDtls {
+    type Event = Event;
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        self.mesh.handle_datagram(now, from, to, bytes)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.mesh.handle_timeout(now)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        let transmit = self.mesh.poll_transmit()?;
+        // RFC 7983: DTLS records start with a byte in 20..=63, STUN with 0..=3.
+        if (20..=63).contains(&transmit.contents[0]) {
+            self.dtls_sent += 1;
+        }
+        Some(transmit)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        self.mesh.poll_event()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.mesh.poll_timeout()
+    }
+    fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+    fn mesh_mut(&mut self) -> &mut Mesh {
+        &mut self.mesh
+    }
+    fn into_signal(event: Event) -> Result<OutgoingSignal, Event> {
+        <Mesh as Machine>::into_signal(event)
+    }
+}
+
+/// Two endpoints in one poll: `[a (id 2), b (id 1)]`, and what each reported that the test
+/// did not consume itself.
+struct Pair {
+    poll: Poll,
+    events: Events,
+    ends: [MioEndpoint<CountDtls>; 2],
+    /// Packets received by each end, when `read` is on for it.
+    packets: [Vec<rtcmesh::Packet>; 2],
+    /// Whether the application reads each end's events.
+    read: [bool; 2],
+}
+
+impl Pair {
+    fn new() -> Pair {
+        Pair::with(MioConfig::default())
+    }
+
+    fn with(config: MioConfig) -> Pair {
+        let poll = Poll::new().expect("poll");
+        let end = |id, token| {
+            let mesh = Mesh::create_mesh(id, MeshConfig::default()).expect("mesh");
+            MioEndpoint::bind_with(
+                config.clone(),
+                CountDtls { mesh, dtls_sent: 0 },
+                poll.registry(),
+                Token(token),
+            )
+            .expect("bind")
+        };
+        let ends = [end(2, 0), end(1, 1)];
+        let mut pair = Pair {
+            poll,
+            events: Events::with_capacity(64),
+            ends,
+            packets: [Vec::new(), Vec::new()],
+            read: [true, true],
+        };
+        let now = Instant::now();
+        for (i, peer) in [(0, 1), (1, 2)] {
+            pair.ends[i]
+                .machine_mut()
+                .mesh
+                .add_peer(now, peer, 1)
+                .expect("peer");
+        }
+        let mut connected = 0;
+        pair.run_until(LIMIT, |_, event| {
+            if matches!(event, Event::PeerConnected(_)) {
+                connected += 1;
+            }
+            connected == 2
+        });
+        pair
+    }
+
+    /// One turn of the documented loop for both ends: poll, `handle_ready`, `handle_timeout`,
+    /// signals (the commands), `flush`, events. Returns the events read.
+    fn turn(&mut self, max_wait: Duration) -> Vec<(usize, Event)> {
+        let now = Instant::now();
+        let wait = self
+            .ends
+            .iter()
+            .filter_map(|e| e.timeout(now))
+            .min()
+            .unwrap_or(max_wait)
+            .min(max_wait);
+        self.poll.poll(&mut self.events, Some(wait)).expect("poll");
+        for event in self.events.iter() {
+            self.ends[event.token().0]
+                .handle_ready(Instant::now())
+                .expect("ready");
+        }
+        let mut seen = Vec::new();
+        for i in 0..2 {
+            self.ends[i]
+                .handle_timeout(Instant::now())
+                .expect("timeout");
+            if !self.read[i] {
+                continue;
+            }
+            while let Some(event) = self.ends[i].machine_mut().poll_event() {
+                seen.push((i, event));
+            }
+        }
+        let mut out = Vec::new();
+        for (i, event) in seen {
+            match event {
+                Event::Signal(s) => {
+                    let from = self.ends[i].machine().mesh.unique_id();
+                    self.ends[1 - i]
+                        .machine_mut()
+                        .mesh
+                        .handle_signal(Instant::now(), from, s.signal)
+                        .expect("signal");
+                }
+                Event::Packet(p) => self.packets[i].push(p),
+                other => out.push((i, other)),
+            }
+        }
+        for end in &mut self.ends {
+            let _ = end.flush();
+        }
+        out
+    }
+
+    /// Turns until `done` says so (fed every event other than signals and packets, and
+    /// checked after each turn with a placeholder), or panics after `limit`.
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Pair, &Event) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            assert!(Instant::now() < deadline, "not done within {limit:?}");
+            let events = self.turn(Duration::from_millis(10));
+            let placeholder = Event::StatusChanged(rtcmesh::ConnectionStatus::Connected);
+            let mut finished = false;
+            for (_, event) in events.iter().chain(std::iter::once(&(0, placeholder))) {
+                finished |= done(self, event);
+            }
+            if finished {
+                return;
+            }
+        }
+    }
+
+    /// Turns for `spell`, whatever happens.
+    fn run_for(&mut self, spell: Duration) {
+        let until = Instant::now() + spell;
+        while Instant::now() < until {
+            self.turn(until.saturating_duration_since(Instant::now()));
+        }
+    }
+}
+
+/// Issue 18.3: SCTP stamps a chunk with the mesh's latest time; a `handle_timeout` that tells
+/// the mesh the time only when a deadline is due leaves a send after a quiet spell with a time
+/// seconds old, so the retransmission timer (≥ 1 s) has already expired and it goes out twice.
+#[test]
+fn after_a_quiet_spell_a_small_send_is_one_datagram_not_two() {
+    let mut pair = Pair::new();
+    let send = |pair: &mut Pair, data: &[u8]| {
+        pair.ends[0]
+            .machine_mut()
+            .mesh
+            .send(Target::Peer(1), TransferMode::Reliable, 0, data)
+            .expect("send");
+        let _ = pair.ends[0].flush();
+        let expected = data.to_vec();
+        pair.run_until(LIMIT, |p, _| {
+            p.packets[1].last().map(|p| &p.data) == Some(&expected)
+        });
+    };
+    // A first exchange gives SCTP a round-trip sample: its retransmission timeout drops from
+    // the initial 3 s to the 1 s minimum.
+    send(&mut pair, b"warm-up");
+    for round in 0..2u8 {
+        pair.run_for(Duration::from_millis(1_500));
+        let before = pair.ends[0].machine().dtls_sent;
+        send(&mut pair, &[round; 8]);
+        // The acknowledgement comes back at once on loopback; a spurious retransmission would
+        // go out at once too. Leave both time to happen.
+        pair.run_for(Duration::from_millis(150));
+        let datagrams = pair.ends[0].machine().dtls_sent - before;
+        assert_eq!(
+            datagrams, 1,
+            "round {round}: one small send after 1.5 s of quiet took {datagrams} datagrams"
+        );
+    }
+}
+
+/// Issue 15.4: while the application does not read events, `handle_ready` leaves datagrams in
+/// the socket once the machine holds `max_pending_events`; the backlog stays bounded, the sender
+/// slows down, and once the application reads again every reliable packet arrives, in order.
+#[test]
+fn a_flood_the_application_does_not_read_stays_bounded_and_every_reliable_packet_arrives() {
+    const FLOOD: u32 = 3_000;
+    const MAX_EVENTS: usize = 32;
+    let mut pair = Pair::with(MioConfig {
+        max_pending_events: MAX_EVENTS,
+        receive_buffer: 256 * 1024,
+        ..MioConfig::default()
+    });
+    let mut next = 0u32;
+    let mut flood = |pair: &mut Pair| {
+        while next < FLOOD {
+            let data = [next.to_le_bytes().as_slice(), &[0xF1; 996]].concat();
+            match pair.ends[0].machine_mut().mesh.send(
+                Target::Peer(1),
+                TransferMode::Reliable,
+                0,
+                &data,
+            ) {
+                Ok(()) => next += 1,
+                Err(rtcmesh::SendError::QueueFull(_)) => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        let _ = pair.ends[0].flush();
+    };
+
+    // The application is busy elsewhere: b's events are not read.
+    pair.read[1] = false;
+    let deadline = Instant::now() + LIMIT;
+    while !pair.ends[1].is_behind() {
+        assert!(Instant::now() < deadline, "b never fell behind");
+        flood(&mut pair);
+        pair.turn(Duration::from_millis(5));
+    }
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        flood(&mut pair);
+        pair.turn(Duration::from_millis(10));
+        let pending = pair.ends[1].machine().mesh.pending_events();
+        assert!(
+            pending.events < MAX_EVENTS + rtcmesh::RECEIVE_BATCH,
+            "the machine holds at most one receive batch past the limit: {pending:?}"
+        );
+        received.push(pair.ends[1].stats().received);
+    }
+    assert!(
+        received.windows(2).all(|w| w[0] == w[1]),
+        "b stopped reading the socket while behind: {received:?}"
+    );
+
+    // The application reads again: everything arrives, in order.
+    pair.read[1] = true;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pair.packets[1].len() < FLOOD as usize {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {FLOOD} arrived",
+            pair.packets[1].len()
+        );
+        flood(&mut pair);
+        pair.turn(Duration::from_millis(10));
+    }
+    for (n, p) in pair.packets[1].iter().enumerate() {
+        assert_eq!(p.data[..4], (n as u32).to_le_bytes(), "packet {n} in order");
+    }
+}
+
+/// 14.2: the endpoint asks for 4 MiB buffers, reports what the kernel granted and what it
+/// dropped.
+#[test]
+fn the_endpoint_reports_its_socket_buffers_and_kernel_drops() {
+    let pair = Pair::new();
+    let buffers = pair.ends[0].socket_buffers();
+    assert_eq!(buffers.receive_requested, rtcmesh::SOCKET_BUFFER);
+    assert!(buffers.receive > 0 && buffers.send > 0, "{buffers:?}");
+    if cfg!(target_os = "linux") {
+        assert_eq!(pair.ends[0].stats().receive_buffer_drops, Some(0));
+    }
+}
