@@ -2,11 +2,13 @@
 the webrtc_signaling demo's protocol, WebRTCMultiplayerPeer's negotiated channels (1, 2, 3 and
 one extra, 4) and SceneMultiplayer's RAW / SYS bytes.
 
-Usage: python3 aiortc_client.py <ws-url> <lobby>
+Usage: python3 aiortc_client.py <ws-or-wss-url> <lobby> [ca-cert.pem]
+(with wss://, the server's certificate is checked against the given CA file)
 """
 
 import asyncio
 import json
+import ssl
 import struct
 import sys
 import time
@@ -24,13 +26,14 @@ RAW, SYS, SYS_ADD_PEER, SYS_RELAY = 3, 7, 1, 3
 NAME = "aiortc"
 
 
-async def run(url: str, lobby: str) -> dict:
+async def run(url: str, lobby: str, ca: str | None) -> dict:
     result = {"name": NAME, "id": 0, "echoes": {}, "relayTo": None, "relayFrom": None, "connectMs": None}
     done = asyncio.Event()
     channels = {}
     pc = None
     started = 0.0
-    async with websockets.connect(url) as ws:
+    tls = ssl.create_default_context(cafile=ca) if url.startswith("wss:") else None
+    async with websockets.connect(url, ssl=tls) as ws:
         async def signal(kind, dest, data=""):
             await ws.send(json.dumps({"type": kind, "id": dest, "data": data}))
 
@@ -111,9 +114,10 @@ async def run(url: str, lobby: str) -> dict:
 
 def main() -> int:
     url, lobby = sys.argv[1], sys.argv[2]
+    ca = sys.argv[3] if len(sys.argv) > 3 else None
     t = time.monotonic()
     try:
-        result = asyncio.run(asyncio.wait_for(run(url, lobby), timeout=40))
+        result = asyncio.run(asyncio.wait_for(run(url, lobby, ca), timeout=40))
     except Exception as e:  # noqa: BLE001 - report and fail
         print(f"aiortc: FAILED {type(e).__name__}: {e}", flush=True)
         return 1

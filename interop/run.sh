@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop test: headless Chromium and aiortc join an rtcmesh server (SceneMultiplayer layer) through
-# rtcmesh's signaling server, each echoes on all four channels and they relay to each other through
+# rtcmesh's signaling server over wss:// (a certificate the server generates; Chromium loads its
+# page over https:// with it and trusts it by its key's hash), each echoes on all four channels and they relay to each other through
 # the server. Everything runs inside a private network namespace with only loopback, so no packet
 # can leave the machine; the rtcmesh server also has a loopback-only remote allowlist.
 #
@@ -36,12 +37,12 @@ done
 if [ -z "$ready" ]; then
     echo "interop: FAILED, the rtcmesh server did not start"; cat "$log"; exit 1
 fi
-read -r _ url lobby <<<"$ready"
-echo "interop: rtcmesh server at $url, lobby $lobby"
+read -r _ url lobby cert key <<<"$ready"
+echo "interop: rtcmesh signaling at $url (TLS, certificate $cert), lobby $lobby"
 
 start=$(date +%s%N)
-timeout 60 node interop/browser_client.mjs "$url" "$lobby" & browser=$!
-timeout 60 python3 interop/aiortc_client.py "$url" "$lobby" & aiortc=$!
+timeout 60 node interop/browser_client.mjs "$url" "$lobby" "$cert" "$key" & browser=$!
+timeout 60 python3 interop/aiortc_client.py "$url" "$lobby" "$cert" & aiortc=$!
 status=0
 wait "$browser" || status=1
 wait "$aiortc" || status=1

@@ -6,6 +6,7 @@ use str0m::config::DtlsCert;
 
 use crate::channels::MAX_EXTRA_CHANNELS;
 use crate::error::CreateError;
+use crate::limits::Limits;
 use crate::transfer::TransferMode;
 
 /// Settings shared by every peer of one mesh. `MeshConfig::default()` matches Godot with no extra
@@ -25,18 +26,20 @@ pub struct MeshConfig {
     /// On a lossy link a few lost handshake packets leave DTLS waiting out a retransmission
     /// backoff of seconds; a fresh attempt usually connects in one round trip. A peer that
     /// connected on the answering side only is reported disconnected, then connected again.
-    /// At least 1 s; `connect_timeout` or more never retries. Default 5 s.
+    /// At least 1 s; `connect_timeout` or more (e.g. `Duration::MAX`) never retries. Default 5 s.
     pub connect_retry_interval: Duration,
     /// How long an ICE disconnection of a connected peer may last before the peer is removed.
     /// Godot removes at once; transient losses are common, so the default is 2 s.
+    /// `Duration::MAX` keeps the peer through any ICE loss (`peer_timeout` still applies).
     pub disconnect_grace: Duration,
     /// A connected peer from which no datagram at all arrives for this long is removed. ICE
     /// consent checks flow every `stun_max_rto` even when the game sends nothing, so silence
     /// means the peer is gone. This is the loss-detection time for a vanished peer; str0m's own
-    /// ICE gives up no sooner than 15 s. Must be at least twice `stun_max_rto`. Default 10 s.
+    /// ICE gives up no sooner than 15 s. Must be at least twice `stun_max_rto`; `Duration::MAX`
+    /// never removes a silent peer. Default 10 s.
     pub peer_timeout: Duration,
     /// Longest wait between ICE consent checks and STUN retransmissions (str0m
-    /// `set_max_stun_rto`). Default 3 s.
+    /// `set_max_stun_rto`). Within 250 ms..=60 s (str0m adds it to the clock). Default 3 s.
     pub stun_max_rto: Duration,
     /// STUN retransmissions before a candidate pair is given up (str0m default 9).
     pub stun_max_retransmits: usize,
@@ -79,6 +82,10 @@ pub struct MeshConfig {
     /// are dropped and counted, so no packet is ever sent elsewhere — e.g.
     /// `Some(IpPrefix::loopback())` for tests, or your LAN's prefix.
     pub remote_allowlist: Option<Vec<crate::IpPrefix>>,
+    /// Bounds on what one remote peer and its signals can make the mesh hold or do (remote
+    /// candidates, channels outside the layout, signal sizes, renegotiation rate); see
+    /// [`Limits`].
+    pub limits: Limits,
 }
 
 impl Default for MeshConfig {
@@ -98,6 +105,7 @@ impl Default for MeshConfig {
             mtu: 1300,
             dtls_cert: None,
             remote_allowlist: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -118,9 +126,12 @@ impl MeshConfig {
         if !(str0m::DATAGRAM_MTU_TARGET_MIN..=str0m::DATAGRAM_MTU_TARGET_MAX).contains(&self.mtu) {
             return Err(CreateError::InvalidConfig("mtu must be within 576..=1500"));
         }
-        if self.stun_max_rto < Duration::from_millis(250) || self.stun_max_retransmits == 0 {
+        if self.stun_max_rto < Duration::from_millis(250)
+            || self.stun_max_rto > Duration::from_secs(60)
+            || self.stun_max_retransmits == 0
+        {
             return Err(CreateError::InvalidConfig(
-                "stun_max_rto must be at least 250 ms and stun_max_retransmits at least 1",
+                "stun_max_rto must be within 250 ms..=60 s and stun_max_retransmits at least 1",
             ));
         }
         if self.connect_retry_interval < Duration::from_secs(1) {
@@ -128,7 +139,7 @@ impl MeshConfig {
                 "connect_retry_interval must be at least 1 s",
             ));
         }
-        if self.peer_timeout < self.stun_max_rto * 2 {
+        if self.peer_timeout < self.stun_max_rto.saturating_mul(2) {
             return Err(CreateError::InvalidConfig(
                 "peer_timeout must be at least twice stun_max_rto",
             ));
@@ -153,6 +164,6 @@ impl MeshConfig {
                 "max_packet_size must not exceed 256 KiB (the SCTP max-message-size)",
             ));
         }
-        Ok(())
+        self.limits.validate()
     }
 }

@@ -191,6 +191,19 @@ pub enum SignalError {
     Invalid(String),
     /// The mesh is closed.
     Closed,
+    /// The signal is longer than [`Limits::max_sdp_len`](crate::Limits::max_sdp_len) (offers,
+    /// answers) or [`Limits::max_candidate_len`](crate::Limits::max_candidate_len) (candidates).
+    TooLarge {
+        /// The signal's body length in bytes.
+        size: usize,
+        /// The most accepted for its kind.
+        max: usize,
+    },
+    /// The peer sent new offers (starting the handshake over) faster than
+    /// [`Limits::renegotiation_burst`](crate::Limits::renegotiation_burst) /
+    /// [`renegotiation_interval`](crate::Limits::renegotiation_interval) allow; this one was
+    /// ignored and the connection carries on as it was.
+    TooManyOffers(PeerId),
 }
 
 impl fmt::Display for SignalError {
@@ -208,6 +221,15 @@ impl fmt::Display for SignalError {
             }
             SignalError::Invalid(why) => write!(f, "invalid signal: {why}"),
             SignalError::Closed => f.write_str("the mesh is closed"),
+            SignalError::TooLarge { size, max } => write!(
+                f,
+                "signal of {size} bytes exceeds the limit of {max} (MeshConfig::limits)"
+            ),
+            SignalError::TooManyOffers(id) => write!(
+                f,
+                "peer {id} starts the handshake over too often: offer ignored \
+                 (MeshConfig::limits.renegotiation_burst / renegotiation_interval)"
+            ),
         }
     }
 }

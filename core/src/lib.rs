@@ -55,6 +55,7 @@ mod config;
 mod demux;
 mod error;
 mod event;
+mod limits;
 mod link;
 pub mod lobby;
 mod machine;
@@ -73,6 +74,7 @@ pub use error::{
     AddPeerError, CandidateError, CreateError, DecodeSignalError, SendError, SignalError,
 };
 pub use event::{Event, Packet, PendingEvents, Transmit};
+pub use limits::{Limits, MultiplayerLimits};
 pub use link::{ChannelStats, PeerStats};
 pub use machine::Machine;
 pub use mesh::{Mesh, PeerInfo};

@@ -35,4 +35,20 @@ pub struct MeshStats {
     /// Handshakes started over after `connect_retry_interval` without connecting (counted on
     /// both sides).
     pub connect_retries: u64,
+    /// Remote candidates dropped past [`Limits::max_remote_candidates`](crate::Limits::max_remote_candidates):
+    /// trickled ones, `a=candidate` lines of offers and answers, and datagrams from a new
+    /// address (each would have become a peer-reflexive candidate).
+    pub candidates_over_limit: u64,
+    /// Data channels a remote opened outside the layout (in-band, DCEP), closed at once.
+    pub channels_refused: u64,
+    /// Peers disconnected for going past a limit that ends the connection (more channels
+    /// outside the layout than [`Limits::max_refused_channels`](crate::Limits::max_refused_channels)).
+    pub peers_disconnected_for_abuse: u64,
+    /// Signals refused as [`SignalError::TooLarge`](crate::SignalError::TooLarge).
+    pub signals_too_large: u64,
+    /// New offers refused as [`SignalError::TooManyOffers`](crate::SignalError::TooManyOffers).
+    pub offers_rate_limited: u64,
+    /// Incoming messages larger than [`MeshConfig::max_packet_size`](crate::MeshConfig::max_packet_size)
+    /// (dropped; SCTP lets a remote send up to 256 KiB).
+    pub packets_too_large: u64,
 }

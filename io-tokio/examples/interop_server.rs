@@ -2,8 +2,10 @@
 //! *server* (SceneMultiplayer layer, one extra reliable channel) hosting a client/server lobby
 //! on loopback. Foreign clients (Chromium, aiortc) join that lobby. The server echoes every RAW
 //! packet whose payload starts with `echo:` back to its sender on the same channel, and relays
-//! between clients as SceneMultiplayer does. Prints `READY <url> <lobby>` once listening.
-//! Exits after `RTCMESH_INTEROP_SECONDS` (default 60) or when stdin closes.
+//! between clients as SceneMultiplayer does. The signaling runs over `wss://` with a
+//! certificate generated here for `127.0.0.1` (rcgen), written as PEM files for the clients.
+//! Prints `READY <wss-url> <lobby> <cert.pem> <key.pem>` once listening. Exits after
+//! `RTCMESH_INTEROP_SECONDS` (default 60) or when stdin closes.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,8 @@ use rtcmesh::lobby::LobbyServerConfig;
 use rtcmesh::{
     IpPrefix, MeshConfig, Multiplayer, MultiplayerConfig, MultiplayerEvent, Target, TransferMode,
 };
-use rtcmesh_tokio::{join_with, JoinOptions, SignalServer};
+use rtcmesh_tokio::signal::{client_tls, server_tls_from_pem_files};
+use rtcmesh_tokio::{join_with, JoinOptions, SignalConfig, SignalServer};
 use tokio::io::AsyncReadExt;
 
 #[tokio::main]
@@ -20,8 +23,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let server = SignalServer::bind("127.0.0.1:0".parse()?, LobbyServerConfig::default()).await?;
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+    let dir = std::env::temp_dir().join(format!("rtcmesh-interop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem())?;
+    std::fs::write(&key, certified.signing_key.serialize_pem())?;
+    let config = SignalConfig {
+        lobby: LobbyServerConfig::default(),
+        tls: Some(server_tls_from_pem_files(&cert, &key)?),
+        ..SignalConfig::default()
+    };
+    let server = SignalServer::bind_with("127.0.0.1:0".parse()?, config).await?;
+    let mut roots = rtcmesh_tokio::rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone())?;
     let options = JoinOptions {
+        tls: Some(client_tls(roots)?),
         mesh: false,
         config: MeshConfig {
             channels: vec![TransferMode::Reliable],
@@ -34,7 +51,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Multiplayer::new(mesh, MultiplayerConfig::default())
     })
     .await?;
-    println!("READY {} {}", server.url(), host.lobby);
+    println!(
+        "READY {} {} {} {}",
+        server.url(),
+        host.lobby,
+        cert.display(),
+        key.display()
+    );
     let started = Instant::now();
     let deadline = tokio::time::sleep(Duration::from_secs(seconds));
     tokio::pin!(deadline);
@@ -69,5 +92,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("server: multiplayer {:?}", stats.0);
     println!("server: mesh {:?}", stats.1);
+    let signaling = server.metrics();
+    println!(
+        "server: signaling over wss: {} joins, {} signals relayed",
+        signaling.joins, signaling.signals_relayed
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

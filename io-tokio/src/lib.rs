@@ -25,7 +25,9 @@
 //! - [`Endpoint::spawn`] runs any [`rtcmesh::Machine`] (a mesh or a layer on one) on its own
 //!   socket; [`Handle`] sends it commands, [`Events`] yields what it reports.
 //! - [`join`] / [`join_with`] connect to a lobby and wire signals both ways.
-//! - [`SignalServer`] (and the `rtcmesh-signal` binary) serve lobbies.
+//! - [`SignalServer`] (and the `rtcmesh-signal` binary) serve lobbies, over `ws://` or
+//!   `wss://`, bounded for the internet ([`SignalConfig`]), optionally as one of several
+//!   nodes sharing lobbies through Redis ([`ClusterConfig`]); see [`signal`].
 //!
 //! ## Sending in bursts, and a slow application
 //! [`Handle::send`] costs one round trip to the loop per packet; [`Handle::send_many`] sends a
@@ -44,11 +46,13 @@
 
 mod endpoint;
 mod lobby_client;
-mod signal_server;
+pub mod signal;
 mod socket;
 
 pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};
-pub use signal_server::SignalServer;
+pub use signal::{ClusterConfig, RateLimit, SignalConfig, SignalMetrics, SignalServer};
 
 pub use rtcmesh;
+/// The TLS library behind `wss://` (for [`JoinOptions::tls`] and [`SignalConfig::tls`]).
+pub use rustls;

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::endpoint::{Endpoint, EndpointConfig, Events, Handle};
 
@@ -33,6 +33,10 @@ pub struct JoinOptions {
     pub unreliable_lifetime: i32,
     /// How long to wait for the server to connect and assign an id. Default 10 s.
     pub timeout: Duration,
+    /// TLS for `wss://` URLs: `None` (default) trusts the platform's root certificates; give a
+    /// configuration to trust others (e.g. [`client_tls`](crate::signal::client_tls) with
+    /// your own root store).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for JoinOptions {
@@ -43,6 +47,7 @@ impl Default for JoinOptions {
             endpoint: EndpointConfig::default(),
             unreliable_lifetime: 1,
             timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -68,6 +73,8 @@ pub enum JoinError {
     Create(CreateError),
     /// The UDP socket could not be set up.
     Io(io::Error),
+    /// TLS could not be set up for a `wss://` URL (e.g. no platform root certificates).
+    Tls(io::Error),
 }
 
 impl fmt::Display for JoinError {
@@ -84,6 +91,7 @@ impl fmt::Display for JoinError {
             JoinError::Timeout => f.write_str("signaling server did not assign an id in time"),
             JoinError::Create(e) => write!(f, "cannot create the mesh: {e}"),
             JoinError::Io(e) => write!(f, "cannot set up the UDP socket: {e}"),
+            JoinError::Tls(e) => write!(f, "cannot set up TLS for wss://: {e}"),
         }
     }
 }
@@ -133,7 +141,7 @@ impl<M: Machine> Drop for Session<M> {
 }
 
 /// Joins `lobby` (`""` creates one, and we become its host, id 1) on the signaling server at
-/// `url` (`ws://…`), and returns the running mesh.
+/// `url` (`ws://…` or `wss://…`), and returns the running mesh.
 pub async fn join(
     url: &str,
     lobby: &str,
@@ -154,9 +162,23 @@ where
     M::Event: Send + 'static,
     F: FnOnce(Mesh) -> M,
 {
-    let deadline = tokio::time::Instant::now() + options.timeout;
+    // A timeout too long for the clock means "never" (about 30 years is as good).
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(options.timeout)
+        .unwrap_or(now + Duration::from_secs(30 * 365 * 86_400));
     let within = |f| tokio::time::timeout_at(deadline, f);
-    let (mut ws, _) = within(tokio_tungstenite::connect_async(url))
+    let connector = if url.starts_with("wss:") {
+        let tls = match options.tls.clone() {
+            Some(tls) => tls,
+            None => crate::signal::platform_client_tls().map_err(JoinError::Tls)?,
+        };
+        Some(Connector::Rustls(tls))
+    } else {
+        None
+    };
+    let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
+    let (mut ws, _) = within(connect)
         .await
         .map_err(|_| JoinError::Timeout)?
         .map_err(JoinError::WebSocket)?;

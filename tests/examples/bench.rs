@@ -1,7 +1,8 @@
 //! rtcmesh's benchmark suite: prints each figure with its ratio against a baseline measured in
 //! the same run. `cargo run --release --example bench` (add `quick` for a shorter run; `memory`,
-//! `scale` or `sockets` for one part only; `min=<KiB>` to try another `sctp_send_buffer_min`;
-//! `profile=mesh|noqueue|raw size=<bytes>` for one side's transfer under `perf`).
+//! `scale`, `sockets`, `signal` or `hostile` for one part only; `min=<KiB>` to try another
+//! `sctp_send_buffer_min`; `profile=mesh|noqueue|raw size=<bytes>` for one side's transfer
+//! under `perf`).
 //!
 //! - **Throughput** on the in-memory network (zero latency, synthetic clock that jumps to the
 //!   next timer when idle): two rtcmesh meshes against two raw `str0m::Rtc` with the same
@@ -16,6 +17,12 @@
 //!   cost per datagram in `handle_datagram` and total throughput, against N = 10.
 //! - **Memory per connected peer** (allocator totals) against a raw connected `Rtc`.
 //! - **Real sockets**: loopback UDP through the tokio adapter against `matchbox_socket`.
+//! - **Signaling load** (`signal` runs only this; in `bench/signal_load.rs`): joins and relayed
+//!   messages per second on one signaling node, and on two nodes through Redis (a
+//!   `redis-server` the run starts).
+//! - **Hostile peers** (`hostile`, in `bench/hostile.rs`): what an attacker costs its victim with
+//!   the default limits against every limit off, and a well-behaved peer's cost per datagram
+//!   while an attacker is at work against the same peer alone.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
@@ -28,6 +35,11 @@ use rtcmesh::str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use rtcmesh::str0m::net::{Protocol, Receive};
 use rtcmesh::str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc, RtcConfig};
 use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Target, TransferMode};
+
+#[path = "bench/hostile.rs"]
+mod hostile;
+#[path = "bench/signal_load.rs"]
+mod signal_load;
 
 /// Live heap bytes, for the memory figures.
 struct Counting;
@@ -1301,7 +1313,8 @@ fn main() {
         if quick { "quick" } else { "full" }
     );
     // `scale` runs only the N-client section (for profiling it); `sockets` only the real-socket
-    // comparison with matchbox; `memory` only the in-memory and long-round-trip throughput.
+    // comparison with matchbox; `memory` only the in-memory and long-round-trip throughput;
+    // `signal` only the signaling load; `hostile` only the hostile-peer section.
     let only = |name: &str| std::env::args().any(|a| a == name);
     // `profile=mesh|noqueue|raw [size=N]`: only one side's in-memory reliable transfer, for
     // `perf`.
@@ -1325,6 +1338,15 @@ fn main() {
         println!("{side}: {:.0} msg/s", run.per_second());
         return;
     }
+    if only("signal") {
+        signal_load::run(quick);
+        return;
+    }
+    if only("hostile") {
+        let ratio = hostile::run(quick);
+        println!("\n## Targets\n- well-behaved peer's cost per datagram under attack ÷ alone: {ratio:.2}× (goal ≤ 1.2×)");
+        return;
+    }
     let (only_scale, only_sockets, only_memory) = (only("scale"), only("sockets"), only("memory"));
     let in_memory = !only_scale && !only_sockets;
     let (worst, long) = if in_memory {
@@ -1343,6 +1365,15 @@ fn main() {
     if !only_scale && !only_memory {
         real_sockets(quick, only("matchbox") || !quick);
     }
+    let full_suite = in_memory && !only_memory;
+    if full_suite {
+        signal_load::run(quick);
+    }
+    let hostile_ratio = if full_suite {
+        hostile::run(quick)
+    } else {
+        f64::NAN
+    };
     println!("\n## Targets");
     println!(
         "- in memory, every size and channel, rtcmesh ÷ raw str0m driven the fast way (msg/s), worst case: {worst:.3}× (target ≥ 0.95×)"
@@ -1352,5 +1383,8 @@ fn main() {
     );
     if !quick {
         println!("- dispatch cost (rtcmesh ÷ raw str0m per datagram) at N=500 ÷ the same at N=10: {dispatch:.2}× (target ≤ 1.5×)");
+    }
+    if full_suite {
+        println!("- well-behaved peer's cost per datagram under attack ÷ alone: {hostile_ratio:.2}× (goal ≤ 1.2×)");
     }
 }

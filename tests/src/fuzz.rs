@@ -114,19 +114,20 @@ fn fresh_negotiators() -> (Mesh, Mesh) {
 }
 
 /// Arbitrary text as signals: through the decoder, as an offer to a peer awaiting one, as an
-/// answer to a peer that offered, and as a candidate / any signal to a connected peer.
+/// answer to a peer that offered, as a candidate / any signal to a connected peer, and each of
+/// its lines as a trickled candidate (a flood against `max_remote_candidates`).
 pub fn signal(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
     let text = String::from_utf8_lossy(rest).into_owned();
     let _ = Signal::decode(&text);
-    match selector % 4 {
+    match selector % 5 {
         0 | 1 => AWAITING.with(|cell| {
             let mut slot = cell.borrow_mut();
             let (answerer, offerer) = slot.get_or_insert_with(fresh_negotiators);
             let now = Instant::now();
-            let consumed = if selector % 4 == 0 {
+            let consumed = if selector % 5 == 0 {
                 let _ = answerer.handle_signal(now, 3, Signal::Offer(text));
                 // A garbage offer leaves the peer waiting; an accepted one ends the wait.
                 answerer.has_peer(3)
@@ -144,6 +145,14 @@ pub fn signal(data: &[u8]) {
             let _ = world.nodes[0]
                 .mesh
                 .handle_signal(world.now, 2, Signal::Candidate(text));
+            world.drain(0);
+            assert_mesh_works(world);
+        }),
+        3 => with_mesh_world(|world| {
+            for line in text.lines().take(64) {
+                let candidate = Signal::Candidate(line.to_owned());
+                let _ = world.nodes[0].mesh.handle_signal(world.now, 2, candidate);
+            }
             world.drain(0);
             assert_mesh_works(world);
         }),
@@ -182,6 +191,10 @@ pub fn lobby(data: &[u8]) {
     let config = LobbyServerConfig {
         max_peers: 8,
         max_lobbies: 3,
+        max_lobby_size: 3,
+        max_lobbies_per_address: 2,
+        member_idle_timeout: Some(Duration::from_millis(500)),
+        handoff_unknown_lobbies: data.first().is_some_and(|b| b & 1 == 1),
         ..LobbyServerConfig::default()
     };
     let mut server = LobbyServer::new(config, 1);
@@ -191,7 +204,7 @@ pub fn lobby(data: &[u8]) {
         let Ok(op) = Op::arbitrary(&mut u) else { break };
         let conn = |c: u8| u64::from(c % 10);
         match op {
-            Op::Connect(c) => server.connect(now, conn(c)),
+            Op::Connect(c) => server.connect(now, conn(c), [127, 0, 0, c % 3].into()),
             Op::Text(c, t) => server.handle_text(now, conn(c), &t),
             Op::Join(c, mesh, name) => {
                 let m =
@@ -282,6 +295,76 @@ pub fn multiplayer(data: &[u8]) {
     });
 }
 
+/// A duration as a configuration may hold one: zero, small, large, or `Duration::MAX`.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Span {
+    Zero,
+    Millis(u16),
+    Secs(u32),
+    Max,
+}
+
+impl Span {
+    fn get(self) -> Duration {
+        match self {
+            Span::Zero => Duration::ZERO,
+            Span::Millis(ms) => Duration::from_millis(u64::from(ms)),
+            Span::Secs(s) => Duration::from_secs(u64::from(s)),
+            Span::Max => Duration::MAX,
+        }
+    }
+}
+
+/// Every duration and limit of `MeshConfig`, arbitrary (most combinations are refused with
+/// a typed error; none may panic, at creation or later).
+#[derive(Arbitrary, Debug)]
+struct Settings {
+    connect_timeout: Span,
+    connect_retry_interval: Span,
+    disconnect_grace: Span,
+    peer_timeout: Span,
+    stun_max_rto: Span,
+    max_remote_candidates: u8,
+    max_refused_channels: u8,
+    max_sdp_len: u16,
+    max_candidate_len: u16,
+    renegotiation_burst: u8,
+    renegotiation_interval: Span,
+}
+
+impl Settings {
+    fn config(&self) -> MeshConfig {
+        MeshConfig {
+            connect_timeout: self.connect_timeout.get(),
+            connect_retry_interval: self.connect_retry_interval.get(),
+            disconnect_grace: self.disconnect_grace.get(),
+            peer_timeout: self.peer_timeout.get(),
+            stun_max_rto: self.stun_max_rto.get(),
+            limits: rtcmesh::Limits {
+                max_remote_candidates: usize::from(self.max_remote_candidates),
+                max_refused_channels: u32::from(self.max_refused_channels),
+                max_sdp_len: usize::from(self.max_sdp_len),
+                max_candidate_len: usize::from(self.max_candidate_len),
+                renegotiation_burst: u32::from(self.renegotiation_burst),
+                renegotiation_interval: self.renegotiation_interval.get(),
+            },
+            ..MeshConfig::with_channels([TransferMode::Unreliable])
+        }
+    }
+}
+
+/// A fresh machine of this mode (0 server, 1 client, 2 mesh) with `config`.
+fn machine(mode: usize, config: MeshConfig) -> Result<Mesh, rtcmesh::CreateError> {
+    let mut m = match mode {
+        0 => Mesh::create_server(config),
+        1 => Mesh::create_client(5, config),
+        _ => Mesh::create_mesh(5, config),
+    }?;
+    m.add_host_candidate("127.0.0.1:5000".parse().expect("addr"))
+        .expect("candidate");
+    Ok(m)
+}
+
 /// Arbitrary API calls against one machine per mode (kept across inputs, replaced once closed
 /// or crowded).
 pub fn commands(data: &[u8]) {
@@ -297,6 +380,10 @@ pub fn commands(data: &[u8]) {
         Advance(u16),
         Refuse(bool),
         Close,
+        /// Replace the machine with one built from arbitrary durations and limits.
+        Recreate(Settings),
+        /// Jump the clock by 2^k seconds (towards the end of `Instant`'s range).
+        Jump(u8),
     }
     let mut u = Unstructured::new(data);
     let Ok(mode) = u.int_in_range(0..=2usize) else {
@@ -308,23 +395,14 @@ pub fn commands(data: &[u8]) {
             machines.resize_with(3, || None);
         }
         let slot = &mut machines[mode];
-        let mesh = slot.get_or_insert_with(|| {
-            let config = MeshConfig::with_channels([TransferMode::Unreliable]);
-            let mut m = match mode {
-                0 => Mesh::create_server(config),
-                1 => Mesh::create_client(5, config),
-                _ => Mesh::create_mesh(5, config),
-            }
-            .expect("valid");
-            m.add_host_candidate("127.0.0.1:5000".parse().expect("addr"))
-                .expect("candidate");
-            m
-        });
+        let default =
+            || machine(mode, MeshConfig::with_channels([TransferMode::Unreliable])).expect("valid");
         let mut now = Instant::now();
         for _ in 0..24 {
             let Ok(command) = Command::arbitrary(&mut u) else {
                 break;
             };
+            let mesh = slot.get_or_insert_with(default);
             match command {
                 Command::AddPeer(id, lifetime) => {
                     if mesh.peers().count() < 4 {
@@ -367,11 +445,22 @@ pub fn commands(data: &[u8]) {
                     );
                 }
                 Command::Advance(ms) => {
-                    now += Duration::from_millis(u64::from(ms));
+                    let by = Duration::from_millis(u64::from(ms));
+                    now = now.checked_add(by).unwrap_or(now);
                     mesh.handle_timeout(now);
                 }
                 Command::Refuse(refuse) => mesh.set_refuse_new_connections(refuse),
                 Command::Close => mesh.close(),
+                Command::Recreate(settings) => match machine(mode, settings.config()) {
+                    Ok(fresh) => *mesh = fresh,
+                    Err(rtcmesh::CreateError::InvalidConfig(_)) => {}
+                    Err(e) => panic!("a configuration may only be refused as invalid: {e}"),
+                },
+                Command::Jump(k) => {
+                    let by = Duration::from_secs(1u64 << (k % 64));
+                    now = now.checked_add(by).unwrap_or(now);
+                    mesh.handle_timeout(now);
+                }
             }
             while mesh.poll_transmit().is_some() {}
             while let Some(event) = mesh.poll_event() {
@@ -383,7 +472,10 @@ pub fn commands(data: &[u8]) {
             assert!(mesh.connected_peers().count() <= mesh.peers().count());
             assert!(mesh.peers().all(rtcmesh::is_valid_peer_id));
         }
-        if mesh.status() == rtcmesh::ConnectionStatus::Disconnected && mesh.peers().count() == 0 {
+        let finished = slot.as_ref().is_some_and(|mesh| {
+            mesh.status() == rtcmesh::ConnectionStatus::Disconnected && mesh.peers().count() == 0
+        });
+        if finished {
             *slot = None;
         }
     });

@@ -7,6 +7,7 @@
 //! [`MpWorld`] does the same for the multiplayer layer.
 
 pub mod fuzz;
+pub mod hostile;
 pub mod multiplayer_world;
 pub mod sim;
 

@@ -1,10 +1,12 @@
 //! The deadlines that end a link (connect timeout, silence, lost ICE) or start its handshake
-//! over.
+//! over. Every deadline is `checked_add`ed: one past the end of `Instant`'s range (a
+//! `Duration::MAX` setting, or a clock near its end) is "never", not a panic.
 
 use std::time::{Duration, Instant};
 
 use super::{Link, Loss, Progress, Sink};
 use crate::config::MeshConfig;
+use crate::limits::deadline;
 use str0m::Input;
 
 /// The time limits that end a link, from [`MeshConfig`].
@@ -41,17 +43,18 @@ impl Link {
             }
         };
         if progress.lost.is_none() {
-            if !self.announced && now >= self.connect_deadline {
+            let passed = |at: Option<Instant>| at.is_some_and(|at| now >= at);
+            if !self.announced && passed(self.connect_deadline) {
                 progress.lost = Some(Loss::ConnectTimeout);
-            } else if self.ice_lost_at.is_some_and(|at| now >= at + limits.grace) {
+            } else if passed(self.ice_lost_at.and_then(|at| deadline(at, limits.grace))) {
                 progress.lost = Some(Loss::IceLost);
-            } else if self.announced && now >= self.last_heard + limits.silence {
+            } else if self.announced && passed(deadline(self.last_heard, limits.silence)) {
                 progress.lost = Some(Loss::Silent);
             } else if self.closing {
                 progress.lost = Some(Loss::Closed);
             } else if !self.announced
                 && !progress.connected
-                && self.answered_at.is_some_and(|at| now >= at + limits.retry)
+                && passed(self.answered_at.and_then(|at| deadline(at, limits.retry)))
             {
                 progress.retry = true;
             }
@@ -62,18 +65,21 @@ impl Link {
     /// The link's next deadline: str0m's timer, the connect timeout, the ICE grace period.
     pub fn deadline(&self, limits: Limits) -> Option<Instant> {
         let mut at = self.rtc_deadline;
-        let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        let mut earliest = |t: Option<Instant>| {
+            if let Some(t) = t {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        };
         if self.announced {
-            earliest(self.last_heard + limits.silence);
+            earliest(deadline(self.last_heard, limits.silence));
         } else {
             earliest(self.connect_deadline);
-            if let Some(answered) = self.answered_at {
-                earliest(answered + limits.retry);
-            }
+            earliest(self.answered_at.and_then(|a| deadline(a, limits.retry)));
         }
-        if let Some(lost) = self.ice_lost_at {
-            earliest(lost + limits.grace);
-        }
+        earliest(
+            self.ice_lost_at
+                .and_then(|lost| deadline(lost, limits.grace)),
+        );
         at
     }
 }

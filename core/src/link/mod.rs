@@ -2,15 +2,16 @@
 //!
 //! The link is split along its concerns: [`negotiation`] (offer / answer, candidates, starting
 //! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP), [`window`] (how much
-//! SCTP may hold at a time), [`health`] (the deadlines that end or restart a link) and [`stats`]
-//! (its counters). This file holds the link itself and the loop that drains str0m's output into
-//! the mesh.
+//! SCTP may hold at a time), [`health`] (the deadlines that end or restart a link), [`guard`]
+//! (what the remote may not make it hold) and [`stats`] (its counters). This file holds the
+//! link itself and the loop that drains str0m's output into the mesh.
 //!
 //! Writes do not drain: they mark the link dirty, and the mesh drains each dirty link once,
 //! from its next `poll_transmit`, `poll_event` or `handle_timeout`. Every poll of str0m costs
 //! sctp-proto a walk over everything it holds, so a burst of sends costs one poll instead of
 //! one per packet.
 
+mod guard;
 mod health;
 mod negotiation;
 mod queue;
@@ -32,6 +33,7 @@ use crate::signal::Signal;
 use crate::stats::MeshStats;
 use crate::transfer::PeerId;
 
+use guard::Guard;
 pub(crate) use health::Limits;
 pub(crate) use negotiation::LinkSetup;
 use negotiation::{Handshake, Negotiation};
@@ -65,6 +67,8 @@ pub(crate) enum Loss {
     IceLost,
     /// The remote closed a channel or the connection, or str0m failed.
     Closed,
+    /// The remote went past a limit that ends the connection (channels outside the layout).
+    Abuse,
 }
 
 /// What the mesh must do after a link was driven.
@@ -101,7 +105,8 @@ pub(crate) struct Link {
     pub closing: bool,
     ice_was_connected: bool,
     ice_lost_at: Option<Instant>,
-    connect_deadline: Instant,
+    /// When the peer is given up if not connected (`None`: never).
+    connect_deadline: Option<Instant>,
     /// Offering side: when the answer to the current offer was applied (the retry clock).
     answered_at: Option<Instant>,
     /// Answering side: a hash of the offer applied, so a repeated offer is not taken as new.
@@ -128,6 +133,7 @@ pub(crate) struct Link {
     max_message_size: usize,
     /// Packets str0m refused for good (see [`PeerStats::packets_write_failed`]).
     write_failed: u64,
+    guard: Guard,
 }
 
 impl Link {
@@ -155,7 +161,7 @@ impl Link {
             closing: false,
             ice_was_connected: false,
             ice_lost_at: None,
-            connect_deadline: now + setup.config.connect_timeout,
+            connect_deadline: crate::limits::deadline(now, setup.config.connect_timeout),
             answered_at: None,
             offer_hash: 0,
             last_heard: now,
@@ -173,6 +179,7 @@ impl Link {
             clock: now,
             max_message_size: negotiation::DEFAULT_MAX_MESSAGE_SIZE,
             write_failed: 0,
+            guard: Guard::new(setup.config),
         };
         Ok((link, offer))
     }
@@ -327,6 +334,7 @@ impl Link {
     ) {
         match event {
             RtcEvent::ChannelData(data) => match self.channel_index(data.id) {
+                Some(_) if !self.fits_packet_size(data.data.len(), sink) => {}
                 Some(index) => {
                     let spec = self.channels[index].spec;
                     sink.stats.packets_received += 1;
@@ -339,12 +347,14 @@ impl Link {
                 }
                 None => sink.stats.packets_unknown_channel += 1,
             },
-            RtcEvent::ChannelOpen(id, _label) => {
-                if let Some(index) = self.channel_index(id) {
+            RtcEvent::ChannelOpen(id, _label) => match self.channel_index(id) {
+                Some(index) => {
                     self.channels[index].open = true;
                     progress.connected |= !self.announced && self.is_ready();
                 }
-            }
+                // Opened in-band by the remote (DCEP): not part of the layout.
+                None => self.refuse_channel(id, progress, sink),
+            },
             RtcEvent::Connected => progress.connected |= !self.announced && self.is_ready(),
             // Godot removes a peer when any of its channels closes.
             RtcEvent::ChannelClose(id) if self.channel_index(id).is_some() => {

@@ -133,20 +133,31 @@ impl Link {
         self.unsent = false;
         self.clock = now;
         self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
+        self.guard.remote = Default::default();
         if offer.is_none() {
             // The answering side follows the offerer, whose own deadline bounds the retries.
-            self.connect_deadline = now + setup.config.connect_timeout;
+            self.connect_deadline = crate::limits::deadline(now, setup.config.connect_timeout);
         }
         Ok(offer)
     }
 
-    /// Whether `sdp` is a new offer from the offering side for a link already negotiated: the
-    /// offerer started over (see [`Progress::retry`]). A repeat of the applied offer is not.
-    pub fn is_new_offer(&self, sdp: &str) -> bool {
-        matches!(self.negotiation, Negotiation::Done)
+    /// Whether `sdp` is a new offer from the offering side for a link already negotiated, to be
+    /// followed by starting over (the offerer did, see [`Progress::retry`]). A repeat of the
+    /// applied offer is not; a new one arriving faster than the renegotiation rate limit is
+    /// refused with [`SignalError::TooManyOffers`] before it is even parsed.
+    pub fn follows_new_offer(&mut self, now: Instant, sdp: &str) -> Result<bool, SignalError> {
+        let differs = matches!(self.negotiation, Negotiation::Done)
             && self.offer_hash != 0
-            && self.offer_hash != hash(sdp)
-            && SdpOffer::from_sdp_string(sdp).is_ok()
+            && self.offer_hash != hash(sdp);
+        if !differs {
+            return Ok(false);
+        }
+        self.renegotiation_allowed(now)?;
+        if SdpOffer::from_sdp_string(sdp).is_err() {
+            return Ok(false);
+        }
+        self.renegotiated();
+        Ok(true)
     }
 
     /// Applies a signal from this peer.
@@ -162,6 +173,8 @@ impl Link {
                 if !matches!(self.negotiation, Negotiation::AwaitingOffer) {
                     return Err(SignalError::UnexpectedOffer(self.peer));
                 }
+                let hash = hash(&sdp);
+                let sdp = self.bound_sdp_candidates(sdp, sink);
                 let offer = SdpOffer::from_sdp_string(&sdp)
                     .map_err(|e| SignalError::Invalid(format!("bad SDP offer: {e}")))?;
                 let answer = self
@@ -175,7 +188,7 @@ impl Link {
                     ch.id = Some(api.create_data_channel(config));
                 }
                 self.negotiation = Negotiation::Done;
-                self.offer_hash = hash(&sdp);
+                self.offer_hash = hash;
                 self.max_message_size = max_message_size(&sdp);
                 sink.events.push_back(Event::Signal(OutgoingSignal {
                     to: self.peer,
@@ -186,6 +199,7 @@ impl Link {
                 if !matches!(self.negotiation, Negotiation::Offered(_)) {
                     return Err(SignalError::UnexpectedAnswer(self.peer));
                 }
+                let sdp = self.bound_sdp_candidates(sdp, sink);
                 let answer = SdpAnswer::from_sdp_string(&sdp)
                     .map_err(|e| SignalError::Invalid(format!("bad SDP answer: {e}")))?;
                 let Negotiation::Offered(pending) =
@@ -205,7 +219,7 @@ impl Link {
                 let text = text.trim();
                 let attr = text.strip_prefix("a=").unwrap_or(text);
                 match Candidate::from_sdp_string(attr) {
-                    Ok(c) => self.rtc.add_remote_candidate(c),
+                    Ok(c) => self.add_remote_candidate(c, sink),
                     Err(e) => {
                         sink.stats.candidates_rejected += 1;
                         return Err(SignalError::Invalid(format!("bad candidate: {e}")));

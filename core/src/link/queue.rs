@@ -14,6 +14,7 @@ use str0m::Rtc;
 
 use super::window::SendWindow;
 use super::{Link, LinkChannel};
+use crate::limits::MIN_QUEUED_PACKET_CHARGE;
 use crate::stats::MeshStats;
 
 /// A packet waiting for room in the send window.
@@ -34,15 +35,13 @@ pub(super) struct SendQueue {
     turns: VecDeque<usize>,
     bytes: usize,
     /// What the queue is charged against `max_queued_bytes`: each packet at least
-    /// [`MIN_CHARGE`], so that tiny packets cannot hold many times the limit in bookkeeping.
+    /// [`MIN_QUEUED_PACKET_CHARGE`], so that tiny packets cannot hold many times the limit in
+    /// bookkeeping.
     charged: usize,
 }
 
-/// The least a queued packet counts against `max_queued_bytes` (about its bookkeeping).
-const MIN_CHARGE: usize = 64;
-
 fn charge(len: usize) -> usize {
-    len.max(MIN_CHARGE)
+    len.max(MIN_QUEUED_PACKET_CHARGE)
 }
 
 impl SendQueue {

@@ -11,10 +11,10 @@
 //! product when the network is the limit. Without a round-trip measurement, or with a round trip
 //! too short to time (a LAN, loopback), it stays at the minimum.
 //!
-//! The window also holds at most [`MAX_CHUNKS`] SCTP chunks (at the recent message size):
-//! sctp-proto's per-poll walks are per chunk, so a megabyte of 100-byte messages (10,000
-//! chunks), or even 32 KiB of 1-byte ones, would cost each poll many times what 100 KB of 1-KB
-//! messages costs.
+//! The window also holds at most [`MAX_SCTP_CHUNKS`] SCTP chunks at the recent message size (a
+//! fixed bound, in [`limits`](crate::limits)): sctp-proto's per-poll walks are per chunk, so a
+//! megabyte of 100-byte messages (10,000 chunks), or even 32 KiB of 1-byte ones, would cost
+//! each poll many times what 100 KB of 1-KB messages costs.
 //!
 //! The round trip is ICE's (the last STUN consent check on the selected pair, as a browser's
 //! `currentRoundTripTime`); the released bytes come from SCTP's per-channel `bufferedAmount`.
@@ -24,9 +24,7 @@
 
 use std::time::{Duration, Instant};
 
-/// The most SCTP chunks the window lets SCTP hold (about the chunks a 128 KiB buffer of
-/// 100-byte messages held, times one and a half).
-pub(super) const MAX_CHUNKS: usize = 2048;
+use crate::limits::MAX_SCTP_CHUNKS;
 
 /// The user data one SCTP chunk carries at rtcmesh's default MTU, roughly (1300 minus the
 /// DTLS, SCTP and DATA chunk headers).
@@ -65,14 +63,15 @@ impl SendWindow {
             blocked: false,
             sample: None,
             // Until writes say otherwise, the chunk bound is the minimum window itself.
-            bytes_per_chunk_x16: (min / MAX_CHUNKS).max(1) * 16,
+            bytes_per_chunk_x16: (min / MAX_SCTP_CHUNKS).max(1) * 16,
         }
     }
 
-    /// The bytes SCTP may hold now: the window, and no more than [`MAX_CHUNKS`] chunks of the
-    /// recent message size.
+    /// The bytes SCTP may hold now: the window, and no more than [`MAX_SCTP_CHUNKS`] chunks of
+    /// the recent message size.
     pub fn limit(&self) -> usize {
-        self.limit.min(MAX_CHUNKS * (self.bytes_per_chunk_x16 / 16))
+        self.limit
+            .min(MAX_SCTP_CHUNKS * (self.bytes_per_chunk_x16 / 16))
     }
 
     /// Bytes in SCTP, at most (see [`SendWindow::in_sctp`]'s field).
@@ -132,7 +131,9 @@ impl SendWindow {
             return;
         }
         let per_rtt = bytes as f64 * rtt.as_secs_f64() / elapsed.as_secs_f64();
-        let most = self.max.min(MAX_CHUNKS * (self.bytes_per_chunk_x16 / 16));
+        let most = self
+            .max
+            .min(MAX_SCTP_CHUNKS * (self.bytes_per_chunk_x16 / 16));
         let target = (2.0 * per_rtt).min(most as f64) as usize;
         // Grow at once; shrink by at most a quarter per round trip (one slow round trip, e.g.
         // after a loss, should not throw the window away).
@@ -222,7 +223,7 @@ mod tests {
             w.refresh(now, 0, true);
         }
         // 2048 chunks of 100 B (the average converges from 1200 B towards 100 B).
-        assert!((MAX_CHUNKS * 100..=MAX_CHUNKS * 102).contains(&w.limit()));
+        assert!((MAX_SCTP_CHUNKS * 100..=MAX_SCTP_CHUNKS * 102).contains(&w.limit()));
     }
 
     #[test]
@@ -234,10 +235,10 @@ mod tests {
             written += 1;
         }
         assert!(
-            written <= MAX_CHUNKS + 64,
+            written <= MAX_SCTP_CHUNKS + 64,
             "{written} one-byte messages in SCTP"
         );
-        assert!(written >= MAX_CHUNKS - 64, "{written}");
+        assert!(written >= MAX_SCTP_CHUNKS - 64, "{written}");
     }
 
     #[test]

@@ -29,4 +29,6 @@ mod server;
 
 pub use client::{LobbyClient, LobbyEvent};
 pub use message::{LobbyError, LobbyMessage, MessageKind, MAX_MESSAGE_LEN};
-pub use server::{ConnectionId, LobbyServer, LobbyServerConfig, ServerOutput};
+pub use server::{
+    address_key, close, ConnectionId, LobbyServer, LobbyServerConfig, LobbyStats, ServerOutput,
+};

@@ -9,9 +9,7 @@ use str0m::Input;
 
 use super::Mesh;
 use crate::allowlist;
-
-/// The most routes remembered per peer (ICE may try several address pairs).
-const MAX_ROUTES_PER_PEER: usize = 8;
+use crate::limits::MAX_ROUTES_PER_PEER;
 
 impl Mesh {
     /// Passes one UDP datagram received on the socket: `source` is the remote address,
@@ -37,7 +35,7 @@ impl Mesh {
             self.stats.datagrams_malformed += 1;
             return;
         };
-        self.observe(now);
+        let now = self.observe(now);
         let input = Input::Receive(now, receive);
         let route = (source, destination);
         let key = match self.demux.lookup(&route) {
@@ -56,6 +54,11 @@ impl Mesh {
                     self.stats.datagrams_unroutable += 1;
                     return;
                 };
+                // A new source address becomes a (peer-reflexive) remote candidate: bounded.
+                if !self.links[key].admit_source(source) {
+                    self.stats.candidates_over_limit += 1;
+                    return;
+                }
                 self.learn_route(route, key);
                 key
             }

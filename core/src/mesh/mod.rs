@@ -30,6 +30,7 @@ use crate::config::MeshConfig;
 use crate::demux::Demux;
 use crate::error::{AddPeerError, CreateError};
 use crate::event::{Event, EventQueue, PendingEvents, Transmit};
+use crate::limits;
 use crate::link::{Limits, Link, LinkSetup, PeerStats, Progress};
 use crate::signal::OutgoingSignal;
 use crate::stats::MeshStats;
@@ -73,6 +74,8 @@ pub struct Mesh {
     demux: Demux,
     timers: Timers,
     last_now: Option<Instant>,
+    /// Where the clock stops, once a time near the end of `Instant`'s range was seen.
+    clock_horizon: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: EventQueue,
     stats: MeshStats,
@@ -156,6 +159,7 @@ impl Mesh {
             demux: Demux::default(),
             timers: Timers::default(),
             last_now: None,
+            clock_horizon: None,
             transmits: VecDeque::new(),
             events: EventQueue::default(),
             stats: MeshStats::default(),
@@ -196,7 +200,7 @@ impl Mesh {
         if self.by_id.contains_key(&peer) {
             return Err(AddPeerError::AlreadyExists(peer));
         }
-        self.observe(now);
+        let now = self.observe(now);
         let setup = LinkSetup {
             own_id: self.unique_id,
             layout: &self.layout,
@@ -224,7 +228,7 @@ impl Mesh {
     /// Advances every peer whose deadline is at or before `now`, and sends what was written
     /// since the last poll.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.observe(now);
+        let now = self.observe(now);
         self.flush_dirty();
         let limits = Limits::of(&self.config);
         for key in self.timers.due(now) {
@@ -400,8 +404,22 @@ impl Mesh {
         self.demux.len()
     }
 
-    fn observe(&mut self, now: Instant) {
+    /// Records the caller's time and returns the time to use: `now`, unless it is so close to
+    /// the end of `Instant`'s range that str0m would overflow on it; the clock then stops at
+    /// the last safe instant (see [`limits::saturate_clock`]).
+    fn observe(&mut self, now: Instant) -> Instant {
+        let now = match self.clock_horizon {
+            Some(horizon) if now >= horizon => horizon,
+            _ => match limits::saturate_clock(now) {
+                Ok(now) => now,
+                Err(horizon) => {
+                    self.clock_horizon = Some(horizon);
+                    horizon
+                }
+            },
+        };
         self.last_now = Some(self.last_now.map_or(now, |t| t.max(now)));
+        now
     }
 
     /// Marks a link written to: it is drained once, at the next poll.

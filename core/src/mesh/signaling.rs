@@ -49,6 +49,11 @@ impl Mesh {
     }
 
     /// Passes a signal received from `from` (through the application's signaling transport).
+    ///
+    /// Signals are bounded ([`MeshConfig::limits`](crate::MeshConfig::limits)): longer ones are
+    /// refused with [`SignalError::TooLarge`], a peer's candidates past the cap are dropped, and
+    /// a new offer (the remote starting over) faster than the renegotiation rate is refused with
+    /// [`SignalError::TooManyOffers`]; each is counted in [`stats`](Mesh::stats).
     pub fn handle_signal(
         &mut self,
         now: Instant,
@@ -58,16 +63,32 @@ impl Mesh {
         if self.closed {
             return Err(SignalError::Closed);
         }
+        let limits = &self.config.limits;
+        let max = match signal {
+            Signal::Offer(_) | Signal::Answer(_) => limits.max_sdp_len,
+            Signal::Candidate(_) => limits.max_candidate_len,
+        };
+        if signal.body().len() > max {
+            self.stats.signals_too_large += 1;
+            return Err(SignalError::TooLarge {
+                size: signal.body().len(),
+                max,
+            });
+        }
         let key = *self
             .by_id
             .get(&from)
             .ok_or(SignalError::UnknownPeer(from))?;
-        self.observe(now);
+        let now = self.observe(now);
         let Some(signal) = self.within_allowlist(signal) else {
             return Ok(());
         };
         if let Signal::Offer(sdp) = &signal {
-            if self.links[key].is_new_offer(sdp) {
+            let follow = self.links[key].follows_new_offer(now, sdp);
+            if let Err(SignalError::TooManyOffers(_)) = follow {
+                self.stats.offers_rate_limited += 1;
+            }
+            if follow? {
                 // The offerer gave up on a stalled handshake and started over: follow it.
                 self.retry_link(key, now);
                 if !self.links.contains(key) {

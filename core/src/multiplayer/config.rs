@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::limits::MultiplayerLimits;
+
 /// Settings of a [`Multiplayer`](crate::Multiplayer). The default matches Godot's
 /// SceneMultiplayer: relay on, authentication off, 3 s authentication timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +16,12 @@ pub struct MultiplayerConfig {
     /// set). Both sides of a connection must agree.
     pub auth: bool,
     /// Godot's `auth_timeout`: a peer still authenticating this long after its connection opened
-    /// is disconnected. `None` waits forever (Godot's `0`). Measured with the `now` passed in.
+    /// is disconnected. `None` (Godot's `0`) or `Some(Duration::MAX)` waits forever. Measured
+    /// with the `now` passed in.
     pub auth_timeout: Option<Duration>,
+    /// Bounds on what peers can make the layer hold (auth data, relayed peers); see
+    /// [`MultiplayerLimits`].
+    pub limits: MultiplayerLimits,
 }
 
 impl Default for MultiplayerConfig {
@@ -24,6 +30,7 @@ impl Default for MultiplayerConfig {
             server_relay: true,
             auth: false,
             auth_timeout: Some(Duration::from_secs(3)),
+            limits: MultiplayerLimits::default(),
         }
     }
 }

@@ -40,6 +40,9 @@
 mod auth;
 mod config;
 mod event;
+mod exchange;
+mod relay;
+mod send;
 mod stats;
 pub mod wire;
 
@@ -48,25 +51,21 @@ pub use config::MultiplayerConfig;
 pub use event::MultiplayerEvent;
 pub use stats::MultiplayerStats;
 
-use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use smallvec::SmallVec;
 
-use crate::error::{AddPeerError, SendError, SignalError};
+use crate::error::{AddPeerError, SignalError};
 use crate::event::{Event, EventQueue, Packet, PendingEvents, Transmit};
+use crate::limits::deadline;
 use crate::mesh::Mesh;
 use crate::signal::Signal;
-use crate::transfer::{
-    is_valid_peer_id, ConnectionStatus, Mode, PeerId, Target, TransferMode, SERVER_ID,
-};
+use crate::transfer::{ConnectionStatus, Mode, PeerId, SERVER_ID};
 use auth::PendingPeers;
+use exchange::Exchange;
 use wire::Message;
-
-/// The most ADD_PEER / DEL_PEER held while a client authenticates with the server.
-const MAX_BUFFERED_EXCHANGE: usize = 1024;
 
 /// How an admitted peer is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,13 +74,6 @@ enum Route {
     Direct,
     /// Through the server (another client, announced with ADD_PEER).
     Relayed,
-}
-
-/// Peer exchange held back while the server is still authenticating.
-#[derive(Debug, Clone, Copy)]
-enum Exchange {
-    Add(PeerId),
-    Del(PeerId),
 }
 
 /// Godot's `SceneMultiplayer` as a sans-IO machine owning a [`Mesh`]: `send_bytes`, server relay,
@@ -177,11 +169,7 @@ impl Multiplayer {
         self.mesh.handle_timeout(now);
         self.pump();
         for peer in self.pending.expire(now) {
-            self.forget_pending(peer);
-            self.events
-                .push_back(MultiplayerEvent::PeerAuthenticationFailed(peer));
-            // Its PeerDisconnected is ignored: the peer is neither pending nor admitted now.
-            self.mesh.disconnect_peer(peer, false);
+            self.fail_auth(peer);
         }
         self.pump();
     }
@@ -215,194 +203,6 @@ impl Multiplayer {
         let mesh = self.mesh.poll_timeout();
         let auth = self.pending.next_deadline();
         mesh.into_iter().chain(auth).min()
-    }
-
-    /// Godot's `send_bytes(bytes, id, mode, channel)`: sends `[3][bytes…]`. In client mode with
-    /// the relay on, anything not for the server (one other client, everyone, everyone but `n`)
-    /// goes to the server as `[7][3][target][3][bytes…]` and the server forwards it.
-    ///
-    /// Errors as [`Mesh::send`], and: [`SendError::PeerNotConnected`] for a peer still
-    /// authenticating (or, on a client, `1` until the server is admitted);
-    /// [`SendError::UnknownPeer`] for a peer not admitted; [`SendError::PacketTooLarge`] gives
-    /// the largest payload once the framing is counted.
-    pub fn send_bytes(
-        &mut self,
-        target: Target,
-        mode: TransferMode,
-        channel: u16,
-        bytes: &[u8],
-    ) -> Result<(), SendError> {
-        let result = self.try_send_bytes(target, mode, channel, bytes);
-        self.pump();
-        result
-    }
-
-    fn try_send_bytes(
-        &mut self,
-        target: Target,
-        mode: TransferMode,
-        channel: u16,
-        bytes: &[u8],
-    ) -> Result<(), SendError> {
-        if self.mesh.status() == ConnectionStatus::Disconnected {
-            return Err(SendError::Disconnected);
-        }
-        if bytes.is_empty() {
-            return Err(SendError::EmptyPacket);
-        }
-        match target {
-            Target::Peer(n) if n <= 0 => return Err(SendError::InvalidTarget(n)),
-            Target::AllExcept(n) if n <= 0 => {
-                return Err(SendError::InvalidTarget(target.to_godot()))
-            }
-            _ => {}
-        }
-        if usize::from(channel) > self.mesh.channels_config().len() {
-            return Err(SendError::UnknownChannel(channel));
-        }
-        let client = self.mesh.mode() == Mode::Client;
-        if client && self.peers.get(&SERVER_ID) != Some(&Route::Direct) {
-            return Err(SendError::PeerNotConnected(SERVER_ID));
-        }
-        let via_server = client && self.relay_active() && target != Target::Peer(SERVER_ID);
-        let overhead = if via_server {
-            wire::RELAY_OVERHEAD
-        } else {
-            wire::RAW_OVERHEAD
-        };
-        let max = self.mesh.max_packet_size().saturating_sub(overhead);
-        if bytes.len() > max {
-            return Err(SendError::PacketTooLarge {
-                size: bytes.len(),
-                max,
-            });
-        }
-        let direct_targets: SmallVec<[PeerId; 16]> = match target {
-            Target::Peer(n) => match self.peers.get(&n) {
-                Some(Route::Relayed) if via_server => SmallVec::new(),
-                Some(Route::Direct) => SmallVec::from_elem(n, 1),
-                _ if self.pending.contains(n) => return Err(SendError::PeerNotConnected(n)),
-                _ => return Err(SendError::UnknownPeer(n)),
-            },
-            Target::All | Target::AllExcept(_) if via_server => SmallVec::new(),
-            Target::All | Target::AllExcept(_) => {
-                let excluded = match target {
-                    Target::AllExcept(n) => n,
-                    _ => 0,
-                };
-                self.direct_peers().filter(|&p| p != excluded).collect()
-            }
-        };
-        let mut frame = std::mem::take(&mut self.scratch);
-        frame.clear();
-        let result = if via_server {
-            let mut inner = Vec::with_capacity(wire::RAW_OVERHEAD + bytes.len());
-            wire::encode_raw(bytes, &mut inner);
-            wire::encode_relay(target.to_godot(), &inner, &mut frame);
-            self.mesh
-                .send(Target::Peer(SERVER_ID), mode, channel, &frame)
-        } else {
-            wire::encode_raw(bytes, &mut frame);
-            let mut full = Vec::new();
-            let mut too_large = Vec::new();
-            let mut result = Ok(());
-            for peer in direct_targets {
-                match self.mesh.send(Target::Peer(peer), mode, channel, &frame) {
-                    Ok(()) => {}
-                    Err(SendError::QueueFull(missed)) => full.extend(missed),
-                    Err(SendError::PacketTooLargeForPeers {
-                        peers, queue_full, ..
-                    }) => {
-                        too_large.extend(peers);
-                        full.extend(queue_full);
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            if result.is_ok() && !too_large.is_empty() {
-                result = Err(SendError::PacketTooLargeForPeers {
-                    size: frame.len(),
-                    peers: too_large,
-                    queue_full: full,
-                });
-            } else if result.is_ok() && !full.is_empty() {
-                result = Err(SendError::QueueFull(full));
-            }
-            result
-        };
-        self.scratch = frame;
-        result.map_err(|e| match e {
-            // Limits in the caller's terms: payload bytes, not framed ones.
-            SendError::PacketTooLargeForPeers {
-                peers, queue_full, ..
-            } => SendError::PacketTooLargeForPeers {
-                size: bytes.len(),
-                peers: peers
-                    .into_iter()
-                    .map(|(peer, max)| (peer, max.saturating_sub(overhead)))
-                    .collect(),
-                queue_full,
-            },
-            other => other,
-        })
-    }
-
-    /// Godot's `send_auth(id, data)`: sends `[7][0][data…]` to a peer still authenticating.
-    pub fn send_auth(&mut self, peer: PeerId, data: &[u8]) -> Result<(), AuthError> {
-        let pending = self
-            .pending
-            .get(peer)
-            .ok_or(AuthError::NotAuthenticating(peer))?;
-        if data.is_empty() {
-            return Err(AuthError::EmptyData);
-        }
-        if pending.local {
-            return Err(AuthError::AlreadyCompleted(peer));
-        }
-        if pending.remote {
-            return Err(AuthError::RemoteCompleted(peer));
-        }
-        let mut frame = Vec::with_capacity(2 + data.len());
-        wire::encode_auth(data, &mut frame);
-        let result = self
-            .mesh
-            .send(Target::Peer(peer), TransferMode::Reliable, 0, &frame)
-            .map_err(AuthError::Send);
-        self.pump();
-        result
-    }
-
-    /// Godot's `complete_auth(id)`: tells the peer this side is satisfied (`[7][0]`). The peer
-    /// is admitted (`PeerConnected`) once the remote side completed too.
-    pub fn complete_auth(&mut self, peer: PeerId) -> Result<(), AuthError> {
-        let pending = self
-            .pending
-            .get_mut(peer)
-            .ok_or(AuthError::NotAuthenticating(peer))?;
-        if pending.local {
-            return Err(AuthError::AlreadyCompleted(peer));
-        }
-        pending.local = true;
-        let remote = pending.remote;
-        let result = self
-            .mesh
-            .send(
-                Target::Peer(peer),
-                TransferMode::Reliable,
-                0,
-                &wire::AUTH_COMPLETE,
-            )
-            .map_err(AuthError::Send);
-        // Admission may send packets, so it follows the confirmation (as in Godot).
-        if remote {
-            self.pending.remove(peer);
-            self.admit(peer);
-        }
-        self.pump();
-        result
     }
 
     /// Disconnects a direct peer, as [`Mesh::disconnect_peer`]: without `force` a
@@ -496,7 +296,7 @@ impl Multiplayer {
         let now = self.last_now.map_or(now, |t| t.max(now));
         self.last_now = Some(now);
         if let Some(timeout) = self.config.auth_timeout {
-            self.pending.start_clocks(now + timeout);
+            self.pending.start_clocks(deadline(now, timeout));
         }
     }
 
@@ -526,7 +326,7 @@ impl Multiplayer {
             let deadline = self
                 .config
                 .auth_timeout
-                .and_then(|t| self.last_now.map(|now| now + t));
+                .and_then(|t| self.last_now.and_then(|now| deadline(now, t)));
             self.pending.insert(peer, deadline);
             self.events
                 .push_back(MultiplayerEvent::PeerAuthenticating(peer));
@@ -657,177 +457,8 @@ impl Multiplayer {
         }
     }
 
-    /// A packet from a peer still authenticating: only auth passes. A client holds the server's
-    /// peer exchange until it is admitted (Godot drops it).
-    fn on_pending_packet(&mut self, packet: Packet) {
-        let from = packet.from;
-        let holds_exchange = self.mesh.mode() == Mode::Client && from == SERVER_ID;
-        match wire::decode(&packet.data) {
-            Ok(Message::Auth(rest)) if !rest.is_empty() => {
-                let mut data = packet.data;
-                data.drain(..wire::AUTH_COMPLETE.len());
-                self.events
-                    .push_back(MultiplayerEvent::AuthData { from, data });
-            }
-            Ok(Message::Auth(_)) => {
-                let Some(pending) = self.pending.get_mut(from) else {
-                    return;
-                };
-                pending.remote = true;
-                if pending.local {
-                    self.pending.remove(from);
-                    self.admit(from);
-                }
-            }
-            Ok(Message::AddPeer(peer)) if holds_exchange => self.hold(Exchange::Add(peer)),
-            Ok(Message::DelPeer(peer)) if holds_exchange => self.hold(Exchange::Del(peer)),
-            _ => self.stats.unauthenticated += 1,
-        }
-    }
-
-    fn hold(&mut self, exchange: Exchange) {
-        if self.buffered.len() < MAX_BUFFERED_EXCHANGE {
-            self.buffered.push(exchange);
-            self.stats.peer_exchange_buffered += 1;
-        } else {
-            self.stats.unauthenticated += 1;
-        }
-    }
-
-    /// ADD_PEER / DEL_PEER: accepted only by a client with the relay on, only from the server.
-    fn on_peer_exchange(&mut self, from: PeerId, exchange: Exchange) {
-        if !self.relay_active() {
-            self.stats.relay_refused += 1;
-            return;
-        }
-        if self.mesh.mode() != Mode::Client || from != SERVER_ID {
-            self.stats.sys_not_from_server += 1;
-            return;
-        }
-        let own = self.mesh.unique_id();
-        let (Exchange::Add(peer) | Exchange::Del(peer)) = exchange;
-        if peer <= SERVER_ID || peer == own {
-            self.stats.malformed += 1;
-            return;
-        }
-        match exchange {
-            Exchange::Add(peer) => {
-                if let Entry::Vacant(entry) = self.peers.entry(peer) {
-                    entry.insert(Route::Relayed);
-                    self.events.push_back(MultiplayerEvent::PeerConnected(peer));
-                }
-            }
-            Exchange::Del(peer) => {
-                if self.peers.get(&peer) == Some(&Route::Relayed) {
-                    self.peers.remove(&peer);
-                    self.events
-                        .push_back(MultiplayerEvent::PeerDisconnected(peer));
-                }
-            }
-        }
-    }
-
-    /// RELAY: the server forwards it; a client processes the inner packet as its source's.
-    fn on_relay(
-        &mut self,
-        from: PeerId,
-        peer: PeerId,
-        inner: &[u8],
-        mode: TransferMode,
-        channel: u16,
-    ) {
-        if !self.relay_active() {
-            self.stats.relay_refused += 1;
-        } else if self.mesh.mode() == Mode::Server {
-            self.forward(from, peer, inner, mode, channel);
-        } else if from != SERVER_ID {
-            self.stats.sys_not_from_server += 1;
-        } else if !is_valid_peer_id(peer) {
-            self.stats.malformed += 1;
-        } else {
-            self.process_relayed(peer, inner, mode, channel);
-        }
-    }
-
-    /// The server's side of RELAY from `source` to `destination` (`n`, `0` or `-n`): copies
-    /// carry the true source, on the mode and channel the request came on. The server processes
-    /// the inner packet itself when it is among the destinations (`0`, or `-n` with `n != 1`).
-    fn forward(
-        &mut self,
-        source: PeerId,
-        destination: PeerId,
-        inner: &[u8],
-        mode: TransferMode,
-        channel: u16,
-    ) {
-        if wire::is_sys(inner) {
-            // Godot forwards these and the receiver discards them; refusing here saves a hop.
-            self.stats.spoof_attempts += 1;
-            return;
-        }
-        if destination == i32::MIN {
-            self.stats.malformed += 1;
-            return;
-        }
-        let targets: SmallVec<[PeerId; 16]> = if destination > 0 {
-            if self.peers.get(&destination) != Some(&Route::Direct) {
-                // Unknown, still authenticating, or gone while the packet was in flight.
-                self.stats.relay_unknown_target += 1;
-                return;
-            }
-            SmallVec::from_elem(destination, 1)
-        } else {
-            let excluded = -destination;
-            self.direct_peers()
-                .filter(|&p| p != source && p != excluded)
-                .collect()
-        };
-        let mut frame = std::mem::take(&mut self.scratch);
-        frame.clear();
-        wire::encode_relay(source, inner, &mut frame);
-        for target in targets {
-            match self.mesh.send(Target::Peer(target), mode, channel, &frame) {
-                Ok(()) => self.stats.relayed += 1,
-                Err(_) => self.stats.send_failed += 1,
-            }
-        }
-        self.scratch = frame;
-        if destination <= 0 && destination != -SERVER_ID {
-            self.process_relayed(source, inner, mode, channel);
-        }
-    }
-
-    /// An inner packet of a RELAY, as sent by `source`: only RAW is delivered.
-    fn process_relayed(&mut self, source: PeerId, inner: &[u8], mode: TransferMode, channel: u16) {
-        if wire::is_sys(inner) {
-            self.stats.spoof_attempts += 1;
-            return;
-        }
-        match wire::decode(inner) {
-            Ok(Message::Raw(payload)) => self.deliver(Packet {
-                from: source,
-                channel,
-                mode,
-                data: payload.to_vec(),
-            }),
-            Ok(_) => self.stats.unsupported += 1,
-            Err(_) => self.stats.malformed += 1,
-        }
-    }
-
     fn deliver(&mut self, packet: Packet) {
         self.stats.packets_received += 1;
         self.events.push_back(MultiplayerEvent::Packet(packet));
-    }
-
-    /// Sends a SYS packet the layer itself originates (reliable, channel 0, as Godot).
-    fn send_sys(&mut self, to: PeerId, bytes: &[u8]) {
-        if self
-            .mesh
-            .send(Target::Peer(to), TransferMode::Reliable, 0, bytes)
-            .is_err()
-        {
-            self.stats.send_failed += 1;
-        }
     }
 }

@@ -32,4 +32,10 @@ pub struct MultiplayerStats {
     /// Packets the layer itself sent (peer exchange, relay copies, auth) that the mesh refused
     /// (queue full, packet too large for this side's limit).
     pub send_failed: u64,
+    /// Peers whose authentication failed because they sent more auth data than
+    /// [`MultiplayerLimits::max_auth_bytes`](crate::MultiplayerLimits::max_auth_bytes).
+    pub auth_over_limit: u64,
+    /// ADD_PEER announcements a client dropped past
+    /// [`MultiplayerLimits::max_relayed_peers`](crate::MultiplayerLimits::max_relayed_peers).
+    pub relayed_peers_over_limit: u64,
 }

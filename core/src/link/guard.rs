@@ -1,0 +1,229 @@
+//! What a link refuses from its remote, per [`Limits`]: remote candidates past the cap (trickled,
+//! in an SDP, or peer-reflexive from a new source address), data channels outside the layout,
+//! messages above our packet size, and new offers faster than the renegotiation rate.
+//!
+//! str0m keeps every remote candidate and every SCTP stream for the connection's life and scans
+//! them on each new candidate or poll, so these are refused before str0m sees them where
+//! possible, and closed right after where not.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::channel::ChannelId;
+use str0m::net::Protocol;
+use str0m::{Candidate, CandidateKind};
+
+use super::{Link, Loss, Progress, Sink};
+use crate::config::MeshConfig;
+use crate::error::SignalError;
+use crate::limits::{Limits, RateLimit};
+
+/// One remote candidate as str0m tells them apart.
+type CandidateKey = (SocketAddr, CandidateKind, Protocol);
+
+/// The remote candidates given to the current `Rtc`, bounded.
+#[derive(Debug, Default)]
+pub(super) struct RemoteCandidates {
+    known: HashSet<CandidateKey>,
+    addresses: HashSet<SocketAddr>,
+    /// `a=candidate` lines passed on that we could not parse (each takes a slot).
+    unparsed: usize,
+}
+
+impl RemoteCandidates {
+    fn len(&self) -> usize {
+        self.known.len() + self.unparsed
+    }
+
+    /// Whether `c` may go to str0m: it is known already, or there is room (it is remembered).
+    fn admit(&mut self, c: &Candidate, max: usize) -> bool {
+        let key = (c.addr(), c.kind(), c.proto());
+        if self.known.contains(&key) {
+            return true;
+        }
+        if self.len() >= max {
+            return false;
+        }
+        self.known.insert(key);
+        self.addresses.insert(key.0);
+        true
+    }
+
+    /// Whether a datagram from `source` may reach str0m: from an address str0m knows, or room
+    /// for the peer-reflexive candidate it would learn from it.
+    fn admit_source(&mut self, source: SocketAddr, max: usize) -> bool {
+        if self.addresses.contains(&source) {
+            return true;
+        }
+        let prflx = (source, CandidateKind::PeerReflexive, Protocol::Udp);
+        if self.len() >= max {
+            return false;
+        }
+        self.known.insert(prflx);
+        self.addresses.insert(source);
+        true
+    }
+
+    /// `sdp` with the `a=candidate` lines past the cap removed, and how many were removed.
+    fn filter_sdp(&mut self, sdp: &str, max: usize) -> (String, usize) {
+        let mut removed = 0;
+        let mut out = String::with_capacity(sdp.len());
+        for line in sdp.split_inclusive('\n') {
+            if let Some(attr) = line.strip_prefix("a=") {
+                if attr.starts_with("candidate:") {
+                    let admitted = match Candidate::from_sdp_string(attr.trim_end()) {
+                        Ok(c) => self.admit(&c, max),
+                        Err(_) if self.len() < max => {
+                            self.unparsed += 1;
+                            true
+                        }
+                        Err(_) => false,
+                    };
+                    if !admitted {
+                        removed += 1;
+                        continue;
+                    }
+                }
+            }
+            out.push_str(line);
+        }
+        (out, removed)
+    }
+}
+
+/// A link's limits and what the remote has used of them.
+#[derive(Debug)]
+pub(super) struct Guard {
+    limits: Limits,
+    max_packet_size: usize,
+    /// Remote candidates of the current `Rtc` (cleared when the handshake starts over).
+    pub remote: RemoteCandidates,
+    /// Channels outside the layout the remote opened (kept across restarts).
+    refused_channels: u32,
+    /// New offers from the remote (kept across restarts).
+    offers: RateLimit,
+}
+
+impl Guard {
+    pub fn new(config: &MeshConfig) -> Guard {
+        Guard {
+            limits: config.limits.clone(),
+            max_packet_size: config.max_packet_size,
+            remote: RemoteCandidates::default(),
+            refused_channels: 0,
+            offers: RateLimit::full(config.limits.renegotiation_burst),
+        }
+    }
+}
+
+impl Link {
+    /// Gives a trickled candidate to str0m unless the cap is reached (then it is counted).
+    pub(super) fn add_remote_candidate(&mut self, c: Candidate, sink: &mut Sink<'_>) {
+        let max = self.guard.limits.max_remote_candidates;
+        if self.guard.remote.admit(&c, max) {
+            self.rtc.add_remote_candidate(c);
+        } else {
+            sink.stats.candidates_over_limit += 1;
+        }
+    }
+
+    /// An offer's or answer's SDP with its candidates past the cap removed (and counted).
+    pub(super) fn bound_sdp_candidates(&mut self, sdp: String, sink: &mut Sink<'_>) -> String {
+        let max = self.guard.limits.max_remote_candidates;
+        let (sdp, removed) = self.guard.remote.filter_sdp(&sdp, max);
+        sink.stats.candidates_over_limit += removed as u64;
+        sdp
+    }
+
+    /// Whether a datagram that reached this link from a new address may go on to str0m: a new
+    /// address becomes a peer-reflexive candidate, so it needs room under the cap.
+    pub fn admit_source(&mut self, source: SocketAddr) -> bool {
+        let max = self.guard.limits.max_remote_candidates;
+        self.guard.remote.admit_source(source, max)
+    }
+
+    /// Whether a new offer from the remote may start the handshake over at `now`.
+    pub(super) fn renegotiation_allowed(&mut self, now: Instant) -> Result<(), SignalError> {
+        let (burst, interval) = (
+            self.guard.limits.renegotiation_burst,
+            self.guard.limits.renegotiation_interval,
+        );
+        if self.guard.offers.allows(now, burst, interval) {
+            Ok(())
+        } else {
+            Err(SignalError::TooManyOffers(self.peer))
+        }
+    }
+
+    /// Records that a new offer started the handshake over.
+    pub(super) fn renegotiated(&mut self) {
+        self.guard.offers.take();
+    }
+
+    /// A channel the remote opened outside the layout: closed at once; past the allowance the
+    /// connection ends.
+    pub(super) fn refuse_channel(
+        &mut self,
+        id: ChannelId,
+        progress: &mut Progress,
+        sink: &mut Sink<'_>,
+    ) {
+        self.rtc.direct_api().close_data_channel(id);
+        sink.stats.channels_refused += 1;
+        self.guard.refused_channels = self.guard.refused_channels.saturating_add(1);
+        if self.guard.refused_channels > self.guard.limits.max_refused_channels
+            && progress.lost.is_none()
+        {
+            sink.stats.peers_disconnected_for_abuse += 1;
+            progress.lost = Some(Loss::Abuse);
+        }
+    }
+
+    /// Whether an incoming message fits our own packet size (counted when not).
+    pub(super) fn fits_packet_size(&self, len: usize, sink: &mut Sink<'_>) -> bool {
+        let fits = len <= self.guard.max_packet_size;
+        if !fits {
+            sink.stats.packets_too_large += 1;
+        }
+        fits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(i: u16) -> Candidate {
+        Candidate::host(SocketAddr::from(([127, 0, 0, 1], 5000 + i)), "udp").expect("candidate")
+    }
+
+    #[test]
+    fn candidates_past_the_cap_are_refused_but_repeats_pass() {
+        let mut remote = RemoteCandidates::default();
+        assert!(remote.admit(&host(0), 2));
+        assert!(remote.admit(&host(1), 2));
+        assert!(!remote.admit(&host(2), 2));
+        assert!(remote.admit(&host(0), 2), "a repeat takes no slot");
+        assert!(remote.admit_source(SocketAddr::from(([127, 0, 0, 1], 5001)), 2));
+        assert!(!remote.admit_source(SocketAddr::from(([127, 0, 0, 1], 6000)), 2));
+    }
+
+    #[test]
+    fn sdp_lines_past_the_cap_are_removed() {
+        let sdp = "v=0\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+                   a=candidate:2 1 udp 2130706431 127.0.0.1 5001 typ host\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+                   a=candidate:x garbage\r\n\
+                   a=end-of-candidates\r\n";
+        let mut remote = RemoteCandidates::default();
+        let (out, removed) = remote.filter_sdp(sdp, 1);
+        assert_eq!(removed, 2);
+        assert_eq!(
+            out,
+            "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+             a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n"
+        );
+    }
+}

@@ -1,0 +1,502 @@
+//! Several signaling nodes serving one set of lobbies through Redis.
+//!
+//! - **Ownership.** A lobby lives on the node where its host connected: that node's
+//!   [`LobbyServer`](rtcmesh::lobby::LobbyServer) runs it, exactly as on a single node. The
+//!   node records it as `{prefix}:lobby:{name}` = its node id (a lease, refreshed).
+//! - **Membership.** A client that asks another node for that lobby stays connected to that
+//!   other node (the *proxy*), which forwards its frames to the owner and writes the owner's
+//!   frames back: the owner's lobby server sees it as one more connection, so every member
+//!   gets the same protocol bytes wherever it is connected.
+//! - **Forwarding.** Nodes talk through Redis pub/sub: each node subscribes to
+//!   `{prefix}:to:{node}` and publishes to the others' channels ([`wire`] is the format).
+//!   One publisher connection per node keeps each node-to-node stream in order.
+//! - **Liveness.** Each node holds `{prefix}:node:{node}` with a short lease (default 3 s),
+//!   refreshed three times per lease. Nodes check the leases of the nodes they share clients
+//!   with as often; when one is gone, its clients are gone: members it proxied leave their
+//!   lobbies (PEER_DISCONNECT to the others) and clients in lobbies it owned are closed as
+//!   when a host leaves. So a dead node's members are announced elsewhere within about
+//!   `node_lease` + `node_lease / 3`.
+//! - **Losing Redis.** A node that loses its Redis connection detaches: it closes its proxied
+//!   clients (1011 "Signaling cluster unavailable"), drops the remote members of its own
+//!   lobbies, keeps serving its own lobbies, and reconnects with backoff.
+
+pub(crate) mod wire;
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use rtcmesh::lobby::ConnectionId;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::metrics::Counters;
+pub(crate) use wire::{Body, NodeId, NodeMessage};
+
+/// Where the cluster's Redis is and how it is used.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db` (or `redis+unix:///path`).
+    pub redis_url: String,
+    /// Prefix of every key and channel (default `rtcmesh`), so several clusters can share
+    /// one Redis.
+    pub prefix: String,
+    /// How long a node counts as alive without refreshing its lease (default 3 s). A dead
+    /// node's clients are announced gone within about 4/3 of this.
+    pub node_lease: Duration,
+    /// Lease of a lobby's ownership record (default 30 s; refreshed every third of it).
+    pub lobby_lease: Duration,
+    /// Longest wait for one Redis command (default 2 s).
+    pub command_timeout: Duration,
+    /// Messages waiting to be published at most (default 65,536); past that the node detaches
+    /// as when Redis fails, rather than buffer without limit.
+    pub max_pending_publishes: usize,
+}
+
+impl ClusterConfig {
+    /// Defaults with this Redis URL.
+    pub fn new(redis_url: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            redis_url: redis_url.into(),
+            prefix: "rtcmesh".into(),
+            node_lease: Duration::from_secs(3),
+            lobby_lease: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(2),
+            max_pending_publishes: 65_536,
+        }
+    }
+}
+
+/// What the cluster's tasks tell the server loop.
+#[derive(Debug)]
+pub(crate) enum ClusterEvent {
+    /// Attached (again): publish and look up through this connection.
+    Up(MultiplexedConnection),
+    /// Redis failed: detach.
+    Down,
+    /// From another node.
+    Message(NodeMessage),
+    /// Where the lobby a handed-off connection asked for lives (`Err`: Redis failed).
+    Resolved {
+        conn: ConnectionId,
+        owner: Result<Option<NodeId>, ()>,
+    },
+    /// These nodes' leases are gone.
+    Dead(Vec<NodeId>),
+    /// A lobby name this node generated is already another node's.
+    Taken(String),
+}
+
+fn node_key(prefix: &str, node: NodeId) -> String {
+    format!("{prefix}:node:{node:016x}")
+}
+
+fn lobby_key(prefix: &str, name: &str) -> String {
+    format!("{prefix}:lobby:{name}")
+}
+
+fn channel(prefix: &str, node: NodeId) -> String {
+    format!("{prefix}:to:{node:016x}")
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+}
+
+fn redis_error(e: redis::RedisError) -> io::Error {
+    io::Error::other(format!("Redis: {e}"))
+}
+
+/// The server loop's side of the cluster.
+pub(crate) struct Cluster {
+    pub node: NodeId,
+    config: ClusterConfig,
+    conn: Option<MultiplexedConnection>,
+    publish: mpsc::Sender<(NodeId, Vec<u8>)>,
+    events: mpsc::Sender<ClusterEvent>,
+    counters: Arc<Counters>,
+    supervisor: JoinHandle<()>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+impl Cluster {
+    /// Connects (failing clearly if Redis cannot be reached now), then keeps the node attached
+    /// in the background. Events arrive on the returned receiver.
+    pub async fn start(
+        config: ClusterConfig,
+        node: NodeId,
+        counters: Arc<Counters>,
+    ) -> io::Result<(Cluster, mpsc::Receiver<ClusterEvent>)> {
+        let client = redis::Client::open(config.redis_url.as_str()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad Redis URL {:?}: {e}", config.redis_url),
+            )
+        })?;
+        let mut probe = tokio::time::timeout(config.command_timeout, connect(&client, &config))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("Redis at {} did not answer", config.redis_url),
+                )
+            })?
+            .map_err(redis_error)?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut probe)
+            .await
+            .map_err(redis_error)?;
+        let (events_tx, events) = mpsc::channel(4096);
+        let (publish, publish_rx) = mpsc::channel(config.max_pending_publishes.max(1));
+        let supervisor = tokio::spawn(supervise(
+            client,
+            node,
+            config.clone(),
+            publish_rx,
+            events_tx.clone(),
+            counters.clone(),
+        ));
+        let cluster = Cluster {
+            node,
+            config,
+            conn: None,
+            publish,
+            events: events_tx,
+            counters,
+            supervisor,
+        };
+        Ok((cluster, events))
+    }
+
+    /// How often the server loop checks other nodes' leases.
+    pub fn lease_check_interval(&self) -> Duration {
+        (self.config.node_lease / 3).max(Duration::from_millis(10))
+    }
+
+    /// Every how many lease checks this node renews its lobbies' records.
+    pub fn lobby_renew_every(&self) -> u64 {
+        let every =
+            (self.config.lobby_lease / 3).as_millis() / self.lease_check_interval().as_millis();
+        (every as u64).max(1)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    pub fn up(&mut self, conn: MultiplexedConnection) {
+        self.conn = Some(conn);
+    }
+
+    pub fn down(&mut self) {
+        self.conn = None;
+    }
+
+    /// Queues a message for `to`; `false` when the node is detached or the queue is full.
+    pub fn publish(&self, to: NodeId, conn: ConnectionId, body: Body) -> bool {
+        if !self.is_up() {
+            return false;
+        }
+        let message = NodeMessage {
+            from: self.node,
+            conn,
+            body,
+        };
+        self.publish.try_send((to, message.encode())).is_ok()
+    }
+
+    fn spawn<F>(&self, work: impl FnOnce(MultiplexedConnection, ClusterConfig) -> F)
+    where
+        F: std::future::Future<Output = Option<ClusterEvent>> + Send + 'static,
+    {
+        let Some(conn) = self.conn.clone() else {
+            return;
+        };
+        let events = self.events.clone();
+        let limit = self.config.command_timeout;
+        let work = work(conn, self.config.clone());
+        tokio::spawn(async move {
+            let event = tokio::time::timeout(limit * 2, work).await.ok().flatten();
+            if let Some(event) = event {
+                let _ = events.send(event).await;
+            }
+        });
+    }
+
+    /// Looks up the owner of `lobby` (retrying briefly: a lobby created a moment ago on
+    /// another node may not be recorded yet) and reports [`ClusterEvent::Resolved`].
+    pub fn resolve(&self, conn: ConnectionId, lobby: String) {
+        if !self.is_up() {
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let _ = events
+                    .send(ClusterEvent::Resolved {
+                        conn,
+                        owner: Err(()),
+                    })
+                    .await;
+            });
+            return;
+        }
+        let limit = self.config.command_timeout;
+        self.spawn(move |mut c, config| async move {
+            let key = lobby_key(&config.prefix, &lobby);
+            let mut owner = Err(());
+            let lookup = async {
+                for attempt in 0..3 {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let found: Option<String> =
+                        match redis::cmd("GET").arg(&key).query_async(&mut c).await {
+                            Ok(found) => found,
+                            Err(_) => break,
+                        };
+                    let Some(node) = found.and_then(|v| NodeId::from_str_radix(&v, 16).ok()) else {
+                        owner = Ok(None);
+                        continue;
+                    };
+                    let alive: bool = match redis::cmd("EXISTS")
+                        .arg(node_key(&config.prefix, node))
+                        .query_async(&mut c)
+                        .await
+                    {
+                        Ok(alive) => alive,
+                        Err(_) => break,
+                    };
+                    owner = Ok(alive.then_some(node));
+                    break;
+                }
+            };
+            // Always answer, so the connection waiting on it never waits forever.
+            let _ = tokio::time::timeout(limit, lookup).await;
+            Some(ClusterEvent::Resolved { conn, owner })
+        });
+    }
+
+    /// Records a lobby this node just created; reports [`ClusterEvent::Taken`] if another node
+    /// already has that name.
+    pub fn register(&self, name: String) {
+        let node = self.node;
+        self.spawn(move |mut c, config| async move {
+            let set: redis::Value = redis::cmd("SET")
+                .arg(lobby_key(&config.prefix, &name))
+                .arg(format!("{node:016x}"))
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(config.lobby_lease))
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            matches!(set, redis::Value::Nil).then_some(ClusterEvent::Taken(name))
+        });
+    }
+
+    /// Forgets a lobby this node closed.
+    pub fn unregister(&self, name: String) {
+        self.spawn(move |mut c, config| async move {
+            let _: Result<(), _> = redis::cmd("DEL")
+                .arg(lobby_key(&config.prefix, &name))
+                .query_async(&mut c)
+                .await;
+            None
+        });
+    }
+
+    /// Checks the leases of `nodes` (reporting [`ClusterEvent::Dead`]) and, when `lobbies` is
+    /// not empty, renews this node's ownership of them.
+    pub fn check(&self, nodes: Vec<NodeId>, lobbies: Vec<String>) {
+        if nodes.is_empty() && lobbies.is_empty() {
+            return;
+        }
+        let node = self.node;
+        self.spawn(move |mut c, config| async move {
+            if !lobbies.is_empty() {
+                let mut pipe = redis::pipe();
+                for name in &lobbies {
+                    pipe.cmd("SET")
+                        .arg(lobby_key(&config.prefix, name))
+                        .arg(format!("{node:016x}"))
+                        .arg("PX")
+                        .arg(millis(config.lobby_lease))
+                        .ignore();
+                }
+                let _: Result<(), _> = pipe.query_async(&mut c).await;
+            }
+            if nodes.is_empty() {
+                return None;
+            }
+            let mut pipe = redis::pipe();
+            for n in &nodes {
+                pipe.cmd("EXISTS").arg(node_key(&config.prefix, *n));
+            }
+            let alive: Vec<bool> = pipe.query_async(&mut c).await.ok()?;
+            let dead: Vec<NodeId> = nodes
+                .into_iter()
+                .zip(alive)
+                .filter(|(_, alive)| !alive)
+                .map(|(n, _)| n)
+                .collect();
+            (!dead.is_empty()).then_some(ClusterEvent::Dead(dead))
+        });
+    }
+
+    /// Leaving for good (a shutdown): lets queued messages go out, then deletes this node's
+    /// lease and lobby records so the others notice at once. Bounded by the command timeout.
+    pub async fn leave(&mut self, lobbies: Vec<String>) {
+        let Some(mut c) = self.conn.clone() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + self.config.command_timeout;
+        while self.publish.capacity() < self.publish.max_capacity()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut keys: Vec<String> = lobbies
+            .iter()
+            .map(|name| lobby_key(&self.config.prefix, name))
+            .collect();
+        keys.push(node_key(&self.config.prefix, self.node));
+        let mut del = redis::cmd("DEL");
+        del.arg(keys);
+        let _ = tokio::time::timeout_at(deadline, del.query_async::<()>(&mut c)).await;
+        self.supervisor.abort();
+        self.conn = None;
+        Counters::set(&self.counters.cluster_up, 0);
+    }
+}
+
+async fn connect(
+    client: &redis::Client,
+    config: &ClusterConfig,
+) -> redis::RedisResult<MultiplexedConnection> {
+    let settings = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.command_timeout))
+        .set_response_timeout(Some(config.command_timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&settings)
+        .await
+}
+
+/// Keeps the node attached: subscribes, holds the node's lease, publishes, and reconnects
+/// with backoff after a failure.
+async fn supervise(
+    client: redis::Client,
+    node: NodeId,
+    config: ClusterConfig,
+    mut publish: mpsc::Receiver<(NodeId, Vec<u8>)>,
+    events: mpsc::Sender<ClusterEvent>,
+    counters: Arc<Counters>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attached = session(&client, node, &config, &mut publish, &events, &counters).await;
+        Counters::set(&counters.cluster_up, 0);
+        Counters::add(&counters.cluster_failures, 1);
+        if events.send(ClusterEvent::Down).await.is_err() {
+            return;
+        }
+        // Whatever waited was for a cluster this node is no longer part of.
+        while publish.try_recv().is_ok() {}
+        match attached {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => tracing::warn!(error = %e, "Redis unavailable, retrying in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One attachment, until Redis fails. `Ok` if it was attached at all.
+async fn session(
+    client: &redis::Client,
+    node: NodeId,
+    config: &ClusterConfig,
+    publish: &mut mpsc::Receiver<(NodeId, Vec<u8>)>,
+    events: &mpsc::Sender<ClusterEvent>,
+    counters: &Counters,
+) -> redis::RedisResult<()> {
+    let limit = config.command_timeout;
+    let timed_out = || redis::RedisError::from(io::Error::from(io::ErrorKind::TimedOut));
+    let mut conn = tokio::time::timeout(limit, connect(client, config))
+        .await
+        .map_err(|_| timed_out())??;
+    let mut pubsub = tokio::time::timeout(limit, client.get_async_pubsub())
+        .await
+        .map_err(|_| timed_out())??;
+    pubsub.subscribe(channel(&config.prefix, node)).await?;
+    let mut messages = pubsub.into_on_message();
+    let lease = |conn: &mut MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let key = node_key(&config.prefix, node);
+        async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("PX")
+                .arg(millis(config.node_lease))
+                .query_async::<()>(&mut conn)
+                .await
+        }
+    };
+    lease(&mut conn).await?;
+    if events.send(ClusterEvent::Up(conn.clone())).await.is_err() {
+        return Ok(());
+    }
+    Counters::set(&counters.cluster_up, 1);
+    tracing::info!(
+        node = format_args!("{node:016x}"),
+        "attached to the Redis cluster"
+    );
+    let mut renew = tokio::time::interval(config.node_lease / 3);
+    renew.tick().await;
+    let mut batch = Vec::new();
+    let mut seen_nodes = HashSet::new();
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else {
+                    return Err(timed_out());
+                };
+                match NodeMessage::decode(message.get_payload_bytes()) {
+                    Ok(m) => {
+                        Counters::add(&counters.cluster_in, 1);
+                        if seen_nodes.insert(m.from) {
+                            tracing::debug!(from = format_args!("{:016x}", m.from), "first message from a node");
+                        }
+                        if events.send(ClusterEvent::Message(m)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "dropped a message on the node channel"),
+                }
+            }
+            _ = renew.tick() => {
+                tokio::time::timeout(limit, lease(&mut conn)).await.map_err(|_| timed_out())??;
+            }
+            received = publish.recv_many(&mut batch, 256) => {
+                if received == 0 {
+                    return Ok(());
+                }
+                let mut pipe = redis::pipe();
+                for (to, bytes) in batch.drain(..) {
+                    pipe.cmd("PUBLISH").arg(channel(&config.prefix, to)).arg(bytes).ignore();
+                }
+                tokio::time::timeout(limit, pipe.query_async::<()>(&mut conn))
+                    .await
+                    .map_err(|_| timed_out())??;
+                Counters::add(&counters.cluster_out, received as u64);
+            }
+        }
+    }
+}

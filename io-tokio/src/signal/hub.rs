@@ -1,0 +1,555 @@
+//! The server loop: the one task that owns the [`LobbyServer`]. Connections report frames to
+//! it; it routes the lobby server's outputs into each connection's bounded outbox, or through
+//! Redis to the node holding the socket.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtcmesh::lobby::{close as lobby_close, ConnectionId, LobbyServer, ServerOutput};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+
+use super::close;
+use super::cluster::{Body, Cluster, ClusterEvent, NodeId, NodeMessage};
+use super::connection::{Frame, Incoming};
+use super::metrics::Counters;
+use super::outbox::Outbox;
+
+/// Orders for the loop from the [`SignalServer`](super::SignalServer) handle.
+pub(crate) enum Control {
+    /// Close everyone, leave the cluster, wait for the close frames, then answer.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Where a socket's frames go.
+enum Route {
+    /// To this node's lobby server.
+    Local,
+    /// Its JOIN names a lobby this node does not have; the owner is being looked up. The
+    /// JOIN's permit is held, so the reader reads nothing more meanwhile.
+    Pending {
+        join: String,
+        _permit: Option<OwnedSemaphorePermit>,
+    },
+    /// To the node that owns its lobby.
+    Proxied { owner: NodeId },
+}
+
+struct Socket {
+    outbox: Arc<Outbox>,
+    address: IpAddr,
+    route: Route,
+}
+
+pub(crate) struct Hub {
+    lobby: LobbyServer,
+    sockets: HashMap<ConnectionId, Socket>,
+    /// Members of this node's lobbies whose sockets are on other nodes: our id for them →
+    /// (their node, their id there).
+    remote: HashMap<ConnectionId, (NodeId, ConnectionId)>,
+    remote_ids: HashMap<(NodeId, ConnectionId), ConnectionId>,
+    /// Lobbies this node hosts, with their hosts.
+    owned: HashMap<String, ConnectionId>,
+    ids: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    cluster: Option<Cluster>,
+    /// The permit of the frame being handled, for a JOIN that turns into a handoff.
+    permit: Option<OwnedSemaphorePermit>,
+    max_sockets: usize,
+    close_timeout: Duration,
+    ticks: u64,
+}
+
+impl Hub {
+    pub fn new(
+        lobby: LobbyServer,
+        ids: Arc<AtomicU64>,
+        counters: Arc<Counters>,
+        cluster: Option<Cluster>,
+        close_timeout: Duration,
+    ) -> Hub {
+        let max_sockets = lobby.config().max_peers;
+        Hub {
+            lobby,
+            sockets: HashMap::new(),
+            remote: HashMap::new(),
+            remote_ids: HashMap::new(),
+            owned: HashMap::new(),
+            ids,
+            counters,
+            cluster,
+            permit: None,
+            max_sockets,
+            close_timeout,
+            ticks: 0,
+        }
+    }
+
+    /// Runs until shut down or until every handle is gone.
+    pub async fn run(
+        mut self,
+        mut incoming: mpsc::UnboundedReceiver<Incoming>,
+        mut cluster_events: Option<mpsc::Receiver<ClusterEvent>>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        mut alive: mpsc::Receiver<()>,
+    ) {
+        let tick_every = self
+            .cluster
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |c| c.lease_check_interval());
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let wake = self
+                .lobby
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+            tokio::select! {
+                Some(message) = incoming.recv() => self.incoming(message),
+                Some(event) = recv_opt(&mut cluster_events) => self.cluster_event(event),
+                () = tokio::time::sleep_until(wake.into()) => self.lobby.handle_timeout(Instant::now()),
+                _ = tick.tick(), if self.cluster.is_some() => self.tick(),
+                order = control.recv() => match order {
+                    Some(Control::Shutdown(done)) => {
+                        self.shutdown(&mut alive).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+            self.drain();
+            self.permit = None;
+            self.update_gauges();
+        }
+    }
+
+    fn incoming(&mut self, message: Incoming) {
+        let now = Instant::now();
+        match message {
+            Incoming::Opened { conn, from, outbox } => {
+                if self.sockets.len() >= self.max_sockets {
+                    self.counters
+                        .closed(lobby_close::PROTOCOL_ERROR, lobby_close::TOO_MANY_PEERS);
+                    outbox.close(lobby_close::PROTOCOL_ERROR, lobby_close::TOO_MANY_PEERS);
+                    return;
+                }
+                let address = from.ip();
+                let socket = Socket {
+                    outbox,
+                    address,
+                    route: Route::Local,
+                };
+                self.sockets.insert(conn, socket);
+                self.lobby.connect(now, conn, address);
+            }
+            Incoming::Frame {
+                conn,
+                frame,
+                permit,
+            } => {
+                let Some(socket) = self.sockets.get(&conn) else {
+                    return;
+                };
+                match socket.route {
+                    Route::Local => {
+                        self.permit = Some(permit);
+                        match frame {
+                            Frame::Text(text) => self.lobby.handle_text(now, conn, &text),
+                            Frame::Binary => self.lobby.handle_binary(conn),
+                            Frame::Oversized => self.lobby.handle_oversized(conn),
+                        }
+                    }
+                    Route::Pending { .. } => {}
+                    Route::Proxied { owner } => {
+                        let body = match frame {
+                            Frame::Text(text) => Body::Text(text),
+                            Frame::Binary => Body::Binary,
+                            Frame::Oversized => Body::Oversized,
+                        };
+                        self.publish(owner, conn, body);
+                    }
+                }
+            }
+            Incoming::Closed { conn } => {
+                let Some(socket) = self.sockets.remove(&conn) else {
+                    return;
+                };
+                match socket.route {
+                    Route::Local => self.lobby.disconnect(conn),
+                    Route::Pending { .. } => {}
+                    Route::Proxied { owner } => self.publish(owner, conn, Body::Gone),
+                }
+            }
+        }
+    }
+
+    /// Routes everything the lobby server wants done.
+    fn drain(&mut self) {
+        while let Some(output) = self.lobby.poll_output() {
+            match output {
+                ServerOutput::Send { to, text } => self.deliver(to, text),
+                ServerOutput::Close { to, code, reason } => self.close(to, code, reason),
+                ServerOutput::LobbyOpened { name, host } => {
+                    tracing::debug!(lobby = %name, "lobby opened");
+                    if let Some(cluster) = &self.cluster {
+                        cluster.register(name.clone());
+                    }
+                    self.owned.insert(name, host);
+                }
+                ServerOutput::LobbyClosed { name } => {
+                    tracing::debug!(lobby = %name, "lobby closed");
+                    self.owned.remove(&name);
+                    if let Some(cluster) = &self.cluster {
+                        cluster.unregister(name);
+                    }
+                }
+                ServerOutput::Handoff { conn, lobby, join } => self.handoff(conn, lobby, join),
+                _ => {}
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: ConnectionId, text: String) {
+        if let Some(socket) = self.sockets.get(&to) {
+            if let Err(overflow) = socket.outbox.push(text) {
+                Counters::add(&self.counters.slow_readers, 1);
+                Counters::add(&self.counters.queue_drops, overflow.dropped as u64);
+                self.close_socket(to, close::SLOW_READER, close::SLOW_READER_REASON);
+                if let Some(socket) = self.sockets.remove(&to) {
+                    self.forget_socket(to, socket);
+                }
+            }
+        } else if let Some(&(node, theirs)) = self.remote.get(&to) {
+            self.publish(node, theirs, Body::Send(text));
+        }
+    }
+
+    /// The lobby server closed `to` (it already forgot it).
+    fn close(&mut self, to: ConnectionId, code: u16, reason: &'static str) {
+        if let Some(socket) = self.sockets.remove(&to) {
+            self.counters.closed(code, reason);
+            socket.outbox.close(code, reason);
+        } else if let Some((node, theirs)) = self.remote.remove(&to) {
+            self.remote_ids.remove(&(node, theirs));
+            self.publish(node, theirs, Body::Close { code, reason });
+        }
+    }
+
+    /// Closes a socket this node holds, whatever its route (the caller removes it).
+    fn close_socket(&self, conn: ConnectionId, code: u16, reason: &'static str) {
+        if let Some(socket) = self.sockets.get(&conn) {
+            self.counters.closed(code, reason);
+            socket.outbox.close(code, reason);
+        }
+    }
+
+    /// A socket this node closed on its own: whoever runs its lobby must hear it left.
+    fn forget_socket(&mut self, conn: ConnectionId, socket: Socket) {
+        match socket.route {
+            Route::Local => self.lobby.disconnect(conn),
+            Route::Pending { .. } => {}
+            Route::Proxied { owner } => self.publish(owner, conn, Body::Gone),
+        }
+    }
+
+    fn handoff(&mut self, conn: ConnectionId, lobby: String, join: String) {
+        if self.remote.contains_key(&conn) {
+            // A remote member's lobby vanished between the lookup and its JOIN.
+            self.close(
+                conn,
+                lobby_close::PROTOCOL_ERROR,
+                lobby_close::LOBBY_DOES_NOT_EXIST,
+            );
+            return;
+        }
+        let permit = self.permit.take();
+        let Some(socket) = self.sockets.get_mut(&conn) else {
+            return;
+        };
+        match &self.cluster {
+            Some(cluster) if cluster.is_up() => {
+                socket.route = Route::Pending {
+                    join,
+                    _permit: permit,
+                };
+                cluster.resolve(conn, lobby);
+            }
+            _ => {
+                self.close_socket(
+                    conn,
+                    close::CLUSTER_UNAVAILABLE,
+                    close::CLUSTER_UNAVAILABLE_REASON,
+                );
+                self.sockets.remove(&conn);
+            }
+        }
+    }
+
+    fn publish(&mut self, to: NodeId, conn: ConnectionId, body: Body) {
+        let sent = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.publish(to, conn, body));
+        if !sent && self.cluster.as_ref().is_some_and(Cluster::is_up) {
+            tracing::warn!("too many messages waiting for Redis: detaching from the cluster");
+            self.detach();
+        }
+    }
+
+    fn cluster_event(&mut self, event: ClusterEvent) {
+        let now = Instant::now();
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let me = cluster.node;
+        match event {
+            ClusterEvent::Up(conn) => {
+                cluster.up(conn);
+                for name in self.owned.keys() {
+                    cluster.register(name.clone());
+                }
+            }
+            ClusterEvent::Down => {
+                tracing::warn!("lost Redis: detaching from the cluster");
+                self.detach();
+            }
+            ClusterEvent::Resolved { conn, owner } => {
+                let Some(socket) = self.sockets.get_mut(&conn) else {
+                    return;
+                };
+                let Route::Pending { join, .. } = &mut socket.route else {
+                    return;
+                };
+                match owner {
+                    Ok(Some(owner)) if owner != me => {
+                        let frame = std::mem::take(join);
+                        let address = socket.address;
+                        socket.route = Route::Proxied { owner };
+                        self.publish(owner, conn, Body::Join { address, frame });
+                    }
+                    Ok(_) => {
+                        self.close_socket(
+                            conn,
+                            lobby_close::PROTOCOL_ERROR,
+                            lobby_close::LOBBY_DOES_NOT_EXIST,
+                        );
+                        self.sockets.remove(&conn);
+                    }
+                    Err(()) => {
+                        self.close_socket(
+                            conn,
+                            close::CLUSTER_UNAVAILABLE,
+                            close::CLUSTER_UNAVAILABLE_REASON,
+                        );
+                        self.sockets.remove(&conn);
+                    }
+                }
+            }
+            ClusterEvent::Dead(nodes) => {
+                for node in nodes {
+                    tracing::info!(
+                        node = format_args!("{node:016x}"),
+                        "node lease expired: its clients are gone"
+                    );
+                    self.node_gone(node);
+                }
+            }
+            ClusterEvent::Taken(name) => {
+                tracing::error!(lobby = %name, "lobby name already taken by another node; closing its host");
+                if let Some(host) = self.owned.get(&name).copied() {
+                    self.close_socket(
+                        host,
+                        close::CLUSTER_UNAVAILABLE,
+                        close::CLUSTER_UNAVAILABLE_REASON,
+                    );
+                    if let Some(socket) = self.sockets.remove(&host) {
+                        self.forget_socket(host, socket);
+                    }
+                }
+            }
+            ClusterEvent::Message(message) => self.node_message(now, message),
+        }
+    }
+
+    fn node_message(&mut self, now: Instant, message: NodeMessage) {
+        let NodeMessage { from, conn, body } = message;
+        match body {
+            Body::Join { address, frame } => {
+                if self.remote_ids.contains_key(&(from, conn)) {
+                    return;
+                }
+                let ours = self.ids.fetch_add(1, Ordering::Relaxed);
+                self.remote.insert(ours, (from, conn));
+                self.remote_ids.insert((from, conn), ours);
+                self.lobby.connect(now, ours, address);
+                self.lobby.handle_text(now, ours, &frame);
+            }
+            Body::Text(text) => {
+                if let Some(&ours) = self.remote_ids.get(&(from, conn)) {
+                    self.lobby.handle_text(now, ours, &text);
+                }
+            }
+            Body::Binary => {
+                if let Some(&ours) = self.remote_ids.get(&(from, conn)) {
+                    self.lobby.handle_binary(ours);
+                }
+            }
+            Body::Oversized => {
+                if let Some(&ours) = self.remote_ids.get(&(from, conn)) {
+                    self.lobby.handle_oversized(ours);
+                }
+            }
+            Body::Gone => {
+                if let Some(ours) = self.remote_ids.remove(&(from, conn)) {
+                    self.remote.remove(&ours);
+                    self.lobby.disconnect(ours);
+                }
+            }
+            Body::Send(text) => {
+                if self.proxied_by(conn, from) {
+                    self.deliver(conn, text);
+                }
+            }
+            Body::Close { code, reason } => {
+                if self.proxied_by(conn, from) {
+                    self.close_socket(conn, code, reason);
+                    self.sockets.remove(&conn);
+                }
+            }
+        }
+    }
+
+    fn proxied_by(&self, conn: ConnectionId, owner: NodeId) -> bool {
+        self.sockets
+            .get(&conn)
+            .is_some_and(|s| matches!(s.route, Route::Proxied { owner: o } if o == owner))
+    }
+
+    /// `node` is gone: its members leave our lobbies, our clients in its lobbies are closed as
+    /// when a host leaves (its host was connected to it).
+    fn node_gone(&mut self, node: NodeId) {
+        let theirs: Vec<ConnectionId> = self
+            .remote
+            .iter()
+            .filter(|(_, (n, _))| *n == node)
+            .map(|(ours, _)| *ours)
+            .collect();
+        for ours in theirs {
+            if let Some(key) = self.remote.remove(&ours) {
+                self.remote_ids.remove(&key);
+            }
+            self.lobby.disconnect(ours);
+        }
+        let proxied: Vec<ConnectionId> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| matches!(s.route, Route::Proxied { owner } if owner == node))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in proxied {
+            self.close_socket(
+                conn,
+                lobby_close::PROTOCOL_ERROR,
+                lobby_close::HOST_DISCONNECTED,
+            );
+            self.sockets.remove(&conn);
+        }
+    }
+
+    /// Redis is gone (or too slow): everything that crosses nodes ends; local lobbies go on.
+    fn detach(&mut self) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.down();
+        }
+        let remote: Vec<ConnectionId> = self.remote.keys().copied().collect();
+        self.remote.clear();
+        self.remote_ids.clear();
+        for ours in remote {
+            self.lobby.disconnect(ours);
+        }
+        let crossing: Vec<ConnectionId> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| !matches!(s.route, Route::Local))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in crossing {
+            self.close_socket(
+                conn,
+                close::CLUSTER_UNAVAILABLE,
+                close::CLUSTER_UNAVAILABLE_REASON,
+            );
+            self.sockets.remove(&conn);
+        }
+    }
+
+    /// Checks the leases of the nodes we share clients with; renews our lobbies' records.
+    fn tick(&mut self) {
+        self.ticks += 1;
+        let Some(cluster) = &self.cluster else { return };
+        if !cluster.is_up() {
+            return;
+        }
+        let mut nodes: HashSet<NodeId> = self.remote.values().map(|(n, _)| *n).collect();
+        for socket in self.sockets.values() {
+            if let Route::Proxied { owner } = socket.route {
+                nodes.insert(owner);
+            }
+        }
+        let renew = self.ticks.is_multiple_of(cluster.lobby_renew_every());
+        let lobbies = if renew {
+            self.owned.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        cluster.check(nodes.into_iter().collect(), lobbies);
+    }
+
+    async fn shutdown(&mut self, alive: &mut mpsc::Receiver<()>) {
+        tracing::info!(
+            connections = self.sockets.len(),
+            "shutting down: closing every connection"
+        );
+        self.lobby
+            .close_all(close::SHUTTING_DOWN, close::SHUTTING_DOWN_REASON);
+        self.drain();
+        let rest: Vec<ConnectionId> = self.sockets.keys().copied().collect();
+        for conn in rest {
+            self.close_socket(conn, close::SHUTTING_DOWN, close::SHUTTING_DOWN_REASON);
+            if let Some(socket) = self.sockets.remove(&conn) {
+                if let Route::Proxied { owner } = socket.route {
+                    self.publish(owner, conn, Body::Gone);
+                }
+            }
+        }
+        self.update_gauges();
+        let lobbies: Vec<String> = self.owned.keys().cloned().collect();
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.leave(lobbies).await;
+        }
+        // Every connection task holds a sender; they end once their close frame went out.
+        let limit = self.close_timeout + Duration::from_secs(3);
+        let _ = tokio::time::timeout(limit, async { while alive.recv().await.is_some() {} }).await;
+    }
+
+    fn update_gauges(&self) {
+        let c = &self.counters;
+        Counters::set(&c.connections, self.sockets.len() as u64);
+        Counters::set(&c.lobbies, self.lobby.lobby_count() as u64);
+        Counters::set(&c.members, self.lobby.connection_count() as u64);
+        Counters::set(&c.remote_members, self.remote.len() as u64);
+        let stats = self.lobby.stats();
+        Counters::set(&c.joins, stats.joins);
+        Counters::set(&c.signals_relayed, stats.signals_relayed);
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

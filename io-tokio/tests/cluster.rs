@@ -1,0 +1,209 @@
+//! Several `rtcmesh-signal` nodes sharing lobbies through a real `redis-server` on loopback.
+//! Nodes run as child processes so a test can kill one outright (`kill -9`). Every wait is
+//! bounded. These tests need Debian's `redis-server` (`.ci/run` installs it).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::SinkExt;
+use rtcmesh::lobby::LobbyEvent;
+use rtcmesh::{Event, Mesh, PeerId, Target, TransferMode};
+use rtcmesh_tokio::{join, JoinOptions, Session};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long a dead node's members may take to be announced gone elsewhere: the node lease
+/// (3 s by default) plus a lease check (1 s), with slack for a loaded machine.
+const DEAD_NODE_NOTICED: Duration = Duration::from_secs(8);
+
+fn node(redis: &RedisServer) -> ServerProcess {
+    ServerProcess::start(&[], &["--redis", &redis.url])
+}
+
+async fn connected_to(session: &mut Session<Mesh>, count: usize) -> Vec<PeerId> {
+    let mut peers = Vec::new();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while peers.len() < count {
+        let event = tokio::time::timeout_at(deadline, session.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("peer {} saw only {peers:?} connect", session.id))
+            .expect("events open");
+        if let Event::PeerConnected(id) = event {
+            peers.push(id);
+        }
+    }
+    peers.sort();
+    peers
+}
+
+async fn lobby_event(session: &mut Session<Mesh>, wanted: &LobbyEvent, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, session.lobby_events.recv()).await {
+            Ok(Some(event)) if event == *wanted => return true,
+            Ok(Some(_)) => continue,
+            _ => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_three_nodes_form_one_mesh_and_a_killed_nodes_member_is_announced_gone() {
+    let redis = RedisServer::start();
+    let (a, b, c) = (node(&redis), node(&redis), node(&redis));
+    let host = join(&a.url, "", JoinOptions::default())
+        .await
+        .expect("host on a");
+    let lobby = host.lobby.clone();
+    let mut sessions = vec![host];
+    for url in [&b.url, &c.url, &a.url] {
+        let s = join(url, &lobby, JoinOptions::default())
+            .await
+            .expect("member joins through another node");
+        sessions.push(s);
+    }
+    let ids: Vec<PeerId> = sessions.iter().map(|s| s.id).collect();
+    for s in &mut sessions {
+        let mut expected: Vec<PeerId> = ids.iter().copied().filter(|id| *id != s.id).collect();
+        expected.sort();
+        assert_eq!(
+            connected_to(s, 3).await,
+            expected,
+            "a full mesh across nodes"
+        );
+    }
+    for s in &sessions {
+        s.handle
+            .send(
+                Target::All,
+                TransferMode::Reliable,
+                0,
+                s.id.to_le_bytes().to_vec(),
+            )
+            .await
+            .expect("send");
+    }
+    for s in &mut sessions {
+        let mut from = Vec::new();
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        while from.len() < 3 {
+            let event = tokio::time::timeout_at(deadline, s.events.recv())
+                .await
+                .expect("packets in time")
+                .expect("open");
+            if let Event::Packet(p) = event {
+                assert_eq!(p.data, p.from.to_le_bytes());
+                from.push(p.from);
+            }
+        }
+        assert_eq!(from.len(), 3);
+        assert_eq!(s.rejected_signals(), 0);
+    }
+
+    // Node c dies without a word: its member is announced gone on a and b.
+    let gone = sessions[2].id;
+    c.signal("KILL");
+    let started = Instant::now();
+    for i in [0, 1, 3] {
+        assert!(
+            lobby_event(
+                &mut sessions[i],
+                &LobbyEvent::PeerLeft(gone),
+                DEAD_NODE_NOTICED
+            )
+            .await,
+            "peer {} heard that {gone} left",
+            sessions[i].id
+        );
+    }
+    let noticed = started.elapsed();
+    println!("a killed node's member was announced gone after {noticed:?}");
+    assert!(noticed < DEAD_NODE_NOTICED);
+    drop(c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_takes_its_own_lobbies_and_members_and_nothing_else() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis), node(&redis));
+    // Lobby Y lives on b, with a member on a; lobby Z lives on a, with a member on b.
+    let mut y_host = ws(&b.url).await;
+    let (_, y) = join_raw(&mut y_host, "").await;
+    let mut y_member = ws(&a.url).await;
+    let (y_member_id, _) = join_raw(&mut y_member, &y).await;
+    let mut z_host = ws(&a.url).await;
+    let (_, z) = join_raw(&mut z_host, "").await;
+    let mut z_member = ws(&b.url).await;
+    let (z_member_id, _) = join_raw(&mut z_member, &z).await;
+    assert!(expect_frame(&mut y_host, 2, y_member_id, LIMIT).await);
+    assert!(expect_frame(&mut z_host, 2, z_member_id, LIMIT).await);
+
+    // Across nodes, a relayed frame is byte for byte what one node sends.
+    y_member
+        .send(frame(4, 1, "v=0 offer"))
+        .await
+        .expect("offer");
+    let relayed = read_until(&mut y_host, LIMIT, |m| match m {
+        Message::Text(t) if t.contains("\"type\":4") => Some(t.to_string()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        relayed.as_deref(),
+        Some(format!(r#"{{"type":4,"id":{y_member_id},"data":"v=0 offer"}}"#).as_str())
+    );
+
+    a.signal("KILL");
+    let started = Instant::now();
+    assert!(
+        expect_frame(&mut y_host, 3, y_member_id, DEAD_NODE_NOTICED).await,
+        "b's lobby hears that a's member left"
+    );
+    assert_eq!(
+        close_of(&mut z_member).await,
+        Some((4000, "Room host has disconnected".to_owned())),
+        "a's lobby is gone with its host"
+    );
+    let noticed = started.elapsed();
+    println!("a killed node's clients were handled elsewhere after {noticed:?}");
+    assert!(noticed < DEAD_NODE_NOTICED);
+    // b goes on: a new member joins y there.
+    let mut late = ws(&b.url).await;
+    let (late_id, _) = join_raw(&mut late, &y).await;
+    assert!(expect_frame(&mut y_host, 2, late_id, LIMIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutting_down_tells_the_others_at_once() {
+    let redis = RedisServer::start();
+    let (mut a, b) = (node(&redis), node(&redis));
+    let mut y_host = ws(&b.url).await;
+    let (_, y) = join_raw(&mut y_host, "").await;
+    let mut y_member = ws(&a.url).await;
+    let (y_member_id, _) = join_raw(&mut y_member, &y).await;
+    let mut z_host = ws(&a.url).await;
+    let (_, z) = join_raw(&mut z_host, "").await;
+    let mut z_member = ws(&b.url).await;
+    join_raw(&mut z_member, &z).await;
+    assert!(expect_frame(&mut y_host, 2, y_member_id, LIMIT).await);
+
+    a.signal("TERM");
+    let started = Instant::now();
+    let shutting_down = Some((1001, "Server shutting down".to_owned()));
+    assert_eq!(close_of(&mut y_member).await, shutting_down);
+    assert_eq!(close_of(&mut z_member).await, shutting_down, "through b");
+    assert!(expect_frame(&mut y_host, 3, y_member_id, LIMIT).await);
+    let took = started.elapsed();
+    println!("a node's graceful shutdown reached the other node's clients in {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "no lease to wait for: {took:?}"
+    );
+    assert!(a.wait_exit(LIMIT).is_some_and(|s| s.success()));
+    // A lobby name that died with a is unknown now.
+    assert_eq!(
+        join_refused(&b.url, &z).await,
+        Some((4000, "Lobby does not exists".to_owned()))
+    );
+}
