@@ -47,14 +47,30 @@ pub struct MeshConfig {
     /// STUN retransmissions before a candidate pair is given up (str0m default 9).
     pub stun_max_retransmits: usize,
     /// The largest packet `send` accepts. Must not exceed `sctp_send_buffer`. Default 64 KiB
-    /// (the most every WebRTC stack accepts without SDP `max-message-size` checks).
+    /// (the most every WebRTC stack accepts: RFC 8841's default when the SDP says nothing).
+    /// A peer that advertises a smaller `a=max-message-size` gets at most that.
     pub max_packet_size: usize,
-    /// Bytes a peer may have waiting for SCTP buffer space before `send` reports
-    /// [`SendError::QueueFull`](crate::SendError::QueueFull). Default 1 MiB.
+    /// Bytes that may wait per peer in rtcmesh's own send queue (packets that did not fit the
+    /// SCTP send window yet) before `send` reports
+    /// [`SendError::QueueFull`](crate::SendError::QueueFull). The queue is served round robin
+    /// across channels, and packets of partially reliable channels leave it once their
+    /// lifetime (counted from `send`) is over. A packet counts at least 64 bytes (its
+    /// bookkeeping), so a flood of tiny packets stays bounded too. `0` turns the queue off:
+    /// `send` then refuses what SCTP cannot take at once. Default 1 MiB.
     pub max_queued_bytes: usize,
-    /// str0m's SCTP send buffer per peer (`set_sctp_max_buffered_amount`). A smaller buffer
-    /// costs less CPU per packet but caps throughput near buffer ÷ RTT. Default 128 KiB.
+    /// The most bytes SCTP holds per peer (str0m's `set_sctp_max_buffered_amount`): the upper
+    /// bound of the send window, which rtcmesh sizes per peer from ICE's round trip and the
+    /// rate SCTP drains (about twice their product) so that a long round trip does not cap a
+    /// transfer at window ÷ RTT. Default 1 MiB: SCTP's receive window in str0m, so more could
+    /// never be in flight.
     pub sctp_send_buffer: usize,
+    /// The least the send window allows SCTP to hold per peer, and the window on a link whose
+    /// round trip is too short to matter (a LAN, loopback). sctp-proto rescans everything it
+    /// holds on every poll, so this bounds what a burst of small packets costs per packet, and
+    /// how long a packet can wait inside SCTP where rtcmesh's round robin does not reach.
+    /// At most `sctp_send_buffer`; set both equal for a fixed buffer (either way SCTP holds at
+    /// most 2,048 chunks: 2,048 messages when they are small). Default 32 KiB.
+    pub sctp_send_buffer_min: usize,
     /// The datagram size str0m aims for (`set_mtu`), 576..=1500. Default 1300, so a message of
     /// Godot's advertised 1,200-byte packet size travels in one datagram (with str0m's 1150 it
     /// is split in two, and over real sockets such two-datagram messages ran 9× slower in our
@@ -100,7 +116,8 @@ impl Default for MeshConfig {
             stun_max_retransmits: 9,
             max_packet_size: 64 * 1024,
             max_queued_bytes: 1024 * 1024,
-            sctp_send_buffer: 128 * 1024,
+            sctp_send_buffer: 1024 * 1024,
+            sctp_send_buffer_min: 32 * 1024,
             mtu: 1300,
             dtls_cert: None,
             remote_allowlist: None,
@@ -148,6 +165,11 @@ impl MeshConfig {
         if self.sctp_send_buffer < 1024 {
             return Err(CreateError::InvalidConfig(
                 "sctp_send_buffer must be at least 1024 bytes",
+            ));
+        }
+        if self.sctp_send_buffer_min < 1024 || self.sctp_send_buffer_min > self.sctp_send_buffer {
+            return Err(CreateError::InvalidConfig(
+                "sctp_send_buffer_min must be within 1024..=sctp_send_buffer",
             ));
         }
         if self.max_packet_size == 0 || self.max_packet_size > self.sctp_send_buffer {

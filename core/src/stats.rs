@@ -15,8 +15,12 @@ pub struct MeshStats {
     pub datagrams_rejected: u64,
     /// Datagrams emitted for sending.
     pub datagrams_sent: u64,
-    /// Packets written to a data channel (a broadcast counts once per peer).
+    /// Packets handed to a data channel's SCTP stream (a broadcast counts once per peer).
     pub packets_sent: u64,
+    /// Packets dropped from rtcmesh's send queue because they outlived their channel's packet
+    /// lifetime (counted from `send`) before reaching SCTP; per channel in
+    /// [`Mesh::peer_stats`](crate::Mesh::peer_stats).
+    pub packets_expired: u64,
     /// Packets delivered as [`Event::Packet`](crate::Event::Packet).
     pub packets_received: u64,
     /// Incoming data-channel messages on a channel outside the layout (dropped).

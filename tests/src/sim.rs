@@ -171,7 +171,12 @@ pub struct World {
     pub datagrams_dropped: u64,
     /// Datagrams delivered.
     pub datagrams_delivered: u64,
+    /// Tampers with signals in flight (see [`World::rewrite_signals`]).
+    rewrite: Option<SignalRewrite>,
 }
+
+/// A test's hook on the signaling channel: (sender id, receiver id, signal).
+type SignalRewrite = Box<dyn FnMut(PeerId, PeerId, &mut Signal)>;
 
 impl Default for World {
     fn default() -> Self {
@@ -205,6 +210,7 @@ impl World {
             signals_undeliverable: 0,
             datagrams_dropped: 0,
             datagrams_delivered: 0,
+            rewrite: None,
         }
     }
 
@@ -332,18 +338,30 @@ impl World {
 
     /// Has `a` and `b` add each other (Godot's `add_peer` on both sides, lifetime 1 ms).
     pub fn introduce(&mut self, a: NodeId, b: NodeId) {
+        self.introduce_with_lifetime(a, b, 1);
+    }
+
+    /// Has `a` and `b` add each other with this `unreliable_lifetime` (ms) for the `ordered`
+    /// and `unreliable` channels.
+    pub fn introduce_with_lifetime(&mut self, a: NodeId, b: NodeId, lifetime_ms: i32) {
         let (ida, idb) = (self.id(a), self.id(b));
         let now = self.now;
         self.nodes[a]
             .mesh
-            .add_peer(now, idb, 1)
+            .add_peer(now, idb, lifetime_ms)
             .expect("add_peer a→b");
         self.nodes[b]
             .mesh
-            .add_peer(now, ida, 1)
+            .add_peer(now, ida, lifetime_ms)
             .expect("add_peer b→a");
         self.drain(a);
         self.drain(b);
+    }
+
+    /// Passes every signal through `rewrite` (sender id, receiver id, signal) before it is
+    /// delivered: a remote that advertises something else in its SDP, a tampering relay.
+    pub fn rewrite_signals(&mut self, rewrite: impl FnMut(PeerId, PeerId, &mut Signal) + 'static) {
+        self.rewrite = Some(Box::new(rewrite));
     }
 
     /// Introduces every pair of nodes (a full mesh) or, with a server at node 0, each client to it.
@@ -584,7 +602,10 @@ impl World {
         match self.node_of(d.to) {
             Some(n) => {
                 // Signals cross the wire as text: exercise the encoding every time.
-                let signal = Signal::decode(&d.signal.encode()).expect("signal round trip");
+                let mut signal = Signal::decode(&d.signal.encode()).expect("signal round trip");
+                if let Some(rewrite) = &mut self.rewrite {
+                    rewrite(d.from, d.to, &mut signal);
+                }
                 if let Err(e) = self.nodes[n].mesh.handle_signal(self.now, d.from, signal) {
                     self.nodes[n].signal_errors.push(e);
                 }

@@ -1,18 +1,26 @@
 //! One remote peer: its str0m `Rtc`, its channels, and its connect / loss state.
 //!
 //! The link is split along its concerns: [`negotiation`] (offer / answer, candidates, starting
-//! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP), [`health`] (the
-//! deadlines that end or restart a link) and [`guard`] (what the remote may not make it hold).
-//! This file holds the link itself and the loop that drains str0m's output into the mesh.
+//! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP), [`window`] (how much
+//! SCTP may hold at a time), [`health`] (the deadlines that end or restart a link), [`guard`]
+//! (what the remote may not make it hold) and [`stats`] (its counters). This file holds the
+//! link itself and the loop that drains str0m's output into the mesh.
+//!
+//! Writes do not drain: they mark the link dirty, and the mesh drains each dirty link once,
+//! from its next `poll_transmit`, `poll_event` or `handle_timeout`. Every poll of str0m costs
+//! sctp-proto a walk over everything it holds, so a burst of sends costs one poll instead of
+//! one per packet.
 
 mod guard;
 mod health;
 mod negotiation;
 mod path;
 mod queue;
+mod stats;
+mod window;
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use str0m::channel::ChannelId;
@@ -31,6 +39,9 @@ pub(crate) use health::Limits;
 pub(crate) use negotiation::LinkSetup;
 use negotiation::{Handshake, Negotiation};
 use queue::SendQueue;
+pub(crate) use queue::WriteError;
+pub use stats::{ChannelStats, PeerStats};
+use window::SendWindow;
 
 /// One channel of the peer, in layout order.
 #[derive(Debug)]
@@ -39,6 +50,11 @@ struct LinkChannel {
     /// `None` on the answering side until the offer arrives and the channel is created.
     id: Option<ChannelId>,
     open: bool,
+    /// The packet lifetime of a partially reliable channel (`None`: reliable).
+    lifetime: Option<Duration>,
+    /// Bytes written to SCTP on this channel and not yet seen released.
+    in_sctp: usize,
+    stats: ChannelStats,
 }
 
 /// Why a link ended.
@@ -67,6 +83,9 @@ pub(crate) struct Progress {
     pub retry: bool,
     /// ICE just lost its connection (a NAT mapping may have changed: worth re-checking).
     pub ice_disconnected: bool,
+    /// Packets wait in the queue and input may have made room: flush the link at the next
+    /// poll.
+    pub wrote: bool,
 }
 /// Outputs shared by every link of a mesh.
 pub(crate) struct Sink<'a> {
@@ -103,6 +122,20 @@ pub(crate) struct Link {
     /// Routes learned for this peer, forgotten when it is removed.
     pub routes: SmallVec<[Route; 2]>,
     queue: SendQueue,
+    window: SendWindow,
+    /// Channels with bytes in SCTP (`in_sctp > 0`), so the window's refresh reads only those.
+    busy: SmallVec<[usize; 4]>,
+    /// On the mesh's list of links to flush at its next poll (written to, or input arrived
+    /// while packets wait in the queue).
+    pub dirty: bool,
+    /// SCTP took packets since the last drain.
+    unsent: bool,
+    /// The latest time given to the `Rtc`.
+    clock: Instant,
+    /// The largest message the remote accepts (its SDP `a=max-message-size`, RFC 8841).
+    max_message_size: usize,
+    /// Packets str0m refused for good (see [`PeerStats::packets_write_failed`]).
+    write_failed: u64,
     guard: Guard,
     /// Where ICE sends and what the remote signalled (see [`path`]).
     paths: path::Paths,
@@ -141,6 +174,16 @@ impl Link {
             scheduled: None,
             routes: SmallVec::new(),
             queue: SendQueue::default(),
+            window: SendWindow::new(
+                setup.config.sctp_send_buffer_min,
+                setup.config.sctp_send_buffer,
+            ),
+            busy: SmallVec::new(),
+            dirty: false,
+            unsent: false,
+            clock: now,
+            max_message_size: negotiation::DEFAULT_MAX_MESSAGE_SIZE,
+            write_failed: 0,
             guard: Guard::new(setup.config),
             paths: path::Paths::default(),
         };
@@ -162,8 +205,58 @@ impl Link {
         let ok = self.rtc.handle_input(input).is_ok();
         if ok {
             self.last_heard = self.last_heard.max(now);
+            self.clock = self.clock.max(now);
         }
         (ok, self.drive(now, sink))
+    }
+
+    /// The once-per-turn drain of a dirty link (called by the mesh at its next poll): brings
+    /// the `Rtc` to `now` (SCTP times round trips, retransmissions and lifetimes from its
+    /// clock), moves what the window has room for from the queue, and drains str0m once for
+    /// everything written since the last drain.
+    pub fn flush(&mut self, now: Instant, sink: &mut Sink<'_>) -> Progress {
+        let mut drain = self.unsent;
+        if now > self.clock {
+            self.clock = now;
+            drain = true;
+            if self.rtc.handle_input(Input::Timeout(now)).is_err() {
+                self.dirty = false;
+                return Progress {
+                    lost: Some(Loss::Closed),
+                    ..Progress::default()
+                };
+            }
+        }
+        if !self.queue.is_empty() {
+            drain |= self.flush_queue(now, sink.stats);
+        }
+        if !drain {
+            // Nothing new for str0m: a poll now would only repeat SCTP's walk.
+            self.dirty = false;
+            return Progress::default();
+        }
+        let mut progress = self.drive(now, sink);
+        // What still waits moves when acknowledgements make room (input marks the link again).
+        progress.wrote = false;
+        progress
+    }
+
+    /// The largest packet this peer accepts (its `a=max-message-size`).
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// The link's counters.
+    pub fn stats(&self, max_packet_size: usize) -> PeerStats {
+        PeerStats {
+            peer: self.peer,
+            channels: self.channels.iter().map(|c| c.stats).collect(),
+            packets_write_failed: self.write_failed,
+            sctp_window: self.window.limit(),
+            sctp_buffered: self.window.in_sctp(),
+            round_trip_time: self.window.rtt(),
+            max_packet_size: self.max_message_size.min(max_packet_size),
+        }
     }
 
     /// Whether all channels are open and the transport is connected.
@@ -188,15 +281,15 @@ impl Link {
         self.rtc.disconnect();
     }
 
-    /// Drains str0m's output after any input, flushing the send queue as room appears.
+    /// Drains str0m's output after any input.
     fn drive(&mut self, now: Instant, sink: &mut Sink<'_>) -> Progress {
+        self.dirty = false;
+        self.unsent = false;
         let mut progress = Progress::default();
-        loop {
-            self.drain(Some((now, &mut progress)), sink);
-            if self.queue.is_empty() || progress.lost.is_some() || !self.flush_queue(sink.stats) {
-                break;
-            }
-        }
+        self.drain(Some((now, &mut progress)), sink);
+        // Input may have made room for queued packets: they move at the next poll, once for
+        // everything this turn brings, as the application's own writes do.
+        progress.wrote = !self.queue.is_empty();
         if !self.rtc.is_alive() {
             progress.lost.get_or_insert(Loss::Closed);
         }
@@ -286,6 +379,14 @@ impl Link {
                 _ => {}
             },
             RtcEvent::Closed => progress.lost = Some(Loss::Closed),
+            RtcEvent::PeerStats(stats) => {
+                let rtt = stats
+                    .selected_candidate_pair
+                    .and_then(|p| p.current_round_trip_time);
+                if let Some(rtt) = rtt {
+                    self.window.set_rtt(rtt);
+                }
+            }
             _ => {}
         }
     }

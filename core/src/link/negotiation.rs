@@ -8,7 +8,8 @@ use smallvec::SmallVec;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::{Candidate, Rtc, RtcConfig};
 
-use super::{Link, LinkChannel, Progress, Sink};
+use super::window::SendWindow;
+use super::{ChannelStats, Link, LinkChannel, Progress, Sink};
 use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::error::{AddPeerError, SignalError};
@@ -16,6 +17,10 @@ use crate::event::Event;
 use crate::link::health::Limits;
 use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::PeerId;
+
+/// The largest message a remote accepts when its SDP has no `a=max-message-size` (RFC 8841
+/// §6.1).
+pub(super) const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 
 /// Who makes the SDP offer, and how far the exchange got.
 #[derive(Debug)]
@@ -74,6 +79,9 @@ impl Link {
                 spec: *spec,
                 id: None,
                 open: false,
+                lifetime: channels::lifetime(spec, lifetime_ms),
+                in_sctp: 0,
+                stats: ChannelStats::new(spec.transfer_channel, spec.mode),
             })
             .collect();
         let (negotiation, offer) = if offers {
@@ -123,6 +131,14 @@ impl Link {
         self.last_heard = now;
         self.rtc_deadline = None;
         self.queue.clear();
+        self.window = SendWindow::new(
+            setup.config.sctp_send_buffer_min,
+            setup.config.sctp_send_buffer,
+        );
+        self.busy.clear();
+        self.unsent = false;
+        self.clock = now;
+        self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
         self.guard.remote = Default::default();
         self.paths.clear();
         if offer.is_none() {
@@ -181,6 +197,7 @@ impl Link {
                 }
                 self.negotiation = Negotiation::Done;
                 self.offer_hash = hash;
+                self.max_message_size = max_message_size(&sdp);
                 sink.events.push_back(Event::Signal(OutgoingSignal {
                     to: self.peer,
                     signal: Signal::Answer(answer.to_sdp_string()),
@@ -205,6 +222,7 @@ impl Link {
                     return Err(SignalError::Invalid(format!("answer refused: {e}")));
                 }
                 self.answered_at = Some(now);
+                self.max_message_size = max_message_size(&sdp);
             }
             Signal::Candidate(text) => {
                 let text = text.trim();
@@ -244,9 +262,67 @@ impl Link {
     }
 }
 
+/// The largest message the remote accepts: `a=max-message-size` in the SDP's first data
+/// channel (`m=application`) section, as str0m reads it (RFC 8841 §6: 64 KiB when absent, `0`
+/// for no limit). str0m refuses larger writes for good, so `send` refuses them first.
+fn max_message_size(sdp: &str) -> usize {
+    let mut in_data_section = false;
+    for line in sdp.lines() {
+        if let Some(media) = line.strip_prefix("m=") {
+            if in_data_section {
+                break;
+            }
+            in_data_section = media.starts_with("application");
+        } else if in_data_section {
+            if let Some(value) = line.strip_prefix("a=max-message-size:") {
+                return match value.trim().parse::<u64>() {
+                    Ok(0) => usize::MAX,
+                    Ok(n) => usize::try_from(n.min(u64::from(u32::MAX))).unwrap_or(usize::MAX),
+                    Err(_) => DEFAULT_MAX_MESSAGE_SIZE,
+                };
+            }
+        }
+    }
+    DEFAULT_MAX_MESSAGE_SIZE
+}
+
 fn hash(text: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut hasher);
     hasher.finish() | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_message_size_is_read_from_the_data_section_as_rfc_8841_says() {
+        let sdp = |attrs: &str| {
+            format!(
+                "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=max-message-size:1\r\n\
+                 m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n{attrs}\
+                 m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=max-message-size:2\r\n"
+            )
+        };
+        assert_eq!(
+            max_message_size(&sdp("a=max-message-size:16384\r\n")),
+            16384
+        );
+        assert_eq!(max_message_size(&sdp("")), DEFAULT_MAX_MESSAGE_SIZE);
+        assert_eq!(
+            max_message_size(&sdp("a=max-message-size:0\r\n")),
+            usize::MAX
+        );
+        assert_eq!(
+            max_message_size(&sdp("a=max-message-size:99999999999\r\n")),
+            u32::MAX as usize
+        );
+        assert_eq!(
+            max_message_size(&sdp("a=max-message-size:lots\r\n")),
+            DEFAULT_MAX_MESSAGE_SIZE
+        );
+        assert_eq!(max_message_size("garbage"), DEFAULT_MAX_MESSAGE_SIZE);
+    }
 }

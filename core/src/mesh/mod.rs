@@ -32,12 +32,15 @@ use crate::demux::Demux;
 use crate::error::{AddPeerError, CreateError};
 use crate::event::{Event, EventQueue, LossReason, PendingEvents, Transmit};
 use crate::limits;
-use crate::link::{Limits, Link, LinkSetup, Loss, Progress};
+use crate::link::{Limits, Link, LinkSetup, Loss, PeerStats, Progress};
 use crate::nat::{CandidateChange, CandidateKind, IceTransportPolicy, Nat, PeerPath};
 use crate::signal::OutgoingSignal;
 use crate::stats::MeshStats;
 use crate::timers::Timers;
 use crate::transfer::{is_valid_peer_id, ConnectionStatus, Mode, PeerId, TransferMode, SERVER_ID};
+
+/// How often str0m reports a peer's ICE round trip (which sizes its SCTP send window).
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What [`Mesh::peer`] reports about one peer (Godot's `get_peer`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +53,7 @@ pub struct PeerInfo {
     pub open_channels: usize,
     /// Channels in the layout (3 + extra channels).
     pub channels: usize,
-    /// Bytes waiting for SCTP buffer space.
+    /// Bytes waiting in rtcmesh's queue for room in the SCTP send window.
     pub queued_bytes: usize,
     /// The path ICE chose, once DTLS or SCTP traffic went out on it: direct or relayed, and
     /// the kinds of both ends. `None` before.
@@ -83,6 +86,9 @@ pub struct Mesh {
     transmits: VecDeque<Transmit>,
     events: EventQueue,
     stats: MeshStats,
+    /// Links written to since their last drain (each once; a link drained by other input
+    /// meanwhile has its flag cleared and is skipped).
+    dirty: Vec<usize>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -134,7 +140,8 @@ impl Mesh {
             .set_dtls_cert(cert)
             .set_sctp_max_buffered_amount(config.sctp_send_buffer)
             .set_mtu(config.mtu..=config.mtu.max(str0m::DATAGRAM_MTU_WARN))
-            .set_stats_interval(None)
+            // ICE's round trip (from the stats) sizes each peer's SCTP send window.
+            .set_stats_interval(Some(STATS_INTERVAL))
             // SNAP carries SCTP's INIT in the SDP, so the association is up as soon as DTLS is:
             // no INIT / COOKIE exchange on the wire. That exchange retransmits from a 3 s RTO
             // doubling each time (RFC 4960, not configurable in str0m), so three lost packets
@@ -166,10 +173,14 @@ impl Mesh {
             transmits: VecDeque::new(),
             events: EventQueue::default(),
             stats: MeshStats::default(),
+            dirty: Vec::new(),
         })
     }
 
     /// Godot's `add_peer(peer_id, unreliable_lifetime)`: creates the connection and its channels.
+    /// `unreliable_lifetime_ms` is the packet lifetime of the `ordered` and `unreliable`
+    /// channels, counted from `send` (a browser's `maxPacketLifeTime`): a packet still waiting
+    /// in rtcmesh's queue after it is dropped, and SCTP abandons one it holds that long.
     /// If this mesh's id is the larger, an [`Event::Signal`] with the offer follows.
     pub fn add_peer(
         &mut self,
@@ -227,9 +238,11 @@ impl Mesh {
         Ok(())
     }
 
-    /// Advances every peer whose deadline is at or before `now`.
+    /// Advances every peer whose deadline is at or before `now`, and sends what was written
+    /// since the last poll.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.observe(now);
+        self.flush_dirty();
         let limits = Limits::of(&self.config);
         for key in self.timers.due(now) {
             if let Some(link) = self.links.get_mut(key) {
@@ -293,9 +306,11 @@ impl Mesh {
         self.set_status(ConnectionStatus::Disconnected);
     }
 
-    /// The next datagram to send. Datagrams for a TURN server come out already wrapped, so
+    /// The next datagram to send. The first call after `send`s hands what they wrote to str0m
+    /// (once for the whole burst). Datagrams for a TURN server come out already wrapped, so
     /// every datagram leaves from the one socket.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.flush_dirty();
         loop {
             let Some(t) = self.transmits.pop_front() else {
                 return self.nat.poll_transmit();
@@ -316,8 +331,16 @@ impl Mesh {
         }
     }
 
-    /// The next event.
+    /// The next event. The first call after `send`s hands what they wrote to str0m, as
+    /// [`poll_transmit`](Mesh::poll_transmit) does.
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.flush_dirty();
+        self.events.pop_front()
+    }
+
+    /// The next event, without draining links first (for layers on the mesh that read events
+    /// between their own sends).
+    pub(crate) fn next_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
@@ -330,8 +353,17 @@ impl Mesh {
 
     /// When [`handle_timeout`](Mesh::handle_timeout) must next be called: the earliest deadline
     /// of all peers and of the ICE servers (which run before any peer exists; a time in the
-    /// past means at once). `None` while there is nothing to wait for.
+    /// past means at once). `None` while there is nothing to wait for. While packets written
+    /// by `send` wait to be drained (until the next `poll_transmit`, `poll_event` or
+    /// `handle_timeout`), this is the mesh's latest time: now.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let dirty = self
+            .dirty
+            .iter()
+            .any(|&key| self.links.get(key).is_some_and(|l| l.dirty));
+        if let (true, Some(now)) = (dirty, self.last_now) {
+            return Some(now);
+        }
         match (self.timers.next(), self.nat.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -405,6 +437,13 @@ impl Mesh {
             queued_bytes: link.queued_bytes(),
             path,
         })
+    }
+
+    /// One peer's send path: per-channel counters (packets sent, packets expired in rtcmesh's
+    /// queue, bytes queued), the SCTP send window and the peer's largest accepted packet.
+    pub fn peer_stats(&self, peer: PeerId) -> Option<PeerStats> {
+        let link = &self.links[*self.by_id.get(&peer)?];
+        Some(link.stats(self.config.max_packet_size))
     }
 
     /// Godot's `get_peers`: every added peer, connected or not, in ascending id order.
@@ -528,6 +567,38 @@ impl Mesh {
         self.remove_link(key, true);
     }
 
+    /// Marks a link written to: it is drained once, at the next poll.
+    fn mark_dirty(&mut self, key: usize) {
+        let link = &mut self.links[key];
+        if !link.dirty {
+            link.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Drains every link written to since its last drain, at the mesh's latest time.
+    pub(crate) fn flush_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut keys = std::mem::take(&mut self.dirty);
+        if let Some(now) = self.last_now {
+            for &key in &keys {
+                match self.links.get_mut(key) {
+                    Some(link) if link.dirty => {
+                        let progress = link.flush(now, &mut sink!(self));
+                        self.settle(key, progress);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        keys.clear();
+        if self.dirty.is_empty() {
+            self.dirty = keys; // keep the allocation
+        }
+    }
+
     /// Applies what a link reported: announce, remove, retry, or reschedule.
     fn settle(&mut self, key: usize, progress: Progress) {
         if progress.ice_disconnected {
@@ -553,6 +624,9 @@ impl Mesh {
             if self.mode == Mode::Client && peer == SERVER_ID {
                 self.set_status(ConnectionStatus::Connected);
             }
+        }
+        if progress.wrote {
+            self.mark_dirty(key);
         }
         self.refresh(key);
     }
