@@ -2,6 +2,10 @@
 // server's lobby as a Godot web client would, from a page served over HTTPS (a Godot web
 // export on an https:// site may only open wss:// signaling).
 // Usage: node browser_client.mjs <wss-url> <lobby> <cert.pem> <key.pem>
+// With an RTCPeerConnection configuration (the NAT lab passes a TURN server and
+// iceTransportPolicy "relay") the client is alone: it checks the four echoes and that the
+// selected candidate pair is relayed on its side, instead of relaying to another client.
+// Otherwise Chromium also restarts ICE mid-stream (see client.html).
 import { chromium } from "playwright-core";
 import crypto from "node:crypto";
 import https from "node:https";
@@ -9,7 +13,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-const [url, lobby, certFile, keyFile] = process.argv.slice(2);
+const [url, lobby, certFile, keyFile, rtcJson] = process.argv.slice(2);
+const rtcConfig = rtcJson ? JSON.parse(rtcJson) : { iceServers: [] };
+const alone = Boolean(rtcJson);
 const page_html = fs.readFileSync(new URL("./client.html", import.meta.url));
 const cert = fs.readFileSync(certFile), key = fs.readFileSync(keyFile);
 const server = https.createServer({ cert, key }, (_, res) => { res.writeHead(200, { "content-type": "text/html" }); res.end(page_html); });
@@ -36,20 +42,24 @@ try {
   page.on("console", (m) => console.log(`[page] ${m.text()}`));
   await page.goto(pageUrl);
   const started = Date.now();
-  // Chromium also restarts ICE mid-stream (see client.html).
-  const result = await page.evaluate(([u, l]) => window.runClient(u, l, "chromium", true), [url, lobby]);
+  const result = await page.evaluate(([u, l, c, r]) => window.runClient(u, l, "chromium", c, r, r), [url, lobby, rtcConfig, !alone]);
   console.log(`chromium: launch ${started - launched} ms; joined and verified in ${Date.now() - started} ms`);
   console.log(`chromium: ${JSON.stringify(result)}`);
   const r = result.restart;
   const restarted = r && r.offers >= 1 && r.answered && r.ufragAfter && r.ufragAfter !== r.ufragBefore
     && r.echoed === r.sent && r.inOrder;
-  console.log(restarted
-    ? `chromium: restartIce() mid-stream: answered in ${r.restartMs} ms, ${r.echoed} reliable echoes in order, ICE states: ${r.states}`
-    : "chromium: ICE restart FAILED");
-  const ok = result.page === "https:" && result.signaling.startsWith("wss://")
-    && ["reliable", "ordered", "unreliable", "4"].every((l) => result.echoes[l])
-    && result.relayFrom && result.relayFrom.text === "relay from aiortc" && result.relayFrom.from === result.relayTo
-    && restarted;
+  if (!alone) {
+    console.log(restarted
+      ? `chromium: restartIce() mid-stream: answered in ${r.restartMs} ms, ${r.echoed} reliable echoes in order, ICE states: ${r.states}`
+      : "chromium: ICE restart FAILED");
+  }
+  const echoed = ["reliable", "ordered", "unreliable", "4"].every((l) => result.echoes[l]);
+  const secure = result.page === "https:" && result.signaling.startsWith("wss://");
+  const ok = secure && (alone
+    ? echoed && result.pair !== null
+      && (rtcConfig.iceTransportPolicy !== "relay" || result.pair.local === "relay")
+    : echoed && result.relayFrom && result.relayFrom.text === "relay from aiortc" && result.relayFrom.from === result.relayTo
+      && restarted);
   code = ok ? 0 : 1;
   console.log(ok ? "chromium: OK" : "chromium: FAILED");
   await context.close();

@@ -10,6 +10,8 @@
 //! All channels are negotiated out of band (`negotiated: true` in the browser), so no DCEP
 //! message is needed and a browser or Godot peer with the same layout interoperates.
 
+use std::time::Duration;
+
 use str0m::channel::{ChannelConfig, Reliability};
 
 use crate::transfer::TransferMode;
@@ -90,6 +92,17 @@ pub(crate) fn str0m_config(spec: &ChannelSpec, unreliable_lifetime_ms: u16) -> C
         reliability,
         negotiated: Some(spec.stream_id),
         protocol: String::new(),
+    }
+}
+
+/// The packet lifetime of a partially reliable channel (`None` for a reliable one): what its
+/// str0m configuration says, so rtcmesh's queue and SCTP agree.
+pub(crate) fn lifetime(spec: &ChannelSpec, unreliable_lifetime_ms: u16) -> Option<Duration> {
+    match str0m_config(spec, unreliable_lifetime_ms).reliability {
+        Reliability::MaxPacketLifetime { lifetime } => {
+            Some(Duration::from_millis(u64::from(lifetime)))
+        }
+        _ => None,
     }
 }
 

@@ -9,6 +9,9 @@ use crate::error::CreateError;
 use crate::limits::Limits;
 use crate::transfer::TransferMode;
 
+/// The most a TURN Send indication adds to a datagram (IPv6 peer address, padding).
+const TURN_OVERHEAD: usize = 52;
+
 /// Settings shared by every peer of one mesh. `MeshConfig::default()` matches Godot with no extra
 /// channels; every field is documented with why its default was chosen.
 #[derive(Debug, Clone)]
@@ -44,14 +47,30 @@ pub struct MeshConfig {
     /// STUN retransmissions before a candidate pair is given up (str0m default 9).
     pub stun_max_retransmits: usize,
     /// The largest packet `send` accepts. Must not exceed `sctp_send_buffer`. Default 64 KiB
-    /// (the most every WebRTC stack accepts without SDP `max-message-size` checks).
+    /// (the most every WebRTC stack accepts: RFC 8841's default when the SDP says nothing).
+    /// A peer that advertises a smaller `a=max-message-size` gets at most that.
     pub max_packet_size: usize,
-    /// Bytes a peer may have waiting for SCTP buffer space before `send` reports
-    /// [`SendError::QueueFull`](crate::SendError::QueueFull). Default 1 MiB.
+    /// Bytes that may wait per peer in rtcmesh's own send queue (packets that did not fit the
+    /// SCTP send window yet) before `send` reports
+    /// [`SendError::QueueFull`](crate::SendError::QueueFull). The queue is served round robin
+    /// across channels, and packets of partially reliable channels leave it once their
+    /// lifetime (counted from `send`) is over. A packet counts at least 64 bytes (its
+    /// bookkeeping), so a flood of tiny packets stays bounded too. `0` turns the queue off:
+    /// `send` then refuses what SCTP cannot take at once. Default 1 MiB.
     pub max_queued_bytes: usize,
-    /// str0m's SCTP send buffer per peer (`set_sctp_max_buffered_amount`). A smaller buffer
-    /// costs less CPU per packet but caps throughput near buffer ÷ RTT. Default 128 KiB.
+    /// The most bytes SCTP holds per peer (str0m's `set_sctp_max_buffered_amount`): the upper
+    /// bound of the send window, which rtcmesh sizes per peer from ICE's round trip and the
+    /// rate SCTP drains (about twice their product) so that a long round trip does not cap a
+    /// transfer at window ÷ RTT. Default 1 MiB: SCTP's receive window in str0m, so more could
+    /// never be in flight.
     pub sctp_send_buffer: usize,
+    /// The least the send window allows SCTP to hold per peer, and the window on a link whose
+    /// round trip is too short to matter (a LAN, loopback). sctp-proto rescans everything it
+    /// holds on every poll, so this bounds what a burst of small packets costs per packet, and
+    /// how long a packet can wait inside SCTP where rtcmesh's round robin does not reach.
+    /// At most `sctp_send_buffer`; set both equal for a fixed buffer (either way SCTP holds at
+    /// most 2,048 chunks: 2,048 messages when they are small). Default 32 KiB.
+    pub sctp_send_buffer_min: usize,
     /// The datagram size str0m aims for (`set_mtu`), 576..=1500. Default 1300, so a message of
     /// Godot's advertised 1,200-byte packet size travels in one datagram (with str0m's 1150 it
     /// is split in two, and over real sockets such two-datagram messages ran 9× slower in our
@@ -65,6 +84,10 @@ pub struct MeshConfig {
     /// remote candidates outside it (trickled or inside an SDP) and datagrams from outside it
     /// are dropped and counted, so no packet is ever sent elsewhere — e.g.
     /// `Some(IpPrefix::loopback())` for tests, or your LAN's prefix.
+    ///
+    /// ICE servers bypass the list (they are your configuration), and peers reached through
+    /// our TURN allocation are checked by their own address. A peer's *relayed* candidate is
+    /// an address on its TURN server: allow that server's address to reach such peers.
     pub remote_allowlist: Option<Vec<crate::IpPrefix>>,
     /// Silence (no datagram at all from a connected peer) after which the offering side (the
     /// larger id) restarts ICE: a new offer with new ICE credentials, through your signaling.
@@ -89,9 +112,11 @@ pub struct MeshConfig {
     /// old address's candidates are dropped, so ICE sends on the pair it already checked on the
     /// new one ([`Event::PeerMoved`](crate::Event)). Default 500 ms.
     pub peer_move_after: Duration,
-    /// How often str0m measures a peer's round-trip time and selected candidate pair for
-    /// [`Mesh::peer_stats`](crate::Mesh::peer_stats) (its `PeerStats` event). `None` turns the
-    /// measurement off (no `rtt`; the path is still known from the traffic), and so does an
+    /// How often str0m measures a peer's round-trip time and selected candidate pair (its
+    /// `PeerStats` event): the round trip sizes the peer's SCTP send window (see
+    /// `sctp_send_buffer`) and is [`PeerStats::round_trip_time`](crate::PeerStats::round_trip_time).
+    /// `None` turns the measurement off (no round trip, so the window stays at
+    /// `sctp_send_buffer_min`; the path is still known from the traffic), and so does an
     /// interval longer than a day (`Duration::MAX` means never, as for every duration here).
     /// At least 100 ms; default 1 s.
     pub stats_interval: Option<Duration>,
@@ -99,6 +124,15 @@ pub struct MeshConfig {
     /// candidates, channels outside the layout, signal sizes, renegotiation rate); see
     /// [`Limits`].
     pub limits: Limits,
+    /// STUN and TURN servers (Godot's and the W3C's `iceServers`). Empty (default): host
+    /// candidates only, which connects peers on one network but rarely across the internet.
+    /// A `stun:` server gives a server-reflexive candidate (enough between most home NATs), a
+    /// `turn:` server also relays for peers no direct path reaches (symmetric NATs). Checked
+    /// when the mesh is created: `turns:` and `?transport=tcp` are not supported yet.
+    pub ice_servers: Vec<crate::IceServer>,
+    /// W3C `iceTransportPolicy`: `All` (default) or `Relay` (only through TURN; the host and
+    /// public addresses are never given to peers).
+    pub ice_transport_policy: crate::IceTransportPolicy,
 }
 
 impl Default for MeshConfig {
@@ -113,7 +147,8 @@ impl Default for MeshConfig {
             stun_max_retransmits: 9,
             max_packet_size: 64 * 1024,
             max_queued_bytes: 1024 * 1024,
-            sctp_send_buffer: 128 * 1024,
+            sctp_send_buffer: 1024 * 1024,
+            sctp_send_buffer_min: 32 * 1024,
             mtu: 1300,
             dtls_cert: None,
             remote_allowlist: None,
@@ -123,6 +158,8 @@ impl Default for MeshConfig {
             peer_move_after: Duration::from_millis(500),
             stats_interval: Some(Duration::from_secs(1)),
             limits: Limits::default(),
+            ice_servers: Vec::new(),
+            ice_transport_policy: crate::IceTransportPolicy::All,
         }
     }
 }
@@ -166,6 +203,11 @@ impl MeshConfig {
                 "sctp_send_buffer must be at least 1024 bytes",
             ));
         }
+        if self.sctp_send_buffer_min < 1024 || self.sctp_send_buffer_min > self.sctp_send_buffer {
+            return Err(CreateError::InvalidConfig(
+                "sctp_send_buffer_min must be within 1024..=sctp_send_buffer",
+            ));
+        }
         if self.max_packet_size == 0 || self.max_packet_size > self.sctp_send_buffer {
             return Err(CreateError::InvalidConfig(
                 "max_packet_size must be within 1..=sctp_send_buffer",
@@ -187,6 +229,16 @@ impl MeshConfig {
         {
             return Err(CreateError::InvalidConfig(
                 "stats_interval must be at least 100 ms (or None)",
+            ));
+        }
+        let turn = self
+            .ice_servers
+            .iter()
+            .flat_map(|s| &s.urls)
+            .any(|u| u.trim().to_ascii_lowercase().starts_with("turn:"));
+        if turn && self.mtu > 1500 - TURN_OVERHEAD {
+            return Err(CreateError::InvalidConfig(
+                "mtu must be at most 1448 with a turn: server (TURN's Send indication adds 52 bytes)",
             ));
         }
         if self.max_packet_size > 256 * 1024 {

@@ -16,6 +16,14 @@ pub enum CreateError {
     InvalidConfig(&'static str),
     /// No DTLS certificate was given and the crypto backend could not generate one.
     Certificate,
+    /// An entry of [`MeshConfig::ice_servers`](crate::MeshConfig::ice_servers) is malformed or
+    /// not supported: the URL as given (empty for a problem with the whole list) and why.
+    IceServer {
+        /// The URL as configured.
+        url: String,
+        /// What is wrong with it.
+        reason: crate::InvalidIceServer,
+    },
 }
 
 impl fmt::Display for CreateError {
@@ -34,6 +42,12 @@ impl fmt::Display for CreateError {
             CreateError::Certificate => f.write_str(
                 "could not generate a DTLS certificate: pass one in MeshConfig::dtls_cert",
             ),
+            CreateError::IceServer { url, reason } if url.is_empty() => {
+                write!(f, "invalid ice_servers: {reason}")
+            }
+            CreateError::IceServer { url, reason } => {
+                write!(f, "invalid ICE server URL {url:?}: {reason}")
+            }
         }
     }
 }
@@ -119,6 +133,20 @@ pub enum SendError {
     /// The peers' send queues are full (the network is slower than the sender); retry after
     /// draining output. For a broadcast, every peer not listed here did get the packet.
     QueueFull(Vec<PeerId>),
+    /// The packet is larger than these peers accept: each advertised a smaller
+    /// `a=max-message-size` in its SDP (RFC 8841; 64 KiB when it advertises none), and a
+    /// WebRTC stack refuses larger messages. Split the payload, or send these peers at most
+    /// their limit. For a broadcast, every other target got the packet, except those in
+    /// `queue_full`.
+    PacketTooLargeForPeers {
+        /// The packet's size in bytes.
+        size: usize,
+        /// Each peer that did not get it, with the largest packet it accepts.
+        peers: Vec<(PeerId, usize)>,
+        /// Peers that did not get it either because their send queue was full (as
+        /// [`SendError::QueueFull`]).
+        queue_full: Vec<PeerId>,
+    },
 }
 
 impl fmt::Display for SendError {
@@ -139,6 +167,22 @@ impl fmt::Display for SendError {
             ),
             SendError::QueueFull(peers) => {
                 write!(f, "send queue full for peers {peers:?}: retry later")
+            }
+            SendError::PacketTooLargeForPeers {
+                size,
+                peers,
+                queue_full,
+            } => {
+                write!(f, "packet of {size} bytes exceeds what ")?;
+                for (i, (peer, max)) in peers.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}peer {peer} accepts ({max} bytes)")?;
+                }
+                f.write_str(": their SDP max-message-size; split it or send less to them")?;
+                if !queue_full.is_empty() {
+                    write!(f, "; send queue also full for peers {queue_full:?}")?;
+                }
+                Ok(())
             }
         }
     }

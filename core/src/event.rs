@@ -1,10 +1,11 @@
 //! What the mesh emits: events and datagrams to send.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::net::SocketAddr;
 
+use crate::nat::{IceServerError, LocalCandidate, PeerPath};
 use crate::signal::OutgoingSignal;
-use crate::stats::CandidatePair;
 use crate::transfer::{ConnectionStatus, PeerId, TransferMode};
 
 /// Something the application should know about, drained with [`Mesh::poll_event`](crate::Mesh::poll_event).
@@ -34,7 +35,7 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
         /// The candidate pair its traffic now takes.
-        path: CandidatePair,
+        path: PeerPath,
     },
     /// A connected peer's traffic moved to another candidate pair without a restart: its NAT
     /// rebound, it moved and ICE found it at its new address, or ICE chose a better pair.
@@ -42,8 +43,75 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
         /// The candidate pair its traffic now takes.
-        path: CandidatePair,
+        path: PeerPath,
     },
+    /// A peer's connection ended by itself (not by `remove_peer`, `disconnect_peer` or
+    /// `close`), connected or not, and why. A connected peer also gets `PeerDisconnected`,
+    /// right after this.
+    PeerLost {
+        /// The peer.
+        id: PeerId,
+        /// Why its connection ended.
+        reason: LossReason,
+    },
+    /// A local candidate was gathered from an ICE server (W3C `icecandidate` for `srflx` and
+    /// `relay`): peers already negotiating get it trickled, later ones in their offer/answer.
+    CandidateGathered(LocalCandidate),
+    /// An ICE server did not serve (W3C `icecandidateerror`): the URL as configured, and why.
+    /// Reported once per failure streak; the mesh keeps trying in the background.
+    IceServerFailed {
+        /// The URL, as configured.
+        url: String,
+        /// What went wrong.
+        reason: IceServerError,
+    },
+}
+
+/// Why a peer's connection ended ([`Event::PeerLost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LossReason {
+    /// The channels did not all open within `connect_timeout`. Says whether either side had a
+    /// relayed (TURN) candidate: without one, peers behind symmetric NATs or strict firewalls
+    /// cannot reach each other.
+    ConnectTimeout {
+        /// This mesh had a relayed candidate (a working TURN allocation).
+        local_relay: bool,
+        /// The peer signalled a relayed candidate.
+        remote_relay: bool,
+    },
+    /// Nothing arrived from the connected peer for `peer_timeout`.
+    Silent,
+    /// ICE stayed disconnected longer than `disconnect_grace`.
+    IceLost,
+    /// The peer closed the connection (or a channel), or its signals could not be applied.
+    Closed,
+    /// The peer went past a limit that ends the connection (it kept opening channels outside
+    /// the layout; see [`Limits::max_refused_channels`](crate::Limits::max_refused_channels)).
+    Abuse,
+}
+
+impl fmt::Display for LossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LossReason::ConnectTimeout {
+                local_relay: false,
+                remote_relay: false,
+            } => f.write_str(
+                "did not connect in time, and no relay was available on either side: \
+                 configure a TURN server (MeshConfig::ice_servers) to cross symmetric NATs",
+            ),
+            LossReason::ConnectTimeout { .. } => {
+                f.write_str("did not connect in time, even with a relay available")
+            }
+            LossReason::Silent => f.write_str("nothing arrived from the peer for peer_timeout"),
+            LossReason::IceLost => f.write_str("the network path was lost (ICE disconnected)"),
+            LossReason::Closed => f.write_str("the peer closed the connection"),
+            LossReason::Abuse => {
+                f.write_str("disconnected: the peer went past a limit that ends the connection")
+            }
+        }
+    }
 }
 
 /// A packet received from a peer.
@@ -65,7 +133,8 @@ pub struct Packet {
 pub struct Transmit {
     /// Where to send it.
     pub destination: SocketAddr,
-    /// The local address to send it from (one of the registered host addresses).
+    /// The local address to send it from (one of the registered host addresses; datagrams
+    /// for a TURN server are already wrapped and leave from the host address too).
     pub source: SocketAddr,
     /// The datagram's bytes.
     pub contents: Vec<u8>,

@@ -52,8 +52,17 @@
 //! ## Determinism
 //! The same inputs give the same events, in the same order, at the same times, except for what
 //! str0m randomises internally: ICE credentials, DTLS handshake randomness and SCTP initial
-//! values (and the DTLS certificate, unless [`MeshConfig::dtls_cert`] is given). These change
-//! datagram bytes, never the sequence of events a test observes on a perfect network.
+//! values (and the DTLS certificate, unless [`MeshConfig::dtls_cert`] is given), and what the
+//! STUN/TURN crates randomise: transaction ids. These change datagram bytes, never the sequence
+//! of events a test observes on a perfect network.
+//!
+//! ## Across the internet
+//! [`MeshConfig::ice_servers`] takes STUN and TURN servers as Godot's `initialize` does. The
+//! mesh asks them for its public and relayed addresses through the same socket, before any
+//! peer exists (so call `handle_timeout` once the host candidate is registered), and keeps the
+//! allocation alive; [`Event::CandidateGathered`] and [`Event::IceServerFailed`] say what
+//! happened, [`PeerInfo::path`] which path a peer's traffic takes. Servers named by host wait
+//! for [`Mesh::set_ice_server_addresses`] (the adapters resolve them): the core does no DNS.
 
 #![deny(missing_docs)]
 
@@ -69,6 +78,7 @@ pub mod lobby;
 mod machine;
 mod mesh;
 pub mod multiplayer;
+mod nat;
 mod pump;
 mod signal;
 mod stats;
@@ -82,16 +92,23 @@ pub use config::MeshConfig;
 pub use error::{
     AddPeerError, CandidateError, CreateError, DecodeSignalError, SendError, SignalError,
 };
-pub use event::{Event, Packet, PendingEvents, Transmit};
+pub use event::{Event, LossReason, Packet, PendingEvents, Transmit};
 pub use limits::{Limits, MultiplayerLimits};
+pub use link::{ChannelStats, PeerStats};
 pub use machine::Machine;
 pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{
     AuthError, Multiplayer, MultiplayerConfig, MultiplayerEvent, MultiplayerStats,
 };
-pub use pump::{DatagramPump, Flush, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER};
+pub use nat::{
+    CandidateKind, IceServer, IceServerError, IceTransportPolicy, InvalidIceServer, LocalCandidate,
+    PeerPath, MAX_ICE_SERVER_URLS,
+};
+pub use pump::{
+    udp_table_drops, DatagramPump, Flush, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER,
+};
 pub use signal::{OutgoingSignal, Signal};
-pub use stats::{CandidateKind, CandidatePair, ChannelStats, MeshStats, PeerStats};
+pub use stats::MeshStats;
 pub use transfer::{
     is_valid_peer_id, ConnectionStatus, InvalidTransferMode, Mode, PeerId, Target, TransferMode,
     SERVER_ID,

@@ -15,6 +15,17 @@ pub(crate) const MAX_ROUTES_PER_PEER: usize = 8;
 /// The most ADD_PEER / DEL_PEER a client holds while it authenticates with the server.
 pub(crate) const MAX_BUFFERED_EXCHANGE: usize = 1024;
 
+/// The most SCTP chunks one peer's send window lets str0m hold (about the chunks a 128 KiB
+/// buffer of 100-byte messages held, times one and a half): sctp-proto walks every chunk it
+/// holds on each poll, so this bounds the CPU a poll costs whatever the message size, also when
+/// the remote acknowledges slowly or not at all.
+pub(crate) const MAX_SCTP_CHUNKS: usize = 2048;
+
+/// The least a packet in rtcmesh's send queue counts against
+/// [`MeshConfig::max_queued_bytes`](crate::MeshConfig::max_queued_bytes) (about its
+/// bookkeeping), so that a flood of tiny packets cannot hold many times the limit.
+pub(crate) const MIN_QUEUED_PACKET_CHARGE: usize = 64;
+
 /// Bounds on what one remote peer, and the signals it sends, can make a mesh hold or do
 /// ([`MeshConfig::limits`](crate::MeshConfig::limits)). The defaults leave room for every
 /// well-behaved WebRTC stack; each field says what happens past it.

@@ -70,6 +70,28 @@ pub struct SocketBuffers {
 }
 
 impl SocketBuffers {
+    /// The largest size an adapter may ask for (`setsockopt` takes a C int, which Linux then
+    /// doubles): requests are clamped to it.
+    pub const MAX_REQUEST: usize = i32::MAX as usize / 2;
+
+    /// What an adapter asked for and what the kernel reported back (`None`: it could not be
+    /// read). Linux reports twice the size it was given (the other half is its bookkeeping),
+    /// so the reported sizes are halved there.
+    pub fn from_reported(
+        receive_requested: usize,
+        receive_reported: Option<usize>,
+        send_requested: usize,
+        send_reported: Option<usize>,
+    ) -> SocketBuffers {
+        let granted = |size: Option<usize>| size.map_or(0, |s| s / KERNEL_FACTOR);
+        SocketBuffers {
+            receive_requested,
+            receive: granted(receive_reported),
+            send_requested,
+            send: granted(send_reported),
+        }
+    }
+
     /// A message to show the user when the kernel granted less than was asked for, with the
     /// setting that raises the cap; `None` when every request was met.
     pub fn shortfall(&self) -> Option<String> {
@@ -108,6 +130,23 @@ pub enum Flush {
     /// The socket returned `WouldBlock`; call `transmit` again once it is writable. The refused
     /// datagram is kept and goes first.
     Blocked,
+}
+
+/// How much more than the usable size the kernel reports for a socket buffer.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const KERNEL_FACTOR: usize = 2;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const KERNEL_FACTOR: usize = 1;
+
+/// Datagrams the kernel dropped on the socket with `inode`, from the text of a Linux
+/// `/proc/net/udp` (or `udp6`) table the adapter read: the `drops` column (the last) of the
+/// socket's line (its inode is the tenth column). `None` when the socket is not in the table.
+pub fn udp_table_drops(table: &str, inode: u64) -> Option<u64> {
+    table.lines().skip(1).find_map(|line| {
+        let mut columns = line.split_whitespace();
+        let ours = columns.nth(9)?.parse::<u64>().ok()? == inode;
+        ours.then(|| columns.last()?.parse().ok()).flatten()
+    })
 }
 
 impl DatagramPump {
@@ -267,6 +306,21 @@ fn is_transient(e: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_drops_column_of_our_socket_is_found_by_inode() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  123: 0100007F:A1B2 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 0
+  124: 0100007F:C3D4 00000000:0000 07 00000000:00034000 00:00000000 00000000     0        0 4343 2 0000000000000000 17
+";
+        assert_eq!(super::udp_table_drops(table, 4343), Some(17));
+        assert_eq!(super::udp_table_drops(table, 4242), Some(0));
+        assert_eq!(super::udp_table_drops(table, 1), None);
+        assert_eq!(
+            super::udp_table_drops("header only\n 1: short line", 1),
+            None
+        );
+    }
+
     use super::*;
     use crate::{Mesh, MeshConfig};
 

@@ -7,7 +7,7 @@
 
 use tracing::{debug, info, info_span, Span};
 
-use crate::stats::CandidatePair;
+use crate::nat::PeerPath;
 use crate::transfer::{Mode, PeerId};
 
 /// The mesh's span.
@@ -36,12 +36,12 @@ pub(crate) fn restart_retried(span: &Span, attempt: u32) {
     debug!(parent: span, attempt, "ICE restart tried again");
 }
 
-pub(crate) fn restart_ended(span: &Span, path: &CandidatePair) {
-    info!(parent: span, local = %path.local, remote = %path.remote, relayed = path.is_relayed(), "ICE restart ended");
+pub(crate) fn restart_ended(span: &Span, path: &PeerPath) {
+    info!(parent: span, local = %path.local_address, remote = %path.remote_address, relayed = path.is_relayed(), "ICE restart ended");
 }
 
-pub(crate) fn moved(span: &Span, path: &CandidatePair) {
-    info!(parent: span, local = %path.local, remote = %path.remote, relayed = path.is_relayed(), "moved to a new path");
+pub(crate) fn moved(span: &Span, path: &PeerPath) {
+    info!(parent: span, local = %path.local_address, remote = %path.remote_address, relayed = path.is_relayed(), "moved to a new path");
 }
 
 pub(crate) fn lost(span: &Span, reason: &'static str) {

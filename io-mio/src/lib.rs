@@ -58,7 +58,7 @@
 mod socket;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -164,6 +164,19 @@ impl<M: Machine> MioEndpoint<M> {
         let buffers = socket::granted(&socket);
         let mut socket = UdpSocket::from_std(socket);
         let pump = DatagramPump::attach(&mut machine, socket.local_addr()?, announce)?;
+        // ICE server host names are resolved here, blocking (the core does no DNS); a name
+        // that does not resolve is reported by the mesh.
+        for host in machine.mesh().ice_server_hosts() {
+            let addresses: Vec<IpAddr> = (host.as_str(), 0)
+                .to_socket_addrs()
+                .map(|found| found.map(|a| a.ip()).collect())
+                .unwrap_or_default();
+            machine
+                .mesh_mut()
+                .set_ice_server_addresses(&host, &addresses);
+        }
+        // The loop's first turn: ICE servers are asked before any peer exists.
+        machine.handle_timeout(Instant::now());
         registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
         let defaults = MioConfig::default();
         Ok(MioEndpoint {

@@ -1,4 +1,6 @@
-//! The UDP socket's kernel side: its buffer sizes, and the datagrams the kernel dropped.
+//! The UDP socket's kernel side: its buffer sizes, and the datagrams the kernel dropped. What
+//! needs no system call (clamping, halving Linux's figures, reading the drops table) is in
+//! `rtcmesh::pump`, shared with the other adapter.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -15,8 +17,8 @@ pub(crate) fn bind(
 ) -> io::Result<(UdpSocket, SocketBuffers)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // A refused size is not an error: the kernel's cap applies, and the shortfall is reported.
-    // The option is a C int.
-    let (receive, send) = (receive.min(MAX_REQUEST), send.min(MAX_REQUEST));
+    let receive = receive.min(SocketBuffers::MAX_REQUEST);
+    let send = send.min(SocketBuffers::MAX_REQUEST);
     if receive > 0 {
         let _ = socket.set_recv_buffer_size(receive);
     }
@@ -25,36 +27,25 @@ pub(crate) fn bind(
     }
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
-    let granted = |size: io::Result<usize>| size.map_or(0, |s| s / KERNEL_FACTOR);
-    let buffers = SocketBuffers {
-        receive_requested: receive,
-        receive: granted(socket.recv_buffer_size()),
-        send_requested: send,
-        send: granted(socket.send_buffer_size()),
-    };
+    let buffers = SocketBuffers::from_reported(
+        receive,
+        socket.recv_buffer_size().ok(),
+        send,
+        socket.send_buffer_size().ok(),
+    );
     Ok((socket.into(), buffers))
 }
 
 /// The buffers of a socket the caller built (left as they are).
 pub(crate) fn granted(socket: &UdpSocket) -> SocketBuffers {
     let socket = socket2::SockRef::from(socket);
-    let granted = |size: io::Result<usize>| size.map_or(0, |s| s / KERNEL_FACTOR);
-    SocketBuffers {
-        receive_requested: 0,
-        receive: granted(socket.recv_buffer_size()),
-        send_requested: 0,
-        send: granted(socket.send_buffer_size()),
-    }
+    SocketBuffers::from_reported(
+        0,
+        socket.recv_buffer_size().ok(),
+        0,
+        socket.send_buffer_size().ok(),
+    )
 }
-
-/// The largest size `setsockopt` takes (a C int, which Linux then doubles).
-const MAX_REQUEST: usize = i32::MAX as usize / 2;
-
-/// Linux reports twice the size it was given (the other half is its bookkeeping).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const KERNEL_FACTOR: usize = 2;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-const KERNEL_FACTOR: usize = 1;
 
 /// Datagrams the kernel dropped on this socket since it was created (a full receive buffer,
 /// almost always): Linux's per-socket `drops` column of `/proc/net/udp` / `udp6`. `None`
@@ -67,7 +58,7 @@ pub(crate) fn receive_drops(socket: &impl std::os::fd::AsRawFd) -> Option<u64> {
         .ino();
     ["/proc/net/udp", "/proc/net/udp6"]
         .into_iter()
-        .find_map(|table| drops_in_table(&std::fs::read_to_string(table).ok()?, inode))
+        .find_map(|table| rtcmesh::udp_table_drops(&std::fs::read_to_string(table).ok()?, inode))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -75,31 +66,9 @@ pub(crate) fn receive_drops<S>(_: &S) -> Option<u64> {
     None
 }
 
-/// The `drops` column (the last) of the line for socket `inode` (the tenth column) in a
-/// `/proc/net/udp` table.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn drops_in_table(table: &str, inode: u64) -> Option<u64> {
-    table.lines().skip(1).find_map(|line| {
-        let columns: Vec<&str> = line.split_whitespace().collect();
-        let ours = columns.get(9)?.parse::<u64>().ok()? == inode;
-        ours.then(|| columns.last()?.parse().ok()).flatten()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_drops_column_of_our_socket_is_found_by_inode() {
-        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
-  123: 0100007F:A1B2 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 0
-  124: 0100007F:C3D4 00000000:0000 07 00000000:00034000 00:00000000 00000000     0        0 4343 2 0000000000000000 17
-";
-        assert_eq!(drops_in_table(table, 4343), Some(17));
-        assert_eq!(drops_in_table(table, 4242), Some(0));
-        assert_eq!(drops_in_table(table, 1), None);
-    }
 
     #[cfg(target_os = "linux")]
     #[test]

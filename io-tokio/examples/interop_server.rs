@@ -4,10 +4,16 @@
 //! packet whose payload starts with `echo:` back to its sender on the same channel, and relays
 //! between clients as SceneMultiplayer does, and reports ICE restarts (Chromium restarts ICE
 //! mid-stream). The signaling runs over `wss://` with a certificate generated here for
-//! `127.0.0.1` (rcgen), written as PEM files for the clients.
-//! Prints `READY <wss-url> <lobby> <cert.pem> <key.pem>` once listening. Exits after
+//! `127.0.0.1` and the signaling address (rcgen), written as PEM files for the clients. Prints
+//! `READY <wss-url> <lobby> <cert.pem> <key.pem>` once listening. Exits after
 //! `RTCMESH_INTEROP_SECONDS` (default 60) or when stdin closes.
+//!
+//! The NAT lab (`interop/natlab/run.sh`) runs it on a lab address: `RTCMESH_INTEROP_ADDR` (the
+//! IP for the signaling server and the UDP socket, default 127.0.0.1) and
+//! `RTCMESH_INTEROP_ALLOW` (the remote allowlist as comma-separated prefixes, default loopback;
+//! `any` for none).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rtcmesh::lobby::LobbyServerConfig;
@@ -15,7 +21,7 @@ use rtcmesh::{
     IpPrefix, MeshConfig, Multiplayer, MultiplayerConfig, MultiplayerEvent, Target, TransferMode,
 };
 use rtcmesh_tokio::signal::{client_tls, server_tls_from_pem_files};
-use rtcmesh_tokio::{join_with, JoinOptions, SignalConfig, SignalServer};
+use rtcmesh_tokio::{join_with, EndpointConfig, JoinOptions, SignalConfig, SignalServer};
 use tokio::io::AsyncReadExt;
 
 #[tokio::main]
@@ -24,7 +30,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+    let ip: IpAddr = std::env::var("RTCMESH_INTEROP_ADDR")
+        .unwrap_or_else(|_| "127.0.0.1".into())
+        .parse()?;
+    let allowlist = match std::env::var("RTCMESH_INTEROP_ALLOW").ok().as_deref() {
+        None => Some(IpPrefix::loopback()),
+        Some("any") => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<IpPrefix>, _>>()?,
+        ),
+    };
+    let mut names = vec!["127.0.0.1".to_owned()];
+    if !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    let certified = rcgen::generate_simple_self_signed(names)?;
     let dir = std::env::temp_dir().join(format!("rtcmesh-interop-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -35,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tls: Some(server_tls_from_pem_files(&cert, &key)?),
         ..SignalConfig::default()
     };
-    let server = SignalServer::bind_with("127.0.0.1:0".parse()?, config).await?;
+    let server = SignalServer::bind_with(SocketAddr::new(ip, 0), config).await?;
     let mut roots = rtcmesh_tokio::rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone())?;
     let options = JoinOptions {
@@ -43,8 +65,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         mesh: false,
         config: MeshConfig {
             channels: vec![TransferMode::Reliable],
-            remote_allowlist: Some(IpPrefix::loopback()),
+            remote_allowlist: allowlist,
             ..MeshConfig::default()
+        },
+        endpoint: EndpointConfig {
+            bind: SocketAddr::new(ip, 0),
+            announce: None,
+            ..EndpointConfig::default()
         },
         ..JoinOptions::default()
     };
@@ -84,8 +111,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     println!("server: ICE restart of {id} started at {:.0?}", started.elapsed());
                 }
                 Some(MultiplayerEvent::IceRestartEnded { peer, path }) => println!(
-                    "server: ICE restart of {peer} ended at {:.0?} on {} ({:?}) → {} ({:?})",
-                    started.elapsed(), path.local, path.local_kind, path.remote, path.remote_kind
+                    "server: ICE restart of {peer} ended at {:.0?} on {path}",
+                    started.elapsed()
                 ),
                 Some(_) => {}
                 None => break,

@@ -124,6 +124,9 @@ impl Endpoint {
             socket::bind(config.bind, config.receive_buffer, config.send_buffer)?;
         let socket = UdpSocket::from_std(socket)?;
         let pump = DatagramPump::attach(&mut machine, socket.local_addr()?, config.announce)?;
+        resolve_ice_servers(machine.mesh_mut()).await;
+        // The loop's first turn: ICE servers are asked before any peer exists.
+        machine.handle_timeout(Instant::now());
         let local = pump.local_addr();
         let (commands, command_rx) = mpsc::channel(config.command_capacity.max(1));
         let (event_tx, events) = mpsc::channel(config.event_capacity.max(1));
@@ -154,6 +157,22 @@ impl Endpoint {
                 task: Some(task),
             },
         ))
+    }
+}
+
+/// How long one host name of an ICE server may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves the host names in the mesh's ICE server URLs (the core does no DNS); a name that
+/// does not resolve in time is passed on as unresolved, and reported by the mesh.
+async fn resolve_ice_servers(mesh: &mut Mesh) {
+    for host in mesh.ice_server_hosts() {
+        let lookup = tokio::net::lookup_host((host.as_str(), 0));
+        let addresses: Vec<IpAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+            Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+            _ => Vec::new(),
+        };
+        mesh.set_ice_server_addresses(&host, &addresses);
     }
 }
 

@@ -19,6 +19,10 @@ use crate::endpoint::{Endpoint, EndpointConfig, Events, Handle};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// How long `join` waits for the ICE servers before offering to the lobby's members (the
+/// rest is trickled).
+const GATHERING_WAIT: Duration = Duration::from_secs(2);
+
 /// How to join.
 #[derive(Debug, Clone)]
 pub struct JoinOptions {
@@ -206,6 +210,16 @@ where
     let (handle, endpoint_events) = Endpoint::spawn(options.endpoint, make(mesh))
         .await
         .map_err(JoinError::Io)?;
+    // Members already in the lobby are offered to at once: let the ICE servers answer first
+    // (briefly), so the first offer carries the public and relayed candidates too.
+    let gathering_limit = tokio::time::Instant::now() + GATHERING_WAIT;
+    while tokio::time::Instant::now() < gathering_limit {
+        let complete = handle.call(|m, _| m.mesh().ice_gathering_complete()).await;
+        if complete.unwrap_or(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let rejected = Arc::new(AtomicU64::new(0));
     let lifetime = options.unreliable_lifetime;
     for event in early {

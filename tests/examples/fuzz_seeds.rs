@@ -173,5 +173,46 @@ fn main() {
     {
         write("commands", &format!("seq-{i:02}"), seed);
     }
+    // What a TURN server sends a mesh while it allocates: the challenge, the allocation, the
+    // Binding answer. Each becomes a seed for `ice_server` (mode byte 0: raw datagram).
+    let start = Instant::now();
+    let listen: std::net::SocketAddr = "127.250.0.1:3478".parse().unwrap();
+    let mut server = rtcmesh_tests::SimTurnServer::new(listen, &[("fuzz", "fuzz")], start);
+    let config = MeshConfig {
+        ice_servers: vec![rtcmesh::IceServer::turn(
+            format!("turn:{listen}"),
+            "fuzz",
+            "fuzz",
+        )],
+        ..MeshConfig::default()
+    };
+    let mut m = Mesh::create_mesh(1, config).unwrap();
+    m.add_host_candidate(a_addr).unwrap();
+    m.handle_timeout(start);
+    let mut from_server = Vec::new();
+    let mut t = start;
+    for _ in 0..100 {
+        while let Some(tx) = m.poll_transmit() {
+            let mut out = Vec::new();
+            server.receive(t, a_addr, tx.destination, &tx.contents, &mut out);
+            for (from, _, bytes) in out {
+                from_server.push(bytes.clone());
+                m.handle_datagram(t, from, a_addr, &bytes);
+            }
+        }
+        if m.ice_gathering_complete() {
+            break;
+        }
+        t += Duration::from_millis(60);
+        m.handle_timeout(t);
+    }
+    for (i, bytes) in from_server.iter().take(6).enumerate() {
+        let len = bytes.len().min(255) as u8;
+        write(
+            "ice_server",
+            &format!("server-{i:02}"),
+            &[&[1u8], &bytes[..], &[0, len]].concat(),
+        );
+    }
     println!("seed corpora written to {}", root.display());
 }

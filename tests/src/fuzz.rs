@@ -23,6 +23,7 @@ thread_local! {
     static AWAITING: RefCell<Option<(Mesh, Mesh)>> = const { RefCell::new(None) };
     static MP_WORLD: RefCell<Option<MpWorld>> = const { RefCell::new(None) };
     static COMMANDS: RefCell<Vec<Option<Mesh>>> = const { RefCell::new(Vec::new()) };
+    static RELAY_WORLD: RefCell<Option<World>> = const { RefCell::new(None) };
 }
 
 /// A connected 3-peer mesh reused across inputs (ids 1, 2, 3).
@@ -494,6 +495,109 @@ pub fn commands(data: &[u8]) {
         });
         if finished {
             *slot = None;
+        }
+    });
+}
+
+/// A symmetric-NAT peer (node 0) connected to a public one (node 1) only through its TURN
+/// allocation on the world's server, reused across inputs.
+fn with_relay_world<R>(f: impl FnOnce(&mut World) -> R) -> R {
+    RELAY_WORLD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let world = slot.get_or_insert_with(|| {
+            let mut world = World::new();
+            world.add_turn_server(&[("fuzz", "fuzz")]);
+            let listen = world.servers[0].listen;
+            let config = MeshConfig {
+                ice_servers: vec![rtcmesh::IceServer::turn(
+                    format!("turn:{listen}"),
+                    "fuzz",
+                    "fuzz",
+                )],
+                ice_transport_policy: rtcmesh::IceTransportPolicy::Relay,
+                ..MeshConfig::default()
+            };
+            world.add_behind_nat(
+                Mesh::create_mesh(1, config.clone()).expect("mesh"),
+                crate::NatBehavior::SYMMETRIC,
+            );
+            world.add(Mesh::create_mesh(2, MeshConfig::default()).expect("mesh"));
+            world.introduce_all();
+            assert!(
+                world.run_until(Duration::from_secs(10), World::fully_connected),
+                "relayed pair did not connect"
+            );
+            world
+        });
+        f(world)
+    })
+}
+
+/// Datagrams that claim to come from the configured TURN server (spoofed, or a broken
+/// server): raw bytes, ChannelData for any channel, STUN messages of any type. The relayed
+/// connection must keep working.
+pub fn ice_server(data: &[u8]) {
+    with_relay_world(|world| {
+        let mut u = Unstructured::new(data);
+        let server = world.servers[0].listen;
+        let count = u.int_in_range(1..=8u8).unwrap_or(1);
+        for _ in 0..count {
+            let len = u.arbitrary_len::<u8>().unwrap_or(0).min(1500);
+            let body = u.bytes(len).unwrap_or(&[]).to_vec();
+            let bytes = match u.int_in_range(0..=2u8).unwrap_or(0) {
+                0 => body,
+                1 => {
+                    // ChannelData: channel 0x4000..=0x7FFF, a length that may lie.
+                    let channel = u.int_in_range(0x4000..=0x7FFFu16).unwrap_or(0x4000);
+                    let claimed = u16::arbitrary(&mut u).unwrap_or(body.len() as u16);
+                    let mut b = channel.to_be_bytes().to_vec();
+                    b.extend_from_slice(&claimed.to_be_bytes());
+                    b.extend_from_slice(&body);
+                    b
+                }
+                _ => {
+                    // A STUN header (any method and class, the magic cookie, any transaction)
+                    // around arbitrary attributes.
+                    let kind = u16::arbitrary(&mut u).unwrap_or(0x0111) & 0x3FFF;
+                    let mut b = kind.to_be_bytes().to_vec();
+                    b.extend_from_slice(&(body.len() as u16).to_be_bytes());
+                    b.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+                    b.extend_from_slice(&<[u8; 12]>::arbitrary(&mut u).unwrap_or([0; 12]));
+                    b.extend_from_slice(&body);
+                    b
+                }
+            };
+            let node = &mut world.nodes[0];
+            node.mesh
+                .handle_datagram(world.now, server, node.addr, &bytes);
+            world.drain(0);
+        }
+        // The relayed pair still delivers, both ways.
+        for (from, to) in [(0, 1), (1, 0)] {
+            for n in 0..world.nodes.len() {
+                world.nodes[n].take_events();
+            }
+            let peer = world.id(to);
+            world.tick();
+            world.nodes[from]
+                .mesh
+                .send(Target::Peer(peer), TransferMode::Reliable, 0, b"probe")
+                .expect("probe send");
+            world.drain(from);
+            let arrived = world.run_until(Duration::from_secs(5), |w| {
+                w.nodes[to].packets().iter().any(|p| p.data == b"probe")
+            });
+            assert!(
+                arrived,
+                "the relayed pair stopped delivering after fuzz input"
+            );
+        }
+        for node in &world.nodes {
+            assert!(
+                node.disconnected().is_empty(),
+                "a peer was lost: {:?}",
+                node.disconnected()
+            );
         }
     });
 }

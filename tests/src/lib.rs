@@ -5,13 +5,21 @@
 //! a signaling server) between them, and records every event each node emits, so tests read as
 //! stories: build a world, connect nodes, run until a condition, assert on the event logs.
 //! [`MpWorld`] does the same for the multiplayer layer.
+//!
+//! For NAT traversal the world also holds NAT boxes ([`SimNat`]: cone or symmetric mapping,
+//! with filtering) in front of chosen nodes, and STUN/TURN servers ([`SimTurnServer`], the
+//! sans-IO `turn-server-proto`) on the same fake clock.
 
 pub mod fuzz;
 pub mod hostile;
 pub mod multiplayer_world;
+pub mod nat;
 pub mod sim;
 pub mod stream;
+pub mod turn_server;
 
 pub use multiplayer_world::{Machine, MpNode, MpWorld};
+pub use nat::{Filtering, Mapping, NatBehavior, SimNat};
 pub use sim::{LinkConditions, Node, NodeId, World};
 pub use stream::Stream;
+pub use turn_server::SimTurnServer;

@@ -8,8 +8,28 @@ use std::time::{Duration, Instant};
 use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Signal, SignalError};
 use str0m_netem::{Input as NetInput, Netem, NetemConfig, Output as NetOutput};
 
+use crate::nat::{NatBehavior, SimNat};
+use crate::turn_server::SimTurnServer;
+
 /// Index of a node in its world.
 pub type NodeId = usize;
+
+/// One end of a wire: a node, or a STUN/TURN server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Host {
+    Node(NodeId),
+    Server(usize),
+}
+
+impl Host {
+    /// A number for the wire's seed.
+    fn index(self) -> usize {
+        match self {
+            Host::Node(n) => n,
+            Host::Server(s) => 10_000 + s,
+        }
+    }
+}
 
 /// How one directed link treats datagrams: a `str0m-netem` emulator (latency, jitter,
 /// reordering with `reorder_gap` — jitter alone keeps send order —, random or bursty loss,
@@ -75,6 +95,8 @@ pub struct Node {
     pub signal_errors: Vec<SignalError>,
     /// `false` once the node vanished: it no longer sends, receives or ticks.
     pub alive: bool,
+    /// The NAT in front of it (an index into [`World::nats`]), if any.
+    pub nat: Option<usize>,
 }
 
 impl Node {
@@ -135,7 +157,11 @@ pub struct World {
     pub seed: u64,
     /// Conditions for links not set one by one.
     pub default_link: LinkConditions,
-    wires: BTreeMap<(NodeId, NodeId), Wire>,
+    wires: BTreeMap<(Host, Host), Wire>,
+    /// NAT boxes; nodes behind one have private addresses no one else can reach.
+    pub nats: Vec<SimNat>,
+    /// STUN/TURN servers on the "public" network.
+    pub servers: Vec<SimTurnServer>,
     /// Delay of the signaling channel.
     pub signal_latency: Duration,
     in_flight: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -151,7 +177,12 @@ pub struct World {
     pub datagrams_dropped: u64,
     /// Datagrams delivered.
     pub datagrams_delivered: u64,
+    /// Tampers with signals in flight (see [`World::rewrite_signals`]).
+    rewrite: Option<SignalRewrite>,
 }
+
+/// A test's hook on the signaling channel: (sender id, receiver id, signal).
+type SignalRewrite = Box<dyn FnMut(PeerId, PeerId, &mut Signal)>;
 
 impl Default for World {
     fn default() -> Self {
@@ -175,6 +206,8 @@ impl World {
             seed,
             default_link: LinkConditions::default(),
             wires: BTreeMap::new(),
+            nats: Vec::new(),
+            servers: Vec::new(),
             signal_latency: Duration::from_millis(5),
             in_flight: BinaryHeap::new(),
             signals: HashMap::new(),
@@ -184,6 +217,7 @@ impl World {
             signaling: true,
             datagrams_dropped: 0,
             datagrams_delivered: 0,
+            rewrite: None,
         }
     }
 
@@ -194,13 +228,34 @@ impl World {
 
     /// Adds a node running `mesh`, bound to `127.0.0.<n+1>:5000` (registered as its host
     /// candidate). Returns its index.
-    pub fn add(&mut self, mut mesh: Mesh) -> NodeId {
-        let n = self.nodes.len();
-        let octet = u8::try_from(n + 1).expect("at most 254 nodes");
+    pub fn add(&mut self, mesh: Mesh) -> NodeId {
+        let octet = u8::try_from(self.nodes.len() + 1).expect("at most 254 nodes");
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, octet)), 5000);
+        self.place(mesh, addr, None)
+    }
+
+    /// Adds a node behind a NAT of its own with this behaviour: the node is at a private
+    /// address (`127.100.<k>.2:5000`, unreachable from outside), the NAT's public address is
+    /// `127.200.0.<k>`. Returns the node's index; its NAT is [`Node::nat`].
+    pub fn add_behind_nat(&mut self, mesh: Mesh, behavior: NatBehavior) -> NodeId {
+        let k = u8::try_from(self.nats.len() + 1).expect("at most 254 NATs");
+        self.nats.push(SimNat::new(
+            IpAddr::V4(Ipv4Addr::new(127, 200, 0, k)),
+            behavior,
+        ));
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 100, k, 2)), 5000);
+        self.place(mesh, addr, Some(self.nats.len() - 1))
+    }
+
+    fn place(&mut self, mut mesh: Mesh, addr: SocketAddr, nat: Option<usize>) -> NodeId {
+        let n = self.nodes.len();
         mesh.add_host_candidate(addr)
             .expect("loopback host candidate");
-        self.by_addr.insert(addr, n);
+        // The application loop's first turn: gathering starts before any peer exists.
+        mesh.handle_timeout(self.now);
+        if nat.is_none() {
+            self.by_addr.insert(addr, n);
+        }
         self.nodes.push(Node {
             mesh,
             addr,
@@ -208,8 +263,39 @@ impl World {
             events: Vec::new(),
             signal_errors: Vec::new(),
             alive: true,
+            nat,
         });
+        self.drain(n);
         n
+    }
+
+    /// Starts a STUN/TURN server at `127.250.0.<k>:3478` accepting these long-term
+    /// credentials; its URL host is [`SimTurnServer::listen`]. Returns its index.
+    pub fn add_turn_server(&mut self, users: &[(&str, &str)]) -> usize {
+        let k = u8::try_from(self.servers.len() + 1).expect("at most 254 servers");
+        let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 250, 0, k)), 3478);
+        self.servers
+            .push(SimTurnServer::new(listen, users, self.now));
+        self.servers.len() - 1
+    }
+
+    /// Where a datagram for `destination` goes: a node with a public address, the node behind
+    /// the NAT owning that address, or a server. `None`: nowhere (a private address, say).
+    fn host_at(&self, destination: SocketAddr) -> Option<Host> {
+        if let Some(&n) = self.by_addr.get(&destination) {
+            return Some(Host::Node(n));
+        }
+        if let Some(s) = self.servers.iter().position(|s| s.owns(destination)) {
+            return Some(Host::Server(s));
+        }
+        let k = self
+            .nats
+            .iter()
+            .position(|nat| nat.public_ip == destination.ip())?;
+        self.nodes
+            .iter()
+            .position(|node| node.nat == Some(k))
+            .map(Host::Node)
     }
 
     /// A world of `ids.len()` mesh-mode nodes with these unique ids.
@@ -260,18 +346,30 @@ impl World {
 
     /// Has `a` and `b` add each other (Godot's `add_peer` on both sides, lifetime 1 ms).
     pub fn introduce(&mut self, a: NodeId, b: NodeId) {
+        self.introduce_with_lifetime(a, b, 1);
+    }
+
+    /// Has `a` and `b` add each other with this `unreliable_lifetime` (ms) for the `ordered`
+    /// and `unreliable` channels.
+    pub fn introduce_with_lifetime(&mut self, a: NodeId, b: NodeId, lifetime_ms: i32) {
         let (ida, idb) = (self.id(a), self.id(b));
         let now = self.now;
         self.nodes[a]
             .mesh
-            .add_peer(now, idb, 1)
+            .add_peer(now, idb, lifetime_ms)
             .expect("add_peer a→b");
         self.nodes[b]
             .mesh
-            .add_peer(now, ida, 1)
+            .add_peer(now, ida, lifetime_ms)
             .expect("add_peer b→a");
         self.drain(a);
         self.drain(b);
+    }
+
+    /// Passes every signal through `rewrite` (sender id, receiver id, signal) before it is
+    /// delivered: a remote that advertises something else in its SDP, a tampering relay.
+    pub fn rewrite_signals(&mut self, rewrite: impl FnMut(PeerId, PeerId, &mut Signal) + 'static) {
+        self.rewrite = Some(Box::new(rewrite));
     }
 
     /// Introduces every pair of nodes (a full mesh) or, with a server at node 0, each client to it.
@@ -297,7 +395,12 @@ impl World {
     /// only datagrams to `public` reach it (those to the old mapping are dropped, including the
     /// ones in flight). The node's socket and host candidate do not change, and the node is not
     /// told: it must find out, as behind a real NAT.
+    /// For a node behind a [`SimNat`], rebind that NAT instead (`nats[k].rebind()`).
     pub fn rebind(&mut self, n: NodeId, public: SocketAddr) {
+        assert!(
+            self.nodes[n].nat.is_none(),
+            "node {n} is behind a SimNat: rebind the NAT"
+        );
         assert!(!self.by_addr.contains_key(&public), "{public} is taken");
         self.by_addr.remove(&self.nodes[n].public);
         self.by_addr.insert(public, n);
@@ -310,8 +413,10 @@ impl World {
     pub fn move_node(&mut self, n: NodeId, addr: SocketAddr) {
         assert!(!self.by_addr.contains_key(&addr), "{addr} is taken");
         let old = self.nodes[n].addr;
-        self.by_addr.remove(&self.nodes[n].public);
-        self.by_addr.insert(addr, n);
+        if self.nodes[n].nat.is_none() {
+            self.by_addr.remove(&self.nodes[n].public);
+            self.by_addr.insert(addr, n);
+        }
         self.nodes[n].addr = addr;
         self.nodes[n].public = addr;
         let now = self.now;
@@ -325,7 +430,7 @@ impl World {
     /// Sets the conditions of the directed link `from → to` (packets in flight keep their times).
     pub fn set_link(&mut self, from: NodeId, to: NodeId, conditions: LinkConditions) {
         let seed = wire_seed(self.seed, from, to);
-        let wire = self.wire(from, to);
+        let wire = self.wire(Host::Node(from), Host::Node(to));
         wire.conditions = conditions;
         wire.netem.set_config(conditions.netem.seed(seed));
     }
@@ -346,12 +451,23 @@ impl World {
     /// Cuts (or heals) both directions between `a` and `b`.
     pub fn partition(&mut self, a: NodeId, b: NodeId, cut: bool) {
         for (x, y) in [(a, b), (b, a)] {
+            self.wire(Host::Node(x), Host::Node(y)).conditions.up = !cut;
+        }
+    }
+
+    /// Cuts (or heals) both directions between node `n` and server `server`.
+    pub fn partition_server(&mut self, n: NodeId, server: usize, cut: bool) {
+        for (x, y) in [
+            (Host::Node(n), Host::Server(server)),
+            (Host::Server(server), Host::Node(n)),
+        ] {
             self.wire(x, y).conditions.up = !cut;
         }
     }
 
-    fn wire(&mut self, from: NodeId, to: NodeId) -> &mut Wire {
-        let (seed, default) = (wire_seed(self.seed, from, to), self.default_link);
+    fn wire(&mut self, from: Host, to: Host) -> &mut Wire {
+        let seed = wire_seed(self.seed, from.index(), to.index());
+        let default = self.default_link;
         self.wires.entry((from, to)).or_insert_with(|| Wire {
             conditions: default,
             netem: Netem::new(default.netem.seed(seed)),
@@ -366,25 +482,18 @@ impl World {
             if !self.nodes[n].alive {
                 continue;
             }
-            let Some(&to) = self.by_addr.get(&t.destination) else {
-                self.datagrams_dropped += 1;
-                continue;
+            // A socket sends from its own address, whatever str0m thinks it is; what leaves a
+            // NAT carries the NAT's public address (or the one `rebind` gave the node).
+            let source = match self.nodes[n].nat {
+                Some(k) => self.nats[k].outbound(self.nodes[n].addr, t.destination),
+                None => self.nodes[n].public,
             };
-            let now = self.now;
-            let public = self.nodes[n].public;
-            let wire = self.wire(n, to);
-            if !wire.conditions.up {
-                self.datagrams_dropped += 1;
-                continue;
-            }
-            // A socket sends from its own address, whatever str0m thinks it is; a NAT maps
-            // that to the public one.
             let datagram = Datagram {
-                source: public,
+                source,
                 destination: t.destination,
                 contents: t.contents,
             };
-            wire.netem.handle_input(NetInput::Packet(now, datagram));
+            self.send(Host::Node(n), datagram);
         }
         while let Some(event) = self.nodes[n].mesh.poll_event() {
             match event {
@@ -402,6 +511,21 @@ impl World {
                 other => self.nodes[n].events.push(other),
             }
         }
+    }
+
+    /// Puts a datagram on the wire from `from` to whoever owns its destination.
+    fn send(&mut self, from: Host, datagram: Datagram) {
+        let Some(to) = self.host_at(datagram.destination) else {
+            self.datagrams_dropped += 1;
+            return;
+        };
+        let now = self.now;
+        let wire = self.wire(from, to);
+        if !wire.conditions.up {
+            self.datagrams_dropped += 1;
+            return;
+        }
+        wire.netem.handle_input(NetInput::Packet(now, datagram));
     }
 
     fn schedule(&mut self, at: Instant, delivery: SignalDelivery) {
@@ -425,7 +549,8 @@ impl World {
             .iter()
             .filter(|n| n.alive)
             .filter_map(|n| n.mesh.poll_timeout());
-        delivery.into_iter().chain(timers).min()
+        let servers = self.servers.iter().filter_map(|s| s.deadline());
+        delivery.into_iter().chain(timers).chain(servers).min()
     }
 
     /// Advances to the next thing that happens and processes everything due then. Returns
@@ -457,6 +582,13 @@ impl World {
         for datagram in arrived {
             self.deliver_datagram(datagram);
         }
+        for s in 0..self.servers.len() {
+            if self.servers[s].deadline().is_some_and(|t| t <= now) {
+                let mut out = Vec::new();
+                self.servers[s].poll(now, &mut out);
+                self.server_sends(s, out);
+            }
+        }
         for n in 0..self.nodes.len() {
             if !self.nodes[n].alive {
                 continue;
@@ -470,17 +602,46 @@ impl World {
     }
 
     fn deliver_datagram(&mut self, d: Datagram) {
-        match self.by_addr.get(&d.destination) {
-            Some(&n) if self.nodes[n].alive => {
+        let now = self.now;
+        match self.host_at(d.destination) {
+            Some(Host::Server(s)) => {
                 self.datagrams_delivered += 1;
-                let now = self.now;
-                // Behind a NAT the socket sees its own address as the destination.
-                let local = self.nodes[n].addr;
+                let mut out = Vec::new();
+                self.servers[s].receive(now, d.source, d.destination, &d.contents, &mut out);
+                self.server_sends(s, out);
+            }
+            Some(Host::Node(n)) if self.nodes[n].alive => {
+                // Through the node's NAT, if it has one: only what its filter lets in.
+                let destination = match self.nodes[n].nat {
+                    Some(k) => match self.nats[k].inbound(d.source, d.destination.port()) {
+                        // A mapping of a socket the node left (`move_node`) leads nowhere.
+                        Some(private) if private == self.nodes[n].addr => private,
+                        _ => {
+                            self.datagrams_dropped += 1;
+                            return;
+                        }
+                    },
+                    // Rebound (see `rebind`): the socket sees its own address.
+                    None => self.nodes[n].addr,
+                };
+                self.datagrams_delivered += 1;
                 self.nodes[n]
                     .mesh
-                    .handle_datagram(now, d.source, local, &d.contents);
+                    .handle_datagram(now, d.source, destination, &d.contents);
             }
             _ => self.datagrams_dropped += 1,
+        }
+    }
+
+    /// Puts what server `s` sends on the wire.
+    fn server_sends(&mut self, s: usize, out: Vec<crate::turn_server::ServerDatagram>) {
+        for (source, destination, contents) in out {
+            let datagram = Datagram {
+                source,
+                destination,
+                contents,
+            };
+            self.send(Host::Server(s), datagram);
         }
     }
 
@@ -492,7 +653,10 @@ impl World {
         match self.node_of(d.to) {
             Some(n) => {
                 // Signals cross the wire as text: exercise the encoding every time.
-                let signal = Signal::decode(&d.signal.encode()).expect("signal round trip");
+                let mut signal = Signal::decode(&d.signal.encode()).expect("signal round trip");
+                if let Some(rewrite) = &mut self.rewrite {
+                    rewrite(d.from, d.to, &mut signal);
+                }
                 if let Err(e) = self.nodes[n].mesh.handle_signal(self.now, d.from, signal) {
                     self.nodes[n].signal_errors.push(e);
                 }

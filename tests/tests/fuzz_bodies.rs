@@ -95,3 +95,8 @@ fn multiplayer_body() {
 fn commands_body() {
     drive("commands", 5, fuzz::commands);
 }
+
+#[test]
+fn ice_server_body() {
+    drive("ice_server", 6, fuzz::ice_server);
+}

@@ -124,7 +124,7 @@ fn the_offering_side_moving_to_a_new_address_restarts_ice_and_keeps_its_stream()
             .is_some());
         assert!(
             stream.events.iter().any(|(_, node, e)| *node == n
-                && matches!(e, Event::IceRestartEnded { path, .. } if path.remote.port() == 7000 || path.local.port() == 7000)),
+                && matches!(e, Event::IceRestartEnded { path, .. } if path.remote_address.port() == 7000 || path.local_address.port() == 7000)),
             "node {n} saw the restart end on the new address"
         );
     }
@@ -137,7 +137,7 @@ fn the_answering_side_moving_to_a_new_address_is_found_there_and_keeps_its_strea
     // The answering side cannot restart; the offerer finds it at its new address.
     assert!(
         stream.events.iter().any(|(_, node, e)| *node == 1
-            && matches!(e, Event::PeerMoved { path, .. } if path.remote == addr("127.0.0.77:7000"))),
+            && matches!(e, Event::PeerMoved { path, .. } if path.remote_address == addr("127.0.0.77:7000"))),
         "the offerer moved the peer to its new address"
     );
     assert!(stall < Duration::from_secs(4), "stalled {stall:?}");
@@ -321,7 +321,7 @@ fn a_peer_restarting_more_often_than_the_candidate_cap_allows_still_reconnects()
     // The last restart ended on the last address.
     let last = SocketAddr::from(([127, 0, 0, 70 + moves as u8 - 1], 7000));
     assert!(stream.events.iter().any(|(_, n, e)| *n == 0
-        && matches!(e, Event::IceRestartEnded { path, .. } if path.remote == last)));
+        && matches!(e, Event::IceRestartEnded { path, .. } if path.remote_address == last)));
     assert_eq!(w.nodes[0].mesh.stats().ice_restarts, u64::from(moves));
 }
 

@@ -19,7 +19,7 @@ fn pair(config: &MeshConfig) -> World {
 }
 
 #[test]
-fn channel_counters_match_the_traffic_sent_and_the_rtt_matches_the_latency() {
+fn channel_counters_match_the_traffic_sent_and_the_round_trip_matches_the_latency() {
     let config = MeshConfig::with_channels([TransferMode::Reliable]);
     let mut w = pair(&config);
     let before = w.nodes[1].mesh.peer_stats(1).unwrap();
@@ -72,7 +72,9 @@ fn channel_counters_match_the_traffic_sent_and_the_rtt_matches_the_latency() {
     assert_eq!(sent.channels[2].mode, TransferMode::Unreliable);
     // ICE consent checks measure the round trip: 2 × 25 ms on this network.
     for s in [&sent, &got] {
-        let rtt = s.rtt.expect("an RTT after 3 s with stats every second");
+        let rtt = s
+            .round_trip_time
+            .expect("an RTT after 3 s with stats every second");
         assert!(
             rtt >= Duration::from_millis(50) && rtt <= Duration::from_millis(55),
             "rtt {rtt:?}"
@@ -88,28 +90,43 @@ fn channel_counters_match_the_traffic_sent_and_the_rtt_matches_the_latency() {
     // The selected pair: both sockets' own addresses, host to host, not relayed.
     let path = sent.path.expect("a path");
     assert_eq!(
-        (path.local, path.remote),
+        (path.local_address, path.remote_address),
         (w.nodes[1].addr, w.nodes[0].addr)
     );
     assert_eq!(
-        (path.local_kind, path.remote_kind),
+        (path.local, path.remote),
         (CandidateKind::Host, CandidateKind::Host)
     );
     assert!(!path.is_relayed());
     assert_eq!(
+        w.nodes[1].mesh.peer(1).and_then(|p| p.path),
+        Some(path),
+        "PeerInfo::path is the same pair"
+    );
+    assert_eq!(
         (sent.ice_restarts, sent.moves, sent.queued_bytes),
         (0, 0, 0)
     );
-    // The aggregate of a one-peer mesh is that peer, without a path.
+    // Nothing waited in the queue or expired there; SCTP has everything acknowledged.
+    assert!(sent
+        .channels
+        .iter()
+        .all(|c| c.packets_expired == 0 && c.queued_bytes == 0));
+    assert_eq!((sent.peer, got.peer), (1, 2));
+    assert_eq!(sent.sctp_buffered, 0);
+    assert_eq!(sent.max_packet_size, config.max_packet_size);
+    // The aggregate of a one-peer mesh is that peer, without a path or an id.
     let total = w.nodes[1].mesh.aggregate_peer_stats();
     assert_eq!(total.channels, sent.channels);
-    assert_eq!(total.rtt, sent.rtt);
+    assert_eq!(total.round_trip_time, sent.round_trip_time);
     assert_eq!(total.path, None);
+    assert_eq!(total.peer, 0);
+    assert_eq!(total.sctp_window, sent.sctp_window);
     assert_eq!(w.nodes[1].mesh.peer_stats(9), None);
 }
 
 #[test]
-fn the_aggregate_sums_every_peer_and_keeps_the_slowest_rtt() {
+fn the_aggregate_sums_every_peer_and_keeps_the_slowest_round_trip() {
     let mut w = World::mesh(&[1, 2, 3], &MeshConfig::default());
     // Peer 3 is far from both others.
     for (a, b, ms) in [(0, 1, 5), (0, 2, 60), (1, 2, 60)] {
@@ -142,15 +159,16 @@ fn the_aggregate_sums_every_peer_and_keeps_the_slowest_rtt() {
     assert_eq!(total.channels[0].bytes_sent, 10);
     assert_eq!(total.datagrams_sent, s2.datagrams_sent + s3.datagrams_sent);
     assert_eq!(total.bytes_received, s2.bytes_received + s3.bytes_received);
-    assert_eq!(total.rtt, s3.rtt);
+    assert_eq!(total.round_trip_time, s3.round_trip_time);
     assert!(
-        s3.rtt.unwrap() >= Duration::from_millis(120)
-            && s2.rtt.unwrap() <= Duration::from_millis(15)
+        s3.round_trip_time.unwrap() >= Duration::from_millis(120)
+            && s2.round_trip_time.unwrap() <= Duration::from_millis(15)
     );
+    assert_eq!(total.sctp_window, s2.sctp_window + s3.sctp_window);
 }
 
 #[test]
-fn without_the_stats_interval_there_is_no_rtt_but_still_a_path() {
+fn without_the_stats_interval_there_is_no_round_trip_time_but_still_a_path() {
     let config = MeshConfig {
         stats_interval: None,
         ..MeshConfig::default()
@@ -164,8 +182,8 @@ fn without_the_stats_interval_there_is_no_rtt_but_still_a_path() {
     w.drain(1);
     w.run_for(Duration::from_secs(3));
     let s = w.nodes[1].mesh.peer_stats(1).unwrap();
-    assert_eq!(s.rtt, None);
-    assert_eq!(s.path.map(|p| p.remote), Some(w.nodes[0].addr));
+    assert_eq!(s.round_trip_time, None);
+    assert_eq!(s.path.map(|p| p.remote_address), Some(w.nodes[0].addr));
 }
 
 #[test]
@@ -187,7 +205,7 @@ fn a_moved_peer_leaves_no_stale_route_behind() {
     let s = w.nodes[1].mesh.peer_stats(1).unwrap();
     assert_eq!(s.moves, 1);
     assert_eq!(
-        s.path.map(|p| (p.remote, p.remote_kind)),
+        s.path.map(|p| (p.remote_address, p.remote)),
         Some((
             "127.0.0.99:6000".parse().unwrap(),
             CandidateKind::PeerReflexive

@@ -85,7 +85,8 @@ fn reliable_packets_arrive_in_order_and_intact_including_the_largest() {
 fn burst_beyond_the_sctp_buffer_is_queued_not_lost() {
     let mut w = World::connected_mesh(&[1, 2], &MeshConfig::default());
     let chunk = vec![7u8; 16 * 1024];
-    // 64 × 16 KiB = 1 MiB: eight times the SCTP send buffer, within the queue limit.
+    // 63 × 16 KiB: far beyond the SCTP send window (32 KiB on this short link), within the
+    // queue limit (1 MiB).
     for _ in 0..63 {
         w.nodes[0]
             .mesh

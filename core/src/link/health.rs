@@ -46,6 +46,7 @@ impl Limits {
 impl Link {
     /// Advances time to `now`, drains output and applies the link's own deadlines.
     pub fn timeout(&mut self, now: Instant, limits: Limits, sink: &mut Sink<'_>) -> Progress {
+        self.clock = self.clock.max(now);
         let mut progress = if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
             self.drive(now, sink)
         } else {

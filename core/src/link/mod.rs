@@ -1,11 +1,17 @@
 //! One remote peer: its str0m `Rtc`, its channels, and its connect / loss state.
 //!
 //! The link is split along its concerns: [`negotiation`] (offer / answer, candidates, starting
-//! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP), [`health`] (the
-//! deadlines that end or restart a link), [`path`] (the selected candidate pair and moved
-//! peers), [`restart`] (ICE restart), [`stats`] (per-peer counters) and [`guard`] (what the
-//! remote may not make it hold). This file holds the link
-//! itself and the loop that drains str0m's output into the mesh.
+//! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP), [`window`] (how much
+//! SCTP may hold at a time), [`health`] (the deadlines that end or restart a link), [`path`]
+//! (the selected candidate pair, the kinds of its ends, and moved peers), [`restart`] (ICE
+//! restart), [`stats`] (per-peer counters) and [`guard`] (what the remote may not make it
+//! hold). This file holds the link itself and the loop that drains str0m's output into the
+//! mesh.
+//!
+//! Writes do not drain: they mark the link dirty, and the mesh drains each dirty link once,
+//! from its next `poll_transmit`, `poll_event` or `handle_timeout`. Every poll of str0m costs
+//! sctp-proto a walk over everything it holds, so a burst of sends costs one poll instead of
+//! one per packet.
 
 mod guard;
 mod health;
@@ -14,10 +20,11 @@ mod path;
 mod queue;
 mod restart;
 mod stats;
+mod window;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use str0m::channel::ChannelId;
@@ -27,8 +34,9 @@ use crate::channels::ChannelSpec;
 use crate::demux::Route;
 use crate::error::AddPeerError;
 use crate::event::{Event, EventQueue, Packet, Transmit};
+use crate::nat::CandidateKind;
 use crate::signal::Signal;
-use crate::stats::{ChannelStats, MeshStats};
+use crate::stats::MeshStats;
 use crate::transfer::PeerId;
 
 use guard::Guard;
@@ -37,8 +45,11 @@ pub(crate) use negotiation::LinkSetup;
 use negotiation::{Handshake, Negotiation};
 use path::Path;
 use queue::SendQueue;
+pub(crate) use queue::WriteError;
 use restart::Recovery;
 use stats::Counters;
+pub use stats::{ChannelStats, PeerStats};
+use window::SendWindow;
 
 /// One channel of the peer, in layout order.
 #[derive(Debug)]
@@ -47,6 +58,12 @@ struct LinkChannel {
     /// `None` on the answering side until the offer arrives and the channel is created.
     id: Option<ChannelId>,
     open: bool,
+    /// The packet lifetime of a partially reliable channel (`None`: reliable).
+    lifetime: Option<Duration>,
+    /// Bytes written to SCTP on this channel and not yet seen released.
+    in_sctp: usize,
+    /// Its counters (carried over a handshake retry).
+    stats: ChannelStats,
 }
 
 /// Why a link ended.
@@ -89,6 +106,11 @@ pub(crate) struct Progress {
     pub lost: Option<Loss>,
     /// The handshake made no progress for `connect_retry_interval`: renegotiate from scratch.
     pub retry: bool,
+    /// ICE just lost its connection (a NAT mapping may have changed: worth re-checking).
+    pub ice_disconnected: bool,
+    /// Packets wait in the queue and input may have made room: flush the link at the next
+    /// poll.
+    pub wrote: bool,
     /// The peer moved away from this remote address: forget its routes.
     pub stale_remote: Option<SocketAddr>,
     /// An ICE restart that began then just ended: forget routes not heard from since.
@@ -101,10 +123,13 @@ impl Progress {
         self.connected |= other.connected;
         self.lost = self.lost.or(other.lost);
         self.retry |= other.retry;
+        self.ice_disconnected |= other.ice_disconnected;
+        self.wrote |= other.wrote;
         self.stale_remote = self.stale_remote.or(other.stale_remote);
         self.restarted_since = self.restarted_since.or(other.restarted_since);
     }
 }
+
 /// Outputs shared by every link of a mesh.
 pub(crate) struct Sink<'a> {
     pub transmits: &'a mut VecDeque<Transmit>,
@@ -147,11 +172,24 @@ pub(crate) struct Link {
     /// Routes learned for this peer, forgotten when it is removed.
     pub routes: SmallVec<[Route; 2]>,
     queue: SendQueue,
+    window: SendWindow,
+    /// Channels with bytes in SCTP (`in_sctp > 0`), so the window's refresh reads only those.
+    busy: SmallVec<[usize; 4]>,
+    /// On the mesh's list of links to flush at its next poll (written to, or input arrived
+    /// while packets wait in the queue).
+    pub dirty: bool,
+    /// SCTP took packets since the last drain.
+    unsent: bool,
+    /// The latest time given to the `Rtc`.
+    clock: Instant,
+    /// The largest message the remote accepts (its SDP `a=max-message-size`, RFC 8841).
+    max_message_size: usize,
+    /// Packets str0m refused for good (see [`PeerStats::packets_write_failed`]).
+    write_failed: u64,
+    /// The selected pair, the kinds of both ends, and where the peer is heard (see [`path`]).
     path: Path,
     recovery: Recovery,
     counters: Counters,
-    /// Per channel, in layout order; kept across handshake retries.
-    channel_stats: SmallVec<[ChannelStats; 4]>,
     /// Path changes without a restart.
     moves: u64,
     /// The peer's `tracing` span (a child of the mesh's).
@@ -176,13 +214,11 @@ impl Link {
         } = Link::handshake(now, peer, lifetime_ms, &setup)?;
         let mut path = Path::default();
         for &addr in setup.host_addresses {
-            path.add_local(addr, crate::stats::CandidateKind::Host);
+            path.add_local(addr, CandidateKind::Host);
         }
-        let channel_stats = setup
-            .layout
-            .iter()
-            .map(|spec| ChannelStats::new(spec.transfer_channel, spec.mode))
-            .collect();
+        for c in setup.gathered {
+            path.add_local(c.addr(), c.kind().into());
+        }
         let span = crate::trace::peer_span(setup.span, peer);
         let link = Link {
             peer,
@@ -205,10 +241,19 @@ impl Link {
             scheduled: None,
             routes: SmallVec::new(),
             queue: SendQueue::default(),
+            window: SendWindow::new(
+                setup.config.sctp_send_buffer_min,
+                setup.config.sctp_send_buffer,
+            ),
+            busy: SmallVec::new(),
+            dirty: false,
+            unsent: false,
+            clock: now,
+            max_message_size: negotiation::DEFAULT_MAX_MESSAGE_SIZE,
+            write_failed: 0,
             path,
             recovery: Recovery::default(),
             counters: Counters::default(),
-            channel_stats,
             moves: 0,
             span,
             guard: Guard::new(setup.config),
@@ -221,7 +266,8 @@ impl Link {
         self.rtc.accepts(input)
     }
 
-    /// Feeds a datagram this peer accepted (`contents` its raw bytes). `false` if str0m
+    /// Feeds a datagram this peer accepted (`contents` its raw bytes; `input`'s source is the
+    /// peer's address, also when it came through our TURN allocation). `false` if str0m
     /// refused it (counted by the caller).
     pub fn handle_receive(
         &mut self,
@@ -238,6 +284,7 @@ impl Link {
         let ok = self.rtc.handle_input(input).is_ok();
         if ok {
             self.last_heard = self.last_heard.max(now);
+            self.clock = self.clock.max(now);
             self.counters.datagrams_received += 1;
             self.counters.bytes_received += contents.len() as u64;
             if let Some(source) = source {
@@ -250,6 +297,42 @@ impl Link {
             self.recover(now, limits, &mut progress, sink);
         }
         (ok, progress)
+    }
+
+    /// The once-per-turn drain of a dirty link (called by the mesh at its next poll): brings
+    /// the `Rtc` to `now` (SCTP times round trips, retransmissions and lifetimes from its
+    /// clock), moves what the window has room for from the queue, and drains str0m once for
+    /// everything written since the last drain.
+    pub fn flush(&mut self, now: Instant, sink: &mut Sink<'_>) -> Progress {
+        let mut drain = self.unsent;
+        if now > self.clock {
+            self.clock = now;
+            drain = true;
+            if self.rtc.handle_input(Input::Timeout(now)).is_err() {
+                self.dirty = false;
+                return Progress {
+                    lost: Some(Loss::Closed),
+                    ..Progress::default()
+                };
+            }
+        }
+        if !self.queue.is_empty() {
+            drain |= self.flush_queue(now, sink.stats);
+        }
+        if !drain {
+            // Nothing new for str0m: a poll now would only repeat SCTP's walk.
+            self.dirty = false;
+            return Progress::default();
+        }
+        let mut progress = self.drive(now, sink);
+        // What still waits moves when acknowledgements make room (input marks the link again).
+        progress.wrote = false;
+        progress
+    }
+
+    /// The largest packet this peer accepts (its `a=max-message-size`).
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
     }
 
     /// Whether all channels are open and the transport is connected.
@@ -298,15 +381,15 @@ impl Link {
         self.rtc.disconnect();
     }
 
-    /// Drains str0m's output after any input, flushing the send queue as room appears.
+    /// Drains str0m's output after any input.
     fn drive(&mut self, now: Instant, sink: &mut Sink<'_>) -> Progress {
+        self.dirty = false;
+        self.unsent = false;
         let mut progress = Progress::default();
-        loop {
-            self.drain(Some((now, &mut progress)), sink);
-            if self.queue.is_empty() || progress.lost.is_some() || !self.flush_queue(sink.stats) {
-                break;
-            }
-        }
+        self.drain(Some((now, &mut progress)), sink);
+        // Input may have made room for queued packets: they move at the next poll, once for
+        // everything this turn brings, as the application's own writes do.
+        progress.wrote = !self.queue.is_empty();
         if !self.rtc.is_alive() {
             progress.lost.get_or_insert(Loss::Closed);
         }
@@ -365,12 +448,11 @@ impl Link {
             RtcEvent::ChannelData(data) => match self.channel_index(data.id) {
                 Some(_) if !self.fits_packet_size(data.data.len(), sink) => {}
                 Some(index) => {
-                    let spec = self.channels[index].spec;
+                    let ch = &mut self.channels[index];
+                    let spec = ch.spec;
                     sink.stats.packets_received += 1;
-                    if let Some(c) = self.channel_stats.get_mut(index) {
-                        c.packets_received += 1;
-                        c.bytes_received += data.data.len() as u64;
-                    }
+                    ch.stats.packets_received += 1;
+                    ch.stats.bytes_received += data.data.len() as u64;
                     sink.events.push_back(Event::Packet(Packet {
                         from: self.peer,
                         channel: spec.transfer_channel,
@@ -401,13 +483,16 @@ impl Link {
                 }
                 IceConnectionState::Disconnected if self.ice_was_connected => {
                     self.ice_lost_at.get_or_insert(now);
+                    progress.ice_disconnected = true;
                 }
                 _ => {}
             },
             RtcEvent::Closed => progress.lost = Some(Loss::Closed),
             RtcEvent::PeerStats(stats) => {
                 if let Some(pair) = stats.selected_candidate_pair {
-                    self.counters.rtt = pair.current_round_trip_time.or(self.counters.rtt);
+                    if let Some(rtt) = pair.current_round_trip_time {
+                        self.window.set_rtt(rtt);
+                    }
                     if self.path.observe(pair.local.addr, pair.remote.addr) {
                         self.on_new_path(progress, sink);
                     }

@@ -21,7 +21,8 @@ use smallvec::SmallVec;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::{Candidate, Rtc, RtcConfig};
 
-use super::{Link, LinkChannel, Progress, Sink};
+use super::window::SendWindow;
+use super::{ChannelStats, Link, LinkChannel, Progress, Sink};
 use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::error::{AddPeerError, SignalError};
@@ -29,6 +30,10 @@ use crate::event::Event;
 use crate::link::health::Limits;
 use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::PeerId;
+
+/// The largest message a remote accepts when its SDP has no `a=max-message-size` (RFC 8841
+/// §6.1).
+pub(super) const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 
 /// Who makes the SDP offer, and how far the exchange got.
 #[derive(Debug)]
@@ -50,7 +55,10 @@ pub(crate) struct LinkSetup<'a> {
     pub layout: &'a [ChannelSpec],
     pub config: &'a MeshConfig,
     pub rtc_config: &'a RtcConfig,
+    /// Host addresses links may use (none under `IceTransportPolicy::Relay`).
     pub host_addresses: &'a [SocketAddr],
+    /// Candidates gathered from ICE servers (server-reflexive, relayed).
+    pub gathered: &'a [Candidate],
     /// The mesh's `tracing` span, parent of the peer's.
     pub span: &'a tracing::Span,
 }
@@ -78,6 +86,9 @@ impl Link {
                 rtc.add_local_candidate(c);
             }
         }
+        for c in setup.gathered {
+            rtc.add_local_candidate(c.clone());
+        }
         let offers = setup.own_id > peer;
         let mut channels: SmallVec<[LinkChannel; 4]> = setup
             .layout
@@ -86,6 +97,9 @@ impl Link {
                 spec: *spec,
                 id: None,
                 open: false,
+                lifetime: channels::lifetime(spec, lifetime_ms),
+                in_sctp: 0,
+                stats: ChannelStats::new(spec.transfer_channel, spec.mode),
             })
             .collect();
         let (negotiation, offer) = if offers {
@@ -127,6 +141,11 @@ impl Link {
             offer,
         } = Link::handshake(now, self.peer, self.lifetime_ms, &setup)?;
         self.rtc = rtc;
+        // The counters run from `add_peer`: they carry over to the new connection's channels.
+        let mut channels = channels;
+        for (new, old) in channels.iter_mut().zip(&self.channels) {
+            new.stats = old.stats.carried_over();
+        }
         self.channels = channels;
         self.negotiation = negotiation;
         self.path.reset_remote();
@@ -141,6 +160,14 @@ impl Link {
         self.last_heard = now;
         self.rtc_deadline = None;
         self.queue.clear();
+        self.window = SendWindow::new(
+            setup.config.sctp_send_buffer_min,
+            setup.config.sctp_send_buffer,
+        );
+        self.busy.clear();
+        self.unsent = false;
+        self.clock = now;
+        self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
         self.guard.remote = Default::default();
         if offer.is_none() {
             // The answering side follows the offerer, whose own deadline bounds the retries.
@@ -237,6 +264,7 @@ impl Link {
                 if !restarting {
                     self.answered_at = Some(now);
                 }
+                self.max_message_size = max_message_size(&sdp);
             }
             Signal::Candidate(text) => {
                 let text = text.trim();
@@ -274,6 +302,7 @@ impl Link {
         self.remote_session = sdp_session(&sdp);
         self.remote_ufrag = sdp_ufrag(&sdp);
         self.path.add_remote_sdp(&sdp);
+        self.max_message_size = max_message_size(&sdp);
         sink.events.push_back(Event::Signal(OutgoingSignal {
             to: self.peer,
             signal: Signal::Answer(answer.to_sdp_string()),
@@ -327,6 +356,7 @@ impl Link {
             self.restart_applied();
         }
         self.path.add_remote_sdp(&sdp);
+        self.max_message_size = max_message_size(&sdp);
         sink.events.push_back(Event::Signal(OutgoingSignal {
             to: self.peer,
             signal: Signal::Answer(answer.to_sdp_string()),
@@ -334,10 +364,12 @@ impl Link {
         Ok(())
     }
 
-    /// Adds a local host candidate and returns its SDP attribute, to trickle to the peer.
-    pub fn add_host_candidate(&mut self, candidate: Candidate) -> Option<String> {
+    /// Adds a local candidate (host, or gathered from an ICE server) and returns its SDP
+    /// attribute, to trickle to the peer; `None` if str0m found it redundant. It stays on the
+    /// `Rtc` across ICE restarts, whose offers carry it again.
+    pub fn add_local_candidate(&mut self, candidate: Candidate) -> Option<String> {
         self.path
-            .add_local(candidate.addr(), crate::stats::CandidateKind::Host);
+            .add_local(candidate.addr(), candidate.kind().into());
         self.rtc
             .add_local_candidate(candidate)
             .map(|c| c.to_sdp_string())
@@ -347,17 +379,46 @@ impl Link {
     /// its candidate, so ICE checks pairs from the new one, and restarts ICE on the offering
     /// side.
     pub fn remove_host_candidate(&mut self, old: Candidate) {
-        self.path.remove_local(old.addr());
         self.rtc.direct_api().invalidate_candidate(&old);
         if self.announced {
             self.recovery.moved_locally = true;
         }
     }
 
+    /// Stops using a local candidate that is gone (a lost TURN allocation, a changed NAT
+    /// mapping): its pairs are dropped and ICE moves to the others.
+    pub fn invalidate_local_candidate(&mut self, candidate: &Candidate) {
+        self.rtc.direct_api().invalidate_candidate(candidate);
+    }
+
     /// Whether the SDP exchange has started (later candidates must be trickled).
     pub fn negotiation_started(&self) -> bool {
         !matches!(self.negotiation, Negotiation::AwaitingOffer)
     }
+}
+
+/// The largest message the remote accepts: `a=max-message-size` in the SDP's first data
+/// channel (`m=application`) section, as str0m reads it (RFC 8841 §6: 64 KiB when absent, `0`
+/// for no limit). str0m refuses larger writes for good, so `send` refuses them first.
+fn max_message_size(sdp: &str) -> usize {
+    let mut in_data_section = false;
+    for line in sdp.lines() {
+        if let Some(media) = line.strip_prefix("m=") {
+            if in_data_section {
+                break;
+            }
+            in_data_section = media.starts_with("application");
+        } else if in_data_section {
+            if let Some(value) = line.strip_prefix("a=max-message-size:") {
+                return match value.trim().parse::<u64>() {
+                    Ok(0) => usize::MAX,
+                    Ok(n) => usize::try_from(n.min(u64::from(u32::MAX))).unwrap_or(usize::MAX),
+                    Err(_) => DEFAULT_MAX_MESSAGE_SIZE,
+                };
+            }
+        }
+    }
+    DEFAULT_MAX_MESSAGE_SIZE
 }
 
 fn hash(text: &str) -> u64 {
@@ -380,4 +441,38 @@ fn sdp_ufrag(sdp: &str) -> u64 {
     sdp.lines()
         .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
         .map_or(0, |u| hash(u.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_message_size_is_read_from_the_data_section_as_rfc_8841_says() {
+        let sdp = |attrs: &str| {
+            format!(
+                "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=max-message-size:1\r\n\
+                 m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n{attrs}\
+                 m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=max-message-size:2\r\n"
+            )
+        };
+        assert_eq!(
+            max_message_size(&sdp("a=max-message-size:16384\r\n")),
+            16384
+        );
+        assert_eq!(max_message_size(&sdp("")), DEFAULT_MAX_MESSAGE_SIZE);
+        assert_eq!(
+            max_message_size(&sdp("a=max-message-size:0\r\n")),
+            usize::MAX
+        );
+        assert_eq!(
+            max_message_size(&sdp("a=max-message-size:99999999999\r\n")),
+            u32::MAX as usize
+        );
+        assert_eq!(
+            max_message_size(&sdp("a=max-message-size:lots\r\n")),
+            DEFAULT_MAX_MESSAGE_SIZE
+        );
+        assert_eq!(max_message_size("garbage"), DEFAULT_MAX_MESSAGE_SIZE);
+    }
 }

@@ -1,9 +1,11 @@
-//! The path a peer's traffic takes: the selected candidate pair, the addresses the peer is heard
-//! from, whether ICE consent on the selected pair is answered, and recognising a peer that moved
-//! (a NAT rebinding) without an ICE restart.
+//! The path a peer's traffic takes: the selected candidate pair and the kinds of its ends (from
+//! the local candidates added and the remote ones signalled, trickled or in an SDP), the
+//! addresses the peer is heard from, whether ICE consent on the selected pair is answered, and
+//! recognising a peer that moved (a NAT rebinding) without an ICE restart.
 //!
-//! str0m does not expose its ICE agent's pairs, so the path is read off the traffic: DTLS goes
-//! out on the selected pair only, and str0m's stats event names it too. A peer has moved when
+//! str0m does not expose its ICE agent's pairs, so the path is read off the traffic: str0m sends
+//! DTLS and SCTP only on the nominated pair, from its local candidate's base (our socket, or our
+//! relayed address) to the remote candidate's address, and its stats event names the pair too. A peer has moved when
 //! its authenticated traffic arrives from a new address while the address we send to has gone
 //! silent and leaves our datagrams unanswered. str0m's agent would keep sending to the old,
 //! higher-priority pair until its consent checks give up (about 20 s); dropping the old
@@ -15,12 +17,18 @@ use std::time::{Duration, Instant};
 use smallvec::SmallVec;
 use str0m::{Candidate, CandidateKind as RtcKind, Rtc};
 
-use crate::stats::{CandidateKind, CandidatePair};
+use super::Link;
+use crate::nat::{CandidateKind, PeerPath};
 
 /// Remote addresses remembered per peer (ICE may try several); the least recently heard goes.
 const MAX_HEARD: usize = 8;
 
-/// Remote candidates remembered per peer for their kinds and to drop them on a move.
+/// Local candidates remembered per peer for their kinds (hosts, our relayed addresses); the
+/// oldest goes (a host moved many times, allocations replaced over hours).
+const MAX_LOCAL: usize = 8;
+
+/// Remote candidates remembered per peer for their kinds and to drop them on a move (what ICE
+/// pairs beyond this is still used, only its kind is not known).
 const MAX_KNOWN: usize = 32;
 
 /// Unanswered datagrams to the selected address before it can count as abandoned.
@@ -49,7 +57,7 @@ pub(super) struct Path {
     /// of them went out.
     consent_unanswered: u32,
     consent_since: Option<Instant>,
-    /// Local candidates added to the `Rtc`, for their kinds.
+    /// Local candidates str0m may send from (hosts, our relayed addresses), for their kinds.
     local: SmallVec<[(SocketAddr, CandidateKind); 2]>,
     /// Remote candidates from signals (trickled or in SDP), for their kinds and to drop them.
     remote: SmallVec<[Candidate; 4]>,
@@ -86,14 +94,22 @@ impl Path {
         self.consent_since = None;
     }
 
+    /// Notes a local candidate added to the `Rtc`. Only hosts and our relayed addresses are
+    /// kept: str0m sends from a candidate's base, which for a server-reflexive one is a host.
+    /// A candidate that is gone stays known (str0m may still send from it for a moment), until
+    /// newer ones push it out.
     pub fn add_local(&mut self, addr: SocketAddr, kind: CandidateKind) {
-        if !self.local.iter().any(|&(a, _)| a == addr) {
-            self.local.push((addr, kind));
+        if !matches!(kind, CandidateKind::Host | CandidateKind::Relayed) {
+            return;
         }
-    }
-
-    pub fn remove_local(&mut self, addr: SocketAddr) {
-        self.local.retain(|&mut (a, _)| a != addr);
+        if let Some(known) = self.local.iter_mut().find(|(a, _)| *a == addr) {
+            known.1 = kind;
+            return;
+        }
+        if self.local.len() == MAX_LOCAL {
+            self.local.remove(0);
+        }
+        self.local.push((addr, kind));
     }
 
     /// Remembers a remote candidate the peer signalled (bounded: past the bound, only its kind
@@ -124,26 +140,32 @@ impl Path {
     }
 
     /// The selected pair, with kinds.
-    pub fn selected(&self) -> Option<CandidatePair> {
+    pub fn selected(&self) -> Option<PeerPath> {
         let (local, remote) = self.selected?;
         let local_kind = self
             .local
             .iter()
             .find(|&&(a, _)| a == local)
             .map_or(CandidateKind::Host, |&(_, k)| k);
-        let remote_kind = self
-            .remote
-            .iter()
-            .filter(|c| c.addr() == remote)
-            .map(|c| CandidateKind::from(c.kind()))
-            .next()
-            .unwrap_or(CandidateKind::PeerReflexive);
-        Some(CandidatePair {
-            local,
-            local_kind,
-            remote,
-            remote_kind,
+        Some(PeerPath {
+            local: local_kind,
+            local_address: local,
+            remote: self.remote_kind(remote),
+            remote_address: remote,
         })
+    }
+
+    /// What the remote signalled `address` as; `PeerReflexive` if it never did.
+    pub fn remote_kind(&self, address: SocketAddr) -> CandidateKind {
+        self.remote
+            .iter()
+            .find(|c| c.addr() == address)
+            .map_or(CandidateKind::PeerReflexive, |c| c.kind().into())
+    }
+
+    /// Whether the remote signalled a relayed candidate (for the current ICE credentials).
+    pub fn remote_has_relay(&self) -> bool {
+        self.remote.iter().any(|c| c.kind() == RtcKind::Relayed)
     }
 
     /// Notes a datagram going out. Returns true if it showed a new selected pair.
@@ -272,5 +294,111 @@ impl Path {
     /// Whether `addr` was heard from at or after `since`.
     pub fn heard_since(&self, addr: SocketAddr, since: Instant) -> bool {
         self.heard.iter().any(|h| h.addr == addr && h.at >= since)
+    }
+}
+
+impl Link {
+    /// The path the peer's traffic takes, once DTLS or SCTP went out on it (or str0m's stats
+    /// named it).
+    pub fn path(&self) -> Option<PeerPath> {
+        self.path.selected()
+    }
+
+    /// Whether the remote signalled a relayed candidate.
+    pub fn remote_has_relay(&self) -> bool {
+        self.path.remote_has_relay()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn candidate_kinds_are_read_from_signals_and_sdp() {
+        let mut path = Path::default();
+        let trickled =
+            Candidate::from_sdp_string("candidate:1 1 udp 2130706431 10.0.0.2 5000 typ host")
+                .expect("candidate");
+        path.add_remote(&trickled);
+        path.add_remote_sdp(
+            "v=0\r\na=candidate:2 1 udp 1694498815 203.0.113.11 5000 typ srflx raddr 0.0.0.0 \
+             rport 0\r\na=candidate:3 1 udp 16777215 203.0.113.1 49152 typ relay raddr \
+             0.0.0.0 rport 0\r\na=candidate:4 1 udp 1 name.local 1 typ host\r\n\
+             a=candidate:5 1 udp 1 10.0.0.3 x typ host\r\n",
+        );
+        let kinds: Vec<CandidateKind> = path.remote.iter().map(|c| c.kind().into()).collect();
+        assert_eq!(
+            kinds,
+            [
+                CandidateKind::Host,
+                CandidateKind::ServerReflexive,
+                CandidateKind::Relayed
+            ]
+        );
+        assert!(path.remote_has_relay());
+        assert_eq!(
+            path.remote_kind(addr("203.0.113.11:5000")),
+            CandidateKind::ServerReflexive
+        );
+        assert_eq!(
+            path.remote_kind(addr("198.51.100.9:1")),
+            CandidateKind::PeerReflexive,
+            "never signalled"
+        );
+
+        let (ours, theirs) = (addr("10.0.0.1:1"), addr("203.0.113.1:49152"));
+        let now = Instant::now();
+        path.add_local(ours, CandidateKind::Host);
+        assert!(!path.on_transmit(now, ours, theirs, &[0, 1, 0, 0]));
+        assert_eq!(
+            path.selected(),
+            None,
+            "STUN does not tell the nominated pair"
+        );
+        assert!(path.on_transmit(now, ours, theirs, &[22, 254, 253]));
+        let selected = path.selected().expect("DTLS went out on the pair");
+        assert_eq!(
+            (selected.local, selected.remote),
+            (CandidateKind::Host, CandidateKind::Relayed)
+        );
+        assert!(selected.is_relayed());
+        assert!(
+            !path.on_transmit(now, ours, theirs, &[23, 254, 253]),
+            "no news"
+        );
+
+        path.reset_remote();
+        assert!(
+            !path.remote_has_relay(),
+            "an ICE restart brings new candidates"
+        );
+    }
+
+    #[test]
+    fn local_kinds_are_bounded_and_relayed_addresses_stay_known() {
+        let mut path = Path::default();
+        let relay = addr("203.0.113.1:49152");
+        path.add_local(relay, CandidateKind::Relayed);
+        path.add_local(addr("203.0.113.50:1"), CandidateKind::ServerReflexive);
+        assert_eq!(
+            path.local.len(),
+            1,
+            "str0m never sends from a server-reflexive address"
+        );
+        let now = Instant::now();
+        assert!(path.on_transmit(now, relay, addr("198.51.100.2:9"), &[23]));
+        assert_eq!(
+            path.selected().map(|p| p.local),
+            Some(CandidateKind::Relayed)
+        );
+        for port in 0..100 {
+            path.add_local(SocketAddr::from(([10, 0, 0, 1], port)), CandidateKind::Host);
+        }
+        assert_eq!(path.local.len(), MAX_LOCAL);
     }
 }

@@ -1,33 +1,194 @@
-//! One peer's counters and measurements, for [`Mesh::peer_stats`](crate::Mesh::peer_stats).
+//! What one peer's link did and measured, per peer and per channel: read with
+//! [`Mesh::peer_stats`](crate::Mesh::peer_stats) (and summed with
+//! [`Mesh::aggregate_peer_stats`](crate::Mesh::aggregate_peer_stats)).
 
 use std::time::Duration;
 
 use super::Link;
-use crate::stats::PeerStats;
+use crate::nat::PeerPath;
+use crate::transfer::{PeerId, TransferMode};
 
-/// Datagram counters and the latest round-trip time of one peer.
+/// Counters of one channel of one peer, in Godot's layout order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelStats {
+    /// Godot's transfer channel: 0 for the three default channels, `k` for extra channel `k`.
+    pub channel: u16,
+    /// The channel's transfer mode.
+    pub mode: TransferMode,
+    /// Packets handed to SCTP (queued ones count once they leave the queue).
+    pub packets_sent: u64,
+    /// Their payload bytes.
+    pub bytes_sent: u64,
+    /// Packets delivered as [`Event::Packet`](crate::Event::Packet).
+    pub packets_received: u64,
+    /// Their payload bytes.
+    pub bytes_received: u64,
+    /// Packets dropped from rtcmesh's send queue before they reached SCTP, because they had
+    /// waited longer than the channel's packet lifetime (counted from `send`, as a browser's
+    /// `maxPacketLifeTime`). Always 0 on reliable channels.
+    pub packets_expired: u64,
+    /// Bytes waiting in rtcmesh's send queue on this channel.
+    pub queued_bytes: usize,
+}
+
+impl ChannelStats {
+    pub(crate) fn new(channel: u16, mode: TransferMode) -> ChannelStats {
+        ChannelStats {
+            channel,
+            mode,
+            packets_sent: 0,
+            bytes_sent: 0,
+            packets_received: 0,
+            bytes_received: 0,
+            packets_expired: 0,
+            queued_bytes: 0,
+        }
+    }
+
+    /// Adds `other`'s counters to these (for the aggregate).
+    pub(crate) fn add(&mut self, other: &ChannelStats) {
+        self.packets_sent += other.packets_sent;
+        self.bytes_sent += other.bytes_sent;
+        self.packets_received += other.packets_received;
+        self.bytes_received += other.bytes_received;
+        self.packets_expired += other.packets_expired;
+        self.queued_bytes += other.queued_bytes;
+    }
+
+    /// The counters of a connection that is being replaced (a handshake retry): they carry
+    /// over, while the queue starts empty.
+    pub(super) fn carried_over(self) -> ChannelStats {
+        ChannelStats {
+            queued_bytes: 0,
+            ..self
+        }
+    }
+}
+
+/// One peer's traffic, path and send state. Counters run from `add_peer`; a handshake retry (a
+/// new connection) keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// The peer's id (0 in [`Mesh::aggregate_peer_stats`](crate::Mesh::aggregate_peer_stats),
+    /// which is no peer's).
+    pub peer: PeerId,
+    /// The latest round trip ICE measured to this peer: its consent check on the selected
+    /// pair (W3C's `currentRoundTripTime`), every
+    /// [`MeshConfig::stats_interval`](crate::MeshConfig::stats_interval). `None` until the
+    /// first measurement, with the interval off, and again after a handshake retry. It also
+    /// sizes the SCTP send window. (str0m 0.25 exposes no SCTP round-trip time or
+    /// retransmission count.)
+    pub round_trip_time: Option<Duration>,
+    /// The candidate pair the traffic takes (is this peer relayed?), `None` before DTLS went
+    /// out on one. The same as [`PeerInfo::path`](crate::PeerInfo::path).
+    pub path: Option<PeerPath>,
+    /// UDP datagrams sent to this peer (ICE checks, DTLS, SCTP with its retransmissions).
+    pub datagrams_sent: u64,
+    /// Their bytes (UDP payload; before TURN wraps what goes through our relay).
+    pub bytes_sent: u64,
+    /// UDP datagrams received from this peer and accepted.
+    pub datagrams_received: u64,
+    /// Their bytes (UDP payload; after unwrapping what came through our relay).
+    pub bytes_received: u64,
+    /// One entry per channel, in layout order (`reliable`, `ordered`, `unreliable`, extras).
+    pub channels: Vec<ChannelStats>,
+    /// Bytes waiting in rtcmesh's send queue for room in the SCTP send window (the sum of the
+    /// channels' `queued_bytes`).
+    pub queued_bytes: usize,
+    /// Packets str0m refused for good while their channel was closing (dropped and counted;
+    /// the peer is on its way out).
+    pub packets_write_failed: u64,
+    /// The bytes rtcmesh lets into SCTP at a time now (see
+    /// [`MeshConfig::sctp_send_buffer`](crate::MeshConfig::sctp_send_buffer)).
+    pub sctp_window: usize,
+    /// Bytes handed to SCTP and not yet acknowledged or abandoned (at most; refreshed as
+    /// acknowledgements arrive).
+    pub sctp_buffered: usize,
+    /// The largest packet this peer accepts: its SDP `a=max-message-size` (64 KiB when it
+    /// advertises none), at most [`Mesh::max_packet_size`](crate::Mesh::max_packet_size).
+    pub max_packet_size: usize,
+    /// ICE restarts begun (offers sent, or restart offers followed).
+    pub ice_restarts: u64,
+    /// Path changes without a restart ([`Event::PeerMoved`](crate::Event::PeerMoved)).
+    pub moves: u64,
+}
+
+impl PeerStats {
+    /// An aggregate with nothing added yet.
+    pub(crate) fn empty(max_packet_size: usize) -> PeerStats {
+        PeerStats {
+            peer: 0,
+            round_trip_time: None,
+            path: None,
+            datagrams_sent: 0,
+            bytes_sent: 0,
+            datagrams_received: 0,
+            bytes_received: 0,
+            channels: Vec::new(),
+            queued_bytes: 0,
+            packets_write_failed: 0,
+            sctp_window: 0,
+            sctp_buffered: 0,
+            max_packet_size,
+            ice_restarts: 0,
+            moves: 0,
+        }
+    }
+
+    /// Adds one peer's stats to an aggregate (see
+    /// [`Mesh::aggregate_peer_stats`](crate::Mesh::aggregate_peer_stats)).
+    pub(crate) fn add(&mut self, s: &PeerStats) {
+        self.round_trip_time = self.round_trip_time.max(s.round_trip_time);
+        self.datagrams_sent += s.datagrams_sent;
+        self.bytes_sent += s.bytes_sent;
+        self.datagrams_received += s.datagrams_received;
+        self.bytes_received += s.bytes_received;
+        self.queued_bytes += s.queued_bytes;
+        self.packets_write_failed += s.packets_write_failed;
+        self.sctp_window += s.sctp_window;
+        self.sctp_buffered += s.sctp_buffered;
+        self.max_packet_size = self.max_packet_size.min(s.max_packet_size);
+        self.ice_restarts += s.ice_restarts;
+        self.moves += s.moves;
+        if self.channels.is_empty() {
+            self.channels.clone_from(&s.channels);
+        } else {
+            for (t, c) in self.channels.iter_mut().zip(&s.channels) {
+                t.add(c);
+            }
+        }
+    }
+}
+
+/// Datagram counters of one peer.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Counters {
     pub datagrams_sent: u64,
     pub bytes_sent: u64,
     pub datagrams_received: u64,
     pub bytes_received: u64,
-    pub rtt: Option<Duration>,
 }
 
 impl Link {
-    /// The peer's stats now.
-    pub fn stats(&self) -> PeerStats {
+    /// The peer's stats now; `max_packet_size` is the mesh's.
+    pub fn stats(&self, max_packet_size: usize) -> PeerStats {
         let c = self.counters;
         PeerStats {
-            rtt: c.rtt,
+            peer: self.peer,
+            round_trip_time: self.window.rtt(),
             path: self.path.selected(),
             datagrams_sent: c.datagrams_sent,
             bytes_sent: c.bytes_sent,
             datagrams_received: c.datagrams_received,
             bytes_received: c.bytes_received,
-            channels: self.channel_stats.to_vec(),
+            channels: self.channels.iter().map(|c| c.stats).collect(),
             queued_bytes: self.queued_bytes(),
+            packets_write_failed: self.write_failed,
+            sctp_window: self.window.limit(),
+            sctp_buffered: self.window.in_sctp(),
+            max_packet_size: self.max_message_size.min(max_packet_size),
             ice_restarts: self.recovery.total,
             moves: self.moves,
         }

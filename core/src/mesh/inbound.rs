@@ -10,6 +10,7 @@ use str0m::Input;
 use super::Mesh;
 use crate::allowlist;
 use crate::limits::MAX_ROUTES_PER_PEER;
+use crate::nat::{RelayedBytes, ServerInput};
 
 impl Mesh {
     /// Passes one UDP datagram received on the socket: `source` is the remote address,
@@ -27,6 +28,40 @@ impl Mesh {
             self.stats.datagrams_unroutable += 1;
             return;
         }
+        // Configured ICE servers come first (they bypass the allowlist: they are configuration).
+        // What a peer sent to our relayed address continues below as a datagram from that
+        // peer to the relayed address.
+        if !self.nat.is_empty() && self.nat.is_server(source) {
+            let now = self.observe(now);
+            let input = self.nat.handle_server_datagram(now, source, contents);
+            self.absorb_nat();
+            match input {
+                ServerInput::Handled => return,
+                ServerInput::Relayed { peer, relay, data } => {
+                    match data {
+                        RelayedBytes::Range(range) => {
+                            self.handle_peer_datagram(now, peer, relay, &contents[range])
+                        }
+                        RelayedBytes::Owned(bytes) => {
+                            self.handle_peer_datagram(now, peer, relay, &bytes)
+                        }
+                    }
+                    return;
+                }
+                ServerInput::NotServer => {}
+            }
+        }
+        self.handle_peer_datagram(now, source, destination, contents);
+    }
+
+    /// A datagram from a peer (directly, or unwrapped from our TURN allocation).
+    fn handle_peer_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
         if !allowlist::is_allowed(self.config.remote_allowlist.as_deref(), source.ip()) {
             self.stats.datagrams_not_allowed += 1;
             return;
@@ -70,6 +105,7 @@ impl Mesh {
             self.stats.datagrams_rejected += 1;
         }
         self.settle(key, progress);
+        self.absorb_nat();
     }
 
     fn learn_route(&mut self, route: crate::demux::Route, key: usize) {

@@ -23,17 +23,19 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use slab::Slab;
+use smallvec::SmallVec;
 use str0m::{Rtc, RtcConfig};
 
 use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::demux::Demux;
 use crate::error::{AddPeerError, CreateError};
-use crate::event::{Event, EventQueue, PendingEvents, Transmit};
+use crate::event::{Event, EventQueue, LossReason, PendingEvents, Transmit};
 use crate::limits;
-use crate::link::{Limits, Link, LinkSetup, Loss, Progress};
+use crate::link::{Limits, Link, LinkSetup, Loss, PeerStats, Progress};
+use crate::nat::{CandidateChange, IceTransportPolicy, Nat, PeerPath};
 use crate::signal::OutgoingSignal;
-use crate::stats::{MeshStats, PeerStats};
+use crate::stats::MeshStats;
 use crate::timers::Timers;
 use crate::transfer::{is_valid_peer_id, ConnectionStatus, Mode, PeerId, TransferMode, SERVER_ID};
 
@@ -48,8 +50,11 @@ pub struct PeerInfo {
     pub open_channels: usize,
     /// Channels in the layout (3 + extra channels).
     pub channels: usize,
-    /// Bytes waiting for SCTP buffer space.
+    /// Bytes waiting in rtcmesh's queue for room in the SCTP send window.
     pub queued_bytes: usize,
+    /// The path ICE chose, once DTLS or SCTP traffic went out on it: direct or relayed, and
+    /// the kinds of both ends. `None` before.
+    pub path: Option<PeerPath>,
 }
 
 /// One multiplayer peer (Godot's `WebRTCMultiplayerPeer`): one str0m `Rtc` per remote peer, all
@@ -70,12 +75,17 @@ pub struct Mesh {
     by_id: BTreeMap<PeerId, usize>,
     demux: Demux,
     timers: Timers,
+    /// STUN/TURN: gathered candidates, allocations, and their timers.
+    nat: Nat,
     last_now: Option<Instant>,
     /// Where the clock stops, once a time near the end of `Instant`'s range was seen.
     clock_horizon: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: EventQueue,
     stats: MeshStats,
+    /// Links written to since their last drain (each once; a link drained by other input
+    /// meanwhile has its flag cleared and is skipped).
+    dirty: Vec<usize>,
     /// The mesh's `tracing` span (see `trace.rs`).
     span: tracing::Span,
 }
@@ -116,6 +126,8 @@ impl Mesh {
             return Err(CreateError::InvalidId(unique_id));
         }
         config.validate()?;
+        let nat = Nat::new(&config.ice_servers, config.ice_transport_policy)
+            .map_err(|(url, reason)| CreateError::IceServer { url, reason })?;
         let cert = match &config.dtls_cert {
             Some(cert) => cert.clone(),
             None => str0m::crypto::from_feature_flags()
@@ -154,16 +166,21 @@ impl Mesh {
             by_id: BTreeMap::new(),
             demux: Demux::default(),
             timers: Timers::default(),
+            nat,
             last_now: None,
             clock_horizon: None,
             transmits: VecDeque::new(),
             events: EventQueue::default(),
             stats: MeshStats::default(),
+            dirty: Vec::new(),
             span: crate::trace::mesh_span(unique_id, mode),
         })
     }
 
     /// Godot's `add_peer(peer_id, unreliable_lifetime)`: creates the connection and its channels.
+    /// `unreliable_lifetime_ms` is the packet lifetime of the `ordered` and `unreliable`
+    /// channels, counted from `send` (a browser's `maxPacketLifeTime`): a packet still waiting
+    /// in rtcmesh's queue after it is dropped, and SCTP abandons one it holds that long.
     /// If this mesh's id is the larger, an [`Event::Signal`] with the offer follows.
     pub fn add_peer(
         &mut self,
@@ -194,12 +211,14 @@ impl Mesh {
             return Err(AddPeerError::AlreadyExists(peer));
         }
         let now = self.observe(now);
+        self.absorb_nat();
         let setup = LinkSetup {
             own_id: self.unique_id,
             layout: &self.layout,
             config: &self.config,
             rtc_config: &self.rtc_config,
-            host_addresses: &self.host_addresses,
+            host_addresses: link_hosts(&self.nat, &self.host_addresses),
+            gathered: self.nat.link_candidates(),
             span: &self.span,
         };
         let (link, offer) = Link::new(now, peer, lifetime, setup)?;
@@ -216,12 +235,15 @@ impl Mesh {
         }
         let progress = self.links[key].timeout(now, Limits::of(&self.config), &mut sink!(self));
         self.settle(key, progress);
+        self.absorb_nat();
         Ok(())
     }
 
-    /// Advances every peer whose deadline is at or before `now`.
+    /// Advances every peer whose deadline is at or before `now`, and sends what was written
+    /// since the last poll.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.observe(now);
+        self.flush_dirty();
         let limits = Limits::of(&self.config);
         for key in self.timers.due(now) {
             if let Some(link) = self.links.get_mut(key) {
@@ -229,6 +251,10 @@ impl Mesh {
                 self.settle(key, progress);
             }
         }
+        if self.nat.poll_timeout().is_some_and(|at| at <= now) {
+            self.nat.handle_timeout(now);
+        }
+        self.absorb_nat();
     }
 
     /// Godot's `remove_peer`: closes the connection (the remote notices at once) and emits
@@ -263,17 +289,59 @@ impl Mesh {
         for key in keys {
             self.remove_link(key, true, Loss::Removed);
         }
+        // The links' goodbyes from a relayed address are wrapped while the allocation exists;
+        // then it is deleted.
+        if let (Some(now), false) = (self.last_now, self.nat.is_empty()) {
+            let pending = std::mem::take(&mut self.transmits);
+            for t in pending {
+                if !self.nat.is_relay(t.source) {
+                    self.transmits.push_back(t);
+                } else if let Some(wrapped) = self.nat.wrap(now, t) {
+                    self.transmits.push_back(wrapped);
+                }
+            }
+        }
+        self.nat.close(self.last_now);
+        self.absorb_nat();
         self.closed = true;
         self.set_status(ConnectionStatus::Disconnected);
     }
 
-    /// The next datagram to send.
+    /// The next datagram to send. The first call after `send`s hands what they wrote to str0m
+    /// (once for the whole burst). Datagrams for a TURN server come out already wrapped, so
+    /// every datagram leaves from the one socket.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.flush_dirty();
+        loop {
+            let Some(t) = self.transmits.pop_front() else {
+                return self.nat.poll_transmit();
+            };
+            if self.nat.is_empty() || self.host_addresses.contains(&t.source) {
+                return Some(t);
+            }
+            // str0m sent it from our relayed address: it travels inside TURN. (From a relayed
+            // address that is gone it goes nowhere: ICE moves to another pair.)
+            let Some(now) = self.last_now else {
+                continue;
+            };
+            let wrapped = self.nat.wrap(now, t);
+            self.absorb_nat();
+            if wrapped.is_some() {
+                return wrapped;
+            }
+        }
     }
 
-    /// The next event.
+    /// The next event. The first call after `send`s hands what they wrote to str0m, as
+    /// [`poll_transmit`](Mesh::poll_transmit) does.
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.flush_dirty();
+        self.events.pop_front()
+    }
+
+    /// The next event, without draining links first (for layers on the mesh that read events
+    /// between their own sends).
+    pub(crate) fn next_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
@@ -284,10 +352,23 @@ impl Mesh {
         self.events.pending()
     }
 
-    /// When [`handle_timeout`](Mesh::handle_timeout) must next be called (the earliest deadline
-    /// of all peers); `None` while there are no peers.
+    /// When [`handle_timeout`](Mesh::handle_timeout) must next be called: the earliest deadline
+    /// of all peers and of the ICE servers (which run before any peer exists; a time in the
+    /// past means at once). `None` while there is nothing to wait for. While packets written
+    /// by `send` wait to be drained (until the next `poll_transmit`, `poll_event` or
+    /// `handle_timeout`), this is the mesh's latest time: now.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        let dirty = self
+            .dirty
+            .iter()
+            .any(|&key| self.links.get(key).is_some_and(|l| l.dirty));
+        if let (true, Some(now)) = (dirty, self.last_now) {
+            return Some(now);
+        }
+        match (self.timers.next(), self.nat.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// This mesh's unique id.
@@ -344,6 +425,7 @@ impl Mesh {
             open_channels: link.open_channels(),
             channels: link.total_channels(),
             queued_bytes: link.queued_bytes(),
+            path: link.path(),
         })
     }
 
@@ -362,35 +444,31 @@ impl Mesh {
 
     /// Counters of traffic and of what was dropped.
     pub fn stats(&self) -> MeshStats {
-        self.stats
+        MeshStats {
+            datagrams_relayed_sent: self.nat.relayed_out,
+            datagrams_relayed_received: self.nat.relayed_in,
+            datagrams_relay_dropped: self.nat.relay_dropped(),
+            ..self.stats
+        }
     }
 
-    /// One peer's traffic counters, round-trip time and selected path (see [`PeerStats`]).
+    /// One peer's traffic and path (see [`PeerStats`]): datagrams and bytes both ways, per
+    /// channel packets and bytes sent and received, packets expired in rtcmesh's queue and
+    /// bytes queued, the round-trip time, the selected candidate pair, the SCTP send window, the
+    /// peer's largest accepted packet, ICE restarts and moves.
     pub fn peer_stats(&self, peer: PeerId) -> Option<PeerStats> {
-        Some(self.links[*self.by_id.get(&peer)?].stats())
+        let link = &self.links[*self.by_id.get(&peer)?];
+        Some(link.stats(self.config.max_packet_size))
     }
 
-    /// Every current peer's [`PeerStats`] summed: counters and channels added up (channel by
-    /// channel), `rtt` the largest (the slowest peer), `path` `None`.
+    /// Every current peer's [`PeerStats`] summed: counters, windows and channels added up
+    /// (channel by channel, in layout order), `round_trip_time` the largest (the slowest peer),
+    /// `max_packet_size` the smallest (what every peer accepts; the mesh's limit with no
+    /// peers), `peer` 0 and `path` `None`.
     pub fn aggregate_peer_stats(&self) -> PeerStats {
-        let mut total = PeerStats::default();
+        let mut total = PeerStats::empty(self.config.max_packet_size);
         for (_, link) in &self.links {
-            let s = link.stats();
-            total.rtt = total.rtt.max(s.rtt);
-            total.datagrams_sent += s.datagrams_sent;
-            total.bytes_sent += s.bytes_sent;
-            total.datagrams_received += s.datagrams_received;
-            total.bytes_received += s.bytes_received;
-            total.queued_bytes += s.queued_bytes;
-            total.ice_restarts += s.ice_restarts;
-            total.moves += s.moves;
-            if total.channels.is_empty() {
-                total.channels = s.channels;
-            } else {
-                for (t, c) in total.channels.iter_mut().zip(&s.channels) {
-                    t.add(c);
-                }
-            }
+            total.add(&link.stats(self.config.max_packet_size));
         }
         total
     }
@@ -415,13 +493,130 @@ impl Mesh {
             },
         };
         self.last_now = Some(self.last_now.map_or(now, |t| t.max(now)));
+        self.nat.observe(now);
         now
+    }
+
+    /// Moves what the ICE servers produced into the mesh: datagrams, events, and candidates
+    /// for every link (trickled to peers already negotiating).
+    fn absorb_nat(&mut self) {
+        if self.nat.is_empty() {
+            return;
+        }
+        while let Some(t) = self.nat.poll_transmit() {
+            self.transmits.push_back(t);
+        }
+        while let Some(event) = self.nat.poll_event() {
+            self.events.push_back(event);
+        }
+        while let Some(change) = self.nat.poll_change() {
+            let keys: SmallVec<[usize; 16]> = self.links.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                let Some(link) = self.links.get_mut(key) else {
+                    continue;
+                };
+                match &change {
+                    CandidateChange::Added(candidate) => {
+                        let started = link.negotiation_started();
+                        if let Some(attr) = link.add_local_candidate(candidate.clone()) {
+                            if started {
+                                let to = link.peer;
+                                self.events.push_back(Event::Signal(OutgoingSignal {
+                                    to,
+                                    signal: crate::signal::Signal::Candidate(attr),
+                                }));
+                            }
+                        }
+                    }
+                    CandidateChange::Removed(candidate) => {
+                        link.invalidate_local_candidate(candidate)
+                    }
+                }
+                // Let ICE act on the change now rather than at its next timer.
+                match self.last_now {
+                    Some(now) => {
+                        let limits = Limits::of(&self.config);
+                        let progress = self.links[key].timeout(now, limits, &mut sink!(self));
+                        self.settle(key, progress);
+                    }
+                    None => self.refresh(key),
+                }
+            }
+            while let Some(t) = self.nat.poll_transmit() {
+                self.transmits.push_back(t);
+            }
+            while let Some(event) = self.nat.poll_event() {
+                self.events.push_back(event);
+            }
+        }
+    }
+
+    /// Ends a link that failed by itself, saying why.
+    fn lose(&mut self, key: usize, loss: Loss) {
+        let link = &self.links[key];
+        let reason = match loss {
+            Loss::ConnectTimeout => Some(LossReason::ConnectTimeout {
+                local_relay: self.nat.has_relay(),
+                remote_relay: link.remote_has_relay(),
+            }),
+            Loss::Silent => Some(LossReason::Silent),
+            Loss::IceLost => Some(LossReason::IceLost),
+            Loss::Closed => Some(LossReason::Closed),
+            Loss::Abuse => Some(LossReason::Abuse),
+            // Not a loss of its own: the application removed it, and knows.
+            Loss::Removed => None,
+        };
+        if let Some(reason) = reason {
+            self.events.push_back(Event::PeerLost {
+                id: link.peer,
+                reason,
+            });
+        }
+        self.remove_link(key, true, loss);
+    }
+
+    /// Marks a link written to: it is drained once, at the next poll.
+    fn mark_dirty(&mut self, key: usize) {
+        let link = &mut self.links[key];
+        if !link.dirty {
+            link.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Drains every link written to since its last drain, at the mesh's latest time.
+    pub(crate) fn flush_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut keys = std::mem::take(&mut self.dirty);
+        if let Some(now) = self.last_now {
+            for &key in &keys {
+                match self.links.get_mut(key) {
+                    Some(link) if link.dirty => {
+                        let progress = link.flush(now, &mut sink!(self));
+                        self.settle(key, progress);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        keys.clear();
+        if self.dirty.is_empty() {
+            self.dirty = keys; // keep the allocation
+        }
     }
 
     /// Applies what a link reported: announce, remove, retry, or reschedule.
     fn settle(&mut self, key: usize, progress: Progress) {
+        if progress.ice_disconnected {
+            // A NAT mapping that changed breaks every path through it: look again now.
+            if let Some(now) = self.last_now {
+                self.nat.recheck(now);
+            }
+        }
         if let Some(loss) = progress.lost {
-            self.remove_link(key, true, loss);
+            self.lose(key, loss);
             return;
         }
         if let Some(old) = progress.stale_remote {
@@ -444,6 +639,9 @@ impl Mesh {
             if self.mode == Mode::Client && peer == SERVER_ID {
                 self.set_status(ConnectionStatus::Connected);
             }
+        }
+        if progress.wrote {
+            self.mark_dirty(key);
         }
         self.refresh(key);
     }
@@ -474,7 +672,8 @@ impl Mesh {
             layout: &self.layout,
             config: &self.config,
             rtc_config: &self.rtc_config,
-            host_addresses: &self.host_addresses,
+            host_addresses: link_hosts(&self.nat, &self.host_addresses),
+            gathered: self.nat.link_candidates(),
             span: &self.span,
         };
         match self.links[key].restart(now, setup) {
@@ -489,7 +688,7 @@ impl Mesh {
                 }
                 self.refresh(key);
             }
-            Err(_) => self.remove_link(key, true, Loss::Closed),
+            Err(_) => self.lose(key, Loss::Closed),
         }
     }
 
@@ -527,5 +726,13 @@ impl Mesh {
             self.status = status;
             self.events.push_back(Event::StatusChanged(status));
         }
+    }
+}
+
+/// The host addresses links may use: none when only relayed candidates are allowed.
+fn link_hosts<'a>(nat: &Nat, hosts: &'a [SocketAddr]) -> &'a [SocketAddr] {
+    match nat.policy() {
+        IceTransportPolicy::All => hosts,
+        IceTransportPolicy::Relay => &[],
     }
 }

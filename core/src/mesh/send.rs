@@ -5,15 +5,23 @@ use smallvec::SmallVec;
 use super::Mesh;
 use crate::channels;
 use crate::error::SendError;
+use crate::link::WriteError;
 use crate::transfer::{ConnectionStatus, Target, TransferMode};
 
 impl Mesh {
     /// Sends `data` to `target` on transfer channel `channel` (0 = the default channel of `mode`;
     /// `k >= 1` = extra channel `k`, whose configured mode applies, as in Godot).
-    /// Broadcasts skip peers that are not connected yet. The packet is sent at the latest time
-    /// the mesh was given (by any `handle_*` call): SCTP times round trips and retransmissions
-    /// from it, so call [`handle_timeout`](Mesh::handle_timeout) with the current time on every
-    /// loop iteration, not only when [`poll_timeout`](Mesh::poll_timeout) is due.
+    /// Broadcasts skip peers that are not connected yet. A packet larger than a peer accepts
+    /// (its SDP `a=max-message-size`, see
+    /// [`PeerStats::max_packet_size`](crate::PeerStats::max_packet_size)) is refused for that
+    /// peer ([`SendError::PacketTooLargeForPeers`]); one that does not fit SCTP's send window
+    /// now waits in the peer's bounded queue ([`SendError::QueueFull`] past it).
+    ///
+    /// Writes reach str0m at the next `poll_transmit`, `poll_event` or `handle_timeout`, once
+    /// per burst, at the latest time the mesh was given (by any `handle_*` call): SCTP times
+    /// round trips, retransmissions and lifetimes from it, so call
+    /// [`handle_timeout`](Mesh::handle_timeout) with the current time on every loop iteration,
+    /// not only when [`poll_timeout`](Mesh::poll_timeout) is due.
     pub fn send(
         &mut self,
         target: Target,
@@ -63,19 +71,36 @@ impl Mesh {
             return Ok(()); // No peer was ever added, so there is nobody to send to.
         };
         let max_queued = self.config.max_queued_bytes;
+        let single = matches!(target, Target::Peer(_));
         let mut full = Vec::new();
+        let mut too_large = Vec::new();
         for key in keys {
             let link = &mut self.links[key];
             let peer = link.peer;
-            match link.write(now, index, data, max_queued, &mut sink!(self)) {
-                Ok(progress) => self.settle(key, progress),
-                Err(()) => full.push(peer),
+            if data.len() > link.max_message_size() {
+                too_large.push((peer, link.max_message_size()));
+                continue;
+            }
+            match link.write(now, index, data, max_queued, &mut self.stats) {
+                Ok(true) => self.mark_dirty(key),
+                Ok(false) => {}
+                Err(WriteError::QueueFull) => full.push(peer),
+                // The channel is closing: the peer is on its way out. A broadcast skips it as
+                // it skips peers not connected yet.
+                Err(WriteError::Closed) if single => return Err(SendError::PeerNotConnected(peer)),
+                Err(WriteError::Closed) => {}
             }
         }
-        if full.is_empty() {
-            Ok(())
-        } else {
+        if !too_large.is_empty() {
+            Err(SendError::PacketTooLargeForPeers {
+                size: data.len(),
+                peers: too_large,
+                queue_full: full,
+            })
+        } else if !full.is_empty() {
             Err(SendError::QueueFull(full))
+        } else {
+            Ok(())
         }
     }
 }

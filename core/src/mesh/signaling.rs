@@ -1,7 +1,7 @@
 //! Signals in and candidates out: the offer / answer / candidate exchange the application
 //! carries through its signaling transport.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use smallvec::SmallVec;
@@ -11,7 +11,8 @@ use super::Mesh;
 use crate::allowlist;
 use crate::error::{CandidateError, SignalError};
 use crate::event::Event;
-use crate::link::Limits;
+use crate::link::{Limits, Loss};
+use crate::nat::{IceTransportPolicy, LocalCandidate};
 use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::PeerId;
 
@@ -19,6 +20,11 @@ impl Mesh {
     /// Registers a local socket address as a host ICE candidate for every peer, present and
     /// future. Call it with the address the socket is bound to (not `0.0.0.0`) before adding peers;
     /// peers already negotiating get it trickled as a [`Signal::Candidate`].
+    ///
+    /// With ICE servers configured, gathering starts from this address at the next call that
+    /// gives the mesh a time (`handle_timeout`, for one); under
+    /// [`IceTransportPolicy::Relay`](crate::IceTransportPolicy::Relay) the address is used to
+    /// reach the TURN server but never given to peers.
     pub fn add_host_candidate(&mut self, address: SocketAddr) -> Result<(), CandidateError> {
         let candidate =
             Candidate::host(address, "udp").map_err(|e| CandidateError::Rejected(e.to_string()))?;
@@ -26,11 +32,16 @@ impl Mesh {
             return Ok(());
         }
         self.host_addresses.push(address);
+        self.nat.add_host(address);
+        self.absorb_nat();
+        if self.nat.policy() == IceTransportPolicy::Relay {
+            return Ok(());
+        }
         let keys: SmallVec<[usize; 16]> = self.links.iter().map(|(k, _)| k).collect();
         for key in keys {
             let link = &mut self.links[key];
             let started = link.negotiation_started();
-            if let Some(attr) = link.add_host_candidate(candidate.clone()) {
+            if let Some(attr) = link.add_local_candidate(candidate.clone()) {
                 if started {
                     self.events.push_back(Event::Signal(OutgoingSignal {
                         to: link.peer,
@@ -48,7 +59,10 @@ impl Mesh {
     /// dropped, so ICE checks pairs from the new address; on links where this side offers, ICE
     /// restarts at once (rate limits apply, see [`MeshConfig::ice_restart_interval`](crate::MeshConfig::ice_restart_interval)).
     /// Peers stay connected; a peer's own checks from `new` move it here on the other side too.
-    /// Call it right after the socket changed, before handing it any datagram.
+    /// With ICE servers, what they gave through `old` (server-reflexive candidates, TURN
+    /// allocations) is dropped and gathered again from `new`, and trickled to the peers (a
+    /// restart offer carries whatever is gathered by then). Call it right after the socket
+    /// changed, before handing it any datagram.
     pub fn move_host_candidate(
         &mut self,
         now: Instant,
@@ -60,7 +74,11 @@ impl Mesh {
         }
         let gone =
             Candidate::host(old, "udp").map_err(|e| CandidateError::Rejected(e.to_string()))?;
+        Candidate::host(new, "udp").map_err(|e| CandidateError::Rejected(e.to_string()))?;
         let now = self.observe(now);
+        // Server-reflexive and relayed candidates gathered through the old socket go with it;
+        // the ICE servers are asked again from the new one.
+        self.nat.move_host(now, old, new);
         self.add_host_candidate(new)?;
         self.host_addresses.retain(|&a| a != old);
         let limits = Limits::of(&self.config);
@@ -76,6 +94,34 @@ impl Mesh {
     /// The registered host addresses.
     pub fn host_candidates(&self) -> &[SocketAddr] {
         &self.host_addresses
+    }
+
+    /// The candidates gathered from ICE servers so far (server-reflexive, relayed).
+    pub fn local_candidates(&self) -> impl Iterator<Item = &LocalCandidate> + '_ {
+        self.nat.local_candidates()
+    }
+
+    /// Whether gathering is done (W3C `iceGatheringState` `"complete"`): every ICE server gave
+    /// its candidate or failed. Always true without ICE servers. Peers added before that get
+    /// the rest trickled; waiting for it (briefly) makes the first offer carry everything.
+    pub fn ice_gathering_complete(&self) -> bool {
+        self.nat.gathering_complete()
+    }
+
+    /// The host names in [`MeshConfig::ice_servers`](crate::MeshConfig::ice_servers) that still
+    /// need addresses: resolve each and pass the result to
+    /// [`set_ice_server_addresses`](Mesh::set_ice_server_addresses). (IP literals need nothing;
+    /// the adapters do this for you.)
+    pub fn ice_server_hosts(&self) -> Vec<String> {
+        self.nat.unresolved_hosts()
+    }
+
+    /// The addresses `host` resolved to (the core does no DNS). An empty list means the lookup
+    /// failed: the servers named so are reported with
+    /// [`IceServerError::Unresolved`](crate::IceServerError::Unresolved).
+    pub fn set_ice_server_addresses(&mut self, host: &str, addresses: &[IpAddr]) {
+        self.nat.set_addresses(self.last_now, host, addresses);
+        self.absorb_nat();
     }
 
     /// Passes a signal received from `from` (through the application's signaling transport).
@@ -133,11 +179,12 @@ impl Mesh {
         match result {
             Ok(progress) => {
                 self.settle(key, progress);
+                self.absorb_nat();
                 Ok(())
             }
             Err(e) => {
                 if self.links[key].closing {
-                    self.remove_link(key, true, crate::link::Loss::Closed);
+                    self.lose(key, Loss::Closed);
                 }
                 Err(e)
             }

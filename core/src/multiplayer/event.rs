@@ -1,8 +1,8 @@
 //! What the multiplayer layer emits.
 
-use crate::event::Packet;
+use crate::event::{LossReason, Packet};
+use crate::nat::{IceServerError, LocalCandidate, PeerPath};
 use crate::signal::OutgoingSignal;
-use crate::stats::CandidatePair;
 use crate::transfer::{ConnectionStatus, PeerId};
 
 /// Something the application should know about, drained with
@@ -45,14 +45,32 @@ pub enum MultiplayerEvent {
         /// The peer.
         peer: PeerId,
         /// The candidate pair its traffic now takes.
-        path: CandidatePair,
+        path: PeerPath,
     },
     /// The mesh's [`Event::PeerMoved`](crate::Event::PeerMoved) for a direct peer.
     PeerMoved {
         /// The peer.
         peer: PeerId,
         /// The candidate pair its traffic now takes.
-        path: CandidatePair,
+        path: PeerPath,
+    },
+    /// The mesh lost a direct peer by itself, and why (the mesh's
+    /// [`Event::PeerLost`](crate::Event::PeerLost)).
+    PeerLost {
+        /// The peer.
+        id: PeerId,
+        /// Why its connection ended.
+        reason: LossReason,
+    },
+    /// The mesh gathered a candidate from an ICE server
+    /// ([`Event::CandidateGathered`](crate::Event::CandidateGathered)).
+    CandidateGathered(LocalCandidate),
+    /// An ICE server did not serve ([`Event::IceServerFailed`](crate::Event::IceServerFailed)).
+    IceServerFailed {
+        /// The URL, as configured.
+        url: String,
+        /// What went wrong.
+        reason: IceServerError,
     },
 }
 

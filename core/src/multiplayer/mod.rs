@@ -182,6 +182,7 @@ impl Multiplayer {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<MultiplayerEvent> {
+        self.mesh.flush_dirty();
         self.pump();
         self.events.pop_front()
     }
@@ -300,8 +301,10 @@ impl Multiplayer {
     }
 
     /// Turns everything the mesh emitted into this layer's events and actions.
+    /// (Without draining the mesh's dirty links: `send_bytes` and the handlers call this, and a
+    /// burst of sends must cost one str0m poll, at the next `poll_transmit`.)
     fn pump(&mut self) {
-        while let Some(event) = self.mesh.poll_event() {
+        while let Some(event) = self.mesh.next_event() {
             match event {
                 Event::Signal(s) => self.events.push_back(MultiplayerEvent::Signal(s)),
                 Event::StatusChanged(s) => {
@@ -319,6 +322,15 @@ impl Multiplayer {
                 Event::PeerMoved { peer, path } => self
                     .events
                     .push_back(MultiplayerEvent::PeerMoved { peer, path }),
+                Event::PeerLost { id, reason } => self
+                    .events
+                    .push_back(MultiplayerEvent::PeerLost { id, reason }),
+                Event::CandidateGathered(c) => self
+                    .events
+                    .push_back(MultiplayerEvent::CandidateGathered(c)),
+                Event::IceServerFailed { url, reason } => self
+                    .events
+                    .push_back(MultiplayerEvent::IceServerFailed { url, reason }),
             }
         }
     }

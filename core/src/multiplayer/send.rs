@@ -95,24 +95,50 @@ impl Multiplayer {
         } else {
             wire::encode_raw(bytes, &mut frame);
             let mut full = Vec::new();
+            let mut too_large = Vec::new();
             let mut result = Ok(());
             for peer in direct_targets {
                 match self.mesh.send(Target::Peer(peer), mode, channel, &frame) {
                     Ok(()) => {}
                     Err(SendError::QueueFull(missed)) => full.extend(missed),
+                    Err(SendError::PacketTooLargeForPeers {
+                        peers, queue_full, ..
+                    }) => {
+                        too_large.extend(peers);
+                        full.extend(queue_full);
+                    }
                     Err(e) => {
                         result = Err(e);
                         break;
                     }
                 }
             }
-            if result.is_ok() && !full.is_empty() {
+            if result.is_ok() && !too_large.is_empty() {
+                result = Err(SendError::PacketTooLargeForPeers {
+                    size: frame.len(),
+                    peers: too_large,
+                    queue_full: full,
+                });
+            } else if result.is_ok() && !full.is_empty() {
                 result = Err(SendError::QueueFull(full));
             }
             result
         };
         self.scratch = frame;
-        result
+        result.map_err(|e| match e {
+            // Limits in the caller's terms: payload bytes, not framed ones.
+            SendError::PacketTooLargeForPeers {
+                peers, queue_full, ..
+            } => SendError::PacketTooLargeForPeers {
+                size: bytes.len(),
+                peers: peers
+                    .into_iter()
+                    .map(|(peer, max)| (peer, max.saturating_sub(overhead)))
+                    .collect(),
+                queue_full,
+            },
+            other => other,
+        })
     }
 
     /// Sends a SYS packet the layer itself originates (reliable, channel 0, as Godot).

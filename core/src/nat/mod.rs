@@ -1,0 +1,774 @@
+//! NAT traversal through the mesh's one socket: STUN Binding requests find the public
+//! (server-reflexive) address and keep the NAT mapping open ([`binding`]), one TURN allocation
+//! per TURN server relays for peers that cannot be reached directly ([`turn`]). Both serve every
+//! peer of the mesh, and start as soon as a host candidate and a time exist, before any peer.
+//!
+//! The mesh hands this module every datagram from a configured server before peer
+//! demultiplexing, and every datagram str0m sends from a relayed address to be wrapped for the
+//! server; the candidates gathered go to every link.
+
+mod binding;
+mod candidate;
+mod turn;
+mod url;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use smallvec::SmallVec;
+use str0m::Candidate;
+use turn_client_proto::stun::types::message::Message;
+
+pub use candidate::{CandidateKind, LocalCandidate, PeerPath};
+pub use url::{IceServer, IceTransportPolicy, InvalidIceServer, MAX_ICE_SERVER_URLS};
+
+use crate::event::{Event, Transmit};
+use binding::{Binding, BindingOutcome};
+use turn::{PeerBytes, Relay, RelayEvent, RelayInput};
+use url::{ConfiguredServer, ServerHost, ServerKind};
+
+/// How long a server named by host may wait for its address
+/// ([`Mesh::set_ice_server_addresses`](crate::Mesh::set_ice_server_addresses)) before it is
+/// reported as [`IceServerError::Unresolved`].
+const RESOLVE_WAIT: Duration = Duration::from_secs(10);
+
+/// Why an ICE server did not serve ([`Event::IceServerFailed`](crate::Event::IceServerFailed)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IceServerError {
+    /// The host name was not resolved: the adapter's lookup failed, or (sans-IO) nobody called
+    /// `set_ice_server_addresses` within 10 s.
+    Unresolved,
+    /// No answer within 5 s of retransmissions (wrong address or port, a firewall), or no
+    /// host candidate of the server's address family to reach it from.
+    Unreachable,
+    /// The TURN server refused the username or credential (401).
+    Unauthorized,
+    /// The TURN server has no allocation left for this user (486).
+    QuotaReached,
+    /// The server refused with this STUN error code (403 forbidden, 508 out of capacity, …).
+    Refused(u16),
+    /// A TURN allocation that existed is gone (the server forgot it, or our NAT mapping to the
+    /// server changed); a new one is being made and peers get its candidate.
+    AllocationLost,
+}
+
+impl fmt::Display for IceServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IceServerError::Unresolved => f.write_str("the host name could not be resolved"),
+            IceServerError::Unreachable => {
+                f.write_str("no answer from the server: check its address, port and firewall")
+            }
+            IceServerError::Unauthorized => {
+                f.write_str("the TURN server refused the username or credential")
+            }
+            IceServerError::QuotaReached => {
+                f.write_str("the TURN server's allocation quota for this user is reached")
+            }
+            IceServerError::Refused(code) => write!(f, "the server refused (error {code})"),
+            IceServerError::AllocationLost => {
+                f.write_str("the TURN allocation was lost; allocating a new one")
+            }
+        }
+    }
+}
+
+/// Maps the mesh's `Instant`s onto the `sans_io_time::Instant` the STUN/TURN crates use,
+/// counting from the first time the mesh was given (never from the real clock).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    base: Instant,
+}
+
+impl Clock {
+    /// `now` on the crates' time scale.
+    fn at(self, now: Instant) -> turn_client_proto::stun::Instant {
+        let nanos = now.saturating_duration_since(self.base).as_nanos();
+        turn_client_proto::stun::Instant::from_nanos(i64::try_from(nanos).unwrap_or(i64::MAX))
+    }
+
+    /// A time on the crates' scale, back on ours.
+    fn back(self, t: turn_client_proto::stun::Instant) -> Instant {
+        let nanos = u64::try_from(t.as_nanos()).unwrap_or(0);
+        self.base + Duration::from_nanos(nanos)
+    }
+}
+
+/// A change the links must apply.
+#[derive(Debug, Clone)]
+pub(crate) enum CandidateChange {
+    /// Add this local candidate to every link (trickling it where negotiation started).
+    Added(Candidate),
+    /// This local candidate is gone: invalidate it on every link.
+    Removed(Candidate),
+}
+
+/// One configured URL and its state.
+#[derive(Debug)]
+struct Server {
+    config: ConfiguredServer,
+    address: Option<SocketAddr>,
+    /// An `Unresolved` failure was reported.
+    unresolved_reported: bool,
+    binding: Option<Binding>,
+    relay: Option<Relay>,
+    /// The address a server-reflexive candidate was gathered at through this server.
+    srflx: Option<SocketAddr>,
+    /// The mapping the allocation was made from: if the server later sees us elsewhere, the
+    /// allocation belongs to the old mapping and is lost.
+    relay_mapping: Option<SocketAddr>,
+    /// A failure was reported and nothing succeeded since (one event per streak).
+    failing: bool,
+}
+
+/// A local candidate gathered from a server.
+#[derive(Debug, Clone)]
+struct Gathered {
+    info: LocalCandidate,
+    candidate: Candidate,
+}
+
+/// What a datagram from a configured server turned out to be.
+#[derive(Debug)]
+pub(crate) enum ServerInput {
+    /// STUN/TURN traffic for this module, handled.
+    Handled,
+    /// Data a peer sent to our relayed address: it continues as a datagram from `peer` to
+    /// `relay`.
+    Relayed {
+        peer: SocketAddr,
+        relay: SocketAddr,
+        data: RelayedBytes,
+    },
+    /// Not ours: treat it like any other datagram.
+    NotServer,
+}
+
+/// Where relayed bytes are.
+#[derive(Debug)]
+pub(crate) enum RelayedBytes {
+    /// This range of the received datagram.
+    Range(std::ops::Range<usize>),
+    /// A copy.
+    Owned(Vec<u8>),
+}
+
+/// The mesh's NAT traversal state: its ICE servers, what they gave, and their outputs.
+#[derive(Debug)]
+pub(crate) struct Nat {
+    policy: IceTransportPolicy,
+    servers: Vec<Server>,
+    hosts: SmallVec<[SocketAddr; 2]>,
+    clock: Option<Clock>,
+    closed: bool,
+    gathered: Vec<Gathered>,
+    /// The candidates links get (what `gathered` holds that the policy allows).
+    for_links: Vec<Candidate>,
+    /// Our relayed addresses and the server each belongs to.
+    relays: SmallVec<[(SocketAddr, usize); 2]>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    changes: VecDeque<CandidateChange>,
+    deadline: Option<Instant>,
+    /// Datagrams relayed to and from peers through our allocations, and dropped for want of a
+    /// permission or an allocation.
+    pub relayed_out: u64,
+    pub relayed_in: u64,
+    /// Datagrams str0m sent from a relayed address that no longer exists (dropped).
+    stale_relay_drops: u64,
+}
+
+impl Nat {
+    /// The mesh's servers, checked. The error names the URL and what is wrong with it.
+    pub fn new(
+        servers: &[IceServer],
+        policy: IceTransportPolicy,
+    ) -> Result<Nat, (String, InvalidIceServer)> {
+        let servers = url::configure(servers, policy)?
+            .into_iter()
+            .map(|config| Server {
+                address: config.parsed.address(),
+                config,
+                unresolved_reported: false,
+                binding: None,
+                relay: None,
+                srflx: None,
+                relay_mapping: None,
+                failing: false,
+            })
+            .collect();
+        Ok(Nat {
+            policy,
+            servers,
+            hosts: SmallVec::new(),
+            clock: None,
+            closed: false,
+            gathered: Vec::new(),
+            for_links: Vec::new(),
+            relays: SmallVec::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            changes: VecDeque::new(),
+            deadline: None,
+            relayed_out: 0,
+            relayed_in: 0,
+            stale_relay_drops: 0,
+        })
+    }
+
+    /// Whether no ICE server is configured (everything here is then a no-op).
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> IceTransportPolicy {
+        self.policy
+    }
+
+    /// A host candidate exists: servers of its address family can start.
+    pub fn add_host(&mut self, address: SocketAddr) {
+        if !self.hosts.contains(&address) {
+            self.hosts.push(address);
+        }
+        self.due(None);
+    }
+
+    /// The socket moved from `old` to `new`
+    /// ([`Mesh::move_host_candidate`](crate::Mesh::move_host_candidate)): what servers gave
+    /// through `old` is gone (its server-reflexive candidates, its allocations: servers knew us
+    /// by the old socket's mapping), and the servers start over from `new` at once. Peers lose
+    /// the old candidates and get the new ones as they are gathered.
+    pub fn move_host(&mut self, now: Instant, old: SocketAddr, new: SocketAddr) {
+        let affected: SmallVec<[usize; 4]> = (0..self.servers.len())
+            .filter(|&i| self.host_for(i) == Some(old))
+            .collect();
+        self.hosts.retain(|h| *h != old);
+        self.add_host(new);
+        let Some(clock) = self.clock else {
+            return;
+        };
+        for i in affected {
+            let server = &mut self.servers[i];
+            server.relay_mapping = None;
+            server.failing = false;
+            if server.binding.is_some() {
+                server.binding = Some(Binding::new(now));
+            }
+            if let Some(relay) = server.relay.as_mut() {
+                relay.rebase(now, clock, new, &mut self.out);
+            }
+            if let Some(srflx) = self.servers[i].srflx.take() {
+                if !self.servers.iter().any(|s| s.srflx == Some(srflx)) {
+                    self.forget(CandidateKind::ServerReflexive, srflx);
+                }
+            }
+            self.relay_events(i);
+        }
+        self.handle_timeout(now);
+    }
+
+    /// The mesh was given a time: the first one starts the clock (and gathering).
+    pub fn observe(&mut self, now: Instant) {
+        if self.clock.is_none() && !self.servers.is_empty() {
+            self.clock = Some(Clock { base: now });
+            self.handle_timeout(now);
+        }
+    }
+
+    /// Host names that still need an address.
+    pub fn unresolved_hosts(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for server in &self.servers {
+            if let (None, ServerHost::Name(name)) = (server.address, &server.config.parsed.host) {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        names
+    }
+
+    /// The adapter resolved `host` to `addrs` (empty: the lookup failed).
+    pub fn set_addresses(&mut self, now: Option<Instant>, host: &str, addrs: &[IpAddr]) {
+        let host = host.to_ascii_lowercase();
+        // Prefer an address our sockets can reach: the family of a host candidate.
+        let families: SmallVec<[bool; 2]> = self.hosts.iter().map(|h| h.is_ipv4()).collect();
+        let ip = addrs
+            .iter()
+            .find(|ip| families.contains(&ip.is_ipv4()))
+            .or_else(|| addrs.first())
+            .copied();
+        for i in 0..self.servers.len() {
+            let server = &mut self.servers[i];
+            let named = matches!(&server.config.parsed.host, ServerHost::Name(n) if *n == host);
+            if !named || server.binding.is_some() {
+                continue;
+            }
+            match ip {
+                Some(ip) => server.address = Some(SocketAddr::new(ip, server.config.parsed.port)),
+                None if !server.unresolved_reported => {
+                    server.unresolved_reported = true;
+                    let url = server.config.url.clone();
+                    self.fail(i, url, IceServerError::Unresolved);
+                }
+                None => {}
+            }
+        }
+        self.due(now);
+    }
+
+    /// Something changed outside `handle_timeout`: run it at `now`, or (no time given) make
+    /// the deadline due so the next `handle_timeout` does.
+    fn due(&mut self, now: Option<Instant>) {
+        match (now, self.clock) {
+            (Some(now), Some(_)) => self.handle_timeout(now),
+            (None, Some(clock)) => self.deadline = Some(clock.base),
+            _ => {}
+        }
+    }
+
+    fn fail(&mut self, index: usize, url: String, reason: IceServerError) {
+        let server = &mut self.servers[index];
+        if server.failing {
+            return;
+        }
+        server.failing = true;
+        self.events
+            .push_back(Event::IceServerFailed { url, reason });
+    }
+
+    /// Whether datagrams from `source` belong to a configured server.
+    pub fn is_server(&self, source: SocketAddr) -> bool {
+        self.servers.iter().any(|s| s.address == Some(source))
+    }
+
+    /// Whether `address` is one of our relayed addresses (str0m sends from it).
+    pub fn is_relay(&self, address: SocketAddr) -> bool {
+        self.relays.iter().any(|&(a, _)| a == address)
+    }
+
+    /// Whether any relayed candidate exists now.
+    pub fn has_relay(&self) -> bool {
+        !self.relays.is_empty()
+    }
+
+    /// The gathered candidates links get.
+    pub fn link_candidates(&self) -> &[Candidate] {
+        &self.for_links
+    }
+
+    /// The gathered candidates.
+    pub fn local_candidates(&self) -> impl Iterator<Item = &LocalCandidate> + '_ {
+        self.gathered.iter().map(|g| &g.info)
+    }
+
+    /// W3C `iceGatheringState == "complete"`: every server has answered (a public address, an
+    /// allocation) or failed. True with no servers; false until a host candidate and a time
+    /// exist.
+    pub fn gathering_complete(&self) -> bool {
+        self.servers.iter().all(|s| {
+            let stun_done = s.binding.as_ref().is_some_and(|b| b.mapped.is_some());
+            let skipped = s.config.parsed.kind == ServerKind::Stun
+                && self.policy == IceTransportPolicy::Relay;
+            skipped
+                || s.failing
+                || match &s.relay {
+                    Some(relay) => relay.relayed().is_some(),
+                    None => stun_done,
+                }
+        })
+    }
+
+    /// The next deadline (STUN retransmissions, re-checks, TURN refreshes).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Outputs for the mesh.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+    pub fn poll_change(&mut self) -> Option<CandidateChange> {
+        self.changes.pop_front()
+    }
+
+    /// Something suggests the mappings changed (a peer's ICE disconnected): check them now.
+    pub fn recheck(&mut self, now: Instant) {
+        if self.clock.is_none() {
+            return;
+        }
+        for server in &mut self.servers {
+            if let Some(binding) = &mut server.binding {
+                binding.recheck(now);
+            }
+        }
+        self.handle_timeout(now);
+    }
+
+    /// Runs whatever is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(clock) = self.clock else {
+            return;
+        };
+        if self.closed {
+            self.deadline = None;
+            return;
+        }
+        let mut deadline: Option<Instant> = None;
+        let mut earliest = |t: Instant| deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        for i in 0..self.servers.len() {
+            self.start(i, now, clock);
+            let url = self.servers[i].config.url.clone();
+            if self.servers[i].address.is_none() {
+                if !self.servers[i].unresolved_reported {
+                    let at = clock.base + RESOLVE_WAIT;
+                    if now >= at {
+                        self.servers[i].unresolved_reported = true;
+                        self.fail(i, url, IceServerError::Unresolved);
+                    } else {
+                        earliest(at);
+                    }
+                }
+                continue;
+            }
+            let host = self.host_for(i);
+            if host.is_none() && !self.hosts.is_empty() {
+                // No socket of the server's address family (an IPv4 server, IPv6 sockets only).
+                self.fail(i, url, IceServerError::Unreachable);
+                continue;
+            }
+            let server = &mut self.servers[i];
+            let stun_only = server.config.parsed.kind == ServerKind::Stun;
+            let mut gave_up = false;
+            if let (Some(binding), Some(to), Some(from)) =
+                (server.binding.as_mut(), server.address, host)
+            {
+                let (request, timed_out) = binding.poll(now);
+                gave_up = timed_out;
+                earliest(binding.deadline());
+                if let Some(contents) = request {
+                    self.out.push_back(Transmit {
+                        destination: to,
+                        source: from,
+                        contents,
+                    });
+                }
+            }
+            if let Some(relay) = server.relay.as_mut() {
+                if relay.deadline().is_some_and(|at| at <= now) {
+                    relay.drive(now, clock, &mut self.out);
+                }
+                if let Some(at) = relay.deadline() {
+                    earliest(at);
+                }
+            }
+            if gave_up && stun_only {
+                self.fail(i, url, IceServerError::Unreachable);
+            }
+            self.relay_events(i);
+        }
+        self.deadline = deadline;
+    }
+
+    /// The host address a server is reached from: the first of its address family.
+    fn host_for(&self, index: usize) -> Option<SocketAddr> {
+        let address = self.servers[index].address?;
+        self.hosts
+            .iter()
+            .copied()
+            .find(|h| h.is_ipv4() == address.is_ipv4())
+    }
+
+    /// Starts a server's binding and allocation once its address, a host and a time exist.
+    fn start(&mut self, index: usize, now: Instant, clock: Clock) {
+        let Some(host) = self.host_for(index) else {
+            return;
+        };
+        let policy = self.policy;
+        let server = &mut self.servers[index];
+        let (Some(address), true) = (server.address, server.binding.is_none()) else {
+            return;
+        };
+        let kind = server.config.parsed.kind;
+        if kind == ServerKind::Stun && policy == IceTransportPolicy::Relay {
+            // Relay only: a public address would never be used.
+            return;
+        }
+        // A TURN server answers Binding too: its answer gives the server-reflexive candidate
+        // (the allocation does not report it) and tells whether the mapping the allocation
+        // lives on changed.
+        server.binding = Some(Binding::new(now));
+        if kind == ServerKind::Turn {
+            let relay = Relay::new(
+                now,
+                clock,
+                address,
+                host,
+                &server.config.username,
+                &server.config.credential,
+                &mut self.out,
+            );
+            server.relay = Some(relay);
+        }
+    }
+
+    /// Applies what a server's allocation reported.
+    fn relay_events(&mut self, index: usize) {
+        loop {
+            let Some(event) = self.servers[index]
+                .relay
+                .as_mut()
+                .and_then(|r| r.poll_event())
+            else {
+                return;
+            };
+            let url = self.servers[index].config.url.clone();
+            match event {
+                RelayEvent::Allocated(relayed) => {
+                    let server = &mut self.servers[index];
+                    server.failing = false;
+                    server.relay_mapping = server.binding.as_ref().and_then(|b| b.mapped);
+                    let Some(base) = self.host_for(index) else {
+                        continue;
+                    };
+                    self.relays.push((relayed, index));
+                    if let Ok(candidate) = Candidate::relayed(relayed, base, "udp") {
+                        self.gather(
+                            LocalCandidate {
+                                kind: CandidateKind::Relayed,
+                                address: relayed,
+                                base,
+                                url,
+                            },
+                            candidate,
+                        );
+                    }
+                }
+                RelayEvent::Lost(relayed) => {
+                    self.relays.retain(|&mut (a, _)| a != relayed);
+                    self.servers[index].relay_mapping = None;
+                    self.forget(CandidateKind::Relayed, relayed);
+                    // Not a streak: a loss is reported each time it happens.
+                    self.events.push_back(Event::IceServerFailed {
+                        url,
+                        reason: IceServerError::AllocationLost,
+                    });
+                }
+                RelayEvent::Failed(reason) => self.fail(index, url, reason),
+            }
+        }
+    }
+
+    /// Records a gathered candidate and hands it to the links (if the policy allows).
+    fn gather(&mut self, info: LocalCandidate, candidate: Candidate) {
+        if self
+            .gathered
+            .iter()
+            .any(|g| g.info.kind == info.kind && g.info.address == info.address)
+        {
+            return;
+        }
+        let for_links =
+            info.kind == CandidateKind::Relayed || self.policy == IceTransportPolicy::All;
+        if for_links {
+            self.for_links.push(candidate.clone());
+            self.changes
+                .push_back(CandidateChange::Added(candidate.clone()));
+        }
+        self.events
+            .push_back(Event::CandidateGathered(info.clone()));
+        self.gathered.push(Gathered { info, candidate });
+    }
+
+    /// Removes a gathered candidate from the links.
+    fn forget(&mut self, kind: CandidateKind, address: SocketAddr) {
+        let Some(i) = self
+            .gathered
+            .iter()
+            .position(|g| g.info.kind == kind && g.info.address == address)
+        else {
+            return;
+        };
+        let gone = self.gathered.remove(i);
+        let before = self.for_links.len();
+        self.for_links
+            .retain(|c| !(c.addr() == address && c.kind() == gone.candidate.kind()));
+        if self.for_links.len() != before {
+            self.changes
+                .push_back(CandidateChange::Removed(gone.candidate));
+        }
+    }
+
+    /// Offers a datagram from a configured server (`is_server(source)` holds).
+    pub fn handle_server_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        contents: &[u8],
+    ) -> ServerInput {
+        let Some(clock) = self.clock else {
+            return ServerInput::NotServer;
+        };
+        let mut result = ServerInput::NotServer;
+        for i in 0..self.servers.len() {
+            if self.servers[i].address != Some(source) {
+                continue;
+            }
+            // Our own Binding transaction first (cheap: one transaction id to compare).
+            if contents.first().is_some_and(|b| b & 0xC0 == 0) {
+                if let Ok(msg) = Message::from_bytes(contents) {
+                    let outcome = self.servers[i]
+                        .binding
+                        .as_mut()
+                        .and_then(|b| b.handle_response(now, &msg));
+                    if let Some(outcome) = outcome {
+                        self.on_binding(i, now, clock, outcome);
+                        result = ServerInput::Handled;
+                        break;
+                    }
+                }
+            }
+            let Some(relay) = self.servers[i].relay.as_mut() else {
+                continue;
+            };
+            match relay.handle_datagram(now, clock, contents, &mut self.out) {
+                RelayInput::Handled => {
+                    result = ServerInput::Handled;
+                    self.relay_events(i);
+                    break;
+                }
+                RelayInput::PeerData { peer, relay, data } => {
+                    self.relayed_in += 1;
+                    let data = match data {
+                        PeerBytes::Range(r) => RelayedBytes::Range(r),
+                        PeerBytes::Owned(v) => RelayedBytes::Owned(v),
+                    };
+                    return ServerInput::Relayed { peer, relay, data };
+                }
+                RelayInput::NotTurn => {}
+            }
+        }
+        self.handle_timeout(now);
+        result
+    }
+
+    fn on_binding(&mut self, index: usize, now: Instant, clock: Clock, outcome: BindingOutcome) {
+        let url = self.servers[index].config.url.clone();
+        match outcome {
+            BindingOutcome::Mapped(mapped) => {
+                let server = &mut self.servers[index];
+                if server.config.parsed.kind == ServerKind::Stun {
+                    server.failing = false;
+                }
+                // The allocation lives on the mapping it was made from; a new mapping means
+                // the server no longer knows us by it.
+                let moved = server.relay_mapping.is_some_and(|m| m != mapped);
+                if server.relay_mapping.is_none()
+                    && server.relay.as_ref().is_some_and(|r| r.relayed().is_some())
+                {
+                    server.relay_mapping = Some(mapped);
+                }
+                if moved {
+                    if let Some(relay) = server.relay.as_mut() {
+                        relay.lost(now, clock, &mut self.out);
+                    }
+                    self.relay_events(index);
+                }
+                self.reflexive(index, mapped, url);
+            }
+            BindingOutcome::Refused(code) => {
+                if self.servers[index].config.parsed.kind == ServerKind::Stun {
+                    self.fail(index, url, IceServerError::Refused(code));
+                }
+            }
+        }
+    }
+
+    /// A server sees us at `mapped`: gather it as a server-reflexive candidate (unless it is a
+    /// host address: no NAT), replacing what this server reported before.
+    fn reflexive(&mut self, index: usize, mapped: SocketAddr, url: String) {
+        let previous = self.servers[index].srflx;
+        if previous == Some(mapped) {
+            return;
+        }
+        self.servers[index].srflx = Some(mapped);
+        if let Some(old) = previous {
+            // Still the mapping another server sees? Then it stays.
+            if !self.servers.iter().any(|s| s.srflx == Some(old)) {
+                self.forget(CandidateKind::ServerReflexive, old);
+            }
+        }
+        if self.policy == IceTransportPolicy::Relay || self.hosts.contains(&mapped) {
+            return;
+        }
+        let Some(base) = self.host_for(index) else {
+            return;
+        };
+        if let Ok(candidate) = Candidate::server_reflexive(mapped, base, "udp") {
+            self.gather(
+                LocalCandidate {
+                    kind: CandidateKind::ServerReflexive,
+                    address: mapped,
+                    base,
+                    url,
+                },
+                candidate,
+            );
+        }
+    }
+
+    /// Wraps a datagram str0m sent from our relayed address `t.source` for its TURN server;
+    /// `None` while it waits for a permission (or was dropped).
+    pub fn wrap(&mut self, now: Instant, t: Transmit) -> Option<Transmit> {
+        let clock = self.clock?;
+        let Some(&(_, index)) = self.relays.iter().find(|&&(a, _)| a == t.source) else {
+            self.stale_relay_drops += 1;
+            return None;
+        };
+        let relay = self.servers[index].relay.as_mut()?;
+        let wrapped = relay.wrap(now, clock, t.destination, &t.contents, &mut self.out);
+        if wrapped.is_some() {
+            self.relayed_out += 1;
+        }
+        if let Some(at) = relay.deadline() {
+            self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
+        }
+        self.relay_events(index);
+        wrapped
+    }
+
+    /// Datagrams dropped on the way to a relay (no permission, parking full).
+    pub fn relay_dropped(&self) -> u64 {
+        self.stale_relay_drops
+            + self
+                .servers
+                .iter()
+                .filter_map(|s| s.relay.as_ref())
+                .map(|r| r.dropped)
+                .sum::<u64>()
+    }
+
+    /// Deletes every allocation; nothing more goes out.
+    pub fn close(&mut self, now: Option<Instant>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if let (Some(now), Some(clock)) = (now, self.clock) {
+            for server in &mut self.servers {
+                if let Some(relay) = server.relay.as_mut() {
+                    relay.close(now, clock, &mut self.out);
+                }
+            }
+        }
+        self.relays.clear();
+        self.deadline = None;
+    }
+}

@@ -1,0 +1,367 @@
+//! ICE server configuration in the shape Godot's `WebRTCPeerConnection.initialize` and the
+//! W3C `RTCIceServer` take it, and the URL parsing behind it (RFC 7064 `stun:`, RFC 7065 `turn:`).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// One entry of Godot's / the W3C's `iceServers`: one or more URLs of the same server, with the
+/// long-term credential a TURN server needs.
+///
+/// ```
+/// # use rtcmesh::IceServer;
+/// let servers = vec![
+///     IceServer::stun("stun:stun.example.org:3478"),
+///     IceServer::turn("turn:203.0.113.1:3478?transport=udp", "user", "secret"),
+/// ];
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IceServer {
+    /// `stun:host[:port]` or `turn:host[:port][?transport=udp]`. The port defaults to 3478. The
+    /// host is an IP literal (`[::1]` for IPv6) or a name the adapter resolves (see
+    /// [`Mesh::set_ice_server_addresses`](crate::Mesh::set_ice_server_addresses)).
+    pub urls: Vec<String>,
+    /// The TURN username (ignored for `stun:`).
+    pub username: String,
+    /// The TURN password (W3C `credential`; ignored for `stun:`).
+    pub credential: String,
+}
+
+impl IceServer {
+    /// A STUN server: finds this mesh's public (server-reflexive) address.
+    pub fn stun(url: impl Into<String>) -> IceServer {
+        IceServer {
+            urls: vec![url.into()],
+            ..IceServer::default()
+        }
+    }
+
+    /// A TURN server with its long-term credential: relays for peers that cannot reach each
+    /// other directly (symmetric NATs, strict firewalls). It answers STUN too.
+    pub fn turn(
+        url: impl Into<String>,
+        username: impl Into<String>,
+        credential: impl Into<String>,
+    ) -> IceServer {
+        IceServer {
+            urls: vec![url.into()],
+            username: username.into(),
+            credential: credential.into(),
+        }
+    }
+}
+
+/// Which local candidates ICE may use (W3C `iceTransportPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IceTransportPolicy {
+    /// Every candidate: host, server-reflexive and relayed (default). ICE prefers direct
+    /// paths and relays only pairs that cannot reach each other otherwise.
+    #[default]
+    All,
+    /// Only relayed candidates: every peer is reached through the TURN server, and neither the
+    /// host nor the public address is ever given to a peer. Needs a `turn:` server.
+    Relay,
+}
+
+/// Why an ICE server entry was refused when the mesh was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidIceServer {
+    /// An [`IceServer`] with no URL.
+    NoUrls,
+    /// The scheme is neither `stun:` nor `turn:`.
+    UnknownScheme,
+    /// `stuns:` / `turns:` (STUN or TURN over TLS) are not supported yet: use `stun:` / `turn:`
+    /// over UDP.
+    TlsNotSupported,
+    /// `?transport=tcp`: TURN over TCP is not supported yet; use `?transport=udp` (or none).
+    TcpNotSupported,
+    /// A query other than `?transport=udp|tcp` (a `stun:` URL takes none).
+    BadQuery,
+    /// The host is empty or not a valid IP literal or host name.
+    BadHost,
+    /// The port is not a number within 1..=65535.
+    BadPort,
+    /// A `turn:` URL without a username or credential.
+    MissingCredentials,
+    /// More URLs than [`MAX_ICE_SERVER_URLS`] in total.
+    TooMany,
+    /// `IceTransportPolicy::Relay` without any `turn:` URL: nothing could ever connect.
+    RelayWithoutTurn,
+}
+
+/// The most ICE server URLs a mesh takes (each costs a request every few seconds).
+pub const MAX_ICE_SERVER_URLS: usize = 16;
+
+impl fmt::Display for InvalidIceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InvalidIceServer::NoUrls => "the entry has no URL",
+            InvalidIceServer::UnknownScheme => "the scheme must be stun: or turn:",
+            InvalidIceServer::TlsNotSupported => {
+                "stuns:/turns: (TLS) is not supported yet: use stun:/turn: over UDP"
+            }
+            InvalidIceServer::TcpNotSupported => {
+                "TURN over TCP is not supported yet: use ?transport=udp or no query"
+            }
+            InvalidIceServer::BadQuery => "the only query allowed is ?transport=udp on turn:",
+            InvalidIceServer::BadHost => "the host is not an IP address or a host name",
+            InvalidIceServer::BadPort => "the port must be a number within 1..=65535",
+            InvalidIceServer::MissingCredentials => {
+                "a turn: server needs a username and a credential"
+            }
+            InvalidIceServer::TooMany => "too many ICE server URLs (at most 16)",
+            InvalidIceServer::RelayWithoutTurn => {
+                "ice_transport_policy Relay needs at least one turn: server"
+            }
+        })
+    }
+}
+
+impl std::error::Error for InvalidIceServer {}
+
+/// STUN only, or TURN (which answers STUN too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerKind {
+    Stun,
+    Turn,
+}
+
+/// Where the server is: an address now, or a name the adapter must resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ServerHost {
+    Ip(IpAddr),
+    Name(String),
+}
+
+/// One parsed URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServerUrl {
+    pub kind: ServerKind,
+    pub host: ServerHost,
+    pub port: u16,
+}
+
+impl ServerUrl {
+    /// The address, if the host is an IP literal.
+    pub fn address(&self) -> Option<SocketAddr> {
+        match &self.host {
+            ServerHost::Ip(ip) => Some(SocketAddr::new(*ip, self.port)),
+            ServerHost::Name(_) => None,
+        }
+    }
+}
+
+/// Parses one URL (`stun:host[:port]`, `turn:host[:port][?transport=udp]`).
+pub(crate) fn parse(url: &str) -> Result<ServerUrl, InvalidIceServer> {
+    let url = url.trim();
+    let (scheme, rest) = url.split_once(':').ok_or(InvalidIceServer::UnknownScheme)?;
+    let kind = match scheme.to_ascii_lowercase().as_str() {
+        "stun" => ServerKind::Stun,
+        "turn" => ServerKind::Turn,
+        "stuns" | "turns" => return Err(InvalidIceServer::TlsNotSupported),
+        _ => return Err(InvalidIceServer::UnknownScheme),
+    };
+    if rest.starts_with("//") {
+        // RFC 7064/7065 URIs have no authority part; browsers refuse `stun://` too.
+        return Err(InvalidIceServer::BadHost);
+    }
+    let (hostport, query) = match rest.split_once('?') {
+        Some((hp, q)) => (hp, Some(q)),
+        None => (rest, None),
+    };
+    if let Some(query) = query {
+        match (kind, query.to_ascii_lowercase().as_str()) {
+            (ServerKind::Turn, "transport=udp") => {}
+            (ServerKind::Turn, "transport=tcp") => return Err(InvalidIceServer::TcpNotSupported),
+            _ => return Err(InvalidIceServer::BadQuery),
+        }
+    }
+    let (host, port) = split_host_port(hostport)?;
+    Ok(ServerUrl { kind, host, port })
+}
+
+fn split_host_port(hostport: &str) -> Result<(ServerHost, u16), InvalidIceServer> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (ip, after) = v6.split_once(']').ok_or(InvalidIceServer::BadHost)?;
+        let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| InvalidIceServer::BadHost)?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or(InvalidIceServer::BadPort)?),
+        };
+        (ServerHost::Ip(IpAddr::V6(ip)), port)
+    } else {
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        };
+        let host = if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+            ServerHost::Ip(IpAddr::V4(ip))
+        } else if is_host_name(host) {
+            ServerHost::Name(host.to_ascii_lowercase())
+        } else {
+            return Err(InvalidIceServer::BadHost);
+        };
+        (host, port)
+    };
+    let port = match port {
+        None => 3478,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(InvalidIceServer::BadPort),
+        },
+    };
+    Ok((host, port))
+}
+
+/// RFC 1123 host name: dot-separated labels of letters, digits and hyphens.
+fn is_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        // An all-numeric name is a mistyped IPv4 address, not a host.
+        && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// One configured URL with what it came with.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfiguredServer {
+    pub url: String,
+    pub parsed: ServerUrl,
+    pub username: String,
+    pub credential: String,
+}
+
+/// Checks and flattens `iceServers`: one entry per URL, in order. The error carries the URL.
+pub(crate) fn configure(
+    servers: &[IceServer],
+    policy: IceTransportPolicy,
+) -> Result<Vec<ConfiguredServer>, (String, InvalidIceServer)> {
+    let mut out = Vec::new();
+    for server in servers {
+        if server.urls.is_empty() {
+            return Err((String::new(), InvalidIceServer::NoUrls));
+        }
+        for url in &server.urls {
+            let parsed = parse(url).map_err(|e| (url.clone(), e))?;
+            if parsed.kind == ServerKind::Turn
+                && (server.username.is_empty() || server.credential.is_empty())
+            {
+                return Err((url.clone(), InvalidIceServer::MissingCredentials));
+            }
+            if out.len() == MAX_ICE_SERVER_URLS {
+                return Err((url.clone(), InvalidIceServer::TooMany));
+            }
+            out.push(ConfiguredServer {
+                url: url.clone(),
+                parsed,
+                username: server.username.clone(),
+                credential: server.credential.clone(),
+            });
+        }
+    }
+    if policy == IceTransportPolicy::Relay && !out.iter().any(|s| s.parsed.kind == ServerKind::Turn)
+    {
+        return Err((String::new(), InvalidIceServer::RelayWithoutTurn));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(url: &str) -> ServerUrl {
+        parse(url).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    #[test]
+    fn urls_in_the_forms_browsers_take() {
+        let u = ok("stun:203.0.113.1");
+        assert_eq!(u.kind, ServerKind::Stun);
+        assert_eq!(u.address(), Some("203.0.113.1:3478".parse().expect("addr")));
+        let u = ok("turn:203.0.113.1:3479?transport=udp");
+        assert_eq!(u.kind, ServerKind::Turn);
+        assert_eq!(u.port, 3479);
+        let u = ok("TURN:[2001:db8::1]:5000");
+        assert_eq!(
+            u.address(),
+            Some("[2001:db8::1]:5000".parse().expect("addr"))
+        );
+        assert_eq!(ok("stun:[::1]").port, 3478);
+        let u = ok("stun:Stun.Example.org:19302");
+        assert_eq!(u.host, ServerHost::Name("stun.example.org".into()));
+        assert_eq!(u.address(), None);
+    }
+
+    #[test]
+    fn malformed_urls_say_why() {
+        let cases = [
+            ("http://example.org", InvalidIceServer::UnknownScheme),
+            ("example.org", InvalidIceServer::UnknownScheme),
+            ("turns:example.org", InvalidIceServer::TlsNotSupported),
+            ("stuns:example.org", InvalidIceServer::TlsNotSupported),
+            (
+                "turn:example.org?transport=tcp",
+                InvalidIceServer::TcpNotSupported,
+            ),
+            (
+                "turn:example.org?transport=sctp",
+                InvalidIceServer::BadQuery,
+            ),
+            ("stun:example.org?transport=udp", InvalidIceServer::BadQuery),
+            ("stun://example.org", InvalidIceServer::BadHost),
+            ("stun:", InvalidIceServer::BadHost),
+            ("stun:exa mple.org", InvalidIceServer::BadHost),
+            ("stun:1.2.3", InvalidIceServer::BadHost),
+            ("stun:[::1", InvalidIceServer::BadHost),
+            ("stun:[::1]x", InvalidIceServer::BadPort),
+            ("stun:example.org:0", InvalidIceServer::BadPort),
+            ("stun:example.org:70000", InvalidIceServer::BadPort),
+            ("stun:example.org:+80", InvalidIceServer::BadPort),
+            ("stun:example.org:", InvalidIceServer::BadPort),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(parse(url), Err(expected), "{url}");
+        }
+    }
+
+    #[test]
+    fn entries_need_credentials_and_a_relay_for_the_relay_policy() {
+        let stun = IceServer::stun("stun:127.0.0.1");
+        let all = IceTransportPolicy::All;
+        assert_eq!(
+            configure(std::slice::from_ref(&stun), all).map(|v| v.len()),
+            Ok(1)
+        );
+        let no_cred = IceServer::turn("turn:127.0.0.1", "user", "");
+        assert_eq!(
+            configure(&[no_cred], all).map(|v| v.len()),
+            Err((
+                "turn:127.0.0.1".into(),
+                InvalidIceServer::MissingCredentials
+            ))
+        );
+        assert_eq!(
+            configure(&[stun], IceTransportPolicy::Relay).map(|v| v.len()),
+            Err((String::new(), InvalidIceServer::RelayWithoutTurn))
+        );
+        let many = IceServer {
+            urls: vec!["stun:127.0.0.1".into(); MAX_ICE_SERVER_URLS + 1],
+            ..IceServer::default()
+        };
+        assert!(matches!(
+            configure(&[many], all),
+            Err((_, InvalidIceServer::TooMany))
+        ));
+        assert_eq!(
+            configure(&[IceServer::default()], all).map(|v| v.len()),
+            Err((String::new(), InvalidIceServer::NoUrls))
+        );
+    }
+}

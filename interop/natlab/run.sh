@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# NAT lab: real NATs (nftables), a real TURN server (Debian's coturn) and rtcmesh-tokio peers, all
+# inside network namespaces this script creates and removes (also on failure). Nothing is
+# connected to the host's own network: 203.0.113.0/24 (TEST-NET-3) exists only on a bridge in a
+# namespace, the private LANs only behind their routers.
+#
+#   A 10.1.0.2 -- cone NAT      (masquerade)              -- 203.0.113.11 \
+#   B 10.2.0.2 -- symmetric NAT (masquerade fully-random) -- 203.0.113.12  >- bridge: coturn 203.0.113.1,.2
+#   C 10.3.0.2 -- cone NAT      (masquerade)              -- 203.0.113.13 /   public host P 203.0.113.20
+#
+# Checks:
+#  1. coturn sees the NATs as intended (RFC 5780 probe: A endpoint-independent, B dependent).
+#  2. A, B, C form a full rtcmesh mesh through rtcmesh-signal (on P) with STUN + TURN: A-C
+#     direct (server-reflexive), A-B and C-B relayed (B's NAT defeats STUN).
+#  3. Headless Chromium in B with iceTransportPolicy "relay" joins an rtcmesh server (on P,
+#     Godot's channel layout plus one) through TURN: echoes on all four channels, relay pair.
+#  4. A wrong TURN password is reported by rtcmesh within seconds.
+# Needs root, iproute2, nftables, coturn, node + interop/node_modules, /usr/bin/chromium (`.ci/run`
+# installs them). Fails, never skips.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+
+fail() { echo "natlab: FAILED: $*"; exit 1; }
+[ "$(id -u)" = 0 ] || fail "needs root (network namespaces)"
+for tool in ip nft turnserver turnutils_natdiscovery node /usr/bin/chromium; do
+    command -v "$tool" >/dev/null || fail "$tool is not installed"
+done
+
+cargo build --release -q -p rtcmesh-tokio --bin rtcmesh-signal --example natlab_peer --example interop_server
+bin=$root/target/release
+
+# Namespace names unique to this run, so two runs never touch each other's.
+P="nl$$"
+NS=(pub ra rb rc a b c p)
+work=$(mktemp -d)
+nsx() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
+
+down() {
+    # End what runs inside our namespaces (by pid), then delete them.
+    for n in "${NS[@]}"; do
+        pids=$(ip netns pids "$P-$n" 2>/dev/null || true)
+        [ -n "$pids" ] && kill $pids 2>/dev/null || true
+    done
+    sleep 0.5
+    for n in "${NS[@]}"; do
+        pids=$(ip netns pids "$P-$n" 2>/dev/null || true)
+        [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+        ip netns del "$P-$n" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap down EXIT
+trap "exit 1" INT TERM HUP
+
+up() {
+    for n in "${NS[@]}"; do ip netns add "$P-$n"; ip -n "$P-$n" link set lo up; done
+    ip -n "$P-pub" link add br0 type bridge
+    ip -n "$P-pub" addr add 203.0.113.1/24 dev br0
+    ip -n "$P-pub" addr add 203.0.113.2/24 dev br0   # coturn's alternate address (RFC 5780)
+    ip -n "$P-pub" link set br0 up
+    # "The rest of the internet": packets for addresses that exist nowhere (a peer's private
+    # host candidate) vanish, as on the real internet, instead of failing coturn's sendto()
+    # (which would close the whole allocation): a default route into a veth whose other end
+    # drops them. The public namespace forwards nothing.
+    ip -n "$P-pub" link add sink0 type veth peer name sink1
+    ip -n "$P-pub" link set sink0 up
+    ip -n "$P-pub" link set sink1 up
+    ip -n "$P-pub" route add default via 198.51.100.1 dev sink0 onlink
+    ip -n "$P-pub" neigh add 198.51.100.1 lladdr 02:00:00:00:00:01 dev sink0 nud permanent
+    ip -n "$P-p" link add eth0 type veth peer name pp netns "$P-pub"
+    ip -n "$P-pub" link set pp master br0
+    ip -n "$P-pub" link set pp up
+    ip -n "$P-p" addr add 203.0.113.20/24 dev eth0
+    ip -n "$P-p" link set eth0 up
+    ip -n "$P-p" route add default via 203.0.113.1
+    local i=0 r
+    for r in a b c; do
+        i=$((i + 1))
+        ip -n "$P-r$r" link add wan type veth peer name "p$r" netns "$P-pub"
+        ip -n "$P-pub" link set "p$r" master br0
+        ip -n "$P-pub" link set "p$r" up
+        ip -n "$P-r$r" addr add "203.0.113.1$i/24" dev wan
+        ip -n "$P-r$r" link set wan up
+        ip -n "$P-r$r" link add lan type veth peer name eth0 netns "$P-$r"
+        ip -n "$P-r$r" addr add "10.$i.0.1/24" dev lan
+        ip -n "$P-r$r" link set lan up
+        ip -n "$P-$r" addr add "10.$i.0.2/24" dev eth0
+        ip -n "$P-$r" link set eth0 up
+        ip -n "$P-$r" route add default via "10.$i.0.1"
+        nsx "r$r" sysctl -qw net.ipv4.ip_forward=1
+        ip -n "$P-r$r" route add default via 203.0.113.1
+    done
+    # Cone NATs: masquerade keeps the port => endpoint-independent mapping; conntrack lets in
+    # only replies => port-restricted filtering. Unsolicited inbound is dropped before
+    # conntrack confirms it, or it would steal the port the host's own mapping needs.
+    for r in a c; do
+        nsx "r$r" nft -f - <<'NFT'
+table ip nat {
+  chain post { type nat hook postrouting priority srcnat; oifname "wan" masquerade; }
+  chain pre  { type filter hook prerouting priority mangle; iifname "wan" ct state new drop; }
+}
+NFT
+    done
+    # Symmetric NAT: a random public port per destination.
+    nsx rb nft -f - <<'NFT'
+table ip nat {
+  chain post { type nat hook postrouting priority srcnat; oifname "wan" masquerade fully-random; }
+  chain pre  { type filter hook prerouting priority mangle; iifname "wan" ct state new drop; }
+}
+NFT
+}
+
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+t0=$(ms)
+up
+nsx pub turnserver -n --no-cli --no-tls --no-dtls \
+    -L 203.0.113.1 -L 203.0.113.2 -E 203.0.113.1 -p 3478 --min-port 49152 --max-port 49251 \
+    --lt-cred-mech --user rtcmesh:s3cret --realm rtcmesh.test --fingerprint \
+    --log-file "$work/turn.log" --simple-log --no-stdout-log >/dev/null 2>&1 &
+nsx p "$bin/rtcmesh-signal" 203.0.113.20:9080 >"$work/signal.log" 2>&1 &
+for _ in $(seq 1 50); do
+    nsx p bash -c 'exec 3<>/dev/tcp/203.0.113.20/9080' 2>/dev/null && break
+    sleep 0.1
+done
+sleep 0.5   # coturn binds its listeners
+echo "natlab: lab up in $(( $(ms) - t0 )) ms (namespaces $P-*)"
+
+status=0
+check() { if eval "$2"; then echo "PASS $1"; else echo "FAIL $1"; status=1; fi; }
+
+# 1. The NATs behave as the lab says (coturn's own RFC 5780 probe).
+natprobe() { nsx "$1" timeout 20 turnutils_natdiscovery -m -f 203.0.113.1 2>&1 | grep '^NAT with' || true; }
+check "A: endpoint-independent mapping" "natprobe a | grep -q 'Endpoint Independent Mapping'"
+check "B: address and port dependent mapping" "natprobe b | grep -q 'Address and Port Dependent Mapping'"
+
+# 2. Three rtcmesh-tokio peers form a full mesh.
+ice=(stun:203.0.113.1:3478 turn:203.0.113.1:3478 rtcmesh s3cret)
+url=ws://203.0.113.20:9080
+nsx a timeout 70 "$bin/examples/natlab_peer" "$url" - 10.1.0.2 2 "${ice[@]}" >"$work/a.log" 2>&1 &
+pa=$!
+lobby=""
+for _ in $(seq 1 100); do
+    lobby=$(awk '/^LOBBY /{print $2; exit}' "$work/a.log")
+    [ -n "$lobby" ] && break
+    sleep 0.1
+done
+[ -n "$lobby" ] || { cat "$work/a.log"; fail "peer A did not create a lobby"; }
+mesh_start=$(ms)
+nsx b timeout 70 "$bin/examples/natlab_peer" "$url" "$lobby" 10.2.0.2 2 "${ice[@]}" >"$work/b.log" 2>&1 &
+pb=$!
+nsx c timeout 70 "$bin/examples/natlab_peer" "$url" "$lobby" 10.3.0.2 2 "${ice[@]}" >"$work/c.log" 2>&1 &
+pc=$!
+peers_ok=0
+wait $pa || peers_ok=1
+wait $pb || peers_ok=1
+wait $pc || peers_ok=1
+echo "natlab: mesh of three finished in $(( $(ms) - mesh_start )) ms"
+for n in a b c; do sed "s/^/  $n: /" "$work/$n.log"; done
+check "A, B and C form a full mesh" "[ $peers_ok = 0 ]"
+me() { awk '/^ME /{print $2; exit}' "$work/$1.log"; }
+A=$(me a); B=$(me b); C=$(me c)
+echo "natlab: ids A=$A B=$B C=$C"
+kind() { awk -v id="$2" '$1=="PATH" && $2==id {print $6}' "$work/$1.log"; }
+took() { awk -v id="$2" '$1=="PATH" && $2==id {print $3}' "$work/$1.log"; }
+check "A-C direct (server-reflexive, no relay)" "[ \"\$(kind a $C)\" = direct ] && [ \"\$(kind c $A)\" = direct ]"
+check "A-B relayed (B's NAT is symmetric)" "[ \"\$(kind a $B)\" = relayed ] && [ \"\$(kind b $A)\" = relayed ]"
+check "C-B relayed" "[ \"\$(kind c $B)\" = relayed ] && [ \"\$(kind b $C)\" = relayed ]"
+check "A gathered srflx and relay" "grep -q '^GATHERED srflx 203.0.113.11:' $work/a.log && grep -q '^GATHERED relay 203.0.113.1:' $work/a.log"
+srflx_ms=$(took c "$A")
+relay_ms=$(took b "$A")
+echo "natlab: time to connect (lobby announce -> PeerConnected): via srflx A-C ${srflx_ms:-?} ms, via relay A-B ${relay_ms:-?} ms, C-B $(took b "$C") ms"
+
+# 3. Chromium behind the symmetric NAT, relay only, joins an rtcmesh server through TURN.
+srv_in="$work/server.in"
+mkfifo "$srv_in"
+nsx p env RTCMESH_INTEROP_SECONDS=60 RTCMESH_INTEROP_ADDR=203.0.113.20 RTCMESH_INTEROP_ALLOW=203.0.113.0/24 \
+    "$bin/examples/interop_server" <"$srv_in" >"$work/server.log" 2>&1 &
+exec 3>"$srv_in"
+ready=""
+for _ in $(seq 1 100); do
+    ready=$(grep -m1 '^READY ' "$work/server.log" || true)
+    [ -n "$ready" ] && break
+    sleep 0.1
+done
+[ -n "$ready" ] || { cat "$work/server.log"; fail "the rtcmesh server did not start"; }
+read -r _ surl slobby scert skey <<<"$ready"
+rtc='{"iceServers":[{"urls":"turn:203.0.113.1:3478","username":"rtcmesh","credential":"s3cret"}],"iceTransportPolicy":"relay"}'
+browser_ok=0
+nsx b timeout 90 node interop/browser_client.mjs "$surl" "$slobby" "$scert" "$skey" "$rtc" >"$work/chromium.log" 2>&1 || browser_ok=1
+exec 3>&-
+sed 's/^/  chromium: /' "$work/chromium.log" | grep -v '^\s*chromium: \[page\]' || true
+check "Chromium (relay only, symmetric NAT) joins through TURN, echoes on 4 channels" "[ $browser_ok = 0 ]"
+check "Chromium's selected pair is relayed" "grep -q '\"pair\":{\"local\":\"relay\"' $work/chromium.log"
+chromium_ms=$(grep -o '"connectMs":[0-9]*' "$work/chromium.log" | head -1 | cut -d: -f2 || true)
+echo "natlab: Chromium through TURN: channels open ${chromium_ms:-?} ms after its offer"
+
+# 4. A wrong password is reported within seconds.
+nsx p "$bin/examples/natlab_peer" "$url" - 203.0.113.20 1 stun:203.0.113.1:3478 turn:203.0.113.1:3478 rtcmesh wrong >"$work/wrong.log" 2>&1 &
+pw=$!
+wrong_start=$(ms)
+reported=""
+for _ in $(seq 1 100); do
+    reported=$(grep -m1 '^SERVER_FAILED turn:' "$work/wrong.log" || true)
+    [ -n "$reported" ] && break
+    sleep 0.1
+done
+kill $pw 2>/dev/null || true
+echo "natlab: wrong password: ${reported:-nothing} after $(( $(ms) - wrong_start )) ms"
+check "a wrong TURN password is reported" "echo '$reported' | grep -q 'refused the username or credential'"
+
+echo "natlab: finished in $(( $(ms) - t0 )) ms"
+if [ "$status" -ne 0 ]; then
+    echo "--- coturn log (tail)"; tail -n 40 "$work/turn.log" || true
+    fail "see above"
+fi
+echo "natlab: OK"
