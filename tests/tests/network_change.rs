@@ -2,11 +2,15 @@
 //! address, a path that goes silent. The peer keeps its id and its reliable stream (exactly once,
 //! in order), and no `PeerDisconnected` fires, unless the path stays dead past the restart bound.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
-use rtcmesh::{Event, Limits, MeshConfig};
-use rtcmesh_tests::{LinkConditions, Stream, World};
+use rtcmesh::{
+    CandidateKind, Event, IceServer, IceTransportPolicy, Limits, Mesh, MeshConfig, Signal,
+};
+use rtcmesh_tests::{LinkConditions, NatBehavior, Stream, World};
 use str0m_netem::NetemConfig;
 
 /// Two connected mesh peers, ids 1 (node 0, answers) and 2 (node 1, offers), 20 ms apart.
@@ -353,4 +357,281 @@ fn restarts_in_a_row_pass_the_renegotiation_rate_limit() {
     for n in [0, 1] {
         assert_eq!(restarts_ended(&stream, n), moves as usize, "node {n}");
     }
+}
+
+// With NAT traversal: the same recovery through NATs and a TURN server.
+
+const USER: &str = "player";
+const PASSWORD: &str = "s3cret";
+
+/// ICE servers pointing at the world's STUN/TURN server.
+fn servers(w: &World) -> Vec<IceServer> {
+    let listen = w.servers[0].listen;
+    vec![
+        IceServer::stun(format!("stun:{listen}")),
+        IceServer::turn(format!("turn:{listen}"), USER, PASSWORD),
+    ]
+}
+
+/// A world with a STUN/TURN server and every wire 20 ms long; `add` places the nodes. Gathers,
+/// connects them, and clears their event logs.
+fn pair_with_server(add: impl FnOnce(&mut World, &[IceServer])) -> World {
+    let mut w = World::new();
+    w.default_link = LinkConditions::new(NetemConfig::new().latency(Duration::from_millis(20)));
+    w.add_turn_server(&[(USER, PASSWORD)]);
+    let servers = servers(&w);
+    add(&mut w, &servers);
+    assert!(
+        w.run_until(Duration::from_secs(5), |w| w
+            .nodes
+            .iter()
+            .all(|n| n.mesh.ice_gathering_complete())),
+        "gathering completes"
+    );
+    w.introduce_all();
+    assert!(w.run_until(Duration::from_secs(10), World::fully_connected));
+    for n in &mut w.nodes {
+        n.take_events();
+    }
+    w
+}
+
+/// Ids 1 (node 0, answers) and 2 (node 1, offers), each behind a cone NAT of its own, both
+/// with STUN and TURN: connected directly through server-reflexive candidates.
+fn pair_behind_cone_nats() -> World {
+    pair_with_server(|w, servers| {
+        for id in [1, 2] {
+            let config = MeshConfig {
+                ice_servers: servers.to_vec(),
+                ..MeshConfig::default()
+            };
+            let mesh = Mesh::create_mesh(id, config).unwrap();
+            w.add_behind_nat(mesh, NatBehavior::CONE);
+        }
+    })
+}
+
+fn offers_seen(w: &mut World) -> Rc<RefCell<Vec<String>>> {
+    let offers = Rc::new(RefCell::new(Vec::new()));
+    let seen = offers.clone();
+    w.rewrite_signals(move |_, _, signal| {
+        if let Signal::Offer(sdp) = signal {
+            seen.borrow_mut().push(sdp.clone());
+        }
+    });
+    offers
+}
+
+#[test]
+fn a_dead_direct_path_falls_back_to_the_relay_without_a_restart() {
+    let mut w = pair_behind_cone_nats();
+    for n in [0, 1] {
+        let path = w.nodes[n].mesh.peer(w.id(1 - n)).and_then(|p| p.path);
+        assert!(path.is_some_and(|p| !p.is_relayed()), "direct: {path:?}");
+    }
+    let mut stream = Stream::new(0, 1, 200);
+    // The direct path between the two NATs dies for good; the TURN server stays reachable,
+    // and ICE already checked the relayed pairs the first offer and answer carried.
+    stream.run(&mut w, 400, Duration::from_millis(20), |w, i| {
+        if i == 100 {
+            w.partition(0, 1, true);
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(30)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    for n in [0, 1] {
+        assert!(
+            stream.events.iter().any(|(_, node, e)| *node == n
+                && matches!(e, Event::PeerMoved { path, .. } if path.is_relayed())),
+            "node {n} moved to a relayed path: {:?}",
+            stream.events
+        );
+        let peer = w.id(1 - n);
+        let path = w.nodes[n].mesh.peer(peer).and_then(|p| p.path);
+        assert!(
+            path.is_some_and(|p| p.is_relayed()),
+            "relayed now: {path:?}"
+        );
+        assert_eq!(w.nodes[n].mesh.peer_stats(peer).unwrap().path, path);
+    }
+}
+
+#[test]
+fn a_restart_offer_carries_the_gathered_candidates_and_recovers_through_the_relay() {
+    let mut w = pair_behind_cone_nats();
+    let offers = offers_seen(&mut w);
+    let mut stream = Stream::new(0, 1, 200);
+    let mut cut = None;
+    // Total silence (the direct path and both nodes' way to the TURN server): the offering
+    // side restarts ICE after 4 s. The server comes back after 5 s, the direct path never.
+    stream.run(&mut w, 500, Duration::from_millis(20), |w, i| {
+        if i == 100 {
+            cut = Some(w.now);
+            w.partition(0, 1, true);
+            w.partition_server(0, 0, true);
+            w.partition_server(1, 0, true);
+        }
+        if i == 350 {
+            w.partition_server(0, 0, false);
+            w.partition_server(1, 0, false);
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(30)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    let cut = cut.unwrap();
+    println!(
+        "restart through NATs: events {:?}",
+        stream
+            .events
+            .iter()
+            .map(|(t, n, e)| (*t - cut, *n, e))
+            .collect::<Vec<_>>()
+    );
+    let offers = offers.borrow();
+    let restart = offers.first().expect("the offering side restarted ICE");
+    for typ in ["typ host", "typ srflx", "typ relay"] {
+        assert!(
+            restart.contains(typ),
+            "restart offer lacks {typ}:\n{restart}"
+        );
+    }
+    for n in [0, 1] {
+        assert!(
+            stream.events.iter().any(|(_, node, e)| *node == n
+                && matches!(e, Event::IceRestartEnded { path, .. } if path.is_relayed())),
+            "node {n}: the restart ended on a relayed path"
+        );
+        let peer = w.id(1 - n);
+        let path = w.nodes[n].mesh.peer(peer).and_then(|p| p.path);
+        assert!(
+            path.is_some_and(|p| p.is_relayed()),
+            "relayed now: {path:?}"
+        );
+        let stats = w.nodes[n].mesh.peer_stats(peer).unwrap();
+        assert_eq!(stats.path, path);
+        assert!(stats.ice_restarts >= 1);
+    }
+}
+
+#[test]
+fn a_peer_reached_through_our_relay_is_found_at_its_new_address() {
+    // Node 1 (id 2) relays everything through its TURN allocation; node 0 (id 1) is public and
+    // answers from its host address. Node 0's NAT rebinds to a new port: node 1 hears it there
+    // through the relay (which says where each datagram came from) and moves it.
+    let mut w = pair_with_server(|w, servers| {
+        w.add(Mesh::create_mesh(1, MeshConfig::default()).unwrap());
+        let relay_only = MeshConfig {
+            ice_servers: servers.to_vec(),
+            ice_transport_policy: IceTransportPolicy::Relay,
+            ..MeshConfig::default()
+        };
+        w.add(Mesh::create_mesh(2, relay_only).unwrap());
+    });
+    let before = w.nodes[1].mesh.peer(1).and_then(|p| p.path).unwrap();
+    assert_eq!(before.local, CandidateKind::Relayed);
+    let mut stream = Stream::new(0, 1, 200);
+    // Same IP, new port: the allocation's permission (per IP) still lets it through.
+    let rebound = addr("127.0.0.1:6100");
+    stream.run(&mut w, 300, Duration::from_millis(20), |w, i| {
+        if i == 100 {
+            w.rebind(0, rebound);
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(30)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    println!(
+        "relayed peer rebinding: events {:?}",
+        stream
+            .events
+            .iter()
+            .map(|(_, n, e)| (*n, e))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        stream.events.iter().any(|(_, node, e)| *node == 1
+            && matches!(e, Event::PeerMoved { path, .. }
+                if path.local == CandidateKind::Relayed && path.remote_address == rebound)),
+        "node 1 moved its peer to the new address, still through its relay"
+    );
+    let after = w.nodes[1].mesh.peer(1).and_then(|p| p.path).unwrap();
+    assert_eq!(
+        (after.local, after.remote_address),
+        (CandidateKind::Relayed, rebound)
+    );
+    assert_eq!(w.nodes[1].mesh.peer_stats(1).unwrap().moves, 1);
+}
+
+#[test]
+fn moving_a_socket_behind_a_nat_gathers_its_candidates_again_and_keeps_the_stream() {
+    let mut w = pair_behind_cone_nats();
+    let gathered = |w: &World, kind: CandidateKind| -> Vec<SocketAddr> {
+        w.nodes[1]
+            .mesh
+            .local_candidates()
+            .filter(|c| c.kind == kind)
+            .map(|c| c.address)
+            .collect()
+    };
+    let (srflx, relay) = (
+        gathered(&w, CandidateKind::ServerReflexive),
+        gathered(&w, CandidateKind::Relayed),
+    );
+    assert_eq!((srflx.len(), relay.len()), (1, 1));
+    let offers = offers_seen(&mut w);
+    let mut stream = Stream::new(0, 1, 200);
+    // Node 1 (the offering side) gets a new socket on its private network: its NAT maps it
+    // to a new public port, and the allocation made from the old one is unreachable.
+    stream.run(&mut w, 300, Duration::from_millis(20), |w, i| {
+        if i == 100 {
+            w.move_node(1, addr("127.100.2.3:5000"));
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(30)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    println!(
+        "move behind a NAT: events {:?}",
+        stream
+            .events
+            .iter()
+            .map(|(_, n, e)| (*n, e))
+            .collect::<Vec<_>>()
+    );
+    let (srflx_after, relay_after) = (
+        gathered(&w, CandidateKind::ServerReflexive),
+        gathered(&w, CandidateKind::Relayed),
+    );
+    assert_eq!(
+        (srflx_after.len(), relay_after.len()),
+        (1, 1),
+        "the old ones are gone"
+    );
+    assert_ne!(srflx_after, srflx, "a new public mapping");
+    assert_ne!(relay_after, relay, "a new allocation");
+    assert!(
+        !offers.borrow().is_empty(),
+        "the offering side restarted ICE at once"
+    );
+    assert!(
+        stream
+            .events
+            .iter()
+            .any(|(_, node, e)| *node == 0 && matches!(e, Event::IceRestartEnded { .. })),
+        "the restart ended"
+    );
 }

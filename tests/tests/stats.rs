@@ -107,13 +107,15 @@ fn channel_counters_match_the_traffic_sent_and_the_round_trip_matches_the_latenc
         (sent.ice_restarts, sent.moves, sent.queued_bytes),
         (0, 0, 0)
     );
-    // Nothing waited in the queue or expired there; SCTP has everything acknowledged.
+    // Nothing waited in the queue or expired there.
     assert!(sent
         .channels
         .iter()
         .all(|c| c.packets_expired == 0 && c.queued_bytes == 0));
     assert_eq!((sent.peer, got.peer), (1, 2));
-    assert_eq!(sent.sctp_buffered, 0);
+    // What SCTP holds is an upper bound, refreshed when the sender writes again.
+    assert!(sent.sctp_buffered <= 4250, "{}", sent.sctp_buffered);
+    assert!(sent.sctp_window >= MeshConfig::default().sctp_send_buffer_min);
     assert_eq!(sent.max_packet_size, config.max_packet_size);
     // The aggregate of a one-peer mesh is that peer, without a path or an id.
     let total = w.nodes[1].mesh.aggregate_peer_stats();

@@ -5,11 +5,17 @@
 //!
 //! str0m does not expose its ICE agent's pairs, so the path is read off the traffic: str0m sends
 //! DTLS and SCTP only on the nominated pair, from its local candidate's base (our socket, or our
-//! relayed address) to the remote candidate's address, and its stats event names the pair too. A peer has moved when
-//! its authenticated traffic arrives from a new address while the address we send to has gone
-//! silent and leaves our datagrams unanswered. str0m's agent would keep sending to the old,
-//! higher-priority pair until its consent checks give up (about 20 s); dropping the old
-//! address's candidates makes it use the pair it has already checked on the new one.
+//! relayed address) to the remote candidate's address, and its stats event names the pair too.
+//!
+//! A peer has moved when its authenticated traffic arrives from a new address while the address
+//! we send to has gone silent and leaves our datagrams unanswered. str0m's agent would keep
+//! sending to the old, higher-priority pair until its consent checks give up (about 20 s);
+//! dropping the old address's candidates makes it use the pair it has already checked on the
+//! new one. "A new address" is one the peer never signalled (its NAT's new mapping: a
+//! peer-reflexive address), or a host address it trickled once connected (its socket moved).
+//! An address from the negotiated candidates does not count: each side's agent may send on a
+//! different valid pair for a while (after a renomination, or one side on a relay), and
+//! taking that for a move would make both sides drop the pair the other one uses.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -61,6 +67,8 @@ pub(super) struct Path {
     local: SmallVec<[(SocketAddr, CandidateKind); 2]>,
     /// Remote candidates from signals (trickled or in SDP), for their kinds and to drop them.
     remote: SmallVec<[Candidate; 4]>,
+    /// Host addresses the peer trickled once connected (its socket moved): a move may go there.
+    moved_hosts: SmallVec<[SocketAddr; 2]>,
 }
 
 /// The kind of datagram, by its first byte (RFC 7983).
@@ -85,6 +93,7 @@ impl Path {
         self.consent_unanswered = 0;
         self.consent_since = None;
         self.remote.clear();
+        self.moved_hosts.clear();
     }
 
     /// Forgets the selected pair, so the next one seen is reported (after an ICE restart).
@@ -123,6 +132,23 @@ impl Path {
         {
             self.remote.push(candidate.clone());
         }
+    }
+
+    /// Remembers a host candidate the peer trickled while connected: its socket moved there (see
+    /// the module docs), so traffic from it may mean a move.
+    pub fn add_moved_host(&mut self, candidate: &Candidate) {
+        if candidate.kind() == RtcKind::Host
+            && self.moved_hosts.len() < MAX_KNOWN
+            && !self.moved_hosts.contains(&candidate.addr())
+        {
+            self.moved_hosts.push(candidate.addr());
+        }
+    }
+
+    /// Whether traffic from `addr` can mean the peer moved there: an address it never
+    /// signalled, or a host it trickled once connected.
+    fn is_new_address(&self, addr: SocketAddr) -> bool {
+        self.moved_hosts.contains(&addr) || !self.remote.iter().any(|c| c.addr() == addr)
     }
 
     /// Remembers the candidates of an SDP (its `a=candidate` lines).
@@ -235,8 +261,8 @@ impl Path {
     }
 
     /// The selected remote address if the peer has moved away from it: silent for `after` with
-    /// our datagrams to it unanswered, while the peer was heard from another address since,
-    /// within `after`.
+    /// our datagrams to it unanswered, while the peer was heard from a new address (see the
+    /// module docs) since, within `after`.
     pub fn abandoned(&self, now: Instant, after: Duration) -> Option<SocketAddr> {
         let (_, remote) = self.selected?;
         let old = self.heard.iter().find(|h| h.addr == remote)?;
@@ -249,18 +275,19 @@ impl Path {
                 h.addr != remote
                     && h.at > old.at
                     && h.at.checked_add(after).is_some_and(|t| now < t)
+                    && self.is_new_address(h.addr)
             })
             .then_some(remote)
     }
 
     /// When [`abandoned`](Path::abandoned) should be asked again: the selected address's
-    /// silence deadline, while the peer is heard elsewhere.
+    /// silence deadline, while the peer is heard at a new address.
     pub fn move_deadline(&self, after: Duration) -> Option<Instant> {
         let (_, remote) = self.selected?;
         let old = self.heard.iter().find(|h| h.addr == remote)?;
         self.heard
             .iter()
-            .any(|h| h.addr != remote && h.at > old.at)
+            .any(|h| h.addr != remote && h.at > old.at && self.is_new_address(h.addr))
             .then(|| old.at.checked_add(after))
             .flatten()
     }
@@ -400,5 +427,51 @@ mod tests {
             path.add_local(SocketAddr::from(([10, 0, 0, 1], port)), CandidateKind::Host);
         }
         assert_eq!(path.local.len(), MAX_LOCAL);
+    }
+
+    #[test]
+    fn only_a_new_address_means_the_peer_moved() {
+        let after = Duration::from_millis(500);
+        let (ours, old) = (addr("10.0.0.1:1"), addr("203.0.113.5:5000"));
+        let signalled = Candidate::from_sdp_string(
+            "candidate:2 1 udp 1694498815 203.0.113.6 5000 typ srflx raddr 0.0.0.0 rport 0",
+        )
+        .expect("candidate");
+        let moved_host =
+            Candidate::from_sdp_string("candidate:3 1 udp 2130706431 10.0.0.9 7000 typ host")
+                .expect("candidate");
+        // The selected address went silent with our datagrams to it unanswered, and the peer is
+        // heard at `elsewhere` since: a move only if `elsewhere` is a new address.
+        let abandoned_for = |elsewhere: SocketAddr, trickled_host: bool| {
+            let mut path = Path::default();
+            path.add_remote(&signalled);
+            if trickled_host {
+                path.add_moved_host(&moved_host);
+                path.add_remote(&moved_host);
+            }
+            let t0 = Instant::now();
+            path.on_receive(t0, old, &[23]);
+            path.observe(ours, old);
+            for _ in 0..UNANSWERED_FOR_MOVE {
+                path.on_transmit(t0, ours, old, &[23]);
+            }
+            path.on_receive(t0 + Duration::from_millis(400), elsewhere, &[23]);
+            path.abandoned(t0 + Duration::from_millis(600), after)
+        };
+        assert_eq!(
+            abandoned_for(addr("198.51.100.7:40000"), false),
+            Some(old),
+            "a peer-reflexive address: the NAT rebound"
+        );
+        assert_eq!(
+            abandoned_for(signalled.addr(), false),
+            None,
+            "a negotiated candidate: the peer's agent chose another pair"
+        );
+        assert_eq!(
+            abandoned_for(moved_host.addr(), true),
+            Some(old),
+            "a host trickled once connected: its socket moved"
+        );
     }
 }
