@@ -131,9 +131,6 @@ impl Link {
     pub(super) fn add_remote_candidate(&mut self, c: Candidate, sink: &mut Sink<'_>) {
         let max = self.guard.limits.max_remote_candidates;
         if self.guard.remote.admit(&c, max) {
-            if self.announced {
-                self.path.add_moved_host(&c);
-            }
             self.path.add_remote(&c);
             self.rtc.add_remote_candidate(c);
         } else {

@@ -106,7 +106,9 @@ pub(crate) struct Progress {
     pub lost: Option<Loss>,
     /// The handshake made no progress for `connect_retry_interval`: renegotiate from scratch.
     pub retry: bool,
-    /// ICE just lost its connection (a NAT mapping may have changed: worth re-checking).
+    /// ICE just lost its connection, or an ICE restart began: a NAT mapping may have changed
+    /// (ours, or one on the way), worth re-checking at once, so a restart can carry the new
+    /// server-reflexive and relayed candidates (trickled right after its offer).
     pub ice_disconnected: bool,
     /// Packets wait in the queue and input may have made room: flush the link at the next
     /// poll.
@@ -289,6 +291,9 @@ impl Link {
             self.counters.bytes_received += contents.len() as u64;
             if let Some(source) = source {
                 self.path.on_receive(now, source, contents);
+                for c in self.path.revive(source) {
+                    self.rtc.add_remote_candidate(c);
+                }
             }
         }
         let mut progress = self.drive(now, sink);
@@ -387,6 +392,7 @@ impl Link {
         self.unsent = false;
         let mut progress = Progress::default();
         self.drain(Some((now, &mut progress)), sink);
+        progress.ice_disconnected |= std::mem::take(&mut self.recovery.recheck_nat);
         // Input may have made room for queued packets: they move at the next poll, once for
         // everything this turn brings, as the application's own writes do.
         progress.wrote = !self.queue.is_empty();

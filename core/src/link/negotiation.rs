@@ -149,6 +149,7 @@ impl Link {
         self.channels = channels;
         self.negotiation = negotiation;
         self.path.reset_remote();
+        self.path.forget_last();
         self.recovery.reset();
         self.offer_hash = 0;
         self.remote_session = 0;

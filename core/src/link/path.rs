@@ -7,15 +7,18 @@
 //! DTLS and SCTP only on the nominated pair, from its local candidate's base (our socket, or our
 //! relayed address) to the remote candidate's address, and its stats event names the pair too.
 //!
-//! A peer has moved when its authenticated traffic arrives from a new address while the address
-//! we send to has gone silent and leaves our datagrams unanswered. str0m's agent would keep
-//! sending to the old, higher-priority pair until its consent checks give up (about 20 s);
-//! dropping the old address's candidates makes it use the pair it has already checked on the
-//! new one. "A new address" is one the peer never signalled (its NAT's new mapping: a
-//! peer-reflexive address), or a host address it trickled once connected (its socket moved).
-//! An address from the negotiated candidates does not count: each side's agent may send on a
-//! different valid pair for a while (after a renomination, or one side on a relay), and
-//! taking that for a move would make both sides drop the pair the other one uses.
+//! A peer has moved when its authenticated traffic arrives from another address while the
+//! address we send to has gone silent, leaves our datagrams unanswered, and leaves an ICE
+//! consent check of ours unanswered too. str0m's agent would keep sending to the old,
+//! higher-priority pair until its consent checks give up (about 20 s); dropping the old
+//! address's candidates makes it use the pair it has already checked on the new one.
+//!
+//! Silence alone is no proof: each side's agent may send on a different valid pair for a while
+//! (after a renomination, one side through a relay, a peer behind a symmetric NAT seen at one
+//! address per path), so the peer can be quiet at the address we send to while everything we
+//! send there arrives. An unanswered check is the proof. Should a drop still be a mistake (a
+//! lost check), the peer's next check from the dropped address gives its candidates back to
+//! the agent ([`Path::revive`]): str0m would otherwise refuse that address's DTLS for good.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -56,8 +59,12 @@ struct Heard {
 /// What rtcmesh knows of a peer's path.
 #[derive(Debug, Default)]
 pub(super) struct Path {
-    /// The selected (local, remote) pair, as last seen on the traffic.
+    /// The selected (local, remote) pair, as last seen on the traffic; `None` until a pair is
+    /// seen again after a restart or a move.
     selected: Option<(SocketAddr, SocketAddr)>,
+    /// The pair the traffic took last, with its kinds as known then, kept while `selected` is
+    /// being found again: what [`Path::reported`] says meanwhile.
+    last: Option<PeerPath>,
     heard: SmallVec<[Heard; 2]>,
     /// Binding requests sent on the selected pair since its last response, and when the first
     /// of them went out.
@@ -67,8 +74,17 @@ pub(super) struct Path {
     local: SmallVec<[(SocketAddr, CandidateKind); 2]>,
     /// Remote candidates from signals (trickled or in SDP), for their kinds and to drop them.
     remote: SmallVec<[Candidate; 4]>,
-    /// Host addresses the peer trickled once connected (its socket moved): a move may go there.
-    moved_hosts: SmallVec<[SocketAddr; 2]>,
+    /// Candidates dropped by a move, given back to the agent if the peer is heard at their
+    /// address again (the move was a mistake: it still sends from there).
+    dropped: SmallVec<[Candidate; 2]>,
+}
+
+/// Adds `c` to `list`, the oldest going past [`MAX_KNOWN`].
+fn remember(list: &mut SmallVec<[Candidate; 2]>, c: Candidate) {
+    if list.len() == MAX_KNOWN {
+        list.remove(0);
+    }
+    list.push(c);
 }
 
 /// The kind of datagram, by its first byte (RFC 7983).
@@ -88,16 +104,18 @@ impl Path {
     /// Forgets everything learned about the remote (a new connection or an ICE restart); local
     /// candidates stay.
     pub fn reset_remote(&mut self) {
+        self.keep_last();
         self.selected = None;
         self.heard.clear();
         self.consent_unanswered = 0;
         self.consent_since = None;
         self.remote.clear();
-        self.moved_hosts.clear();
+        self.dropped.clear();
     }
 
     /// Forgets the selected pair, so the next one seen is reported (after an ICE restart).
     pub fn forget_selected(&mut self) {
+        self.keep_last();
         self.selected = None;
         self.consent_unanswered = 0;
         self.consent_since = None;
@@ -134,23 +152,6 @@ impl Path {
         }
     }
 
-    /// Remembers a host candidate the peer trickled while connected: its socket moved there (see
-    /// the module docs), so traffic from it may mean a move.
-    pub fn add_moved_host(&mut self, candidate: &Candidate) {
-        if candidate.kind() == RtcKind::Host
-            && self.moved_hosts.len() < MAX_KNOWN
-            && !self.moved_hosts.contains(&candidate.addr())
-        {
-            self.moved_hosts.push(candidate.addr());
-        }
-    }
-
-    /// Whether traffic from `addr` can mean the peer moved there: an address it never
-    /// signalled, or a host it trickled once connected.
-    fn is_new_address(&self, addr: SocketAddr) -> bool {
-        self.moved_hosts.contains(&addr) || !self.remote.iter().any(|c| c.addr() == addr)
-    }
-
     /// Remembers the candidates of an SDP (its `a=candidate` lines).
     pub fn add_remote_sdp(&mut self, sdp: &str) {
         for line in sdp.lines() {
@@ -165,7 +166,26 @@ impl Path {
         }
     }
 
-    /// The selected pair, with kinds.
+    /// Remembers the selected pair as the last one, before it is forgotten.
+    fn keep_last(&mut self) {
+        if let Some(path) = self.selected() {
+            self.last = Some(path);
+        }
+    }
+
+    /// Forgets the last pair too (a new connection starts: nothing of the old one applies).
+    pub fn forget_last(&mut self) {
+        self.selected = None;
+        self.last = None;
+    }
+
+    /// The pair the traffic takes, or the one it took last while the next is being found
+    /// (after an ICE restart or a move, until DTLS goes out on a pair again).
+    pub fn reported(&self) -> Option<PeerPath> {
+        self.selected().or(self.last)
+    }
+
+    /// The selected pair, with kinds, if seen since the last restart or move.
     pub fn selected(&self) -> Option<PeerPath> {
         let (local, remote) = self.selected?;
         let local_kind = self
@@ -261,12 +281,17 @@ impl Path {
     }
 
     /// The selected remote address if the peer has moved away from it: silent for `after` with
-    /// our datagrams to it unanswered, while the peer was heard from a new address (see the
-    /// module docs) since, within `after`.
+    /// our datagrams to it unanswered, an ICE consent request to it unanswered for `after`
+    /// too, while the peer was heard from another address since, within `after`.
     pub fn abandoned(&self, now: Instant, after: Duration) -> Option<SocketAddr> {
         let (_, remote) = self.selected?;
         let old = self.heard.iter().find(|h| h.addr == remote)?;
         if old.unanswered < UNANSWERED_FOR_MOVE || now < old.at.checked_add(after)? {
+            return None;
+        }
+        // Silence alone is no proof: the peer may be sending on another pair for a while (each
+        // agent picks its own), while what we send arrives. An unanswered check is.
+        if now < self.consent_since?.checked_add(after)? {
             return None;
         }
         self.heard
@@ -275,20 +300,20 @@ impl Path {
                 h.addr != remote
                     && h.at > old.at
                     && h.at.checked_add(after).is_some_and(|t| now < t)
-                    && self.is_new_address(h.addr)
             })
             .then_some(remote)
     }
 
     /// When [`abandoned`](Path::abandoned) should be asked again: the selected address's
-    /// silence deadline, while the peer is heard at a new address.
+    /// silence (and unanswered check) deadline, while the peer is heard elsewhere.
     pub fn move_deadline(&self, after: Duration) -> Option<Instant> {
         let (_, remote) = self.selected?;
         let old = self.heard.iter().find(|h| h.addr == remote)?;
+        let unanswered = self.consent_since?;
         self.heard
             .iter()
-            .any(|h| h.addr != remote && h.at > old.at && self.is_new_address(h.addr))
-            .then(|| old.at.checked_add(after))
+            .any(|h| h.addr != remote && h.at > old.at)
+            .then(|| old.at.max(unanswered).checked_add(after))
             .flatten()
     }
 
@@ -298,6 +323,7 @@ impl Path {
         let mut api = rtc.direct_api();
         for c in self.remote.iter().filter(|c| c.addr() == addr) {
             api.invalidate_candidate(c);
+            remember(&mut self.dropped, c.clone());
         }
         // The agent's own peer-reflexive candidate for the address (learned from a check).
         let prflx = Candidate::from_parts(
@@ -312,10 +338,25 @@ impl Path {
             None,
         );
         api.invalidate_candidate(&prflx);
+        remember(&mut self.dropped, prflx);
         self.heard.retain(|h| h.addr != addr);
+        self.keep_last();
         self.selected = None;
         self.consent_unanswered = 0;
         self.consent_since = None;
+    }
+
+    /// The candidates a move dropped at `source`, taken back: the peer was heard there again
+    /// (its agent still uses a pair there, which str0m would otherwise refuse for good).
+    pub fn revive(&mut self, source: SocketAddr) -> SmallVec<[Candidate; 2]> {
+        if !self.dropped.iter().any(|c| c.addr() == source) {
+            return SmallVec::new();
+        }
+        let (back, kept) = std::mem::take(&mut self.dropped)
+            .into_iter()
+            .partition(|c| c.addr() == source);
+        self.dropped = kept;
+        back
     }
 
     /// Whether `addr` was heard from at or after `since`.
@@ -326,9 +367,9 @@ impl Path {
 
 impl Link {
     /// The path the peer's traffic takes, once DTLS or SCTP went out on it (or str0m's stats
-    /// named it).
+    /// named it); while a restart or a move finds the next one, the last.
     pub fn path(&self) -> Option<PeerPath> {
-        self.path.selected()
+        self.path.reported()
     }
 
     /// Whether the remote signalled a relayed candidate.
@@ -429,49 +470,61 @@ mod tests {
         assert_eq!(path.local.len(), MAX_LOCAL);
     }
 
+    /// A STUN Binding request's first 20 bytes (RFC 5389 header).
+    const BINDING_REQUEST: [u8; 20] = [
+        0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+    ];
+
     #[test]
-    fn only_a_new_address_means_the_peer_moved() {
+    fn an_answered_consent_check_means_the_peer_did_not_move_and_a_dropped_address_revives() {
         let after = Duration::from_millis(500);
-        let (ours, old) = (addr("10.0.0.1:1"), addr("203.0.113.5:5000"));
-        let signalled = Candidate::from_sdp_string(
-            "candidate:2 1 udp 1694498815 203.0.113.6 5000 typ srflx raddr 0.0.0.0 rport 0",
-        )
-        .expect("candidate");
-        let moved_host =
-            Candidate::from_sdp_string("candidate:3 1 udp 2130706431 10.0.0.9 7000 typ host")
-                .expect("candidate");
-        // The selected address went silent with our datagrams to it unanswered, and the peer is
-        // heard at `elsewhere` since: a move only if `elsewhere` is a new address.
-        let abandoned_for = |elsewhere: SocketAddr, trickled_host: bool| {
-            let mut path = Path::default();
-            path.add_remote(&signalled);
-            if trickled_host {
-                path.add_moved_host(&moved_host);
-                path.add_remote(&moved_host);
-            }
-            let t0 = Instant::now();
-            path.on_receive(t0, old, &[23]);
-            path.observe(ours, old);
-            for _ in 0..UNANSWERED_FOR_MOVE {
-                path.on_transmit(t0, ours, old, &[23]);
-            }
-            path.on_receive(t0 + Duration::from_millis(400), elsewhere, &[23]);
-            path.abandoned(t0 + Duration::from_millis(600), after)
-        };
-        assert_eq!(
-            abandoned_for(addr("198.51.100.7:40000"), false),
-            Some(old),
-            "a peer-reflexive address: the NAT rebound"
+        let (ours, old, new) = (
+            addr("10.0.0.1:1"),
+            addr("203.0.113.5:5000"),
+            addr("198.51.100.7:40000"),
         );
+        let mut path = Path::default();
+        let t0 = Instant::now();
+        path.on_receive(t0, old, &[23]);
+        path.observe(ours, old);
+        for _ in 0..UNANSWERED_FOR_MOVE {
+            path.on_transmit(t0, ours, old, &[23]);
+        }
+        path.on_receive(t0 + Duration::from_millis(400), new, &[23]);
         assert_eq!(
-            abandoned_for(signalled.addr(), false),
+            path.abandoned(t0 + Duration::from_millis(600), after),
             None,
-            "a negotiated candidate: the peer's agent chose another pair"
+            "silent, but no check of ours went unanswered: the peer may send on another pair"
         );
+        path.on_transmit(t0 + Duration::from_millis(600), ours, old, &BINDING_REQUEST);
         assert_eq!(
-            abandoned_for(moved_host.addr(), true),
-            Some(old),
-            "a host trickled once connected: its socket moved"
+            path.move_deadline(after),
+            Some(t0 + Duration::from_millis(1100))
         );
+        let mut response = BINDING_REQUEST;
+        response[0] = 1;
+        path.on_receive(t0 + Duration::from_millis(650), old, &response);
+        assert_eq!(
+            path.abandoned(t0 + Duration::from_millis(1200), after),
+            None,
+            "the check was answered"
+        );
+        path.on_transmit(t0 + Duration::from_millis(700), ours, old, &BINDING_REQUEST);
+        for _ in 0..UNANSWERED_FOR_MOVE {
+            path.on_transmit(t0 + Duration::from_millis(700), ours, old, &[23]);
+        }
+        path.on_receive(t0 + Duration::from_millis(1000), new, &[23]);
+        assert_eq!(
+            path.abandoned(t0 + Duration::from_millis(1200), after),
+            Some(old),
+            "silent since 650 ms, a check unanswered since 700 ms, heard at a new address"
+        );
+        let mut rtc = str0m::Rtc::new(t0);
+        path.drop_remote(&mut rtc, old);
+        assert!(path.revive(new).is_empty());
+        let back = path.revive(old);
+        assert_eq!(back.len(), 1, "the agent's peer-reflexive candidate");
+        assert_eq!(back[0].addr(), old);
+        assert!(path.revive(old).is_empty(), "given back once");
     }
 }

@@ -34,6 +34,9 @@ pub(super) struct Recovery {
     reconnected: bool,
     /// This side's address changed: restart without waiting for silence.
     pub moved_locally: bool,
+    /// A restart began since the last drive: the mesh should re-check its NAT mappings (the
+    /// path may have died because ours changed; see [`Progress::ice_disconnected`]).
+    pub recheck_nat: bool,
     /// Restarts begun in the link's life.
     pub total: u64,
 }
@@ -110,6 +113,7 @@ impl Link {
         let trouble = self.in_trouble(now, limits);
         if trouble && self.may_restart(now, limits) {
             self.begin_restart(now, sink);
+            progress.ice_disconnected |= std::mem::take(&mut self.recovery.recheck_nat);
         } else if !trouble
             && self.recovery.active
             && !self.recovery.applied
@@ -147,6 +151,7 @@ impl Link {
         self.recovery.total += 1;
         self.recovery.last_began = Some(now);
         self.recovery.applied = false;
+        self.recovery.recheck_nat = true;
         self.recovery.reconnected = false;
         sink.stats.ice_restarts += 1;
         if !self.recovery.active {

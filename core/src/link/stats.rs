@@ -82,7 +82,8 @@ pub struct PeerStats {
     /// retransmission count.)
     pub round_trip_time: Option<Duration>,
     /// The candidate pair the traffic takes (is this peer relayed?), `None` before DTLS went
-    /// out on one. The same as [`PeerInfo::path`](crate::PeerInfo::path).
+    /// out on one; while an ICE restart or a move finds the next pair, the last one. The same
+    /// as [`PeerInfo::path`](crate::PeerInfo::path).
     pub path: Option<PeerPath>,
     /// UDP datagrams sent to this peer (ICE checks, DTLS, SCTP with its retransmissions).
     pub datagrams_sent: u64,
@@ -178,7 +179,7 @@ impl Link {
         PeerStats {
             peer: self.peer,
             round_trip_time: self.window.rtt(),
-            path: self.path.selected(),
+            path: self.path(),
             datagrams_sent: c.datagrams_sent,
             bytes_sent: c.bytes_sent,
             datagrams_received: c.datagrams_received,

@@ -53,7 +53,8 @@ pub struct PeerInfo {
     /// Bytes waiting in rtcmesh's queue for room in the SCTP send window.
     pub queued_bytes: usize,
     /// The path ICE chose, once DTLS or SCTP traffic went out on it: direct or relayed, and
-    /// the kinds of both ends. `None` before.
+    /// the kinds of both ends. `None` before; while an ICE restart or a move finds the next
+    /// pair, the last one (as in [`PeerStats::path`]).
     pub path: Option<PeerPath>,
 }
 

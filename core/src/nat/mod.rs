@@ -120,6 +120,10 @@ struct Server {
     /// The mapping the allocation was made from: if the server later sees us elsewhere, the
     /// allocation belongs to the old mapping and is lost.
     relay_mapping: Option<SocketAddr>,
+    /// An allocation was lost since the binding last answered: its mapping may be out of date
+    /// (the loss may be a mapping that changed), so a new allocation takes its mapping from the
+    /// next answer, not from the binding's last one.
+    mapping_stale: bool,
     /// A failure was reported and nothing succeeded since (one event per streak).
     failing: bool,
 }
@@ -197,6 +201,7 @@ impl Nat {
                 relay: None,
                 srflx: None,
                 relay_mapping: None,
+                mapping_stale: false,
                 failing: false,
             })
             .collect();
@@ -266,7 +271,7 @@ impl Nat {
                     self.forget(CandidateKind::ServerReflexive, srflx);
                 }
             }
-            self.relay_events(i);
+            self.relay_events(i, now);
         }
         self.handle_timeout(now);
     }
@@ -472,7 +477,7 @@ impl Nat {
             if gave_up && stun_only {
                 self.fail(i, url, IceServerError::Unreachable);
             }
-            self.relay_events(i);
+            self.relay_events(i, now);
         }
         self.deadline = deadline;
     }
@@ -520,7 +525,7 @@ impl Nat {
     }
 
     /// Applies what a server's allocation reported.
-    fn relay_events(&mut self, index: usize) {
+    fn relay_events(&mut self, index: usize, now: Instant) {
         loop {
             let Some(event) = self.servers[index]
                 .relay
@@ -534,7 +539,10 @@ impl Nat {
                 RelayEvent::Allocated(relayed) => {
                     let server = &mut self.servers[index];
                     server.failing = false;
-                    server.relay_mapping = server.binding.as_ref().and_then(|b| b.mapped);
+                    server.relay_mapping = match server.mapping_stale {
+                        true => None,
+                        false => server.binding.as_ref().and_then(|b| b.mapped),
+                    };
                     let Some(base) = self.host_for(index) else {
                         continue;
                     };
@@ -553,7 +561,15 @@ impl Nat {
                 }
                 RelayEvent::Lost(relayed) => {
                     self.relays.retain(|&mut (a, _)| a != relayed);
-                    self.servers[index].relay_mapping = None;
+                    let server = &mut self.servers[index];
+                    server.relay_mapping = None;
+                    // A lost allocation often means our mapping changed: ask again now (the
+                    // server-reflexive candidate follows), and do not take the binding's last
+                    // answer for the next allocation's mapping.
+                    server.mapping_stale = true;
+                    if let Some(binding) = server.binding.as_mut() {
+                        binding.recheck(now);
+                    }
                     self.forget(CandidateKind::Relayed, relayed);
                     // Not a streak: a loss is reported each time it happens.
                     self.events.push_back(Event::IceServerFailed {
@@ -641,7 +657,7 @@ impl Nat {
             match relay.handle_datagram(now, clock, contents, &mut self.out) {
                 RelayInput::Handled => {
                     result = ServerInput::Handled;
-                    self.relay_events(i);
+                    self.relay_events(i, now);
                     break;
                 }
                 RelayInput::PeerData { peer, relay, data } => {
@@ -669,6 +685,7 @@ impl Nat {
                 }
                 // The allocation lives on the mapping it was made from; a new mapping means
                 // the server no longer knows us by it.
+                server.mapping_stale = false;
                 let moved = server.relay_mapping.is_some_and(|m| m != mapped);
                 if server.relay_mapping.is_none()
                     && server.relay.as_ref().is_some_and(|r| r.relayed().is_some())
@@ -679,7 +696,7 @@ impl Nat {
                     if let Some(relay) = server.relay.as_mut() {
                         relay.lost(now, clock, &mut self.out);
                     }
-                    self.relay_events(index);
+                    self.relay_events(index, now);
                 }
                 self.reflexive(index, mapped, url);
             }
@@ -740,7 +757,7 @@ impl Nat {
         if let Some(at) = relay.deadline() {
             self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
         }
-        self.relay_events(index);
+        self.relay_events(index, now);
         wrapped
     }
 
