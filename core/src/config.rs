@@ -108,9 +108,10 @@ pub struct MeshConfig {
     pub max_ice_restarts: u32,
     /// A connected peer whose traffic arrives from a new address (its NAT rebound its mapping,
     /// or it moved) while the old address has been silent this long, with at least three of
-    /// our datagrams to it unanswered, is switched to the new address without a restart: the
-    /// old address's candidates are dropped, so ICE sends on the pair it already checked on the
-    /// new one ([`Event::PeerMoved`](crate::Event)). Default 500 ms.
+    /// our datagrams to it unanswered and an ICE consent check of ours unanswered this long
+    /// too, is switched to the new address without a restart: the old address's candidates
+    /// are dropped, so ICE sends on the pair it already checked on the new one
+    /// ([`Event::PeerMoved`](crate::Event)). Default 500 ms.
     pub peer_move_after: Duration,
     /// How often str0m measures a peer's round-trip time and selected candidate pair (its
     /// `PeerStats` event): the round trip sizes the peer's SCTP send window (see
