@@ -331,7 +331,7 @@ async fn wait_reliable(
 }
 
 /// Prints what every peer received per channel in `phase`, with the totals, and records
-/// failures: a reliable channel short of `expected`, or a channel with nothing. Partially
+/// failures: a reliable channel short of `expected`, or a channel with nothing at a game's pace. Partially
 /// reliable channels are reported, not judged: with Godot's 1 ms lifetime, what they deliver
 /// depends on how promptly this machine schedules the peers' threads.
 fn report(
@@ -355,7 +355,10 @@ fn report(
                 .unwrap_or(0);
             totals[k] += got;
             line += &format!(" {mode:?}/ch{channel}={got}");
-            if got == 0 {
+            // In the overload burst a partially reliable channel may rightly deliver nothing:
+            // its packets expire 1 ms after `send` (W3C's maxPacketLifeTime, counted as a
+            // browser counts it) while thousands wait ahead of them.
+            if got == 0 && (phase == PLAY || mode == TransferMode::Reliable) {
                 failures.push(format!(
                     "peer {id} got nothing on {mode:?} channel {channel}"
                 ));

@@ -15,9 +15,8 @@ fn mesh_config_no_queue() -> MeshConfig {
 
 /// A mesh whose calls are timed, with what it handled.
 struct Timed {
-    mesh: Mesh,
-    address: SocketAddr,
-    peer: PeerId,
+    /// The mesh, and what it delivered and signalled (drained as the other benchmarks do).
+    side: MeshSide,
     /// CPU in every call, and in the two that see each datagram: `handle_datagram` (a relayed
     /// one is unwrapped there) and `poll_transmit` (a relayed one is wrapped there).
     spent: Duration,
@@ -25,9 +24,6 @@ struct Timed {
     sending: Duration,
     received: u64,
     sent: u64,
-    delivered: usize,
-    connected: bool,
-    signals: Vec<rtcmesh::OutgoingSignal>,
 }
 
 impl Timed {
@@ -36,33 +32,29 @@ impl Timed {
         mesh.add_host_candidate(addr(n)).expect("candidate");
         mesh.handle_timeout(now);
         Timed {
-            mesh,
-            address: addr(n),
-            peer,
+            side: MeshSide {
+                mesh,
+                peer,
+                address: addr(n),
+                delivered: 0,
+                connected: false,
+                signals: Vec::new(),
+            },
             spent: Duration::ZERO,
             receiving: Duration::ZERO,
             sending: Duration::ZERO,
             received: 0,
             sent: 0,
-            delivered: 0,
-            connected: false,
-            signals: Vec::new(),
         }
     }
     fn drain(&mut self) {
-        while let Some(e) = self.mesh.poll_event() {
-            match e {
-                Event::Packet(_) => self.delivered += 1,
-                Event::PeerConnected(_) => self.connected = true,
-                Event::Signal(s) => self.signals.push(s),
-                _ => {}
-            }
-        }
+        self.side.drain();
     }
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
         let t = Instant::now();
-        self.mesh
-            .handle_datagram(now, source, self.address, contents);
+        self.side
+            .mesh
+            .handle_datagram(now, source, self.side.address, contents);
         let took = t.elapsed();
         self.spent += took;
         self.receiving += took;
@@ -71,13 +63,13 @@ impl Timed {
     }
     fn tick(&mut self, now: Instant) {
         let t = Instant::now();
-        self.mesh.handle_timeout(now);
+        self.side.mesh.handle_timeout(now);
         self.spent += t.elapsed();
         self.drain();
     }
     fn transmit(&mut self) -> Option<rtcmesh::Transmit> {
         let t = Instant::now();
-        let out = self.mesh.poll_transmit();
+        let out = self.side.mesh.poll_transmit();
         let took = t.elapsed();
         self.spent += took;
         self.sending += took;
@@ -87,8 +79,14 @@ impl Timed {
     fn write(&mut self, data: &[u8]) -> bool {
         let t = Instant::now();
         let ok = self
+            .side
             .mesh
-            .send(Target::Peer(self.peer), TransferMode::Reliable, 0, data)
+            .send(
+                Target::Peer(self.side.peer),
+                TransferMode::Reliable,
+                0,
+                data,
+            )
             .is_ok();
         self.spent += t.elapsed();
         ok
@@ -128,23 +126,25 @@ impl RelayNet {
             now,
             last_to_a: None,
         };
-        while !net.a.mesh.ice_gathering_complete() {
+        while !net.a.side.mesh.ice_gathering_complete() {
             assert!(net.step(), "allocation stalled");
         }
-        net.a.mesh.add_peer(net.now, 1, 1).expect("peer");
-        net.b.mesh.add_peer(net.now, 2, 1).expect("peer");
+        net.a.side.mesh.add_peer(net.now, 1, 1).expect("peer");
+        net.b.side.mesh.add_peer(net.now, 2, 1).expect("peer");
         net.a.drain();
         net.b.drain();
-        while !(net.a.connected && net.b.connected) {
-            for s in std::mem::take(&mut net.a.signals) {
+        while !(net.a.side.connected && net.b.side.connected) {
+            for s in std::mem::take(&mut net.a.side.signals) {
                 net.b
+                    .side
                     .mesh
                     .handle_signal(net.now, 2, s.signal)
                     .expect("signal");
             }
             net.b.drain();
-            for s in std::mem::take(&mut net.b.signals) {
+            for s in std::mem::take(&mut net.b.side.signals) {
                 net.a
+                    .side
                     .mesh
                     .handle_signal(net.now, 1, s.signal)
                     .expect("signal");
@@ -164,13 +164,13 @@ impl RelayNet {
             for (f, t, data) in out {
                 self.deliver(f, t, &data);
             }
-        } else if to == self.a.address {
+        } else if to == self.a.side.address {
             // A relayed data datagram: ChannelData (0x40..) around a DTLS record.
             if contents.len() > 100 && contents[0] & 0xC0 == 0x40 {
                 self.last_to_a = Some((from, contents.to_vec()));
             }
             self.a.receive(self.now, from, contents);
-        } else if to == self.b.address {
+        } else if to == self.b.side.address {
             self.b.receive(self.now, from, contents);
         }
     }
@@ -178,11 +178,11 @@ impl RelayNet {
     fn step(&mut self) -> bool {
         let mut moved = false;
         while let Some(t) = self.a.transmit() {
-            self.deliver(self.a.address, t.destination, &t.contents);
+            self.deliver(self.a.side.address, t.destination, &t.contents);
             moved = true;
         }
         while let Some(t) = self.b.transmit() {
-            self.deliver(self.b.address, t.destination, &t.contents);
+            self.deliver(self.b.side.address, t.destination, &t.contents);
             moved = true;
         }
         if moved {
@@ -190,8 +190,8 @@ impl RelayNet {
         }
         let server_at = self.server.as_ref().and_then(|s| s.deadline());
         let Some(next) = [
-            self.a.mesh.poll_timeout(),
-            self.b.mesh.poll_timeout(),
+            self.a.side.mesh.poll_timeout(),
+            self.b.side.mesh.poll_timeout(),
             server_at,
         ]
         .into_iter()
@@ -218,9 +218,9 @@ impl RelayNet {
     fn transfer(&mut self, size: usize, count: usize) -> Spent {
         let payload = vec![0x42u8; size];
         let before = Spent::of(&self.a);
-        let delivered = self.b.delivered;
+        let delivered = self.b.side.delivered;
         let mut sent = 0;
-        while self.b.delivered - delivered < count {
+        while self.b.side.delivered - delivered < count {
             while sent < count && self.a.write(&payload) {
                 sent += 1;
             }
@@ -278,13 +278,14 @@ fn unwrap_cost(net: &mut RelayNet, rounds: usize) -> (f64, f64, f64) {
     let inner = wrapped[4..4 + len].to_vec();
     let relay = net
         .a
+        .side
         .mesh
         .local_candidates()
         .find(|c| c.kind == rtcmesh::CandidateKind::Relayed)
         .expect("relayed candidate")
         .address;
-    let (now, me, peer) = (net.now, net.a.address, net.b.address);
-    let mesh = &mut net.a.mesh;
+    let (now, me, peer) = (net.now, net.a.side.address, net.b.side.address);
+    let mesh = &mut net.a.side.mesh;
     let mut batch = |from: SocketAddr, to: SocketAddr, bytes: &[u8]| {
         let t = Instant::now();
         for _ in 0..rounds {
@@ -350,7 +351,7 @@ pub fn relay_cost(quick: bool) {
         best(&r, Spent::per_datagram),
         best(&c, Spent::per_datagram),
     );
-    let stats = relayed.a.mesh.stats();
+    let stats = relayed.a.side.mesh.stats();
     assert!(
         stats.datagrams_relayed_sent > 0 && stats.datagrams_relayed_received > 0,
         "the relayed run went through the relay: {stats:?}"
