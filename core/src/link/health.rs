@@ -12,7 +12,7 @@ use str0m::Input;
 
 /// The time limits that end or repair a link, from [`MeshConfig`].
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub(crate) struct Timeouts {
     /// `disconnect_grace`.
     pub grace: Duration,
     /// `peer_timeout`.
@@ -29,9 +29,9 @@ pub(crate) struct Limits {
     pub move_after: Duration,
 }
 
-impl Limits {
-    pub fn of(config: &MeshConfig) -> Limits {
-        Limits {
+impl Timeouts {
+    pub fn of(config: &MeshConfig) -> Timeouts {
+        Timeouts {
             grace: config.disconnect_grace,
             silence: config.peer_timeout,
             retry: config.connect_retry_interval,
@@ -45,7 +45,7 @@ impl Limits {
 
 impl Link {
     /// Advances time to `now`, drains output and applies the link's own deadlines.
-    pub fn timeout(&mut self, now: Instant, limits: Limits, sink: &mut Sink<'_>) -> Progress {
+    pub fn timeout(&mut self, now: Instant, limits: Timeouts, sink: &mut Sink<'_>) -> Progress {
         self.clock = self.clock.max(now);
         let mut progress = if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
             self.drive(now, sink)
@@ -81,7 +81,7 @@ impl Link {
 
     /// The link's next deadline: str0m's timer, the connect timeout, the ICE grace period, and
     /// (connected) the silence limit and the next move or restart decision after `now`.
-    pub fn deadline(&self, now: Instant, limits: Limits) -> Option<Instant> {
+    pub fn deadline(&self, now: Instant, limits: Timeouts) -> Option<Instant> {
         let mut at = self.rtc_deadline;
         let mut earliest = |t: Option<Instant>| {
             if let Some(t) = t {

@@ -40,7 +40,7 @@ use crate::stats::MeshStats;
 use crate::transfer::PeerId;
 
 use guard::Guard;
-pub(crate) use health::Limits;
+pub(crate) use health::Timeouts;
 pub(crate) use negotiation::LinkSetup;
 use negotiation::{Handshake, Negotiation};
 use path::Path;
@@ -276,7 +276,7 @@ impl Link {
         now: Instant,
         input: Input<'_>,
         contents: &[u8],
-        limits: Limits,
+        limits: Timeouts,
         sink: &mut Sink<'_>,
     ) -> (bool, Progress) {
         let source = match &input {

@@ -27,7 +27,7 @@ use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::error::{AddPeerError, SignalError};
 use crate::event::Event;
-use crate::link::health::Limits;
+use crate::link::health::Timeouts;
 use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::PeerId;
 
@@ -205,7 +205,7 @@ impl Link {
         &mut self,
         now: Instant,
         signal: Signal,
-        limits: Limits,
+        limits: Timeouts,
         sink: &mut Sink<'_>,
     ) -> Result<Progress, SignalError> {
         match signal {

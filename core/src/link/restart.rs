@@ -16,7 +16,7 @@ use str0m::Input;
 use super::negotiation::Negotiation;
 use super::{Link, Loss, Progress, Sink};
 use crate::event::{Event, Transmit};
-use crate::link::health::Limits;
+use crate::link::health::Timeouts;
 use crate::signal::{OutgoingSignal, Signal};
 
 /// Where a link stands on restarting ICE.
@@ -63,7 +63,7 @@ impl Recovery {
 
 impl Link {
     /// Whether another restart may begin at `now` (offering side, within the budget, rate).
-    fn may_restart(&self, now: Instant, limits: Limits) -> bool {
+    fn may_restart(&self, now: Instant, limits: Timeouts) -> bool {
         self.offers
             && self.recovery.attempts < limits.max_restarts
             && self.recovery.last_began.is_none_or(|t| {
@@ -77,7 +77,7 @@ impl Link {
     }
 
     /// Whether the path is in trouble at `now`.
-    fn in_trouble(&self, now: Instant, limits: Limits) -> bool {
+    fn in_trouble(&self, now: Instant, limits: Timeouts) -> bool {
         let passed = |t: Instant| {
             t.checked_add(limits.restart_after)
                 .is_some_and(|t| now >= t)
@@ -93,7 +93,7 @@ impl Link {
     pub(super) fn recover(
         &mut self,
         now: Instant,
-        limits: Limits,
+        limits: Timeouts,
         progress: &mut Progress,
         sink: &mut Sink<'_>,
     ) {
@@ -222,7 +222,7 @@ impl Link {
         &self,
         now: Instant,
         ice_lost_at: Instant,
-        limits: Limits,
+        limits: Timeouts,
     ) -> bool {
         if limits.max_restarts == 0 || !self.announced {
             return false;
@@ -239,7 +239,7 @@ impl Link {
     }
 
     /// The next time the recovery step has something to decide, if after `now`.
-    pub(super) fn recovery_deadline(&self, now: Instant, limits: Limits) -> Option<Instant> {
+    pub(super) fn recovery_deadline(&self, now: Instant, limits: Timeouts) -> Option<Instant> {
         if !self.announced {
             return None;
         }

@@ -98,7 +98,7 @@ impl Mesh {
                 key
             }
         };
-        let limits = crate::link::Limits::of(&self.config);
+        let limits = crate::link::Timeouts::of(&self.config);
         let (ok, progress) =
             self.links[key].handle_receive(now, input, contents, limits, &mut sink!(self));
         if !ok {

@@ -32,7 +32,7 @@ use crate::demux::Demux;
 use crate::error::{AddPeerError, CreateError};
 use crate::event::{Event, EventQueue, LossReason, PendingEvents, Transmit};
 use crate::limits;
-use crate::link::{Limits, Link, LinkSetup, Loss, PeerStats, Progress};
+use crate::link::{Link, LinkSetup, Loss, PeerStats, Progress, Timeouts};
 use crate::nat::{CandidateChange, IceTransportPolicy, Nat, PeerPath};
 use crate::signal::OutgoingSignal;
 use crate::stats::MeshStats;
@@ -234,7 +234,7 @@ impl Mesh {
         if self.mode == Mode::Client && self.status == ConnectionStatus::Disconnected {
             self.set_status(ConnectionStatus::Connecting);
         }
-        let progress = self.links[key].timeout(now, Limits::of(&self.config), &mut sink!(self));
+        let progress = self.links[key].timeout(now, Timeouts::of(&self.config), &mut sink!(self));
         self.settle(key, progress);
         self.absorb_nat();
         Ok(())
@@ -245,7 +245,7 @@ impl Mesh {
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.observe(now);
         self.flush_dirty();
-        let limits = Limits::of(&self.config);
+        let limits = Timeouts::of(&self.config);
         for key in self.timers.due(now) {
             if let Some(link) = self.links.get_mut(key) {
                 let progress = link.timeout(now, limits, &mut sink!(self));
@@ -536,7 +536,7 @@ impl Mesh {
                 // Let ICE act on the change now rather than at its next timer.
                 match self.last_now {
                     Some(now) => {
-                        let limits = Limits::of(&self.config);
+                        let limits = Timeouts::of(&self.config);
                         let progress = self.links[key].timeout(now, limits, &mut sink!(self));
                         self.settle(key, progress);
                     }
@@ -651,7 +651,7 @@ impl Mesh {
     fn refresh(&mut self, key: usize) {
         let link = &mut self.links[key];
         let now = self.last_now.unwrap_or_else(|| link.last_heard());
-        let next = link.deadline(now, Limits::of(&self.config));
+        let next = link.deadline(now, Timeouts::of(&self.config));
         self.timers.reschedule(key, link.scheduled, next);
         link.scheduled = next;
     }

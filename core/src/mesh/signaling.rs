@@ -11,7 +11,7 @@ use super::Mesh;
 use crate::allowlist;
 use crate::error::{CandidateError, SignalError};
 use crate::event::Event;
-use crate::link::{Limits, Loss};
+use crate::link::{Loss, Timeouts};
 use crate::nat::{IceTransportPolicy, LocalCandidate};
 use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::PeerId;
@@ -81,7 +81,7 @@ impl Mesh {
         self.nat.move_host(now, old, new);
         self.add_host_candidate(new)?;
         self.host_addresses.retain(|&a| a != old);
-        let limits = Limits::of(&self.config);
+        let limits = Timeouts::of(&self.config);
         let keys: SmallVec<[usize; 16]> = self.links.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.links[key].remove_host_candidate(gone.clone());
@@ -174,7 +174,7 @@ impl Mesh {
                 }
             }
         }
-        let limits = Limits::of(&self.config);
+        let limits = Timeouts::of(&self.config);
         let result = self.links[key].handle_signal(now, signal, limits, &mut sink!(self));
         match result {
             Ok(progress) => {
