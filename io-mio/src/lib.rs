@@ -52,6 +52,10 @@
 //! 208 KiB overflows when the loop is a few milliseconds late. What the kernel granted is in
 //! [`MioEndpoint::socket_buffers`], with a hint when it is less; datagrams the kernel dropped
 //! are in [`PumpStats::receive_buffer_drops`].
+//!
+//! ## Network changes
+//! [`MioEndpoint::rebind`] moves the endpoint to a new socket (a new network, a port a NAT no
+//! longer maps) under the same token; every peer stays connected, with its reliable data.
 
 #![deny(missing_docs)]
 
@@ -109,6 +113,9 @@ pub struct MioEndpoint<M> {
     machine: M,
     pump: DatagramPump,
     buffers: SocketBuffers,
+    /// What [`rebind`](MioEndpoint::rebind) needs again: the token, the announced address.
+    token: Token,
+    announce: Option<IpAddr>,
     max_pending_events: usize,
     max_pending_bytes: usize,
     /// Datagrams were left in the socket while the application was behind (mio is
@@ -184,6 +191,8 @@ impl<M: Machine> MioEndpoint<M> {
             machine,
             pump,
             buffers,
+            token,
+            announce,
             max_pending_events: defaults.max_pending_events,
             max_pending_bytes: defaults.max_pending_bytes,
             unread: false,
@@ -285,6 +294,48 @@ impl<M: Machine> MioEndpoint<M> {
             receive_buffer_drops: socket::receive_drops(&self.socket),
             ..self.pump.stats()
         }
+    }
+
+    /// Replaces the socket with a new one bound to `bind` (the network changed, or a NAT stopped
+    /// mapping the old port) and returns the new announced address. Peers stay connected: the
+    /// mesh moves its host candidate ([`Mesh::move_host_candidate`](rtcmesh::Mesh::move_host_candidate)),
+    /// restarts ICE where this side offers, and the peers find it at the new address. The new
+    /// socket asks for the same buffer sizes as the old one (none for a socket from
+    /// [`from_std`](MioEndpoint::from_std)) and is registered under the same token; the old one
+    /// is deregistered and closed, with whatever it still held. On an error the old socket is
+    /// kept and nothing changes. Call [`flush`](MioEndpoint::flush) afterwards.
+    pub fn rebind(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        bind: SocketAddr,
+    ) -> io::Result<SocketAddr> {
+        let (new, buffers) = socket::bind(
+            bind,
+            self.buffers.receive_requested,
+            self.buffers.send_requested,
+        )?;
+        let mut new = UdpSocket::from_std(new);
+        let bound = new.local_addr()?;
+        registry.register(
+            &mut new,
+            self.token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        if let Err(e) = self
+            .pump
+            .rebind(&mut self.machine, now, bound, self.announce)
+        {
+            let _ = registry.deregister(&mut new);
+            return Err(e);
+        }
+        let _ = registry.deregister(&mut self.socket);
+        self.socket = new;
+        self.buffers = buffers;
+        // Read the new socket at the next turn whatever its readiness events say (edge-triggered:
+        // one may have fired before the old socket was swapped out).
+        self.unread = true;
+        Ok(self.pump.local_addr())
     }
 
     /// Deregisters the socket and gives the machine back.

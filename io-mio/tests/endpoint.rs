@@ -302,3 +302,106 @@ fn the_endpoint_reports_its_socket_buffers_and_kernel_drops() {
         assert_eq!(pair.ends[0].stats().receive_buffer_drops, Some(0));
     }
 }
+
+/// Issue 16: `rebind` replaces an end's socket mid-stream (a new port, as after a network
+/// change). Both ends keep streaming reliable packets to each other; every one arrives once and
+/// in order, nobody is disconnected, and the other end ends up on the new address: as a moved
+/// peer when the answering end (b) rebinds, through an ICE restart when the offering end (a)
+/// does.
+fn stream_across_a_rebind(mover: usize) -> Vec<(usize, Event)> {
+    const PACKETS: u32 = 200;
+    const MOVE_AT: u32 = 60;
+    let mut pair = Pair::new();
+    let ids = [2, 1];
+    let old = pair.ends[mover].local_addr();
+    let mut events = Vec::new();
+    for seq in 0..PACKETS {
+        if seq == MOVE_AT {
+            let registry = pair.poll.registry().try_clone().expect("registry");
+            let new = pair.ends[mover]
+                .rebind(&registry, Instant::now(), "127.0.0.1:0".parse().unwrap())
+                .expect("rebind");
+            assert_ne!(new, old);
+            assert_eq!(pair.ends[mover].local_addr(), new);
+            let _ = pair.ends[mover].flush();
+        }
+        for n in 0..2 {
+            let mut data = seq.to_le_bytes().to_vec();
+            data.resize(200, 7);
+            pair.ends[n]
+                .machine_mut()
+                .mesh
+                .send(Target::Peer(ids[1 - n]), TransferMode::Reliable, 0, &data)
+                .unwrap_or_else(|e| panic!("send {seq} from {}: {e}", ids[n]));
+        }
+        let until = Instant::now() + Duration::from_millis(10);
+        while Instant::now() < until {
+            events.extend(pair.turn(until.saturating_duration_since(Instant::now())));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pair.packets.iter().any(|p| p.len() < PACKETS as usize) {
+        assert!(
+            Instant::now() < deadline,
+            "delivered {} / {} of {PACKETS}",
+            pair.packets[0].len(),
+            pair.packets[1].len()
+        );
+        events.extend(pair.turn(Duration::from_millis(10)));
+    }
+    for (n, packets) in pair.packets.iter().enumerate() {
+        let seqs: Vec<u32> = packets
+            .iter()
+            .map(|p| u32::from_le_bytes(p.data[..4].try_into().expect("4 bytes")))
+            .collect();
+        assert_eq!(
+            seqs,
+            (0..PACKETS).collect::<Vec<_>>(),
+            "peer {} received every packet once, in order",
+            ids[n]
+        );
+    }
+    let lost: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::PeerDisconnected(_)))
+        .collect();
+    assert!(lost.is_empty(), "a peer was lost: {lost:?}");
+    let other = 1 - mover;
+    let path = pair.ends[other]
+        .machine()
+        .mesh
+        .peer(ids[mover])
+        .expect("still a peer")
+        .path
+        .expect("a path");
+    assert_eq!(
+        path.remote_address,
+        pair.ends[mover].local_addr(),
+        "the other end sends to the new socket"
+    );
+    events
+}
+
+#[test]
+fn the_answering_end_rebinding_is_recognised_as_a_moved_peer() {
+    let events = stream_across_a_rebind(1);
+    assert!(
+        events
+            .iter()
+            .any(|(n, e)| *n == 0 && matches!(e, Event::PeerMoved { .. })),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn the_offering_end_rebinding_restarts_ice_on_both_ends() {
+    let events = stream_across_a_rebind(0);
+    for n in 0..2 {
+        assert!(
+            events
+                .iter()
+                .any(|(m, e)| *m == n && matches!(e, Event::IceRestartEnded { .. })),
+            "{events:?}"
+        );
+    }
+}
