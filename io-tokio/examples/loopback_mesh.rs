@@ -6,7 +6,12 @@
 //! 2. **overload**: a burst far above what the link carries (each peer sends 500 × 1,000 B per
 //!    channel to every other peer at once), which shows what each channel kind does when the link
 //!    is saturated: reliable channels deliver everything, late; the partially reliable ones (Godot's
-//!    1 ms lifetime) drop what waited too long.
+//!    1 ms lifetime) drop what waited too long;
+//! 3. **network change**: play again, and a second in, one peer replaces its UDP socket with one
+//!    on a new port (what a NAT rebinding or a new network looks like to the others). Nobody is
+//!    disconnected and every reliable packet arrives once, in order: the peer's links restart
+//!    ICE (where it offers) or are recognised at the new address (where it answers). The
+//!    program prints the longest pause in reliable delivery and the moved peer's per-peer stats.
 //!
 //! Exit code 0 when every reliable packet arrived and every channel delivered; non-zero with a
 //! message otherwise.
@@ -15,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rtcmesh::lobby::LobbyServerConfig;
@@ -44,12 +49,30 @@ const BURST_PAYLOAD: usize = 1_000;
 /// The first payload byte says which phase sent a packet.
 const PLAY: u8 = 1;
 const OVERLOAD: u8 = 2;
+const CHANGE: u8 = 3;
+/// In the network-change phase, the socket is replaced this long after play starts.
+const REBIND_AFTER: Duration = Duration::from_secs(1);
+
+/// When the program started, for the times printed with events.
+static START: OnceLock<Instant> = OnceLock::new();
+
+fn since_start() -> Duration {
+    START.get_or_init(Instant::now).elapsed()
+}
 
 #[derive(Default)]
 struct Seen {
     connected: Vec<PeerId>,
     /// (phase, mode, channel) → packets received.
     packets: BTreeMap<(u8, u8, u16), usize>,
+    /// Peers lost, ICE restarts ended, peers found at a new address (all phases).
+    disconnected: usize,
+    restarts_ended: usize,
+    moves: usize,
+    /// Network-change phase, reliable channel 0: the sender's last sequence number and arrival,
+    /// and the longest wait between two arrivals from it.
+    stream: BTreeMap<PeerId, (u32, Instant, Duration)>,
+    out_of_order: usize,
 }
 
 #[tokio::main]
@@ -64,7 +87,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    let wall = Instant::now();
+    let wall = *START.get_or_init(Instant::now);
     let server = SignalServer::bind(
         "127.0.0.1:0".parse().expect("addr"),
         LobbyServerConfig::default(),
@@ -116,9 +139,44 @@ async fn run() -> Result<(), String> {
                         println!("peer {me}: peer_connected({id})");
                         r.connected.push(id);
                     }
-                    Event::PeerDisconnected(id) => r.connected.retain(|p| *p != id),
+                    Event::PeerDisconnected(id) => {
+                        r.connected.retain(|p| *p != id);
+                        r.disconnected += 1;
+                    }
+                    Event::IceRestartEnded { peer, path } => {
+                        println!(
+                            "   {:.2?} peer {me}: ICE restart with {peer} ended, now on {path}",
+                            since_start()
+                        );
+                        r.restarts_ended += 1;
+                    }
+                    Event::PeerMoved { peer, path } => {
+                        println!(
+                            "   {:.2?} peer {me}: {peer} moved, now on {path}",
+                            since_start()
+                        );
+                        r.moves += 1;
+                    }
                     Event::Packet(p) => {
                         let phase = p.data.first().copied().unwrap_or(0);
+                        if phase == CHANGE && p.mode == TransferMode::Reliable && p.channel == 0 {
+                            let seq = u32::from_le_bytes(p.data[1..5].try_into().expect("4"));
+                            let now = Instant::now();
+                            let Seen {
+                                stream,
+                                out_of_order,
+                                ..
+                            } = &mut *r;
+                            let (last, at, gap) =
+                                stream
+                                    .entry(p.from)
+                                    .or_insert((u32::MAX, now, Duration::ZERO));
+                            if seq != last.wrapping_add(1) {
+                                *out_of_order += 1;
+                            }
+                            *gap = (*gap).max(now - *at);
+                            (*last, *at) = (seq, now);
+                        }
                         *r.packets
                             .entry((phase, p.mode as u8, p.channel))
                             .or_default() += 1;
@@ -208,6 +266,92 @@ async fn run() -> Result<(), String> {
         "   fairness under overload: ordered {ordered:.0} vs unreliable {unreliable:.0} (per channel) = {fairness:.2}× apart"
     );
 
+    let expected = TICKS * PER_TICK * (PEERS - 1);
+    let (mover, mover_handle) = handles[1].clone();
+    let before = mover_handle.local_addr();
+    println!(
+        "\n3. network change: play again; after {REBIND_AFTER:.0?} peer {mover} replaces its socket ({before}) with one on a new port"
+    );
+    let rebind = tokio::spawn(async move {
+        tokio::time::sleep(REBIND_AFTER).await;
+        println!("   {:.2?} peer {mover} replaces its socket", since_start());
+        mover_handle
+            .rebind("127.0.0.1:0".parse().expect("addr"))
+            .await
+    });
+    let start = Instant::now();
+    run_phase(&handles, CHANGE, TICK_PAYLOAD, |sent| {
+        (sent < TICKS * PER_TICK).then_some(PER_TICK)
+    })
+    .await?;
+    let after = rebind
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("rebind: {e}"))?;
+    let elapsed = wait_reliable(&seen, CHANGE, expected, start).await;
+    report(
+        &seen,
+        CHANGE,
+        expected,
+        elapsed,
+        TICK_PAYLOAD,
+        &mut failures,
+    );
+    let (mut lost, mut restarts, mut moves, mut unordered) = (0, 0, 0, 0);
+    let mut pause = Duration::ZERO;
+    for (id, record) in &seen {
+        let r = record.lock().expect("lock");
+        lost += r.disconnected;
+        restarts += r.restarts_ended;
+        moves += r.moves;
+        unordered += r.out_of_order;
+        for (&from, &(_, _, gap)) in &r.stream {
+            if from == mover || *id == mover {
+                pause = pause.max(gap);
+            }
+        }
+    }
+    println!(
+        "   peer {mover} now on {after}: {restarts} ICE restarts ended, {moves} moves seen, {lost} peers lost, \
+         {unordered} reliable packets out of order; longest pause in reliable delivery to or from it {pause:.2?}"
+    );
+    if lost > 0 || unordered > 0 {
+        failures.push(format!(
+            "network change: {lost} peers lost, {unordered} reliable packets out of order"
+        ));
+    }
+    if restarts + moves == 0 {
+        failures.push("network change: nobody restarted ICE or saw the peer move".into());
+    }
+    let stats = handles[1]
+        .1
+        .call(|mesh, _| {
+            let peers: Vec<PeerId> = mesh.peers().collect();
+            peers
+                .into_iter()
+                .filter_map(|id| mesh.peer_stats(id))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("   peer {mover}'s per-peer stats:");
+    for s in stats {
+        let rtt = s
+            .round_trip_time
+            .map_or("-".to_owned(), |t| format!("{t:.2?}"));
+        let path = s.path.map_or("-".to_owned(), |p| p.to_string());
+        println!(
+            "   to {:>10}: rtt {rtt}, path {path}, {} datagrams / {} KB sent, {} / {} KB received, {} ICE restarts, {} moves",
+            s.peer,
+            s.datagrams_sent,
+            s.bytes_sent / 1000,
+            s.datagrams_received,
+            s.bytes_received / 1000,
+            s.ice_restarts,
+            s.moves
+        );
+    }
+
     let mut drops = 0;
     for (_, handle) in &handles {
         if let Ok(stats) = handle.stats().await {
@@ -254,19 +398,23 @@ async fn run_phase(
                 if paced {
                     tick.tick().await;
                 }
-                let mut todo: Vec<OutgoingPacket> = (0..n)
-                    .flat_map(|_| {
-                        targets.iter().flat_map(|&to| {
+                // Bytes 1..5: the packet's sequence number per target and channel.
+                let mut todo: Vec<OutgoingPacket> = (sent..sent + n)
+                    .flat_map(|seq| {
+                        targets.iter().flat_map(move |&to| {
                             KINDS
                                 .iter()
-                                .map(move |&(mode, channel)| (to, mode, channel))
+                                .map(move |&(mode, channel)| (seq, to, mode, channel))
                         })
                     })
-                    .map(|(to, mode, channel)| OutgoingPacket {
-                        target: Target::Peer(to),
-                        mode,
-                        channel,
-                        data: data.clone(),
+                    .map(|(seq, to, mode, channel)| {
+                        data[1..5].copy_from_slice(&(seq as u32).to_le_bytes());
+                        OutgoingPacket {
+                            target: Target::Peer(to),
+                            mode,
+                            channel,
+                            data: data.clone(),
+                        }
                     })
                     .collect();
                 let deadline = Instant::now() + Duration::from_secs(30);
