@@ -23,7 +23,7 @@ root=$PWD
 
 fail() { echo "natlab: FAILED: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || fail "needs root (network namespaces)"
-for tool in ip nft turnserver turnutils_natdiscovery node /usr/bin/chromium; do
+for tool in ip nft conntrack turnserver turnutils_natdiscovery node /usr/bin/chromium; do
     command -v "$tool" >/dev/null || fail "$tool is not installed"
 done
 
@@ -208,6 +208,88 @@ done
 kill $pw 2>/dev/null || true
 echo "natlab: wrong password: ${reported:-nothing} after $(( $(ms) - wrong_start )) ms"
 check "a wrong TURN password is reported" "echo '$reported' | grep -q 'refused the username or credential'"
+
+# 5. NAT rebinding: A and C stream to each other directly (server-reflexive, no relay) while C's
+#    NAT gives C's UDP traffic a new public mapping, twice: a new port, then a new address. The
+#    NAT forgets its UDP mappings (conntrack -D, what a mapping timeout or a router's reset does)
+#    and maps anew by changed rules; TCP (C's signaling connection) keeps its mapping, as on a
+#    real NAT whose UDP mapping expired. A's NAT still filters: C's traffic from its new mapping
+#    reaches A only once A sent to it, so A must learn the new address somehow.
+stream_peer() { # namespace, bind ip, lobby
+    local fifo="$work/$1.in"
+    mkfifo "$fifo"
+    nsx "$1" timeout 90 "$bin/examples/natlab_peer" "$url" "$3" "$2" 1 "${ice[@]}" stream \
+        <"$fifo" >"$work/$1-stream.log" 2>&1 5>&- 6>&- &
+}
+stream_peer a 10.1.0.2 -
+sa=$!
+exec 5>"$work/a.in"
+slobby=""
+for _ in $(seq 1 100); do
+    slobby=$(awk '/^LOBBY /{print $2; exit}' "$work/a-stream.log")
+    [ -n "$slobby" ] && break
+    sleep 0.1
+done
+[ -n "$slobby" ] || { cat "$work/a-stream.log"; fail "stream peer A did not create a lobby"; }
+stream_peer c 10.3.0.2 "$slobby"
+sc=$!
+exec 6>"$work/c.in"
+# Waits (at most $1 tenths of a second) until the shell condition $2 holds.
+wait_for() {
+    local i
+    for i in $(seq 1 "$1"); do eval "$2" && return 0; sleep 0.1; done
+    return 1
+}
+streaming() { grep -q '^STREAMING ' "$work/a-stream.log" && grep -q '^STREAMING ' "$work/c-stream.log"; }
+if wait_for 300 streaming && sleep 1; then
+    # Arrival (Unix ms) at $1 of the first packet sent at or after $2, if any yet.
+    first_after() { awk -v t="$2" '$1=="RECV" && $3>=t {print $4; exit}' "$work/$1-stream.log"; }
+    recovered() { [ -n "$(first_after a "$1")" ] && [ -n "$(first_after c "$1")" ]; }
+    c_mapping() { nsx rc cat /proc/net/nf_conntrack | awk '/udp/ && /src=10.3.0.2 / && /dst=203.0.113.11 / {
+        for (i = 1; i <= NF; i++) if ($i ~ /^dst=/) d = substr($i, 5); else if ($i ~ /^dport=/) p = substr($i, 7);
+        print d ":" p; exit }'; }
+    rebind() { # name, nft rules for UDP leaving wan
+        local before at ca cc
+        before=$(c_mapping)
+        nsx rc nft flush chain ip nat post
+        nsx rc nft add rule ip nat post "$2"
+        nsx rc nft add rule ip nat post oifname wan masquerade
+        nsx rc conntrack -D -p udp >/dev/null 2>&1 || true
+        at=$(ms)   # the old mappings are gone: count from here
+        if wait_for 150 "recovered $at"; then
+            ca=$(( $(first_after a "$at") - at )); cc=$(( $(first_after c "$at") - at ))
+            echo "natlab: $1: C's mapping ${before:-?} -> $(c_mapping); first packet sent after it arrived at C after $ca ms, at A after $cc ms"
+            recovery="$recovery $1:$(( ca > cc ? ca : cc ))"
+        else
+            echo "natlab: $1: C's mapping ${before:-?} -> $(c_mapping); no packet sent after it arrived within 15 s"
+            rebind_ok=1
+        fi
+        sleep 1
+        # What each side's mesh reported meanwhile, and its longest wait for a packet.
+        for n in a c; do
+            awk -v t="$at" -v n="${n^^}" '
+                $1=="EVENT" && $2>=t { $1=""; $2="  " n " +" ($2 - t) " ms"; print }
+                $1=="RECV" && $4>=t { if (last && $4 - last > gap) { gap = $4 - last; from = last } last = $4 }
+                END { if (gap) print "    " n ": longest silence " gap " ms, from +" (from - t) " ms" }' "$work/$n-stream.log"
+        done
+    }
+    recovery=""
+    rebind_ok=0
+    rebind "new public port" 'oifname wan meta l4proto udp masquerade to :40000-40999'
+    nsx rc ip addr add 203.0.113.14/24 dev wan
+    rebind "new public address" 'oifname wan meta l4proto udp snat to 203.0.113.14'
+else
+    rebind_ok=1
+fi
+exec 5>&- 6>&-   # ends both streams
+wait $sa || rebind_ok=1
+wait $sc || rebind_ok=1
+for n in a c; do grep -v '^RECV ' "$work/$n-stream.log" | sed "s/^/  $n: /"; done
+# The peers check order themselves; count again here: every packet once, in order, to the last.
+in_order() { awk '$1=="RECV" { if ($2 != n) bad = 1; n++ } END { exit bad || n == 0 }' "$work/$1-stream.log"; }
+check "A and C stream through two NAT rebindings of C: no peer lost, every packet once and in order" \
+    "[ $rebind_ok = 0 ] && in_order a && in_order c && grep -q '^DONE' $work/a-stream.log && grep -q '^DONE' $work/c-stream.log"
+echo "natlab: NAT rebinding recovery (change -> first packet sent after it arrives, slower direction):${recovery:- none}"
 
 echo "natlab: finished in $(( $(ms) - t0 )) ms"
 if [ "$status" -ne 0 ]; then
