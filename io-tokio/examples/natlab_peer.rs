@@ -273,7 +273,12 @@ async fn stream_across_changes(session: &mut Session<Mesh>) -> Result<(), String
         let handle = session.handle.clone();
         async move {
             handle
-                .send(Target::Peer(peer), TransferMode::Reliable, 0, message.encode())
+                .send(
+                    Target::Peer(peer),
+                    TransferMode::Reliable,
+                    0,
+                    message.encode(),
+                )
                 .await
                 .map_err(|e| format!("send to {peer}: {e}"))
         }

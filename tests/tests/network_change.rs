@@ -635,3 +635,140 @@ fn moving_a_socket_behind_a_nat_gathers_its_candidates_again_and_keeps_the_strea
         "the restart ended"
     );
 }
+
+/// The public address `node` gathered from the STUN server.
+fn srflx_of(w: &World, node: usize) -> Vec<SocketAddr> {
+    w.nodes[node]
+        .mesh
+        .local_candidates()
+        .filter(|c| c.kind == CandidateKind::ServerReflexive)
+        .map(|c| c.address)
+        .collect()
+}
+
+#[test]
+fn a_nat_that_maps_the_offering_side_anew_is_recovered_from_by_one_restart_through_the_new_public_address(
+) {
+    // Both behind cone NATs with a STUN server only: no relay to fall back on. The signaling
+    // is farther away than the STUN server (50 ms per signal, 20 ms per wire), as in the NAT
+    // lab, where the restart offer goes out before the STUN server's answer comes back.
+    let mut w = pair_with_server(|w, servers| {
+        w.signal_latency = Duration::from_millis(50);
+        for id in [1, 2] {
+            let config = MeshConfig {
+                ice_servers: servers[..1].to_vec(),
+                ..MeshConfig::default()
+            };
+            w.add_behind_nat(Mesh::create_mesh(id, config).unwrap(), NatBehavior::CONE);
+        }
+    });
+    let before = srflx_of(&w, 1);
+    assert_eq!(before.len(), 1);
+    let mut stream = Stream::new(0, 1, 200);
+    let mut change = None;
+    // Node 1's NAT (the offering side's) forgets its mappings and maps it to a new public
+    // port. Node 0's NAT lets nothing in from there until node 0 sends to it, so node 0 must
+    // be told: the restart's offer has the old address (the NAT is re-checked as it goes out),
+    // the new one follows it, trickled with the restart's new ICE credentials.
+    stream.run(&mut w, 500, Duration::from_millis(20), |w, i| {
+        if i == 100 {
+            change = Some(w.now);
+            let k = w.nodes[1].nat.unwrap();
+            w.nats[k].rebind();
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(30)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    let change = change.unwrap();
+    let stall = stream.stall_after(change).unwrap();
+    println!(
+        "offering side's NAT mapped anew: delivery resumed {stall:?} after the change; events: {:?}",
+        stream
+            .events
+            .iter()
+            .map(|(t, n, e)| (*t - change, *n, e))
+            .collect::<Vec<_>>()
+    );
+    let after = srflx_of(&w, 1);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a new public address");
+    assert_eq!(
+        w.nodes[1].mesh.peer_stats(1).unwrap().ice_restarts,
+        1,
+        "one restart sufficed"
+    );
+    let path = w.nodes[0].mesh.peer(2).and_then(|p| p.path).unwrap();
+    assert_eq!(
+        (path.remote, path.remote_address),
+        (CandidateKind::ServerReflexive, after[0]),
+        "node 0 reaches node 1 at its new public address"
+    );
+    assert!(stall < Duration::from_secs(8), "stalled {stall:?}");
+}
+
+#[test]
+fn a_cone_nat_rebinding_is_crossed_directly_again_and_only_live_paths_are_reported() {
+    let mut w = pair_behind_cone_nats();
+    let before = srflx_of(&w, 1);
+    let mut stream = Stream::new(0, 1, 200);
+    let mut change = None;
+    // Node 1's NAT maps it to a new port. Node 0's NAT filters the new mapping; node 0's TURN
+    // allocation lets it in (its permission is per IP address), so each hears the other at a
+    // new address (node 0 hears node 1's new mapping, node 1 hears node 0's relay): a move.
+    // A move re-checks the NAT: node 1 finds its new public address and trickles it (str0m's
+    // agent knew it already, from a check's response, and never says), node 0 sends to it,
+    // which opens node 0's NAT to node 1's checks, and node 1 takes node 0's public address
+    // back (it only looked abandoned because node 1's own mapping had changed).
+    stream.run(&mut w, 500, Duration::from_millis(20), |w, i| {
+        if i == 100 {
+            change = Some(w.now);
+            let k = w.nodes[1].nat.unwrap();
+            w.nats[k].rebind();
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(30)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    let change = change.unwrap();
+    let stall = stream.stall_after(change).unwrap();
+    println!(
+        "cone NAT rebinding: delivery resumed {stall:?} after the change; events: {:?}",
+        stream
+            .events
+            .iter()
+            .map(|(t, n, e)| (*t - change, *n, e))
+            .collect::<Vec<_>>()
+    );
+    // A move reports where the traffic goes now, never the address just given up.
+    for (_, node, e) in &stream.events {
+        if let Event::PeerMoved { path, .. } = e {
+            assert!(
+                *node != 0 || path.remote_address != before[0],
+                "node 0 reported a move to node 1's old address: {path}"
+            );
+        }
+    }
+    assert!(
+        stream
+            .first_event(|e| matches!(e, Event::PeerMoved { .. }))
+            .is_some(),
+        "moved without a restart"
+    );
+    let after = srflx_of(&w, 1);
+    assert_ne!(after, before, "node 1 noticed its new public address");
+    for n in [0, 1] {
+        let path = w.nodes[n].mesh.peer(w.id(1 - n)).and_then(|p| p.path);
+        assert!(
+            path.is_some_and(|p| !p.is_relayed()),
+            "direct again: {path:?}"
+        );
+    }
+    assert!(stall < Duration::from_secs(4), "stalled {stall:?}");
+}

@@ -235,9 +235,12 @@ impl Path {
         false
     }
 
-    /// Notes that the selected pair is (local, remote). Returns true if that is news.
+    /// Notes that the selected pair is (local, remote). Returns true if that is news. An
+    /// address a move dropped is not: str0m keeps sending there until its agent nominates
+    /// another pair (on the answering side, when the offerer's nomination arrives).
     pub fn observe(&mut self, local: SocketAddr, remote: SocketAddr) -> bool {
-        if self.selected == Some((local, remote)) {
+        if self.selected == Some((local, remote)) || self.dropped.iter().any(|c| c.addr() == remote)
+        {
             return false;
         }
         self.selected = Some((local, remote));
@@ -357,6 +360,12 @@ impl Path {
             .partition(|c| c.addr() == source);
         self.dropped = kept;
         back
+    }
+
+    /// Every candidate a move dropped, taken back: our own public address changed, so the
+    /// peer may only have looked gone (our NAT stopped mapping our traffic to it).
+    pub fn revive_all(&mut self) -> SmallVec<[Candidate; 2]> {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Whether `addr` was heard from at or after `since`.
