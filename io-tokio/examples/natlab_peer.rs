@@ -3,7 +3,8 @@
 //!
 //! Usage: `natlab_peer <signal-url> <lobby|-> <bind-ip> <peers> <stun-url> <turn-url> <user>
 //! <credential> [stream]`. With `-` it creates the lobby and prints `LOBBY <name>`. Both modes
-//! print `ME <id>`, `GATHERED <kind> <address>`, `SERVER_FAILED <url> <reason>` and
+//! print `ME <id>`, `SOCKET <address>`, `GATHERED <kind> <address>`,
+//! `SERVER_FAILED <url> <reason>` and
 //! `PATH <peer> <connect-ms> <local-kind> <remote-kind> <relayed|direct>`, and end with `DONE`
 //! (exit 0) or `FAILED <why>` (exit 1).
 //!
@@ -93,6 +94,7 @@ async fn run() -> Result<(), String> {
         .map_err(|e| format!("join: {e}"))?;
     println!("LOBBY {}", session.lobby);
     println!("ME {}", session.id);
+    println!("SOCKET {}", session.handle.local_addr());
     if stream {
         if others != 1 {
             return Err("stream mode needs exactly one other peer".into());
