@@ -710,23 +710,33 @@ fn a_nat_that_maps_the_offering_side_anew_is_recovered_from_by_one_restart_throu
     assert!(stall < Duration::from_secs(8), "stalled {stall:?}");
 }
 
-#[test]
-fn a_cone_nat_rebinding_is_crossed_directly_again_and_only_live_paths_are_reported() {
+/// Both behind cone NATs (with STUN and TURN), connected directly; `node`'s NAT maps it to a
+/// new public port mid-stream. Returns the stall.
+fn cone_nat_rebinding(node: usize) -> Duration {
     let mut w = pair_behind_cone_nats();
-    let before = srflx_of(&w, 1);
+    let other = 1 - node;
+    let before = srflx_of(&w, node);
+    let paths_before: Vec<_> = (0..2)
+        .map(|n| {
+            w.nodes[n]
+                .mesh
+                .peer(w.id(1 - n))
+                .and_then(|p| p.path)
+                .unwrap()
+        })
+        .collect();
     let mut stream = Stream::new(0, 1, 200);
     let mut change = None;
-    // Node 1's NAT maps it to a new port. Node 0's NAT filters the new mapping; node 0's TURN
-    // allocation lets it in (its permission is per IP address), so each hears the other at a
-    // new address (node 0 hears node 1's new mapping, node 1 hears node 0's relay): a move.
-    // A move re-checks the NAT: node 1 finds its new public address and trickles it (str0m's
-    // agent knew it already, from a check's response, and never says), node 0 sends to it,
-    // which opens node 0's NAT to node 1's checks, and node 1 takes node 0's public address
-    // back (it only looked abandoned because node 1's own mapping had changed).
+    // The other NAT filters the new mapping; the other side's TURN allocation lets it in (its
+    // permission is per IP address), so each hears the other at a new address: a move. A move
+    // re-checks the NAT: the rebound side finds its new public address and trickles it (str0m's
+    // agent knew it already, from a check's response, and never says), the other side sends
+    // to it, which opens its NAT to the rebound side's checks, and the rebound side takes the
+    // other's public address back (it only looked abandoned because its own mapping changed).
     stream.run(&mut w, 500, Duration::from_millis(20), |w, i| {
         if i == 100 {
             change = Some(w.now);
-            let k = w.nodes[1].nat.unwrap();
+            let k = w.nodes[node].nat.unwrap();
             w.nats[k].rebind();
         }
     });
@@ -739,30 +749,30 @@ fn a_cone_nat_rebinding_is_crossed_directly_again_and_only_live_paths_are_report
     let change = change.unwrap();
     let stall = stream.stall_after(change).unwrap();
     println!(
-        "cone NAT rebinding: delivery resumed {stall:?} after the change; events: {:?}",
+        "cone NAT rebinding of node {node}: delivery resumed {stall:?} after the change; events: {:?}",
         stream
             .events
             .iter()
             .map(|(t, n, e)| (*t - change, *n, e))
             .collect::<Vec<_>>()
     );
-    // A move reports where the traffic goes now, never the address just given up.
-    for (_, node, e) in &stream.events {
+    // A move reports where the traffic goes now: never the address just given up, nor the
+    // pair it took before (the rebound side's own pair stays the same: host to the other's
+    // public address).
+    for (_, n, e) in &stream.events {
         if let Event::PeerMoved { path, .. } = e {
             assert!(
-                *node != 0 || path.remote_address != before[0],
-                "node 0 reported a move to node 1's old address: {path}"
+                *n != other || path.remote_address != before[0],
+                "node {other} reported a move to node {node}'s old address: {path}"
+            );
+            assert_ne!(
+                *path, paths_before[*n],
+                "node {n} reported a move to the same pair"
             );
         }
     }
-    assert!(
-        stream
-            .first_event(|e| matches!(e, Event::PeerMoved { .. }))
-            .is_some(),
-        "moved without a restart"
-    );
-    let after = srflx_of(&w, 1);
-    assert_ne!(after, before, "node 1 noticed its new public address");
+    let after = srflx_of(&w, node);
+    assert_ne!(after, before, "node {node} noticed its new public address");
     for n in [0, 1] {
         let path = w.nodes[n].mesh.peer(w.id(1 - n)).and_then(|p| p.path);
         assert!(
@@ -770,5 +780,23 @@ fn a_cone_nat_rebinding_is_crossed_directly_again_and_only_live_paths_are_report
             "direct again: {path:?}"
         );
     }
+    assert!(
+        stream
+            .first_event(|e| matches!(e, Event::IceRestartStarted(_)))
+            .is_none(),
+        "no restart needed"
+    );
+    stall
+}
+
+#[test]
+fn a_cone_nat_rebinding_of_the_offering_side_is_crossed_directly_again() {
+    let stall = cone_nat_rebinding(1);
+    assert!(stall < Duration::from_secs(4), "stalled {stall:?}");
+}
+
+#[test]
+fn a_cone_nat_rebinding_of_the_answering_side_is_crossed_directly_again() {
+    let stall = cone_nat_rebinding(0);
     assert!(stall < Duration::from_secs(4), "stalled {stall:?}");
 }

@@ -368,6 +368,9 @@ impl Link {
 
     /// The peer was just reported connected.
     pub fn on_announced(&mut self) {
+        if let Some(path) = self.path.selected() {
+            self.path.tell(path);
+        }
         crate::trace::connected(&self.span);
     }
 

@@ -77,6 +77,8 @@ pub(super) struct Path {
     /// Candidates dropped by a move, given back to the agent if the peer is heard at their
     /// address again (the move was a mistake: it still sends from there).
     dropped: SmallVec<[Candidate; 2]>,
+    /// The pair the application was last told of (connected, moved, restart ended).
+    told: Option<PeerPath>,
 }
 
 /// Adds `c` to `list`, the oldest going past [`MAX_KNOWN`].
@@ -177,6 +179,7 @@ impl Path {
     pub fn forget_last(&mut self) {
         self.selected = None;
         self.last = None;
+        self.told = None;
     }
 
     /// The pair the traffic takes, or the one it took last while the next is being found
@@ -366,6 +369,12 @@ impl Path {
     /// peer may only have looked gone (our NAT stopped mapping our traffic to it).
     pub fn revive_all(&mut self) -> SmallVec<[Candidate; 2]> {
         std::mem::take(&mut self.dropped)
+    }
+
+    /// Notes that the application is told of `path`; whether that is news to it. A move that
+    /// ends on the pair the traffic took before (an address dropped, then given back) is none.
+    pub fn tell(&mut self, path: PeerPath) -> bool {
+        self.told.replace(path) != Some(path)
     }
 
     /// Whether `addr` was heard from at or after `since`.

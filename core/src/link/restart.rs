@@ -191,6 +191,7 @@ impl Link {
             return;
         };
         progress.restarted_since = self.recovery.last_began;
+        self.path.tell(path);
         self.recovery.active = false;
         self.recovery.applied = false;
         self.recovery.reconnected = false;
@@ -210,7 +211,7 @@ impl Link {
         if self.recovery.awaits_path() {
             self.end_restart(progress, sink);
         } else if !self.recovery.is_active() {
-            if let Some(path) = self.path.selected() {
+            if let Some(path) = self.path.selected().filter(|&p| self.path.tell(p)) {
                 self.moves += 1;
                 sink.stats.peer_moves += 1;
                 crate::trace::moved(&self.span, &path);
