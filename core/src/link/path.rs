@@ -18,7 +18,9 @@
 //! address per path), so the peer can be quiet at the address we send to while everything we
 //! send there arrives. An unanswered check is the proof. Should a drop still be a mistake (a
 //! lost check), the peer's next check from the dropped address gives its candidates back to
-//! the agent ([`Path::revive`]): str0m would otherwise refuse that address's DTLS for good.
+//! the agent ([`Path::revive`]): str0m would otherwise refuse that address's DTLS for good. So
+//! does a change of our own public address ([`Path::revive_all`]): behind a NAT, the peer
+//! looks moved when it is our mapping that changed.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
