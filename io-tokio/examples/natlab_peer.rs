@@ -297,7 +297,7 @@ async fn stream_across_changes(session: &mut Session<Mesh>) -> Result<(), String
     tokio::pin!(finish);
     loop {
         if their_end.is_some() && they_got_all {
-            // Our `Got` was sent before theirs arrived; give it a moment on the wire.
+            // Our `Got` may have just gone out (their `End` came last): give it a moment.
             tokio::time::sleep(Duration::from_millis(300)).await;
             session.handle.close();
             println!("SENT {next_seq} RECEIVED {expected}");
