@@ -15,15 +15,18 @@
 #  3. Headless Chromium in B with iceTransportPolicy "relay" joins an rtcmesh server (on P,
 #     Godot's channel layout plus one) through TURN: echoes on all four channels, relay pair.
 #  4. A wrong TURN password is reported by rtcmesh within seconds.
-# Needs root, iproute2, nftables, coturn, node + interop/node_modules, /usr/bin/chromium (`.ci/run`
-# installs them). Fails, never skips.
+#  5. NAT rebinding: A and C stream reliable packets both ways, directly, while their NATs map
+#     them anew (C's to a new port, A's to a new port, C's to a new address): no peer lost,
+#     every packet once and in order; prints each recovery time and what the meshes reported.
+# Needs root, iproute2, nftables, conntrack, coturn, node + interop/node_modules,
+# /usr/bin/chromium (`.ci/run` installs them). Fails, never skips.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 
 fail() { echo "natlab: FAILED: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || fail "needs root (network namespaces)"
-for tool in ip nft turnserver turnutils_natdiscovery node /usr/bin/chromium; do
+for tool in ip nft conntrack turnserver turnutils_natdiscovery node /usr/bin/chromium; do
     command -v "$tool" >/dev/null || fail "$tool is not installed"
 done
 
@@ -208,6 +211,103 @@ done
 kill $pw 2>/dev/null || true
 echo "natlab: wrong password: ${reported:-nothing} after $(( $(ms) - wrong_start )) ms"
 check "a wrong TURN password is reported" "echo '$reported' | grep -q 'refused the username or credential'"
+
+# 5. NAT rebinding: A (id 1, answers) and C (offers) stream to each other directly through
+#    their cone NATs, a reliable packet every 20 ms each way, while the NATs map them anew:
+#    C's to a new public port, then A's, then C's to a new public address. Each NAT forgets its
+#    UDP mappings (conntrack -D: what a mapping timeout or a router reset does) and maps by a
+#    changed rule, still endpoint-independently; TCP (the signaling WebSocket) keeps its
+#    mapping, as when only a UDP mapping expired. The other NAT still filters: traffic from
+#    the new mapping gets in only once the peer behind it sent there.
+stream_peer() { # namespace, bind ip, lobby
+    local fifo="$work/$1.in"
+    mkfifo "$fifo"
+    nsx "$1" timeout 90 "$bin/examples/natlab_peer" "$url" "$3" "$2" 1 "${ice[@]}" stream \
+        <"$fifo" >"$work/$1-stream.log" 2>&1 5>&- 6>&- &
+}
+stream_peer a 10.1.0.2 -
+sa=$!
+exec 5>"$work/a.in"
+slobby=""
+for _ in $(seq 1 100); do
+    slobby=$(awk '/^LOBBY /{print $2; exit}' "$work/a-stream.log")
+    [ -n "$slobby" ] && break
+    sleep 0.1
+done
+[ -n "$slobby" ] || { cat "$work/a-stream.log"; fail "stream peer A did not create a lobby"; }
+stream_peer c 10.3.0.2 "$slobby"
+sc=$!
+exec 6>"$work/c.in"
+# Waits (at most $1 tenths of a second) until the shell condition $2 holds.
+wait_for() {
+    local i
+    for i in $(seq 1 "$1"); do eval "$2" && return 0; sleep 0.1; done
+    return 1
+}
+streaming() { grep -q '^STREAMING ' "$work/a-stream.log" && grep -q '^STREAMING ' "$work/c-stream.log"; }
+# Arrival (Unix ms) at $1 of the first packet sent at or after $2, if any yet.
+first_after() { awk -v t="$2" '$1=="RECV" && $3>=t {print $4; exit}' "$work/$1-stream.log"; }
+recovered() { [ -n "$(first_after a "$1")" ] && [ -n "$(first_after c "$1")" ]; }
+# The public address:port the NAT in router namespace $1 maps private address:port $2:$3's UDP to
+# (the reply destination of a flow from there, in the router's conntrack table).
+public_of() { nsx "$1" awk -v src="src=$2 " -v sport="sport=$3 " '$0 ~ /udp/ && index($0, src) && index($0, sport) {
+    for (i = 1; i <= NF; i++) if ($i ~ /^dst=/) d = substr($i, 5); else if ($i ~ /^dport=/) p = substr($i, 7);
+    print d ":" p; exit }' /proc/net/nf_conntrack; }
+# The stream peer's socket port in namespace $1.
+socket_port() { awk '/^SOCKET /{ n = split($2, a, ":"); print a[n]; exit }' "$work/$1-stream.log"; }
+recovery=""
+rebind_ok=0
+# remap ROUTER PRIVATE-IP PORT NAME NFT-RULE: the NAT maps UDP by NFT-RULE from now on, forgets
+# its UDP mappings. Prints the recovery: from then until the first packet sent after it arrives.
+remap() {
+    local before at ta tc n
+    before=$(public_of "$1" "$2" "$3")
+    nsx "$1" nft flush chain ip nat post
+    nsx "$1" nft add rule ip nat post "$5"
+    nsx "$1" nft add rule ip nat post oifname wan masquerade
+    nsx "$1" conntrack -D -p udp >/dev/null 2>&1 || true
+    at=$(ms)   # the old mappings are gone: count from here
+    if wait_for 150 "recovered $at"; then
+        ta=$(( $(first_after a "$at") - at )); tc=$(( $(first_after c "$at") - at ))
+        echo "natlab: $4: ${before:-?} -> $(public_of "$1" "$2" "$3"); the first packets sent after it arrived after $tc ms (A to C), $ta ms (C to A)"
+        recovery="$recovery, $4 $(( ta > tc ? ta : tc )) ms"
+    else
+        echo "natlab: $4: ${before:-?} -> $(public_of "$1" "$2" "$3"); no packet sent after it arrived within 15 s"
+        rebind_ok=1
+    fi
+    sleep 1
+    # What each side's mesh reported meanwhile, and its longest wait for a packet.
+    for n in a c; do
+        awk -v t="$at" -v n="${n^^}" '
+            $1=="EVENT" && $2>=t { $1=""; $2="  " n " +" ($2 - t) " ms"; print }
+            $1=="RECV" && $4>=t { if (last && $4 - last > gap) { gap = $4 - last; from = last } last = $4 }
+            END { if (gap) print "    " n ": longest wait for a packet " gap " ms, from +" (from - t) " ms" }' "$work/$n-stream.log"
+    done
+}
+other_port() { if [ "$1" = 40000 ]; then echo 40001; else echo 40000; fi; }
+if wait_for 300 streaming && sleep 1; then
+    check "A-C stream direct (server-reflexive)" "grep -q '^PATH .* direct$' $work/a-stream.log && grep -q '^PATH .* direct$' $work/c-stream.log"
+    cport=$(socket_port c)
+    aport=$(socket_port a)
+    [ -n "$cport" ] && [ -n "$aport" ] || fail "the stream peers did not print their sockets"
+    remap rc 10.3.0.2 "$cport" "C's NAT, new public port" \
+        "oifname wan ip saddr 10.3.0.2 udp sport $cport snat to 203.0.113.13:$(other_port "$cport")"
+    remap ra 10.1.0.2 "$aport" "A's NAT, new public port" \
+        "oifname wan ip saddr 10.1.0.2 udp sport $aport snat to 203.0.113.11:$(other_port "$aport")"
+    nsx rc ip addr add 203.0.113.14/24 dev wan
+    remap rc 10.3.0.2 "$cport" "C's NAT, new public address" "oifname wan meta l4proto udp snat to 203.0.113.14"
+else
+    rebind_ok=1
+fi
+exec 5>&- 6>&-   # ends both streams
+wait $sa || rebind_ok=1
+wait $sc || rebind_ok=1
+for n in a c; do grep -v '^RECV \|^EVENT ' "$work/$n-stream.log" | sed "s/^/  $n: /"; done
+# The peers check the order themselves; count again: every packet once, in order, to the last.
+in_order() { awk '$1=="RECV" { if ($2 != n) bad = 1; n++ } END { exit bad || n == 0 }' "$work/$1-stream.log"; }
+check "A and C stream through three NAT rebindings: no peer lost, every packet once and in order" \
+    "[ $rebind_ok = 0 ] && in_order a && in_order c && grep -q '^DONE' $work/a-stream.log && grep -q '^DONE' $work/c-stream.log"
+echo "natlab: NAT rebinding recovery (change -> first packet sent after it arrives, slower direction): ${recovery#, }"
 
 echo "natlab: finished in $(( $(ms) - t0 )) ms"
 if [ "$status" -ne 0 ]; then

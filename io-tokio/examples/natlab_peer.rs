@@ -1,24 +1,41 @@
-//! One peer of the NAT lab (`interop/natlab/run.sh`): joins a mesh lobby through STUN and TURN,
-//! connects to every other member, exchanges a packet with each, and prints, per peer, the path
-//! ICE chose and how long connecting took. Exits 0 once every other peer said it is done too.
+//! One peer of the NAT lab (`interop/natlab/run.sh`): joins a mesh lobby through STUN and TURN
+//! and connects to every other member.
 //!
 //! Usage: `natlab_peer <signal-url> <lobby|-> <bind-ip> <peers> <stun-url> <turn-url> <user>
-//! <credential>`. With `-` it creates the lobby and prints `LOBBY <name>`. Output lines:
-//! `ME <id>`, `GATHERED <kind> <address>`, `SERVER_FAILED <url> <reason>`,
-//! `PATH <peer> <connect-ms> <local-kind> <remote-kind> <relayed|direct>`, then `DONE`, or
-//! `FAILED <why>`.
+//! <credential> [stream]`. With `-` it creates the lobby and prints `LOBBY <name>`. Both modes
+//! print `ME <id>`, `SOCKET <address>`, `GATHERED <kind> <address>`,
+//! `SERVER_FAILED <url> <reason>` and
+//! `PATH <peer> <connect-ms> <local-kind> <remote-kind> <relayed|direct>`, and end with `DONE`
+//! (exit 0) or `FAILED <why>` (exit 1).
+//!
+//! * Default: exchanges a packet with each peer, prints the paths, and exits once every other
+//!   peer said it is done too.
+//! * `stream` (one other peer): sends a reliable packet every 20 ms (sequence number and send
+//!   time) until its standard input closes, while the lab changes the NATs under it. Prints
+//!   `RECV <seq> <sent-ms> <arrived-ms>` per packet received (times are Unix milliseconds, so
+//!   the lab can compare them with its own clock) and `EVENT <ms> <event> [<details>]` for the
+//!   mesh's path events. A packet out of order, missing or twice, or the peer disconnecting, is
+//!   `FAILED`. At the end both sides say how far they sent, and each waits until it has every
+//!   packet up to there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtcmesh::lobby::LobbyEvent;
-use rtcmesh::{Event, IceServer, MeshConfig, PeerId, Target, TransferMode};
-use rtcmesh_tokio::{join, EndpointConfig, JoinOptions};
+use rtcmesh::{Event, IceServer, Mesh, MeshConfig, PeerId, Target, TransferMode};
+use rtcmesh_tokio::{join, EndpointConfig, JoinOptions, Session};
 
 const HELLO: &[u8] = b"hello";
 const DONE: &[u8] = b"done";
+
+/// `stream` mode: how often a packet goes out.
+const EVERY: Duration = Duration::from_millis(20);
+/// `stream` mode: the whole run, from joining to the end of the stream, is bounded by this.
+const STREAM_LIMIT: Duration = Duration::from_secs(90);
+/// `stream` mode: after its input closed, how long a peer waits for the other's last packets.
+const FINISH_LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -35,10 +52,22 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
+    // RUST_LOG=rtcmesh=info shows the mesh's traces (str0m=debug its ICE agent) on stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [url, lobby, bind, peers, stun, turn, user, credential] = args.as_slice() else {
+    let (args, stream) = match args.split_last() {
+        Some((last, rest)) if last == "stream" => (rest, true),
+        _ => (args.as_slice(), false),
+    };
+    let [url, lobby, bind, peers, stun, turn, user, credential] = args else {
         return Err(
-            "usage: natlab_peer URL LOBBY|- BIND-IP PEERS STUN-URL TURN-URL USER CRED".into(),
+            "usage: natlab_peer URL LOBBY|- BIND-IP PEERS STUN-URL TURN-URL USER CRED [stream]"
+                .into(),
         );
     };
     let bind: IpAddr = bind.parse().map_err(|e| format!("bind address: {e}"))?;
@@ -64,9 +93,44 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| format!("join: {e}"))?;
     println!("LOBBY {}", session.lobby);
-    let me = session.id;
-    println!("ME {me}");
+    println!("ME {}", session.id);
+    println!("SOCKET {}", session.handle.local_addr());
+    if stream {
+        if others != 1 {
+            return Err("stream mode needs exactly one other peer".into());
+        }
+        stream_across_changes(&mut session).await
+    } else {
+        meet_everyone(&mut session, others).await
+    }
+}
 
+/// Prints the path to `id` as a `PATH` line.
+async fn print_path(session: &Session<Mesh>, id: PeerId, took: Duration) -> Result<(), String> {
+    let info = session
+        .handle
+        .call(move |m, _| m.peer(id))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or(format!("peer {id} vanished"))?;
+    let path = info.path.ok_or(format!("no path to {id}"))?;
+    let relayed = if path.is_relayed() {
+        "relayed"
+    } else {
+        "direct"
+    };
+    println!(
+        "PATH {id} {} {} {} {relayed}",
+        took.as_millis(),
+        path.local,
+        path.remote
+    );
+    Ok(())
+}
+
+/// The default mode: a hello to and from every peer, the paths printed, then done.
+async fn meet_everyone(session: &mut Session<Mesh>, others: usize) -> Result<(), String> {
+    let me = session.id;
     // When each peer was announced by the lobby (or, for members already there, when we joined).
     let joined = Instant::now();
     let mut announced: BTreeMap<PeerId, Instant> = BTreeMap::new();
@@ -119,24 +183,7 @@ async fn run() -> Result<(), String> {
         if !reported && connected.len() == others && hellos.len() == others {
             reported = true;
             for (&id, took) in &connected {
-                let info = session
-                    .handle
-                    .call(move |m, _| m.peer(id))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or(format!("peer {id} vanished"))?;
-                let path = info.path.ok_or(format!("no path to {id}"))?;
-                println!(
-                    "PATH {id} {} {} {} {}",
-                    took.as_millis(),
-                    path.local,
-                    path.remote,
-                    if path.is_relayed() {
-                        "relayed"
-                    } else {
-                        "direct"
-                    }
-                );
+                print_path(session, id, *took).await?;
             }
             let sent = session
                 .handle
@@ -145,4 +192,183 @@ async fn run() -> Result<(), String> {
             sent.map_err(|e| format!("done: {e}"))?;
         }
     }
+}
+
+/// Unix time in milliseconds: comparable across the lab's processes and with its own clock.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What travels in `stream` mode, on the reliable channel (ordered, so the end marker comes
+/// after every packet before it).
+enum Message {
+    /// Sequence number and Unix send time (ms).
+    Packet { seq: u32, sent_ms: u64 },
+    /// The sender stopped: its last sequence number (`u32::MAX`: it sent none).
+    End { last: u32 },
+    /// The sender received everything up to the other side's `End`.
+    Got,
+}
+
+impl Message {
+    fn encode(&self) -> Vec<u8> {
+        match *self {
+            Message::Packet { seq, sent_ms } => {
+                let mut b = vec![b'p'];
+                b.extend_from_slice(&seq.to_le_bytes());
+                b.extend_from_slice(&sent_ms.to_le_bytes());
+                b
+            }
+            Message::End { last } => {
+                let mut b = vec![b'e'];
+                b.extend_from_slice(&last.to_le_bytes());
+                b
+            }
+            Message::Got => vec![b'g'],
+        }
+    }
+
+    fn decode(data: &[u8]) -> Option<Message> {
+        let u32_at = |at: usize| Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?));
+        match (data.first()?, data.len()) {
+            (b'p', 13) => Some(Message::Packet {
+                seq: u32_at(1)?,
+                sent_ms: u64::from_le_bytes(data[5..13].try_into().ok()?),
+            }),
+            (b'e', 5) => Some(Message::End { last: u32_at(1)? }),
+            (b'g', 1) => Some(Message::Got),
+            _ => None,
+        }
+    }
+}
+
+/// `stream` mode: connect to the one other peer, then stream to it until standard input closes,
+/// checking that its stream arrives exactly once and in order.
+async fn stream_across_changes(session: &mut Session<Mesh>) -> Result<(), String> {
+    let joined = Instant::now();
+    let limit = tokio::time::sleep(STREAM_LIMIT);
+    tokio::pin!(limit);
+    let peer = loop {
+        tokio::select! {
+            event = session.events.recv() => match event {
+                Some(Event::PeerConnected(id)) => break id,
+                Some(event) => print_event(&event)?,
+                None => return Err("the endpoint stopped".into()),
+            },
+            () = &mut limit => return Err("no peer connected".into()),
+        }
+    };
+    print_path(session, peer, joined.elapsed()).await?;
+
+    // The lab closes our standard input to end the stream; a thread reads it (a blocked read
+    // must not hold the runtime up when we exit).
+    let (input_closed, mut stop) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = std::io::sink();
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut sink);
+        let _ = input_closed.send(());
+    });
+
+    let send = |message: Message| {
+        let handle = session.handle.clone();
+        async move {
+            handle
+                .send(
+                    Target::Peer(peer),
+                    TransferMode::Reliable,
+                    0,
+                    message.encode(),
+                )
+                .await
+                .map_err(|e| format!("send to {peer}: {e}"))
+        }
+    };
+    println!("STREAMING {peer}");
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_seq: u32 = 0;
+    let mut expected: u32 = 0;
+    let mut stopped = false;
+    let mut their_end: Option<u32> = None;
+    let mut they_got_all = false;
+    let finish = tokio::time::sleep(STREAM_LIMIT);
+    tokio::pin!(finish);
+    loop {
+        if their_end.is_some() && they_got_all {
+            // Our `Got` may have just gone out (their `End` came last): give it a moment.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            session.handle.close();
+            println!("SENT {next_seq} RECEIVED {expected}");
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tick.tick(), if !stopped => {
+                send(Message::Packet { seq: next_seq, sent_ms: unix_ms() }).await?;
+                next_seq += 1;
+            }
+            _ = &mut stop, if !stopped => {
+                stopped = true;
+                send(Message::End { last: next_seq.wrapping_sub(1) }).await?;
+                finish.as_mut().reset(tokio::time::Instant::now() + FINISH_LIMIT);
+            }
+            event = session.events.recv() => match event {
+                Some(Event::Packet(p)) if p.from == peer => match Message::decode(&p.data) {
+                    Some(Message::Packet { seq, sent_ms }) => {
+                        println!("RECV {seq} {sent_ms} {}", unix_ms());
+                        if seq != expected {
+                            return Err(format!(
+                                "packet {seq} arrived when {expected} was next (missing, twice or out of order)"
+                            ));
+                        }
+                        expected += 1;
+                    }
+                    Some(Message::End { last }) => {
+                        if last.wrapping_add(1) != expected {
+                            return Err(format!(
+                                "the peer sent up to {last}, {expected} packets arrived"
+                            ));
+                        }
+                        their_end = Some(last);
+                        send(Message::Got).await?;
+                    }
+                    Some(Message::Got) => they_got_all = true,
+                    None => return Err(format!("a packet that is not the stream: {:?}", p.data)),
+                },
+                Some(event) => print_event(&event)?,
+                None => return Err("the endpoint stopped".into()),
+            },
+            () = &mut limit, if !stopped => return Err("the lab never ended the stream".into()),
+            () = &mut finish, if stopped => {
+                return Err(format!(
+                    "the stream did not finish: {expected} packets from the peer, its end {}, it got ours: {they_got_all}",
+                    their_end.map_or("not seen".into(), |n| n.to_string())
+                ));
+            }
+        }
+    }
+}
+
+/// Prints an event of `stream` mode as an `EVENT` line (and the mode-independent lines);
+/// a peer lost is an error.
+fn print_event(event: &Event) -> Result<(), String> {
+    let ms = unix_ms();
+    match event {
+        Event::CandidateGathered(c) => {
+            println!("GATHERED {} {}", c.kind, c.address);
+            println!("EVENT {ms} CandidateGathered {} {}", c.kind, c.address);
+        }
+        Event::IceServerFailed { url, reason } => {
+            println!("SERVER_FAILED {url} {reason}");
+            println!("EVENT {ms} IceServerFailed {url} {reason}");
+        }
+        Event::PeerMoved { path, .. } => println!("EVENT {ms} PeerMoved {path}"),
+        Event::IceRestartStarted(_) => println!("EVENT {ms} IceRestartStarted"),
+        Event::IceRestartEnded { path, .. } => println!("EVENT {ms} IceRestartEnded {path}"),
+        Event::PeerLost { id, reason } => return Err(format!("peer {id} lost: {reason}")),
+        Event::PeerDisconnected(id) => return Err(format!("peer {id} disconnected")),
+        _ => {}
+    }
+    Ok(())
 }

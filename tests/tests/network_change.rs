@@ -635,3 +635,168 @@ fn moving_a_socket_behind_a_nat_gathers_its_candidates_again_and_keeps_the_strea
         "the restart ended"
     );
 }
+
+/// The public address `node` gathered from the STUN server.
+fn srflx_of(w: &World, node: usize) -> Vec<SocketAddr> {
+    w.nodes[node]
+        .mesh
+        .local_candidates()
+        .filter(|c| c.kind == CandidateKind::ServerReflexive)
+        .map(|c| c.address)
+        .collect()
+}
+
+#[test]
+fn a_nat_that_maps_the_offering_side_anew_is_recovered_from_by_one_restart_through_the_new_public_address(
+) {
+    // Both behind cone NATs with a STUN server only: no relay to fall back on. The signaling
+    // is farther away than the STUN server (50 ms per signal, 20 ms per wire), as in the NAT
+    // lab, where the restart offer goes out before the STUN server's answer comes back.
+    let mut w = pair_with_server(|w, servers| {
+        w.signal_latency = Duration::from_millis(50);
+        for id in [1, 2] {
+            let config = MeshConfig {
+                ice_servers: servers[..1].to_vec(),
+                ..MeshConfig::default()
+            };
+            w.add_behind_nat(Mesh::create_mesh(id, config).unwrap(), NatBehavior::CONE);
+        }
+    });
+    let before = srflx_of(&w, 1);
+    assert_eq!(before.len(), 1);
+    let mut stream = Stream::new(0, 1, 200);
+    let mut change = None;
+    // Node 1's NAT (the offering side's) forgets its mappings and maps it to a new public
+    // port. Node 0's NAT lets nothing in from there until node 0 sends to it, so node 0 must
+    // be told: the restart's offer has the old address (the NAT is re-checked as it goes out),
+    // the new one follows it, trickled with the restart's new ICE credentials.
+    stream.run(&mut w, 500, Duration::from_millis(20), |w, i| {
+        if i == 100 {
+            change = Some(w.now);
+            let k = w.nodes[1].nat.unwrap();
+            w.nats[k].rebind();
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(30)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    let change = change.unwrap();
+    let stall = stream.stall_after(change).unwrap();
+    println!(
+        "offering side's NAT mapped anew: delivery resumed {stall:?} after the change; events: {:?}",
+        stream
+            .events
+            .iter()
+            .map(|(t, n, e)| (*t - change, *n, e))
+            .collect::<Vec<_>>()
+    );
+    let after = srflx_of(&w, 1);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a new public address");
+    assert_eq!(
+        w.nodes[1].mesh.peer_stats(1).unwrap().ice_restarts,
+        1,
+        "one restart sufficed"
+    );
+    let path = w.nodes[0].mesh.peer(2).and_then(|p| p.path).unwrap();
+    assert_eq!(
+        (path.remote, path.remote_address),
+        (CandidateKind::ServerReflexive, after[0]),
+        "node 0 reaches node 1 at its new public address"
+    );
+    assert!(stall < Duration::from_secs(8), "stalled {stall:?}");
+}
+
+/// Both behind cone NATs (with STUN and TURN), connected directly; `node`'s NAT maps it to a
+/// new public port mid-stream. Returns the stall.
+fn cone_nat_rebinding(node: usize) -> Duration {
+    let mut w = pair_behind_cone_nats();
+    let other = 1 - node;
+    let before = srflx_of(&w, node);
+    let paths_before: Vec<_> = (0..2)
+        .map(|n| {
+            w.nodes[n]
+                .mesh
+                .peer(w.id(1 - n))
+                .and_then(|p| p.path)
+                .unwrap()
+        })
+        .collect();
+    let mut stream = Stream::new(0, 1, 200);
+    let mut change = None;
+    // The other NAT filters the new mapping; the other side's TURN allocation lets it in (its
+    // permission is per IP address), so each hears the other at a new address: a move. A move
+    // re-checks the NAT: the rebound side finds its new public address and trickles it (str0m's
+    // agent knew it already, from a check's response, and never says), the other side sends
+    // to it, which opens its NAT to the rebound side's checks, and the rebound side takes the
+    // other's public address back (it only looked abandoned because its own mapping changed).
+    stream.run(&mut w, 500, Duration::from_millis(20), |w, i| {
+        if i == 100 {
+            change = Some(w.now);
+            let k = w.nodes[node].nat.unwrap();
+            w.nats[k].rebind();
+        }
+    });
+    assert!(
+        stream.finish(&mut w, Duration::from_secs(30)),
+        "stream incomplete"
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(&w), vec![]);
+    let change = change.unwrap();
+    let stall = stream.stall_after(change).unwrap();
+    println!(
+        "cone NAT rebinding of node {node}: delivery resumed {stall:?} after the change; events: {:?}",
+        stream
+            .events
+            .iter()
+            .map(|(t, n, e)| (*t - change, *n, e))
+            .collect::<Vec<_>>()
+    );
+    // A move reports where the traffic goes now: never the address just given up, nor the
+    // pair it took before (the rebound side's own pair stays the same: host to the other's
+    // public address).
+    for (_, n, e) in &stream.events {
+        if let Event::PeerMoved { path, .. } = e {
+            assert!(
+                *n != other || path.remote_address != before[0],
+                "node {other} reported a move to node {node}'s old address: {path}"
+            );
+            assert_ne!(
+                *path, paths_before[*n],
+                "node {n} reported a move to the same pair"
+            );
+        }
+    }
+    let after = srflx_of(&w, node);
+    assert_ne!(after, before, "node {node} noticed its new public address");
+    for n in [0, 1] {
+        let path = w.nodes[n].mesh.peer(w.id(1 - n)).and_then(|p| p.path);
+        assert!(
+            path.is_some_and(|p| !p.is_relayed()),
+            "direct again: {path:?}"
+        );
+    }
+    assert!(
+        stream
+            .first_event(|e| matches!(e, Event::IceRestartStarted(_)))
+            .is_none(),
+        "no restart needed"
+    );
+    stall
+}
+
+#[test]
+fn a_cone_nat_rebinding_of_the_offering_side_is_crossed_directly_again() {
+    let stall = cone_nat_rebinding(1);
+    assert!(stall < Duration::from_secs(4), "stalled {stall:?}");
+}
+
+#[test]
+fn a_cone_nat_rebinding_of_the_answering_side_is_crossed_directly_again() {
+    let stall = cone_nat_rebinding(0);
+    assert!(stall < Duration::from_secs(4), "stalled {stall:?}");
+}

@@ -106,10 +106,11 @@ pub(crate) struct Progress {
     pub lost: Option<Loss>,
     /// The handshake made no progress for `connect_retry_interval`: renegotiate from scratch.
     pub retry: bool,
-    /// ICE just lost its connection, or an ICE restart began: a NAT mapping may have changed
-    /// (ours, or one on the way), worth re-checking at once, so a restart can carry the new
-    /// server-reflexive and relayed candidates (trickled right after its offer).
-    pub ice_disconnected: bool,
+    /// ICE just lost its connection, an ICE restart began, or the peer moved: a NAT mapping
+    /// may have changed (ours, or one on the way), worth re-checking at once, so the peer gets
+    /// the new server-reflexive and relayed candidates (trickled, right after a restart's
+    /// offer).
+    pub recheck_nat: bool,
     /// Packets wait in the queue and input may have made room: flush the link at the next
     /// poll.
     pub wrote: bool,
@@ -125,7 +126,7 @@ impl Progress {
         self.connected |= other.connected;
         self.lost = self.lost.or(other.lost);
         self.retry |= other.retry;
-        self.ice_disconnected |= other.ice_disconnected;
+        self.recheck_nat |= other.recheck_nat;
         self.wrote |= other.wrote;
         self.stale_remote = self.stale_remote.or(other.stale_remote);
         self.restarted_since = self.restarted_since.or(other.restarted_since);
@@ -367,6 +368,9 @@ impl Link {
 
     /// The peer was just reported connected.
     pub fn on_announced(&mut self) {
+        if let Some(path) = self.path.selected() {
+            self.path.tell(path);
+        }
         crate::trace::connected(&self.span);
     }
 
@@ -392,7 +396,7 @@ impl Link {
         self.unsent = false;
         let mut progress = Progress::default();
         self.drain(Some((now, &mut progress)), sink);
-        progress.ice_disconnected |= std::mem::take(&mut self.recovery.recheck_nat);
+        progress.recheck_nat |= std::mem::take(&mut self.recovery.recheck_nat);
         // Input may have made room for queued packets: they move at the next poll, once for
         // everything this turn brings, as the application's own writes do.
         progress.wrote = !self.queue.is_empty();
@@ -489,7 +493,7 @@ impl Link {
                 }
                 IceConnectionState::Disconnected if self.ice_was_connected => {
                     self.ice_lost_at.get_or_insert(now);
-                    progress.ice_disconnected = true;
+                    progress.recheck_nat = true;
                 }
                 _ => {}
             },

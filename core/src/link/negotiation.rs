@@ -45,8 +45,13 @@ pub(super) enum Negotiation {
     /// Offer and answer are applied.
     Done,
     /// Connected; we offered an ICE restart and wait for the answer. The connection carries on
-    /// meanwhile.
-    Restarting(SdpPendingOffer),
+    /// meanwhile. `ufrag` is the offer's new ICE username fragment: str0m's agent takes the
+    /// new credentials only with the answer, so candidates gathered before it are trickled
+    /// with this one (the peer, which applies the offer at once, drops the old one's).
+    Restarting {
+        pending: SdpPendingOffer,
+        ufrag: String,
+    },
 }
 
 /// What every link of a mesh is built from.
@@ -224,7 +229,7 @@ impl Link {
             Signal::Answer(sdp) => {
                 let restarting = match self.negotiation {
                     Negotiation::Offered(_) => false,
-                    Negotiation::Restarting(_) => true,
+                    Negotiation::Restarting { .. } => true,
                     _ => return Err(SignalError::UnexpectedAnswer(self.peer)),
                 };
                 let ufrag = sdp_ufrag(&sdp);
@@ -240,7 +245,7 @@ impl Link {
                         return Err(SignalError::Invalid(format!("bad SDP answer: {e}")));
                     }
                 };
-                let (Negotiation::Offered(pending) | Negotiation::Restarting(pending)) =
+                let (Negotiation::Offered(pending) | Negotiation::Restarting { pending, .. }) =
                     std::mem::replace(&mut self.negotiation, Negotiation::Done)
                 else {
                     unreachable!("checked above");
@@ -368,12 +373,30 @@ impl Link {
     /// Adds a local candidate (host, or gathered from an ICE server) and returns its SDP
     /// attribute, to trickle to the peer; `None` if str0m found it redundant. It stays on the
     /// `Rtc` across ICE restarts, whose offers carry it again.
+    ///
+    /// A server-reflexive candidate is trickled even when str0m finds it redundant: its agent
+    /// learned the same address from a check's response first (a peer-reflexive candidate of
+    /// ours, which it never signals), typically right after our NAT mapped us anew, and the
+    /// peer behind a filtering NAT must send to that address before our checks get in.
+    ///
+    /// While our restart offer waits for its answer, the candidate is trickled with the
+    /// offer's ICE credentials: the peer applied the offer already (signals arrive in order),
+    /// and drops a candidate of the old ones. That is the moment a restart's new
+    /// server-reflexive address typically arrives (the NAT is re-checked as the offer goes out).
     pub fn add_local_candidate(&mut self, candidate: Candidate) -> Option<String> {
         self.path
             .add_local(candidate.addr(), candidate.kind().into());
-        self.rtc
-            .add_local_candidate(candidate)
-            .map(|c| c.to_sdp_string())
+        let mut signalled = match self.rtc.add_local_candidate(candidate.clone()) {
+            Some(added) => added.clone(),
+            None if candidate.kind() == str0m::CandidateKind::ServerReflexive => candidate,
+            None => return None,
+        };
+        let ufrag = match &self.negotiation {
+            Negotiation::Restarting { ufrag, .. } => ufrag.clone(),
+            _ => self.rtc.direct_api().local_ice_credentials().ufrag,
+        };
+        signalled.set_ufrag(&ufrag);
+        Some(signalled.to_sdp_string())
     }
 
     /// This side's address `old` is gone (the socket moved to `new`, already added): drops
@@ -383,6 +406,17 @@ impl Link {
         self.rtc.direct_api().invalidate_candidate(&old);
         if self.announced {
             self.recovery.moved_locally = true;
+        }
+    }
+
+    /// Our public (server-reflexive) address changed. A peer that seemed to move before we
+    /// noticed may not have: its address went silent because our NAT's mapping to it was
+    /// gone, and ICE, told to forget that address, would never check it from the new mapping.
+    /// Its candidates go back to the agent, whose checks tell whether they work; where they
+    /// do, the direct path between two NATs is found again (instead of staying on a relay).
+    pub fn on_public_address_changed(&mut self) {
+        for c in self.path.revive_all() {
+            self.rtc.add_remote_candidate(c);
         }
     }
 

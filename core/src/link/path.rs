@@ -18,7 +18,9 @@
 //! address per path), so the peer can be quiet at the address we send to while everything we
 //! send there arrives. An unanswered check is the proof. Should a drop still be a mistake (a
 //! lost check), the peer's next check from the dropped address gives its candidates back to
-//! the agent ([`Path::revive`]): str0m would otherwise refuse that address's DTLS for good.
+//! the agent ([`Path::revive`]): str0m would otherwise refuse that address's DTLS for good. So
+//! does a change of our own public address ([`Path::revive_all`]): behind a NAT, the peer
+//! looks moved when it is our mapping that changed.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -77,6 +79,8 @@ pub(super) struct Path {
     /// Candidates dropped by a move, given back to the agent if the peer is heard at their
     /// address again (the move was a mistake: it still sends from there).
     dropped: SmallVec<[Candidate; 2]>,
+    /// The pair the application was last told of (connected, moved, restart ended).
+    told: Option<PeerPath>,
 }
 
 /// Adds `c` to `list`, the oldest going past [`MAX_KNOWN`].
@@ -177,6 +181,7 @@ impl Path {
     pub fn forget_last(&mut self) {
         self.selected = None;
         self.last = None;
+        self.told = None;
     }
 
     /// The pair the traffic takes, or the one it took last while the next is being found
@@ -235,9 +240,12 @@ impl Path {
         false
     }
 
-    /// Notes that the selected pair is (local, remote). Returns true if that is news.
+    /// Notes that the selected pair is (local, remote). Returns true if that is news. An
+    /// address a move dropped is not: str0m keeps sending there until its agent nominates
+    /// another pair (on the answering side, when the offerer's nomination arrives).
     pub fn observe(&mut self, local: SocketAddr, remote: SocketAddr) -> bool {
-        if self.selected == Some((local, remote)) {
+        if self.selected == Some((local, remote)) || self.dropped.iter().any(|c| c.addr() == remote)
+        {
             return false;
         }
         self.selected = Some((local, remote));
@@ -357,6 +365,18 @@ impl Path {
             .partition(|c| c.addr() == source);
         self.dropped = kept;
         back
+    }
+
+    /// Every candidate a move dropped, taken back: our own public address changed, so the
+    /// peer may only have looked gone (our NAT stopped mapping our traffic to it).
+    pub fn revive_all(&mut self) -> SmallVec<[Candidate; 2]> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Notes that the application is told of `path`; whether that is news to it. A move that
+    /// ends on the pair the traffic took before (an address dropped, then given back) is none.
+    pub fn tell(&mut self, path: PeerPath) -> bool {
+        self.told.replace(path) != Some(path)
     }
 
     /// Whether `addr` was heard from at or after `since`.

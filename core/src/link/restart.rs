@@ -35,7 +35,7 @@ pub(super) struct Recovery {
     /// This side's address changed: restart without waiting for silence.
     pub moved_locally: bool,
     /// A restart began since the last drive: the mesh should re-check its NAT mappings (the
-    /// path may have died because ours changed; see [`Progress::ice_disconnected`]).
+    /// path may have died because ours changed; see [`Progress::recheck_nat`]).
     pub recheck_nat: bool,
     /// Restarts begun in the link's life.
     pub total: u64,
@@ -72,7 +72,7 @@ impl Link {
             })
             && matches!(
                 self.negotiation,
-                Negotiation::Done | Negotiation::Restarting(_)
+                Negotiation::Done | Negotiation::Restarting { .. }
             )
     }
 
@@ -100,6 +100,11 @@ impl Link {
         if let Some(old) = self.path.abandoned(now, limits.move_after) {
             self.path.drop_remote(&mut self.rtc, old);
             progress.stale_remote = Some(old);
+            // The peer's address changed as we see it: often because our own NAT mapping
+            // changed, which the peer sees as our move. Our server-reflexive candidate (and an
+            // allocation made through the old mapping) would be stale: check them now, so the
+            // peer gets our new address trickled and a direct path can be found again.
+            progress.recheck_nat = true;
             if self.rtc.handle_input(Input::Timeout(now)).is_err() {
                 progress.lost = Some(Loss::Closed);
                 return;
@@ -113,7 +118,7 @@ impl Link {
         let trouble = self.in_trouble(now, limits);
         if trouble && self.may_restart(now, limits) {
             self.begin_restart(now, sink);
-            progress.ice_disconnected |= std::mem::take(&mut self.recovery.recheck_nat);
+            progress.recheck_nat |= std::mem::take(&mut self.recovery.recheck_nat);
         } else if !trouble
             && self.recovery.active
             && !self.recovery.applied
@@ -132,11 +137,11 @@ impl Link {
     /// Offering side: a new offer with new ICE credentials and the current candidates.
     fn begin_restart(&mut self, now: Instant, sink: &mut Sink<'_>) {
         let mut api = self.rtc.sdp_api();
-        api.ice_restart(true);
+        let ufrag = api.ice_restart(true).ufrag;
         let Some((offer, pending)) = api.apply() else {
             return;
         };
-        self.negotiation = Negotiation::Restarting(pending);
+        self.negotiation = Negotiation::Restarting { pending, ufrag };
         self.recovery.moved_locally = false;
         self.restart_began(now, sink);
         sink.events.push_back(Event::Signal(OutgoingSignal {
@@ -186,6 +191,7 @@ impl Link {
             return;
         };
         progress.restarted_since = self.recovery.last_began;
+        self.path.tell(path);
         self.recovery.active = false;
         self.recovery.applied = false;
         self.recovery.reconnected = false;
@@ -205,7 +211,7 @@ impl Link {
         if self.recovery.awaits_path() {
             self.end_restart(progress, sink);
         } else if !self.recovery.is_active() {
-            if let Some(path) = self.path.selected() {
+            if let Some(path) = self.path.selected().filter(|&p| self.path.tell(p)) {
                 self.moves += 1;
                 sink.stats.peer_moves += 1;
                 crate::trace::moved(&self.span, &path);

@@ -518,6 +518,9 @@ impl Mesh {
                 };
                 match &change {
                     CandidateChange::Added(candidate) => {
+                        if candidate.kind() == str0m::CandidateKind::ServerReflexive {
+                            link.on_public_address_changed();
+                        }
                         let started = link.negotiation_started();
                         if let Some(attr) = link.add_local_candidate(candidate.clone()) {
                             if started {
@@ -610,7 +613,7 @@ impl Mesh {
 
     /// Applies what a link reported: announce, remove, retry, or reschedule.
     fn settle(&mut self, key: usize, progress: Progress) {
-        if progress.ice_disconnected {
+        if progress.recheck_nat {
             // A NAT mapping that changed breaks every path through it: look again now.
             if let Some(now) = self.last_now {
                 self.nat.recheck(now);

@@ -404,7 +404,8 @@ impl Nat {
         self.changes.pop_front()
     }
 
-    /// Something suggests the mappings changed (a peer's ICE disconnected): check them now.
+    /// Something suggests the mappings changed (a peer's ICE disconnected, a restart began, a
+    /// peer seemed to move): check them now.
     pub fn recheck(&mut self, now: Instant) {
         if self.clock.is_none() {
             return;
