@@ -10,6 +10,7 @@
 //! with filtering) in front of chosen nodes, and STUN/TURN servers ([`SimTurnServer`], the
 //! sans-IO `turn-server-proto`) on the same fake clock.
 
+pub mod feed;
 pub mod fuzz;
 pub mod hostile;
 pub mod multiplayer_world;
@@ -18,6 +19,7 @@ pub mod sim;
 pub mod stream;
 pub mod turn_server;
 
+pub use feed::{Feed, Kind};
 pub use multiplayer_world::{Machine, MpNode, MpWorld};
 pub use nat::{Filtering, Mapping, NatBehavior, SimNat};
 pub use sim::{LinkConditions, Node, NodeId, World};
