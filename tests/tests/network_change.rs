@@ -39,6 +39,18 @@ fn lost_peers(w: &World) -> Vec<(usize, Vec<i32>)> {
         .collect()
 }
 
+/// Lets `stream` finish (at most `within`), then checks that every packet arrived once and in
+/// order and that nobody was disconnected.
+fn arrives_intact(w: &mut World, stream: &mut Stream, within: Duration) {
+    assert!(
+        stream.finish(w, within),
+        "stream incomplete: {:?}",
+        stream.check()
+    );
+    stream.check().unwrap();
+    assert_eq!(lost_peers(w), vec![]);
+}
+
 /// A NAT rebinding of `node` mid-stream: recovers without an ICE restart.
 fn rebinding(node: usize) -> Duration {
     let config = MeshConfig::default();
@@ -51,12 +63,7 @@ fn rebinding(node: usize) -> Duration {
             w.rebind(node, addr("127.0.0.99:6000"));
         }
     });
-    assert!(
-        stream.finish(&mut w, Duration::from_secs(30)),
-        "stream incomplete"
-    );
-    stream.check().unwrap();
-    assert_eq!(lost_peers(&w), vec![]);
+    arrives_intact(&mut w, &mut stream, Duration::from_secs(30));
     let change = change.unwrap();
     let stall = stream.stall_after(change).unwrap();
     let moved = stream
@@ -100,12 +107,7 @@ fn moving(node: usize) -> (Duration, Stream) {
             w.move_node(node, addr("127.0.0.77:7000"));
         }
     });
-    assert!(
-        stream.finish(&mut w, Duration::from_secs(30)),
-        "stream incomplete"
-    );
-    stream.check().unwrap();
-    assert_eq!(lost_peers(&w), vec![]);
+    arrives_intact(&mut w, &mut stream, Duration::from_secs(30));
     let change = change.unwrap();
     let stall = stream.stall_after(change).unwrap();
     println!(
@@ -164,12 +166,7 @@ fn a_path_silent_past_ice_restart_after_is_restarted_and_recovers_without_losing
             w.partition(0, 1, false);
         }
     });
-    assert!(
-        stream.finish(&mut w, Duration::from_secs(60)),
-        "stream incomplete"
-    );
-    stream.check().unwrap();
-    assert_eq!(lost_peers(&w), vec![]);
+    arrives_intact(&mut w, &mut stream, Duration::from_secs(60));
     let cut = cut.unwrap();
     let started = stream
         .first_event(|e| matches!(e, Event::IceRestartStarted(_)))
@@ -248,12 +245,7 @@ fn a_restart_that_cannot_reach_the_peer_changes_nothing_and_the_loss_path_follow
             w.partition(0, 1, false);
         }
     });
-    assert!(
-        stream.finish(&mut w, Duration::from_secs(60)),
-        "stream incomplete"
-    );
-    stream.check().unwrap();
-    assert_eq!(lost_peers(&w), vec![]);
+    arrives_intact(&mut w, &mut stream, Duration::from_secs(60));
     w.run_for(config.ice_restart_interval * 2);
     stream.collect(&w);
     assert!(w.signals_undeliverable >= 1, "restart offers were sent");
@@ -280,13 +272,7 @@ fn moving_again_and_again(config: &MeshConfig, moves: u32, every: u32) -> (World
             }
         },
     );
-    assert!(
-        stream.finish(&mut w, Duration::from_secs(30)),
-        "stream incomplete: {:?}",
-        stream.check()
-    );
-    stream.check().unwrap();
-    assert_eq!(lost_peers(&w), vec![]);
+    arrives_intact(&mut w, &mut stream, Duration::from_secs(30));
     (w, stream)
 }
 
@@ -438,12 +424,7 @@ fn a_dead_direct_path_falls_back_to_the_relay_without_a_restart() {
             w.partition(0, 1, true);
         }
     });
-    assert!(
-        stream.finish(&mut w, Duration::from_secs(30)),
-        "stream incomplete"
-    );
-    stream.check().unwrap();
-    assert_eq!(lost_peers(&w), vec![]);
+    arrives_intact(&mut w, &mut stream, Duration::from_secs(30));
     for n in [0, 1] {
         assert!(
             stream.events.iter().any(|(_, node, e)| *node == n
@@ -481,12 +462,7 @@ fn a_restart_offer_carries_the_gathered_candidates_and_recovers_through_the_rela
             w.partition_server(1, 0, false);
         }
     });
-    assert!(
-        stream.finish(&mut w, Duration::from_secs(30)),
-        "stream incomplete"
-    );
-    stream.check().unwrap();
-    assert_eq!(lost_peers(&w), vec![]);
+    arrives_intact(&mut w, &mut stream, Duration::from_secs(30));
     let cut = cut.unwrap();
     println!(
         "restart through NATs: events {:?}",
@@ -546,12 +522,7 @@ fn a_peer_reached_through_our_relay_is_found_at_its_new_address() {
             w.rebind(0, rebound);
         }
     });
-    assert!(
-        stream.finish(&mut w, Duration::from_secs(30)),
-        "stream incomplete"
-    );
-    stream.check().unwrap();
-    assert_eq!(lost_peers(&w), vec![]);
+    arrives_intact(&mut w, &mut stream, Duration::from_secs(30));
     println!(
         "relayed peer rebinding: events {:?}",
         stream
@@ -599,12 +570,7 @@ fn moving_a_socket_behind_a_nat_gathers_its_candidates_again_and_keeps_the_strea
             w.move_node(1, addr("127.100.2.3:5000"));
         }
     });
-    assert!(
-        stream.finish(&mut w, Duration::from_secs(30)),
-        "stream incomplete"
-    );
-    stream.check().unwrap();
-    assert_eq!(lost_peers(&w), vec![]);
+    arrives_intact(&mut w, &mut stream, Duration::from_secs(30));
     println!(
         "move behind a NAT: events {:?}",
         stream
@@ -678,12 +644,7 @@ fn a_nat_that_maps_the_offering_side_anew_is_recovered_from_by_one_restart_throu
             w.nats[k].rebind();
         }
     });
-    assert!(
-        stream.finish(&mut w, Duration::from_secs(30)),
-        "stream incomplete"
-    );
-    stream.check().unwrap();
-    assert_eq!(lost_peers(&w), vec![]);
+    arrives_intact(&mut w, &mut stream, Duration::from_secs(30));
     let change = change.unwrap();
     let stall = stream.stall_after(change).unwrap();
     println!(
@@ -741,12 +702,7 @@ fn cone_nat_rebinding(node: usize) -> Duration {
             w.nats[k].rebind();
         }
     });
-    assert!(
-        stream.finish(&mut w, Duration::from_secs(30)),
-        "stream incomplete"
-    );
-    stream.check().unwrap();
-    assert_eq!(lost_peers(&w), vec![]);
+    arrives_intact(&mut w, &mut stream, Duration::from_secs(30));
     let change = change.unwrap();
     let stall = stream.stall_after(change).unwrap();
     println!(
