@@ -266,11 +266,10 @@ impl Link {
                     self.restart_applied();
                 }
                 self.remote_ufrag = ufrag;
-                self.path.add_remote_sdp(&sdp);
+                self.learn_remote(&sdp);
                 if !restarting {
                     self.answered_at = Some(now);
                 }
-                self.max_message_size = max_message_size(&sdp);
             }
             Signal::Candidate(text) => {
                 let text = text.trim();
@@ -307,12 +306,8 @@ impl Link {
         self.offer_hash = offer_hash;
         self.remote_session = sdp_session(&sdp);
         self.remote_ufrag = sdp_ufrag(&sdp);
-        self.path.add_remote_sdp(&sdp);
-        self.max_message_size = max_message_size(&sdp);
-        sink.events.push_back(Event::Signal(OutgoingSignal {
-            to: self.peer,
-            signal: Signal::Answer(answer.to_sdp_string()),
-        }));
+        self.learn_remote(&sdp);
+        self.send_answer(&answer, sink);
         Ok(())
     }
 
@@ -361,13 +356,24 @@ impl Link {
             }
             self.restart_applied();
         }
-        self.path.add_remote_sdp(&sdp);
-        self.max_message_size = max_message_size(&sdp);
+        self.learn_remote(&sdp);
+        self.send_answer(&answer, sink);
+        Ok(())
+    }
+
+    /// What an applied offer or answer says about the remote: its candidates (for the path's
+    /// kinds) and the largest message it accepts.
+    fn learn_remote(&mut self, sdp: &str) {
+        self.path.add_remote_sdp(sdp);
+        self.max_message_size = max_message_size(sdp);
+    }
+
+    /// Sends our answer to the peer's offer through the signaling channel.
+    fn send_answer(&self, answer: &SdpAnswer, sink: &mut Sink<'_>) {
         sink.events.push_back(Event::Signal(OutgoingSignal {
             to: self.peer,
             signal: Signal::Answer(answer.to_sdp_string()),
         }));
-        Ok(())
     }
 
     /// Adds a local candidate (host, or gathered from an ICE server) and returns its SDP
