@@ -300,7 +300,12 @@ impl World {
 
     /// A world of `ids.len()` mesh-mode nodes with these unique ids.
     pub fn mesh(ids: &[PeerId], config: &MeshConfig) -> World {
-        let mut world = World::new();
+        World::mesh_with_seed(ids, config, 0)
+    }
+
+    /// [`World::mesh`] with link emulators seeded from `seed` (property tests).
+    pub fn mesh_with_seed(ids: &[PeerId], config: &MeshConfig, seed: u64) -> World {
+        let mut world = World::with_seed(seed);
         for &id in ids {
             world.add(Mesh::create_mesh(id, config.clone()).expect("valid mesh id"));
         }

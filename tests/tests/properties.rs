@@ -535,8 +535,7 @@ proptest! {
         let peer_timeout = Duration::from_secs(3);
         let config = MeshConfig { peer_timeout, stun_max_rto: Duration::from_secs(1), ..MeshConfig::default() };
         let ids: Vec<PeerId> = (1..=size as PeerId).collect();
-        let mut w = World::with_seed(seed);
-        for &id in &ids { w.add(rtcmesh::Mesh::create_mesh(id, config.clone()).unwrap()); }
+        let mut w = World::mesh_with_seed(&ids, &config, seed);
         w.introduce_all();
         prop_assert!(w.run_until(Duration::from_secs(60), World::fully_connected));
         w.set_all_links(faults.conditions());
@@ -586,8 +585,7 @@ proptest! {
             ..MeshConfig::default()
         };
         let ids: Vec<PeerId> = (1..=size as PeerId).collect();
-        let mut w = World::with_seed(seed);
-        for &id in &ids { w.add(rtcmesh::Mesh::create_mesh(id, config.clone()).unwrap()); }
+        let mut w = World::mesh_with_seed(&ids, &config, seed);
         w.set_all_links(faults.conditions());
         w.introduce_all();
         prop_assert!(w.run_until(config.connect_timeout, World::fully_connected));
@@ -642,8 +640,7 @@ proptest! {
         let partner = (mover + 1 + partner % (size - 1)) % size;
         let config = MeshConfig::default();
         let ids: Vec<PeerId> = (1..=size as PeerId).collect();
-        let mut w = World::with_seed(seed);
-        for &id in &ids { w.add(rtcmesh::Mesh::create_mesh(id, config.clone()).unwrap()); }
+        let mut w = World::mesh_with_seed(&ids, &config, seed);
         w.set_all_links(faults.conditions());
         w.introduce_all();
         prop_assert!(w.run_until(config.connect_timeout, World::fully_connected));
