@@ -25,3 +25,13 @@ pub use nat::{Filtering, Mapping, NatBehavior, SimNat};
 pub use sim::{LinkConditions, Node, NodeId, World};
 pub use stream::Stream;
 pub use turn_server::SimTurnServer;
+
+/// The code of `README.md` and of every page of the guide in `docs/`, compiled and run as doc
+/// tests (`cargo test -p rtcmesh-tests --doc`), so the documentation cannot drift from the code.
+/// `tests/tests/docs.rs` checks that every page is listed here and that the links between
+/// pages lead somewhere.
+#[cfg(doctest)]
+pub mod docs {
+    #[doc = include_str!("../../README.md")]
+    pub struct Readme;
+}
