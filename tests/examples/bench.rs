@@ -1,6 +1,6 @@
 //! rtcmesh's benchmark suite: prints each figure with its ratio against a baseline measured in
 //! the same run. `cargo run --release --example bench` (add `quick` for a shorter run; `memory`,
-//! `scale`, `sockets`, `signal` or `hostile` for one part only; `min=<KiB>` to try another
+//! `scale`, `sockets`, `signal`, `hostile` or `latency` for one part only; `min=<KiB>` to try another
 //! `sctp_send_buffer_min`; `profile=mesh|noqueue|raw size=<bytes>` for one side's transfer
 //! under `perf`).
 //!
@@ -26,6 +26,10 @@
 //! - **Stats and traces** (`stats` runs only this and throughput; in `bench/stats.rs`):
 //!   throughput with str0m's stats measurement off and as shipped, one measurement's cost, and
 //!   rtcmesh's `tracing` calls with no subscriber.
+//! - **Latency under loss** (`latency` runs only this, `latency explain` adds the cause of each
+//!   late message from sctp-proto's trace; in `bench/latency.rs`): game traffic between two
+//!   peers on the simulated network with seeded loss, reliable p50 / p99 / p99.9 / max and
+//!   stalls, against two raw `str0m::Rtc` with the same channels and traffic.
 //! - **Relay cost** (`relay` runs only this): the CPU one mesh spends per datagram when its
 //!   peer is reached through its TURN allocation (every datagram wrapped in ChannelData and
 //!   unwrapped again) against the same transfer on a direct path, measured in the same run.
@@ -44,6 +48,8 @@ use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Target, TransferMode};
 
 #[path = "bench/hostile.rs"]
 mod hostile;
+#[path = "bench/latency.rs"]
+mod latency;
 #[path = "bench/relay.rs"]
 mod relay;
 #[path = "bench/signal_load.rs"]
@@ -1368,6 +1374,11 @@ fn main() {
         relay::relay_cost(quick);
         return;
     }
+    if only("latency") {
+        let (p99, p999) = latency::run_all(quick, only("explain"));
+        println!("\n## Targets\n- 20 ± 5 ms, 3 % loss, rtcmesh reliable p99 {p99:.0} ms (target ≤ 150 ms), p99.9 {p999:.0} ms (target ≤ 400 ms)");
+        return;
+    }
     if only("stats") {
         let worst = throughput(quick);
         stats::run(quick);
@@ -1403,6 +1414,11 @@ fn main() {
     } else {
         f64::NAN
     };
+    let latency = if full_suite {
+        latency::run_all(quick, false)
+    } else {
+        (f64::NAN, f64::NAN)
+    };
     println!("\n## Targets");
     if in_memory {
         println!(
@@ -1418,5 +1434,6 @@ fn main() {
     }
     if full_suite {
         println!("- well-behaved peer's cost per datagram under attack ÷ alone: {hostile_ratio:.2}× (goal ≤ 1.2×)");
+        println!("- 20 ± 5 ms, 3 % loss, rtcmesh reliable p99 {:.0} ms (target ≤ 150 ms), p99.9 {:.0} ms (target ≤ 400 ms)", latency.0, latency.1);
     }
 }
