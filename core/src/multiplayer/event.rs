@@ -1,7 +1,7 @@
 //! What the multiplayer layer emits.
 
-use crate::event::{LossReason, Packet};
 use crate::error::IceServerError;
+use crate::event::{LossReason, Packet};
 use crate::path::{LocalCandidate, PeerPath};
 use crate::signal::OutgoingSignal;
 use crate::transfer::{ConnectionStatus, PeerId};
