@@ -14,6 +14,18 @@ const TURN_OVERHEAD: usize = 52;
 
 /// Settings shared by every peer of one mesh. `MeshConfig::default()` matches Godot with no extra
 /// channels; every field is documented with why its default was chosen.
+///
+/// ```
+/// use std::time::Duration;
+/// use rtcmesh::{Mesh, MeshConfig, TransferMode};
+///
+/// // Godot's channels_config: [TRANSFER_MODE_UNRELIABLE, TRANSFER_MODE_RELIABLE] → channels 1 and 2.
+/// let mut config = MeshConfig::with_channels([TransferMode::Unreliable, TransferMode::Reliable]);
+/// config.peer_timeout = Duration::from_secs(8); // a silent peer is gone after 8 s
+/// assert_eq!(config.channels.len(), 2);
+/// let _mesh = Mesh::create_mesh(2, config)?;
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
     /// Godot's `channels_config`: one extra channel per entry, with that transfer mode.

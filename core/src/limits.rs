@@ -29,6 +29,14 @@ pub(crate) const MIN_QUEUED_PACKET_CHARGE: usize = 64;
 /// Bounds on what one remote peer, and the signals it sends, can make a mesh hold or do
 /// ([`MeshConfig::limits`](crate::MeshConfig::limits)). The defaults leave room for every
 /// well-behaved WebRTC stack; each field says what happens past it.
+///
+/// ```
+/// use rtcmesh::{Limits, MeshConfig};
+///
+/// let mut config = MeshConfig::default();
+/// config.limits = Limits { max_remote_candidates: 16, ..Limits::default() };
+/// assert_eq!(config.limits.max_remote_candidates, 16);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Remote ICE candidates one connection keeps: trickled, inside an offer or answer, and
@@ -104,6 +112,14 @@ impl Limits {
 
 /// Bounds on what peers can make a [`Multiplayer`](crate::Multiplayer) hold
 /// ([`MultiplayerConfig::limits`](crate::MultiplayerConfig::limits)).
+///
+/// ```
+/// use rtcmesh::{MultiplayerConfig, MultiplayerLimits};
+///
+/// let mut config = MultiplayerConfig::with_auth();
+/// config.limits = MultiplayerLimits { max_auth_bytes: 4096, ..MultiplayerLimits::default() };
+/// assert!(config.auth);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultiplayerLimits {
     /// Authentication bytes accepted from one peer while it authenticates (the sum of its

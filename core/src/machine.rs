@@ -10,6 +10,25 @@ use crate::mesh::Mesh;
 use crate::signal::OutgoingSignal;
 
 /// A sans-IO machine an event loop can drive over one UDP socket.
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::{Machine, Mesh, MeshConfig, Multiplayer, MultiplayerConfig};
+///
+/// /// One turn of any loop, for a mesh or a layer on one.
+/// fn turn<M: Machine>(machine: &mut M, now: Instant) -> Vec<M::Event> {
+///     machine.handle_timeout(now);
+///     while let Some(_datagram) = machine.poll_transmit() { /* send it */ }
+///     std::iter::from_fn(|| machine.poll_event()).collect()
+/// }
+///
+/// let mut mesh = Mesh::create_mesh(2, MeshConfig::default())?;
+/// let mut game = Multiplayer::new(Mesh::create_server(MeshConfig::default())?, MultiplayerConfig::default());
+/// assert!(turn(&mut mesh, Instant::now()).is_empty());
+/// assert!(turn(&mut game, Instant::now()).is_empty());
+/// assert_eq!(game.mesh().unique_id(), 1); // the mesh underneath
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 pub trait Machine {
     /// What the machine reports to the application.
     type Event;

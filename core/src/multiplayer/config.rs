@@ -6,6 +6,17 @@ use crate::limits::MultiplayerLimits;
 
 /// Settings of a [`Multiplayer`](crate::Multiplayer). The default matches Godot's
 /// SceneMultiplayer: relay on, authentication off, 3 s authentication timeout.
+///
+/// ```
+/// use std::time::Duration;
+/// use rtcmesh::{Mesh, MeshConfig, Multiplayer, MultiplayerConfig};
+///
+/// let mut config = MultiplayerConfig::with_auth(); // Godot: an auth_callback is set
+/// config.auth_timeout = Some(Duration::from_secs(5));
+/// let server = Multiplayer::new(Mesh::create_server(MeshConfig::default())?, config);
+/// assert!(server.is_server_relay_enabled()); // on by default, as in Godot
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultiplayerConfig {
     /// Godot's `server_relay`: in server and client modes, clients reach each other through the

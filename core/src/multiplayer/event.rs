@@ -9,6 +9,28 @@ use crate::transfer::{ConnectionStatus, PeerId};
 /// Something the application should know about, drained with
 /// [`Multiplayer::poll_event`](crate::Multiplayer::poll_event). The SceneMultiplayer signals,
 /// plus the mesh's outgoing signals and status.
+///
+/// ```
+/// use rtcmesh::{Multiplayer, MultiplayerEvent};
+///
+/// fn handle(game: &mut Multiplayer) {
+///     while let Some(event) = game.poll_event() {
+///         match event {
+///             MultiplayerEvent::Signal(s) => { /* to peer s.to through your signaling */ let _ = s; }
+///             MultiplayerEvent::PeerConnected(id) => println!("peer_connected({id})"),
+///             MultiplayerEvent::Packet(p) => println!("peer_packet({}, {:?})", p.from, p.data),
+///             MultiplayerEvent::AuthData { from, data } => {
+///                 // Godot's auth_callback: check `data`, then complete.
+///                 if data == b"secret" {
+///                     game.complete_auth(from).ok();
+///                 }
+///             }
+///             other => println!("{other:?}"),
+///         }
+///     }
+/// }
+/// # let _ = handle;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub enum MultiplayerEvent {
