@@ -139,6 +139,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     bytes += p.data.len();
                     last = Some(Instant::now());
                 }
+                // A sender that was told to stop closes at once, which may reach us before
+                // our own `stop`: the transfer is over, report it.
+                Some(Event::PeerDisconnected(_)) if !sender && started.is_some() => stopped = true,
                 Some(Event::PeerDisconnected(_)) => return Err("peer disconnected".into()),
                 Some(_) => {}
                 None => return Err("endpoint closed".into()),
