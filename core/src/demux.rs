@@ -1,7 +1,7 @@
 //! Address pair → peer: the O(1) datagram router in front of `Rtc::accepts`.
 
-use std::collections::HashMap;
 use crate::path::Route;
+use std::collections::HashMap;
 
 /// Known routes. A route is learned when a peer's `Rtc` accepts a datagram on it, and forgotten
 /// when the peer is removed; the table never holds a key for a removed peer.

@@ -66,7 +66,6 @@ pub enum IceTransportPolicy {
 /// The most ICE server URLs a mesh takes (each costs a request every few seconds).
 pub const MAX_ICE_SERVER_URLS: usize = 16;
 
-
 /// STUN only, or TURN (which answers STUN too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ServerKind {
