@@ -42,7 +42,7 @@ const TURN_OVERHEAD: usize = 52;
 /// # use std::time::Duration;
 /// let config = MeshConfig::default()
 ///     .with_channels(vec![TransferMode::Reliable]) // Godot's channels_config: one extra channel
-///     .with_peer_timeout(Duration::from_secs(5));
+///     .with_peer_timeout(Duration::from_secs(8));
 /// assert_eq!(config.channels.len(), 1);
 /// let mut config = config;
 /// config.max_packet_size = 16 * 1024; // fields can be set directly too
