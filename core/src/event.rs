@@ -28,6 +28,7 @@ use crate::transfer::{ConnectionStatus, PeerId, TransferMode};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub enum Event {
     /// All of this peer's channels are open (Godot's `peer_connected`). Fires once per peer.
     PeerConnected(PeerId),

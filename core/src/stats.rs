@@ -15,6 +15,7 @@
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MeshStats {
     /// Datagrams handed to `handle_datagram`.
     pub datagrams_received: u64,

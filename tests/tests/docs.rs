@@ -382,7 +382,11 @@ fn every_cargo_command_in_the_prose_names_what_exists() {
             }
         }
     }
-    assert!(wrong.is_empty(), "commands in the prose:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "commands in the prose:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]

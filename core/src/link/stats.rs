@@ -14,7 +14,7 @@ use crate::transfer::{PeerId, TransferMode};
 /// use std::time::Instant;
 /// use rtcmesh::{Mesh, MeshConfig, TransferMode};
 ///
-/// let mut mesh = Mesh::create_server(MeshConfig::with_channels([TransferMode::Reliable]))?;
+/// let mut mesh = Mesh::create_server(MeshConfig::default().with_channels([TransferMode::Reliable]))?;
 /// mesh.add_host_candidate("127.0.0.1:5000".parse()?)?;
 /// mesh.add_peer(Instant::now(), 7, 1)?;
 /// let stats = mesh.peer_stats(7).expect("added");

@@ -20,6 +20,7 @@ pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum MessageKind {
     /// Join (or create) a lobby; the server's reply carries the lobby name.
     Join = 0,

@@ -56,6 +56,7 @@ use crate::transfer::{is_valid_peer_id, ConnectionStatus, Mode, PeerId, Transfer
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerInfo {
     /// The peer's id.
     pub id: PeerId,

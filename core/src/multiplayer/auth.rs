@@ -209,7 +209,7 @@ impl Multiplayer {
 /// use rtcmesh::multiplayer::AuthError;
 /// use rtcmesh::{Mesh, MeshConfig, Multiplayer, MultiplayerConfig};
 ///
-/// let mut game = Multiplayer::new(Mesh::create_server(MeshConfig::default())?, MultiplayerConfig::with_auth());
+/// let mut game = Multiplayer::new(Mesh::create_server(MeshConfig::default())?, MultiplayerConfig::default().with_auth(true));
 /// // Peer 5 never connected, so it is not authenticating.
 /// assert_eq!(game.send_auth(5, b"token"), Err(AuthError::NotAuthenticating(5)));
 /// assert_eq!(game.complete_auth(5), Err(AuthError::NotAuthenticating(5)));

@@ -13,6 +13,7 @@
 /// # Ok::<(), rtcmesh::CreateError>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MultiplayerStats {
     /// RAW payloads delivered as packet events (direct or relayed).
     pub packets_received: u64,

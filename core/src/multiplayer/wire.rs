@@ -52,6 +52,7 @@ pub const AUTH_COMPLETE: [u8; 2] = [COMMAND_SYS, SYS_AUTH];
 /// assert_eq!(wire::decode(&packet), Ok(Message::Raw(b"hello")));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Message<'a> {
     /// `send_bytes` payload (never empty).
     Raw(&'a [u8]),
