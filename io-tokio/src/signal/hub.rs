@@ -295,6 +295,9 @@ impl Hub {
             .is_some_and(|c| c.publish(to, conn, body));
         if !sent && self.cluster.as_ref().is_some_and(Cluster::is_up) {
             tracing::warn!("too many messages waiting for Redis: detaching from the cluster");
+            if let Some(cluster) = self.cluster.as_mut() {
+                cluster.reset();
+            }
             self.detach();
         }
     }
@@ -306,15 +309,17 @@ impl Hub {
         };
         let me = cluster.node;
         match event {
-            ClusterEvent::Up(conn) => {
-                cluster.up(conn);
+            ClusterEvent::Up { conn, session } => {
+                cluster.up(conn, session);
                 for name in self.owned.keys() {
                     cluster.register(name.clone());
                 }
             }
             ClusterEvent::Down => {
-                tracing::warn!("lost Redis: detaching from the cluster");
-                self.detach();
+                if cluster.is_up() {
+                    tracing::warn!("lost Redis: detaching from the cluster");
+                    self.detach();
+                }
             }
             ClusterEvent::Resolved { conn, owner } => {
                 let Some(socket) = self.sockets.get_mut(&conn) else {
