@@ -226,7 +226,6 @@ async fn node_in_process(
 /// Two nodes sharing lobbies both ways, where a's queue of messages for Redis holds four, so
 /// a burst while Redis stalls overflows it. Lobby Y lives on a with a member on b; lobby Z lives
 /// on b (two members at most) with a member on a.
-#[allow(dead_code)] // read by the tests of the next commit
 struct Split {
     redis: RedisServer,
     a: SignalServer,
@@ -386,4 +385,65 @@ async fn a_node_whose_publish_queue_overflowed_detaches_and_comes_back() {
         .await
         .expect("a's lobby is still recorded in Redis");
     assert!(expect_frame(&mut split.y_host, 2, late_id, LIMIT).await);
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_an_outage_tells_the_lobbies_it_left_so_no_ghost_stays() {
+    let mut split = Split::start().await;
+    split.overflow_a().await;
+
+    // Z's host hears that a's client left, and the place it held is free: a client joining
+    // again through a is one member, not two.
+    assert!(
+        expect_frame(&mut split.z_host, 3, split.z_member_id, LIMIT).await,
+        "Z's host heard that the member on a left"
+    );
+    let mut again = ws(&split.a.url()).await;
+    let (again_id, _) = try_join_raw(&mut again, &split.z)
+        .await
+        .expect("room in Z (two members at most) for the client joining again");
+    assert!(expect_frame(&mut split.z_host, 2, again_id, LIMIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_an_outage_has_the_members_it_dropped_closed_where_they_are() {
+    let mut split = Split::start().await;
+    split.overflow_a().await;
+
+    // Y dropped its member on b while a was detached: b closes that client instead of leaving
+    // it in a lobby it is no longer in.
+    assert_eq!(
+        close_of(&mut split.y_member).await,
+        Some((1011, "Signaling cluster unavailable".to_owned())),
+        "b closed the member Y dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_its_lobbys_node_never_answers_is_closed_not_left_waiting() {
+    // A lobby recorded for a node whose lease runs but which hears nothing: a JOIN sent while
+    // its node was detached, or just before it died.
+    let redis = RedisServer::start();
+    let b = node(&redis);
+    let silent = "00000000deadbeef";
+    let lease = ["PX", "60000"];
+    let node_key = format!("rtcmesh:node:{silent}");
+    assert_eq!(
+        redis.command(&[&["SET", &node_key, "1"][..], &lease].concat()),
+        "+OK"
+    );
+    let lobby_key = "rtcmesh:lobby:NOBODYANSWERS";
+    assert_eq!(
+        redis.command(&[&["SET", lobby_key, silent][..], &lease].concat()),
+        "+OK"
+    );
+
+    let started = Instant::now();
+    assert_eq!(
+        join_refused(&b.url, "NOBODYANSWERS").await,
+        Some((1011, "Signaling cluster unavailable".to_owned()))
+    );
+    println!(
+        "an unanswered JOIN was closed after {:?}",
+        started.elapsed()
+    );
 }

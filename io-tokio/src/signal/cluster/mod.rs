@@ -16,9 +16,17 @@
 //!   lobbies (PEER_DISCONNECT to the others) and clients in lobbies it owned are closed as
 //!   when a host leaves. So a dead node's members are announced elsewhere within about
 //!   `node_lease` + `node_lease / 3`.
-//! - **Losing Redis.** A node that loses its Redis connection detaches: it closes its proxied
-//!   clients (1011 "Signaling cluster unavailable"), drops the remote members of its own
-//!   lobbies, keeps serving its own lobbies, and reconnects with backoff.
+//! - **Losing Redis.** A node that loses its Redis connection, or whose queue of messages for
+//!   Redis overflows, detaches: it closes its proxied clients (1011 "Signaling cluster
+//!   unavailable"), drops the remote members of its own lobbies, keeps serving its own
+//!   lobbies, and reconnects with backoff. Once attached again it registers its lobbies again
+//!   (recognising the records that still name it) and tells the other nodes what it dropped
+//!   meanwhile: its clients leave the lobbies they were in there, and the members it dropped
+//!   from its own lobbies are closed (1011) where they are connected. So after an outage no
+//!   lobby keeps a ghost and no client stays in a lobby it is no longer in.
+//! - **Lost JOINs.** A JOIN forwarded to a node that does not answer within two command
+//!   timeouts (it was detached at that moment, or died with its lease still running) is
+//!   closed with 1011.
 
 pub(crate) mod wire;
 
@@ -259,6 +267,19 @@ impl Cluster {
         let every =
             (self.config.lobby_lease / 3).as_millis() / self.lease_check_interval().as_millis();
         (every as u64).max(1)
+    }
+
+    /// How long a proxied JOIN may wait for its lobby's node. A node answers a JOIN at once,
+    /// and detaches when a Redis command takes longer than `command_timeout`; a JOIN still
+    /// unanswered after two of those was lost (sent while that node was detached, or to a
+    /// node that died and whose lease still runs).
+    pub fn join_answer_timeout(&self) -> Duration {
+        self.config.command_timeout * 2
+    }
+
+    /// Membership news kept for other nodes while detached, at most.
+    pub fn max_untold(&self) -> usize {
+        self.config.max_pending_publishes
     }
 
     pub fn is_up(&self) -> bool {
