@@ -1,10 +1,7 @@
 //! Address pair → peer: the O(1) datagram router in front of `Rtc::accepts`.
 
+use crate::path::Route;
 use std::collections::HashMap;
-use std::net::SocketAddr;
-
-/// A datagram's (remote source, local destination) pair.
-pub(crate) type Route = (SocketAddr, SocketAddr);
 
 /// Known routes. A route is learned when a peer's `Rtc` accepts a datagram on it, and forgotten
 /// when the peer is removed; the table never holds a key for a removed peer.

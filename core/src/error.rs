@@ -22,7 +22,7 @@ pub enum CreateError {
         /// The URL as configured.
         url: String,
         /// What is wrong with it.
-        reason: crate::InvalidIceServer,
+        reason: InvalidIceServer,
     },
 }
 
@@ -298,3 +298,101 @@ impl fmt::Display for CandidateError {
 }
 
 impl std::error::Error for CandidateError {}
+
+/// Why an ICE server entry was refused when the mesh was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidIceServer {
+    /// An [`IceServer`](crate::IceServer) with no URL.
+    NoUrls,
+    /// The scheme is neither `stun:` nor `turn:`.
+    UnknownScheme,
+    /// `stuns:` / `turns:` (STUN or TURN over TLS) are not supported yet: use `stun:` / `turn:`
+    /// over UDP.
+    TlsNotSupported,
+    /// `?transport=tcp`: TURN over TCP is not supported yet; use `?transport=udp` (or none).
+    TcpNotSupported,
+    /// A query other than `?transport=udp|tcp` (a `stun:` URL takes none).
+    BadQuery,
+    /// The host is empty or not a valid IP literal or host name.
+    BadHost,
+    /// The port is not a number within 1..=65535.
+    BadPort,
+    /// A `turn:` URL without a username or credential.
+    MissingCredentials,
+    /// More URLs than [`MAX_ICE_SERVER_URLS`](crate::MAX_ICE_SERVER_URLS) in total.
+    TooMany,
+    /// `IceTransportPolicy::Relay` without any `turn:` URL: nothing could ever connect.
+    RelayWithoutTurn,
+}
+
+impl fmt::Display for InvalidIceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InvalidIceServer::NoUrls => "the entry has no URL",
+            InvalidIceServer::UnknownScheme => "the scheme must be stun: or turn:",
+            InvalidIceServer::TlsNotSupported => {
+                "stuns:/turns: (TLS) is not supported yet: use stun:/turn: over UDP"
+            }
+            InvalidIceServer::TcpNotSupported => {
+                "TURN over TCP is not supported yet: use ?transport=udp or no query"
+            }
+            InvalidIceServer::BadQuery => "the only query allowed is ?transport=udp on turn:",
+            InvalidIceServer::BadHost => "the host is not an IP address or a host name",
+            InvalidIceServer::BadPort => "the port must be a number within 1..=65535",
+            InvalidIceServer::MissingCredentials => {
+                "a turn: server needs a username and a credential"
+            }
+            InvalidIceServer::TooMany => "too many ICE server URLs (at most 16)",
+            InvalidIceServer::RelayWithoutTurn => {
+                "ice_transport_policy Relay needs at least one turn: server"
+            }
+        })
+    }
+}
+
+impl std::error::Error for InvalidIceServer {}
+
+/// Why an ICE server did not serve ([`Event::IceServerFailed`](crate::Event::IceServerFailed)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IceServerError {
+    /// The host name was not resolved: the adapter's lookup failed, or (sans-IO) nobody called
+    /// `set_ice_server_addresses` within 10 s.
+    Unresolved,
+    /// No answer within 5 s of retransmissions (wrong address or port, a firewall), or no
+    /// host candidate of the server's address family to reach it from.
+    Unreachable,
+    /// The TURN server refused the username or credential (401).
+    Unauthorized,
+    /// The TURN server has no allocation left for this user (486).
+    QuotaReached,
+    /// The server refused with this STUN error code (403 forbidden, 508 out of capacity, …).
+    Refused(u16),
+    /// A TURN allocation that existed is gone (the server forgot it, or our NAT mapping to the
+    /// server changed); a new one is being made and peers get its candidate.
+    AllocationLost,
+}
+
+impl fmt::Display for IceServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IceServerError::Unresolved => f.write_str("the host name could not be resolved"),
+            IceServerError::Unreachable => {
+                f.write_str("no answer from the server: check its address, port and firewall")
+            }
+            IceServerError::Unauthorized => {
+                f.write_str("the TURN server refused the username or credential")
+            }
+            IceServerError::QuotaReached => {
+                f.write_str("the TURN server's allocation quota for this user is reached")
+            }
+            IceServerError::Refused(code) => write!(f, "the server refused (error {code})"),
+            IceServerError::AllocationLost => {
+                f.write_str("the TURN allocation was lost; allocating a new one")
+            }
+        }
+    }
+}
+
+impl std::error::Error for IceServerError {}

@@ -4,7 +4,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 
-use crate::nat::{IceServerError, LocalCandidate, PeerPath};
+use crate::error::IceServerError;
+use crate::path::{LocalCandidate, PeerPath};
 use crate::signal::OutgoingSignal;
 use crate::transfer::{ConnectionStatus, PeerId, TransferMode};
 

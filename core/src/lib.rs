@@ -79,6 +79,7 @@ mod machine;
 mod mesh;
 pub mod multiplayer;
 mod nat;
+mod path;
 mod pump;
 mod signal;
 mod stats;
@@ -90,7 +91,8 @@ pub use allowlist::{InvalidPrefix, IpPrefix};
 pub use channels::{MAX_EXTRA_CHANNELS, RESERVED_CHANNELS};
 pub use config::MeshConfig;
 pub use error::{
-    AddPeerError, CandidateError, CreateError, DecodeSignalError, SendError, SignalError,
+    AddPeerError, CandidateError, CreateError, DecodeSignalError, IceServerError, InvalidIceServer,
+    SendError, SignalError,
 };
 pub use event::{Event, LossReason, Packet, PendingEvents, Transmit};
 pub use limits::{Limits, MultiplayerLimits};
@@ -100,10 +102,8 @@ pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{
     AuthError, Multiplayer, MultiplayerConfig, MultiplayerEvent, MultiplayerStats,
 };
-pub use nat::{
-    CandidateKind, IceServer, IceServerError, IceTransportPolicy, InvalidIceServer, LocalCandidate,
-    PeerPath, MAX_ICE_SERVER_URLS,
-};
+pub use nat::{IceServer, IceTransportPolicy, MAX_ICE_SERVER_URLS};
+pub use path::{CandidateKind, LocalCandidate, PeerPath};
 pub use pump::{
     udp_table_drops, DatagramPump, Flush, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER,
 };

@@ -7,7 +7,7 @@
 
 use tracing::{debug, info, info_span, Span};
 
-use crate::nat::PeerPath;
+use crate::path::PeerPath;
 use crate::transfer::{Mode, PeerId};
 
 /// The mesh's span.

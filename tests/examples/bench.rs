@@ -1,6 +1,6 @@
 //! rtcmesh's benchmark suite: prints each figure with its ratio against a baseline measured in
 //! the same run. `cargo run --release --example bench` (add `quick` for a shorter run; `memory`,
-//! `scale`, `sockets`, `signal` or `hostile` for one part only; `min=<KiB>` to try another
+//! `scale`, `sockets`, `signal`, `hostile` or `latency` for one part only; `min=<KiB>` to try another
 //! `sctp_send_buffer_min`; `profile=mesh|noqueue|raw size=<bytes>` for one side's transfer
 //! under `perf`).
 //!
@@ -26,6 +26,10 @@
 //! - **Stats and traces** (`stats` runs only this and throughput; in `bench/stats.rs`):
 //!   throughput with str0m's stats measurement off and as shipped, one measurement's cost, and
 //!   rtcmesh's `tracing` calls with no subscriber.
+//! - **Latency under loss** (`latency` runs only this, `latency explain` adds the cause of each
+//!   late message from sctp-proto's trace; in `bench/latency.rs`): game traffic between two
+//!   peers on the simulated network with seeded loss, reliable p50 / p99 / p99.9 / max and
+//!   stalls, against two raw `str0m::Rtc` with the same channels and traffic.
 //! - **Relay cost** (`relay` runs only this): the CPU one mesh spends per datagram when its
 //!   peer is reached through its TURN allocation (every datagram wrapped in ChannelData and
 //!   unwrapped again) against the same transfer on a direct path, measured in the same run.
@@ -44,6 +48,8 @@ use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Target, TransferMode};
 
 #[path = "bench/hostile.rs"]
 mod hostile;
+#[path = "bench/latency.rs"]
+mod latency;
 #[path = "bench/relay.rs"]
 mod relay;
 #[path = "bench/signal_load.rs"]
@@ -1006,7 +1012,8 @@ mod sockets {
 
     /// Two meshes on loopback sockets, connected by forwarding their signals directly; with
     /// `kernel_buffers`, the sockets keep the kernel's default buffer sizes (for comparison).
-    pub async fn connect(kernel_buffers: bool) -> Loopback {
+    /// `lifetime` is the packet lifetime (ms) of the partially reliable channels (Godot: 1).
+    pub async fn connect(kernel_buffers: bool, lifetime: i32) -> Loopback {
         let cfg = MeshConfig {
             dtls_cert: Some(shared_cert()),
             ..MeshConfig::default()
@@ -1034,8 +1041,8 @@ mod sockets {
             .await
             .expect("socket");
         let start = Instant::now();
-        b.add_peer(2, 1).await.expect("peer");
-        a.add_peer(1, 1).await.expect("peer");
+        b.add_peer(2, lifetime).await.expect("peer");
+        a.add_peer(1, lifetime).await.expect("peer");
         let (mut a_up, mut b_up) = (false, false);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !(a_up && b_up) {
@@ -1174,14 +1181,28 @@ fn median_spread(rates: &mut [f64]) -> (f64, f64) {
     (median, spread)
 }
 
-/// (case, message size) → (messages delivered, seconds).
-type MatchboxFigures = std::collections::BTreeMap<(String, usize), (f64, f64)>;
+/// One matchbox transfer: messages delivered, seconds, kernel drops during it.
+#[derive(Clone, Copy)]
+struct MatchboxRun {
+    messages: f64,
+    seconds: f64,
+    drops: u64,
+}
+
+/// (case, message size) → the runs of that case (`connect` has one, with its seconds).
+type MatchboxFigures = std::collections::BTreeMap<(String, usize), Vec<MatchboxRun>>;
 
 /// Runs `tests/matchbox-baseline/run.sh` (a separate package: webrtc-rs stays out of the
-/// workspace) and returns its `MATCHBOX` lines as (case, size) → (messages, seconds).
-fn matchbox_baseline() -> Result<MatchboxFigures, String> {
+/// workspace) with `runs` runs per case and the benchmark's message counts, and returns its
+/// `MATCHBOX` lines by (case, size).
+fn matchbox_baseline(runs: usize, quick: bool) -> Result<MatchboxFigures, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/matchbox-baseline/run.sh");
+    let counts = [100, 1_200, 16 * 1024]
+        .map(|size| case_count(size, quick).to_string())
+        .join(",");
     let out = std::process::Command::new(script)
+        .env("MATCHBOX_RUNS", runs.to_string())
+        .env("MATCHBOX_COUNTS", counts)
         .output()
         .map_err(|e| format!("cannot run {script}: {e}"))?;
     if !out.status.success() {
@@ -1193,7 +1214,7 @@ fn matchbox_baseline() -> Result<MatchboxFigures, String> {
                 .unwrap_or("")
         ));
     }
-    let mut cases = std::collections::BTreeMap::new();
+    let mut cases = MatchboxFigures::new();
     for line in String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with("MATCHBOX "))
@@ -1202,17 +1223,50 @@ fn matchbox_baseline() -> Result<MatchboxFigures, String> {
             line.split_whitespace()
                 .find_map(|f| f.strip_prefix(&format!("{k}=")).map(str::to_owned))
         };
+        let number = |k: &str| field(k).and_then(|s| s.parse::<f64>().ok());
         let case = field("case").unwrap_or_default();
         let size = field("size").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let messages = field("messages")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0.0);
-        let seconds = field("seconds")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(f64::NAN);
-        cases.insert((case, size), (messages, seconds));
+        cases.entry((case, size)).or_default().push(MatchboxRun {
+            messages: number("messages").unwrap_or(0.0),
+            seconds: number("seconds").unwrap_or(f64::NAN),
+            drops: number("drops").unwrap_or(0.0) as u64,
+        });
     }
     Ok(cases)
+}
+
+/// What the socket table says about one side of one case: its rates' median, spread and
+/// range, what it delivered of what was sent, and its kernel drops.
+struct SocketCase {
+    median: f64,
+    spread: f64,
+    min: f64,
+    max: f64,
+    delivered: f64,
+    drops: u64,
+}
+
+impl SocketCase {
+    fn of(rates: &mut [f64], delivered: f64, drops: u64) -> SocketCase {
+        let (median, spread) = median_spread(rates);
+        SocketCase {
+            median,
+            spread,
+            min: rates[0],
+            max: rates[rates.len() - 1],
+            delivered,
+            drops,
+        }
+    }
+    fn cell(&self) -> String {
+        format!(
+            "{:.0} ({:.0} %; {:.0}–{:.0})",
+            self.median,
+            self.spread * 100.0,
+            self.min,
+            self.max
+        )
+    }
 }
 
 fn real_sockets(quick: bool, with_matchbox: bool) {
@@ -1220,8 +1274,9 @@ fn real_sockets(quick: bool, with_matchbox: bool) {
         "
 ## Throughput over loopback UDP: rtcmesh (tokio adapter) vs matchbox_socket (webrtc-rs), A → B"
     );
+    let runs = if quick { 3 } else { 5 };
     let baseline = if with_matchbox {
-        matchbox_baseline()
+        matchbox_baseline(runs, quick)
     } else {
         Err("skipped (pass `matchbox`)".into())
     };
@@ -1233,11 +1288,11 @@ fn real_sockets(quick: bool, with_matchbox: bool) {
         .enable_all()
         .build()
         .expect("runtime");
-    let runs = if quick { 3 } else { 5 };
     runtime.block_on(async {
         // `kernel-buffers`: the sockets keep the kernel's default sizes (the figures before
         // the adapters asked for 4 MiB).
-        let mut pair = sockets::connect(std::env::args().any(|a| a == "kernel-buffers")).await;
+        let kernel_buffers = std::env::args().any(|a| a == "kernel-buffers");
+        let mut pair = sockets::connect(kernel_buffers, 1).await;
         let buffers = pair.b.socket_buffers();
         println!(
             "socket buffers granted: receive {} KiB, send {} KiB{}",
@@ -1245,52 +1300,102 @@ fn real_sockets(quick: bool, with_matchbox: bool) {
             buffers.send / 1024,
             buffers.shortfall().map_or(String::new(), |s| format!(" — {s}"))
         );
-        let mb_connect = baseline.as_ref().ok().and_then(|b| b.get(&("connect".to_owned(), 0)).map(|v| v.1));
-        println!("rtcmesh: median of {runs} runs, spread = (max − min) ÷ median; drops = datagrams the kernel dropped on either socket during all runs of the case (target 0).");
-        println!("| case | rtcmesh msg/s (median) | spread | min–max | rtcmesh MB/s | delivered | drops | datagrams per message | matchbox msg/s | rtcmesh ÷ matchbox |");
+        let mb_connect = baseline
+            .as_ref()
+            .ok()
+            .and_then(|b| b.get(&("connect".to_owned(), 0)))
+            .and_then(|runs| runs.first())
+            .map(|r| r.seconds);
+        println!(
+            "Both sides: the same message counts, {runs} runs per case; each cell is the median msg/s, its spread ((max − min) ÷ median) and range. \
+             Delivered = of everything sent in all runs. Drops = datagrams the kernel dropped for want of socket buffer space during all runs of the case \
+             (rtcmesh: `PumpStats::receive_buffer_drops` of both sockets; matchbox: `RcvbufErrors` + `SndbufErrors` of its own network namespace). \
+             Semantics: reliable = ordered and reliable on both. matchbox's unreliable channel is unordered with no retransmission and no lifetime: a message waits in its queue as long as it takes, \
+             so rtcmesh's unreliable channel (unordered) runs twice: with Godot's 1 ms lifetime, and with a 65.5 s lifetime (the longest Godot accepts), which like matchbox never drops a message for waiting."
+        );
+        println!("| case | rtcmesh msg/s: median (spread; min–max) | MB/s | delivered | drops | datagrams per message | matchbox msg/s: median (spread; min–max) | delivered | drops | rtcmesh ÷ matchbox (medians) |");
         println!("|---|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| connect (first signal → connected) | {:.1} ms | | | | | | | {} | |",
+            "| connect (first signal → connected) | {:.1} ms | | | | | {} | | | |",
             pair.connect.as_secs_f64() * 1e3,
             mb_connect.map_or("—".into(), |s| format!("{:.1} ms", s * 1e3))
         );
+        let mut long_lifetime = None;
         let (mut paced, mut saturation) = (Vec::new(), Vec::new());
-        for (mode, case) in [(TransferMode::Reliable, "reliable"), (TransferMode::Unreliable, "unreliable")] {
+        for (mode, case, lifetime) in [
+            (TransferMode::Reliable, "reliable", 1),
+            (TransferMode::Unreliable, "unreliable", 1),
+            (TransferMode::Unreliable, "unreliable", 65_535),
+        ] {
             for size in [100usize, 1_200, 16 * 1024] {
                 let count = case_count(size, quick);
+                let target = if lifetime == 1 {
+                    &mut pair
+                } else {
+                    if long_lifetime.is_none() {
+                        long_lifetime = Some(sockets::connect(kernel_buffers, lifetime).await);
+                    }
+                    long_lifetime.as_mut().expect("connected")
+                };
                 let (mut rates, mut delivered, mut drops, mut datagrams) = (Vec::new(), 0, 0, 0);
                 for _ in 0..runs {
-                    let run = sockets::transfer(&mut pair, mode, size, count, sockets::Pace::Burst).await;
+                    let run = sockets::transfer(target, mode, size, count, sockets::Pace::Burst).await;
                     rates.push(run.delivered as f64 / run.time.as_secs_f64().max(1e-9));
                     delivered += run.delivered;
                     drops += run.drops;
                     datagrams += run.datagrams;
                 }
-                let (rate, spread) = median_spread(&mut rates);
+                let ours = SocketCase::of(
+                    &mut rates,
+                    delivered as f64 / (count * runs) as f64,
+                    drops,
+                );
                 let theirs = baseline
                     .as_ref()
                     .ok()
                     .and_then(|b| b.get(&(case.to_owned(), size)))
-                    .map(|(m, s)| m / s);
+                    .filter(|runs| !runs.is_empty())
+                    .map(|runs| {
+                        let mut rates: Vec<f64> = runs
+                            .iter()
+                            .map(|r| r.messages / r.seconds.max(1e-9))
+                            .collect();
+                        let sent = (count * runs.len()) as f64;
+                        SocketCase::of(
+                            &mut rates,
+                            runs.iter().map(|r| r.messages).sum::<f64>() / sent,
+                            runs.iter().map(|r| r.drops).sum(),
+                        )
+                    });
+                let label = match (mode, lifetime) {
+                    (TransferMode::Reliable, _) => format!("reliable {size} B"),
+                    (_, 1) => format!("unreliable {size} B, 1 ms lifetime"),
+                    _ => format!("unreliable {size} B, 65.5 s lifetime"),
+                };
                 println!(
-                    "| {case} {size} B | {rate:.0} | {:.0} % | {:.0}–{:.0} | {:.1} | {:.1} % | {drops} | {:.2} | {} | {} |",
-                    spread * 100.0,
-                    rates[0],
-                    rates[rates.len() - 1],
-                    rate * size as f64 / 1e6,
-                    delivered as f64 * 100.0 / (count * runs) as f64,
+                    "| {label} | {} | {:.1} | {:.1} % | {} | {:.2} | {} | {} | {} | {} |",
+                    ours.cell(),
+                    ours.median * size as f64 / 1e6,
+                    ours.delivered * 100.0,
+                    ours.drops,
                     datagrams as f64 / delivered.max(1) as f64,
-                    theirs.map_or("—".into(), |t| format!("{t:.0}")),
-                    theirs.map_or("—".into(), |t| format!("**{:.2}×**", rate / t)),
+                    theirs.as_ref().map_or("—".into(), SocketCase::cell),
+                    theirs
+                        .as_ref()
+                        .map_or("—".into(), |t| format!("{:.1} %", t.delivered * 100.0)),
+                    theirs.as_ref().map_or("—".into(), |t| t.drops.to_string()),
+                    theirs
+                        .as_ref()
+                        .map_or("—".into(), |t| format!("**{:.2}×**", ours.median / t.median)),
                 );
                 if mode == TransferMode::Reliable {
-                    saturation.push((size, rate));
-                } else {
+                    saturation.push((size, ours.median));
+                } else if lifetime == 1 {
                     // Below saturation: half what the reliable channel carried at this size.
                     let offered = saturation
                         .iter()
                         .find(|(s, _)| *s == size)
-                        .map_or(rate, |(_, r)| *r)
+                        .map_or(ours.median, |(_, r)| *r)
                         / 2.0;
                     let run = sockets::transfer(&mut pair, mode, size, count, sockets::Pace::PerSecond(offered.max(1.0))).await;
                     paced.push((size, offered, run));
@@ -1309,6 +1414,10 @@ fn real_sockets(quick: bool, with_matchbox: bool) {
         }
         pair.a.close();
         pair.b.close();
+        if let Some(pair) = long_lifetime {
+            pair.a.close();
+            pair.b.close();
+        }
     });
 }
 
@@ -1368,6 +1477,11 @@ fn main() {
         relay::relay_cost(quick);
         return;
     }
+    if only("latency") {
+        let (p99, p999) = latency::run_all(quick, only("explain"));
+        println!("\n## Targets\n- 20 ± 5 ms, 3 % loss, rtcmesh reliable p99 {p99:.0} ms (target ≤ 150 ms), p99.9 {p999:.0} ms (target ≤ 400 ms)");
+        return;
+    }
     if only("stats") {
         let worst = throughput(quick);
         stats::run(quick);
@@ -1403,6 +1517,11 @@ fn main() {
     } else {
         f64::NAN
     };
+    let latency = if full_suite {
+        latency::run_all(quick, false)
+    } else {
+        (f64::NAN, f64::NAN)
+    };
     println!("\n## Targets");
     if in_memory {
         println!(
@@ -1418,5 +1537,6 @@ fn main() {
     }
     if full_suite {
         println!("- well-behaved peer's cost per datagram under attack ÷ alone: {hostile_ratio:.2}× (goal ≤ 1.2×)");
+        println!("- 20 ± 5 ms, 3 % loss, rtcmesh reliable p99 {:.0} ms (target ≤ 150 ms), p99.9 {:.0} ms (target ≤ 400 ms)", latency.0, latency.1);
     }
 }

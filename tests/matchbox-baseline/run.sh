@@ -14,4 +14,4 @@ ip link add v0 type veth peer name v1
 ip addr add 10.251.0.1/24 dev v0 && ip addr add 10.251.0.2/24 dev v1
 ip link set v0 up && ip link set v1 up
 ip route add 224.0.0.0/4 dev v0
-MATCHBOX_IP=10.251.0.1 timeout 240 target/release/matchbox-baseline
+MATCHBOX_IP=10.251.0.1 timeout 900 target/release/matchbox-baseline

@@ -25,3 +25,45 @@ pub use nat::{Filtering, Mapping, NatBehavior, SimNat};
 pub use sim::{LinkConditions, Node, NodeId, World};
 pub use stream::Stream;
 pub use turn_server::SimTurnServer;
+
+/// The code of `README.md` and of every page of the guide in `docs/`, compiled and run as doc
+/// tests (`cargo test -p rtcmesh-tests --doc`), so the documentation cannot drift from the code.
+/// `tests/tests/docs.rs` checks that every page is listed here and that the links between
+/// pages lead somewhere.
+#[cfg(doctest)]
+pub mod docs {
+    #[doc = include_str!("../../README.md")]
+    pub struct Readme;
+    #[doc = include_str!("../../docs/README.md")]
+    pub struct Guide;
+    #[doc = include_str!("../../docs/design.md")]
+    pub struct Design;
+    #[doc = include_str!("../../docs/godot.md")]
+    pub struct Godot;
+    #[doc = include_str!("../../docs/internet.md")]
+    pub struct Internet;
+    #[doc = include_str!("../../docs/interop.md")]
+    pub struct Interop;
+    #[doc = include_str!("../../docs/loop.md")]
+    pub struct Loop;
+    #[doc = include_str!("../../docs/mio.md")]
+    pub struct Mio;
+    #[doc = include_str!("../../docs/multiplayer.md")]
+    pub struct Multiplayer;
+    #[doc = include_str!("../../docs/network-changes.md")]
+    pub struct NetworkChanges;
+    #[doc = include_str!("../../docs/performance.md")]
+    pub struct Performance;
+    #[doc = include_str!("../../docs/reliability.md")]
+    pub struct Reliability;
+    #[doc = include_str!("../../docs/sending.md")]
+    pub struct Sending;
+    #[doc = include_str!("../../docs/signaling-server.md")]
+    pub struct SignalingServer;
+    #[doc = include_str!("../../docs/stats-and-traces.md")]
+    pub struct StatsAndTraces;
+    #[doc = include_str!("../../docs/testing.md")]
+    pub struct Testing;
+    #[doc = include_str!("../../docs/tokio.md")]
+    pub struct Tokio;
+}

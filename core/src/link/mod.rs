@@ -31,10 +31,9 @@ use str0m::channel::ChannelId;
 use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
 use crate::channels::ChannelSpec;
-use crate::demux::Route;
 use crate::error::AddPeerError;
 use crate::event::{Event, EventQueue, Packet, Transmit};
-use crate::nat::CandidateKind;
+use crate::path::{CandidateKind, Route};
 use crate::signal::Signal;
 use crate::stats::MeshStats;
 use crate::transfer::PeerId;

@@ -29,7 +29,7 @@ use smallvec::SmallVec;
 use str0m::{Candidate, CandidateKind as RtcKind, Rtc};
 
 use super::Link;
-use crate::nat::{CandidateKind, PeerPath};
+use crate::path::{CandidateKind, PeerPath};
 
 /// Remote addresses remembered per peer (ICE may try several); the least recently heard goes.
 const MAX_HEARD: usize = 8;

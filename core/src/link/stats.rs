@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::Link;
-use crate::nat::PeerPath;
+use crate::path::PeerPath;
 use crate::transfer::{PeerId, TransferMode};
 
 /// Counters of one channel of one peer, in Godot's layout order.

@@ -108,7 +108,7 @@ impl Mesh {
         self.absorb_nat();
     }
 
-    fn learn_route(&mut self, route: crate::demux::Route, key: usize) {
+    fn learn_route(&mut self, route: crate::path::Route, key: usize) {
         self.demux.learn(route, key);
         let routes = &mut self.links[key].routes;
         if !routes.contains(&route) {

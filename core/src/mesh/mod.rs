@@ -33,7 +33,8 @@ use crate::error::{AddPeerError, CreateError};
 use crate::event::{Event, EventQueue, LossReason, PendingEvents, Transmit};
 use crate::limits;
 use crate::link::{Link, LinkSetup, Loss, PeerStats, Progress, Timeouts};
-use crate::nat::{CandidateChange, IceTransportPolicy, Nat, PeerPath};
+use crate::nat::{CandidateChange, IceTransportPolicy, Nat};
+use crate::path::{PeerPath, Route};
 use crate::signal::OutgoingSignal;
 use crate::stats::MeshStats;
 use crate::timers::Timers;
@@ -697,7 +698,7 @@ impl Mesh {
     }
 
     /// Forgets the routes of link `key` that `keep` refuses.
-    fn forget_routes(&mut self, key: usize, keep: impl Fn(&Link, crate::demux::Route) -> bool) {
+    fn forget_routes(&mut self, key: usize, keep: impl Fn(&Link, Route) -> bool) {
         let link = &mut self.links[key];
         let routes = std::mem::take(&mut link.routes);
         let (kept, gone): (smallvec::SmallVec<_>, smallvec::SmallVec<[_; 2]>) =

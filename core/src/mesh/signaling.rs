@@ -12,7 +12,8 @@ use crate::allowlist;
 use crate::error::{CandidateError, SignalError};
 use crate::event::Event;
 use crate::link::{Loss, Timeouts};
-use crate::nat::{IceTransportPolicy, LocalCandidate};
+use crate::nat::IceTransportPolicy;
+use crate::path::LocalCandidate;
 use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::PeerId;
 

@@ -1,7 +1,8 @@
 //! What the multiplayer layer emits.
 
+use crate::error::IceServerError;
 use crate::event::{LossReason, Packet};
-use crate::nat::{IceServerError, LocalCandidate, PeerPath};
+use crate::path::{LocalCandidate, PeerPath};
 use crate::signal::OutgoingSignal;
 use crate::transfer::{ConnectionStatus, PeerId};
 

@@ -60,8 +60,9 @@ use smallvec::SmallVec;
 use crate::error::{AddPeerError, SignalError};
 use crate::event::{Event, EventQueue, Packet, PendingEvents, Transmit};
 use crate::limits::deadline;
+use crate::machine::Machine;
 use crate::mesh::Mesh;
-use crate::signal::Signal;
+use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::{ConnectionStatus, Mode, PeerId, SERVER_ID};
 use auth::PendingPeers;
 use exchange::Exchange;
@@ -478,5 +479,47 @@ impl Multiplayer {
     fn deliver(&mut self, packet: Packet) {
         self.stats.packets_received += 1;
         self.events.push_back(MultiplayerEvent::Packet(packet));
+    }
+}
+
+/// The multiplayer layer runs in an I/O loop as a mesh does.
+impl Machine for Multiplayer {
+    type Event = MultiplayerEvent;
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
+        Self::handle_datagram(self, now, source, destination, contents)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Self::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Self::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        Self::poll_event(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Self::poll_timeout(self)
+    }
+    fn pending_events(&self) -> PendingEvents {
+        Self::pending_events(self)
+    }
+    fn mesh(&self) -> &Mesh {
+        Self::mesh(self)
+    }
+    fn mesh_mut(&mut self) -> &mut Mesh {
+        Self::mesh_mut(self)
+    }
+    fn into_signal(event: Self::Event) -> Result<OutgoingSignal, Self::Event> {
+        match event {
+            MultiplayerEvent::Signal(signal) => Ok(signal),
+            other => Err(other),
+        }
     }
 }

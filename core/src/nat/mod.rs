@@ -8,12 +8,10 @@
 //! server; the candidates gathered go to every link.
 
 mod binding;
-mod candidate;
 mod turn;
 mod url;
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -21,10 +19,11 @@ use smallvec::SmallVec;
 use str0m::Candidate;
 use turn_client_proto::stun::types::message::Message;
 
-pub use candidate::{CandidateKind, LocalCandidate, PeerPath};
-pub use url::{IceServer, IceTransportPolicy, InvalidIceServer, MAX_ICE_SERVER_URLS};
+pub use url::{IceServer, IceTransportPolicy, MAX_ICE_SERVER_URLS};
 
+use crate::error::{IceServerError, InvalidIceServer};
 use crate::event::{Event, Transmit};
+use crate::path::{CandidateKind, LocalCandidate};
 use binding::{Binding, BindingOutcome};
 use turn::{PeerBytes, Relay, RelayEvent, RelayInput};
 use url::{ConfiguredServer, ServerHost, ServerKind};
@@ -33,48 +32,6 @@ use url::{ConfiguredServer, ServerHost, ServerKind};
 /// ([`Mesh::set_ice_server_addresses`](crate::Mesh::set_ice_server_addresses)) before it is
 /// reported as [`IceServerError::Unresolved`].
 const RESOLVE_WAIT: Duration = Duration::from_secs(10);
-
-/// Why an ICE server did not serve ([`Event::IceServerFailed`](crate::Event::IceServerFailed)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IceServerError {
-    /// The host name was not resolved: the adapter's lookup failed, or (sans-IO) nobody called
-    /// `set_ice_server_addresses` within 10 s.
-    Unresolved,
-    /// No answer within 5 s of retransmissions (wrong address or port, a firewall), or no
-    /// host candidate of the server's address family to reach it from.
-    Unreachable,
-    /// The TURN server refused the username or credential (401).
-    Unauthorized,
-    /// The TURN server has no allocation left for this user (486).
-    QuotaReached,
-    /// The server refused with this STUN error code (403 forbidden, 508 out of capacity, …).
-    Refused(u16),
-    /// A TURN allocation that existed is gone (the server forgot it, or our NAT mapping to the
-    /// server changed); a new one is being made and peers get its candidate.
-    AllocationLost,
-}
-
-impl fmt::Display for IceServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IceServerError::Unresolved => f.write_str("the host name could not be resolved"),
-            IceServerError::Unreachable => {
-                f.write_str("no answer from the server: check its address, port and firewall")
-            }
-            IceServerError::Unauthorized => {
-                f.write_str("the TURN server refused the username or credential")
-            }
-            IceServerError::QuotaReached => {
-                f.write_str("the TURN server's allocation quota for this user is reached")
-            }
-            IceServerError::Refused(code) => write!(f, "the server refused (error {code})"),
-            IceServerError::AllocationLost => {
-                f.write_str("the TURN allocation was lost; allocating a new one")
-            }
-        }
-    }
-}
 
 /// Maps the mesh's `Instant`s onto the `sans_io_time::Instant` the STUN/TURN crates use,
 /// counting from the first time the mesh was given (never from the real clock).

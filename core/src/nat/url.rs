@@ -1,8 +1,9 @@
 //! ICE server configuration in the shape Godot's `WebRTCPeerConnection.initialize` and the
 //! W3C `RTCIceServer` take it, and the URL parsing behind it (RFC 7064 `stun:`, RFC 7065 `turn:`).
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+
+use crate::error::InvalidIceServer;
 
 /// One entry of Godot's / the W3C's `iceServers`: one or more URLs of the same server, with the
 /// long-term credential a TURN server needs.
@@ -62,62 +63,8 @@ pub enum IceTransportPolicy {
     Relay,
 }
 
-/// Why an ICE server entry was refused when the mesh was created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum InvalidIceServer {
-    /// An [`IceServer`] with no URL.
-    NoUrls,
-    /// The scheme is neither `stun:` nor `turn:`.
-    UnknownScheme,
-    /// `stuns:` / `turns:` (STUN or TURN over TLS) are not supported yet: use `stun:` / `turn:`
-    /// over UDP.
-    TlsNotSupported,
-    /// `?transport=tcp`: TURN over TCP is not supported yet; use `?transport=udp` (or none).
-    TcpNotSupported,
-    /// A query other than `?transport=udp|tcp` (a `stun:` URL takes none).
-    BadQuery,
-    /// The host is empty or not a valid IP literal or host name.
-    BadHost,
-    /// The port is not a number within 1..=65535.
-    BadPort,
-    /// A `turn:` URL without a username or credential.
-    MissingCredentials,
-    /// More URLs than [`MAX_ICE_SERVER_URLS`] in total.
-    TooMany,
-    /// `IceTransportPolicy::Relay` without any `turn:` URL: nothing could ever connect.
-    RelayWithoutTurn,
-}
-
 /// The most ICE server URLs a mesh takes (each costs a request every few seconds).
 pub const MAX_ICE_SERVER_URLS: usize = 16;
-
-impl fmt::Display for InvalidIceServer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            InvalidIceServer::NoUrls => "the entry has no URL",
-            InvalidIceServer::UnknownScheme => "the scheme must be stun: or turn:",
-            InvalidIceServer::TlsNotSupported => {
-                "stuns:/turns: (TLS) is not supported yet: use stun:/turn: over UDP"
-            }
-            InvalidIceServer::TcpNotSupported => {
-                "TURN over TCP is not supported yet: use ?transport=udp or no query"
-            }
-            InvalidIceServer::BadQuery => "the only query allowed is ?transport=udp on turn:",
-            InvalidIceServer::BadHost => "the host is not an IP address or a host name",
-            InvalidIceServer::BadPort => "the port must be a number within 1..=65535",
-            InvalidIceServer::MissingCredentials => {
-                "a turn: server needs a username and a credential"
-            }
-            InvalidIceServer::TooMany => "too many ICE server URLs (at most 16)",
-            InvalidIceServer::RelayWithoutTurn => {
-                "ice_transport_policy Relay needs at least one turn: server"
-            }
-        })
-    }
-}
-
-impl std::error::Error for InvalidIceServer {}
 
 /// STUN only, or TURN (which answers STUN too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,12 @@
 //! Two native `matchbox_socket` peers (webrtc-rs) in one process, connected through an
 //! in-process `matchbox_signaling` full-mesh server, doing the transfers rtcmesh's benchmark
-//! does over loopback: A → B, 100 B / 1,200 B / 16 KiB, reliable and unreliable. Prints one
-//! `MATCHBOX case=… size=… messages=… sent=… seconds=…` line per case (and `case=connect`).
+//! does over loopback: A → B, 100 B / 1,200 B / 16 KiB, reliable and unreliable, each
+//! `MATCHBOX_RUNS` times (default 5) with the message counts the benchmark gives in
+//! `MATCHBOX_COUNTS` (`<100 B>,<1,200 B>,<16 KiB>`, default `20000,20000,2000`). Prints one
+//! `MATCHBOX case=… size=… run=… messages=… sent=… seconds=… drops=…` line per run (and
+//! `case=connect`). `drops` are the UDP datagrams the kernel dropped for want of socket buffer
+//! space during the run (`RcvbufErrors` + `SndbufErrors` of `/proc/net/snmp`: the process runs
+//! alone in its network namespace, so they are its own sockets').
 //! Run it through `run.sh`, which provides the network namespace webrtc-rs needs.
 
 use std::net::SocketAddr;
@@ -13,9 +18,36 @@ use matchbox_socket::{ChannelConfig, PeerState, WebRtcSocket};
 const RELIABLE: usize = 0;
 const UNRELIABLE: usize = 1;
 
+/// UDP datagrams dropped by the kernel for want of buffer space, in this network namespace.
+fn kernel_drops() -> u64 {
+    let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .filter(|(name, _)| *name == "RcvbufErrors" || *name == "SndbufErrors")
+        .filter_map(|(_, value)| value.parse::<u64>().ok())
+        .sum()
+}
+
 #[tokio::main]
 async fn main() {
     let ip = std::env::var("MATCHBOX_IP").unwrap_or_else(|_| "127.0.0.1".into());
+    let runs: usize = std::env::var("MATCHBOX_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let counts: Vec<usize> = std::env::var("MATCHBOX_COUNTS")
+        .unwrap_or_else(|_| "20000,20000,2000".into())
+        .split(',')
+        .map(|c| c.parse().expect("MATCHBOX_COUNTS: three numbers"))
+        .collect();
+    assert_eq!(counts.len(), 3, "MATCHBOX_COUNTS: three numbers");
     let addr: SocketAddr = format!("{ip}:39117").parse().expect("address");
     let server = SignalingServer::full_mesh_builder(addr).build();
     tokio::spawn(server.serve());
@@ -54,41 +86,49 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     for (case, channel) in [("reliable", RELIABLE), ("unreliable", UNRELIABLE)] {
-        for size in [100usize, 1_200, 16 * 1024] {
-            let count = if size > 10_000 { 2_000 } else { 20_000 };
-            let payload: matchbox_socket::Packet = vec![0x42u8; size].into();
-            let started = Instant::now();
-            let mut sent = 0;
-            let mut got = 0;
-            let mut last = started;
-            let mut quiet_since = Instant::now();
-            let quiet = Duration::from_millis(if channel == RELIABLE { 10_000 } else { 500 });
-            while got < count {
-                // Send in bursts of 64, then let the runtime move data (matchbox queues
-                // unboundedly, so the burst size is the only pacing there is).
-                if sent < count {
-                    for _ in 0..64.min(count - sent) {
-                        a.channel_mut(channel).send(payload.clone(), to_b);
-                        sent += 1;
+        for (size, count) in [100usize, 1_200, 16 * 1024].into_iter().zip(counts.clone()) {
+            for run in 0..runs {
+                let payload: matchbox_socket::Packet = vec![0x42u8; size].into();
+                let drops_before = kernel_drops();
+                let started = Instant::now();
+                let mut sent = 0;
+                let mut got = 0;
+                let mut last = started;
+                let mut quiet_since = Instant::now();
+                let quiet = Duration::from_millis(if channel == RELIABLE { 10_000 } else { 500 });
+                while got < count {
+                    // Send in bursts of 64, then let the runtime move data (matchbox queues
+                    // unboundedly, so the burst size is the only pacing there is).
+                    if sent < count {
+                        for _ in 0..64.min(count - sent) {
+                            a.channel_mut(channel).send(payload.clone(), to_b);
+                            sent += 1;
+                        }
+                    }
+                    tokio::task::yield_now().await;
+                    let n = b.channel_mut(channel).receive().len();
+                    if n > 0 {
+                        got += n;
+                        last = Instant::now();
+                        quiet_since = last;
+                    } else {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                        if sent == count && quiet_since.elapsed() > quiet {
+                            break;
+                        }
                     }
                 }
-                tokio::task::yield_now().await;
-                let n = b.channel_mut(channel).receive().len();
-                if n > 0 {
-                    got += n;
-                    last = Instant::now();
-                    quiet_since = last;
-                } else {
-                    tokio::time::sleep(Duration::from_micros(200)).await;
-                    if sent == count && quiet_since.elapsed() > quiet {
-                        break;
-                    }
+                // What a previous unreliable run left behind must not count for the next.
+                if channel == UNRELIABLE {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    b.channel_mut(channel).receive();
                 }
+                println!(
+                    "MATCHBOX case={case} size={size} run={run} messages={got} sent={sent} seconds={} drops={}",
+                    (last - started).as_secs_f64(),
+                    kernel_drops() - drops_before
+                );
             }
-            println!(
-                "MATCHBOX case={case} size={size} messages={got} sent={sent} seconds={}",
-                (last - started).as_secs_f64()
-            );
         }
     }
 }

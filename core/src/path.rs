@@ -1,8 +1,12 @@
-//! What the application sees of ICE candidates: the local ones gathered from servers, and the
-//! kinds of the two ends of the path a peer's traffic takes.
+//! The vocabulary of paths, shared by the mesh, its links and the NAT module: the kinds of ICE
+//! candidates, the local ones gathered from servers, the path a peer's traffic takes, and the
+//! address pair a datagram arrives on.
 
 use std::fmt;
 use std::net::SocketAddr;
+
+/// A datagram's (remote source, local destination) address pair: what the mesh routes on.
+pub(crate) type Route = (SocketAddr, SocketAddr);
 
 /// The kind of an ICE candidate (W3C `RTCIceCandidateType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,0 +1,373 @@
+//! The README and the guide in `docs/` stay true: their Rust code runs as doc tests (the
+//! `docs` module of `tests/src/lib.rs`), and these checks keep the rest from drifting: every
+//! page is doc-tested, every link between pages leads to a file and a heading, and every shell
+//! command is one CI runs or names only options the tool has.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_path_buf()
+}
+
+/// README.md and every page of the guide.
+fn pages() -> Vec<PathBuf> {
+    let mut pages = vec![root().join("README.md")];
+    let mut guide: Vec<PathBuf> = fs::read_dir(root().join("docs"))
+        .expect("docs/")
+        .map(|entry| entry.expect("docs/ entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "md"))
+        .collect();
+    guide.sort();
+    pages.extend(guide);
+    pages.extend(["core", "io-tokio", "io-mio"].map(|c| root().join(c).join("README.md")));
+    pages.retain(|p| p.exists());
+    pages
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn name(path: &Path) -> String {
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// A fenced code block: its info string and its lines.
+struct Block {
+    info: String,
+    line: usize,
+    code: Vec<String>,
+}
+
+fn blocks(text: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut open: Option<Block> = None;
+    for (i, line) in text.lines().enumerate() {
+        if let Some(rest) = line.trim_start().strip_prefix("```") {
+            match open.take() {
+                Some(block) => blocks.push(block),
+                None => {
+                    open = Some(Block {
+                        info: rest.trim().to_string(),
+                        line: i + 1,
+                        code: Vec::new(),
+                    })
+                }
+            }
+        } else if let Some(block) = open.as_mut() {
+            block.code.push(line.to_string());
+        }
+    }
+    assert!(open.is_none(), "a code block is never closed");
+    blocks
+}
+
+/// The text outside code blocks.
+fn prose(text: &str) -> String {
+    let mut inside = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            inside = !inside;
+        } else if !inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// GitHub's anchor for a heading: lower case, spaces to hyphens, punctuation dropped.
+fn slug(heading: &str) -> String {
+    heading
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            '-' | '_' => Some(c),
+            c if c.is_alphanumeric() => Some(c.to_lowercase().next().unwrap_or(c)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for line in prose(text).lines() {
+        let Some(heading) = line.strip_prefix('#') else {
+            continue;
+        };
+        let heading = heading.trim_start_matches('#').trim();
+        let base = slug(heading);
+        let mut anchor = base.clone();
+        let mut n = 0;
+        while seen.contains(&anchor) {
+            n += 1;
+            anchor = format!("{base}-{n}");
+        }
+        seen.insert(anchor);
+    }
+    seen
+}
+
+/// The targets of the inline links `[text](target)` in the prose.
+fn links(text: &str) -> Vec<String> {
+    let prose = prose(text);
+    let mut links = Vec::new();
+    let mut rest = prose.as_str();
+    while let Some(at) = rest.find("](") {
+        rest = &rest[at + 2..];
+        if let Some(end) = rest.find(')') {
+            links.push(rest[..end].to_string());
+        }
+    }
+    links
+}
+
+#[test]
+fn every_page_of_the_guide_runs_as_a_doc_test() {
+    let lib = read(&root().join("tests/src/lib.rs"));
+    for page in pages() {
+        let relative = name(&page);
+        let include = format!("include_str!(\"../../{relative}\")");
+        assert!(
+            lib.contains(&include),
+            "{relative} is not doc-tested: add `#[doc = {include}]` to the docs module of tests/src/lib.rs"
+        );
+    }
+}
+
+#[test]
+fn every_link_between_pages_leads_to_a_file_and_a_heading() {
+    let mut broken = Vec::new();
+    for page in pages() {
+        let text = read(&page);
+        for link in links(&text) {
+            if link.starts_with("http://") || link.starts_with("https://") {
+                continue;
+            }
+            let (file, anchor) = link.split_once('#').unwrap_or((&link, ""));
+            let target = if file.is_empty() {
+                page.clone()
+            } else {
+                page.parent().expect("a directory").join(file)
+            };
+            if !target.exists() {
+                broken.push(format!("{}: {link}: no such file", name(&page)));
+                continue;
+            }
+            if anchor.is_empty() {
+                continue;
+            }
+            if target.extension().is_some_and(|e| e == "md") {
+                if !anchors(&read(&target)).contains(anchor) {
+                    broken.push(format!("{}: {link}: no such heading", name(&page)));
+                }
+            } else {
+                broken.push(format!(
+                    "{}: {link}: an anchor into a non-markdown file",
+                    name(&page)
+                ));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// Every code block says what it is: `rust` (run as a doc test), `sh` (checked below) or
+/// `text` (output, a layout, a configuration file).
+#[test]
+fn every_code_block_is_rust_shell_or_text() {
+    let mut wrong = Vec::new();
+    for page in pages() {
+        for block in blocks(&read(&page)) {
+            let lang = block.info.split(',').next().unwrap_or("");
+            let ok = match lang {
+                "rust" => !block.info.contains("ignore"),
+                "sh" | "text" => true,
+                _ => false,
+            };
+            if !ok {
+                wrong.push(format!("{}:{}: ```{}", name(&page), block.line, block.info));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "code blocks must be ```rust (no `ignore`: doc tests run them), ```sh or ```text:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The shell commands, joined across continuation lines, without comments.
+fn commands(block: &Block) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in &block.code {
+        let line = line.split(" #").next().unwrap_or("").trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part.trim());
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                commands.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    commands
+}
+
+/// The `--options` of a command line.
+fn options(command: &str) -> Vec<&str> {
+    command
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .map(|w| w.split('=').next().unwrap_or(w))
+        .collect()
+}
+
+/// Shell commands cannot drift either: a `cargo` command is one `.ci/run` runs verbatim, or
+/// one whose package, example and binary exist; `rtcmesh-signal` and `turnserver` (coturn)
+/// lines name only options the binary has, or the NAT lab passes to coturn.
+#[test]
+fn every_shell_command_is_run_by_ci_or_names_real_options() {
+    let ci = read(&root().join(".ci/run"));
+    let signal = read(&root().join("io-tokio/src/bin/rtcmesh-signal.rs"));
+    let natlab = read(&root().join("interop/natlab/run.sh"));
+    let mut wrong = Vec::new();
+    for page in pages() {
+        for block in blocks(&read(&page)).iter().filter(|b| b.info == "sh") {
+            for command in commands(block) {
+                let program = command.split_whitespace().next().unwrap_or("");
+                let problem = match program {
+                    "cargo" => cargo_problem(&command, &ci),
+                    "rtcmesh-signal" => options(&command)
+                        .into_iter()
+                        .find(|o| !signal.contains(&format!("\"{o}\"")))
+                        .map(|o| format!("rtcmesh-signal has no option {o}")),
+                    "turnserver" => options(&command)
+                        .into_iter()
+                        .find(|o| !natlab.contains(o))
+                        .map(|o| format!("the NAT lab never runs coturn with {o}")),
+                    _ => Some(format!("no check knows `{program}`: add one here")),
+                };
+                if let Some(problem) = problem {
+                    wrong.push(format!(
+                        "{}:{}: {command}: {problem}",
+                        name(&page),
+                        block.line
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "shell commands:\n{}", wrong.join("\n"));
+}
+
+/// Whether a line of `.ci/run` is `command`, alone or followed by redirections or a pipe.
+fn runs_verbatim(ci: &str, command: &str) -> bool {
+    ci.lines().map(str::trim).any(|line| {
+        line.strip_prefix(command)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+    })
+}
+
+/// `None` when `.ci/run` runs the command verbatim, or when the package, example or binary it
+/// names exists in the workspace.
+fn cargo_problem(command: &str, ci: &str) -> Option<String> {
+    if runs_verbatim(ci, command) {
+        return None;
+    }
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let after = |flag: &str| {
+        words
+            .iter()
+            .position(|w| *w == flag)
+            .and_then(|i| words.get(i + 1))
+    };
+    let package = match after("-p") {
+        Some(p) => match *p {
+            "rtcmesh" => "core",
+            "rtcmesh-tokio" => "io-tokio",
+            "rtcmesh-mio" => "io-mio",
+            "rtcmesh-tests" => "tests",
+            other => return Some(format!("no package {other}")),
+        },
+        None => "",
+    };
+    let dirs: Vec<PathBuf> = if package.is_empty() {
+        ["core", "io-tokio", "io-mio", "tests"]
+            .iter()
+            .map(|d| root().join(d))
+            .collect()
+    } else {
+        vec![root().join(package)]
+    };
+    if let Some(example) = after("--example") {
+        let found = dirs.iter().any(|d| {
+            d.join("examples").join(format!("{example}.rs")).exists()
+                || d.join("examples").join(example).join("main.rs").exists()
+        });
+        if !found {
+            return Some(format!("no example {example}"));
+        }
+    }
+    if let Some(bin) = after("--bin") {
+        if !dirs
+            .iter()
+            .any(|d| d.join("src/bin").join(format!("{bin}.rs")).exists())
+        {
+            return Some(format!("no binary {bin}"));
+        }
+    }
+    if let Some(test) = after("--test") {
+        if !dirs
+            .iter()
+            .any(|d| d.join("tests").join(format!("{test}.rs")).exists())
+        {
+            return Some(format!("no test {test}"));
+        }
+    }
+    None
+}
+
+#[test]
+fn the_readme_s_two_commands_are_what_ci_runs() {
+    let ci = read(&root().join(".ci/run"));
+    let readme = read(&root().join("README.md"));
+    for command in [
+        "cargo run --release --example loopback_mesh",
+        "cargo test --workspace",
+    ] {
+        assert!(readme.contains(command), "README.md shows `{command}`");
+        assert!(
+            runs_verbatim(&ci, command),
+            ".ci/run runs `{command}` verbatim"
+        );
+    }
+}
+
+#[test]
+fn anchors_follow_github() {
+    assert_eq!(slug("Godot → rtcmesh"), "godot--rtcmesh");
+    assert_eq!(
+        slug("Reliability: hostile peers and careless callers"),
+        "reliability-hostile-peers-and-careless-callers"
+    );
+    assert_eq!(
+        slug("With mio: in a `Poll` you own"),
+        "with-mio-in-a-poll-you-own"
+    );
+}
