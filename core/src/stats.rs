@@ -53,7 +53,9 @@ pub struct MeshStats {
     /// New offers refused as [`SignalError::TooManyOffers`](crate::SignalError::TooManyOffers).
     pub offers_rate_limited: u64,
     /// Incoming messages larger than [`MeshConfig::max_packet_size`](crate::MeshConfig::max_packet_size)
-    /// (dropped; SCTP lets a remote send up to 256 KiB).
+    /// that got past SCTP (dropped). The mesh advertises that size as its `a=max-message-size`
+    /// and SCTP enforces it, ending the association of a peer that sends more: this stays 0
+    /// unless the two disagree.
     pub packets_too_large: u64,
     /// Datagrams sent to peers through our TURN allocations.
     pub datagrams_relayed_sent: u64,

@@ -140,6 +140,9 @@ impl Mesh {
         let mut rtc_config = Rtc::builder()
             .set_dtls_cert(cert)
             .set_sctp_max_buffered_amount(config.sctp_send_buffer)
+            // Advertised as `a=max-message-size` and enforced by SCTP on receipt: senders
+            // refuse larger packets instead of having them acknowledged and then dropped.
+            .set_sctp_max_message_size(u32::try_from(config.max_packet_size).unwrap_or(u32::MAX))
             .set_mtu(config.mtu..=config.mtu.max(str0m::DATAGRAM_MTU_WARN))
             // str0m's stats event carries the ICE round-trip time and the selected pair.
             .set_stats_interval(config.measurement_interval())
