@@ -18,7 +18,7 @@ const LABELS = ['reliable', 'ordered', 'unreliable', '4'];
 
 // libdatachannel's own log, kept per join and shown for a join that failed.
 let log = [];
-nodeDataChannel.initLogger('Warning', (level, message) => log.push(`${level}: ${message}`));
+nodeDataChannel.initLogger(process.env.NDC_LOG || 'Warning', (level, message) => log.push(`${level}: ${message}`));
 
 function join(n) {
   return new Promise((resolve) => {
@@ -45,6 +45,7 @@ function join(n) {
     ws.onopen = () => signal(0, 1, lobby);
     ws.onmessage = (frame) => {
       const m = JSON.parse(frame.data);
+      if (m.type !== 6) at(`signal ${m.type} from ${m.id}`);
       if (m.type === 2 && m.id === 1) {
         at('host announced: offering');
         pc = new nodeDataChannel.PeerConnection(`godot-native-${n}`, {
@@ -54,7 +55,12 @@ function join(n) {
           disableAutoNegotiation: true,
         });
         pc.onStateChange((s) => at(`state ${s}`));
-        pc.onLocalDescription((sdp, type) => signal(type.toLowerCase() === 'offer' ? 4 : 5, 1, sdp));
+        pc.onIceStateChange((s) => at(`ice ${s}`));
+        pc.onGatheringStateChange((s) => at(`gathering ${s}`));
+        pc.onLocalDescription((sdp, type) => {
+          at(`local ${type} sent`);
+          signal(type.toLowerCase() === 'offer' ? 4 : 5, 1, sdp);
+        });
         // Godot's demo sends "mid\nindex\ncandidate".
         pc.onLocalCandidate((candidate, mid) => signal(6, 1, `${mid}\n0\n${candidate.replace(/^a=/, '')}`));
         const specs = [
@@ -79,11 +85,20 @@ function join(n) {
         });
         pc.setLocalDescription('offer');
       } else if (m.type === 5 && m.id === 1) {
-        at('answer applied');
-        pc.setRemoteDescription(m.data, 'answer');
+        at('answer received');
+        try {
+          pc.setRemoteDescription(m.data, 'answer');
+        } catch (e) {
+          finish(false, `the answer was refused: ${e.message}`);
+        }
       } else if (m.type === 6 && m.id === 1) {
         const [mid, , candidate] = m.data.split('\n');
-        pc.addRemoteCandidate(candidate, mid);
+        at(`candidate received: ${candidate}`);
+        try {
+          pc.addRemoteCandidate(candidate, mid);
+        } catch (e) {
+          finish(false, `a candidate was refused: ${e.message}`);
+        }
       }
     };
   });
@@ -101,7 +116,7 @@ for (let n = 1; n <= joins; n += 1) {
     failed += 1;
     console.log(`godot-native: join ${n} FAILED: ${r.why}`);
     for (const e of r.events) console.log(`  ${e}`);
-    for (const l of log.slice(-20)) console.log(`  libdatachannel ${l}`);
+    for (const l of log.slice(-(Number(process.env.NDC_LOG_LINES) || 20))) console.log(`  libdatachannel ${l}`);
   }
 }
 times.sort((a, b) => a - b);

@@ -3,7 +3,7 @@
 /// Counters since the mesh was created, read with [`Mesh::stats`](crate::Mesh::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MeshStats {
-    /// Datagrams handed to `handle_datagram`.
+    /// Datagrams handed to `handle_datagram`: from peers, from ICE servers, relayed.
     pub datagrams_received: u64,
     /// Datagrams routed to a peer by the address map without a scan.
     pub datagrams_routed: u64,
@@ -13,7 +13,10 @@ pub struct MeshStats {
     pub datagrams_unroutable: u64,
     /// Datagrams a peer accepted but failed to process (dropped; the peer keeps running).
     pub datagrams_rejected: u64,
-    /// Datagrams emitted for sending.
+    /// Datagrams handed out by `poll_transmit`, the counterpart of `datagrams_received`: to
+    /// peers, to ICE servers (STUN and TURN requests), relayed ones once each as wrapped for
+    /// the TURN server. A datagram dropped before it (waiting for a TURN permission) is not
+    /// counted: see `datagrams_relay_dropped`.
     pub datagrams_sent: u64,
     /// Packets handed to a data channel's SCTP stream (a broadcast counts once per peer).
     pub packets_sent: u64,

@@ -675,3 +675,25 @@ fn a_relay_only_host_keeps_accepting_players_long_after_many_have_come_and_gone(
     }));
     assert!(packet_arrives(&mut world, late, host, b"still open"));
 }
+
+/// Issue 25: `datagrams_sent` counted only what links emitted, not the mesh's own STUN and
+/// TURN requests, while `datagrams_received` counted everything: a mesh that only talks to
+/// its ICE servers showed answers received and nothing sent.
+#[test]
+fn datagrams_sent_and_received_both_count_ice_server_traffic() {
+    let mut world = world_with_server();
+    let config = with_servers(vec![stun(&world), turn(&world)]);
+    let a = world.add(mesh(1, &config));
+    world.run_for(Duration::from_secs(30));
+    assert!(!gathered(&world, a, CandidateKind::Relayed).is_empty());
+    let stats = world.nodes[a].mesh.stats();
+    assert!(stats.datagrams_received > 0);
+    // Only a and the server on the wire, nothing lost: every datagram delivered is one a sent
+    // or received (a's last requests may still be on their way).
+    let counted = stats.datagrams_sent + stats.datagrams_received;
+    let delivered = world.datagrams_delivered;
+    assert!(
+        (delivered..=delivered + 2).contains(&counted),
+        "{counted} counted, {delivered} delivered: {stats:?}"
+    );
+}

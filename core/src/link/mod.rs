@@ -413,7 +413,6 @@ impl Link {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
-                    sink.stats.datagrams_sent += 1;
                     let t = Transmit {
                         destination: t.destination,
                         source: t.source,

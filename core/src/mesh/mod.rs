@@ -316,6 +316,16 @@ impl Mesh {
     /// (once for the whole burst). Datagrams for a TURN server come out already wrapped, so
     /// every datagram leaves from the one socket.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.next_transmit();
+        if t.is_some() {
+            self.stats.datagrams_sent += 1;
+        }
+        t
+    }
+
+    /// The next datagram for the socket: the links' (relayed ones wrapped for their TURN
+    /// server) and the ICE servers' own requests.
+    fn next_transmit(&mut self) -> Option<Transmit> {
         self.flush_dirty();
         loop {
             let Some(t) = self.transmits.pop_front() else {

@@ -129,8 +129,7 @@ enum State {
     Closed,
 }
 
-/// The allocation on one TURN server.
-#[derive(Debug)]
+/// The allocation on one TURN server. (`Debug` by hand: without the credential.)
 pub(super) struct Relay {
     server: SocketAddr,
     local: SocketAddr,
@@ -160,6 +159,23 @@ pub(super) struct Relay {
     events: VecDeque<RelayEvent>,
     /// Datagrams dropped for want of a permission (parking full, permission refused).
     pub dropped: u64,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("server", &self.server)
+            .field("local", &self.local)
+            .field("username", &self.username)
+            .field("credential", &super::url::Redacted(&self.credential))
+            .field("state", &self.state)
+            .field("parked", &self.parked.len())
+            .field("channels", &self.channels.len())
+            .field("permissions", &self.permissions.len())
+            .field("backoff", &self.backoff)
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Relay {
