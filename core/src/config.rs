@@ -9,12 +9,48 @@ use crate::error::CreateError;
 use crate::limits::Limits;
 use crate::transfer::TransferMode;
 
+/// Chainable `with_*` setters, one per public field of a configuration struct: callers write
+/// `Config::default().with_x(..)`, and since the structs are `#[non_exhaustive]`, a new field
+/// never breaks them. (Used by the adapter crates too.)
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __config_setters {
+    ($ty:ty { $($setter:ident => $field:ident: $t:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), "), for chaining.")]
+                #[must_use]
+                pub fn $setter(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 /// The most a TURN Send indication adds to a datagram (IPv6 peer address, padding).
 const TURN_OVERHEAD: usize = 52;
 
 /// Settings shared by every peer of one mesh. `MeshConfig::default()` matches Godot with no extra
-/// channels; every field is documented with why its default was chosen.
+/// channels; every field is documented with why its default was chosen. Start from the default
+/// and change what you need with the `with_*` setters (or by assigning fields): new settings
+/// are added without breaking that code.
+///
+/// ```
+/// # use rtcmesh::*;
+/// # use std::time::Duration;
+/// let config = MeshConfig::default()
+///     .with_channels(vec![TransferMode::Reliable]) // Godot's channels_config: one extra channel
+///     .with_peer_timeout(Duration::from_secs(8));
+/// assert_eq!(config.channels.len(), 1);
+/// let mut config = config;
+/// config.max_packet_size = 16 * 1024; // fields can be set directly too
+/// # let _ = Mesh::create_mesh(2, config)?;
+/// # Ok::<(), CreateError>(())
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct MeshConfig {
     /// Godot's `channels_config`: one extra channel per entry, with that transfer mode.
     pub channels: Vec<TransferMode>,
@@ -167,12 +203,11 @@ impl Default for MeshConfig {
 }
 
 impl MeshConfig {
-    /// A default configuration with these extra channels (Godot's `channels_config`).
-    pub fn with_channels(channels: impl Into<Vec<TransferMode>>) -> Self {
-        MeshConfig {
-            channels: channels.into(),
-            ..MeshConfig::default()
-        }
+    /// Sets the extra channels (Godot's `channels_config`), for chaining.
+    #[must_use]
+    pub fn with_channels(mut self, channels: impl Into<Vec<TransferMode>>) -> Self {
+        self.channels = channels.into();
+        self
     }
 
     pub(crate) fn validate(&self) -> Result<(), CreateError> {
@@ -271,3 +306,27 @@ impl MeshConfig {
         })
     }
 }
+
+crate::__config_setters!(MeshConfig {
+    with_connect_timeout => connect_timeout: Duration,
+    with_connect_retry_interval => connect_retry_interval: Duration,
+    with_disconnect_grace => disconnect_grace: Duration,
+    with_peer_timeout => peer_timeout: Duration,
+    with_stun_max_rto => stun_max_rto: Duration,
+    with_stun_max_retransmits => stun_max_retransmits: usize,
+    with_max_packet_size => max_packet_size: usize,
+    with_max_queued_bytes => max_queued_bytes: usize,
+    with_sctp_send_buffer => sctp_send_buffer: usize,
+    with_sctp_send_buffer_min => sctp_send_buffer_min: usize,
+    with_mtu => mtu: usize,
+    with_dtls_cert => dtls_cert: Option<DtlsCert>,
+    with_remote_allowlist => remote_allowlist: Option<Vec<crate::IpPrefix>>,
+    with_ice_restart_after => ice_restart_after: Option<Duration>,
+    with_ice_restart_interval => ice_restart_interval: Duration,
+    with_max_ice_restarts => max_ice_restarts: u32,
+    with_peer_move_after => peer_move_after: Duration,
+    with_stats_interval => stats_interval: Option<Duration>,
+    with_limits => limits: Limits,
+    with_ice_servers => ice_servers: Vec<crate::IceServer>,
+    with_ice_transport_policy => ice_transport_policy: crate::IceTransportPolicy,
+});

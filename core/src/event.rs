@@ -12,6 +12,7 @@ use crate::transfer::{ConnectionStatus, PeerId, TransferMode};
 /// Something the application should know about, drained with [`Mesh::poll_event`](crate::Mesh::poll_event).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub enum Event {
     /// All of this peer's channels are open (Godot's `peer_connected`). Fires once per peer.
     PeerConnected(PeerId),

@@ -29,7 +29,14 @@ pub(crate) const MIN_QUEUED_PACKET_CHARGE: usize = 64;
 /// Bounds on what one remote peer, and the signals it sends, can make a mesh hold or do
 /// ([`MeshConfig::limits`](crate::MeshConfig::limits)). The defaults leave room for every
 /// well-behaved WebRTC stack; each field says what happens past it.
+///
+/// ```
+/// # use rtcmesh::*;
+/// let config = MeshConfig::default().with_limits(Limits::default().with_max_remote_candidates(8));
+/// assert_eq!(config.limits.max_remote_candidates, 8);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Remote ICE candidates one connection keeps: trickled, inside an offer or answer, and
     /// peer-reflexive ones (a datagram from an address the peer never announced). str0m keeps
@@ -104,7 +111,15 @@ impl Limits {
 
 /// Bounds on what peers can make a [`Multiplayer`](crate::Multiplayer) hold
 /// ([`MultiplayerConfig::limits`](crate::MultiplayerConfig::limits)).
+///
+/// ```
+/// # use rtcmesh::*;
+/// let limits = MultiplayerLimits::default().with_max_relayed_peers(64);
+/// let config = MultiplayerConfig::default().with_limits(limits);
+/// assert_eq!(config.limits.max_relayed_peers, 64);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MultiplayerLimits {
     /// Authentication bytes accepted from one peer while it authenticates (the sum of its
     /// `send_auth` payloads). Past it, authentication fails as on a timeout
@@ -307,3 +322,17 @@ mod tests {
         assert!(!back.allows(t0, 1, Duration::from_secs(1)));
     }
 }
+
+crate::__config_setters!(Limits {
+    with_max_remote_candidates => max_remote_candidates: usize,
+    with_max_refused_channels => max_refused_channels: u32,
+    with_max_sdp_len => max_sdp_len: usize,
+    with_max_candidate_len => max_candidate_len: usize,
+    with_renegotiation_burst => renegotiation_burst: u32,
+    with_renegotiation_interval => renegotiation_interval: Duration,
+});
+
+crate::__config_setters!(MultiplayerLimits {
+    with_max_auth_bytes => max_auth_bytes: usize,
+    with_max_relayed_peers => max_relayed_peers: usize,
+});

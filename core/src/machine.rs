@@ -1,15 +1,38 @@
-//! The one interface an I/O loop needs: feed datagrams and time in, drain datagrams, events and
-//! the next deadline out. [`Mesh`] implements it, and so does anything layered on a mesh, so the
-//! adapters (`rtcmesh-tokio`, `rtcmesh-mio`) drive either without knowing which.
+//! The one interface an I/O loop needs: feed datagrams, time and commands in, drain datagrams,
+//! events and the next deadline out. [`Mesh`] implements it, and so does anything layered on a
+//! mesh ([`Multiplayer`](crate::Multiplayer)), so the adapters (`rtcmesh-tokio`, `rtcmesh-mio`)
+//! and the lobby glue drive either without knowing which, and no command skips a layer.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::error::{AddPeerError, SendError, SignalError};
 use crate::event::{Event, PendingEvents, Transmit};
 use crate::mesh::Mesh;
-use crate::signal::OutgoingSignal;
+use crate::signal::{OutgoingSignal, Signal};
+use crate::transfer::{PeerId, Target, TransferMode};
 
-/// A sans-IO machine an event loop can drive over one UDP socket.
+/// A sans-IO machine an event loop can drive over one UDP socket: I/O in and out, and the
+/// commands an application or signaling glue gives it. Every command goes to the outermost
+/// layer, which passes it down: a [`Multiplayer`](crate::Multiplayer) sees the peers it adds and
+/// the signals it applies, and frames what it sends.
+///
+/// ```
+/// # use rtcmesh::*;
+/// # use std::time::Instant;
+/// /// Glue that works for a bare mesh and for the multiplayer layer alike.
+/// fn meet<M: Machine>(machine: &mut M, now: Instant, peer: PeerId) -> Result<(), AddPeerError> {
+///     if !machine.mesh().has_peer(peer) {
+///         machine.add_peer(now, peer, 1)?;
+///     }
+///     Ok(())
+/// }
+/// let mut mesh = Mesh::create_mesh(2, MeshConfig::default())?;
+/// meet(&mut mesh, Instant::now(), 1)?;
+/// let mut mp = Multiplayer::new(Mesh::create_server(MeshConfig::default())?, Default::default());
+/// meet(&mut mp, Instant::now(), 3)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Machine {
     /// What the machine reports to the application.
     type Event;
@@ -37,9 +60,41 @@ pub trait Machine {
     fn pending_events(&self) -> PendingEvents {
         self.mesh().pending_events()
     }
-    /// The mesh underneath, for peer management and signals.
+    /// Godot's `add_peer(peer, unreliable_lifetime)` (see [`Mesh::add_peer`]).
+    fn add_peer(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        unreliable_lifetime_ms: i32,
+    ) -> Result<(), AddPeerError>;
+    /// Godot's `remove_peer` (see [`Mesh::remove_peer`]). Returns whether the peer existed.
+    fn remove_peer(&mut self, peer: PeerId) -> bool;
+    /// Godot's `disconnect_peer(peer, force)` (see [`Mesh::disconnect_peer`]).
+    fn disconnect_peer(&mut self, peer: PeerId, force: bool) -> bool;
+    /// Passes a signal received from `from` (see [`Mesh::handle_signal`]).
+    fn handle_signal(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        signal: Signal,
+    ) -> Result<(), SignalError>;
+    /// Sends `data` as this machine sends application packets: [`Mesh::send`] on a mesh,
+    /// [`Multiplayer::send_bytes`](crate::Multiplayer::send_bytes) (framed, relayed in client
+    /// mode) on the multiplayer layer.
+    fn send(
+        &mut self,
+        target: Target,
+        mode: TransferMode,
+        channel: u16,
+        data: &[u8],
+    ) -> Result<(), SendError>;
+    /// Godot's `close` (see [`Mesh::close`]).
+    fn close(&mut self);
+    /// The mesh underneath, for queries (peers, stats, status).
     fn mesh(&self) -> &Mesh;
-    /// The mesh underneath, mutably.
+    /// The mesh underneath, mutably, for its configuration of the socket and the network (host
+    /// candidates, ICE server addresses). Commands go through this trait's own methods, so that
+    /// a layer on the mesh sees them.
     fn mesh_mut(&mut self) -> &mut Mesh;
     /// Takes an event apart into the signal it carries, or gives it back unchanged. Signaling
     /// glue uses this to deliver signals itself and pass every other event on.
@@ -69,6 +124,40 @@ impl Machine for Mesh {
     }
     fn poll_timeout(&self) -> Option<Instant> {
         Mesh::poll_timeout(self)
+    }
+    fn add_peer(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        unreliable_lifetime_ms: i32,
+    ) -> Result<(), AddPeerError> {
+        Mesh::add_peer(self, now, peer, unreliable_lifetime_ms)
+    }
+    fn remove_peer(&mut self, peer: PeerId) -> bool {
+        Mesh::remove_peer(self, peer)
+    }
+    fn disconnect_peer(&mut self, peer: PeerId, force: bool) -> bool {
+        Mesh::disconnect_peer(self, peer, force)
+    }
+    fn handle_signal(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        signal: Signal,
+    ) -> Result<(), SignalError> {
+        Mesh::handle_signal(self, now, from, signal)
+    }
+    fn send(
+        &mut self,
+        target: Target,
+        mode: TransferMode,
+        channel: u16,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        Mesh::send(self, target, mode, channel, data)
+    }
+    fn close(&mut self) {
+        Mesh::close(self)
     }
     fn mesh(&self) -> &Mesh {
         self

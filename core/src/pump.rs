@@ -30,6 +30,7 @@ pub struct DatagramPump {
 
 /// Counters kept by a [`DatagramPump`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PumpStats {
     /// Datagrams read from the socket and handed to the machine.
     pub received: u64,
@@ -399,6 +400,8 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
     }
 
+    use crate::{AddPeerError, PeerId, SendError, Signal, SignalError, Target, TransferMode};
+
     /// A machine with a scripted list of datagrams, to check the transmit queue exactly.
     struct Script(Mesh, std::collections::VecDeque<Transmit>);
 
@@ -415,6 +418,22 @@ mod tests {
         fn poll_timeout(&self) -> Option<Instant> {
             None
         }
+        fn add_peer(&mut self, _: Instant, _: PeerId, _: i32) -> Result<(), AddPeerError> {
+            Err(AddPeerError::Closed)
+        }
+        fn remove_peer(&mut self, _: PeerId) -> bool {
+            false
+        }
+        fn disconnect_peer(&mut self, _: PeerId, _: bool) -> bool {
+            false
+        }
+        fn handle_signal(&mut self, _: Instant, _: PeerId, _: Signal) -> Result<(), SignalError> {
+            Err(SignalError::Closed)
+        }
+        fn send(&mut self, _: Target, _: TransferMode, _: u16, _: &[u8]) -> Result<(), SendError> {
+            Err(SendError::Disconnected)
+        }
+        fn close(&mut self) {}
         fn mesh(&self) -> &Mesh {
             &self.0
         }

@@ -2,6 +2,7 @@
 
 /// Counters since the mesh was created, read with [`Mesh::stats`](crate::Mesh::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MeshStats {
     /// Datagrams handed to `handle_datagram`: from peers, from ICE servers, relayed.
     pub datagrams_received: u64,

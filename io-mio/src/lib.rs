@@ -74,8 +74,15 @@ use rtcmesh::{
 pub use rtcmesh;
 
 /// Where a [`MioEndpoint`]'s socket binds, its buffers, and how much it holds for a slow
-/// application.
+/// application. Start from the default and change what you need with the `with_*` setters.
+///
+/// ```
+/// # use rtcmesh_mio::MioConfig;
+/// let config = MioConfig::default().with_max_pending_events(256);
+/// assert_eq!(config.max_pending_events, 256);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct MioConfig {
     /// The socket's address. Default `127.0.0.1:0`.
     pub bind: SocketAddr,
@@ -105,6 +112,15 @@ impl Default for MioConfig {
         }
     }
 }
+
+rtcmesh::__config_setters!(MioConfig {
+    with_bind => bind: SocketAddr,
+    with_announce => announce: Option<IpAddr>,
+    with_receive_buffer => receive_buffer: usize,
+    with_send_buffer => send_buffer: usize,
+    with_max_pending_events => max_pending_events: usize,
+    with_max_pending_bytes => max_pending_bytes: usize,
+});
 
 /// One UDP socket in the caller's `mio::Poll`, driving one [`Machine`].
 #[derive(Debug)]
@@ -290,10 +306,9 @@ impl<M: Machine> MioEndpoint<M> {
     /// Socket-side counters (datagrams sent, received, `WouldBlock`s, errors), with the
     /// kernel's count of dropped datagrams read now.
     pub fn stats(&self) -> PumpStats {
-        PumpStats {
-            receive_buffer_drops: socket::receive_drops(&self.socket),
-            ..self.pump.stats()
-        }
+        let mut stats = self.pump.stats();
+        stats.receive_buffer_drops = socket::receive_drops(&self.socket);
+        stats
     }
 
     /// Replaces the socket with a new one bound to `bind` (the network changed, or a NAT stopped

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
-use rtcmesh::{Event, Machine, Mesh, MeshConfig, OutgoingSignal, Target, TransferMode, Transmit};
+use rtcmesh::{
+    AddPeerError, Event, Machine, Mesh, MeshConfig, OutgoingSignal, PeerId, SendError, Signal,
+    SignalError, Target, TransferMode, Transmit,
+};
 use rtcmesh_mio::{MioConfig, MioEndpoint};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -39,6 +42,24 @@ impl Machine for CountDtls {
     }
     fn poll_timeout(&self) -> Option<Instant> {
         self.mesh.poll_timeout()
+    }
+    fn add_peer(&mut self, now: Instant, peer: PeerId, lifetime: i32) -> Result<(), AddPeerError> {
+        self.mesh.add_peer(now, peer, lifetime)
+    }
+    fn remove_peer(&mut self, peer: PeerId) -> bool {
+        self.mesh.remove_peer(peer)
+    }
+    fn disconnect_peer(&mut self, peer: PeerId, force: bool) -> bool {
+        self.mesh.disconnect_peer(peer, force)
+    }
+    fn handle_signal(&mut self, now: Instant, from: PeerId, s: Signal) -> Result<(), SignalError> {
+        self.mesh.handle_signal(now, from, s)
+    }
+    fn send(&mut self, to: Target, mode: TransferMode, ch: u16, d: &[u8]) -> Result<(), SendError> {
+        self.mesh.send(to, mode, ch, d)
+    }
+    fn close(&mut self) {
+        self.mesh.close()
     }
     fn mesh(&self) -> &Mesh {
         &self.mesh
@@ -226,11 +247,11 @@ fn after_a_quiet_spell_a_small_send_is_one_datagram_not_two() {
 fn a_flood_the_application_does_not_read_stays_bounded_and_every_reliable_packet_arrives() {
     const FLOOD: u32 = 3_000;
     const MAX_EVENTS: usize = 32;
-    let mut pair = Pair::with(MioConfig {
-        max_pending_events: MAX_EVENTS,
-        receive_buffer: 256 * 1024,
-        ..MioConfig::default()
-    });
+    let mut pair = Pair::with(
+        MioConfig::default()
+            .with_max_pending_events(MAX_EVENTS)
+            .with_receive_buffer(256 * 1024),
+    );
     let mut next = 0u32;
     let mut flood = |pair: &mut Pair| {
         while next < FLOOD {

@@ -42,10 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size: usize = size.parse()?;
     let count: usize = count.parse()?;
     let (me, them) = if sender { (2, 1) } else { (1, 2) };
-    let endpoint = EndpointConfig {
-        bind: SocketAddr::new(bind, 0),
-        ..EndpointConfig::default()
-    };
+    let endpoint = EndpointConfig::default().with_bind(SocketAddr::new(bind, 0));
     let (handle, mut events) =
         Endpoint::spawn(endpoint, Mesh::create_mesh(me, MeshConfig::default())?).await?;
     handle.add_peer(them, 1).await?;

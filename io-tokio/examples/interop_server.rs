@@ -60,21 +60,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = SignalServer::bind_with(SocketAddr::new(ip, 0), config).await?;
     let mut roots = rtcmesh_tokio::rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone())?;
-    let options = JoinOptions {
-        tls: Some(client_tls(roots)?),
-        mesh: false,
-        config: MeshConfig {
-            channels: vec![TransferMode::Reliable],
-            remote_allowlist: allowlist,
-            ..MeshConfig::default()
-        },
-        endpoint: EndpointConfig {
-            bind: SocketAddr::new(ip, 0),
-            announce: None,
-            ..EndpointConfig::default()
-        },
-        ..JoinOptions::default()
-    };
+    let options = JoinOptions::default()
+        .with_tls(Some(client_tls(roots)?))
+        .with_mesh(false)
+        .with_config(
+            MeshConfig::default()
+                .with_channels(vec![TransferMode::Reliable])
+                .with_remote_allowlist(allowlist),
+        )
+        .with_endpoint(
+            EndpointConfig::default()
+                .with_bind(SocketAddr::new(ip, 0))
+                .with_announce(None),
+        );
     let mut host = join_with(&server.url(), "", options, |mesh| {
         Multiplayer::new(mesh, MultiplayerConfig::default())
     })
@@ -107,10 +105,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                     }
                 }
-                Some(MultiplayerEvent::IceRestartStarted(id)) => {
+                Some(MultiplayerEvent::Mesh(rtcmesh::Event::IceRestartStarted(id))) => {
                     println!("server: ICE restart of {id} started at {:.0?}", started.elapsed());
                 }
-                Some(MultiplayerEvent::IceRestartEnded { peer, path }) => println!(
+                Some(MultiplayerEvent::Mesh(rtcmesh::Event::IceRestartEnded { peer, path })) => println!(
                     "server: ICE restart of {peer} ended at {:.0?} on {path}",
                     started.elapsed()
                 ),

@@ -101,10 +101,9 @@ async fn run() -> Result<(), String> {
     .await
     .map_err(|e| format!("signaling server: {e}"))?;
     println!("signaling server on {}", server.url());
-    let options = JoinOptions {
-        config: MeshConfig::with_channels([TransferMode::Reliable, TransferMode::Unreliable]),
-        ..JoinOptions::default()
-    };
+    let options = JoinOptions::default().with_config(
+        MeshConfig::default().with_channels([TransferMode::Reliable, TransferMode::Unreliable]),
+    );
 
     let mut sessions = Vec::new();
     let host = join(&server.url(), "", options.clone())

@@ -72,22 +72,17 @@ async fn run() -> Result<(), String> {
     };
     let bind: IpAddr = bind.parse().map_err(|e| format!("bind address: {e}"))?;
     let others: usize = peers.parse().map_err(|e| format!("peer count: {e}"))?;
-    let options = JoinOptions {
-        mesh: true,
-        config: MeshConfig {
-            ice_servers: vec![
-                IceServer::stun(stun.clone()),
-                IceServer::turn(turn.clone(), user.clone(), credential.clone()),
-            ],
-            ..MeshConfig::default()
-        },
-        endpoint: EndpointConfig {
-            bind: SocketAddr::new(bind, 0),
-            announce: None,
-            ..EndpointConfig::default()
-        },
-        ..JoinOptions::default()
-    };
+    let options = JoinOptions::default()
+        .with_mesh(true)
+        .with_config(MeshConfig::default().with_ice_servers(vec![
+            IceServer::stun(stun.clone()),
+            IceServer::turn(turn.clone(), user.clone(), credential.clone()),
+        ]))
+        .with_endpoint(
+            EndpointConfig::default()
+                .with_bind(SocketAddr::new(bind, 0))
+                .with_announce(None),
+        );
     let lobby = if lobby == "-" { "" } else { lobby.as_str() };
     let mut session = join(url, lobby, options)
         .await

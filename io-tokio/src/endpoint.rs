@@ -35,8 +35,18 @@ struct SocketSetup {
     send_buffer: usize,
 }
 
-/// The endpoint's socket, and how much it buffers for a slow application.
+/// The endpoint's socket, and how much it buffers for a slow application. Start from the
+/// default and change what you need with the `with_*` setters (new settings never break that).
+///
+/// ```
+/// # use rtcmesh_tokio::EndpointConfig;
+/// let config = EndpointConfig::default()
+///     .with_bind("0.0.0.0:7000".parse().unwrap())
+///     .with_announce(Some("192.0.2.10".parse().unwrap())); // the address peers reach us at
+/// assert_eq!(config.event_capacity, 1024);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EndpointConfig {
     /// The socket's address. Default `127.0.0.1:0`: loopback, an ephemeral port.
     pub bind: SocketAddr,
@@ -76,6 +86,15 @@ impl Default for EndpointConfig {
         }
     }
 }
+
+rtcmesh::__config_setters!(EndpointConfig {
+    with_bind => bind: SocketAddr,
+    with_announce => announce: Option<IpAddr>,
+    with_receive_buffer => receive_buffer: usize,
+    with_send_buffer => send_buffer: usize,
+    with_event_capacity => event_capacity: usize,
+    with_command_capacity => command_capacity: usize,
+});
 
 /// The endpoint's task is gone: the machine was closed or the socket failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +261,7 @@ async fn run<M: Machine>(
             Wake::Command(None) | Wake::Close => break,
         }
     }
-    machine.mesh_mut().close();
+    machine.close();
     forward(&mut machine, &events);
     // Best effort: the close notifications go out if the socket takes them now.
     let _ = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
@@ -368,19 +387,19 @@ impl<M: Machine + 'static> Handle<M> {
 
     /// Godot's `add_peer(id, unreliable_lifetime)`.
     pub async fn add_peer(&self, id: PeerId, unreliable_lifetime: i32) -> Result<(), AddPeerError> {
-        self.call(move |m, now| m.mesh_mut().add_peer(now, id, unreliable_lifetime))
+        self.call(move |m, now| m.add_peer(now, id, unreliable_lifetime))
             .await
             .unwrap_or(Err(AddPeerError::Closed))
     }
 
     /// Removes a peer (its connection is closed; `PeerDisconnected` follows if it was connected).
     pub async fn remove_peer(&self, id: PeerId) -> Result<bool, Closed> {
-        self.call(move |m, _| m.mesh_mut().remove_peer(id)).await
+        self.call(move |m, _| m.remove_peer(id)).await
     }
 
     /// Passes a signal from `from` (when the application carries signals itself).
     pub async fn handle_signal(&self, from: PeerId, signal: Signal) -> Result<(), SignalError> {
-        self.call(move |m, now| m.mesh_mut().handle_signal(now, from, signal))
+        self.call(move |m, now| m.handle_signal(now, from, signal))
             .await
             .unwrap_or(Err(SignalError::Closed))
     }
@@ -391,23 +410,11 @@ impl<M: Machine + 'static> Handle<M> {
         self.close.notify_one();
     }
 
-    /// Sends every packet of `packets` with `send` in one turn of the loop, returning each
-    /// packet's result in order (every one `Err(Disconnected)` once the loop has stopped).
-    async fn send_each(
-        &self,
-        packets: Vec<OutgoingPacket>,
-        send: fn(&mut M, &OutgoingPacket) -> Result<(), SendError>,
-    ) -> Vec<Result<(), SendError>> {
-        let count = packets.len();
-        self.call(move |m, _| packets.iter().map(|p| send(m, p)).collect())
-            .await
-            .unwrap_or_else(|Closed| vec![Err(SendError::Disconnected); count])
-    }
-}
-
-impl Handle<Mesh> {
-    /// Sends `data` to `target` (see [`Mesh::send`]). One round trip to the loop per packet:
-    /// for several packets at once (a game tick), [`send_many`](Handle::send_many) costs one.
+    /// Sends `data` to `target` as the machine sends application packets ([`Mesh::send`];
+    /// on the multiplayer layer, framed and relayed as
+    /// [`Multiplayer::send_bytes`](rtcmesh::Multiplayer::send_bytes)). One round trip to the
+    /// loop per packet: for several packets at once (a game tick),
+    /// [`send_many`](Handle::send_many) costs one.
     pub async fn send(
         &self,
         target: Target,
@@ -423,17 +430,25 @@ impl Handle<Mesh> {
 
     /// Sends a batch in one turn of the loop (one wake-up, one round trip), returning each
     /// packet's result in order: a [`SendError::QueueFull`] refuses only that packet (send it
-    /// again later), the others still go. Memory stays bounded: the mesh queues at most
-    /// `max_queued_bytes` per peer and refuses the rest.
+    /// again later), the others still go (every one `Err(Disconnected)` once the loop has
+    /// stopped). Memory stays bounded: the mesh queues at most `max_queued_bytes` per peer and
+    /// refuses the rest.
     pub async fn send_many(&self, packets: Vec<OutgoingPacket>) -> Vec<Result<(), SendError>> {
-        self.send_each(packets, |m, p| m.send(p.target, p.mode, p.channel, &p.data))
-            .await
+        let count = packets.len();
+        self.call(move |m, _| {
+            packets
+                .iter()
+                .map(|p| m.send(p.target, p.mode, p.channel, &p.data))
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|Closed| vec![Err(SendError::Disconnected); count])
     }
 }
 
 impl Handle<rtcmesh::Multiplayer> {
-    /// SceneMultiplayer's `send_bytes` (see [`rtcmesh::Multiplayer::send_bytes`]): relayed
-    /// through the server in client mode.
+    /// SceneMultiplayer's name for [`send`](Handle::send) (see
+    /// [`rtcmesh::Multiplayer::send_bytes`]): relayed through the server in client mode.
     pub async fn send_bytes(
         &self,
         target: Target,
@@ -441,22 +456,15 @@ impl Handle<rtcmesh::Multiplayer> {
         channel: u16,
         data: impl Into<Vec<u8>>,
     ) -> Result<(), SendError> {
-        let data = data.into();
-        self.call(move |m, _| m.send_bytes(target, mode, channel, &data))
-            .await
-            .unwrap_or(Err(SendError::Disconnected))
+        self.send(target, mode, channel, data).await
     }
 
-    /// [`send_bytes`](Handle::send_bytes) for a batch, in one turn of the loop; see
-    /// [`Handle::send_many`].
+    /// [`send_many`](Handle::send_many) under SceneMultiplayer's name.
     pub async fn send_bytes_many(
         &self,
         packets: Vec<OutgoingPacket>,
     ) -> Vec<Result<(), SendError>> {
-        self.send_each(packets, |m, p| {
-            m.send_bytes(p.target, p.mode, p.channel, &p.data)
-        })
-        .await
+        self.send_many(packets).await
     }
 }
 

@@ -23,8 +23,17 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// rest is trickled).
 const GATHERING_WAIT: Duration = Duration::from_secs(2);
 
-/// How to join.
+/// How to join. Start from the default and change what you need with the `with_*` setters.
+///
+/// ```
+/// # use rtcmesh_tokio::{JoinOptions, rtcmesh::MeshConfig};
+/// let options = JoinOptions::default()
+///     .with_mesh(false) // a client/server lobby: the host is the server (id 1)
+///     .with_config(MeshConfig::default().with_channels(vec![]));
+/// assert_eq!(options.unreliable_lifetime, 1);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct JoinOptions {
     /// `true` (default): a mesh lobby, everyone connects to everyone. `false`: a client/server
     /// lobby, the host is the server (id 1) and the others are its clients.
@@ -55,6 +64,15 @@ impl Default for JoinOptions {
         }
     }
 }
+
+rtcmesh::__config_setters!(JoinOptions {
+    with_mesh => mesh: bool,
+    with_config => config: MeshConfig,
+    with_endpoint => endpoint: EndpointConfig,
+    with_unreliable_lifetime => unreliable_lifetime: i32,
+    with_timeout => timeout: Duration,
+    with_tls => tls: Option<Arc<rustls::ClientConfig>>,
+});
 
 /// Why joining failed.
 #[derive(Debug)]
@@ -287,7 +305,7 @@ async fn apply<M: Machine + 'static>(
     rejected: &AtomicU64,
 ) {
     let applied = handle
-        .call(move |m, now| LobbyClient::apply(&event, m.mesh_mut(), now, lifetime))
+        .call(move |m, now| LobbyClient::apply(&event, m, now, lifetime))
         .await;
     if !matches!(applied, Ok(Ok(()))) {
         rejected.fetch_add(1, Ordering::Relaxed);

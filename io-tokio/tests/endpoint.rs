@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtcmesh::{
-    Event, Machine, Mesh, MeshConfig, OutgoingSignal, SendError, Target, TransferMode, Transmit,
+    AddPeerError, Event, Machine, Mesh, MeshConfig, OutgoingSignal, PeerId, SendError, Signal,
+    SignalError, Target, TransferMode, Transmit,
 };
 use rtcmesh_tokio::{Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 
@@ -42,6 +43,24 @@ impl Machine for CountDtls {
     fn poll_timeout(&self) -> Option<Instant> {
         self.mesh.poll_timeout()
     }
+    fn add_peer(&mut self, now: Instant, peer: PeerId, lifetime: i32) -> Result<(), AddPeerError> {
+        self.mesh.add_peer(now, peer, lifetime)
+    }
+    fn remove_peer(&mut self, peer: PeerId) -> bool {
+        self.mesh.remove_peer(peer)
+    }
+    fn disconnect_peer(&mut self, peer: PeerId, force: bool) -> bool {
+        self.mesh.disconnect_peer(peer, force)
+    }
+    fn handle_signal(&mut self, now: Instant, from: PeerId, s: Signal) -> Result<(), SignalError> {
+        self.mesh.handle_signal(now, from, s)
+    }
+    fn send(&mut self, to: Target, mode: TransferMode, ch: u16, d: &[u8]) -> Result<(), SendError> {
+        self.mesh.send(to, mode, ch, d)
+    }
+    fn close(&mut self) {
+        self.mesh.close()
+    }
     fn mesh(&self) -> &Mesh {
         &self.mesh
     }
@@ -69,11 +88,11 @@ where
         .await
         .expect("a");
     let (b, mut b_events) = Endpoint::spawn(config, make_b(mesh(1))).await.expect("b");
-    b.call(|m, now| m.mesh_mut().add_peer(now, 2, 1))
+    b.call(|m, now| m.add_peer(now, 2, 1))
         .await
         .expect("b running")
         .expect("add peer");
-    a.call(|m, now| m.mesh_mut().add_peer(now, 1, 1))
+    a.call(|m, now| m.add_peer(now, 1, 1))
         .await
         .expect("a running")
         .expect("add peer");
@@ -82,12 +101,12 @@ where
     while !(a_up && b_up) {
         tokio::select! {
             Some(e) = a_events.recv() => match e {
-                Event::Signal(s) => b.call(move |m, now| m.mesh_mut().handle_signal(now, 2, s.signal)).await.expect("b").expect("signal"),
+                Event::Signal(s) => b.call(move |m, now| m.handle_signal(now, 2, s.signal)).await.expect("b").expect("signal"),
                 Event::PeerConnected(_) => a_up = true,
                 _ => {}
             },
             Some(e) = b_events.recv() => match e {
-                Event::Signal(s) => a.call(move |m, now| m.mesh_mut().handle_signal(now, 1, s.signal)).await.expect("a").expect("signal"),
+                Event::Signal(s) => a.call(move |m, now| m.handle_signal(now, 1, s.signal)).await.expect("a").expect("signal"),
                 Event::PeerConnected(_) => b_up = true,
                 _ => {}
             },
@@ -170,11 +189,9 @@ async fn after_a_quiet_spell_a_small_send_is_one_datagram_not_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_the_application_does_not_read_stays_bounded_and_every_reliable_packet_arrives() {
     const FLOOD: u32 = 3_000;
-    let config = EndpointConfig {
-        event_capacity: 64,
-        receive_buffer: 256 * 1024,
-        ..EndpointConfig::default()
-    };
+    let config = EndpointConfig::default()
+        .with_event_capacity(64)
+        .with_receive_buffer(256 * 1024);
     let (a, _a_events, b, mut b_events) = pair(|m| m, |m| m, config).await;
     assert_eq!(b_events.capacity(), 64);
 
@@ -317,10 +334,7 @@ async fn the_endpoint_reports_its_socket_buffers_and_kernel_drops() {
         );
     }
     // Far above any cap the kernel allows: granted less, and the report says which setting.
-    let huge = EndpointConfig {
-        receive_buffer: 1 << 30,
-        ..EndpointConfig::default()
-    };
+    let huge = EndpointConfig::default().with_receive_buffer(1 << 30);
     let mesh = Mesh::create_mesh(2, MeshConfig::default()).expect("mesh");
     let (handle, _events) = Endpoint::spawn(huge, mesh).await.expect("endpoint");
     let warning = handle.socket_buffers().shortfall().expect("shortfall");

@@ -120,10 +120,7 @@ async fn three_peers_form_a_mesh_through_the_signaling_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_with_three_clients_one_leaves_and_the_others_are_told() {
     let server = server().await;
-    let options = JoinOptions {
-        mesh: false,
-        ..JoinOptions::default()
-    };
+    let options = JoinOptions::default().with_mesh(false);
     let mut host = join(&server.url(), "", options.clone())
         .await
         .expect("server joins");
@@ -215,14 +212,11 @@ async fn server_with_three_clients_one_leaves_and_the_others_are_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_peer_is_detected_within_peer_timeout_and_the_rest_keep_exchanging() {
     let peer_timeout = Duration::from_secs(2);
-    let options = JoinOptions {
-        config: MeshConfig {
-            peer_timeout,
-            stun_max_rto: Duration::from_millis(500),
-            ..MeshConfig::default()
-        },
-        ..JoinOptions::default()
-    };
+    let options = JoinOptions::default().with_config(
+        MeshConfig::default()
+            .with_peer_timeout(peer_timeout)
+            .with_stun_max_rto(Duration::from_millis(500)),
+    );
     let server = server().await;
     let mut a = join(&server.url(), "", options.clone())
         .await
@@ -420,10 +414,7 @@ async fn clients_reach_each_other_through_the_server_relay_over_real_sockets() {
     use rtcmesh_tokio::join_with;
     let layer = |mesh| Multiplayer::new(mesh, MultiplayerConfig::default());
     let server = server().await;
-    let options = JoinOptions {
-        mesh: false,
-        ..JoinOptions::default()
-    };
+    let options = JoinOptions::default().with_mesh(false);
     let host = join_with(&server.url(), "", options.clone(), layer)
         .await
         .expect("server");

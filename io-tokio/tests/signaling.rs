@@ -319,10 +319,7 @@ async fn peers_form_a_mesh_over_wss_with_a_generated_certificate() {
     .await;
     let url = server.url_for("localhost");
     assert!(url.starts_with("wss://localhost:"));
-    let options = JoinOptions {
-        tls: Some(trusting(der)),
-        ..JoinOptions::default()
-    };
+    let options = JoinOptions::default().with_tls(Some(trusting(der)));
     let mut host = join(&url, "", options.clone())
         .await
         .expect("host over wss");

@@ -233,11 +233,9 @@ fn mesh_config() -> MeshConfig {
     let min = std::env::args()
         .find_map(|a| a.strip_prefix("min=").and_then(|v| v.parse::<usize>().ok()))
         .map_or(defaults.sctp_send_buffer_min, |kib| kib * 1024);
-    MeshConfig {
-        dtls_cert: Some(shared_cert()),
-        sctp_send_buffer_min: min,
-        ..defaults
-    }
+    defaults
+        .with_dtls_cert(Some(shared_cert()))
+        .with_sctp_send_buffer_min(min)
 }
 
 fn shared_cert() -> rtcmesh::str0m::config::DtlsCert {
@@ -611,10 +609,7 @@ fn throughput(quick: bool) -> f64 {
     );
     println!("| channel | size | raw str0m msg/s | rtcmesh msg/s | rtcmesh MB/s | rtcmesh ÷ raw | rtcmesh, queue off, msg/s | queue off ÷ raw |");
     println!("|---|---|---|---|---|---|---|---|");
-    let no_queue = MeshConfig {
-        max_queued_bytes: 0,
-        ..mesh_config()
-    };
+    let no_queue = mesh_config().with_max_queued_bytes(0);
     let mut worst = f64::INFINITY;
     for mode in [
         TransferMode::Reliable,
@@ -1014,23 +1009,18 @@ mod sockets {
     /// `kernel_buffers`, the sockets keep the kernel's default buffer sizes (for comparison).
     /// `lifetime` is the packet lifetime (ms) of the partially reliable channels (Godot: 1).
     pub async fn connect(kernel_buffers: bool, lifetime: i32) -> Loopback {
-        let cfg = MeshConfig {
-            dtls_cert: Some(shared_cert()),
-            ..MeshConfig::default()
-        };
-        let endpoint = EndpointConfig {
-            receive_buffer: if kernel_buffers {
+        let cfg = MeshConfig::default().with_dtls_cert(Some(shared_cert()));
+        let endpoint = EndpointConfig::default()
+            .with_receive_buffer(if kernel_buffers {
                 0
             } else {
                 rtcmesh::SOCKET_BUFFER
-            },
-            send_buffer: if kernel_buffers {
+            })
+            .with_send_buffer(if kernel_buffers {
                 0
             } else {
                 rtcmesh::SOCKET_BUFFER
-            },
-            ..EndpointConfig::default()
-        };
+            });
         let (a, mut a_events) = Endpoint::spawn(
             endpoint.clone(),
             Mesh::create_mesh(2, cfg.clone()).expect("mesh"),
@@ -1448,13 +1438,7 @@ fn main() {
     {
         let mut pair = match side.as_str() {
             "raw" => Pair::raw(Duration::ZERO, mesh_config().sctp_send_buffer_min),
-            "noqueue" => Pair::mesh(
-                Duration::ZERO,
-                &MeshConfig {
-                    max_queued_bytes: 0,
-                    ..mesh_config()
-                },
-            ),
+            "noqueue" => Pair::mesh(Duration::ZERO, &mesh_config().with_max_queued_bytes(0)),
             _ => Pair::mesh(Duration::ZERO, &mesh_config()),
         };
         let size = std::env::args()

@@ -178,14 +178,11 @@ fn main() {
     let start = Instant::now();
     let listen: std::net::SocketAddr = "127.250.0.1:3478".parse().unwrap();
     let mut server = rtcmesh_tests::SimTurnServer::new(listen, &[("fuzz", "fuzz")], start);
-    let config = MeshConfig {
-        ice_servers: vec![rtcmesh::IceServer::turn(
-            format!("turn:{listen}"),
-            "fuzz",
-            "fuzz",
-        )],
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default().with_ice_servers(vec![rtcmesh::IceServer::turn(
+        format!("turn:{listen}"),
+        "fuzz",
+        "fuzz",
+    )]);
     let mut m = Mesh::create_mesh(1, config).unwrap();
     m.add_host_candidate(a_addr).unwrap();
     m.handle_timeout(start);

@@ -16,7 +16,8 @@ const ROUNDS: usize = 200;
 
 fn main() -> ExitCode {
     let wall = Instant::now();
-    let config = MeshConfig::with_channels([TransferMode::Reliable, TransferMode::Unreliable]);
+    let config =
+        MeshConfig::default().with_channels([TransferMode::Reliable, TransferMode::Unreliable]);
     let ids = [1, 2, 3, 4];
     let mut world = World::mesh(&ids, &config);
     world.introduce_all();

@@ -340,27 +340,27 @@ struct Settings {
 
 impl Settings {
     fn config(&self) -> MeshConfig {
-        MeshConfig {
-            connect_timeout: self.connect_timeout.get(),
-            connect_retry_interval: self.connect_retry_interval.get(),
-            disconnect_grace: self.disconnect_grace.get(),
-            peer_timeout: self.peer_timeout.get(),
-            stun_max_rto: self.stun_max_rto.get(),
-            limits: rtcmesh::Limits {
-                max_remote_candidates: usize::from(self.max_remote_candidates),
-                max_refused_channels: u32::from(self.max_refused_channels),
-                max_sdp_len: usize::from(self.max_sdp_len),
-                max_candidate_len: usize::from(self.max_candidate_len),
-                renegotiation_burst: u32::from(self.renegotiation_burst),
-                renegotiation_interval: self.renegotiation_interval.get(),
-            },
-            ice_restart_after: self.ice_restart_after.map(Span::get),
-            ice_restart_interval: self.ice_restart_interval.get(),
-            max_ice_restarts: u32::from(self.max_ice_restarts),
-            peer_move_after: self.peer_move_after.get(),
-            stats_interval: self.stats_interval.map(Span::get),
-            ..MeshConfig::with_channels([TransferMode::Unreliable])
-        }
+        MeshConfig::default()
+            .with_channels([TransferMode::Unreliable])
+            .with_connect_timeout(self.connect_timeout.get())
+            .with_connect_retry_interval(self.connect_retry_interval.get())
+            .with_disconnect_grace(self.disconnect_grace.get())
+            .with_peer_timeout(self.peer_timeout.get())
+            .with_stun_max_rto(self.stun_max_rto.get())
+            .with_limits(
+                rtcmesh::Limits::default()
+                    .with_max_remote_candidates(usize::from(self.max_remote_candidates))
+                    .with_max_refused_channels(u32::from(self.max_refused_channels))
+                    .with_max_sdp_len(usize::from(self.max_sdp_len))
+                    .with_max_candidate_len(usize::from(self.max_candidate_len))
+                    .with_renegotiation_burst(u32::from(self.renegotiation_burst))
+                    .with_renegotiation_interval(self.renegotiation_interval.get()),
+            )
+            .with_ice_restart_after(self.ice_restart_after.map(Span::get))
+            .with_ice_restart_interval(self.ice_restart_interval.get())
+            .with_max_ice_restarts(u32::from(self.max_ice_restarts))
+            .with_peer_move_after(self.peer_move_after.get())
+            .with_stats_interval(self.stats_interval.map(Span::get))
     }
 }
 
@@ -408,8 +408,13 @@ pub fn commands(data: &[u8]) {
             machines.resize_with(3, || None);
         }
         let slot = &mut machines[mode];
-        let default =
-            || machine(mode, MeshConfig::with_channels([TransferMode::Unreliable])).expect("valid");
+        let default = || {
+            machine(
+                mode,
+                MeshConfig::default().with_channels([TransferMode::Unreliable]),
+            )
+            .expect("valid")
+        };
         let mut now = Instant::now();
         for _ in 0..24 {
             let Ok(command) = Command::arbitrary(&mut u) else {
@@ -508,15 +513,13 @@ fn with_relay_world<R>(f: impl FnOnce(&mut World) -> R) -> R {
             let mut world = World::new();
             world.add_turn_server(&[("fuzz", "fuzz")]);
             let listen = world.servers[0].listen;
-            let config = MeshConfig {
-                ice_servers: vec![rtcmesh::IceServer::turn(
+            let config = MeshConfig::default()
+                .with_ice_servers(vec![rtcmesh::IceServer::turn(
                     format!("turn:{listen}"),
                     "fuzz",
                     "fuzz",
-                )],
-                ice_transport_policy: rtcmesh::IceTransportPolicy::Relay,
-                ..MeshConfig::default()
-            };
+                )])
+                .with_ice_transport_policy(rtcmesh::IceTransportPolicy::Relay);
             world.add_behind_nat(
                 Mesh::create_mesh(1, config.clone()).expect("mesh"),
                 crate::NatBehavior::SYMMETRIC,

@@ -1,6 +1,6 @@
 //! The simulated network every rtcmesh integration test, property and example runs on.
 //!
-//! A [`World`] owns N [`Mesh`]es, a fake clock and an in-memory network. It moves datagrams
+//! A [`World`] owns N [`Mesh`](rtcmesh::Mesh)es, a fake clock and an in-memory network. It moves datagrams
 //! (through per-link [`LinkConditions`]) and signals (a perfect, delayed channel standing in for
 //! a signaling server) between them, and records every event each node emits, so tests read as
 //! stories: build a world, connect nodes, run until a condition, assert on the event logs.
@@ -34,6 +34,12 @@ pub use turn_server::SimTurnServer;
 pub mod docs {
     #[doc = include_str!("../../README.md")]
     pub struct Readme;
+    #[doc = include_str!("../../core/README.md")]
+    pub struct CoreReadme;
+    #[doc = include_str!("../../io-tokio/README.md")]
+    pub struct TokioReadme;
+    #[doc = include_str!("../../io-mio/README.md")]
+    pub struct MioReadme;
     #[doc = include_str!("../../docs/README.md")]
     pub struct Guide;
     #[doc = include_str!("../../docs/design.md")]

@@ -463,7 +463,7 @@ impl MpWorld {
             Machine::Multiplayer(mp) => {
                 while let Some(e) = mp.poll_event() {
                     match e {
-                        MultiplayerEvent::Signal(s) => signals.push(s),
+                        MultiplayerEvent::Mesh(Event::Signal(s)) => signals.push(s),
                         other => node.events.push(other),
                     }
                 }

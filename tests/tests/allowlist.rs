@@ -7,10 +7,7 @@ use rtcmesh::{Event, IpPrefix, Mesh, MeshConfig, Signal};
 use rtcmesh_tests::World;
 
 fn loopback_only() -> MeshConfig {
-    MeshConfig {
-        remote_allowlist: Some(IpPrefix::loopback()),
-        ..MeshConfig::default()
-    }
+    MeshConfig::default().with_remote_allowlist(Some(IpPrefix::loopback()))
 }
 
 #[test]

@@ -39,7 +39,7 @@ fn create_rejects_bad_ids_and_config() {
         CreateError::InvalidId(1)
     );
     assert!(Mesh::create_mesh(i32::MAX, MeshConfig::default()).is_ok());
-    let too_many = MeshConfig::with_channels(vec![
+    let too_many = MeshConfig::default().with_channels(vec![
         TransferMode::Reliable;
         rtcmesh::MAX_EXTRA_CHANNELS + 1
     ]);
@@ -48,26 +48,11 @@ fn create_rejects_bad_ids_and_config() {
         Err(CreateError::TooManyChannels(_))
     ));
     for bad in [
-        MeshConfig {
-            mtu: 100,
-            ..MeshConfig::default()
-        },
-        MeshConfig {
-            max_packet_size: 0,
-            ..MeshConfig::default()
-        },
-        MeshConfig {
-            max_packet_size: 1 << 20,
-            ..MeshConfig::default()
-        },
-        MeshConfig {
-            sctp_send_buffer: 10,
-            ..MeshConfig::default()
-        },
-        MeshConfig {
-            peer_timeout: Duration::from_secs(1),
-            ..MeshConfig::default()
-        },
+        MeshConfig::default().with_mtu(100),
+        MeshConfig::default().with_max_packet_size(0),
+        MeshConfig::default().with_max_packet_size(1 << 20),
+        MeshConfig::default().with_sctp_send_buffer(10),
+        MeshConfig::default().with_peer_timeout(Duration::from_secs(1)),
     ] {
         assert!(matches!(
             Mesh::create_server(bad),

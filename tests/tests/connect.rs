@@ -77,7 +77,8 @@ fn server_with_three_clients() {
 
 #[test]
 fn extra_channels_are_all_opened_before_connect() {
-    let config = MeshConfig::with_channels([TransferMode::Unreliable, TransferMode::Reliable]);
+    let config =
+        MeshConfig::default().with_channels([TransferMode::Unreliable, TransferMode::Reliable]);
     let mut w = World::mesh(&[5, 9], &config);
     w.introduce_all();
     assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
@@ -187,10 +188,7 @@ fn client_losing_the_server_becomes_disconnected() {
 
 #[test]
 fn client_whose_server_never_answers_fails_after_the_connect_timeout() {
-    let config = MeshConfig {
-        connect_timeout: Duration::from_secs(3),
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default().with_connect_timeout(Duration::from_secs(3));
     let mut w = World::server_and_clients(&[2], &config);
     w.vanish(0);
     let now = w.now;
@@ -213,11 +211,9 @@ fn client_whose_server_never_answers_fails_after_the_connect_timeout() {
 
 #[test]
 fn vanished_peer_is_detected_and_the_rest_keep_going() {
-    let config = MeshConfig {
-        peer_timeout: Duration::from_secs(2),
-        stun_max_rto: Duration::from_millis(500),
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default()
+        .with_peer_timeout(Duration::from_secs(2))
+        .with_stun_max_rto(Duration::from_millis(500));
     let mut w = World::mesh(&[1, 2, 3], &config);
     w.introduce_all();
     assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
@@ -248,11 +244,9 @@ fn vanished_peer_is_detected_and_the_rest_keep_going() {
 fn healed_short_partition_within_grace_keeps_the_peer() {
     // The partition outlasts str0m's ICE loss detection (15 s) but not the grace period or
     // the silence limit.
-    let config = MeshConfig {
-        disconnect_grace: Duration::from_secs(20),
-        peer_timeout: Duration::from_secs(40),
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default()
+        .with_disconnect_grace(Duration::from_secs(20))
+        .with_peer_timeout(Duration::from_secs(40));
     let mut w = World::mesh(&[1, 2], &config);
     w.introduce_all();
     assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));

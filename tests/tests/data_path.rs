@@ -201,10 +201,7 @@ fn a_lifetime_counts_from_send_and_expired_packets_are_counted_per_channel() {
 /// at least 64 bytes, so what a peer can pile up stays bounded in count as well as bytes.
 #[test]
 fn a_flood_of_tiny_packets_stays_bounded_in_count() {
-    let config = MeshConfig {
-        max_queued_bytes: 64 * 1024,
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default().with_max_queued_bytes(64 * 1024);
     let mut w = pair(&config, 1);
     w.partition(0, 1, true);
     w.tick();
@@ -232,7 +229,7 @@ fn a_flood_of_tiny_packets_stays_bounded_in_count() {
 /// packet arrives exactly once, in order, per channel; the sender backs off on `QueueFull`.
 #[test]
 fn reliable_channels_stay_exactly_once_and_in_order_through_the_queue_under_loss() {
-    let config = MeshConfig::with_channels([RELIABLE]);
+    let config = MeshConfig::default().with_channels([RELIABLE]);
     let mut w = pair(&config, 1);
     let lossy = NetemConfig::new()
         .latency(Duration::from_millis(15))
@@ -348,7 +345,7 @@ fn a_long_round_trip_bulk_transfer_is_not_capped_at_the_minimum_window_per_round
 /// packet to that peer, on any channel, waited behind it forever.
 #[test]
 fn a_packet_above_the_remotes_advertised_size_is_refused_and_the_peer_keeps_working() {
-    let mut w = World::mesh(&[1, 2, 3], &MeshConfig::with_channels([RELIABLE]));
+    let mut w = World::mesh(&[1, 2, 3], &MeshConfig::default().with_channels([RELIABLE]));
     // Peer 2 advertises 16 KiB, as some WebRTC stacks do.
     w.rewrite_signals(|from, _, signal| {
         if let (2, Signal::Offer(sdp) | Signal::Answer(sdp)) = (from, signal) {

@@ -256,20 +256,15 @@ fn messages_above_our_packet_size_are_dropped_and_counted() {
 /// Every duration at `Duration::MAX` means "never", not a panic.
 #[test]
 fn duration_max_settings_mean_never() {
-    let config = MeshConfig {
-        connect_timeout: Duration::MAX,
-        connect_retry_interval: Duration::MAX,
-        disconnect_grace: Duration::MAX,
-        peer_timeout: Duration::MAX,
-        ice_restart_interval: Duration::MAX,
-        peer_move_after: Duration::MAX,
-        stats_interval: Some(Duration::MAX),
-        limits: Limits {
-            renegotiation_interval: Duration::MAX,
-            ..Limits::default()
-        },
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default()
+        .with_connect_timeout(Duration::MAX)
+        .with_connect_retry_interval(Duration::MAX)
+        .with_disconnect_grace(Duration::MAX)
+        .with_peer_timeout(Duration::MAX)
+        .with_ice_restart_interval(Duration::MAX)
+        .with_peer_move_after(Duration::MAX)
+        .with_stats_interval(Some(Duration::MAX))
+        .with_limits(Limits::default().with_renegotiation_interval(Duration::MAX));
     let mut w = rtcmesh_tests::World::connected_mesh(&[1, 2], &config);
     w.nodes[0]
         .mesh
@@ -286,10 +281,9 @@ fn duration_max_settings_mean_never() {
     w.nodes[0].mesh.add_peer(now, 7, 1).expect("add");
     w.run_for(Duration::from_secs(60));
     assert!(w.nodes[0].mesh.has_peer(7));
-    let mp_config = rtcmesh::MultiplayerConfig {
-        auth_timeout: Some(Duration::MAX),
-        ..rtcmesh::MultiplayerConfig::with_auth()
-    };
+    let mp_config = rtcmesh::MultiplayerConfig::default()
+        .with_auth(true)
+        .with_auth_timeout(Some(Duration::MAX));
     let mut mw = MpWorld::server_and_clients(&[2], &MeshConfig::default(), &mp_config);
     mw.join(1);
     mw.run_for(Duration::from_secs(30));
@@ -310,10 +304,7 @@ fn a_clock_near_the_end_of_time_never_panics() {
         end - Duration::from_secs(3600),
         end - Duration::from_secs(1 << 40),
     ] {
-        let config = MeshConfig {
-            connect_timeout: Duration::from_secs(1),
-            ..MeshConfig::default()
-        };
+        let config = MeshConfig::default().with_connect_timeout(Duration::from_secs(1));
         let mut mesh = Mesh::create_mesh(2, config).expect("mesh");
         let local = SocketAddr::from(([127, 0, 0, 1], 5000));
         mesh.add_host_candidate(local).expect("candidate");
@@ -363,10 +354,9 @@ fn mesh_linked(w: &MpWorld, a: usize, b: usize) -> bool {
 
 #[test]
 fn an_authenticating_peer_that_sends_too_much_auth_data_fails_authentication() {
-    let config = MultiplayerConfig {
-        auth_timeout: None,
-        ..MultiplayerConfig::with_auth()
-    };
+    let config = MultiplayerConfig::default()
+        .with_auth(true)
+        .with_auth_timeout(None);
     let max = config.limits.max_auth_bytes;
     let mut w = MpWorld::server_and_clients(&[], &MeshConfig::default(), &config);
     let client = w.add_bare_client(2, &MeshConfig::default());

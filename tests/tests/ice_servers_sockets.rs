@@ -42,10 +42,10 @@ async fn the_tokio_adapter_resolves_the_server_name_and_asks_before_any_peer() {
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
     let listen = stun_server(stop.clone(), answered.clone());
-    let config = MeshConfig {
-        ice_servers: vec![IceServer::stun(format!("stun:localhost:{}", listen.port()))],
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default().with_ice_servers(vec![IceServer::stun(format!(
+        "stun:localhost:{}",
+        listen.port()
+    ))]);
     let mesh = Mesh::create_mesh(1, config).expect("mesh");
     let (handle, mut events) = Endpoint::spawn(EndpointConfig::default(), mesh)
         .await

@@ -162,7 +162,7 @@ fn the_server_sends_directly_to_clients_and_clients_directly_to_it() {
 
 #[test]
 fn relayed_packets_keep_their_transfer_mode_and_channel() {
-    let config = MeshConfig::with_channels([TransferMode::UnreliableOrdered]);
+    let config = MeshConfig::default().with_channels([TransferMode::UnreliableOrdered]);
     let mut w = MpWorld::server_and_clients(&[A, B], &config, &MultiplayerConfig::default());
     w.join(1);
     w.join(2);
@@ -316,7 +316,7 @@ fn authentication_exchanges_data_and_admits_when_both_sides_complete() {
     let mut w = MpWorld::server_and_clients(
         &[A, B],
         &MeshConfig::default(),
-        &MultiplayerConfig::with_auth(),
+        &MultiplayerConfig::default().with_auth(true),
     );
     w.join(1);
     until_authenticating(&mut w, A);
@@ -398,7 +398,7 @@ fn authentication_fails_after_the_timeout_and_the_peer_is_dropped() {
     let mut w = MpWorld::server_and_clients(
         &[A, B],
         &MeshConfig::default(),
-        &MultiplayerConfig::with_auth(),
+        &MultiplayerConfig::default().with_auth(true),
     );
     w.join(1);
     authenticate(&mut w, A);
@@ -433,8 +433,9 @@ fn a_packet_that_overtakes_a_lost_auth_completion_admits_the_peer_and_is_deliver
     // another reliable channel (another SCTP stream), which arrives before the retransmitted
     // `[7][0]`. Godot admits the peer on that packet and processes it; dropping it as
     // unauthenticated would lose a packet of a reliable channel for good.
-    let mesh = MeshConfig::with_channels([TransferMode::Reliable]);
-    let mut w = MpWorld::server_and_clients(&[A], &mesh, &MultiplayerConfig::with_auth());
+    let mesh = MeshConfig::default().with_channels([TransferMode::Reliable]);
+    let mut w =
+        MpWorld::server_and_clients(&[A], &mesh, &MultiplayerConfig::default().with_auth(true));
     w.join(1);
     until_authenticating(&mut w, A);
     w.nodes[0].mp_mut().complete_auth(A).unwrap();
@@ -469,10 +470,9 @@ fn a_packet_that_overtakes_a_lost_auth_completion_admits_the_peer_and_is_deliver
 
 #[test]
 fn without_a_timeout_authentication_waits() {
-    let config = MultiplayerConfig {
-        auth_timeout: None,
-        ..MultiplayerConfig::with_auth()
-    };
+    let config = MultiplayerConfig::default()
+        .with_auth(true)
+        .with_auth_timeout(None);
     let mut w = MpWorld::server_and_clients(&[A], &MeshConfig::default(), &config);
     w.join(1);
     until_authenticating(&mut w, A);
@@ -490,8 +490,16 @@ fn peer_exchange_arriving_while_the_client_authenticates_is_held_not_lost() {
     // authenticate. Godot drops the ADD_PEER a client gets meanwhile; we apply it on admission.
     let mut w =
         MpWorld::server_and_clients(&[], &MeshConfig::default(), &MultiplayerConfig::default());
-    w.add_client(A, &MeshConfig::default(), &MultiplayerConfig::with_auth());
-    w.add_client(B, &MeshConfig::default(), &MultiplayerConfig::with_auth());
+    w.add_client(
+        A,
+        &MeshConfig::default(),
+        &MultiplayerConfig::default().with_auth(true),
+    );
+    w.add_client(
+        B,
+        &MeshConfig::default(),
+        &MultiplayerConfig::default().with_auth(true),
+    );
     w.join(1);
     w.join(2);
     assert!(w.run_until(LIMIT, |w| mp(w, 1).peers().count() == 2
@@ -514,7 +522,7 @@ fn an_unauthenticated_peer_is_never_relayed_or_delivered() {
     let mut w = MpWorld::server_and_clients(
         &[A, B],
         &MeshConfig::default(),
-        &MultiplayerConfig::with_auth(),
+        &MultiplayerConfig::default().with_auth(true),
     );
     w.join(1);
     authenticate(&mut w, A);
@@ -545,7 +553,10 @@ fn an_unauthenticated_peer_is_never_relayed_or_delivered() {
 
 #[test]
 fn with_the_relay_disabled_clients_only_talk_to_the_server() {
-    let mut w = MpWorld::star(&[A, B, C], &MultiplayerConfig::without_relay());
+    let mut w = MpWorld::star(
+        &[A, B, C],
+        &MultiplayerConfig::default().with_server_relay(false),
+    );
     for id in [A, B, C] {
         assert_eq!(
             mp(&w, id).peers().collect::<Vec<_>>(),
@@ -804,8 +815,11 @@ fn the_bytes_a_server_sends_are_godots() {
 
 #[test]
 fn the_auth_bytes_are_godots() {
-    let mut w =
-        MpWorld::server_and_clients(&[], &MeshConfig::default(), &MultiplayerConfig::with_auth());
+    let mut w = MpWorld::server_and_clients(
+        &[],
+        &MeshConfig::default(),
+        &MultiplayerConfig::default().with_auth(true),
+    );
     w.add_bare_client(A, &MeshConfig::default());
     w.join(1);
     assert!(w.run_until(LIMIT, |w| meshes_connected(w, 0, 1)));

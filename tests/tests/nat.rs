@@ -29,10 +29,7 @@ fn turn(world: &World) -> IceServer {
 }
 
 fn with_servers(servers: Vec<IceServer>) -> MeshConfig {
-    MeshConfig {
-        ice_servers: servers,
-        ..MeshConfig::default()
-    }
+    MeshConfig::default().with_ice_servers(servers)
 }
 
 fn mesh(id: PeerId, config: &MeshConfig) -> Mesh {
@@ -230,10 +227,8 @@ fn a_symmetric_nat_reaches_a_public_peer_directly() {
 #[test]
 fn relay_policy_relays_every_pair_and_never_shows_a_host_address() {
     let mut world = world_with_server();
-    let config = MeshConfig {
-        ice_transport_policy: IceTransportPolicy::Relay,
-        ..with_servers(vec![stun(&world), turn(&world)])
-    };
+    let config = with_servers(vec![stun(&world), turn(&world)])
+        .with_ice_transport_policy(IceTransportPolicy::Relay);
     let nodes = [
         world.add(mesh(1, &config)),
         world.add_behind_nat(mesh(2, &config), NatBehavior::CONE),
@@ -493,11 +488,9 @@ fn close_deletes_the_allocation() {
 #[test]
 fn ice_servers_are_checked_when_the_mesh_is_created() {
     let bad = |servers: Vec<IceServer>, policy| {
-        let config = MeshConfig {
-            ice_servers: servers,
-            ice_transport_policy: policy,
-            ..MeshConfig::default()
-        };
+        let config = MeshConfig::default()
+            .with_ice_servers(servers)
+            .with_ice_transport_policy(policy);
         match Mesh::create_mesh(1, config) {
             Err(CreateError::IceServer { url, reason }) => (url, reason),
             other => panic!("expected an ICE server error, got {other:?}"),
@@ -589,10 +582,8 @@ fn ice_servers_bypass_the_allowlist_and_relayed_peers_are_checked_by_their_addre
     let mut world = world_with_server();
     // Peers are allowed at the NATs' public addresses only; the server (127.250.0.1) is not on
     // the list, and is used anyway, as configuration.
-    let config = MeshConfig {
-        remote_allowlist: Some(vec!["127.200.0.0/16".parse().expect("prefix")]),
-        ..with_servers(vec![turn(&world)])
-    };
+    let config = with_servers(vec![turn(&world)])
+        .with_remote_allowlist(Some(vec!["127.200.0.0/16".parse().expect("prefix")]));
     let a = world.add_behind_nat(mesh(1, &config), NatBehavior::SYMMETRIC);
     let b = world.add_behind_nat(mesh(2, &config), NatBehavior::CONE);
     world.introduce(a, b);
@@ -607,13 +598,10 @@ fn ice_servers_bypass_the_allowlist_and_relayed_peers_are_checked_by_their_addre
     assert!(world.nodes[b].mesh.stats().candidates_not_allowed > 0);
     // Allowing the relay's address lets them connect; a checks b by b's own address.
     let mut world = world_with_server();
-    let config = MeshConfig {
-        remote_allowlist: Some(vec![
-            "127.200.0.0/16".parse().expect("prefix"),
-            "127.250.0.0/16".parse().expect("prefix"),
-        ]),
-        ..with_servers(vec![turn(&world)])
-    };
+    let config = with_servers(vec![turn(&world)]).with_remote_allowlist(Some(vec![
+        "127.200.0.0/16".parse().expect("prefix"),
+        "127.250.0.0/16".parse().expect("prefix"),
+    ]));
     let a = world.add_behind_nat(mesh(1, &config), NatBehavior::SYMMETRIC);
     let b = world.add_behind_nat(mesh(2, &config), NatBehavior::CONE);
     world.introduce(a, b);

@@ -291,14 +291,9 @@ fn a_peer_restarting_more_often_than_the_candidate_cap_allows_still_reconnects()
     // trickled and in the restart offer. With room for two remote candidates, the third address
     // would be refused if the cap counted the candidates of every restart; an ICE restart
     // replaces the remote candidates (str0m drops the old ones), so the cap starts over.
-    let config = MeshConfig {
-        ice_restart_interval: Duration::from_secs(1),
-        limits: Limits {
-            max_remote_candidates: 2,
-            ..Limits::default()
-        },
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default()
+        .with_ice_restart_interval(Duration::from_secs(1))
+        .with_limits(Limits::default().with_max_remote_candidates(2));
     let moves = 6;
     let (w, stream) = moving_again_and_again(&config, moves, 100);
     for n in [0, 1] {
@@ -321,15 +316,13 @@ fn restarts_in_a_row_pass_the_renegotiation_rate_limit() {
     // The tightest settings the docs allow: restarts 1 s apart at the offerer, and a receiving
     // mesh that takes one new offer per second with no burst. A move every second restarts ICE
     // every second; each restart offer must be followed, none refused.
-    let config = MeshConfig {
-        ice_restart_interval: Duration::from_secs(1),
-        limits: Limits {
-            renegotiation_burst: 1,
-            renegotiation_interval: Duration::from_secs(1),
-            ..Limits::default()
-        },
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default()
+        .with_ice_restart_interval(Duration::from_secs(1))
+        .with_limits(
+            Limits::default()
+                .with_renegotiation_burst(1)
+                .with_renegotiation_interval(Duration::from_secs(1)),
+        );
     let moves = 5;
     let (w, stream) = moving_again_and_again(&config, moves, 50);
     let answering = &w.nodes[0];
@@ -388,10 +381,7 @@ fn pair_with_server(add: impl FnOnce(&mut World, &[IceServer])) -> World {
 fn pair_behind_cone_nats() -> World {
     pair_with_server(|w, servers| {
         for id in [1, 2] {
-            let config = MeshConfig {
-                ice_servers: servers.to_vec(),
-                ..MeshConfig::default()
-            };
+            let config = MeshConfig::default().with_ice_servers(servers.to_vec());
             let mesh = Mesh::create_mesh(id, config).unwrap();
             w.add_behind_nat(mesh, NatBehavior::CONE);
         }
@@ -505,11 +495,9 @@ fn a_peer_reached_through_our_relay_is_found_at_its_new_address() {
     // through the relay (which says where each datagram came from) and moves it.
     let mut w = pair_with_server(|w, servers| {
         w.add(Mesh::create_mesh(1, MeshConfig::default()).unwrap());
-        let relay_only = MeshConfig {
-            ice_servers: servers.to_vec(),
-            ice_transport_policy: IceTransportPolicy::Relay,
-            ..MeshConfig::default()
-        };
+        let relay_only = MeshConfig::default()
+            .with_ice_servers(servers.to_vec())
+            .with_ice_transport_policy(IceTransportPolicy::Relay);
         w.add(Mesh::create_mesh(2, relay_only).unwrap());
     });
     let before = w.nodes[1].mesh.peer(1).and_then(|p| p.path).unwrap();
@@ -622,10 +610,7 @@ fn a_nat_that_maps_the_offering_side_anew_is_recovered_from_by_one_restart_throu
     let mut w = pair_with_server(|w, servers| {
         w.signal_latency = Duration::from_millis(50);
         for id in [1, 2] {
-            let config = MeshConfig {
-                ice_servers: servers[..1].to_vec(),
-                ..MeshConfig::default()
-            };
+            let config = MeshConfig::default().with_ice_servers(servers[..1].to_vec());
             w.add_behind_nat(Mesh::create_mesh(id, config).unwrap(), NatBehavior::CONE);
         }
     });
@@ -778,7 +763,8 @@ const UNRELIABLE: Kind = (TransferMode::Unreliable, 0);
 /// promises across the change and that rtcmesh's queue handed both partially reliable channels
 /// to SCTP alike; returns the feed and the time of the change.
 fn play_across_a_change_after_an_overload(mut change: impl FnMut(&mut World)) -> (Feed, Instant) {
-    let config = MeshConfig::with_channels([TransferMode::Reliable, TransferMode::Unreliable]);
+    let config =
+        MeshConfig::default().with_channels([TransferMode::Reliable, TransferMode::Unreliable]);
     let mut w = World::mesh(&[1, 2], &config);
     w.set_all_links(LinkConditions::new(
         NetemConfig::new().latency(Duration::from_millis(1)),

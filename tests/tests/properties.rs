@@ -299,10 +299,7 @@ fn check(
     ops: Vec<Op>,
     network: Network,
 ) -> Result<(), TestCaseError> {
-    let config = MeshConfig {
-        channels: extra.clone(),
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default().with_channels(extra.clone());
     let ids: Vec<PeerId> = (1..=size as PeerId).collect();
     let mut w = network.world(seed, &ids, server, &config);
     w.set_all_links(faults.conditions());
@@ -533,7 +530,7 @@ proptest! {
     ) {
         let victim = victim % size;
         let peer_timeout = Duration::from_secs(3);
-        let config = MeshConfig { peer_timeout, stun_max_rto: Duration::from_secs(1), ..MeshConfig::default() };
+        let config = MeshConfig::default().with_peer_timeout(peer_timeout).with_stun_max_rto(Duration::from_secs(1));
         let ids: Vec<PeerId> = (1..=size as PeerId).collect();
         let mut w = World::mesh_with_seed(&ids, &config, seed);
         w.introduce_all();
@@ -578,12 +575,7 @@ proptest! {
         let (a, b) = (a % size, (a + 1 + b % (size - 1)) % size);
         // The cut (≤ 2 s) is shorter than the silence limit and the ICE grace period, with room
         // for the consent check that notices the heal (every ≤ 1 s) and a few lost ones.
-        let config = MeshConfig {
-            peer_timeout: Duration::from_secs(10),
-            disconnect_grace: Duration::from_secs(6),
-            stun_max_rto: Duration::from_secs(1),
-            ..MeshConfig::default()
-        };
+        let config = MeshConfig::default().with_peer_timeout(Duration::from_secs(10)).with_disconnect_grace(Duration::from_secs(6)).with_stun_max_rto(Duration::from_secs(1));
         let ids: Vec<PeerId> = (1..=size as PeerId).collect();
         let mut w = World::mesh_with_seed(&ids, &config, seed);
         w.set_all_links(faults.conditions());
@@ -684,11 +676,9 @@ proptest! {
 #[test]
 fn lossy_handshake_converges() {
     let faults = Faults::lossy(0.055_124_37, 1, 1);
-    let config = MeshConfig {
-        peer_timeout: Duration::from_secs(3),
-        stun_max_rto: Duration::from_secs(1),
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default()
+        .with_peer_timeout(Duration::from_secs(3))
+        .with_stun_max_rto(Duration::from_secs(1));
     let mut w = World::with_seed(9_879_946_467_594_467_489);
     for id in 1..=5 {
         w.add(rtcmesh::Mesh::create_mesh(id, config.clone()).unwrap());

@@ -20,7 +20,7 @@ fn pair(config: &MeshConfig) -> World {
 
 #[test]
 fn channel_counters_match_the_traffic_sent_and_the_round_trip_matches_the_latency() {
-    let config = MeshConfig::with_channels([TransferMode::Reliable]);
+    let config = MeshConfig::default().with_channels([TransferMode::Reliable]);
     let mut w = pair(&config);
     let before = w.nodes[1].mesh.peer_stats(1).unwrap();
     assert!(before
@@ -171,10 +171,7 @@ fn the_aggregate_sums_every_peer_and_keeps_the_slowest_round_trip() {
 
 #[test]
 fn without_the_stats_interval_there_is_no_round_trip_time_but_still_a_path() {
-    let config = MeshConfig {
-        stats_interval: None,
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default().with_stats_interval(None);
     let mut w = pair(&config);
     w.tick();
     w.nodes[1]

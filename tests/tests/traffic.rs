@@ -16,7 +16,7 @@ fn every_mode_and_extra_channel_arrives_with_its_sender_channel_and_mode() {
         TransferMode::UnreliableOrdered,
         TransferMode::Reliable,
     ];
-    let mut w = World::connected_mesh(&[1, 2], &MeshConfig::with_channels(extra));
+    let mut w = World::connected_mesh(&[1, 2], &MeshConfig::default().with_channels(extra));
     let sends = [
         (TransferMode::Reliable, 0u16, TransferMode::Reliable),
         (
@@ -107,10 +107,7 @@ fn burst_beyond_the_sctp_buffer_is_queued_not_lost() {
 
 #[test]
 fn queue_full_is_reported_and_the_mesh_recovers() {
-    let config = MeshConfig {
-        max_queued_bytes: 64 * 1024,
-        ..MeshConfig::default()
-    };
+    let config = MeshConfig::default().with_max_queued_bytes(64 * 1024);
     let mut w = World::connected_mesh(&[1, 2], &config);
     let chunk = vec![1u8; 16 * 1024];
     let mut accepted = 0;

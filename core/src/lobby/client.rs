@@ -6,12 +6,14 @@ use std::time::Instant;
 use super::message::{LobbyError, LobbyMessage, MessageKind};
 use crate::config::MeshConfig;
 use crate::error::{AddPeerError, CreateError, SignalError};
+use crate::machine::Machine;
 use crate::mesh::Mesh;
 use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::{is_valid_peer_id, Mode, PeerId, SERVER_ID};
 
 /// What a frame from the lobby server means for this peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LobbyEvent {
     /// The server assigned our peer id; `mesh` says whether the lobby is a mesh lobby. Create
     /// the mesh with [`LobbyClient::create_mesh`].
@@ -192,16 +194,18 @@ impl LobbyClient {
         }
     }
 
-    /// Applies a lobby event to the mesh: a peer that joined is added (with
-    /// `unreliable_lifetime` ms, Godot's `add_peer` argument), one that left is removed, and
-    /// signals are handed over. In client mode only the server (id 1) is added, since a client
-    /// talks to the other clients through it.
-    pub fn apply(
+    /// Applies a lobby event to the machine (a [`Mesh`], or a layer on one such as
+    /// [`Multiplayer`](crate::Multiplayer), which sees every command): a peer that joined is
+    /// added (with `unreliable_lifetime` ms, Godot's `add_peer` argument), one that left is
+    /// removed, and signals are handed over. In client mode only the server (id 1) is added,
+    /// since a client talks to the other clients through it.
+    pub fn apply<M: Machine>(
         event: &LobbyEvent,
-        mesh: &mut Mesh,
+        machine: &mut M,
         now: Instant,
         unreliable_lifetime: i32,
     ) -> Result<(), ApplyError> {
+        let mesh = machine.mesh();
         match event {
             LobbyEvent::PeerJoined(id) => {
                 if mesh.mode() == Mode::Client && *id != SERVER_ID {
@@ -210,18 +214,20 @@ impl LobbyClient {
                 if *id == mesh.unique_id() || mesh.has_peer(*id) {
                     return Ok(());
                 }
-                mesh.add_peer(now, *id, unreliable_lifetime)
+                machine
+                    .add_peer(now, *id, unreliable_lifetime)
                     .map_err(ApplyError::AddPeer)
             }
             LobbyEvent::PeerLeft(id) => {
-                mesh.remove_peer(*id);
+                machine.remove_peer(*id);
                 Ok(())
             }
             LobbyEvent::Signal { from, signal } => {
                 if mesh.mode() == Mode::Client && *from != SERVER_ID {
                     return Ok(());
                 }
-                mesh.handle_signal(now, *from, signal.clone())
+                machine
+                    .handle_signal(now, *from, signal.clone())
                     .map_err(ApplyError::Signal)
             }
             LobbyEvent::Assigned { .. } | LobbyEvent::Joined(_) | LobbyEvent::Sealed => Ok(()),

@@ -11,6 +11,7 @@ pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 /// The message types, numbered as in the Godot demo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum MessageKind {
     /// Join (or create) a lobby; the server's reply carries the lobby name.
     Join = 0,

@@ -42,6 +42,7 @@ use crate::transfer::{is_valid_peer_id, ConnectionStatus, Mode, PeerId, Transfer
 
 /// What [`Mesh::peer`] reports about one peer (Godot's `get_peer`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerInfo {
     /// The peer's id.
     pub id: PeerId,

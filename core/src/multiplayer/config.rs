@@ -6,7 +6,17 @@ use crate::limits::MultiplayerLimits;
 
 /// Settings of a [`Multiplayer`](crate::Multiplayer). The default matches Godot's
 /// SceneMultiplayer: relay on, authentication off, 3 s authentication timeout.
+///
+/// ```
+/// # use rtcmesh::*;
+/// # use std::time::Duration;
+/// let config = MultiplayerConfig::default()
+///     .with_auth(true)
+///     .with_auth_timeout(Some(Duration::from_secs(5)));
+/// assert!(config.server_relay);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MultiplayerConfig {
     /// Godot's `server_relay`: in server and client modes, clients reach each other through the
     /// server and the server announces peers to each other. Off, a client only talks to the
@@ -35,20 +45,9 @@ impl Default for MultiplayerConfig {
     }
 }
 
-impl MultiplayerConfig {
-    /// The default with authentication on.
-    pub fn with_auth() -> Self {
-        MultiplayerConfig {
-            auth: true,
-            ..MultiplayerConfig::default()
-        }
-    }
-
-    /// The default with the server relay off.
-    pub fn without_relay() -> Self {
-        MultiplayerConfig {
-            server_relay: false,
-            ..MultiplayerConfig::default()
-        }
-    }
-}
+crate::__config_setters!(MultiplayerConfig {
+    with_server_relay => server_relay: bool,
+    with_auth => auth: bool,
+    with_auth_timeout => auth_timeout: Option<Duration>,
+    with_limits => limits: MultiplayerLimits,
+});

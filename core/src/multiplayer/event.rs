@@ -1,16 +1,27 @@
 //! What the multiplayer layer emits.
 
-use crate::error::IceServerError;
-use crate::event::{LossReason, Packet};
-use crate::path::{LocalCandidate, PeerPath};
-use crate::signal::OutgoingSignal;
-use crate::transfer::{ConnectionStatus, PeerId};
+use crate::event::{Event, Packet};
+use crate::transfer::PeerId;
 
 /// Something the application should know about, drained with
-/// [`Multiplayer::poll_event`](crate::Multiplayer::poll_event). The SceneMultiplayer signals,
-/// plus the mesh's outgoing signals and status.
+/// [`Multiplayer::poll_event`](crate::Multiplayer::poll_event): the SceneMultiplayer signals,
+/// and what the mesh reported ([`MultiplayerEvent::Mesh`]).
+///
+/// ```
+/// # use rtcmesh::*;
+/// fn show(event: MultiplayerEvent) {
+///     match event {
+///         MultiplayerEvent::PeerConnected(id) => println!("{id} joined the game"),
+///         MultiplayerEvent::Packet(p) => println!("{} sent {} bytes", p.from, p.data.len()),
+///         MultiplayerEvent::Mesh(Event::Signal(s)) => println!("deliver a signal to {}", s.to),
+///         MultiplayerEvent::Mesh(Event::StatusChanged(s)) => println!("now {s:?}"),
+///         other => println!("{other:?}"),
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub enum MultiplayerEvent {
     /// A peer was admitted (Godot's `peer_connected`): a direct peer whose channels opened (and
     /// who authenticated, if auth is on), or, on a client, a peer the server announced.
@@ -20,10 +31,6 @@ pub enum MultiplayerEvent {
     /// A `send_bytes` payload (Godot's `peer_packet`), with its true sender, and the channel and
     /// mode it travelled on. Never SYS bytes.
     Packet(Packet),
-    /// A signal to deliver to another peer through the application's signaling transport.
-    Signal(OutgoingSignal),
-    /// The mesh's connection status changed.
-    StatusChanged(ConnectionStatus),
     /// A direct peer's channels opened and it must now authenticate (Godot's
     /// `peer_authenticating`): exchange [`AuthData`](MultiplayerEvent::AuthData) with
     /// `send_auth`, then call `complete_auth`.
@@ -39,40 +46,12 @@ pub enum MultiplayerEvent {
     /// A peer that was authenticating timed out or disconnected (Godot's
     /// `peer_authentication_failed`). It is never reported connected.
     PeerAuthenticationFailed(PeerId),
-    /// The mesh's [`Event::IceRestartStarted`](crate::Event::IceRestartStarted) for a direct peer.
-    IceRestartStarted(PeerId),
-    /// The mesh's [`Event::IceRestartEnded`](crate::Event::IceRestartEnded) for a direct peer.
-    IceRestartEnded {
-        /// The peer.
-        peer: PeerId,
-        /// The candidate pair its traffic now takes.
-        path: PeerPath,
-    },
-    /// The mesh's [`Event::PeerMoved`](crate::Event::PeerMoved) for a direct peer.
-    PeerMoved {
-        /// The peer.
-        peer: PeerId,
-        /// The candidate pair its traffic now takes.
-        path: PeerPath,
-    },
-    /// The mesh lost a direct peer by itself, and why (the mesh's
-    /// [`Event::PeerLost`](crate::Event::PeerLost)).
-    PeerLost {
-        /// The peer.
-        id: PeerId,
-        /// Why its connection ended.
-        reason: LossReason,
-    },
-    /// The mesh gathered a candidate from an ICE server
-    /// ([`Event::CandidateGathered`](crate::Event::CandidateGathered)).
-    CandidateGathered(LocalCandidate),
-    /// An ICE server did not serve ([`Event::IceServerFailed`](crate::Event::IceServerFailed)).
-    IceServerFailed {
-        /// The URL, as configured.
-        url: String,
-        /// What went wrong.
-        reason: IceServerError,
-    },
+    /// What the mesh reported that this layer passes on unchanged: signals to deliver
+    /// ([`Event::Signal`]), status changes, ICE restarts, moves, losses of direct peers,
+    /// gathered candidates and ICE server failures. Never [`Event::PeerConnected`],
+    /// [`Event::PeerDisconnected`] or [`Event::Packet`]: this layer reports peers and packets
+    /// itself, with SceneMultiplayer's meaning (admitted peers, `send_bytes` payloads).
+    Mesh(Event),
 }
 
 impl crate::event::Payload for MultiplayerEvent {

@@ -24,7 +24,7 @@
 //!     while let Some(t) = mp.poll_transmit() { send_udp(&t); }
 //!     while let Some(e) = mp.poll_event() {
 //!         match e {
-//!             MultiplayerEvent::Signal(s) => deliver(s.to, s.signal),
+//!             MultiplayerEvent::Mesh(Event::Signal(s)) => deliver(s.to, s.signal),
 //!             // Any other client, relayed by the server, arrives with its own id.
 //!             MultiplayerEvent::PeerConnected(id) => {
 //!                 mp.send_bytes(Target::Peer(id), TransferMode::Reliable, 0, b"hello")?
@@ -57,13 +57,13 @@ use std::time::Instant;
 
 use smallvec::SmallVec;
 
-use crate::error::{AddPeerError, SignalError};
+use crate::error::{AddPeerError, SendError, SignalError};
 use crate::event::{Event, EventQueue, Packet, PendingEvents, Transmit};
 use crate::limits::deadline;
 use crate::machine::Machine;
 use crate::mesh::Mesh;
 use crate::signal::{OutgoingSignal, Signal};
-use crate::transfer::{ConnectionStatus, Mode, PeerId, SERVER_ID};
+use crate::transfer::{ConnectionStatus, Mode, PeerId, Target, TransferMode, SERVER_ID};
 use auth::PendingPeers;
 use exchange::Exchange;
 use wire::Message;
@@ -118,8 +118,10 @@ impl Multiplayer {
         &self.mesh
     }
 
-    /// The mesh underneath, mutably. Packets sent with `mesh_mut().send` bypass the layer
-    /// (they are not framed); events it causes surface through this layer's `poll_event`.
+    /// The mesh underneath, mutably, for its configuration (host candidates, ICE server
+    /// addresses, refusing new connections). Peers, signals and packets go through this
+    /// layer's own methods: packets sent with `mesh_mut().send` are not framed, and a peer
+    /// added there is not seen by the layer until its events surface here.
     pub fn mesh_mut(&mut self) -> &mut Mesh {
         &mut self.mesh
     }
@@ -307,31 +309,10 @@ impl Multiplayer {
     fn pump(&mut self) {
         while let Some(event) = self.mesh.next_event() {
             match event {
-                Event::Signal(s) => self.events.push_back(MultiplayerEvent::Signal(s)),
-                Event::StatusChanged(s) => {
-                    self.events.push_back(MultiplayerEvent::StatusChanged(s))
-                }
                 Event::PeerConnected(peer) => self.on_direct_connected(peer),
                 Event::PeerDisconnected(peer) => self.on_direct_lost(peer),
                 Event::Packet(packet) => self.on_packet(packet),
-                Event::IceRestartStarted(peer) => self
-                    .events
-                    .push_back(MultiplayerEvent::IceRestartStarted(peer)),
-                Event::IceRestartEnded { peer, path } => self
-                    .events
-                    .push_back(MultiplayerEvent::IceRestartEnded { peer, path }),
-                Event::PeerMoved { peer, path } => self
-                    .events
-                    .push_back(MultiplayerEvent::PeerMoved { peer, path }),
-                Event::PeerLost { id, reason } => self
-                    .events
-                    .push_back(MultiplayerEvent::PeerLost { id, reason }),
-                Event::CandidateGathered(c) => self
-                    .events
-                    .push_back(MultiplayerEvent::CandidateGathered(c)),
-                Event::IceServerFailed { url, reason } => self
-                    .events
-                    .push_back(MultiplayerEvent::IceServerFailed { url, reason }),
+                other => self.events.push_back(MultiplayerEvent::Mesh(other)),
             }
         }
     }
@@ -510,6 +491,40 @@ impl Machine for Multiplayer {
     fn pending_events(&self) -> PendingEvents {
         Self::pending_events(self)
     }
+    fn add_peer(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        unreliable_lifetime_ms: i32,
+    ) -> Result<(), AddPeerError> {
+        Self::add_peer(self, now, peer, unreliable_lifetime_ms)
+    }
+    fn remove_peer(&mut self, peer: PeerId) -> bool {
+        Self::remove_peer(self, peer)
+    }
+    fn disconnect_peer(&mut self, peer: PeerId, force: bool) -> bool {
+        Self::disconnect_peer(self, peer, force)
+    }
+    fn handle_signal(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        signal: Signal,
+    ) -> Result<(), SignalError> {
+        Self::handle_signal(self, now, from, signal)
+    }
+    fn send(
+        &mut self,
+        target: Target,
+        mode: TransferMode,
+        channel: u16,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        self.send_bytes(target, mode, channel, data)
+    }
+    fn close(&mut self) {
+        Self::close(self)
+    }
     fn mesh(&self) -> &Mesh {
         Self::mesh(self)
     }
@@ -518,7 +533,7 @@ impl Machine for Multiplayer {
     }
     fn into_signal(event: Self::Event) -> Result<OutgoingSignal, Self::Event> {
         match event {
-            MultiplayerEvent::Signal(signal) => Ok(signal),
+            MultiplayerEvent::Mesh(Event::Signal(signal)) => Ok(signal),
             other => Err(other),
         }
     }

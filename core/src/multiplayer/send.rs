@@ -12,7 +12,7 @@ impl Multiplayer {
     /// the relay on, anything not for the server (one other client, everyone, everyone but `n`)
     /// goes to the server as `[7][3][target][3][bytes…]` and the server forwards it.
     ///
-    /// Errors as [`Mesh::send`], and: [`SendError::PeerNotConnected`] for a peer still
+    /// Errors as [`Mesh::send`](crate::Mesh::send), and: [`SendError::PeerNotConnected`] for a peer still
     /// authenticating (or, on a client, `1` until the server is admitted);
     /// [`SendError::UnknownPeer`] for a peer not admitted; [`SendError::PacketTooLarge`] gives
     /// the largest payload once the framing is counted.

@@ -4,6 +4,7 @@
 /// invalid or unauthorised is counted in exactly one field; harmless repeats (a second ADD_PEER
 /// for a known peer, DEL_PEER for an unknown one, a late `[7][0]`) are ignored silently.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MultiplayerStats {
     /// RAW payloads delivered as packet events (direct or relayed).
     pub packets_received: u64,

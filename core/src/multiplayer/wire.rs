@@ -43,6 +43,7 @@ pub const AUTH_COMPLETE: [u8; 2] = [COMMAND_SYS, SYS_AUTH];
 
 /// One decoded SceneMultiplayer packet, borrowing from the bytes it was decoded from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Message<'a> {
     /// `send_bytes` payload (never empty).
     Raw(&'a [u8]),

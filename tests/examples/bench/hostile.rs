@@ -15,17 +15,15 @@ const ATTACKER: i32 = 9;
 
 /// What "before" means: the same mesh with every limit out of the way.
 fn limits_off() -> MeshConfig {
-    MeshConfig {
-        limits: Limits {
-            max_remote_candidates: usize::MAX,
-            max_refused_channels: u32::MAX,
-            max_sdp_len: usize::MAX,
-            max_candidate_len: usize::MAX,
-            renegotiation_burst: u32::MAX,
-            renegotiation_interval: Duration::ZERO,
-        },
-        ..MeshConfig::default()
-    }
+    MeshConfig::default().with_limits(
+        Limits::default()
+            .with_max_remote_candidates(usize::MAX)
+            .with_max_refused_channels(u32::MAX)
+            .with_max_sdp_len(usize::MAX)
+            .with_max_candidate_len(usize::MAX)
+            .with_renegotiation_burst(u32::MAX)
+            .with_renegotiation_interval(Duration::ZERO),
+    )
 }
 
 /// A victim with its friend and a connected attacker, timing on.

@@ -16,7 +16,7 @@ use rtcmesh::str0m::change::{SdpAnswer, SdpOffer};
 use rtcmesh::str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use rtcmesh::str0m::net::{Protocol, Receive};
 use rtcmesh::str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
-use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Target, TransferMode};
+use rtcmesh::{Event, Mesh, PeerId, Target, TransferMode};
 use str0m_netem::{
     GilbertElliot, Input as NetInput, Netem, NetemConfig, Output as NetOutput, Probability,
     RandomLoss,
@@ -436,10 +436,7 @@ fn connected(stack: Stack) -> Sim {
     let mut sim = match stack {
         Stack::Rtcmesh => {
             let mut net = Net::new(Duration::ZERO);
-            let config = MeshConfig {
-                channels: extra_channels(),
-                ..super::mesh_config()
-            };
+            let config = super::mesh_config().with_channels(extra_channels());
             let (a, b) = mesh_pair(&mut net, &config);
             let wrap = |side: super::MeshSide| -> Box<dyn Peer> {
                 Box::new(MeshPeer {

@@ -7,10 +7,7 @@ use super::*;
 /// The sender writes until SCTP refuses (no rtcmesh queue in front), so both runs send the
 /// same way whatever the queue does.
 fn mesh_config_no_queue() -> MeshConfig {
-    MeshConfig {
-        max_queued_bytes: 0,
-        ..mesh_config()
-    }
+    mesh_config().with_max_queued_bytes(0)
 }
 
 /// A mesh whose calls are timed, with what it handled.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rtcmesh::{MeshConfig, TransferMode};
+use rtcmesh::TransferMode;
 
 use super::{best_runs, cpu_clock, mesh_config, step, Pair, Run};
 
@@ -22,13 +22,7 @@ pub fn run(quick: bool) {
     for size in [100usize, 1_200] {
         let count = if quick { 10_000 } else { 50_000 };
         let mut raw = Pair::raw(Duration::ZERO, min);
-        let mut off = Pair::mesh(
-            Duration::ZERO,
-            &MeshConfig {
-                stats_interval: None,
-                ..mesh_config()
-            },
-        );
+        let mut off = Pair::mesh(Duration::ZERO, &mesh_config().with_stats_interval(None));
         let mut shipped = Pair::mesh(Duration::ZERO, &mesh_config());
         let runs = best_runs(
             &mut [&mut raw, &mut off, &mut shipped],
@@ -55,10 +49,7 @@ pub fn run(quick: bool) {
     let idle = |stats_interval: Option<Duration>| {
         let mut pair = Pair::mesh(
             Duration::ZERO,
-            &MeshConfig {
-                stats_interval,
-                ..mesh_config()
-            },
+            &mesh_config().with_stats_interval(stats_interval),
         );
         let end = pair.net.now + spell;
         let start = cpu_clock();
