@@ -411,11 +411,8 @@ fn a_packet_above_the_remotes_advertised_size_is_refused_and_the_peer_keeps_work
 /// each side advertises what it accepts, and the sender refuses what the receiver would not take.
 #[test]
 fn a_peer_advertises_the_packet_size_it_accepts_and_larger_packets_are_refused_at_send() {
-    let small = MeshConfig::with_channels([RELIABLE]);
-    let big = MeshConfig {
-        max_packet_size: 200 * 1024,
-        ..small.clone()
-    };
+    let small = MeshConfig::default().with_channels([RELIABLE]);
+    let big = small.clone().with_max_packet_size(200 * 1024);
     let mut w = World::new();
     w.add(rtcmesh::Mesh::create_mesh(1, small).expect("mesh"));
     w.add(rtcmesh::Mesh::create_mesh(2, big).expect("mesh"));
@@ -481,11 +478,8 @@ fn a_peer_advertises_the_packet_size_it_accepts_and_larger_packets_are_refused_a
 /// association. Nothing is acknowledged and then dropped, and the other peers carry on.
 #[test]
 fn a_peer_that_sends_above_our_advertised_size_is_disconnected_and_the_others_carry_on() {
-    let small = MeshConfig::with_channels([RELIABLE]);
-    let big = MeshConfig {
-        max_packet_size: 200 * 1024,
-        ..small.clone()
-    };
+    let small = MeshConfig::default().with_channels([RELIABLE]);
+    let big = small.clone().with_max_packet_size(200 * 1024);
     let mut w = World::new();
     w.add(rtcmesh::Mesh::create_mesh(1, small.clone()).expect("mesh"));
     w.add(rtcmesh::Mesh::create_mesh(2, big).expect("mesh"));

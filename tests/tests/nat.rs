@@ -614,10 +614,8 @@ fn ice_servers_bypass_the_allowlist_and_relayed_peers_are_checked_by_their_addre
 #[test]
 fn a_relay_only_host_keeps_accepting_players_long_after_many_have_come_and_gone() {
     let mut world = world_with_server();
-    let config = MeshConfig {
-        ice_transport_policy: IceTransportPolicy::Relay,
-        ..with_servers(vec![turn(&world)])
-    };
+    let config =
+        with_servers(vec![turn(&world)]).with_ice_transport_policy(IceTransportPolicy::Relay);
     let host = world.add(Mesh::create_server(config).expect("server"));
     assert!(world.run_until(Duration::from_secs(5), |w| {
         !gathered(w, host, CandidateKind::Relayed).is_empty()

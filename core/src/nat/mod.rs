@@ -761,7 +761,8 @@ mod tests {
             ..crate::MeshConfig::default()
         };
         // The allocation under way holds the credential too.
-        let mut nat = Nat::new(&[server.clone()], IceTransportPolicy::All).expect("valid");
+        let mut nat =
+            Nat::new(std::slice::from_ref(&server), IceTransportPolicy::All).expect("valid");
         nat.add_host("192.0.2.1:5000".parse().expect("addr"));
         nat.observe(Instant::now());
         assert!(nat.servers[0].relay.is_some());
