@@ -24,9 +24,10 @@ pub struct LobbyServerConfig {
     pub join_timeout: Duration,
     /// A sealed lobby is closed this long after the seal.
     pub seal_close_after: Duration,
-    /// Members per lobby, host included (default 256). Every join is announced to every member
-    /// (the protocol's O(n²) for a lobby of n), so this also bounds the announcements a single
-    /// lobby can cause.
+    /// Members per lobby, host included (default 256). In a mesh lobby every join is announced
+    /// to every member (the protocol's O(n²) for a lobby of n), so this also bounds the
+    /// announcements a single lobby can cause; in a client/server lobby a join is announced to
+    /// the host only (departures still go to every member, as in Godot's demo server).
     pub max_lobby_size: usize,
     /// Open lobbies created from one client address (default 16; IPv6 addresses count per
     /// /64, where one subscriber's addresses live).
@@ -495,7 +496,16 @@ impl LobbyServer {
         if lobby.members.len() >= self.config.max_lobby_size {
             return Err((PROTOCOL_ERROR, reason::LOBBY_IS_FULL));
         }
-        let (mesh, members) = (lobby.mesh, lobby.members.clone());
+        let (mesh, host) = (lobby.mesh, lobby.host);
+        // In a client/server lobby the clients talk only to the host, and the host relays:
+        // as in Godot's demo server, a newcomer meets the host and nobody else (a stock Godot
+        // client would `add_peer` another client and fail).
+        let members: Vec<ConnectionId> = lobby
+            .members
+            .iter()
+            .copied()
+            .filter(|&m| mesh || m == host)
+            .collect();
         if let Some(c) = self.connections.get_mut(&conn) {
             c.lobby = Some(name.clone());
         }
@@ -805,6 +815,51 @@ mod tests {
             Harness::messages_to(&out, 10),
             vec![LobbyMessage::new(MessageKind::PeerConnect, new_id, "")]
         );
+    }
+
+    #[test]
+    fn a_client_server_lobby_shows_each_client_only_the_host_as_godots_demo_server_does() {
+        let mut h = Harness::new();
+        let (_, name) = h.join(10, "", false);
+        h.join(11, &name, false);
+        h.server.connect(h.now, 12, LOCAL);
+        let out = h.text(12, &join_frame(&name));
+        let second = h.server.connections[&12].peer_id;
+        assert_eq!(
+            Harness::messages_to(&out, 12),
+            vec![
+                LobbyMessage::new(MessageKind::Id, second.into(), ""),
+                LobbyMessage::new(MessageKind::PeerConnect, 1, ""),
+                LobbyMessage::new(MessageKind::Join, 0, name.clone()),
+            ],
+            "the newcomer hears of the host only"
+        );
+        assert_eq!(
+            Harness::messages_to(&out, 10),
+            vec![LobbyMessage::new(
+                MessageKind::PeerConnect,
+                second.into(),
+                ""
+            )]
+        );
+        assert!(
+            Harness::messages_to(&out, 11).is_empty(),
+            "the first client never hears of the second"
+        );
+        assert_eq!(h.server.stats().announcements, 4, "two per client");
+        // A client leaving is announced to every member, as Godot's server does.
+        h.server.disconnect(12);
+        let out = h.drain();
+        for member in [10, 11] {
+            assert_eq!(
+                Harness::messages_to(&out, member),
+                vec![LobbyMessage::new(
+                    MessageKind::PeerDisconnect,
+                    second.into(),
+                    ""
+                )]
+            );
+        }
     }
 
     #[test]
