@@ -96,7 +96,7 @@ pub use error::{
 };
 pub use event::{Event, LossReason, Packet, PendingEvents, Transmit};
 pub use limits::{Limits, MultiplayerLimits};
-pub use link::{ChannelStats, PeerStats};
+pub use link::{ChannelStats, PeerStats, RetransmissionStats};
 pub use machine::Machine;
 pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{

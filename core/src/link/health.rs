@@ -50,6 +50,10 @@ impl Link {
         if self.hold_until.is_some_and(|at| now >= at) {
             self.release_held();
         }
+        // rtcmesh's own retransmission: losses and probes that came due, and an
+        // acknowledgement that waited long enough (drained below with SCTP's own output).
+        self.reliable.on_timeout(now);
+        self.flush_reliable(now, false);
         let mut progress = if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
             self.drive(now, sink)
         } else {
@@ -92,6 +96,7 @@ impl Link {
             }
         };
         earliest(self.hold_until);
+        earliest(self.reliable.deadline());
         if self.announced {
             earliest(deadline(self.last_heard, limits.silence));
             earliest(self.recovery_deadline(now, limits));

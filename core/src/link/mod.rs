@@ -18,6 +18,7 @@ mod health;
 mod negotiation;
 mod path;
 mod queue;
+mod reliable;
 mod restart;
 mod stats;
 mod window;
@@ -45,6 +46,8 @@ use negotiation::{Handshake, Negotiation};
 use path::Path;
 use queue::SendQueue;
 pub(crate) use queue::WriteError;
+use reliable::Reliable;
+pub use reliable::RetransmissionStats;
 use restart::Recovery;
 use stats::Counters;
 pub use stats::{ChannelStats, PeerStats};
@@ -204,6 +207,8 @@ pub(crate) struct Link {
     /// The peer's `tracing` span (a child of the mesh's).
     span: tracing::Span,
     guard: Guard,
+    /// rtcmesh's own retransmission of the reliable channels (when both ends offer it).
+    reliable: Reliable,
 }
 
 impl Link {
@@ -268,6 +273,7 @@ impl Link {
             moves: 0,
             span,
             guard: Guard::new(setup.config),
+            reliable: Reliable::new(setup.config, setup.layout),
         };
         Ok((link, offer))
     }
@@ -337,6 +343,7 @@ impl Link {
         if !self.queue.is_empty() {
             drain |= self.flush_queue(now, sink.stats);
         }
+        drain |= self.flush_reliable(now, drain);
         if !drain {
             // Nothing new for str0m: a poll now would only repeat SCTP's walk.
             self.dirty = false;
@@ -355,7 +362,7 @@ impl Link {
 
     /// Whether all channels are open and the transport is connected.
     pub fn is_ready(&self) -> bool {
-        self.channels.iter().all(|c| c.open) && self.rtc.is_connected()
+        self.channels.iter().all(|c| c.open) && self.reliable.ready() && self.rtc.is_connected()
     }
 
     /// Channels open so far.
@@ -410,8 +417,9 @@ impl Link {
         self.drain(Some((now, &mut progress)), sink);
         progress.recheck_nat |= std::mem::take(&mut self.recovery.recheck_nat);
         // Input may have made room for queued packets: they move at the next poll, once for
-        // everything this turn brings, as the application's own writes do.
-        progress.wrote = !self.queue.is_empty();
+        // everything this turn brings, as the application's own writes do. So do
+        // acknowledgements and retransmissions of rtcmesh's own retransmission.
+        progress.wrote = !self.queue.is_empty() || self.reliable.wants_flush(now);
         if !self.rtc.is_alive() {
             progress.lost.get_or_insert(Loss::Closed);
         }
@@ -433,6 +441,7 @@ impl Link {
                     };
                     if let Some((now, progress)) = progress.as_mut() {
                         if self.on_transmit(*now, &t) {
+                            self.reliable.on_path_change(*now);
                             self.on_new_path(progress, sink);
                         }
                     }
@@ -466,6 +475,16 @@ impl Link {
         sink: &mut Sink<'_>,
     ) {
         match event {
+            RtcEvent::ChannelData(data) if self.reliable.is_channel(data.id) => {
+                self.on_reliable_message(now, &data.data, sink);
+            }
+            RtcEvent::ChannelOpen(id, _) if self.reliable.is_channel(id) => {
+                self.reliable.on_open();
+                progress.connected |= !self.announced && self.is_ready();
+            }
+            RtcEvent::ChannelClose(id) if self.reliable.is_channel(id) => {
+                progress.lost = Some(Loss::Closed);
+            }
             RtcEvent::ChannelData(data) => match self.channel_index(data.id) {
                 Some(_) if !self.fits_packet_size(data.data.len(), sink) => {}
                 Some(index) => {
@@ -501,6 +520,7 @@ impl Link {
                     self.ice_was_connected = true;
                     self.ice_lost_at = None;
                     self.on_ice_connected();
+                    self.reliable.on_path_change(now);
                 }
                 IceConnectionState::Disconnected if self.ice_was_connected => {
                     self.ice_lost_at.get_or_insert(now);
@@ -513,6 +533,7 @@ impl Link {
                 if let Some(pair) = stats.selected_candidate_pair {
                     if let Some(rtt) = pair.current_round_trip_time {
                         self.window.set_rtt(rtt);
+                        self.reliable.set_ice_rtt(rtt);
                     }
                     if self.path.observe(pair.local.addr, pair.remote.addr) {
                         self.on_new_path(progress, sink);

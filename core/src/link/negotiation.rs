@@ -21,6 +21,7 @@ use smallvec::SmallVec;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::{Candidate, Rtc, RtcConfig};
 
+use super::reliable;
 use super::window::SendWindow;
 use super::{ChannelStats, Link, LinkChannel, Progress, Sink};
 use crate::channels::{self, ChannelSpec};
@@ -121,10 +122,8 @@ impl Link {
             let (offer, pending) = api
                 .apply()
                 .ok_or_else(|| AddPeerError::Rtc("no offer produced".into()))?;
-            (
-                Negotiation::Offered(pending),
-                Some(Signal::Offer(offer.to_sdp_string())),
-            )
+            let sdp = reliable::advertise(setup.config.own_retransmission, offer.to_sdp_string());
+            (Negotiation::Offered(pending), Some(Signal::Offer(sdp)))
         } else {
             (Negotiation::AwaitingOffer, None)
         };
@@ -180,6 +179,7 @@ impl Link {
         self.clock = now;
         self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
         self.guard.remote = Default::default();
+        self.reliable.reset();
         if offer.is_none() {
             // The answering side follows the offerer, whose own deadline bounds the retries.
             self.connect_deadline = crate::limits::deadline(now, setup.config.connect_timeout);
@@ -269,6 +269,11 @@ impl Link {
                     return Err(SignalError::Invalid(format!("answer refused: {e}")));
                 }
                 self.remote_session = sdp_session(&sdp);
+                if !restarting {
+                    // The connection's answer: both ends agree on their own retransmission.
+                    self.reliable.on_answer(&sdp);
+                    self.reliable.create_channel(&mut self.rtc);
+                }
                 if restarting && ufrag != self.remote_ufrag {
                     self.path.reset_remote();
                     self.restart_applied();
@@ -310,6 +315,8 @@ impl Link {
             let config = channels::str0m_config(&ch.spec, self.lifetime_ms);
             ch.id = Some(api.create_data_channel(config));
         }
+        self.reliable.on_offer(&sdp);
+        self.reliable.create_channel(&mut self.rtc);
         self.negotiation = Negotiation::Done;
         self.offer_hash = offer_hash;
         self.remote_session = sdp_session(&sdp);
@@ -380,7 +387,7 @@ impl Link {
     fn send_answer(&self, answer: &SdpAnswer, sink: &mut Sink<'_>) {
         sink.events.push_back(Event::Signal(OutgoingSignal {
             to: self.peer,
-            signal: Signal::Answer(answer.to_sdp_string()),
+            signal: Signal::Answer(self.reliable.answer(answer.to_sdp_string())),
         }));
     }
 

@@ -146,7 +146,10 @@ impl Link {
         self.restart_began(now, sink);
         sink.events.push_back(Event::Signal(OutgoingSignal {
             to: self.peer,
-            signal: Signal::Offer(offer.to_sdp_string()),
+            signal: Signal::Offer(super::reliable::advertise(
+                self.reliable.enabled(),
+                offer.to_sdp_string(),
+            )),
         }));
     }
 

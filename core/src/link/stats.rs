@@ -145,6 +145,11 @@ pub struct PeerStats {
     pub ice_restarts: u64,
     /// Path changes without a restart ([`Event::PeerMoved`](crate::Event::PeerMoved)).
     pub moves: u64,
+    /// What rtcmesh's own retransmission did for the reliable channels, when both ends agreed
+    /// on it (both rtcmesh with [`MeshConfig::own_retransmission`](crate::MeshConfig::own_retransmission));
+    /// `None`: SCTP retransmits them (a browser or Godot peer, or it is off). In the
+    /// aggregate, the sum over the peers that have it.
+    pub retransmission: Option<super::RetransmissionStats>,
 }
 
 impl PeerStats {
@@ -166,6 +171,7 @@ impl PeerStats {
             max_packet_size,
             ice_restarts: 0,
             moves: 0,
+            retransmission: None,
         }
     }
 
@@ -184,6 +190,9 @@ impl PeerStats {
         self.max_packet_size = self.max_packet_size.min(s.max_packet_size);
         self.ice_restarts += s.ice_restarts;
         self.moves += s.moves;
+        if let Some(r) = &s.retransmission {
+            self.retransmission.get_or_insert_with(Default::default).add(r);
+        }
         if self.channels.is_empty() {
             self.channels.clone_from(&s.channels);
         } else {
@@ -223,6 +232,7 @@ impl Link {
             max_packet_size: self.max_message_size.min(max_packet_size),
             ice_restarts: self.recovery.total,
             moves: self.moves,
+            retransmission: self.reliable.stats(),
         }
     }
 }
