@@ -1,6 +1,19 @@
 //! Counters of what the mesh did and dropped (per peer: [`PeerStats`](crate::PeerStats)).
 
 /// Counters since the mesh was created, read with [`Mesh::stats`](crate::Mesh::stats).
+///
+/// ```
+/// use rtcmesh::{Mesh, MeshConfig};
+///
+/// let mut mesh = Mesh::create_server(MeshConfig::default())?;
+/// mesh.add_host_candidate("127.0.0.1:5000".parse()?)?;
+/// // A datagram from nobody the mesh knows is dropped and counted, never an error.
+/// mesh.handle_datagram(std::time::Instant::now(), "127.0.0.1:6000".parse()?, "127.0.0.1:5000".parse()?, b"junk");
+/// let stats = mesh.stats();
+/// assert_eq!(stats.datagrams_received, 1);
+/// assert_eq!(stats.datagrams_routed, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MeshStats {

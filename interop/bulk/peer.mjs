@@ -50,7 +50,9 @@ reliable.setBufferedAmountLowThreshold(HIGH / 2);
 function pump() {
   if (!sender || !open || started === null || stopped) return;
   while (sent < count && reliable.bufferedAmount() < HIGH) {
-    if (!reliable.sendMessageBinary(payload)) break;
+    let ok = false;
+    try { ok = reliable.sendMessageBinary(payload); } catch { stopped = true; }
+    if (!ok) break;
     sent += 1;
   }
   if (sent === count) {
@@ -68,6 +70,7 @@ function report() {
   finish();
 }
 function finish() {
+  stopped = true;
   setTimeout(() => { pc.close(); nodeDataChannel.cleanup(); process.exit(0); }, 100);
 }
 

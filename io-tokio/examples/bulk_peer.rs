@@ -66,11 +66,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let results = handle.send_many(vec![packet.clone(); batch]).await;
             let accepted = results.iter().take_while(|r| r.is_ok()).count();
             sent += accepted;
-            if let Some(Err(e)) = results.get(accepted) {
-                if !matches!(e, SendError::QueueFull(_)) {
-                    return Err(format!("send: {e}").into());
+            match results.get(accepted) {
+                Some(Err(SendError::QueueFull(_))) => {
+                    tokio::time::sleep(Duration::from_micros(500)).await;
                 }
-                tokio::time::sleep(Duration::from_micros(500)).await;
+                // The receiver is gone (it reported and closed): the transfer is over, and
+                // the receiver's report is the figure.
+                Some(Err(e)) => {
+                    eprintln!("bulk_peer: send stopped: {e}");
+                    say(json!({"type": "sent", "messages": sent}));
+                    break;
+                }
+                _ => {}
             }
             if sent == count {
                 say(json!({"type": "sent", "messages": sent}));
@@ -136,6 +143,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     bytes += p.data.len();
                     last = Some(Instant::now());
                 }
+                // A sender that was told to stop closes at once, which may reach us before
+                // our own `stop`: the transfer is over, report it.
+                Some(Event::PeerDisconnected(_)) if !sender && started.is_some() => stopped = true,
                 Some(Event::PeerDisconnected(_)) => return Err("peer disconnected".into()),
                 Some(_) => {}
                 None => return Err("endpoint closed".into()),

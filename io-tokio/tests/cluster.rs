@@ -10,7 +10,7 @@ use common::*;
 use futures_util::SinkExt;
 use rtcmesh::lobby::LobbyEvent;
 use rtcmesh::{Event, Mesh, PeerId, Target, TransferMode};
-use rtcmesh_tokio::{join, JoinOptions, Session};
+use rtcmesh_tokio::{join, ClusterConfig, JoinOptions, Session, SignalConfig, SignalServer};
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long a dead node's members may take to be announced gone elsewhere: the node lease
@@ -205,5 +205,245 @@ async fn a_node_shutting_down_tells_the_others_at_once() {
     assert_eq!(
         join_refused(&b.url, &z).await,
         Some((4000, "Lobby does not exists".to_owned()))
+    );
+}
+
+/// A node in this process, so a test can set what the binary has no flag for.
+async fn node_in_process(
+    redis: &RedisServer,
+    tune: impl FnOnce(&mut SignalConfig),
+) -> SignalServer {
+    let mut config = SignalConfig {
+        cluster: Some(ClusterConfig::new(redis.url.clone())),
+        ..SignalConfig::default()
+    };
+    tune(&mut config);
+    SignalServer::bind_with("127.0.0.1:0".parse().expect("addr"), config)
+        .await
+        .expect("node")
+}
+
+/// Two nodes sharing lobbies both ways, where a's queue of messages for Redis holds four, so
+/// a burst while Redis stalls overflows it. Lobby Y lives on a with a member on b; lobby Z lives
+/// on b (two members at most) with a member on a.
+struct Split {
+    redis: RedisServer,
+    a: SignalServer,
+    b: SignalServer,
+    y: String,
+    y_host: Ws,
+    y_member: Ws,
+    y_member_id: i64,
+    z: String,
+    z_host: Ws,
+    z_member: Ws,
+    z_member_id: i64,
+}
+
+impl Split {
+    async fn start() -> Split {
+        let redis = RedisServer::start();
+        let a = node_in_process(&redis, |c| {
+            let cluster = c.cluster.as_mut().expect("cluster");
+            cluster.max_pending_publishes = 4;
+            // Renewed every second (each lease check), so a live lobby's record never lapses.
+            cluster.lobby_lease = Duration::from_secs(2);
+        })
+        .await;
+        let b = node_in_process(&redis, |c| c.lobby.max_lobby_size = 2).await;
+        let mut y_host = ws(&a.url()).await;
+        let (_, y) = join_raw(&mut y_host, "").await;
+        let mut y_member = ws(&b.url()).await;
+        let (y_member_id, _) = join_raw(&mut y_member, &y).await;
+        assert!(expect_frame(&mut y_host, 2, y_member_id, LIMIT).await);
+        let mut z_host = ws(&b.url()).await;
+        let (_, z) = join_raw(&mut z_host, "").await;
+        let mut z_member = ws(&a.url()).await;
+        let (z_member_id, _) = join_raw(&mut z_member, &z).await;
+        assert!(expect_frame(&mut z_host, 2, z_member_id, LIMIT).await);
+        Split {
+            redis,
+            a,
+            b,
+            y,
+            y_host,
+            y_member,
+            y_member_id,
+            z,
+            z_host,
+            z_member,
+            z_member_id,
+        }
+    }
+
+    /// Redis stalls for a second while Z's member on a signals its host 50 times: a's queue
+    /// overflows and a detaches, as when Redis fails: it closes its client in Z (1011) and Y
+    /// loses its member on b. Returns once a is attached again.
+    async fn overflow_a(&mut self) {
+        assert_eq!(
+            self.redis.command(&["CLIENT", "PAUSE", "1000", "ALL"]),
+            "+OK"
+        );
+        for i in 0..50 {
+            let candidate = format!("\n0\n0\ncandidate:{i} 1 udp 1 127.0.0.1 9 typ host");
+            if self.z_member.send(frame(6, 1, &candidate)).await.is_err() {
+                break;
+            }
+        }
+        assert_eq!(
+            close_of(&mut self.z_member).await,
+            Some((1011, "Signaling cluster unavailable".to_owned())),
+            "a detached: its client in b's lobby is closed"
+        );
+        assert!(
+            expect_frame(&mut self.y_host, 3, self.y_member_id, LIMIT).await,
+            "a detached: its lobby lost its member on b"
+        );
+        let a = &self.a;
+        assert!(
+            eventually(LIMIT, || a.metrics().cluster_up).await,
+            "a re-attached"
+        );
+    }
+}
+
+/// Waits (bounded) until `ready` holds, polling.
+async fn eventually(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_reconnects_to_redis_keeps_its_lobbies() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut host = ws(&a.url).await;
+    let (_, lobby) = join_raw(&mut host, "").await;
+
+    for n in [&a, &b] {
+        assert!(n.wait_log("attached to the Redis cluster", LIMIT));
+    }
+
+    // Redis drops every node's connections (a restart, a failover, a blip) but keeps its keys:
+    // the lobby's record still names a when a comes back.
+    assert_eq!(
+        redis
+            .command(&["CLIENT", "KILL", "TYPE", "normal"])
+            .get(..1),
+        Some(":")
+    );
+    assert_eq!(
+        redis
+            .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+            .get(..1),
+        Some(":")
+    );
+    for n in [&a, &b] {
+        assert!(
+            n.wait_log_count("attached to the Redis cluster", 2, LIMIT),
+            "the node re-attached; its log:\n{}",
+            n.log()
+        );
+    }
+
+    // a recognises its own record: the host stays, and a member joins through b.
+    let closed = read_until(&mut host, Duration::from_secs(1), |m| match m {
+        Message::Close(f) => Some(f.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(closed, None, "the host of a's lobby is not closed");
+    let mut member = ws(&b.url).await;
+    let joined = try_join_raw(&mut member, &lobby).await;
+    let (member_id, _) = joined.expect("a member joins a's lobby through b");
+    assert!(expect_frame(&mut host, 2, member_id, LIMIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_publish_queue_overflowed_detaches_and_comes_back() {
+    let mut split = Split::start().await;
+    split.overflow_a().await;
+
+    // a is whole again: a client on a joins a new lobby on b, and a's own lobby, still
+    // recorded after its 2 s lease, takes a new member through b.
+    let mut w_host = ws(&split.b.url()).await;
+    let (_, w) = join_raw(&mut w_host, "").await;
+    let mut w_member = ws(&split.a.url()).await;
+    let (w_member_id, _) = try_join_raw(&mut w_member, &w)
+        .await
+        .expect("a client on a joins b's lobby");
+    assert!(expect_frame(&mut w_host, 2, w_member_id, LIMIT).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut late = ws(&split.b.url()).await;
+    let (late_id, _) = try_join_raw(&mut late, &split.y)
+        .await
+        .expect("a's lobby is still recorded in Redis");
+    assert!(expect_frame(&mut split.y_host, 2, late_id, LIMIT).await);
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_an_outage_tells_the_lobbies_it_left_so_no_ghost_stays() {
+    let mut split = Split::start().await;
+    split.overflow_a().await;
+
+    // Z's host hears that a's client left, and the place it held is free: a client joining
+    // again through a is one member, not two.
+    assert!(
+        expect_frame(&mut split.z_host, 3, split.z_member_id, LIMIT).await,
+        "Z's host heard that the member on a left"
+    );
+    let mut again = ws(&split.a.url()).await;
+    let (again_id, _) = try_join_raw(&mut again, &split.z)
+        .await
+        .expect("room in Z (two members at most) for the client joining again");
+    assert!(expect_frame(&mut split.z_host, 2, again_id, LIMIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_an_outage_has_the_members_it_dropped_closed_where_they_are() {
+    let mut split = Split::start().await;
+    split.overflow_a().await;
+
+    // Y dropped its member on b while a was detached: b closes that client instead of leaving
+    // it in a lobby it is no longer in.
+    assert_eq!(
+        close_of(&mut split.y_member).await,
+        Some((1011, "Signaling cluster unavailable".to_owned())),
+        "b closed the member Y dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_its_lobbys_node_never_answers_is_closed_not_left_waiting() {
+    // A lobby recorded for a node whose lease runs but which hears nothing: a JOIN sent while
+    // its node was detached, or just before it died.
+    let redis = RedisServer::start();
+    let b = node(&redis);
+    let silent = "00000000deadbeef";
+    let lease = ["PX", "60000"];
+    let node_key = format!("rtcmesh:node:{silent}");
+    assert_eq!(
+        redis.command(&[&["SET", &node_key, "1"][..], &lease].concat()),
+        "+OK"
+    );
+    let lobby_key = "rtcmesh:lobby:NOBODYANSWERS";
+    assert_eq!(
+        redis.command(&[&["SET", lobby_key, silent][..], &lease].concat()),
+        "+OK"
+    );
+
+    let started = Instant::now();
+    assert_eq!(
+        join_refused(&b.url, "NOBODYANSWERS").await,
+        Some((1011, "Signaling cluster unavailable".to_owned()))
+    );
+    println!(
+        "an unanswered JOIN was closed after {:?}",
+        started.elapsed()
     );
 }

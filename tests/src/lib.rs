@@ -50,6 +50,8 @@ pub mod docs {
     pub struct Internet;
     #[doc = include_str!("../../docs/interop.md")]
     pub struct Interop;
+    #[doc = include_str!("../../docs/loss-recovery.md")]
+    pub struct LossRecovery;
     #[doc = include_str!("../../docs/loop.md")]
     pub struct Loop;
     #[doc = include_str!("../../docs/mio.md")]

@@ -346,6 +346,49 @@ fn cargo_problem(command: &str, ci: &str) -> Option<String> {
     None
 }
 
+/// The `inline code` spans of the prose.
+fn inline_code(text: &str) -> Vec<String> {
+    prose(text)
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Commands in the prose (`cargo run …`, `cargo test …`) name packages, examples, binaries
+/// and tests that exist, and the benchmark's parts are ones it knows.
+#[test]
+fn every_cargo_command_in_the_prose_names_what_exists() {
+    let ci = read(&root().join(".ci/run"));
+    let bench = read(&root().join("tests/examples/bench.rs"));
+    let mut wrong = Vec::new();
+    for page in pages() {
+        for command in inline_code(&read(&page)) {
+            if !(command.starts_with("cargo run ") || command.starts_with("cargo test ")) {
+                continue;
+            }
+            let mut problem = cargo_problem(&command, &ci);
+            if let Some((_, parts)) = command.split_once("--example bench ") {
+                problem = problem.or_else(|| {
+                    parts
+                        .split_whitespace()
+                        .find(|part| !bench.contains(&format!("\"{part}\"")))
+                        .map(|part| format!("the benchmark has no part `{part}`"))
+                });
+            }
+            if let Some(problem) = problem {
+                wrong.push(format!("{}: `{command}`: {problem}", name(&page)));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "commands in the prose:\n{}",
+        wrong.join("\n")
+    );
+}
+
 #[test]
 fn the_readme_s_two_commands_are_what_ci_runs() {
     let ci = read(&root().join(".ci/run"));

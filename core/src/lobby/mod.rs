@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | 0 JOIN | `id` 0 = mesh, 1 = client/server; `data` lobby name or `""` to create one | `data` the lobby name |
 //! | 1 ID | — | `id` your peer id (the lobby host gets 1); `data` `"true"` in a mesh lobby |
-//! | 2 PEER_CONNECT | — | `id` a peer in your lobby |
+//! | 2 PEER_CONNECT | — | `id` a peer in your lobby (in a client/server lobby a client hears only of the host, the host of every client) |
 //! | 3 PEER_DISCONNECT | — | `id` a peer that left |
 //! | 4 OFFER, 5 ANSWER | `id` destination, `data` SDP | `id` source, `data` SDP |
 //! | 6 CANDIDATE | `id` destination, `data` `"\n<mid>\n<index>\n<candidate>"` | `id` source |
@@ -27,7 +27,7 @@ mod client;
 mod message;
 mod server;
 
-pub use client::{LobbyClient, LobbyEvent};
+pub use client::{ApplyError, LobbyClient, LobbyEvent};
 pub use message::{LobbyError, LobbyMessage, MessageKind, MAX_MESSAGE_LEN};
 pub use server::{
     address_key, close, ConnectionId, LobbyServer, LobbyServerConfig, LobbyStats, ServerOutput,

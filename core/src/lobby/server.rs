@@ -14,6 +14,20 @@ pub type ConnectionId = u64;
 
 /// Limits and timeouts. The first four default to the reference server's values; the others
 /// are rtcmesh's own bounds, generous enough for any game lobby.
+///
+/// ```
+/// use std::time::Duration;
+/// use rtcmesh::lobby::{LobbyServer, LobbyServerConfig};
+///
+/// let config = LobbyServerConfig {
+///     max_lobby_size: 8, // a game for up to 8 players
+///     member_idle_timeout: Some(Duration::from_secs(60)),
+///     ..LobbyServerConfig::default()
+/// };
+/// let server = LobbyServer::new(config, rand_seed());
+/// assert_eq!(server.config().max_lobby_size, 8);
+/// # fn rand_seed() -> u64 { 7 }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LobbyServerConfig {
     /// Connections beyond this are closed at once.
@@ -24,9 +38,10 @@ pub struct LobbyServerConfig {
     pub join_timeout: Duration,
     /// A sealed lobby is closed this long after the seal.
     pub seal_close_after: Duration,
-    /// Members per lobby, host included (default 256). Every join is announced to every member
-    /// (the protocol's O(n²) for a lobby of n), so this also bounds the announcements a single
-    /// lobby can cause.
+    /// Members per lobby, host included (default 256). In a mesh lobby every join is announced
+    /// to every member (the protocol's O(n²) for a lobby of n), so this also bounds the
+    /// announcements a single lobby can cause; in a client/server lobby a join is announced to
+    /// the host only (departures still go to every member, as in Godot's demo server).
     pub max_lobby_size: usize,
     /// Open lobbies created from one client address (default 16; IPv6 addresses count per
     /// /64, where one subscriber's addresses live).
@@ -55,6 +70,22 @@ impl Default for LobbyServerConfig {
 }
 
 /// What the server wants done on its WebSockets.
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::lobby::{close, LobbyServer, LobbyServerConfig, ServerOutput};
+///
+/// let mut server = LobbyServer::new(LobbyServerConfig::default(), 1);
+/// server.connect(Instant::now(), 9, "127.0.0.1".parse()?);
+/// server.handle_text(Instant::now(), 9, "not json");
+/// match server.poll_output() {
+///     Some(ServerOutput::Close { to: 9, code, reason }) => {
+///         assert_eq!((code, reason), (close::PROTOCOL_ERROR, close::INVALID_FORMAT));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 #[non_exhaustive]
@@ -155,6 +186,14 @@ use close as reason;
 use close::PROTOCOL_ERROR;
 
 /// What the server counted since it started.
+///
+/// ```
+/// use rtcmesh::lobby::{LobbyServer, LobbyServerConfig, LobbyStats};
+///
+/// let server = LobbyServer::new(LobbyServerConfig::default(), 1);
+/// let stats: LobbyStats = server.stats();
+/// assert_eq!((stats.joins, stats.lobbies_created, stats.signals_relayed), (0, 0, 0));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LobbyStats {
@@ -203,6 +242,45 @@ enum Deadline {
 /// the same inputs give the same outputs. Every lookup is a hash lookup; the only work that
 /// grows with a lobby's size is the protocol's own announcements to its members, bounded by
 /// [`LobbyServerConfig::max_lobby_size`].
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::lobby::{LobbyClient, LobbyEvent, LobbyServer, LobbyServerConfig, ServerOutput};
+///
+/// // The whole server, in memory: your WebSocket server feeds it frames by connection id and
+/// // carries out what it outputs. Here two lobby clients play the WebSockets' other ends.
+/// let mut server = LobbyServer::new(LobbyServerConfig::default(), 42); // 42 seeds the peer ids
+/// let now = Instant::now();
+/// let mut host = LobbyClient::new("", true); // "" creates a lobby; true: a mesh lobby
+/// server.connect(now, 1, "127.0.0.1".parse()?);
+/// server.handle_text(now, 1, &host.join_message());
+/// let mut name = String::new();
+/// while let Some(output) = server.poll_output() {
+///     if let ServerOutput::Send { to: 1, text } = output {
+///         if let LobbyEvent::Joined(lobby) = host.handle_text(&text)? {
+///             name = lobby; // share it with the players who should join
+///         }
+///     }
+/// }
+/// assert_eq!(host.id(), Some(1)); // the lobby's host
+///
+/// let mut guest = LobbyClient::new(name, true);
+/// server.connect(now, 2, "127.0.0.1".parse()?);
+/// server.handle_text(now, 2, &guest.join_message());
+/// let (mut host_saw, mut guest_saw) = (Vec::new(), Vec::new());
+/// while let Some(output) = server.poll_output() {
+///     match output {
+///         ServerOutput::Send { to: 1, text } => host_saw.push(host.handle_text(&text)?),
+///         ServerOutput::Send { to: 2, text } => guest_saw.push(guest.handle_text(&text)?),
+///         other => println!("{other:?}"),
+///     }
+/// }
+/// let guest_id = guest.id().expect("assigned");
+/// assert!(host_saw.contains(&LobbyEvent::PeerJoined(guest_id)));
+/// assert!(guest_saw.contains(&LobbyEvent::PeerJoined(1)));
+/// assert_eq!(server.stats().joins, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct LobbyServer {
     config: LobbyServerConfig,
@@ -495,7 +573,16 @@ impl LobbyServer {
         if lobby.members.len() >= self.config.max_lobby_size {
             return Err((PROTOCOL_ERROR, reason::LOBBY_IS_FULL));
         }
-        let (mesh, members) = (lobby.mesh, lobby.members.clone());
+        let (mesh, host) = (lobby.mesh, lobby.host);
+        // In a client/server lobby the clients talk only to the host, and the host relays:
+        // as in Godot's demo server, a newcomer meets the host and nobody else (a stock Godot
+        // client would `add_peer` another client and fail).
+        let members: Vec<ConnectionId> = lobby
+            .members
+            .iter()
+            .copied()
+            .filter(|&m| mesh || m == host)
+            .collect();
         if let Some(c) = self.connections.get_mut(&conn) {
             c.lobby = Some(name.clone());
         }
@@ -805,6 +892,51 @@ mod tests {
             Harness::messages_to(&out, 10),
             vec![LobbyMessage::new(MessageKind::PeerConnect, new_id, "")]
         );
+    }
+
+    #[test]
+    fn a_client_server_lobby_shows_each_client_only_the_host_as_godots_demo_server_does() {
+        let mut h = Harness::new();
+        let (_, name) = h.join(10, "", false);
+        h.join(11, &name, false);
+        h.server.connect(h.now, 12, LOCAL);
+        let out = h.text(12, &join_frame(&name));
+        let second = h.server.connections[&12].peer_id;
+        assert_eq!(
+            Harness::messages_to(&out, 12),
+            vec![
+                LobbyMessage::new(MessageKind::Id, second.into(), ""),
+                LobbyMessage::new(MessageKind::PeerConnect, 1, ""),
+                LobbyMessage::new(MessageKind::Join, 0, name.clone()),
+            ],
+            "the newcomer hears of the host only"
+        );
+        assert_eq!(
+            Harness::messages_to(&out, 10),
+            vec![LobbyMessage::new(
+                MessageKind::PeerConnect,
+                second.into(),
+                ""
+            )]
+        );
+        assert!(
+            Harness::messages_to(&out, 11).is_empty(),
+            "the first client never hears of the second"
+        );
+        assert_eq!(h.server.stats().announcements, 4, "two per client");
+        // A client leaving is announced to every member, as Godot's server does.
+        h.server.disconnect(12);
+        let out = h.drain();
+        for member in [10, 11] {
+            assert_eq!(
+                Harness::messages_to(&out, member),
+                vec![LobbyMessage::new(
+                    MessageKind::PeerDisconnect,
+                    second.into(),
+                    ""
+                )]
+            );
+        }
     }
 
     #[test]

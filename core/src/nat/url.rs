@@ -52,6 +52,16 @@ impl IceServer {
 }
 
 /// Which local candidates ICE may use (W3C `iceTransportPolicy`).
+///
+/// ```
+/// use rtcmesh::{IceServer, IceTransportPolicy, Mesh, MeshConfig};
+///
+/// let mut config = MeshConfig::default();
+/// config.ice_servers = vec![IceServer::turn("turn:turn.example.org", "user", "secret")];
+/// config.ice_transport_policy = IceTransportPolicy::Relay; // never reveal the host or public address
+/// let _mesh = Mesh::create_mesh(2, config)?;
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IceTransportPolicy {
     /// Every candidate: host, server-reflexive and relayed (default). ICE prefers direct

@@ -33,8 +33,22 @@ enum Route {
         join: String,
         _permit: Option<OwnedSemaphorePermit>,
     },
-    /// To the node that owns its lobby.
-    Proxied { owner: NodeId },
+    /// To the node that owns its lobby. `asked`: when its JOIN went there, until the owner
+    /// answers (it answers at once; one that does not within
+    /// [`Cluster::join_answer_timeout`] lost it).
+    Proxied {
+        owner: NodeId,
+        asked: Option<Instant>,
+    },
+}
+
+/// Who already knows that a connection ended, so is not told again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Knows {
+    Nobody,
+    /// The lobby server running its lobby (it closed or handed off the connection itself, or
+    /// its node told us, or is gone).
+    Lobby,
 }
 
 struct Socket {
@@ -52,6 +66,9 @@ pub(crate) struct Hub {
     remote_ids: HashMap<(NodeId, ConnectionId), ConnectionId>,
     /// Lobbies this node hosts, with their hosts.
     owned: HashMap<String, ConnectionId>,
+    /// Membership news for other nodes from while this node was detached (members it dropped
+    /// from its lobbies, its clients it closed): told once it is attached again.
+    untold: Vec<(NodeId, ConnectionId, Body)>,
     ids: Arc<AtomicU64>,
     counters: Arc<Counters>,
     cluster: Option<Cluster>,
@@ -77,6 +94,7 @@ impl Hub {
             remote: HashMap::new(),
             remote_ids: HashMap::new(),
             owned: HashMap::new(),
+            untold: Vec::new(),
             ids,
             counters,
             cluster,
@@ -163,7 +181,7 @@ impl Hub {
                         }
                     }
                     Route::Pending { .. } => {}
-                    Route::Proxied { owner } => {
+                    Route::Proxied { owner, .. } => {
                         let body = match frame {
                             Frame::Text(text) => Body::Text(text),
                             Frame::Binary => Body::Binary,
@@ -173,16 +191,7 @@ impl Hub {
                     }
                 }
             }
-            Incoming::Closed { conn } => {
-                let Some(socket) = self.sockets.remove(&conn) else {
-                    return;
-                };
-                match socket.route {
-                    Route::Local => self.lobby.disconnect(conn),
-                    Route::Pending { .. } => {}
-                    Route::Proxied { owner } => self.publish(owner, conn, Body::Gone),
-                }
-            }
+            Incoming::Closed { conn } => self.end_socket(conn, None, Knows::Nobody),
         }
     }
 
@@ -191,7 +200,14 @@ impl Hub {
         while let Some(output) = self.lobby.poll_output() {
             match output {
                 ServerOutput::Send { to, text } => self.deliver(to, text),
-                ServerOutput::Close { to, code, reason } => self.close(to, code, reason),
+                ServerOutput::Close { to, code, reason } => {
+                    // The lobby server already forgot it.
+                    if self.sockets.contains_key(&to) {
+                        self.end_socket(to, Some((code, reason)), Knows::Lobby);
+                    } else {
+                        self.end_remote(to, Some((code, reason)), Knows::Lobby);
+                    }
+                }
                 ServerOutput::LobbyOpened { name, host } => {
                     tracing::debug!(lobby = %name, "lobby opened");
                     if let Some(cluster) = &self.cluster {
@@ -217,52 +233,81 @@ impl Hub {
             if let Err(overflow) = socket.outbox.push(text) {
                 Counters::add(&self.counters.slow_readers, 1);
                 Counters::add(&self.counters.queue_drops, overflow.dropped as u64);
-                self.close_socket(to, close::SLOW_READER, close::SLOW_READER_REASON);
-                if let Some(socket) = self.sockets.remove(&to) {
-                    self.forget_socket(to, socket);
-                }
+                let slow = (close::SLOW_READER, close::SLOW_READER_REASON);
+                self.end_socket(to, Some(slow), Knows::Nobody);
             }
         } else if let Some(&(node, theirs)) = self.remote.get(&to) {
             self.publish(node, theirs, Body::Send(text));
         }
     }
 
-    /// The lobby server closed `to` (it already forgot it).
-    fn close(&mut self, to: ConnectionId, code: u16, reason: &'static str) {
-        if let Some(socket) = self.sockets.remove(&to) {
-            self.counters.closed(code, reason);
-            socket.outbox.close(code, reason);
-        } else if let Some((node, theirs)) = self.remote.remove(&to) {
-            self.remote_ids.remove(&(node, theirs));
-            self.publish(node, theirs, Body::Close { code, reason });
-        }
-    }
-
-    /// Closes a socket this node holds, whatever its route (the caller removes it).
-    fn close_socket(&self, conn: ConnectionId, code: u16, reason: &'static str) {
-        if let Some(socket) = self.sockets.get(&conn) {
+    /// The one way a socket this node holds ends: it is closed with `close` (`None`: it is
+    /// closed already), forgotten, and whoever runs its lobby hears it left unless it knows
+    /// already: this node's lobby server, or the owning node through Redis (once attached
+    /// again if the node is detached).
+    fn end_socket(&mut self, conn: ConnectionId, close: Option<(u16, &'static str)>, knows: Knows) {
+        let Some(socket) = self.sockets.remove(&conn) else {
+            return;
+        };
+        if let Some((code, reason)) = close {
             self.counters.closed(code, reason);
             socket.outbox.close(code, reason);
         }
-    }
-
-    /// A socket this node closed on its own: whoever runs its lobby must hear it left.
-    fn forget_socket(&mut self, conn: ConnectionId, socket: Socket) {
+        if knows == Knows::Lobby {
+            return;
+        }
         match socket.route {
             Route::Local => self.lobby.disconnect(conn),
+            // Nobody has it yet: the owner's lookup is still running.
             Route::Pending { .. } => {}
-            Route::Proxied { owner } => self.publish(owner, conn, Body::Gone),
+            Route::Proxied { owner, .. } => self.tell(owner, conn, Body::Gone),
+        }
+    }
+
+    /// The one way a member of this node's lobbies whose socket is on another node ends: the
+    /// lobby server forgets it unless it knows already, and the node holding the socket
+    /// closes it with `close` (`None`: that node knows already; once attached again if this
+    /// node is detached).
+    fn end_remote(&mut self, ours: ConnectionId, close: Option<(u16, &'static str)>, knows: Knows) {
+        let Some((node, theirs)) = self.remote.remove(&ours) else {
+            return;
+        };
+        self.remote_ids.remove(&(node, theirs));
+        if knows != Knows::Lobby {
+            self.lobby.disconnect(ours);
+        }
+        if let Some((code, reason)) = close {
+            self.tell(node, theirs, Body::Close { code, reason });
+        }
+    }
+
+    /// Membership news for another node (a member left, or must be closed): published now,
+    /// or kept while the node is detached and published once it is attached again, so the
+    /// nodes agree on who is in which lobby after an outage.
+    fn tell(&mut self, node: NodeId, conn: ConnectionId, body: Body) {
+        let up = self.cluster.as_ref().is_some_and(Cluster::is_up);
+        if up && self.publish(node, conn, body.clone()) {
+            return;
+        }
+        let Some(cluster) = &self.cluster else { return };
+        if self.untold.len() < cluster.max_untold() {
+            self.untold.push((node, conn, body));
+        } else {
+            tracing::warn!(
+                node = format_args!("{node:016x}"),
+                "too much membership news waiting for Redis: dropped one (its lobby's node drops that member when this node's lease runs out)"
+            );
         }
     }
 
     fn handoff(&mut self, conn: ConnectionId, lobby: String, join: String) {
         if self.remote.contains_key(&conn) {
             // A remote member's lobby vanished between the lookup and its JOIN.
-            self.close(
-                conn,
+            let gone = (
                 lobby_close::PROTOCOL_ERROR,
                 lobby_close::LOBBY_DOES_NOT_EXIST,
             );
+            self.end_remote(conn, Some(gone), Knows::Lobby);
             return;
         }
         let permit = self.permit.take();
@@ -278,25 +323,31 @@ impl Hub {
                 cluster.resolve(conn, lobby);
             }
             _ => {
-                self.close_socket(
-                    conn,
+                let unavailable = (
                     close::CLUSTER_UNAVAILABLE,
                     close::CLUSTER_UNAVAILABLE_REASON,
                 );
-                self.sockets.remove(&conn);
+                self.end_socket(conn, Some(unavailable), Knows::Lobby);
             }
         }
     }
 
-    fn publish(&mut self, to: NodeId, conn: ConnectionId, body: Body) {
-        let sent = self
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.publish(to, conn, body));
-        if !sent && self.cluster.as_ref().is_some_and(Cluster::is_up) {
-            tracing::warn!("too many messages waiting for Redis: detaching from the cluster");
-            self.detach();
+    /// Queues a message for another node; `false` if it could not be (detached, or the queue
+    /// overflowed: then the node detaches and reconnects, as when Redis fails).
+    fn publish(&mut self, to: NodeId, conn: ConnectionId, body: Body) -> bool {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return false;
+        };
+        if !cluster.is_up() {
+            return false;
         }
+        if cluster.publish(to, conn, body) {
+            return true;
+        }
+        tracing::warn!("too many messages waiting for Redis: detaching from the cluster");
+        cluster.reset();
+        self.detach();
+        false
     }
 
     fn cluster_event(&mut self, event: ClusterEvent) {
@@ -306,15 +357,27 @@ impl Hub {
         };
         let me = cluster.node;
         match event {
-            ClusterEvent::Up(conn) => {
-                cluster.up(conn);
+            ClusterEvent::Up { conn, session } => {
+                cluster.up(conn, session);
                 for name in self.owned.keys() {
                     cluster.register(name.clone());
                 }
+                let untold = std::mem::take(&mut self.untold);
+                if !untold.is_empty() {
+                    tracing::info!(
+                        news = untold.len(),
+                        "telling the other nodes who left while detached"
+                    );
+                }
+                for (node, conn, body) in untold {
+                    self.tell(node, conn, body);
+                }
             }
             ClusterEvent::Down => {
-                tracing::warn!("lost Redis: detaching from the cluster");
-                self.detach();
+                if cluster.is_up() {
+                    tracing::warn!("lost Redis: detaching from the cluster");
+                    self.detach();
+                }
             }
             ClusterEvent::Resolved { conn, owner } => {
                 let Some(socket) = self.sockets.get_mut(&conn) else {
@@ -323,30 +386,27 @@ impl Hub {
                 let Route::Pending { join, .. } = &mut socket.route else {
                     return;
                 };
-                match owner {
+                let refused = match owner {
                     Ok(Some(owner)) if owner != me => {
                         let frame = std::mem::take(join);
                         let address = socket.address;
-                        socket.route = Route::Proxied { owner };
+                        socket.route = Route::Proxied {
+                            owner,
+                            asked: Some(now),
+                        };
                         self.publish(owner, conn, Body::Join { address, frame });
+                        return;
                     }
-                    Ok(_) => {
-                        self.close_socket(
-                            conn,
-                            lobby_close::PROTOCOL_ERROR,
-                            lobby_close::LOBBY_DOES_NOT_EXIST,
-                        );
-                        self.sockets.remove(&conn);
-                    }
-                    Err(()) => {
-                        self.close_socket(
-                            conn,
-                            close::CLUSTER_UNAVAILABLE,
-                            close::CLUSTER_UNAVAILABLE_REASON,
-                        );
-                        self.sockets.remove(&conn);
-                    }
-                }
+                    Ok(_) => (
+                        lobby_close::PROTOCOL_ERROR,
+                        lobby_close::LOBBY_DOES_NOT_EXIST,
+                    ),
+                    Err(()) => (
+                        close::CLUSTER_UNAVAILABLE,
+                        close::CLUSTER_UNAVAILABLE_REASON,
+                    ),
+                };
+                self.end_socket(conn, Some(refused), Knows::Lobby);
             }
             ClusterEvent::Dead(nodes) => {
                 for node in nodes {
@@ -360,14 +420,11 @@ impl Hub {
             ClusterEvent::Taken(name) => {
                 tracing::error!(lobby = %name, "lobby name already taken by another node; closing its host");
                 if let Some(host) = self.owned.get(&name).copied() {
-                    self.close_socket(
-                        host,
+                    let unavailable = (
                         close::CLUSTER_UNAVAILABLE,
                         close::CLUSTER_UNAVAILABLE_REASON,
                     );
-                    if let Some(socket) = self.sockets.remove(&host) {
-                        self.forget_socket(host, socket);
-                    }
+                    self.end_socket(host, Some(unavailable), Knows::Nobody);
                 }
             }
             ClusterEvent::Message(message) => self.node_message(now, message),
@@ -379,6 +436,23 @@ impl Hub {
         match body {
             Body::Join { address, frame } => {
                 if self.remote_ids.contains_key(&(from, conn)) {
+                    return;
+                }
+                if !self.cluster.as_ref().is_some_and(Cluster::is_up) {
+                    // Detached (the subscription outlived the session by a moment): nothing
+                    // could answer it, so its node closes it once this one is back.
+                    let unavailable = (
+                        close::CLUSTER_UNAVAILABLE,
+                        close::CLUSTER_UNAVAILABLE_REASON,
+                    );
+                    self.tell(
+                        from,
+                        conn,
+                        Body::Close {
+                            code: unavailable.0,
+                            reason: unavailable.1,
+                        },
+                    );
                     return;
                 }
                 let ours = self.ids.fetch_add(1, Ordering::Relaxed);
@@ -403,20 +477,23 @@ impl Hub {
                 }
             }
             Body::Gone => {
-                if let Some(ours) = self.remote_ids.remove(&(from, conn)) {
-                    self.remote.remove(&ours);
-                    self.lobby.disconnect(ours);
+                if let Some(&ours) = self.remote_ids.get(&(from, conn)) {
+                    self.end_remote(ours, None, Knows::Nobody);
                 }
             }
             Body::Send(text) => {
-                if self.proxied_by(conn, from) {
-                    self.deliver(conn, text);
+                if let Some(Route::Proxied { owner, asked }) =
+                    self.sockets.get_mut(&conn).map(|s| &mut s.route)
+                {
+                    if *owner == from {
+                        *asked = None;
+                        self.deliver(conn, text);
+                    }
                 }
             }
             Body::Close { code, reason } => {
                 if self.proxied_by(conn, from) {
-                    self.close_socket(conn, code, reason);
-                    self.sockets.remove(&conn);
+                    self.end_socket(conn, Some((code, reason)), Knows::Lobby);
                 }
             }
         }
@@ -425,7 +502,7 @@ impl Hub {
     fn proxied_by(&self, conn: ConnectionId, owner: NodeId) -> bool {
         self.sockets
             .get(&conn)
-            .is_some_and(|s| matches!(s.route, Route::Proxied { owner: o } if o == owner))
+            .is_some_and(|s| matches!(s.route, Route::Proxied { owner: o, .. } if o == owner))
     }
 
     /// `node` is gone: its members leave our lobbies, our clients in its lobbies are closed as
@@ -438,37 +515,38 @@ impl Hub {
             .map(|(ours, _)| *ours)
             .collect();
         for ours in theirs {
-            if let Some(key) = self.remote.remove(&ours) {
-                self.remote_ids.remove(&key);
-            }
-            self.lobby.disconnect(ours);
+            self.end_remote(ours, None, Knows::Nobody);
         }
-        let proxied: Vec<ConnectionId> = self
-            .sockets
-            .iter()
-            .filter(|(_, s)| matches!(s.route, Route::Proxied { owner } if owner == node))
-            .map(|(conn, _)| *conn)
-            .collect();
-        for conn in proxied {
-            self.close_socket(
-                conn,
-                lobby_close::PROTOCOL_ERROR,
-                lobby_close::HOST_DISCONNECTED,
-            );
-            self.sockets.remove(&conn);
+        let host_left = (lobby_close::PROTOCOL_ERROR, lobby_close::HOST_DISCONNECTED);
+        for conn in self.proxied(|owner, _| owner == node) {
+            self.end_socket(conn, Some(host_left), Knows::Lobby);
         }
     }
 
+    /// Sockets this node proxies whose route matches.
+    fn proxied(&self, pick: impl Fn(NodeId, Option<Instant>) -> bool) -> Vec<ConnectionId> {
+        self.sockets
+            .iter()
+            .filter(
+                |(_, s)| matches!(s.route, Route::Proxied { owner, asked } if pick(owner, asked)),
+            )
+            .map(|(conn, _)| *conn)
+            .collect()
+    }
+
     /// Redis is gone (or too slow): everything that crosses nodes ends; local lobbies go on.
+    /// What the other nodes must hear of this waits in `untold` until the node is back.
     fn detach(&mut self) {
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.down();
         }
+        let unavailable = (
+            close::CLUSTER_UNAVAILABLE,
+            close::CLUSTER_UNAVAILABLE_REASON,
+        );
         let remote: Vec<ConnectionId> = self.remote.keys().copied().collect();
-        self.remote.clear();
-        self.remote_ids.clear();
         for ours in remote {
-            self.lobby.disconnect(ours);
+            self.end_remote(ours, Some(unavailable), Knows::Nobody);
         }
         let crossing: Vec<ConnectionId> = self
             .sockets
@@ -477,25 +555,25 @@ impl Hub {
             .map(|(conn, _)| *conn)
             .collect();
         for conn in crossing {
-            self.close_socket(
-                conn,
-                close::CLUSTER_UNAVAILABLE,
-                close::CLUSTER_UNAVAILABLE_REASON,
-            );
-            self.sockets.remove(&conn);
+            self.end_socket(conn, Some(unavailable), Knows::Nobody);
         }
     }
 
-    /// Checks the leases of the nodes we share clients with; renews our lobbies' records.
+    /// Checks the leases of the nodes we share clients with; renews our lobbies' records;
+    /// closes proxied clients whose JOIN their lobby's node never answered.
     fn tick(&mut self) {
         self.ticks += 1;
         let Some(cluster) = &self.cluster else { return };
         if !cluster.is_up() {
             return;
         }
+        let patience = cluster.join_answer_timeout();
+        let now = Instant::now();
+        let unanswered =
+            self.proxied(|_, asked| asked.is_some_and(|at| now.duration_since(at) > patience));
         let mut nodes: HashSet<NodeId> = self.remote.values().map(|(n, _)| *n).collect();
         for socket in self.sockets.values() {
-            if let Route::Proxied { owner } = socket.route {
+            if let Route::Proxied { owner, .. } = socket.route {
                 nodes.insert(owner);
             }
         }
@@ -506,6 +584,14 @@ impl Hub {
             Vec::new()
         };
         cluster.check(nodes.into_iter().collect(), lobbies);
+        for conn in unanswered {
+            tracing::debug!(conn, "a JOIN sent to another node got no answer");
+            let unavailable = (
+                close::CLUSTER_UNAVAILABLE,
+                close::CLUSTER_UNAVAILABLE_REASON,
+            );
+            self.end_socket(conn, Some(unavailable), Knows::Nobody);
+        }
     }
 
     async fn shutdown(&mut self, alive: &mut mpsc::Receiver<()>) {
@@ -517,13 +603,9 @@ impl Hub {
             .close_all(close::SHUTTING_DOWN, close::SHUTTING_DOWN_REASON);
         self.drain();
         let rest: Vec<ConnectionId> = self.sockets.keys().copied().collect();
+        let shutting_down = (close::SHUTTING_DOWN, close::SHUTTING_DOWN_REASON);
         for conn in rest {
-            self.close_socket(conn, close::SHUTTING_DOWN, close::SHUTTING_DOWN_REASON);
-            if let Some(socket) = self.sockets.remove(&conn) {
-                if let Route::Proxied { owner } = socket.route {
-                    self.publish(owner, conn, Body::Gone);
-                }
-            }
+            self.end_socket(conn, Some(shutting_down), Knows::Nobody);
         }
         self.update_gauges();
         let lobbies: Vec<String> = self.owned.keys().cloned().collect();

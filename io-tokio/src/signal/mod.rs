@@ -56,7 +56,8 @@ pub mod close {
     pub const SHUTTING_DOWN: u16 = 1001;
     /// Reason for [`SHUTTING_DOWN`].
     pub const SHUTTING_DOWN_REASON: &str = "Server shutting down";
-    /// The node lost its Redis cluster while the client's lobby lives on another node.
+    /// The client's lobby lives on another node and one of the two lost Redis (or that node
+    /// never answered the JOIN).
     pub const CLUSTER_UNAVAILABLE: u16 = 1011;
     /// Reason for [`CLUSTER_UNAVAILABLE`].
     pub const CLUSTER_UNAVAILABLE_REASON: &str = "Signaling cluster unavailable";

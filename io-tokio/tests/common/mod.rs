@@ -92,6 +92,37 @@ pub async fn join_raw(ws: &mut Ws, lobby: &str) -> (i64, String) {
     (id.expect("ID before JOIN"), name)
 }
 
+/// Joins (`""` creates) a mesh lobby: (assigned id, lobby name), or the close the server
+/// answered with.
+pub async fn try_join_raw(
+    ws: &mut Ws,
+    lobby: &str,
+) -> Result<(i64, String), Option<(u16, String)>> {
+    ws.send(frame(0, 0, lobby)).await.expect("send join");
+    let mut id = None;
+    let mut closed = None;
+    let name = read_until(ws, LIMIT, |m| {
+        if let Message::Close(Some(f)) = m {
+            closed = Some((u16::from(f.code), f.reason.to_string()));
+            return Some(None);
+        }
+        match parse(m)? {
+            (1, assigned, _) => {
+                id = Some(assigned);
+                None
+            }
+            (0, _, name) => Some(Some(name)),
+            _ => None,
+        }
+    })
+    .await
+    .flatten();
+    match (id, name) {
+        (Some(id), Some(name)) => Ok((id, name)),
+        _ => Err(closed),
+    }
+}
+
 /// Joining is refused: the close the server answers a JOIN with.
 pub async fn join_refused(url: &str, lobby: &str) -> Option<(u16, String)> {
     let mut ws = ws(url).await;
@@ -278,6 +309,20 @@ impl ServerProcess {
         }
     }
 
+    /// Waits (bounded) until `needle` occurs `count` times in its log.
+    pub fn wait_log_count(&self, needle: &str, count: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.log().matches(needle).count() >= count {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().expect("log").clone()
     }
@@ -326,6 +371,7 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 /// Debian's `redis-server` on a free loopback port, with no persistence; stopped when dropped.
 pub struct RedisServer {
     child: Child,
+    port: u16,
     pub url: String,
 }
 
@@ -348,6 +394,7 @@ impl RedisServer {
             });
         let server = RedisServer {
             child,
+            port,
             url: format!("redis://127.0.0.1:{port}"),
         };
         let deadline = Instant::now() + LIMIT;
@@ -368,6 +415,27 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl RedisServer {
+    /// Runs one command on a connection of its own and returns the first line of the reply
+    /// (`+OK`, `:3`, `-ERR …`).
+    pub fn command(&self, args: &[&str]) -> String {
+        use std::io::Write;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to Redis");
+        stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+        stream.write_all(request.as_bytes()).expect("send command");
+        let mut line = String::new();
+        BufReader::new(stream)
+            .read_line(&mut line)
+            .expect("Redis reply");
+        line.trim_end().to_owned()
     }
 }
 

@@ -16,9 +16,17 @@
 //!   lobbies (PEER_DISCONNECT to the others) and clients in lobbies it owned are closed as
 //!   when a host leaves. So a dead node's members are announced elsewhere within about
 //!   `node_lease` + `node_lease / 3`.
-//! - **Losing Redis.** A node that loses its Redis connection detaches: it closes its proxied
-//!   clients (1011 "Signaling cluster unavailable"), drops the remote members of its own
-//!   lobbies, keeps serving its own lobbies, and reconnects with backoff.
+//! - **Losing Redis.** A node that loses its Redis connection, or whose queue of messages for
+//!   Redis overflows, detaches: it closes its proxied clients (1011 "Signaling cluster
+//!   unavailable"), drops the remote members of its own lobbies, keeps serving its own
+//!   lobbies, and reconnects with backoff. Once attached again it registers its lobbies again
+//!   (recognising the records that still name it) and tells the other nodes what it dropped
+//!   meanwhile: its clients leave the lobbies they were in there, and the members it dropped
+//!   from its own lobbies are closed (1011) where they are connected. So after an outage no
+//!   lobby keeps a ghost and no client stays in a lobby it is no longer in.
+//! - **Lost JOINs.** A JOIN forwarded to a node that does not answer within two command
+//!   timeouts (it was detached at that moment, or died with its lease still running) is
+//!   closed with 1011.
 
 pub(crate) mod wire;
 
@@ -31,7 +39,7 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use rtcmesh::lobby::ConnectionId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::metrics::Counters;
@@ -74,8 +82,12 @@ impl ClusterConfig {
 /// What the cluster's tasks tell the server loop.
 #[derive(Debug)]
 pub(crate) enum ClusterEvent {
-    /// Attached (again): publish and look up through this connection.
-    Up(MultiplexedConnection),
+    /// Attached (again): publish and look up through this connection, until this session
+    /// ends.
+    Up {
+        conn: MultiplexedConnection,
+        session: u64,
+    },
     /// Redis failed: detach.
     Down,
     /// From another node.
@@ -103,6 +115,43 @@ fn channel(prefix: &str, node: NodeId) -> String {
     format!("{prefix}:to:{node:016x}")
 }
 
+/// Sets a lobby's record to `ARGV[1]` for `ARGV[2]` ms unless another node holds it; 1 if
+/// the record is ours now. A node must recognise its own record: after a reconnect it
+/// registers its lobbies again while their leases still run.
+const CLAIM: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+end
+return 0";
+
+/// Deletes a lobby's record if it names `ARGV[1]`: never another node's.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+fn claim(config: &ClusterConfig, node: NodeId, name: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(CLAIM)
+        .arg(1)
+        .arg(lobby_key(&config.prefix, name))
+        .arg(format!("{node:016x}"))
+        .arg(millis(config.lobby_lease));
+    cmd
+}
+
+fn release(config: &ClusterConfig, node: NodeId, name: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(RELEASE)
+        .arg(1)
+        .arg(lobby_key(&config.prefix, name))
+        .arg(format!("{node:016x}"));
+    cmd
+}
+
 fn millis(d: Duration) -> u64 {
     d.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
@@ -116,6 +165,10 @@ pub(crate) struct Cluster {
     pub node: NodeId,
     config: ClusterConfig,
     conn: Option<MultiplexedConnection>,
+    /// The Redis session `conn` belongs to.
+    session: u64,
+    /// Tells the supervisor to end a session the server loop gave up on (see [`Cluster::reset`]).
+    reset: watch::Sender<u64>,
     publish: mpsc::Sender<(NodeId, Vec<u8>)>,
     events: mpsc::Sender<ClusterEvent>,
     counters: Arc<Counters>,
@@ -129,8 +182,8 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    /// Connects (failing clearly if Redis cannot be reached now), then keeps the node attached
-    /// in the background. Events arrive on the returned receiver.
+    /// Connects (failing clearly if Redis cannot be reached now) and returns once attached,
+    /// then keeps the node attached in the background. Events arrive on the returned receiver.
     pub async fn start(
         config: ClusterConfig,
         node: NodeId,
@@ -155,25 +208,52 @@ impl Cluster {
             .query_async::<()>(&mut probe)
             .await
             .map_err(redis_error)?;
-        let (events_tx, events) = mpsc::channel(4096);
+        let (events_tx, mut events) = mpsc::channel(4096);
         let (publish, publish_rx) = mpsc::channel(config.max_pending_publishes.max(1));
+        let (reset, reset_rx) = watch::channel(0);
         let supervisor = tokio::spawn(supervise(
             client,
             node,
             config.clone(),
             publish_rx,
+            reset_rx,
             events_tx.clone(),
             counters.clone(),
         ));
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             node,
             config,
             conn: None,
+            session: 0,
+            reset,
             publish,
             events: events_tx,
             counters,
             supervisor,
         };
+        // Serve only once attached, so a JOIN for another node's lobby right after the start
+        // is not refused as if Redis were down.
+        let limit = cluster.config.command_timeout * 2;
+        let attached = tokio::time::timeout(limit, async {
+            while let Some(event) = events.recv().await {
+                if let ClusterEvent::Up { conn, session } = event {
+                    return Some((conn, session));
+                }
+            }
+            None
+        });
+        match attached.await {
+            Ok(Some((conn, session))) => cluster.up(conn, session),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "Redis at {} answered but the node could not subscribe within {limit:?}",
+                        cluster.config.redis_url
+                    ),
+                ))
+            }
+        }
         Ok((cluster, events))
     }
 
@@ -189,16 +269,40 @@ impl Cluster {
         (every as u64).max(1)
     }
 
+    /// How long a proxied JOIN may wait for its lobby's node. A node answers a JOIN at once,
+    /// and detaches when a Redis command takes longer than `command_timeout`; a JOIN still
+    /// unanswered after two of those was lost (sent while that node was detached, or to a
+    /// node that died and whose lease still runs).
+    pub fn join_answer_timeout(&self) -> Duration {
+        self.config.command_timeout * 2
+    }
+
+    /// Membership news kept for other nodes while detached, at most.
+    pub fn max_untold(&self) -> usize {
+        self.config.max_pending_publishes
+    }
+
     pub fn is_up(&self) -> bool {
         self.conn.is_some()
     }
 
-    pub fn up(&mut self, conn: MultiplexedConnection) {
+    pub fn up(&mut self, conn: MultiplexedConnection, session: u64) {
         self.conn = Some(conn);
+        self.session = session;
     }
 
+    /// The session ended (the supervisor said so).
     pub fn down(&mut self) {
         self.conn = None;
+    }
+
+    /// The server loop gives up on the current session (its publish queue overflowed): the
+    /// supervisor ends it and reconnects, as after a Redis failure.
+    pub fn reset(&mut self) {
+        if self.conn.take().is_some() {
+            Counters::set(&self.counters.cluster_up, 0);
+            self.reset.send_replace(self.session);
+        }
     }
 
     /// Queues a message for `to`; `false` when the node is detached or the queue is full.
@@ -283,31 +387,22 @@ impl Cluster {
         });
     }
 
-    /// Records a lobby this node just created; reports [`ClusterEvent::Taken`] if another node
-    /// already has that name.
+    /// Records a lobby this node hosts (just created, or again after a reconnect, when the
+    /// record may still name this node); reports [`ClusterEvent::Taken`] if another node has
+    /// that name.
     pub fn register(&self, name: String) {
         let node = self.node;
         self.spawn(move |mut c, config| async move {
-            let set: redis::Value = redis::cmd("SET")
-                .arg(lobby_key(&config.prefix, &name))
-                .arg(format!("{node:016x}"))
-                .arg("NX")
-                .arg("PX")
-                .arg(millis(config.lobby_lease))
-                .query_async(&mut c)
-                .await
-                .ok()?;
-            matches!(set, redis::Value::Nil).then_some(ClusterEvent::Taken(name))
+            let ours: bool = claim(&config, node, &name).query_async(&mut c).await.ok()?;
+            (!ours).then_some(ClusterEvent::Taken(name))
         });
     }
 
-    /// Forgets a lobby this node closed.
+    /// Forgets a lobby this node closed (only if the record still names this node).
     pub fn unregister(&self, name: String) {
+        let node = self.node;
         self.spawn(move |mut c, config| async move {
-            let _: Result<(), _> = redis::cmd("DEL")
-                .arg(lobby_key(&config.prefix, &name))
-                .query_async(&mut c)
-                .await;
+            let _: Result<(), _> = release(&config, node, &name).query_async(&mut c).await;
             None
         });
     }
@@ -319,18 +414,19 @@ impl Cluster {
             return;
         }
         let node = self.node;
+        let events = self.events.clone();
         self.spawn(move |mut c, config| async move {
             if !lobbies.is_empty() {
                 let mut pipe = redis::pipe();
                 for name in &lobbies {
-                    pipe.cmd("SET")
-                        .arg(lobby_key(&config.prefix, name))
-                        .arg(format!("{node:016x}"))
-                        .arg("PX")
-                        .arg(millis(config.lobby_lease))
-                        .ignore();
+                    pipe.add_command(claim(&config, node, name));
                 }
-                let _: Result<(), _> = pipe.query_async(&mut c).await;
+                let ours: Vec<bool> = pipe.query_async(&mut c).await.unwrap_or_default();
+                for (name, ours) in lobbies.into_iter().zip(ours) {
+                    if !ours {
+                        let _ = events.send(ClusterEvent::Taken(name)).await;
+                    }
+                }
             }
             if nodes.is_empty() {
                 return None;
@@ -362,14 +458,15 @@ impl Cluster {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut keys: Vec<String> = lobbies
-            .iter()
-            .map(|name| lobby_key(&self.config.prefix, name))
-            .collect();
-        keys.push(node_key(&self.config.prefix, self.node));
-        let mut del = redis::cmd("DEL");
-        del.arg(keys);
-        let _ = tokio::time::timeout_at(deadline, del.query_async::<()>(&mut c)).await;
+        let mut pipe = redis::pipe();
+        for name in &lobbies {
+            pipe.add_command(release(&self.config, self.node, name))
+                .ignore();
+        }
+        pipe.cmd("DEL")
+            .arg(node_key(&self.config.prefix, self.node))
+            .ignore();
+        let _ = tokio::time::timeout_at(deadline, pipe.query_async::<()>(&mut c)).await;
         self.supervisor.abort();
         self.conn = None;
         Counters::set(&self.counters.cluster_up, 0);
@@ -395,12 +492,27 @@ async fn supervise(
     node: NodeId,
     config: ClusterConfig,
     mut publish: mpsc::Receiver<(NodeId, Vec<u8>)>,
+    mut reset: watch::Receiver<u64>,
     events: mpsc::Sender<ClusterEvent>,
     counters: Arc<Counters>,
 ) {
     let mut backoff = Duration::from_millis(100);
-    loop {
-        let attached = session(&client, node, &config, &mut publish, &events, &counters).await;
+    for number in 1.. {
+        let mut attached = false;
+        let ended = session(
+            &client,
+            Session {
+                node,
+                number,
+                config: &config,
+                attached: &mut attached,
+            },
+            &mut publish,
+            &mut reset,
+            &events,
+            &counters,
+        )
+        .await;
         Counters::set(&counters.cluster_up, 0);
         Counters::add(&counters.cluster_failures, 1);
         if events.send(ClusterEvent::Down).await.is_err() {
@@ -408,21 +520,41 @@ async fn supervise(
         }
         // Whatever waited was for a cluster this node is no longer part of.
         while publish.try_recv().is_ok() {}
-        match attached {
-            Ok(()) => backoff = Duration::from_millis(100),
-            Err(e) => tracing::warn!(error = %e, "Redis unavailable, retrying in {backoff:?}"),
+        if attached {
+            backoff = Duration::from_millis(100);
+        }
+        match ended {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis session ended, reconnecting in {backoff:?}")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-/// One attachment, until Redis fails. `Ok` if it was attached at all.
+/// Which attachment a [`session`] is.
+struct Session<'a> {
+    node: NodeId,
+    number: u64,
+    config: &'a ClusterConfig,
+    /// Set once attached.
+    attached: &'a mut bool,
+}
+
+/// One attachment, until Redis fails or the server loop resets it (`Err`), or the server loop
+/// is gone (`Ok`).
 async fn session(
     client: &redis::Client,
-    node: NodeId,
-    config: &ClusterConfig,
+    Session {
+        node,
+        number,
+        config,
+        attached,
+    }: Session<'_>,
     publish: &mut mpsc::Receiver<(NodeId, Vec<u8>)>,
+    reset: &mut watch::Receiver<u64>,
     events: &mpsc::Sender<ClusterEvent>,
     counters: &Counters,
 ) -> redis::RedisResult<()> {
@@ -450,9 +582,14 @@ async fn session(
         }
     };
     lease(&mut conn).await?;
-    if events.send(ClusterEvent::Up(conn.clone())).await.is_err() {
+    let up = ClusterEvent::Up {
+        conn: conn.clone(),
+        session: number,
+    };
+    if events.send(up).await.is_err() {
         return Ok(());
     }
+    *attached = true;
     Counters::set(&counters.cluster_up, 1);
     tracing::info!(
         node = format_args!("{node:016x}"),
@@ -462,11 +599,25 @@ async fn session(
     renew.tick().await;
     let mut batch = Vec::new();
     let mut seen_nodes = HashSet::new();
+    reset.mark_unchanged();
     loop {
         tokio::select! {
+            changed = reset.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                if *reset.borrow_and_update() == number {
+                    return Err(redis::RedisError::from(io::Error::other(
+                        "too many messages waiting for Redis",
+                    )));
+                }
+            }
             message = messages.next() => {
                 let Some(message) = message else {
-                    return Err(timed_out());
+                    return Err(redis::RedisError::from(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "Redis closed the subscription",
+                    )));
                 };
                 match NodeMessage::decode(message.get_payload_bytes()) {
                     Ok(m) => {
