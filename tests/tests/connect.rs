@@ -322,3 +322,48 @@ fn a_peer_that_starts_over_is_followed_and_reported_reconnected() {
     w.drain(0);
     assert!(w.run_until(Duration::from_secs(1), |w| !w.nodes[1].packets().is_empty()));
 }
+
+/// Issue 25.7: libdatachannel (Godot's native stack) offers without candidates and trickles
+/// them; the answering mesh checked them at once, so the offerer's ICE could complete while it
+/// was still applying our answer, and libdatachannel then failed our certificate (about 1
+/// connect in 30 on loopback). The answering side now sends no check before the offerer's
+/// first one, or before a second has passed (a NAT may need our packets first).
+#[test]
+fn the_answering_side_sends_no_check_before_the_offerer_can_have_its_answer() {
+    let mut w = World::mesh(&[1, 2], &MeshConfig::default());
+    // Peer 2 offers; its candidates travel trickled, after the offer, as libdatachannel's do.
+    let trickled = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let kept = trickled.clone();
+    w.rewrite_signals(move |from, _, signal| {
+        if let (2, rtcmesh::Signal::Offer(sdp)) = (from, signal) {
+            let (candidates, rest): (Vec<&str>, Vec<&str>) = sdp
+                .split("\r\n")
+                .partition(|l| l.starts_with("a=candidate:"));
+            kept.borrow_mut()
+                .extend(candidates.into_iter().map(str::to_owned));
+            *sdp = rest.join("\r\n");
+        }
+    });
+    w.introduce(0, 1);
+    // The offer arrives; our answer is still on its way to peer 2 (and never gets there).
+    w.run_for(Duration::from_millis(7));
+    w.signaling = false;
+    assert!(!trickled.borrow().is_empty());
+    for candidate in trickled.borrow().iter() {
+        let now = w.now;
+        w.nodes[0]
+            .mesh
+            .handle_signal(now, 2, rtcmesh::Signal::Candidate(candidate.clone()))
+            .expect("candidate");
+    }
+    w.drain(0);
+    w.run_for(Duration::from_millis(900));
+    assert_eq!(
+        w.nodes[0].mesh.stats().datagrams_sent,
+        0,
+        "no check before the offerer has our answer"
+    );
+    // Still unheard from after a second: we check anyway.
+    w.run_for(Duration::from_millis(300));
+    assert!(w.nodes[0].mesh.stats().datagrams_sent > 0);
+}

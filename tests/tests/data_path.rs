@@ -349,8 +349,8 @@ fn a_packet_above_the_remotes_advertised_size_is_refused_and_the_peer_keeps_work
     // Peer 2 advertises 16 KiB, as some WebRTC stacks do.
     w.rewrite_signals(|from, _, signal| {
         if let (2, Signal::Offer(sdp) | Signal::Answer(sdp)) = (from, signal) {
-            assert!(sdp.contains("a=max-message-size:262144"));
-            *sdp = sdp.replace("a=max-message-size:262144", "a=max-message-size:16384");
+            assert!(sdp.contains("a=max-message-size:65536"));
+            *sdp = sdp.replace("a=max-message-size:65536", "a=max-message-size:16384");
         }
     });
     w.introduce_all();
@@ -403,4 +403,112 @@ fn a_packet_above_the_remotes_advertised_size_is_refused_and_the_peer_keeps_work
     assert_eq!(tags(1, 1), vec![3]);
     assert_eq!(received(&w, 2, 1, RELIABLE), vec![1]);
     assert_eq!(w.nodes[2].packets()[0].data, big);
+}
+
+/// Issue 25.5: every mesh advertised str0m's default `a=max-message-size:262144` but dropped
+/// incoming packets above its own `max_packet_size` (64 KiB) after SCTP had acknowledged them:
+/// a 100 KiB packet from a peer allowed to send it vanished, with no error on either side. Now
+/// each side advertises what it accepts, and the sender refuses what the receiver would not take.
+#[test]
+fn a_peer_advertises_the_packet_size_it_accepts_and_larger_packets_are_refused_at_send() {
+    let small = MeshConfig::default().with_channels([RELIABLE]);
+    let big = small.clone().with_max_packet_size(200 * 1024);
+    let mut w = World::new();
+    w.add(rtcmesh::Mesh::create_mesh(1, small).expect("mesh"));
+    w.add(rtcmesh::Mesh::create_mesh(2, big).expect("mesh"));
+    let sizes = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = sizes.clone();
+    w.rewrite_signals(move |from, _, signal| {
+        if let Signal::Offer(sdp) | Signal::Answer(sdp) = signal {
+            let line = sdp.lines().find(|l| l.starts_with("a=max-message-size:"));
+            seen.borrow_mut().push((from, line.map(str::to_owned)));
+        }
+    });
+    w.introduce_all();
+    assert!(w.run_until(Duration::from_secs(10), World::fully_connected));
+    let mut sizes = sizes.borrow().clone();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [
+            (1, Some("a=max-message-size:65536".to_owned())),
+            (2, Some("a=max-message-size:204800".to_owned())),
+        ]
+    );
+    assert_eq!(
+        w.nodes[1].mesh.peer_stats(1).unwrap().max_packet_size,
+        64 * 1024
+    );
+    assert_eq!(
+        w.nodes[0].mesh.peer_stats(2).unwrap().max_packet_size,
+        64 * 1024
+    );
+
+    // Peer 2 may send 200 KiB, peer 1 takes 64 KiB: 100 KiB is refused at send, never lost.
+    let packet = tagged(1, 100 * 1024);
+    assert_eq!(
+        w.nodes[1].mesh.send(Target::Peer(1), RELIABLE, 0, &packet),
+        Err(SendError::PacketTooLargeForPeers {
+            size: packet.len(),
+            peers: vec![(1, 64 * 1024)],
+            queue_full: vec![],
+        })
+    );
+    // What fits arrives whole, both ways, and nothing was dropped on receipt.
+    let fits = tagged(2, 64 * 1024);
+    w.nodes[1]
+        .mesh
+        .send(Target::Peer(1), RELIABLE, 0, &fits)
+        .unwrap();
+    w.nodes[0]
+        .mesh
+        .send(Target::Peer(2), RELIABLE, 0, &fits)
+        .unwrap();
+    w.drain(0);
+    w.drain(1);
+    assert!(w.run_until(Duration::from_secs(5), |w| {
+        received(w, 0, 2, RELIABLE) == [2] && received(w, 1, 1, RELIABLE) == [2]
+    }));
+    assert_eq!(w.nodes[0].mesh.stats().packets_too_large, 0);
+    assert_eq!(w.nodes[1].mesh.stats().packets_too_large, 0);
+}
+
+/// A peer that ignores our `a=max-message-size` and sends more anyway (a hostile or broken
+/// stack) loses its own connection: SCTP refuses the message on receipt and ends the
+/// association. Nothing is acknowledged and then dropped, and the other peers carry on.
+#[test]
+fn a_peer_that_sends_above_our_advertised_size_is_disconnected_and_the_others_carry_on() {
+    let small = MeshConfig::default().with_channels([RELIABLE]);
+    let big = small.clone().with_max_packet_size(200 * 1024);
+    let mut w = World::new();
+    w.add(rtcmesh::Mesh::create_mesh(1, small.clone()).expect("mesh"));
+    w.add(rtcmesh::Mesh::create_mesh(2, big).expect("mesh"));
+    w.add(rtcmesh::Mesh::create_mesh(3, small).expect("mesh"));
+    // Peer 2 is told that peer 1 accepts 200 KiB.
+    w.rewrite_signals(|from, to, signal| {
+        if let (1, 2, Signal::Offer(sdp) | Signal::Answer(sdp)) = (from, to, signal) {
+            *sdp = sdp.replace("a=max-message-size:65536", "a=max-message-size:204800");
+        }
+    });
+    w.introduce_all();
+    assert!(w.run_until(Duration::from_secs(10), World::fully_connected));
+    let packet = tagged(1, 100 * 1024);
+    w.nodes[1]
+        .mesh
+        .send(Target::Peer(1), RELIABLE, 0, &packet)
+        .unwrap();
+    w.drain(1);
+    assert!(w.run_until(Duration::from_secs(15), |w| {
+        w.nodes[0].disconnected().contains(&2)
+    }));
+    assert!(received(&w, 0, 2, RELIABLE).is_empty());
+    w.nodes[2]
+        .mesh
+        .send(Target::Peer(1), RELIABLE, 0, &tagged(2, 64 * 1024))
+        .unwrap();
+    w.drain(2);
+    assert!(
+        w.run_until(Duration::from_secs(5), |w| received(w, 0, 3, RELIABLE)
+            == [2])
+    );
 }

@@ -454,8 +454,10 @@ fn a_restarted_server_is_noticed_and_a_new_allocation_made() {
     world.run_for(Duration::from_secs(60));
     world.servers[0].restart();
     // The next refresh of a permission (every 4 minutes while a peer uses it) or of the
-    // allocation itself meets "allocation mismatch": the allocation is made again.
-    assert!(world.run_until(Duration::from_secs(5 * 60), |w| {
+    // allocation itself (29 minutes into its 30) meets "allocation mismatch": the allocation
+    // is made again. Here the peers talk directly, so no permission is in use (issue 25.4:
+    // those are let go) and the allocation's own refresh finds out.
+    assert!(world.run_until(Duration::from_secs(30 * 60), |w| {
         gathered(w, a, CandidateKind::Relayed).len() == 2
     }));
     assert_eq!(server_failures(&world, a), [IceServerError::AllocationLost]);
@@ -604,4 +606,80 @@ fn ice_servers_bypass_the_allowlist_and_relayed_peers_are_checked_by_their_addre
     let b = world.add_behind_nat(mesh(2, &config), NatBehavior::CONE);
     world.introduce(a, b);
     assert!(world.run_until(Duration::from_secs(20), World::fully_connected));
+}
+
+/// Issue 25.4: a relay-only host (a game server hiding its address) counted the TURN
+/// permissions it ever asked for, not those in use: once players with a few extra candidates
+/// had come and gone, 256 peer addresses in all, nobody new could reach it.
+#[test]
+fn a_relay_only_host_keeps_accepting_players_long_after_many_have_come_and_gone() {
+    let mut world = world_with_server();
+    let config =
+        with_servers(vec![turn(&world)]).with_ice_transport_policy(IceTransportPolicy::Relay);
+    let host = world.add(Mesh::create_server(config).expect("server"));
+    assert!(world.run_until(Duration::from_secs(5), |w| {
+        !gathered(w, host, CandidateKind::Relayed).is_empty()
+    }));
+    // Eleven players in turn, each also naming 30 addresses of interfaces the host cannot reach
+    // (as a player with many interfaces does): the host's relay asks a permission for each,
+    // 341 peer addresses in two minutes.
+    for (round, id) in (2..13).enumerate() {
+        let player = world.add(Mesh::create_client(id, MeshConfig::default()).expect("client"));
+        world.introduce(host, player);
+        assert!(
+            world.run_until(Duration::from_secs(20), |w| {
+                w.nodes[host].connected().contains(&id) && w.nodes[player].connected().contains(&1)
+            }),
+            "player {id} connects ({} peer addresses seen before it)",
+            round * 31
+        );
+        for i in 0..30 {
+            let unreachable =
+                format!("candidate:{i} 1 udp 2122260223 127.201.{round}.{i} 9 typ host");
+            let now = world.now;
+            world.nodes[host]
+                .mesh
+                .handle_signal(now, id, Signal::Candidate(unreachable))
+                .expect("candidate");
+        }
+        world.drain(host);
+        world.run_for(Duration::from_secs(10));
+        let hello = format!("hello from player {id}");
+        assert!(packet_arrives(&mut world, player, host, hello.as_bytes()));
+        // The player leaves.
+        assert!(world.nodes[host].mesh.disconnect_peer(id, true));
+        world.nodes[player].mesh.close();
+        world.drain(player);
+        world.vanish(player);
+    }
+    // Players keep coming after the host has long forgotten the others' addresses.
+    world.run_for(Duration::from_secs(10 * 60));
+    let late = world.add(Mesh::create_client(50, MeshConfig::default()).expect("client"));
+    world.introduce(host, late);
+    assert!(world.run_until(Duration::from_secs(20), |w| {
+        w.nodes[host].connected().contains(&50) && w.nodes[late].connected().contains(&1)
+    }));
+    assert!(packet_arrives(&mut world, late, host, b"still open"));
+}
+
+/// Issue 25: `datagrams_sent` counted only what links emitted, not the mesh's own STUN and
+/// TURN requests, while `datagrams_received` counted everything: a mesh that only talks to
+/// its ICE servers showed answers received and nothing sent.
+#[test]
+fn datagrams_sent_and_received_both_count_ice_server_traffic() {
+    let mut world = world_with_server();
+    let config = with_servers(vec![stun(&world), turn(&world)]);
+    let a = world.add(mesh(1, &config));
+    world.run_for(Duration::from_secs(30));
+    assert!(!gathered(&world, a, CandidateKind::Relayed).is_empty());
+    let stats = world.nodes[a].mesh.stats();
+    assert!(stats.datagrams_received > 0);
+    // Only a and the server on the wire, nothing lost: every datagram delivered is one a sent
+    // or received (a's last requests may still be on their way).
+    let counted = stats.datagrams_sent + stats.datagrams_received;
+    let delivered = world.datagrams_delivered;
+    assert!(
+        (delivered..=delivered + 2).contains(&counted),
+        "{counted} counted, {delivered} delivered: {stats:?}"
+    );
 }

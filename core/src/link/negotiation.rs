@@ -15,7 +15,7 @@
 //! certificate.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -27,6 +27,11 @@ use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::error::{AddPeerError, SignalError};
 use crate::signal::Signal;
+
+/// The longest the answering side keeps the offerer's trickled candidates from ICE while it
+/// waits for the offerer's first check (see `Link::hold_until`): a signaling trip with room
+/// to spare; past it, a NAT that must see our checks first gets them.
+const HOLD_CANDIDATES: Duration = Duration::from_secs(1);
 
 /// The largest message a remote accepts when its SDP has no `a=max-message-size` (RFC 8841
 /// §6.1).
@@ -158,6 +163,9 @@ impl Link {
         self.ice_was_connected = false;
         self.ice_lost_at = None;
         self.answered_at = None;
+        // Candidates held for the old connection's offerer are its, not the new one's.
+        self.hold_until = None;
+        self.held.clear();
         self.last_heard = now;
         self.rtc_deadline = None;
         self.queue.clear();
@@ -209,7 +217,10 @@ impl Link {
     pub fn handle_signal(&mut self, now: Instant, signal: Signal) -> Result<(), SignalError> {
         match signal {
             Signal::Offer(sdp) => match self.negotiation {
-                Negotiation::AwaitingOffer => self.accept_first_offer(sdp)?,
+                Negotiation::AwaitingOffer => {
+                    self.accept_first_offer(sdp)?;
+                    self.hold_until = Some(now + HOLD_CANDIDATES);
+                }
                 Negotiation::Done if hash(&sdp) != self.offer_hash => {
                     if sdp_session(&sdp) != self.remote_session {
                         // Only the offering side may start a new connection.

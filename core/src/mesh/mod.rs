@@ -202,6 +202,9 @@ impl Mesh {
         let mut rtc_config = Rtc::builder()
             .set_dtls_cert(cert)
             .set_sctp_max_buffered_amount(config.sctp_send_buffer)
+            // Advertised as `a=max-message-size` and enforced by SCTP on receipt: senders
+            // refuse larger packets instead of having them acknowledged and then dropped.
+            .set_sctp_max_message_size(u32::try_from(config.max_packet_size).unwrap_or(u32::MAX))
             .set_mtu(config.mtu..=config.mtu.max(str0m::DATAGRAM_MTU_WARN))
             // str0m's stats event carries the ICE round-trip time and the selected pair.
             .set_stats_interval(config.measurement_interval())
@@ -362,6 +365,16 @@ impl Mesh {
     /// (once for the whole burst). Datagrams for a TURN server come out already wrapped, so
     /// every datagram leaves from the one socket.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.next_transmit();
+        if t.is_some() {
+            self.stats.datagrams_sent += 1;
+        }
+        t
+    }
+
+    /// The next datagram for the socket: the links' (relayed ones wrapped for their TURN
+    /// server) and the ICE servers' own requests.
+    fn next_transmit(&mut self) -> Option<Transmit> {
         self.flush_dirty();
         loop {
             let Some(t) = self.transmits.pop_front() else {
