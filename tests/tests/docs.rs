@@ -417,3 +417,70 @@ fn anchors_follow_github() {
         "with-mio-in-a-poll-you-own"
     );
 }
+
+/// The `.rs` files under `dir`, recursively.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).expect("a source directory") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The project's rule: every public type of a published crate shows how it is used, in an
+/// example rustdoc compiles and runs (`cargo test --doc`).
+#[test]
+fn every_public_type_of_the_published_crates_has_a_doc_example() {
+    let mut files = Vec::new();
+    for dir in ["core/src", "io-tokio/src", "io-mio/src"] {
+        sources(&root().join(dir), &mut files);
+    }
+    let mut missing = Vec::new();
+    let mut types = 0;
+    for file in files
+        .iter()
+        .filter(|f| !f.components().any(|c| c.as_os_str() == "bin"))
+    {
+        let text = read(file);
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let item = line.trim_start();
+            let Some(kind) = ["pub struct ", "pub enum ", "pub trait "]
+                .into_iter()
+                .find(|k| item.starts_with(k))
+            else {
+                continue;
+            };
+            types += 1;
+            // The item's doc comment: the `///` lines above it, past its attributes.
+            let mut j = i;
+            while j > 0 && lines[j - 1].trim_start().starts_with("#[") {
+                j -= 1;
+            }
+            let mut has_example = false;
+            while j > 0 && lines[j - 1].trim_start().starts_with("///") {
+                j -= 1;
+                has_example |= lines[j].contains("```");
+            }
+            if !has_example {
+                let ty = item[kind.len()..]
+                    .split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .next()
+                    .unwrap_or("");
+                missing.push(format!("{}:{}: {ty}", name(file), i + 1));
+            }
+        }
+    }
+    assert!(
+        types > 60,
+        "found only {types} public types: is the scan still right?"
+    );
+    assert!(
+        missing.is_empty(),
+        "public types without a doc example:\n{}",
+        missing.join("\n")
+    );
+}
