@@ -47,7 +47,7 @@ impl Link {
     /// Advances time to `now`, drains output and applies the link's own deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = self.clock.max(now);
-        if self.hold_until.is_some_and(|at| now >= at) {
+        if self.held.deadline().is_some_and(|at| now >= at) {
             self.release_held();
         }
         if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
@@ -87,7 +87,7 @@ impl Link {
                 at = Some(at.map_or(t, |a| a.min(t)));
             }
         };
-        earliest(self.hold_until);
+        earliest(self.held.deadline());
         if self.connected {
             earliest(deadline(self.last_heard, limits.silence));
             earliest(self.recovery_deadline(now));

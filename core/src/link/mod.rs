@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use str0m::channel::ChannelId;
-use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
 use crate::channels::ChannelSpec;
 use crate::error::AddPeerError;
@@ -43,10 +43,10 @@ use crate::signal::{OutgoingSignal, Signal};
 use crate::stats::MeshStats;
 use crate::transfer::PeerId;
 
-use guard::Guard;
+use guard::{Guard, RefusedChannel};
 pub(crate) use health::Timeouts;
 pub(crate) use negotiation::LinkSetup;
-use negotiation::{Handshake, Negotiation};
+use negotiation::{Handshake, HeldCandidates, Negotiation};
 use path::Path;
 use queue::SendQueue;
 pub(crate) use queue::WriteError;
@@ -170,13 +170,8 @@ pub(crate) struct Link {
     connect_deadline: Option<Instant>,
     /// Offering side: when the answer to the current offer was applied (the retry clock).
     answered_at: Option<Instant>,
-    /// Answering side, from the first offer until the offerer's first datagram (or this
-    /// time): its trickled candidates wait here, so no connectivity check of ours reaches the
-    /// offerer before it can have our answer. libdatachannel (Godot's native stack) fails a
-    /// connection whose checks complete while it is still applying the answer (see
-    /// docs/interop.md); the wait is bounded for NATs that open only once both sides send.
-    hold_until: Option<Instant>,
-    held: Vec<Candidate>,
+    /// Answering side: the offerer's trickled candidates, until its first datagram.
+    held: HeldCandidates,
     /// Answering side: a hash of the offer applied, so a repeated offer is not taken as new.
     offer_hash: u64,
     /// The remote's SDP session id (`o=` line), to tell a renegotiation of this connection (an
@@ -258,8 +253,7 @@ impl Link {
             ice_lost_at: None,
             connect_deadline: crate::limits::deadline(now, setup.config.connect_timeout),
             answered_at: None,
-            hold_until: None,
-            held: Vec::new(),
+            held: HeldCandidates::default(),
             offer_hash: 0,
             remote_session: 0,
             remote_ufrag: 0,
@@ -317,6 +311,12 @@ impl Link {
     /// Whether this peer's `Rtc` claims the datagram (ICE credentials or a known address).
     pub fn accepts(&self, input: &Input<'_>) -> bool {
         self.rtc.accepts(input)
+    }
+
+    /// Whether a datagram that reached this link from a new address may go on to str0m (see
+    /// [`Guard::admit_source`]).
+    pub fn admit_source(&mut self, source: SocketAddr) -> bool {
+        self.guard.admit_source(source)
     }
 
     /// Feeds a datagram this peer accepted (`contents` its raw bytes; `input`'s source is the
@@ -524,7 +524,9 @@ impl Link {
     fn on_event(&mut self, now: Instant, event: RtcEvent) {
         match event {
             RtcEvent::ChannelData(data) => match self.channel_index(data.id) {
-                Some(_) if !self.fits_packet_size(data.data.len()) => {}
+                Some(_) if !self.guard.fits_packet_size(data.data.len()) => {
+                    self.counts.packets_too_large += 1;
+                }
                 Some(index) => {
                     let ch = &mut self.channels[index];
                     let spec = ch.spec;
@@ -546,7 +548,16 @@ impl Link {
                     self.opening = true;
                 }
                 // Opened in-band by the remote (DCEP): not part of the layout.
-                None => self.refuse_channel(id),
+                None => {
+                    self.rtc.direct_api().close_data_channel(id);
+                    self.counts.channels_refused += 1;
+                    if self.guard.refuse_channel() == RefusedChannel::CloseAndEnd
+                        && self.lost.is_none()
+                    {
+                        self.counts.peers_disconnected_for_abuse += 1;
+                        self.end(Loss::Abuse);
+                    }
+                }
             },
             RtcEvent::Connected => self.opening = true,
             // Godot removes a peer when any of its channels closes.
