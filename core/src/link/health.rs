@@ -1,5 +1,5 @@
 //! The deadlines that end a link (connect timeout, silence, lost ICE), start its handshake over,
-//! or (once connected) move or restart its path ([`super::restart`]). Every deadline is
+//! or (once connected) move or restart its path ([`super::ice_restart`]). Every deadline is
 //! `checked_add`ed: one past the end of `Instant`'s range (a `Duration::MAX` setting, or a clock
 //! near its end) is "never", not a panic.
 

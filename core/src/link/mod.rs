@@ -20,10 +20,10 @@
 
 mod guard;
 mod health;
+mod ice_restart;
 mod negotiation;
 mod path;
 mod queue;
-mod restart;
 mod stats;
 mod window;
 
@@ -45,12 +45,12 @@ use crate::transfer::PeerId;
 
 use guard::{Guard, RefusedChannel};
 pub(crate) use health::Timeouts;
+use ice_restart::Recovery;
 pub(crate) use negotiation::LinkSetup;
 use negotiation::{Handshake, HeldCandidates, Negotiation};
 use path::Path;
 use queue::SendQueue;
 pub(crate) use queue::WriteError;
-use restart::Recovery;
 use stats::Counters;
 pub use stats::{ChannelStats, PeerStats};
 use window::SendWindow;
