@@ -239,9 +239,9 @@ impl Link {
                 self.negotiation,
                 Negotiation::Done | Negotiation::Restarting { .. }
             ),
-            last_heard: self.last_heard,
+            last_heard: self.deadlines.last_heard(),
             consent_failing_since: self.path.consent_failing_since(),
-            ice_lost_at: self.ice_lost_at,
+            ice_lost_at: self.deadlines.ice_lost_at(),
         }
     }
 
@@ -307,7 +307,7 @@ impl Link {
     /// pairs are gone and the agent checks the new candidates.
     pub(super) fn restart_applied(&mut self) {
         self.recovery.applied();
-        self.ice_lost_at = None;
+        self.deadlines.ice_restarted();
     }
 
     /// ICE reported connected: after an applied restart, the next path seen ends it.

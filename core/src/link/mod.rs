@@ -18,8 +18,8 @@
 //! str0m costs sctp-proto a walk over everything it holds, so a burst of sends costs one poll
 //! instead of one per packet.
 
+mod deadlines;
 mod guard;
-mod health;
 mod ice_restart;
 mod negotiation;
 mod path;
@@ -43,8 +43,9 @@ use crate::signal::{OutgoingSignal, Signal};
 use crate::stats::MeshStats;
 use crate::transfer::PeerId;
 
+use deadlines::Deadlines;
+pub(crate) use deadlines::Timeouts;
 use guard::{Guard, RefusedChannel};
-pub(crate) use health::Timeouts;
 use ice_restart::Recovery;
 pub(crate) use negotiation::LinkSetup;
 use negotiation::{Handshake, HeldCandidates, Negotiation};
@@ -164,12 +165,8 @@ pub(crate) struct Link {
     opening: bool,
     /// Why the link ended, once it did ([`LinkEvent::Lost`] was reported).
     lost: Option<Loss>,
-    ice_was_connected: bool,
-    ice_lost_at: Option<Instant>,
-    /// When the peer is given up if not connected (`None`: never).
-    connect_deadline: Option<Instant>,
-    /// Offering side: when the answer to the current offer was applied (the retry clock).
-    answered_at: Option<Instant>,
+    /// The moments its deadlines are measured from (see [`Deadlines`]).
+    deadlines: Deadlines,
     /// Answering side: the offerer's trickled candidates, until its first datagram.
     held: HeldCandidates,
     /// Answering side: a hash of the offer applied, so a repeated offer is not taken as new.
@@ -179,8 +176,6 @@ pub(crate) struct Link {
     remote_session: u64,
     /// The remote's ICE username fragment, to tell an ICE restart from other renegotiation.
     remote_ufrag: u64,
-    /// When the last datagram from this peer arrived (or the link was created).
-    last_heard: Instant,
     rtc_deadline: Option<Instant>,
     /// The time limits, from the mesh's configuration.
     timeouts: Timeouts,
@@ -249,15 +244,14 @@ impl Link {
             connected: false,
             opening: false,
             lost: None,
-            ice_was_connected: false,
-            ice_lost_at: None,
-            connect_deadline: crate::limits::deadline(now, setup.config.connect_timeout),
-            answered_at: None,
+            deadlines: Deadlines::new(
+                now,
+                crate::limits::deadline(now, setup.config.connect_timeout),
+            ),
             held: HeldCandidates::default(),
             offer_hash: 0,
             remote_session: 0,
             remote_ufrag: 0,
-            last_heard: now,
             rtc_deadline: None,
             timeouts: Timeouts::of(setup.config),
             queue: SendQueue::default(),
@@ -333,7 +327,7 @@ impl Link {
         self.release_held();
         let ok = self.rtc.handle_input(input).is_ok();
         if ok {
-            self.last_heard = self.last_heard.max(now);
+            self.deadlines.heard(now);
             self.clock = self.clock.max(now);
             self.counters.datagrams_received += 1;
             self.counters.bytes_received += contents.len() as u64;
@@ -410,7 +404,7 @@ impl Link {
 
     /// When the peer was last heard from (or the link created).
     pub fn last_heard(&self) -> Instant {
-        self.last_heard
+        self.deadlines.last_heard()
     }
 
     /// Whether a datagram from `remote` arrived at or after `since`.
@@ -566,13 +560,13 @@ impl Link {
             }
             RtcEvent::IceConnectionStateChange(state) => match state {
                 IceConnectionState::Connected | IceConnectionState::Completed => {
-                    self.ice_was_connected = true;
-                    self.ice_lost_at = None;
+                    self.deadlines.ice_connected();
                     self.on_ice_connected();
                 }
-                IceConnectionState::Disconnected if self.ice_was_connected => {
-                    self.ice_lost_at.get_or_insert(now);
-                    self.events.push_back(LinkEvent::RecheckNat);
+                IceConnectionState::Disconnected => {
+                    if self.deadlines.ice_disconnected(now) {
+                        self.events.push_back(LinkEvent::RecheckNat);
+                    }
                 }
                 _ => {}
             },

@@ -208,12 +208,8 @@ impl Link {
         crate::trace::handshake_retried(&self.span);
         self.connected = false;
         self.opening = false;
-        self.ice_was_connected = false;
-        self.ice_lost_at = None;
-        self.answered_at = None;
         // Candidates held for the old connection's offerer are its, not the new one's.
         self.held.clear();
-        self.last_heard = now;
         self.rtc_deadline = None;
         self.queue.clear();
         self.window = SendWindow::new(
@@ -225,12 +221,13 @@ impl Link {
         self.clock = now;
         self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
         self.guard.forget_candidates();
-        match offer {
-            Some(offer) => self.signal(offer),
-            // The answering side follows the offerer, whose own deadline bounds the retries.
-            None => {
-                self.connect_deadline = crate::limits::deadline(now, setup.config.connect_timeout)
-            }
+        // The answering side follows the offerer, whose own deadline bounds the retries.
+        let connect_by = offer
+            .is_none()
+            .then(|| crate::limits::deadline(now, setup.config.connect_timeout));
+        self.deadlines.start_over(now, connect_by);
+        if let Some(offer) = offer {
+            self.signal(offer);
         }
         Ok(())
     }
@@ -320,7 +317,7 @@ impl Link {
                 self.remote_ufrag = ufrag;
                 self.learn_remote(&sdp);
                 if !restarting {
-                    self.answered_at = Some(now);
+                    self.deadlines.answered(now);
                 }
             }
             Signal::Candidate(text) => {
