@@ -563,10 +563,8 @@ impl Link {
                     self.deadlines.ice_connected();
                     self.on_ice_connected();
                 }
-                IceConnectionState::Disconnected => {
-                    if self.deadlines.ice_disconnected(now) {
-                        self.events.push_back(LinkEvent::RecheckNat);
-                    }
+                IceConnectionState::Disconnected if self.deadlines.ice_disconnected(now) => {
+                    self.events.push_back(LinkEvent::RecheckNat);
                 }
                 _ => {}
             },
