@@ -15,7 +15,6 @@ use str0m::Rtc;
 use super::window::SendWindow;
 use super::{Link, LinkChannel};
 use crate::limits::MIN_QUEUED_PACKET_CHARGE;
-use crate::stats::MeshStats;
 
 /// A packet waiting for room in the send window.
 #[derive(Debug)]
@@ -106,14 +105,13 @@ pub(crate) enum WriteError {
 impl Link {
     /// Writes a packet to channel `index`: into SCTP while the send window has room and nothing
     /// waits before it, else into the queue (bounded by `max_queued`). `Ok(true)` when SCTP took
-    /// it: the link must then be drained (see [`Link::flush`]).
+    /// it: the link is then due, to be drained once for the burst (see [`Link::flush`]).
     pub fn write(
         &mut self,
         now: Instant,
         index: usize,
         data: &[u8],
         max_queued: usize,
-        stats: &mut MeshStats,
     ) -> Result<bool, WriteError> {
         if index >= self.channels.len() {
             return Err(WriteError::Closed);
@@ -125,8 +123,9 @@ impl Link {
             if self.window.allows(data.len()) {
                 match self.write_one(now, index, data) {
                     Ok(true) => {
-                        stats.packets_sent += 1;
+                        self.counts.packets_sent += 1;
                         self.unsent = true;
+                        self.due = true;
                         return Ok(true);
                     }
                     Ok(false) => {}
@@ -139,7 +138,7 @@ impl Link {
             self.window.block();
         }
         if self.queue.charged + charge(data.len()) > max_queued {
-            self.expire_queued(now, stats);
+            self.expire_queued(now);
             if self.queue.charged + charge(data.len()) > max_queued {
                 return Err(WriteError::QueueFull);
             }
@@ -161,11 +160,11 @@ impl Link {
     }
 
     /// Drops every queued packet that outlived its channel's lifetime.
-    fn expire_queued(&mut self, now: Instant, stats: &mut MeshStats) {
+    fn expire_queued(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.queue.turns.len() {
             let index = self.queue.turns[i];
-            stats.packets_expired +=
+            self.counts.packets_expired +=
                 self.queue.expire(index, now, &mut self.channels[index]) as u64;
             if self.queue.fifos[index].is_empty() {
                 self.queue.turns.remove(i);
@@ -198,12 +197,12 @@ impl Link {
 
     /// Moves queued packets into SCTP while the window has room, one channel at a time in
     /// round-robin order, dropping what expired on the way. True if any moved.
-    pub(super) fn flush_queue(&mut self, now: Instant, stats: &mut MeshStats) -> bool {
+    pub(super) fn flush_queue(&mut self, now: Instant) -> bool {
         self.refresh_window(now, true);
         let mut moved = false;
         while let Some(&index) = self.queue.turns.front() {
             let ch = &mut self.channels[index];
-            stats.packets_expired += self.queue.expire(index, now, ch) as u64;
+            self.counts.packets_expired += self.queue.expire(index, now, ch) as u64;
             let Some(head) = self.queue.fifos[index].front() else {
                 self.queue.turns.pop_front();
                 continue;
@@ -215,7 +214,7 @@ impl Link {
             let packet = self.queue.fifos[index].pop_front().expect("head");
             match self.write_one(now, index, &packet.data) {
                 Ok(true) => {
-                    stats.packets_sent += 1;
+                    self.counts.packets_sent += 1;
                     moved = true;
                 }
                 Ok(false) => {

@@ -36,6 +36,7 @@ use str0m::Rtc;
 
 use crate::channels::ChannelSpec;
 use crate::config::MeshConfig;
+use crate::event::{Event, Packet};
 use crate::transfer::TransferMode;
 
 use receiver::{Received, Receiver};
@@ -353,13 +354,19 @@ impl Reliable {
             self.stats.malformed += 1;
             return Received::Malformed;
         };
+        let mut refused = false;
         if let Some(ack) = &decoded.ack {
             if !self.sender.on_ack(now, ack) {
                 self.stats.malformed += 1;
+                refused = true;
             }
         }
         let Some(data) = &decoded.data else {
-            return Received::Accepted;
+            return if refused {
+                Received::Malformed
+            } else {
+                Received::Accepted
+            };
         };
         let outcome = self
             .receiver
@@ -561,24 +568,25 @@ impl super::Link {
     }
 
     /// A message on the hidden channel: its complete messages become packet events.
-    pub(super) fn on_reliable_message(&mut self, now: Instant, data: &[u8], sink: &mut super::Sink<'_>) {
+    pub(super) fn on_reliable_message(&mut self, now: Instant, data: &[u8]) {
         let (reliable, channels, peer) = (&mut self.reliable, &mut self.channels, self.peer);
+        let (counts, events) = (&mut self.counts, &mut self.events);
         let outcome = reliable.on_message(now, data, &mut |index, payload| {
             let ch = &mut channels[index];
-            sink.stats.packets_received += 1;
+            counts.packets_received += 1;
             ch.stats.packets_received += 1;
             ch.stats.bytes_received += payload.len() as u64;
-            sink.events.push_back(crate::event::Event::Packet(crate::event::Packet {
+            events.push_back(super::LinkEvent::App(Event::Packet(Packet {
                 from: peer,
                 channel: ch.spec.transfer_channel,
                 mode: ch.spec.mode,
                 data: payload,
-            }));
+            })));
         });
         match outcome {
-            Received::OutOfWindow => sink.stats.fragments_out_of_window += 1,
-            Received::Malformed => sink.stats.frames_malformed += 1,
-            Received::Oversized => sink.stats.packets_too_large += 1,
+            Received::OutOfWindow => self.counts.fragments_out_of_window += 1,
+            Received::Malformed => self.counts.frames_malformed += 1,
+            Received::Oversized => self.counts.packets_too_large += 1,
             Received::Accepted | Received::Duplicate => {}
         }
     }
