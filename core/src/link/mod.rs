@@ -88,7 +88,8 @@ pub(crate) enum Loss {
     IceLost,
     /// The remote closed a channel or the connection, or str0m failed.
     Closed,
-    /// The remote went past a limit that ends the connection (channels outside the layout).
+    /// The remote went past a limit that ends the connection (channels outside the layout, a
+    /// message above our packet size through rtcmesh's own retransmission).
     Abuse,
 }
 
@@ -101,7 +102,7 @@ impl Loss {
             Loss::Silent => "nothing heard for peer_timeout",
             Loss::IceLost => "ICE disconnected longer than disconnect_grace",
             Loss::Closed => "closed by the remote, or the connection failed",
-            Loss::Abuse => "opened more channels outside the layout than limits allow",
+            Loss::Abuse => "went past a limit that ends the connection (channels outside the layout, or a message above our packet size)",
         }
     }
 }

@@ -187,11 +187,7 @@ impl Link {
             buffered += ch.in_sctp;
             ch.in_sctp > 0
         });
-        if self.reliable.in_sctp > 0 {
-            let hidden = self.reliable.channel().and_then(|id| rtc.channel(id));
-            self.reliable.in_sctp = hidden.map_or(0, |mut c| c.buffered_amount());
-            buffered += self.reliable.in_sctp;
-        }
+        buffered += self.reliable.outstanding();
         self.window.refresh(now, buffered, backlogged);
     }
 

@@ -191,7 +191,9 @@ impl PeerStats {
         self.ice_restarts += s.ice_restarts;
         self.moves += s.moves;
         if let Some(r) = &s.retransmission {
-            self.retransmission.get_or_insert_with(Default::default).add(r);
+            self.retransmission
+                .get_or_insert_with(Default::default)
+                .add(r);
         }
         if self.channels.is_empty() {
             self.channels.clone_from(&s.channels);

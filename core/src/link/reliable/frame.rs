@@ -239,10 +239,7 @@ mod tests {
             let mut out = Vec::new();
             put_varint(&mut out, v);
             assert_eq!(out.len(), len, "{v}");
-            let mut r = Reader {
-                bytes: &out,
-                at: 0,
-            };
+            let mut r = Reader { bytes: &out, at: 0 };
             assert_eq!(r.varint(), Ok(v));
         }
     }

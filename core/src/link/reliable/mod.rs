@@ -54,8 +54,7 @@ const ATTRIBUTE: &str = "a=x-rtcmesh:reliable=1";
 const DATAGRAM_OVERHEAD: usize = 88;
 
 const _: () = assert!(
-    STREAM_ID as usize
-        > crate::channels::RESERVED_CHANNELS + crate::channels::MAX_EXTRA_CHANNELS
+    STREAM_ID as usize > crate::channels::RESERVED_CHANNELS + crate::channels::MAX_EXTRA_CHANNELS
 );
 
 /// `sdp` with the attribute that offers rtcmesh's own retransmission, when `enabled`.
@@ -207,8 +206,6 @@ pub(crate) struct Reliable {
     sender: Sender,
     receiver: Receiver,
     scratch: Vec<u8>,
-    /// Bytes written to the hidden channel and not yet seen released by SCTP.
-    pub in_sctp: usize,
     stats: RetransmissionStats,
 }
 
@@ -241,7 +238,6 @@ impl Reliable {
             channel: None,
             open: false,
             scratch: Vec::new(),
-            in_sctp: 0,
             stats: RetransmissionStats::default(),
         }
     }
@@ -290,8 +286,9 @@ impl Reliable {
         self.channel == Some(id)
     }
 
-    pub fn channel(&self) -> Option<ChannelId> {
-        self.channel
+    /// Payload bytes taken and not acknowledged yet (what the link's send window counts).
+    pub fn outstanding(&self) -> usize {
+        self.sender.outstanding()
     }
 
     /// The hidden channel opened.
@@ -338,7 +335,6 @@ impl Reliable {
         self.sender.send(now, index, data, &mut wire);
         let written = wire.written;
         self.stats.acks_sent += wire.acks;
-        self.in_sctp += written;
         Ok(written)
     }
 
@@ -414,7 +410,6 @@ impl Reliable {
         }
         let written = wire.written;
         self.stats.acks_sent += wire.acks;
-        self.in_sctp += written;
         written
     }
 
@@ -545,7 +540,6 @@ impl super::Link {
     pub(super) fn flush_reliable(&mut self, now: Instant, wrote: bool) -> bool {
         let written = self.reliable.flush(now, &mut self.rtc, wrote);
         if written > 0 {
-            self.window.wrote(written);
             self.unsent = true;
         }
         written > 0
@@ -553,14 +547,19 @@ impl super::Link {
 
     /// Writes a message of a reliable channel through rtcmesh's own retransmission.
     /// `Ok(false)`: no room now (it waits in the queue).
-    pub(super) fn write_reliable(&mut self, now: Instant, index: usize, data: &[u8]) -> Result<bool, ()> {
+    pub(super) fn write_reliable(
+        &mut self,
+        now: Instant,
+        index: usize,
+        data: &[u8],
+    ) -> Result<bool, ()> {
         if !self.reliable.has_room(index, data.len()) {
             return Ok(false);
         }
-        let written = self.reliable.send(now, &mut self.rtc, index, data)?;
-        if written > 0 {
-            self.window.wrote(written);
-        }
+        // The window counts what the sender holds until it is acknowledged (see
+        // `refresh_window`), as it counts what SCTP holds for the other channels.
+        self.reliable.send(now, &mut self.rtc, index, data)?;
+        self.window.wrote(data.len());
         let ch = &mut self.channels[index];
         ch.stats.packets_sent += 1;
         ch.stats.bytes_sent += data.len() as u64;
@@ -586,7 +585,13 @@ impl super::Link {
         match outcome {
             Received::OutOfWindow => self.counts.fragments_out_of_window += 1,
             Received::Malformed => self.counts.frames_malformed += 1,
-            Received::Oversized => self.counts.packets_too_large += 1,
+            Received::Oversized => {
+                // What SCTP does to a message above our advertised size: the peer ignored
+                // it, and loses its connection.
+                self.counts.packets_too_large += 1;
+                self.counts.peers_disconnected_for_abuse += 1;
+                self.end(super::Loss::Abuse);
+            }
             Received::Accepted | Received::Duplicate => {}
         }
     }

@@ -336,7 +336,12 @@ mod tests {
         let mut got = Vec::new();
         let mut deliver = |i: usize, m: Vec<u8>| got.push((i, m));
         // Message A = "ab" (two fragments), B = "c", C = "d".
-        let frags = [(0, b"a", false), (1, b"b", true), (2, b"c", true), (3, b"d", true)];
+        let frags = [
+            (0, b"a", false),
+            (1, b"b", true),
+            (2, b"c", true),
+            (3, b"d", true),
+        ];
         for &tx in &[3u64, 1, 2, 1, 0, 3] {
             let (seq, p, fin) = frags[tx as usize];
             r.on_data(now, &data(tx, seq, fin), p, &mut deliver);

@@ -109,7 +109,15 @@ impl Default for Rtt {
 }
 
 impl Rtt {
+    /// A round-trip sample: from a transmission to the acknowledgement that first covered it,
+    /// less the delay the receiver reports it held that acknowledgement (at most
+    /// `MAX_ACK_DELAY`: our peer waits that long at most for data to ride along).
     fn sample(&mut self, rtt: Duration, ack_delay: Duration) {
+        let rtt = if rtt > ack_delay {
+            rtt - ack_delay
+        } else {
+            rtt
+        };
         self.latest = rtt;
         if !self.measured {
             self.measured = true;
@@ -119,14 +127,9 @@ impl Rtt {
             return;
         }
         self.min = self.min.min(rtt);
-        let adjusted = if rtt >= self.min + ack_delay {
-            rtt - ack_delay
-        } else {
-            rtt
-        };
-        let diff = self.smoothed.abs_diff(adjusted);
+        let diff = self.smoothed.abs_diff(rtt);
         self.var = (self.var * 3 + diff) / 4;
-        self.smoothed = (self.smoothed * 7 + adjusted) / 8;
+        self.smoothed = (self.smoothed * 7 + rtt) / 8;
     }
 
     /// The probe timeout before any backoff.
@@ -166,6 +169,9 @@ pub(crate) struct Sender {
     unsent: VecDeque<(u16, u64)>,
     in_flight: usize,
     in_flight_frames: usize,
+    /// Fragments taken and not acknowledged yet (all channels), and their payload bytes.
+    held: usize,
+    held_bytes: usize,
     pub cwnd: usize,
     ssthresh: usize,
     recovery_start: Option<Instant>,
@@ -222,6 +228,8 @@ impl Sender {
             unsent: VecDeque::new(),
             in_flight: 0,
             in_flight_frames: 0,
+            held: 0,
+            held_bytes: 0,
             cwnd: (INITIAL_WINDOW_FRAMES * frame_max).min(max_cwnd.max(min)),
             ssthresh: usize::MAX,
             recovery_start: None,
@@ -250,16 +258,25 @@ impl Sender {
         self.in_flight
     }
 
-    /// Whether a message of `len` bytes on `channel` may be taken now.
+    /// Payload bytes taken and not acknowledged yet (sent or waiting to be).
+    pub fn outstanding(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Whether a message of `len` bytes on `channel` may be taken now: the fragments it
+    /// needs fit what the receiver accepts out of order. (How much the sender may hold is the
+    /// link's send window; how much may be in flight, the congestion window.)
     pub fn has_room(&self, channel: usize, len: usize) -> bool {
         let frames = len.div_ceil(self.fragment_size()).max(1);
         let Some(ch) = self.channels.get(channel) else {
             return false;
         };
-        self.unsent.is_empty()
-            && (self.in_flight == 0 || self.in_flight + len <= self.cwnd)
-            && self.txs.len() + frames <= MAX_TRACKED
-            && ch.fragments.len() + frames <= REORDER_WINDOW as usize
+        self.held + frames <= MAX_TRACKED && ch.fragments.len() + frames <= REORDER_WINDOW as usize
+    }
+
+    /// Whether the congestion window lets a new fragment go (retransmissions always go).
+    fn window_open(&self) -> bool {
+        (self.in_flight == 0 || self.in_flight < self.cwnd) && self.txs.len() < MAX_TRACKED
     }
 
     /// Takes a message (check [`has_room`](Self::has_room) first) and sends its fragments.
@@ -267,6 +284,9 @@ impl Sender {
         let size = self.fragment_size();
         let ch = &mut self.channels[channel];
         let mut chunks = data.chunks(size).peekable();
+        let frames = data.len().div_ceil(size).max(1);
+        self.held += frames;
+        self.held_bytes += data.len();
         if data.is_empty() {
             ch.fragments.push_back(Fragment {
                 payload: Vec::new(),
@@ -304,6 +324,9 @@ impl Sender {
             }
         }
         while let Some(&(channel, sequence)) = self.unsent.front() {
+            if !self.window_open() {
+                return;
+            }
             match self.transmit_one(now, channel, sequence, wire) {
                 Some(false) => return,
                 _ => {
@@ -313,9 +336,9 @@ impl Sender {
         }
     }
 
-    /// Whether anything waits to be sent.
+    /// Whether anything waits that may be sent now.
     pub fn has_pending(&self) -> bool {
-        !self.retransmit.is_empty() || !self.unsent.is_empty()
+        !self.retransmit.is_empty() || (!self.unsent.is_empty() && self.window_open())
     }
 
     /// One transmission of a fragment. `None`: it needs none (acknowledged); `Some(false)`: the
@@ -495,17 +518,15 @@ impl Sender {
 
     /// Drops the bookkeeping of what needs nothing more.
     fn forget_acknowledged(&mut self) {
-        while self
-            .txs
-            .front()
-            .is_some_and(|t| t.state != State::InFlight)
-        {
+        while self.txs.front().is_some_and(|t| t.state != State::InFlight) {
             self.txs.pop_front();
         }
         for ch in &mut self.channels {
             while ch.fragments.front().is_some_and(|f| f.acked) {
-                ch.fragments.pop_front();
+                let f = ch.fragments.pop_front().expect("checked");
                 ch.base += 1;
+                self.held -= 1;
+                self.held_bytes -= f.payload.len();
             }
         }
     }
@@ -550,8 +571,7 @@ impl Sender {
             if probed == 2 {
                 break;
             }
-            if t.state == State::InFlight && !self.retransmit.contains(&(t.channel, t.sequence))
-            {
+            if t.state == State::InFlight && !self.retransmit.contains(&(t.channel, t.sequence)) {
                 self.retransmit.push_back((t.channel, t.sequence));
                 probed += 1;
             }
