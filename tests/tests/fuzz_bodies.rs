@@ -100,3 +100,8 @@ fn commands_body() {
 fn ice_server_body() {
     drive("ice_server", 6, fuzz::ice_server);
 }
+
+#[test]
+fn reliable_body() {
+    drive("reliable", 7, fuzz::reliable);
+}

@@ -54,6 +54,8 @@ use negotiation::{Handshake, HeldCandidates, Negotiation};
 use path::Path;
 use queue::SendQueue;
 pub(crate) use queue::WriteError;
+#[cfg(feature = "_internal_test_exports")]
+pub(crate) use reliable::fuzz as fuzz_reliable;
 use reliable::Reliable;
 pub use reliable::RetransmissionStats;
 use stats::Counters;

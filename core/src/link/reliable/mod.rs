@@ -599,3 +599,53 @@ impl super::Link {
 
 #[cfg(test)]
 mod tests;
+
+/// The fuzz target's body (`_internal_test_exports::reliable_messages`): arbitrary bytes, cut
+/// into messages, to one peer's sending and receiving halves as if they came from the hidden
+/// channel, with time passing between them. Nothing may panic, and the bounds must hold.
+#[cfg(feature = "_internal_test_exports")]
+pub(crate) fn fuzz(data: &[u8]) {
+    struct Null;
+    impl Wire for Null {
+        fn data(&mut self, _: Header, payload: &[u8]) -> Result<Option<usize>, ()> {
+            Ok(Some(payload.len() + frame::MAX_DATA_HEADER))
+        }
+    }
+    const BUDGET: usize = 4096;
+    const MAX_MESSAGE: usize = 2048;
+    let mut now = Instant::now();
+    let mut sender = Sender::new(3, 300, 64 * 1024);
+    let mut receiver = Receiver::new([true, false, true].into_iter(), BUDGET, MAX_MESSAGE);
+    // Something in flight for acknowledgements to act on.
+    for (channel, len) in [(0, 10), (2, 700), (0, 5)] {
+        sender.send(now, channel, &vec![7; len], &mut Null);
+    }
+    let mut rest = data;
+    while let Some((&len, tail)) = rest.split_first() {
+        let (message, tail) = tail.split_at(usize::from(len).min(tail.len()));
+        rest = tail;
+        now += Duration::from_millis(u64::from(len % 16));
+        if let Ok(decoded) = frame::decode(message) {
+            if let Some(ack) = &decoded.ack {
+                sender.on_ack(now, ack);
+            }
+            if let Some(d) = &decoded.data {
+                receiver.on_data(now, d, &message[d.payload.clone()], &mut |i, m| {
+                    assert!(i == 0 || i == 2, "delivered on channel {i}");
+                    assert!(m.len() <= MAX_MESSAGE);
+                });
+            }
+        }
+        sender.on_timeout(now);
+        sender.transmit(now, &mut Null);
+        let mut ack = Vec::new();
+        receiver.put_ack(now, &mut ack);
+        receiver.acked();
+        assert!(
+            ack.is_empty() || frame::decode(&ack).is_ok(),
+            "our own ACK parses"
+        );
+        assert!(receiver.held_bytes() <= BUDGET);
+        assert!(sender.in_flight() <= sender.outstanding() + 64 * frame::MAX_DATA_HEADER);
+    }
+}
