@@ -564,6 +564,13 @@ impl Multiplayer {
             return Ok(());
         }
         self.release_old_server(was);
+        // Those the new server does not announce before its roster are gone.
+        self.migration.unconfirmed = self
+            .peers
+            .iter()
+            .filter(|&(_, &r)| r == Route::Relayed)
+            .map(|(&p, _)| p)
+            .collect();
         let lifetime = self.migration.lifetime.unwrap_or(1);
         let result = self.mesh.add_peer(now, SERVER_ID, lifetime);
         self.pump();
@@ -647,14 +654,6 @@ impl Multiplayer {
                 ConnectionStatus::Connected,
             )));
         self.migration.reported_status = Some(ConnectionStatus::Connected);
-        if !became_host {
-            self.migration.unconfirmed = self
-                .peers
-                .iter()
-                .filter(|&(_, &r)| r == Route::Relayed)
-                .map(|(&p, _)| p)
-                .collect();
-        }
         for packet in switch.early {
             self.deliver(packet);
         }
@@ -774,7 +773,15 @@ impl Multiplayer {
             }
             return false;
         }
-        if self.mesh.mode() != Mode::Server || !self.migration.rejoin.expected.remove(&peer) {
+        if self.mesh.mode() != Mode::Server {
+            return false;
+        }
+        if !self.migration.rejoin.expected.remove(&peer) {
+            // A client admitted outside a rejoin window: it knows every peer now (the
+            // ADD_PEERs just went out). One that reconnected forgets those that left meanwhile.
+            if self.migration_on() && self.migration.opted_in(peer) {
+                self.send_migration(peer, Command::Roster, 0);
+            }
             return false;
         }
         // ADD_PEER went out in `admit`; then what waited for it, in order.
@@ -1020,7 +1027,10 @@ impl Multiplayer {
             Command::HostDone if reliable && epoch == self.migration.epoch => {
                 self.old_server_done(channel)
             }
-            Command::Roster if epoch == self.migration.epoch && !self.is_migrating() => {
+            Command::Roster
+                if epoch == self.migration.epoch
+                    && self.migration.switch().is_none_or(|s| s.dialed) =>
+            {
                 for gone in std::mem::take(&mut self.migration.unconfirmed) {
                     if self.peers.get(&gone) == Some(&Route::Relayed) {
                         self.peers.remove(&gone);
@@ -1268,9 +1278,26 @@ impl Multiplayer {
         }
     }
 
-    /// Remembers `add_peer`'s lifetime for the connections migration makes itself.
-    pub(super) fn note_lifetime(&mut self, lifetime: i32) {
+    /// Remembers `add_peer`'s lifetime for the connections migration makes itself. A client
+    /// that lost its server and adds peer 1 again before the lobby named a new one (the
+    /// lobby found the server alive and told it to reconnect) is back with the same server
+    /// once admitted: `HostMigrated` with `was` 1.
+    pub(super) fn added(&mut self, peer: PeerId, lifetime: i32) {
         self.migration.lifetime = Some(lifetime);
+        let epoch = self.migration.epoch;
+        if let Some(switch) = self.migration.switch_mut() {
+            if peer == SERVER_ID && switch.target.is_none() && !switch.dialed {
+                switch.target = Some((epoch, SERVER_ID));
+                switch.dialed = true;
+                switch.drained = true;
+                self.migration.unconfirmed = self
+                    .peers
+                    .iter()
+                    .filter(|&(_, &r)| r == Route::Relayed)
+                    .map(|(&p, _)| p)
+                    .collect();
+            }
+        }
     }
 
     /// Closing: a switch under way ends (its peers are reported gone by `close`).

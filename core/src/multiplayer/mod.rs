@@ -193,7 +193,7 @@ impl Multiplayer {
         self.observe(now);
         let result = self.mesh.add_peer(now, peer, unreliable_lifetime_ms);
         if result.is_ok() {
-            self.note_lifetime(unreliable_lifetime_ms);
+            self.added(peer, unreliable_lifetime_ms);
         }
         self.pump();
         result
