@@ -27,10 +27,10 @@ use smallvec::SmallVec;
 
 use super::wire::{self, Migration as Command};
 use super::{Multiplayer, MultiplayerEvent, Route};
-use crate::error::PromoteError;
-use crate::error::{AddPeerError, SendError};
+use crate::error::{AddPeerError, PromoteError, SendError};
 use crate::event::{Event, Packet};
 use crate::limits::deadline;
+use crate::lobby::{ApplyError, LobbyClient, LobbyEvent};
 use crate::transfer::{ConnectionStatus, Mode, PeerId, Target, TransferMode, SERVER_ID};
 
 #[cfg(doc)]
@@ -260,6 +260,8 @@ pub(super) struct MigrationState {
     opted_in: Vec<PeerId>,
     /// A client: the successor its server named last.
     named_successor: Option<PeerId>,
+    /// The lobby's line of succession (eligible members, the next host first), if it sent one.
+    succession: Vec<PeerId>,
     /// `add_peer`'s lifetime for the peers the layer adds itself (the last one given).
     lifetime: Option<i32>,
     phase: Phase,
@@ -357,27 +359,44 @@ impl Multiplayer {
         self.migration.epoch
     }
 
+    /// Whether this server called [`leave`](Multiplayer::leave) and is handing over (it sends
+    /// nothing more, and closes once its clients moved to the successor).
+    pub fn is_leaving(&self) -> bool {
+        self.has_left()
+    }
+
     /// Whether the server is changing (between `HostMigrating` and `HostMigrated`,
     /// `BecameHost` or `MigrationFailed`).
     pub fn is_migrating(&self) -> bool {
         self.migration.is_switching()
     }
 
-    /// Who takes over if this server leaves: the earliest-joined opted-in client it has
-    /// admitted (the lobby elects by the same rule). On a client, the successor its server
-    /// named last. Send it a snapshot of the game before [`leave`](Multiplayer::leave): it
+    /// Who takes over if this server leaves: the first client in the lobby's line of
+    /// succession it has admitted (without a line: the earliest-joined opted-in client, the
+    /// lobby's own rule). On a client, the successor its server named last. Send it a snapshot of the game before [`leave`](Multiplayer::leave): it
     /// arrives before `BecameHost`.
     pub fn successor(&self) -> Option<PeerId> {
+        let admitted = |p: &PeerId| *p != SERVER_ID && self.peers.get(p) == Some(&Route::Direct);
         match self.mesh.mode() {
-            Mode::Server => self
+            // The lobby's line when it sent one (eligible members only), else join order.
+            Mode::Server if !self.migration.succession.is_empty() => {
+                self.migration.succession.iter().copied().find(admitted)
+            }
+            Mode::Server => self.migration.opted_in.iter().copied().find(admitted),
+            Mode::Client => self
                 .migration
-                .opted_in
-                .iter()
-                .copied()
-                .find(|&p| p != SERVER_ID && self.peers.get(&p) == Some(&Route::Direct)),
-            Mode::Client => self.migration.named_successor,
+                .named_successor
+                .or_else(|| self.migration.succession.first().copied()),
             Mode::Mesh => None,
         }
+    }
+
+    /// This server called `leave` and is handing over: it sends nothing more.
+    pub(super) fn has_left(&self) -> bool {
+        matches!(
+            self.migration.phase,
+            Phase::Leaving { .. } | Phase::HandedOver { .. }
+        )
     }
 
     fn migration_on(&self) -> bool {
@@ -465,15 +484,17 @@ impl Multiplayer {
         }
         self.migration.lobby = true;
         if self.mesh.mode() == Mode::Server {
-            // This server left (the lobby confirms the hand-over) or was replaced while it
-            // was cut off: either way, its part is over.
-            let left = matches!(self.migration.phase, Phase::HandedOver { .. });
             self.migration.epoch = epoch;
-            self.migration.phase = Phase::Steady;
-            if !left {
-                self.events
-                    .push_back(MultiplayerEvent::MigrationFailed { epoch: current });
+            if self.has_left() {
+                // The lobby confirms the hand-over. This server still closes only once its
+                // clients drained it (what it relayed last may be on its way again after a
+                // loss), or at the deadline.
+                return Ok(());
             }
+            // Replaced while it was cut off: it steps down.
+            self.migration.phase = Phase::Steady;
+            self.events
+                .push_back(MultiplayerEvent::MigrationFailed { epoch: current });
             self.close();
             return Ok(());
         }
@@ -1262,6 +1283,48 @@ impl Multiplayer {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// [`Machine::apply_lobby`](crate::Machine::apply_lobby) for the multiplayer layer: with
+    /// migration on, the lobby's migration events drive it; everything else is what
+    /// [`LobbyClient::apply`] does.
+    pub(super) fn apply_lobby_event(
+        &mut self,
+        lobby: &LobbyClient,
+        event: &LobbyEvent,
+        now: Instant,
+        lifetime: i32,
+    ) -> Result<(), ApplyError> {
+        if !self.config.migration.enabled {
+            return LobbyClient::apply(event, self, now, lifetime);
+        }
+        let migrate = |r: Result<(), MigrationError>| r.map_err(ApplyError::Migration);
+        match event {
+            LobbyEvent::Hello { migration } => {
+                self.set_lobby_migrates(*migration);
+                Ok(())
+            }
+            LobbyEvent::PeerJoined(id) => {
+                self.set_peer_migrates(*id, lobby.peer_migrates(*id));
+                LobbyClient::apply(event, self, now, lifetime)
+            }
+            LobbyEvent::Succession { epoch, line } => {
+                self.migration.epoch = self.migration.epoch.max(*epoch);
+                self.migration.succession.clone_from(line);
+                Ok(())
+            }
+            LobbyEvent::HostChanged { was, epoch } => migrate(self.host_changed(now, *epoch, *was)),
+            LobbyEvent::BecameHost { was, epoch } => {
+                let result = self.host_changed(now, *epoch, *was);
+                // The lobby announces the members this server now serves, and who opted in.
+                self.migration.opted_in.clear();
+                migrate(result)
+            }
+            LobbyEvent::NoLongerHost { successor, epoch } => {
+                migrate(self.host_changed(now, *epoch, *successor))
+            }
+            _ => LobbyClient::apply(event, self, now, lifetime),
+        }
     }
 
     /// A new server in its rejoin window takes in a survivor it did not know of (the old

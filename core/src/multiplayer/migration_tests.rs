@@ -638,8 +638,14 @@ fn a_client_told_to_reconnect_keeps_the_game_and_forgets_who_left_meanwhile() {
     game.players[2].dead = true;
     game.players[0].mp.remove_peer(3);
     game.step();
-    game.players[0].mp.add_peer(now, 4, 1).expect("host re-adds 4");
-    game.players[3].mp.add_peer(now, SERVER_ID, 1).expect("4 reconnects");
+    game.players[0]
+        .mp
+        .add_peer(now, 4, 1)
+        .expect("host re-adds 4");
+    game.players[3]
+        .mp
+        .add_peer(now, SERVER_ID, 1)
+        .expect("4 reconnects");
     game.run_until("back", |g| {
         g.players[3]
             .log
