@@ -134,11 +134,12 @@ impl Game {
         for (_, from, s) in signals {
             // The lobby routes by id: whoever goes by `s.to` now (a server that handed over
             // is no longer 1 at the lobby).
-            if let Some(to) = self
-                .players
-                .iter()
-                .position(|p| !p.dead && !p.mp.mesh().is_closed() && p.mp.unique_id() == s.to)
-            {
+            if let Some(to) = self.players.iter().position(|p| {
+                !p.dead
+                    && !p.mp.mesh().is_closed()
+                    && !p.mp.is_leaving()
+                    && p.mp.unique_id() == s.to
+            }) {
                 if let Err(e) = self.players[to].mp.handle_signal(now, from, s.signal) {
                     eprintln!("signal {from} -> {}: {e}", s.to);
                 }
