@@ -286,6 +286,19 @@ impl Link {
         self.peer
     }
 
+    /// Host migration: the peer goes by `peer` from now on, over the same connection. Its
+    /// role (who offers) stays as it was, so both ends keep agreeing on it.
+    pub fn rename(&mut self, peer: PeerId, mesh_span: &tracing::Span) {
+        self.peer = peer;
+        self.span = crate::trace::peer_span(mesh_span, peer);
+    }
+
+    /// Which side of the SDP exchange this link is.
+    #[cfg(test)]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
