@@ -9,6 +9,16 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 /// An IP network: an address and a prefix length (`127.0.0.0/8`, `::1/128`, `10.251.0.0/24`).
+///
+/// ```
+/// use rtcmesh::{IpPrefix, MeshConfig};
+///
+/// let lan: IpPrefix = "192.168.1.0/24".parse()?;
+/// assert!(lan.contains("192.168.1.20".parse()?));
+/// let mut config = MeshConfig::default();
+/// config.remote_allowlist = Some(IpPrefix::loopback()); // only peers on this machine
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpPrefix {
     addr: IpAddr,
@@ -16,6 +26,13 @@ pub struct IpPrefix {
 }
 
 /// A prefix that is not `<ip>/<len>` with `len` within the address family's width.
+///
+/// ```
+/// use rtcmesh::IpPrefix;
+///
+/// let error = "10.0.0.0/33".parse::<IpPrefix>().unwrap_err();
+/// assert_eq!(error.0, "10.0.0.0/33");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidPrefix(pub String);
 

@@ -84,7 +84,8 @@ pub struct MeshConfig {
     pub stun_max_retransmits: usize,
     /// The largest packet `send` accepts. Must not exceed `sctp_send_buffer`. Default 64 KiB
     /// (the most every WebRTC stack accepts: RFC 8841's default when the SDP says nothing).
-    /// A peer that advertises a smaller `a=max-message-size` gets at most that.
+    /// A peer that advertises a smaller `a=max-message-size` gets at most that. It is also the
+    /// mesh's own `a=max-message-size`, so peers refuse to send it anything larger.
     pub max_packet_size: usize,
     /// Bytes that may wait per peer in rtcmesh's own send queue (packets that did not fit the
     /// SCTP send window yet) before `send` reports

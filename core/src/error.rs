@@ -5,6 +5,17 @@ use std::fmt;
 use crate::transfer::PeerId;
 
 /// Why a mesh could not be created (`create_server` / `create_client` / `create_mesh`).
+///
+/// ```
+/// use rtcmesh::{CreateError, IceServer, Mesh, MeshConfig};
+///
+/// assert_eq!(Mesh::create_client(1, MeshConfig::default()).err(), Some(CreateError::InvalidId(1)));
+/// let mut config = MeshConfig::default();
+/// config.ice_servers = vec![IceServer::stun("stuns:stun.example.org")]; // STUN over TLS
+/// let error = Mesh::create_mesh(2, config).err().expect("refused");
+/// println!("{error}"); // names the URL and what to do instead
+/// assert!(matches!(error, CreateError::IceServer { .. }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CreateError {
@@ -55,6 +66,18 @@ impl fmt::Display for CreateError {
 impl std::error::Error for CreateError {}
 
 /// Why `add_peer` refused a peer (Godot's `add_peer` errors, plus the duplicate check Godot lacks).
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::{AddPeerError, Mesh, MeshConfig};
+///
+/// let mut client = Mesh::create_client(5, MeshConfig::default())?;
+/// let now = Instant::now();
+/// assert_eq!(client.add_peer(now, 6, 1), Err(AddPeerError::ClientOnlyServer(6))); // only peer 1
+/// let mut mesh = Mesh::create_mesh(5, MeshConfig::default())?;
+/// assert_eq!(mesh.add_peer(now, 5, 1), Err(AddPeerError::SelfPeer(5)));
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AddPeerError {
@@ -108,6 +131,17 @@ impl fmt::Display for AddPeerError {
 impl std::error::Error for AddPeerError {}
 
 /// Why a packet was not sent. Nothing was written to any peer unless the variant says so.
+///
+/// ```
+/// use rtcmesh::{Mesh, MeshConfig, SendError, Target, TransferMode};
+///
+/// let mut mesh = Mesh::create_mesh(2, MeshConfig::default())?;
+/// let reliable = TransferMode::Reliable;
+/// assert_eq!(mesh.send(Target::Peer(9), reliable, 0, b"x"), Err(SendError::UnknownPeer(9)));
+/// assert_eq!(mesh.send(Target::All, reliable, 0, b""), Err(SendError::EmptyPacket));
+/// assert_eq!(mesh.send(Target::All, reliable, 4, b"x"), Err(SendError::UnknownChannel(4))); // no extra channels
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -191,6 +225,17 @@ impl fmt::Display for SendError {
 impl std::error::Error for SendError {}
 
 /// Why an incoming signal was refused. The peer's connection is left as it was.
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::{Mesh, MeshConfig, Signal, SignalError};
+///
+/// let mut mesh = Mesh::create_mesh(2, MeshConfig::default())?;
+/// let signal = Signal::Answer("v=0".into());
+/// // A signal from a peer nobody added: drop it (a lobby sends some for peers already gone).
+/// assert_eq!(mesh.handle_signal(Instant::now(), 9, signal), Err(SignalError::UnknownPeer(9)));
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SignalError {
@@ -251,6 +296,12 @@ impl fmt::Display for SignalError {
 impl std::error::Error for SignalError {}
 
 /// Why a signal's text could not be decoded.
+///
+/// ```
+/// use rtcmesh::{DecodeSignalError, Signal};
+///
+/// assert_eq!(Signal::decode("hello\nworld"), Err(DecodeSignalError::UnknownKind("hello".into())));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DecodeSignalError {
@@ -282,6 +333,17 @@ impl fmt::Display for DecodeSignalError {
 impl std::error::Error for DecodeSignalError {}
 
 /// Why a host candidate was refused.
+///
+/// ```
+/// use rtcmesh::{Mesh, MeshConfig};
+///
+/// let mut mesh = Mesh::create_server(MeshConfig::default())?;
+/// // Peers cannot reach an unspecified address: announce the one they should use.
+/// let refused = mesh.add_host_candidate("0.0.0.0:5000".parse()?);
+/// assert!(refused.is_err());
+/// mesh.add_host_candidate("127.0.0.1:5000".parse()?)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CandidateError {
@@ -300,6 +362,20 @@ impl fmt::Display for CandidateError {
 impl std::error::Error for CandidateError {}
 
 /// Why an ICE server entry was refused when the mesh was created.
+///
+/// ```
+/// use rtcmesh::{CreateError, IceServer, InvalidIceServer, Mesh, MeshConfig};
+///
+/// let mut config = MeshConfig::default();
+/// config.ice_servers = vec![IceServer::turn("turn:turn.example.org?transport=tcp", "user", "secret")];
+/// match Mesh::create_mesh(2, config) {
+///     Err(CreateError::IceServer { url, reason }) => {
+///         assert_eq!(reason, InvalidIceServer::TcpNotSupported); // TURN over TCP: not yet
+///         assert!(url.starts_with("turn:turn.example.org"));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InvalidIceServer {
@@ -354,6 +430,16 @@ impl fmt::Display for InvalidIceServer {
 impl std::error::Error for InvalidIceServer {}
 
 /// Why an ICE server did not serve ([`Event::IceServerFailed`](crate::Event::IceServerFailed)).
+///
+/// ```
+/// use rtcmesh::{Event, IceServerError};
+///
+/// let event = Event::IceServerFailed { url: "turn:turn.example.org".into(), reason: IceServerError::Unauthorized };
+/// if let Event::IceServerFailed { url, reason } = event {
+///     eprintln!("{url}: {reason}"); // says to check the username and credential
+///     assert_eq!(reason, IceServerError::Unauthorized);
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IceServerError {

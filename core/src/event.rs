@@ -10,6 +10,22 @@ use crate::signal::OutgoingSignal;
 use crate::transfer::{ConnectionStatus, PeerId, TransferMode};
 
 /// Something the application should know about, drained with [`Mesh::poll_event`](crate::Mesh::poll_event).
+///
+/// ```
+/// use rtcmesh::{Event, Mesh, MeshConfig};
+///
+/// let mut mesh = Mesh::create_server(MeshConfig::default())?;
+/// while let Some(event) = mesh.poll_event() {
+///     match event {
+///         Event::Signal(s) => println!("for peer {}: {}", s.to, s.signal.encode()), // your signaling
+///         Event::PeerConnected(id) => println!("peer_connected({id})"),
+///         Event::Packet(p) => println!("{} bytes from {} on channel {}", p.data.len(), p.from, p.channel),
+///         Event::PeerDisconnected(id) => println!("peer_disconnected({id})"),
+///         other => println!("{other:?}"), // restarts, moves, losses, gathered candidates…
+///     }
+/// }
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 #[non_exhaustive]
@@ -70,6 +86,20 @@ pub enum Event {
 }
 
 /// Why a peer's connection ended ([`Event::PeerLost`]).
+///
+/// ```
+/// use rtcmesh::{Event, LossReason};
+///
+/// let event = Event::PeerLost {
+///     id: 4,
+///     reason: LossReason::ConnectTimeout { local_relay: false, remote_relay: false },
+/// };
+/// if let Event::PeerLost { id, reason } = event {
+///     // "did not connect in time, and no relay was available on either side: configure a TURN server …"
+///     assert!(reason.to_string().contains("TURN"));
+///     assert_eq!(id, 4);
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LossReason {
@@ -117,6 +147,15 @@ impl fmt::Display for LossReason {
 }
 
 /// A packet received from a peer.
+///
+/// ```
+/// use rtcmesh::{Event, Packet, TransferMode};
+///
+/// let event = Event::Packet(Packet { from: 3, channel: 0, mode: TransferMode::Reliable, data: b"hi".to_vec() });
+/// if let Event::Packet(Packet { from, channel: 0, mode: TransferMode::Reliable, data }) = event {
+///     assert_eq!((from, data.as_slice()), (3, &b"hi"[..])); // Godot's get_packet + get_packet_peer
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {
     /// The sender's peer id.
@@ -130,6 +169,20 @@ pub struct Packet {
 }
 
 /// A UDP datagram to send, drained with [`Mesh::poll_transmit`](crate::Mesh::poll_transmit).
+///
+/// ```
+/// use std::net::UdpSocket;
+/// use rtcmesh::{Mesh, MeshConfig};
+///
+/// let socket = UdpSocket::bind("127.0.0.1:0")?;
+/// let mut mesh = Mesh::create_server(MeshConfig::default())?;
+/// mesh.add_host_candidate(socket.local_addr()?)?;
+/// while let Some(transmit) = mesh.poll_transmit() {
+///     // `transmit.source` is one of the host candidates: with one socket, always this one.
+///     socket.send_to(&transmit.contents, transmit.destination)?;
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct Transmit {
@@ -146,6 +199,18 @@ pub struct Transmit {
 /// (the data of [`Event::Packet`]s). Read with [`Machine::pending_events`](crate::Machine::pending_events);
 /// an I/O loop compares it with its own limit and stops reading the socket while the
 /// application is behind, so the backlog stays bounded and the senders slow down.
+///
+/// ```
+/// use rtcmesh::{Machine, Mesh, MeshConfig, PendingEvents};
+///
+/// let mesh = Mesh::create_server(MeshConfig::default())?;
+/// let pending = mesh.pending_events();
+/// assert_eq!(pending, PendingEvents { events: 0, bytes: 0 });
+/// // An I/O loop stops reading its socket while this is above its limits.
+/// let behind = pending.events >= 1024 || pending.bytes >= 4 << 20;
+/// assert!(!behind);
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PendingEvents {
     /// Events waiting in the machine's queue.

@@ -9,6 +9,13 @@ use std::net::SocketAddr;
 pub(crate) type Route = (SocketAddr, SocketAddr);
 
 /// The kind of an ICE candidate (W3C `RTCIceCandidateType`).
+///
+/// ```
+/// use rtcmesh::CandidateKind;
+///
+/// assert_eq!(CandidateKind::ServerReflexive.as_str(), "srflx"); // as in SDP and the W3C API
+/// assert_eq!(CandidateKind::Relayed.to_string(), "relay");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CandidateKind {
@@ -54,6 +61,19 @@ impl fmt::Display for CandidateKind {
 
 /// A local candidate gathered from an ICE server
 /// ([`Event::CandidateGathered`](crate::Event::CandidateGathered)).
+///
+/// ```
+/// use rtcmesh::{CandidateKind, Event};
+///
+/// fn on_event(event: Event) {
+///     if let Event::CandidateGathered(candidate) = event {
+///         if candidate.kind == CandidateKind::Relayed {
+///             println!("{} relays {} for us at {}", candidate.url, candidate.base, candidate.address);
+///         }
+///     }
+/// }
+/// # let _ = on_event;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalCandidate {
     /// [`ServerReflexive`](CandidateKind::ServerReflexive) or
@@ -72,6 +92,20 @@ pub struct LocalCandidate {
 /// [`PeerStats::path`](crate::PeerStats::path), and reported by
 /// [`Event::PeerMoved`](crate::Event::PeerMoved) and
 /// [`Event::IceRestartEnded`](crate::Event::IceRestartEnded).
+///
+/// ```
+/// use rtcmesh::{CandidateKind, PeerPath};
+///
+/// let path = PeerPath {
+///     local: CandidateKind::Host,
+///     local_address: "192.168.1.20:5000".parse()?,
+///     remote: CandidateKind::Relayed,
+///     remote_address: "203.0.113.7:49160".parse()?,
+/// };
+/// assert!(path.is_relayed()); // the peer's TURN server relays it
+/// assert_eq!(path.to_string(), "host 192.168.1.20:5000 -> relay 203.0.113.7:49160");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerPath {
     /// [`Host`](CandidateKind::Host) (sent from the socket, directly or through a NAT) or

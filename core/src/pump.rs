@@ -20,6 +20,26 @@ const RECEIVE_BUFFER: usize = 65_535;
 pub const RECEIVE_BATCH: usize = 256;
 
 /// Reads and writes datagrams between one UDP socket and a [`Machine`]; see the module docs.
+///
+/// ```
+/// use std::net::UdpSocket;
+/// use std::time::Instant;
+/// use rtcmesh::{DatagramPump, Flush, Mesh, MeshConfig};
+///
+/// let socket = UdpSocket::bind("127.0.0.1:0")?;
+/// socket.set_nonblocking(true)?;
+/// let mut mesh = Mesh::create_server(MeshConfig::default())?;
+/// let mut pump = DatagramPump::attach(&mut mesh, socket.local_addr()?, None)?; // registers the host candidate
+/// // One turn of a loop: read what waits, tell the time, write what the mesh has.
+/// let read = pump.receive(&mut mesh, Instant::now(), |buf| socket.recv_from(buf))?;
+/// assert_eq!(read, 0);
+/// mesh.handle_timeout(Instant::now());
+/// if pump.transmit(&mut mesh, |data, to| socket.send_to(data, to)) == Flush::Blocked {
+///     // wait until the socket is writable, then call transmit again
+/// }
+/// assert_eq!(pump.stats().sent, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct DatagramPump {
     local: SocketAddr,
@@ -29,6 +49,16 @@ pub struct DatagramPump {
 }
 
 /// Counters kept by a [`DatagramPump`].
+///
+/// ```
+/// use rtcmesh::{DatagramPump, PumpStats};
+///
+/// let pump = DatagramPump::new("127.0.0.1:5000".parse()?);
+/// let stats: PumpStats = pump.stats();
+/// assert_eq!((stats.received, stats.sent, stats.send_blocked), (0, 0, 0));
+/// assert_eq!(stats.receive_buffer_drops, None); // the adapters read it from the kernel
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PumpStats {
@@ -57,6 +87,16 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 
 /// The kernel buffers of an adapter's UDP socket: what was asked for and what the kernel
 /// granted (Linux caps a request at `net.core.rmem_max` / `net.core.wmem_max`).
+///
+/// ```
+/// use rtcmesh::{SocketBuffers, SOCKET_BUFFER};
+///
+/// // Linux capped a 4 MiB request at net.core.rmem_max (and reports twice what it grants).
+/// let buffers = SocketBuffers::from_reported(SOCKET_BUFFER, Some(425_984), SOCKET_BUFFER, Some(8 << 20));
+/// assert_eq!(buffers.receive, 212_992);
+/// let hint = buffers.shortfall().expect("less than asked");
+/// assert!(hint.contains("net.core.rmem_max"));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SocketBuffers {
     /// The receive buffer asked for, in bytes (0: left as the kernel made it).
@@ -123,6 +163,21 @@ impl SocketBuffers {
 }
 
 /// What [`DatagramPump::transmit`] left behind.
+///
+/// ```
+/// use std::io;
+/// use rtcmesh::{DatagramPump, Flush, Mesh, MeshConfig};
+///
+/// let mut mesh = Mesh::create_server(MeshConfig::default())?;
+/// let mut pump = DatagramPump::attach(&mut mesh, "127.0.0.1:5000".parse()?, None)?;
+/// // A socket that is always full: the pump keeps the refused datagram for the next call.
+/// let full = |_: &[u8], _| -> io::Result<usize> { Err(io::ErrorKind::WouldBlock.into()) };
+/// match pump.transmit(&mut mesh, full) {
+///     Flush::Done => {}                      // nothing was waiting
+///     Flush::Blocked => assert!(pump.is_blocked()), // register for writable, call transmit again
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Flush {

@@ -19,6 +19,16 @@ use crate::error::DecodeSignalError;
 use crate::transfer::PeerId;
 
 /// One signaling message between two peers (the caller carries it; rtcmesh produces and consumes it).
+///
+/// ```
+/// use rtcmesh::Signal;
+///
+/// let signal = Signal::Candidate("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into());
+/// let text = signal.encode(); // "candidate\ncandidate:1 1 udp …": one text frame of your transport
+/// assert!(text.starts_with("candidate\n"));
+/// assert_eq!(Signal::decode(&text)?, signal);
+/// # Ok::<(), rtcmesh::DecodeSignalError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Signal {
     /// An SDP offer, made by the side with the larger peer id.
@@ -99,6 +109,20 @@ impl FromStr for Signal {
 }
 
 /// A signal this mesh wants delivered to `to` (emitted as [`Event::Signal`](crate::Event::Signal)).
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::{Event, Mesh, MeshConfig, Signal};
+///
+/// let mut mesh = Mesh::create_mesh(2, MeshConfig::default())?;
+/// mesh.add_host_candidate("127.0.0.1:5000".parse()?)?;
+/// mesh.add_peer(Instant::now(), 1, 1)?;
+/// if let Some(Event::Signal(outgoing)) = mesh.poll_event() {
+///     assert_eq!(outgoing.to, 1); // deliver `outgoing.signal` to peer 1, which calls handle_signal
+///     assert!(matches!(outgoing.signal, Signal::Offer(_)));
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingSignal {
     /// The peer the signal is for.

@@ -1,10 +1,23 @@
 //! Counters of what the mesh did and dropped (per peer: [`PeerStats`](crate::PeerStats)).
 
 /// Counters since the mesh was created, read with [`Mesh::stats`](crate::Mesh::stats).
+///
+/// ```
+/// use rtcmesh::{Mesh, MeshConfig};
+///
+/// let mut mesh = Mesh::create_server(MeshConfig::default())?;
+/// mesh.add_host_candidate("127.0.0.1:5000".parse()?)?;
+/// // A datagram from nobody the mesh knows is dropped and counted, never an error.
+/// mesh.handle_datagram(std::time::Instant::now(), "127.0.0.1:6000".parse()?, "127.0.0.1:5000".parse()?, b"junk");
+/// let stats = mesh.stats();
+/// assert_eq!(stats.datagrams_received, 1);
+/// assert_eq!(stats.datagrams_routed, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MeshStats {
-    /// Datagrams handed to `handle_datagram`.
+    /// Datagrams handed to `handle_datagram`: from peers, from ICE servers, relayed.
     pub datagrams_received: u64,
     /// Datagrams routed to a peer by the address map without a scan.
     pub datagrams_routed: u64,
@@ -14,7 +27,10 @@ pub struct MeshStats {
     pub datagrams_unroutable: u64,
     /// Datagrams a peer accepted but failed to process (dropped; the peer keeps running).
     pub datagrams_rejected: u64,
-    /// Datagrams emitted for sending.
+    /// Datagrams handed out by `poll_transmit`, the counterpart of `datagrams_received`: to
+    /// peers, to ICE servers (STUN and TURN requests), relayed ones once each as wrapped for
+    /// the TURN server. A datagram dropped before it (waiting for a TURN permission) is not
+    /// counted: see `datagrams_relay_dropped`.
     pub datagrams_sent: u64,
     /// Packets handed to a data channel's SCTP stream (a broadcast counts once per peer).
     pub packets_sent: u64,
@@ -54,7 +70,9 @@ pub struct MeshStats {
     /// New offers refused as [`SignalError::TooManyOffers`](crate::SignalError::TooManyOffers).
     pub offers_rate_limited: u64,
     /// Incoming messages larger than [`MeshConfig::max_packet_size`](crate::MeshConfig::max_packet_size)
-    /// (dropped; SCTP lets a remote send up to 256 KiB).
+    /// that got past SCTP (dropped). The mesh advertises that size as its `a=max-message-size`
+    /// and SCTP enforces it, ending the association of a peer that sends more: this stays 0
+    /// unless the two disagree.
     pub packets_too_large: u64,
     /// Datagrams sent to peers through our TURN allocations.
     pub datagrams_relayed_sent: u64,

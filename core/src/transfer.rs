@@ -14,6 +14,15 @@ pub fn is_valid_peer_id(id: PeerId) -> bool {
 }
 
 /// How a packet is delivered (Godot's `MultiplayerPeer.TransferMode`, same numbers).
+///
+/// ```
+/// use rtcmesh::TransferMode;
+///
+/// // Godot's integers, as a GDScript peer sends them in its own protocol.
+/// assert_eq!(TransferMode::try_from(2), Ok(TransferMode::Reliable));
+/// assert_eq!(TransferMode::Reliable as i64, 2);
+/// assert!(TransferMode::try_from(3).is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TransferMode {
     /// Unordered, not retransmitted after the channel's packet lifetime.
@@ -34,6 +43,14 @@ impl TransferMode {
 }
 
 /// A Godot transfer-mode integer that is not 0, 1 or 2.
+///
+/// ```
+/// use rtcmesh::{InvalidTransferMode, TransferMode};
+///
+/// let error = TransferMode::try_from(7).unwrap_err();
+/// assert_eq!(error, InvalidTransferMode(7));
+/// assert!(error.to_string().contains("0 unreliable, 1 unreliable ordered, 2 reliable"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidTransferMode(pub i64);
 
@@ -63,6 +80,15 @@ impl TryFrom<i64> for TransferMode {
 }
 
 /// Who a packet is for (Godot's target peer: `0`, `n`, `-n`).
+///
+/// ```
+/// use rtcmesh::Target;
+///
+/// assert_eq!(Target::from(0), Target::All);
+/// assert_eq!(Target::from(5), Target::Peer(5));
+/// assert_eq!(Target::from(-5), Target::AllExcept(5)); // Godot's `-n`
+/// assert_eq!(Target::AllExcept(5).to_godot(), -5);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Target {
     /// Every connected peer (Godot `0`).
@@ -98,6 +124,16 @@ impl Target {
 }
 
 /// The local connection status (Godot's `MultiplayerPeer.ConnectionStatus`, same numbers).
+///
+/// ```
+/// use rtcmesh::{ConnectionStatus, Mesh, MeshConfig};
+///
+/// let client = Mesh::create_client(7, MeshConfig::default())?;
+/// assert_eq!(client.status(), ConnectionStatus::Connecting); // until the server's channels open
+/// let server = Mesh::create_server(MeshConfig::default())?;
+/// assert_eq!(server.status(), ConnectionStatus::Connected);
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConnectionStatus {
     /// Closed, or (client mode) the server was lost or never reached.
@@ -109,6 +145,15 @@ pub enum ConnectionStatus {
 }
 
 /// Which of Godot's three topologies a mesh runs.
+///
+/// ```
+/// use rtcmesh::{Mesh, MeshConfig, Mode};
+///
+/// let mesh = Mesh::create_mesh(3, MeshConfig::default())?;
+/// assert_eq!(mesh.mode(), Mode::Mesh);
+/// assert_eq!(Mesh::create_server(MeshConfig::default())?.mode(), Mode::Server);
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// `create_server()`: unique id 1, any client may be added.

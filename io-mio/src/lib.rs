@@ -123,6 +123,25 @@ rtcmesh::__config_setters!(MioConfig {
 });
 
 /// One UDP socket in the caller's `mio::Poll`, driving one [`Machine`].
+///
+/// ```
+/// use std::time::Instant;
+/// use mio::{Poll, Token};
+/// use rtcmesh::{Flush, Mesh, MeshConfig};
+/// use rtcmesh_mio::MioEndpoint;
+///
+/// let poll = Poll::new()?;
+/// let mesh = Mesh::create_mesh(2, MeshConfig::default())?;
+/// let mut endpoint = MioEndpoint::bind("127.0.0.1:0".parse()?, None, mesh, poll.registry(), Token(0))?;
+/// endpoint.handle_timeout(Instant::now())?; // every turn, before commands
+/// endpoint.machine_mut().add_peer(Instant::now(), 1, 1)?; // a command: the offer is an event
+/// let _: Flush = endpoint.flush(); // after commands; Blocked: the rest goes on the next writable event
+/// assert!(endpoint.machine().has_peer(1));
+/// println!("{:?}", endpoint.timeout(Instant::now())); // what to pass to Poll::poll
+/// let mesh = endpoint.into_machine(poll.registry())?; // deregistered; the socket is closed
+/// assert_eq!(mesh.unique_id(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct MioEndpoint<M> {
     socket: UdpSocket,

@@ -97,6 +97,19 @@ rtcmesh::__config_setters!(EndpointConfig {
 });
 
 /// The endpoint's task is gone: the machine was closed or the socket failed.
+///
+/// ```
+/// use rtcmesh::{Mesh, MeshConfig};
+/// use rtcmesh_tokio::{Closed, Endpoint, EndpointConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mesh = Mesh::create_server(MeshConfig::default())?;
+/// let (handle, mut events) = Endpoint::spawn(EndpointConfig::default(), mesh).await?;
+/// handle.close();
+/// while events.recv().await.is_some() {}
+/// assert_eq!(handle.call(|mesh, _| mesh.unique_id()).await, Err(Closed));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
@@ -109,6 +122,22 @@ impl fmt::Display for Closed {
 impl std::error::Error for Closed {}
 
 /// One packet for [`Handle::send_many`] / [`Handle::send_bytes_many`].
+///
+/// ```
+/// use rtcmesh::{Mesh, MeshConfig, SendError, Target, TransferMode};
+/// use rtcmesh_tokio::{Endpoint, EndpointConfig, OutgoingPacket};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (handle, _events) = Endpoint::spawn(EndpointConfig::default(), Mesh::create_mesh(2, MeshConfig::default())?).await?;
+/// // One game tick, one turn of the loop, one result per packet.
+/// let tick = vec![
+///     OutgoingPacket { target: Target::All, mode: TransferMode::Unreliable, channel: 0, data: b"position".to_vec() },
+///     OutgoingPacket { target: Target::Peer(9), mode: TransferMode::Reliable, channel: 0, data: b"chat".to_vec() },
+/// ];
+/// let results = handle.send_many(tick).await;
+/// assert_eq!(results, [Ok(()), Err(SendError::UnknownPeer(9))]); // a broadcast to nobody is fine
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingPacket {
     /// Who gets it.
@@ -126,6 +155,22 @@ pub struct OutgoingPacket {
 /// Build one with [`Endpoint::spawn`]; talk to it through the cloneable [`Handle`] and read
 /// what it reports from [`Events`]. The task stops when [`Handle::close`] is called or every
 /// handle is dropped (then the mesh is closed and its last datagrams are sent).
+///
+/// ```
+/// use rtcmesh::{Mesh, MeshConfig};
+/// use rtcmesh_tokio::{Endpoint, EndpointConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mesh = Mesh::create_server(MeshConfig::default())?;
+/// let (handle, mut events) = Endpoint::spawn(EndpointConfig::default(), mesh).await?;
+/// println!("peers reach this server at {}", handle.local_addr()); // 127.0.0.1, an ephemeral port
+/// handle.close(); // the mesh says goodbye to every peer, then the task ends
+/// while let Some(event) = events.recv().await {
+///     println!("{event:?}"); // the close's last events
+/// }
+/// events.finished().await?; // the task's own result (a socket error would show here)
+/// # Ok(()) }
+/// ```
 pub struct Endpoint;
 
 impl Endpoint {
@@ -308,6 +353,26 @@ const IDLE: Duration = Duration::from_secs(3600);
 
 /// Commands for a running endpoint. Cheap to clone; every method waits for the loop to run it
 /// (and, when `command_capacity` commands are already waiting, for room).
+///
+/// ```
+/// use rtcmesh::{Mesh, MeshConfig};
+/// use rtcmesh_tokio::{Endpoint, EndpointConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mesh = Mesh::create_server(MeshConfig::default())?;
+/// let (handle, _events) = Endpoint::spawn(EndpointConfig::default(), mesh).await?;
+/// handle.add_peer(7, 1).await?; // Godot's add_peer(7, 1); its offer arrives as an event
+/// let other = handle.clone(); // for another task
+/// // Anything else runs inside the loop, with the loop's current time:
+/// let peers = other.call(|mesh, _now| mesh.peers().collect::<Vec<_>>()).await?;
+/// assert_eq!(peers, [7]);
+/// assert!(handle.remove_peer(7).await?);
+/// if let Some(hint) = handle.socket_buffers().shortfall() {
+///     eprintln!("{hint}"); // the kernel granted smaller socket buffers than asked for
+/// }
+/// println!("{:?}", handle.stats().await?); // datagrams in and out, kernel drops
+/// # Ok(()) }
+/// ```
 pub struct Handle<M> {
     commands: mpsc::Sender<Command<M>>,
     close: Arc<Notify>,
@@ -470,6 +535,25 @@ impl Handle<rtcmesh::Multiplayer> {
 
 /// What the machine reports, in order. Bounded by [`EndpointConfig::event_capacity`]: while
 /// it is full the loop stops reading the socket, so read it from your loop.
+///
+/// ```
+/// use std::time::Duration;
+/// use rtcmesh::{Mesh, MeshConfig};
+/// use rtcmesh_tokio::{Endpoint, EndpointConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mesh = Mesh::create_mesh(2, MeshConfig::default())?;
+/// let (handle, mut events) = Endpoint::spawn(EndpointConfig::default(), mesh).await?;
+/// handle.add_peer(1, 1).await?; // 2 > 1: an offer for peer 1 is reported
+/// let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await?;
+/// assert!(matches!(event, Some(rtcmesh::Event::Signal(_))));
+/// // In a game loop that must not wait: take what is there.
+/// while let Some(event) = events.try_recv() {
+///     println!("{event:?}");
+/// }
+/// assert!(events.len() <= events.capacity());
+/// # Ok(()) }
+/// ```
 pub struct Events<E> {
     events: mpsc::Receiver<E>,
     task: Option<JoinHandle<io::Result<()>>>,

@@ -75,6 +75,20 @@ rtcmesh::__config_setters!(JoinOptions {
 });
 
 /// Why joining failed.
+///
+/// ```
+/// use rtcmesh_tokio::{join, JoinError, JoinOptions};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A port nobody listens on (taken, then given back).
+/// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+/// match join(&format!("ws://127.0.0.1:{port}"), "", JoinOptions::default()).await {
+///     Err(JoinError::WebSocket(e)) => println!("signaling server unreachable: {e}"),
+///     Err(other) => panic!("{other}"),
+///     Ok(_) => panic!("nobody listens there"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum JoinError {
@@ -122,6 +136,23 @@ impl std::error::Error for JoinError {}
 
 /// A mesh that joined a lobby: its handle and events, with signaling running in the background
 /// until the lobby closes (connections made stay up after that).
+///
+/// ```
+/// use rtcmesh::lobby::LobbyEvent;
+/// use rtcmesh_tokio::{join, JoinOptions, SignalServer};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = SignalServer::bind("127.0.0.1:0".parse()?, Default::default()).await?;
+/// let host = join(&server.url(), "", JoinOptions::default()).await?;
+/// let mut guest = join(&server.url(), &host.lobby, JoinOptions::default()).await?;
+/// assert_eq!(host.id, 1); // whoever creates the lobby hosts it
+/// // The lobby's announcements (the session already acted on them: it added the peer).
+/// let event = tokio::time::timeout(std::time::Duration::from_secs(5), guest.lobby_events.recv()).await?;
+/// assert_eq!(event, Some(LobbyEvent::PeerJoined(1))); // the members already there, too
+/// host.seal(); // no one else may join; connections made stay up after the lobby closes
+/// assert_eq!(guest.rejected_signals(), 0);
+/// # Ok(()) }
+/// ```
 pub struct Session<M: Machine> {
     /// Our peer id in the lobby.
     pub id: PeerId,
@@ -131,8 +162,9 @@ pub struct Session<M: Machine> {
     pub handle: Handle<M>,
     /// The mesh's events (signals are delivered by the session itself and never appear here).
     pub events: Events<M::Event>,
-    /// What the lobby announces: peers joining and leaving, the seal. The session already acts
-    /// on them (adds and removes peers); read them to show a lobby, or ignore them.
+    /// What the lobby announces: peers joining (first the members already there) and leaving,
+    /// the seal. The session already acts on them (adds and removes peers); read them to show
+    /// a lobby, or ignore them.
     pub lobby_events: mpsc::UnboundedReceiver<LobbyEvent>,
     seal: mpsc::UnboundedSender<()>,
     rejected: Arc<AtomicU64>,
@@ -164,6 +196,17 @@ impl<M: Machine> Drop for Session<M> {
 
 /// Joins `lobby` (`""` creates one, and we become its host, id 1) on the signaling server at
 /// `url` (`ws://…` or `wss://…`), and returns the running mesh.
+///
+/// ```
+/// use rtcmesh_tokio::{join, JoinOptions, SignalServer};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = SignalServer::bind("127.0.0.1:0".parse()?, Default::default()).await?; // or rtcmesh-signal
+/// let host = join(&server.url(), "", JoinOptions::default()).await?; // "" creates a lobby
+/// let guest = join(&server.url(), &host.lobby, JoinOptions::default()).await?; // joins it by name
+/// assert_ne!(guest.id, host.id);
+/// # Ok(()) }
+/// ```
 pub async fn join(
     url: &str,
     lobby: &str,
@@ -173,6 +216,21 @@ pub async fn join(
 }
 
 /// [`join`], with the mesh wrapped by `make` (e.g. in a multiplayer layer) before it starts.
+///
+/// ```
+/// use rtcmesh::{Multiplayer, MultiplayerConfig};
+/// use rtcmesh_tokio::{join_with, JoinOptions, SignalServer};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = SignalServer::bind("127.0.0.1:0".parse()?, Default::default()).await?;
+/// // A client/server lobby with Godot's SceneMultiplayer on top: the host is the server (id 1).
+/// let options = JoinOptions::default().with_mesh(false);
+/// let host = join_with(&server.url(), "", options, |mesh| Multiplayer::new(mesh, MultiplayerConfig::default())).await?;
+/// assert_eq!(host.id, 1);
+/// let peers = host.handle.call(|game, _| game.peers().count()).await?;
+/// assert_eq!(peers, 0); // until clients join host.lobby
+/// # Ok(()) }
+/// ```
 pub async fn join_with<M, F>(
     url: &str,
     lobby: &str,
@@ -240,14 +298,18 @@ where
     }
     let rejected = Arc::new(AtomicU64::new(0));
     let lifetime = options.unreliable_lifetime;
+    // The members already there are announced to the application like later ones.
+    let (lobby_tx, lobby_events) = mpsc::unbounded_channel();
     for event in early {
+        if matches!(event, LobbyEvent::PeerJoined(_)) {
+            let _ = lobby_tx.send(event.clone());
+        }
         apply(&handle, event, lifetime, &rejected).await;
     }
     let (raw_events, task) = endpoint_events.into_parts();
     // Bounded like the endpoint's own channel, so a slow application still stops the loop.
     let (user_tx, user_rx) = mpsc::channel(raw_events.max_capacity());
     let (seal, seal_rx) = mpsc::unbounded_channel();
-    let (lobby_tx, lobby_events) = mpsc::unbounded_channel();
     let relay = Relay {
         client,
         handle: handle.clone(),

@@ -464,3 +464,34 @@ async fn clients_reach_each_other_through_the_server_relay_over_real_sockets() {
     }
     drop(host);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_s_lobby_events_name_the_members_already_there() {
+    // A lobby screen reads lobby_events: a newcomer must learn of the members who were there
+    // before it, not only of those who come after.
+    let server = server().await;
+    let host = join(&server.url(), "", JoinOptions::default())
+        .await
+        .expect("host");
+    let second = join(&server.url(), &host.lobby, JoinOptions::default())
+        .await
+        .expect("second");
+    let mut third = join(&server.url(), &host.lobby, JoinOptions::default())
+        .await
+        .expect("third");
+    let mut known = Vec::new();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while known.len() < 2 {
+        let event = tokio::time::timeout_at(deadline, third.lobby_events.recv())
+            .await
+            .expect("the members in time")
+            .expect("lobby open");
+        if let LobbyEvent::PeerJoined(id) = event {
+            known.push(id);
+        }
+    }
+    known.sort();
+    let mut members = vec![host.id, second.id];
+    members.sort();
+    assert_eq!(known, members);
+}

@@ -27,9 +27,9 @@ fn main() -> ExitCode {
     }
     let connect_sim = world.elapsed();
     for node in &world.nodes {
-        for event in &node.events {
+        for event in node.events() {
             if let Event::PeerConnected(id) = event {
-                println!("peer {} : peer_connected({id})", node.mesh.unique_id());
+                println!("peer {} : peer_connected({id})", node.mesh().unique_id());
             }
         }
     }
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         for n in 0..world.nodes.len() {
             for (mode, channel) in kinds {
                 world.nodes[n]
-                    .mesh
+                    .mesh_mut()
                     .send(Target::All, mode, channel, &payload)
                     .expect("send");
                 sent += ids.len() - 1;
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
             if (mode == TransferMode::Reliable && got != per_kind) || got == 0 {
                 failures.push(format!(
                     "peer {} ch{channel}/{mode:?}: {got}/{per_kind}",
-                    node.mesh.unique_id()
+                    node.mesh().unique_id()
                 ));
             }
         }
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
             .collect();
         println!(
             "peer {} received: {}",
-            node.mesh.unique_id(),
+            node.mesh().unique_id(),
             line.join(" ")
         );
     }

@@ -1,12 +1,12 @@
-//! Numbered packets on several channels at once between two nodes of a [`World`], both ways, as a
-//! game sends them: a few per channel every tick. Records when each packet was sent and
+//! Numbered packets on several channels at once between two nodes of a [`World`] (meshes, or
+//! the multiplayer layer: `send_bytes`, relayed between clients), both ways, as a game sends them: a few per channel every tick. Records when each packet was sent and
 //! arrived, so a test can check what each channel kind promises (reliable: every packet once, in
 //! order; ordered: never out of order or twice; unordered: never twice) and measure how long a
 //! channel stayed silent after a network change.
 
 use std::time::{Duration, Instant};
 
-use rtcmesh::{Event, SendError, Target, TransferMode};
+use rtcmesh::{SendError, Target, TransferMode};
 
 use crate::sim::{NodeId, World};
 
@@ -64,10 +64,12 @@ impl Feed {
                     data.resize(self.size, (seq % 251) as u8);
                     let mut waited = Duration::ZERO;
                     loop {
-                        match w.nodes[from]
-                            .mesh
-                            .send(Target::Peer(to_id), mode, channel, &data)
-                        {
+                        match w.nodes[from].commands().send(
+                            Target::Peer(to_id),
+                            mode,
+                            channel,
+                            &data,
+                        ) {
                             Ok(()) => break,
                             Err(SendError::QueueFull(_)) if waited < Duration::from_secs(10) => {
                                 w.drain(from);
@@ -89,9 +91,7 @@ impl Feed {
         for d in 0..2 {
             let (from, to) = (self.ends[d], self.ends[1 - d]);
             let from_id = w.id(from);
-            let events = &w.nodes[to].events;
-            for e in &events[self.scanned[d].min(events.len())..] {
-                let Event::Packet(p) = e else { continue };
+            for p in w.nodes[to].packets_since(self.scanned[d]) {
                 if p.from != from_id {
                     continue;
                 }
@@ -100,7 +100,7 @@ impl Feed {
                     self.tracks[d][k].arrived.push((seq, w.now));
                 }
             }
-            self.scanned[d] = events.len();
+            self.scanned[d] = w.nodes[to].event_count();
         }
     }
 
@@ -120,6 +120,24 @@ impl Feed {
             self.send(w, per_tick);
             w.run_for(every);
             self.collect(w);
+        }
+    }
+
+    /// Runs the world until `kind` delivered as many packets as were sent each way, or `limit`
+    /// passes; whether it did.
+    pub fn finish(&mut self, w: &mut World, kind: Kind, limit: Duration) -> bool {
+        let k = self.kind(kind);
+        let deadline = w.now + limit;
+        loop {
+            self.collect(w);
+            let done = self
+                .tracks
+                .iter()
+                .all(|t| t[k].arrived.len() >= t[k].sent.len());
+            if done || w.now >= deadline {
+                return done;
+            }
+            w.run_for(Duration::from_millis(10));
         }
     }
 

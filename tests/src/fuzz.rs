@@ -15,13 +15,12 @@ use arbitrary::{Arbitrary, Unstructured};
 use rtcmesh::lobby::{LobbyClient, LobbyMessage, LobbyServer, LobbyServerConfig};
 use rtcmesh::{Event, Mesh, MeshConfig, MultiplayerConfig, PeerId, Signal, Target, TransferMode};
 
-use crate::multiplayer_world::MpWorld;
 use crate::World;
 
 thread_local! {
     static MESH_WORLD: RefCell<Option<World>> = const { RefCell::new(None) };
     static AWAITING: RefCell<Option<(Mesh, Mesh)>> = const { RefCell::new(None) };
-    static MP_WORLD: RefCell<Option<MpWorld>> = const { RefCell::new(None) };
+    static MP_WORLD: RefCell<Option<World>> = const { RefCell::new(None) };
     static COMMANDS: RefCell<Vec<Option<Mesh>>> = const { RefCell::new(Vec::new()) };
     static RELAY_WORLD: RefCell<Option<World>> = const { RefCell::new(None) };
 }
@@ -40,10 +39,10 @@ fn with_mesh_world<R>(f: impl FnOnce(&mut World) -> R) -> R {
 fn assert_mesh_works(world: &mut World) {
     let probe = b"probe";
     for n in 0..world.nodes.len() {
-        world.nodes[n].take_events();
+        world.nodes[n].clear_events();
     }
     world.nodes[0]
-        .mesh
+        .mesh_mut()
         .send(Target::All, TransferMode::Reliable, 0, probe)
         .expect("probe send");
     world.drain(0);
@@ -90,8 +89,9 @@ pub fn datagram(data: &[u8]) {
             let len = u.arbitrary_len::<u8>().unwrap_or(0).min(2048);
             let bytes = u.bytes(len).unwrap_or(&[]);
             let node = &mut world.nodes[to];
-            node.mesh
-                .handle_datagram(world.now, source, node.addr, bytes);
+            let addr = node.addr;
+            node.mesh_mut()
+                .handle_datagram(world.now, source, addr, bytes);
             world.drain(to);
         }
         assert_mesh_works(world);
@@ -144,7 +144,7 @@ pub fn signal(data: &[u8]) {
         }),
         2 => with_mesh_world(|world| {
             let _ = world.nodes[0]
-                .mesh
+                .mesh_mut()
                 .handle_signal(world.now, 2, Signal::Candidate(text));
             world.drain(0);
             assert_mesh_works(world);
@@ -152,14 +152,18 @@ pub fn signal(data: &[u8]) {
         3 => with_mesh_world(|world| {
             for line in text.lines().take(64) {
                 let candidate = Signal::Candidate(line.to_owned());
-                let _ = world.nodes[0].mesh.handle_signal(world.now, 2, candidate);
+                let _ = world.nodes[0]
+                    .mesh_mut()
+                    .handle_signal(world.now, 2, candidate);
             }
             world.drain(0);
             assert_mesh_works(world);
         }),
         _ => with_mesh_world(|world| {
             if let Ok(signal) = Signal::decode(&text) {
-                let _ = world.nodes[1].mesh.handle_signal(world.now, 3, signal);
+                let _ = world.nodes[1]
+                    .mesh_mut()
+                    .handle_signal(world.now, 3, signal);
                 world.drain(1);
                 assert_mesh_works(world);
             }
@@ -240,7 +244,7 @@ pub fn multiplayer(data: &[u8]) {
     MP_WORLD.with(|cell| {
         let mut slot = cell.borrow_mut();
         let world =
-            slot.get_or_insert_with(|| MpWorld::star(&[2, 3, 4], &MultiplayerConfig::default()));
+            slot.get_or_insert_with(|| World::star(&[2, 3, 4], &MultiplayerConfig::default()));
         let mut u = Unstructured::new(data);
         for _ in 0..u.int_in_range(1..=6u8).unwrap_or(1) {
             let Ok(from) = u.int_in_range(1..=3usize) else {
@@ -274,7 +278,7 @@ pub fn multiplayer(data: &[u8]) {
         }
         world.run_for(Duration::from_millis(20));
         for node in &mut world.nodes {
-            node.take_events();
+            node.clear_events();
         }
         // Client 2 still reaches client 4 through the server, with its true id.
         world.nodes[1]
@@ -571,19 +575,20 @@ pub fn ice_server(data: &[u8]) {
                 }
             };
             let node = &mut world.nodes[0];
-            node.mesh
-                .handle_datagram(world.now, server, node.addr, &bytes);
+            let addr = node.addr;
+            node.mesh_mut()
+                .handle_datagram(world.now, server, addr, &bytes);
             world.drain(0);
         }
         // The relayed pair still delivers, both ways.
         for (from, to) in [(0, 1), (1, 0)] {
             for n in 0..world.nodes.len() {
-                world.nodes[n].take_events();
+                world.nodes[n].clear_events();
             }
             let peer = world.id(to);
             world.tick();
             world.nodes[from]
-                .mesh
+                .mesh_mut()
                 .send(Target::Peer(peer), TransferMode::Reliable, 0, b"probe")
                 .expect("probe send");
             world.drain(from);

@@ -4,22 +4,27 @@
 //! like any peer, then does what a hostile player could: opens data channels outside the layout
 //! (in-band, DCEP), writes on SCTP stream ids nobody negotiated, floods candidates (trickled, in
 //! its offer, and peer-reflexive ones by replaying a STUN request from new source ports), storms
-//! the victim with new offers, and sends messages above the victim's packet size. A
-//! [`HostileWorld`] puts well-behaved [`Mesh`]es and attackers on one perfect network with a
-//! fake clock (1 ms one-way, in order) and a signaling channel, and records when each event
-//! happened, so tests can check both that a limit held and that well-behaved peers kept
-//! delivering with unchanged latency.
+//! the victim with new offers, and sends messages above the victim's packet size. An attacker
+//! is a node of the [`World`] like any other, next to well-behaved [`Mesh`]es (or a
+//! [`Multiplayer`](rtcmesh::Multiplayer)), and the world records when each event happened, so
+//! tests can check both that a limit held and that well-behaved peers kept delivering with
+//! unchanged latency.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::any::Any;
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rtcmesh::str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use rtcmesh::str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use rtcmesh::str0m::net::{Protocol, Receive};
 use rtcmesh::str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
-use rtcmesh::{Event, Mesh, MeshConfig, Packet, PeerId, Signal, SignalError, Target, TransferMode};
+use rtcmesh::{
+    Mesh, MeshConfig, OutgoingSignal, PeerId, Signal, SignalError, Target, TransferMode, Transmit,
+};
+
+use crate::sim::node::{Commands, Driven, Seen};
+use crate::sim::{NodeId, World};
 
 /// A hostile peer: a raw str0m connection with Godot's three default channels, driven by hand.
 pub struct Attacker {
@@ -362,416 +367,167 @@ pub fn candidate_flood(n: usize) -> Vec<Signal> {
         .collect()
 }
 
-/// One well-behaved host: a mesh and what it emitted, with the time of each event.
-pub struct Host {
-    /// The mesh.
-    pub mesh: Mesh,
-    /// Its address.
-    pub addr: SocketAddr,
-    /// Every event except signals, with when it was emitted.
-    pub events: Vec<(Instant, Event)>,
-    /// Errors returned when a signal was passed to it.
-    pub signal_errors: Vec<SignalError>,
-    /// Every address it sent a datagram to, with how many.
-    pub sent_to: HashMap<SocketAddr, u64>,
-}
-
-impl Host {
-    /// How many distinct addresses it sent datagrams to, other than these.
-    pub fn destinations_except(&self, known: &[SocketAddr]) -> usize {
-        self.sent_to.keys().filter(|a| !known.contains(a)).count()
+impl Driven for Attacker {
+    fn unique_id(&self) -> PeerId {
+        self.id
     }
-
-    /// Packets received, with their arrival time.
-    pub fn packets(&self) -> Vec<(Instant, &Packet)> {
-        self.events
-            .iter()
-            .filter_map(|(at, e)| match e {
-                Event::Packet(p) => Some((*at, p)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Whether it emitted `PeerDisconnected(peer)`.
-    pub fn lost(&self, peer: PeerId) -> bool {
-        self.events
-            .iter()
-            .any(|(_, e)| *e == Event::PeerDisconnected(peer))
-    }
-}
-
-/// Something on its way.
-enum InFlight {
-    Datagram {
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
         source: SocketAddr,
-        destination: SocketAddr,
-        contents: Vec<u8>,
-    },
-    Signal {
-        from: PeerId,
-        to: PeerId,
-        signal: Signal,
-    },
-}
-
-/// Where an address or id leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Who {
-    Host(usize),
-    Attacker(usize),
-}
-
-/// Well-behaved hosts and attackers on a perfect network (fixed latency, in order) with a fake
-/// clock and a signaling channel.
-pub struct HostileWorld {
-    /// The fake clock.
-    pub now: Instant,
-    /// The well-behaved meshes; host 0 is the victim in the constructors below.
-    pub hosts: Vec<Host>,
-    /// The attackers.
-    pub attackers: Vec<Attacker>,
-    /// One-way latency of datagrams.
-    pub latency: Duration,
-    /// Latency of signals.
-    pub signal_latency: Duration,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    in_flight: HashMap<u64, InFlight>,
-    next_seq: u64,
-    by_addr: HashMap<SocketAddr, Who>,
-    /// Datagrams sent to an address nobody has (dropped).
-    pub datagrams_nowhere: u64,
-    /// Whether to time the hosts' `handle_datagram` and `handle_signal` calls (wall clock, for
-    /// the benchmark; off by default).
-    pub measure: bool,
-    /// With `measure`: the time of each `handle_datagram` call, per (host, source IP).
-    pub datagram_cpu: HashMap<(usize, IpAddr), Vec<Duration>>,
-    /// With `measure`: time spent in `handle_signal`, and calls, per (host, sender id).
-    pub signal_cpu: HashMap<(usize, PeerId), (Duration, u64)>,
-}
-
-impl HostileWorld {
-    /// An empty world whose clock starts now.
-    pub fn new() -> HostileWorld {
-        HostileWorld {
-            now: Instant::now(),
-            hosts: Vec::new(),
-            attackers: Vec::new(),
-            latency: Duration::from_millis(1),
-            signal_latency: Duration::from_millis(5),
-            queue: BinaryHeap::new(),
-            in_flight: HashMap::new(),
-            next_seq: 0,
-            by_addr: HashMap::new(),
-            datagrams_nowhere: 0,
-            measure: false,
-            datagram_cpu: HashMap::new(),
-            signal_cpu: HashMap::new(),
-        }
+        _: SocketAddr,
+        contents: &[u8],
+    ) {
+        Attacker::handle_datagram(self, now, source, contents)
     }
+    fn handle_timeout(&mut self, now: Instant) {
+        Attacker::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timeout.filter(|_| self.alive)
+    }
+    fn flush(&mut self, now: Instant) {
+        self.drive(now)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        let (source, destination, contents) = self.out.pop_front()?;
+        Some(Transmit {
+            destination,
+            source,
+            contents,
+        })
+    }
+    fn poll_signal(&mut self, _: Instant) -> Option<OutgoingSignal> {
+        None // its signals are hand-made: World::send_signal
+    }
+    fn handle_signal(&mut self, _: Instant, _: PeerId, signal: Signal) -> Result<(), SignalError> {
+        Attacker::handle_signal(self, signal);
+        Ok(())
+    }
+    fn commands(&self) -> Option<&dyn Commands> {
+        None
+    }
+    fn commands_mut(&mut self) -> Option<&mut dyn Commands> {
+        None
+    }
+    fn logged(&self) -> usize {
+        0
+    }
+    fn seen(&self, _: usize) -> (Instant, Seen<'_>) {
+        unreachable!("an attacker logs nothing: read its fields")
+    }
+    fn clear_log(&mut self) {}
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
 
-    /// A victim (mesh id 1, host 0) and a well-behaved peer (id 2, host 1), connected, events
-    /// cleared; `config` is the victim's.
-    pub fn victim_and_friend(config: &MeshConfig) -> HostileWorld {
-        let mut w = HostileWorld::new();
-        w.add_host(Mesh::create_mesh(1, config.clone()).expect("victim"));
-        w.add_host(Mesh::create_mesh(2, MeshConfig::default()).expect("friend"));
+/// The stories of `tests/tests/hostile.rs`: a victim, its friend and attackers in one world.
+impl World {
+    /// A victim (mesh id 1, node 0) and a well-behaved peer (id 2, node 1), connected, events
+    /// cleared; `config` is the victim's. The network is perfect (1 ms one way, in order).
+    pub fn victim_and_friend(config: &MeshConfig) -> World {
+        let mut w = World::new();
+        w.add(Mesh::create_mesh(1, config.clone()).expect("victim"));
+        w.add(Mesh::create_mesh(2, MeshConfig::default()).expect("friend"));
         w.introduce(0, 1);
         assert!(
-            w.run_until(Duration::from_secs(5), |w| w.hosts_connected(0, 1)),
+            w.run_until(Duration::from_secs(5), |w| w.both_connected(0, 1)),
             "victim and friend did not connect"
         );
-        for h in &mut w.hosts {
-            h.events.clear();
+        for node in &mut w.nodes {
+            node.clear_events();
         }
         w
     }
 
-    /// Adds a well-behaved host at `127.0.0.<n+1>:5000`; returns its index.
-    pub fn add_host(&mut self, mut mesh: Mesh) -> usize {
-        let n = self.hosts.len();
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n as u8 + 1)), 5000);
-        mesh.add_host_candidate(addr).expect("host candidate");
-        self.by_addr.insert(addr, Who::Host(n));
-        self.hosts.push(Host {
-            mesh,
-            addr,
-            events: Vec::new(),
-            signal_errors: Vec::new(),
-            sent_to: HashMap::new(),
-        });
-        n
+    /// Adds an attacker with this id; returns its node.
+    pub fn add_attacker(&mut self, id: PeerId) -> NodeId {
+        let attacker = Attacker::new(self.now, id, self.next_public_addr());
+        self.add_driven(Box::new(attacker))
     }
 
-    /// Adds an attacker with this id at `127.0.1.<k+1>:5000`; returns its index.
-    pub fn add_attacker(&mut self, id: PeerId) -> usize {
-        let k = self.attackers.len();
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, k as u8 + 1)), 5000);
-        self.by_addr.insert(addr, Who::Attacker(k));
-        self.attackers.push(Attacker::new(self.now, id, addr));
-        k
-    }
-
-    /// Hosts `a` and `b` add each other.
-    pub fn introduce(&mut self, a: usize, b: usize) {
+    /// Node `victim` adds attacker node `attacker`, which offers with `offer` (from one of its
+    /// `make_offer` variants); the handshake then runs by itself.
+    pub fn admit_attacker(&mut self, victim: NodeId, attacker: NodeId, offer: Signal) {
         let now = self.now;
-        let (ida, idb) = (
-            self.hosts[a].mesh.unique_id(),
-            self.hosts[b].mesh.unique_id(),
-        );
-        self.hosts[a].mesh.add_peer(now, idb, 1).expect("add_peer");
-        self.hosts[b].mesh.add_peer(now, ida, 1).expect("add_peer");
-        self.drain_host(a);
-        self.drain_host(b);
-    }
-
-    /// Host `h` adds attacker `k`, which offers with `offer` (from one of its `make_offer`
-    /// variants); the handshake then runs by itself.
-    pub fn admit_attacker(&mut self, h: usize, k: usize, offer: Signal) {
-        let now = self.now;
-        let id = self.attackers[k].id;
-        self.hosts[h]
-            .mesh
+        let id = self.id(attacker);
+        self.nodes[victim]
+            .commands()
             .add_peer(now, id, 1)
             .expect("add attacker");
-        self.drain_host(h);
-        let to = self.hosts[h].mesh.unique_id();
-        self.signal_from_attacker(k, to, offer);
+        self.drain(victim);
+        let to = self.id(victim);
+        self.send_signal(id, to, offer);
     }
 
-    /// Host `h` adds attacker `k` with a plain offer and runs until both sides connected.
-    pub fn connect_attacker(&mut self, h: usize, k: usize) {
-        let offer = self.attackers[k].make_offer();
-        self.admit_attacker(h, k, offer);
-        let id = self.attackers[k].id;
+    /// Node `victim` adds attacker node `attacker` with a plain offer and runs until both
+    /// sides connected.
+    pub fn connect_attacker(&mut self, victim: NodeId, attacker: NodeId) {
+        let offer = self.nodes[attacker].attacker_mut().make_offer();
+        self.admit_attacker(victim, attacker, offer);
+        let id = self.id(attacker);
         assert!(
             self.run_until(Duration::from_secs(5), |w| {
-                w.attackers[k].connected() && w.hosts[h].mesh.peer(id).is_some_and(|p| p.connected)
+                w.nodes[attacker].attacker().connected()
+                    && w.nodes[victim].mesh().peer(id).is_some_and(|p| p.connected)
             }),
             "attacker did not connect"
         );
     }
 
-    /// Sends a signal from attacker `k` to the host with id `to` (through the signaling delay).
-    pub fn signal_from_attacker(&mut self, k: usize, to: PeerId, signal: Signal) {
-        let from = self.attackers[k].id;
-        let at = self.now + self.signal_latency;
-        self.schedule(at, InFlight::Signal { from, to, signal });
+    /// Sends a signal from attacker node `attacker` to the peer with id `to` (through the
+    /// signaling delay).
+    pub fn signal_from_attacker(&mut self, attacker: NodeId, to: PeerId, signal: Signal) {
+        let from = self.id(attacker);
+        self.send_signal(from, to, signal);
     }
 
-    /// Replays attacker `k`'s last STUN binding request to host `h` from `n` new source ports:
-    /// each looks like a peer-reflexive candidate to the victim.
-    pub fn prflx_flood(&mut self, k: usize, h: usize, n: usize) {
-        let request = self.attackers[k]
+    /// Replays attacker node `attacker`'s last STUN binding request to node `victim` from `n`
+    /// new source ports: each looks like a peer-reflexive candidate to the victim.
+    pub fn prflx_flood(&mut self, attacker: NodeId, victim: NodeId, n: usize) {
+        let request = self.nodes[attacker]
+            .attacker()
             .stun_request
             .clone()
             .expect("the attacker sent a binding request");
-        let (ip, dest) = (self.attackers[k].addr.ip(), self.hosts[h].addr);
+        let (ip, dest) = (self.nodes[attacker].addr.ip(), self.nodes[victim].addr);
         for i in 0..n {
             let source = SocketAddr::new(ip, 20_000 + i as u16);
-            let at = self.now + self.latency;
-            self.schedule(
-                at,
-                InFlight::Datagram {
-                    source,
-                    destination: dest,
-                    contents: request.clone(),
-                },
-            );
+            self.inject(attacker, source, dest, request.clone());
         }
     }
 
-    /// Whether hosts `a` and `b` report each other connected.
-    pub fn hosts_connected(&self, a: usize, b: usize) -> bool {
-        let (ida, idb) = (
-            self.hosts[a].mesh.unique_id(),
-            self.hosts[b].mesh.unique_id(),
-        );
-        self.hosts[a].mesh.peer(idb).is_some_and(|p| p.connected)
-            && self.hosts[b].mesh.peer(ida).is_some_and(|p| p.connected)
+    /// Whether the meshes of nodes `a` and `b` report each other connected.
+    pub fn both_connected(&self, a: NodeId, b: NodeId) -> bool {
+        let (ida, idb) = (self.id(a), self.id(b));
+        self.nodes[a].mesh().peer(idb).is_some_and(|p| p.connected)
+            && self.nodes[b].mesh().peer(ida).is_some_and(|p| p.connected)
     }
 
-    /// Drains host `h`'s datagrams and events. Call after driving its mesh directly.
-    pub fn drain_host(&mut self, h: usize) {
-        let from = self.hosts[h].mesh.unique_id();
-        while let Some(t) = self.hosts[h].mesh.poll_transmit() {
-            *self.hosts[h].sent_to.entry(t.destination).or_default() += 1;
-            let at = self.now + self.latency;
-            self.schedule(
-                at,
-                InFlight::Datagram {
-                    source: t.source,
-                    destination: t.destination,
-                    contents: t.contents,
-                },
-            );
-        }
-        let now = self.now;
-        let mut signals = Vec::new();
-        while let Some(e) = self.hosts[h].mesh.poll_event() {
-            match e {
-                Event::Signal(s) => signals.push(s),
-                other => self.hosts[h].events.push((now, other)),
-            }
-        }
-        for s in signals {
-            let at = self.now + self.signal_latency;
-            self.schedule(
-                at,
-                InFlight::Signal {
-                    from,
-                    to: s.to,
-                    signal: s.signal,
-                },
-            );
-        }
-    }
-
-    /// Drains attacker `k`'s datagrams. Call after driving it directly.
-    pub fn drain_attacker(&mut self, k: usize) {
-        let now = self.now;
-        self.attackers[k].drive(now);
-        while let Some((source, destination, contents)) = self.attackers[k].out.pop_front() {
-            let at = self.now + self.latency;
-            self.schedule(
-                at,
-                InFlight::Datagram {
-                    source,
-                    destination,
-                    contents,
-                },
-            );
-        }
-    }
-
-    fn schedule(&mut self, at: Instant, what: InFlight) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.in_flight.insert(seq, what);
-        self.queue.push(Reverse((at, seq)));
-    }
-
-    fn next_time(&self) -> Option<Instant> {
-        let arrival = self.queue.peek().map(|Reverse((at, _))| *at);
-        let hosts = self.hosts.iter().filter_map(|h| h.mesh.poll_timeout());
-        let attackers = self
-            .attackers
-            .iter()
-            .filter(|a| a.alive)
-            .filter_map(|a| a.timeout);
-        arrival.into_iter().chain(hosts).chain(attackers).min()
-    }
-
-    fn node_by_id(&self, id: PeerId) -> Option<Who> {
-        if let Some(h) = self.hosts.iter().position(|h| h.mesh.unique_id() == id) {
-            return Some(Who::Host(h));
-        }
-        self.attackers
-            .iter()
-            .position(|a| a.id == id)
-            .map(Who::Attacker)
-    }
-
-    /// Advances to the next thing that happens and handles everything due then.
-    pub fn step(&mut self) -> bool {
-        let Some(next) = self.next_time() else {
-            return false;
-        };
-        self.now = self.now.max(next);
-        let now = self.now;
-        while let Some(&Reverse((at, seq))) = self.queue.peek() {
-            if at > now {
-                break;
-            }
-            self.queue.pop();
-            match self.in_flight.remove(&seq) {
-                Some(InFlight::Datagram {
-                    source,
-                    destination,
-                    contents,
-                }) => match self.by_addr.get(&destination) {
-                    Some(&Who::Host(h)) => {
-                        let started = self.measure.then(Instant::now);
-                        self.hosts[h]
-                            .mesh
-                            .handle_datagram(now, source, destination, &contents);
-                        if let Some(started) = started {
-                            let spent = started.elapsed();
-                            self.datagram_cpu
-                                .entry((h, source.ip()))
-                                .or_default()
-                                .push(spent);
-                        }
-                    }
-                    Some(&Who::Attacker(k)) => {
-                        self.attackers[k].handle_datagram(now, source, &contents)
-                    }
-                    None => self.datagrams_nowhere += 1,
-                },
-                Some(InFlight::Signal { from, to, signal }) => match self.node_by_id(to) {
-                    Some(Who::Host(h)) => {
-                        let started = self.measure.then(Instant::now);
-                        let result = self.hosts[h].mesh.handle_signal(now, from, signal);
-                        if let Some(started) = started {
-                            let spent = self.signal_cpu.entry((h, from)).or_default();
-                            spent.0 += started.elapsed();
-                            spent.1 += 1;
-                        }
-                        if let Err(e) = result {
-                            self.hosts[h].signal_errors.push(e);
-                        }
-                    }
-                    Some(Who::Attacker(k)) => self.attackers[k].handle_signal(signal),
-                    None => {}
-                },
-                None => {}
-            }
-        }
-        for h in 0..self.hosts.len() {
-            if self.hosts[h].mesh.poll_timeout().is_some_and(|t| t <= now) {
-                self.hosts[h].mesh.handle_timeout(now);
-            }
-            self.drain_host(h);
-        }
-        for k in 0..self.attackers.len() {
-            if self.attackers[k].timeout.is_some_and(|t| t <= now) {
-                self.attackers[k].handle_timeout(now);
-            }
-            self.drain_attacker(k);
-        }
-        true
-    }
-
-    /// Runs until `done` holds or `limit` of simulated time passes; returns whether it held.
-    pub fn run_until(&mut self, limit: Duration, done: impl FnMut(&HostileWorld) -> bool) -> bool {
-        crate::sim::run_until(self, limit, done)
-    }
-
-    /// Runs for `duration` of simulated time.
-    pub fn run_for(&mut self, duration: Duration) {
-        self.run_until(duration, |_| false);
-    }
-
-    /// Host `from` sends one reliable packet to the host with id `to` every `every` for
-    /// `duration`, each carrying its send time's index; returns the one-way latency of every
-    /// packet that arrived at `to` (in sending order) and how many were sent.
+    /// Node `from` sends one reliable packet to node `to` every `every` for `duration`, each
+    /// carrying its send time's index; returns the one-way latency of every packet that
+    /// arrived at `to` (in sending order) and how many were sent.
     pub fn steady_traffic(
         &mut self,
-        from: usize,
-        to: usize,
+        from: NodeId,
+        to: NodeId,
         every: Duration,
         duration: Duration,
     ) -> (Vec<Duration>, usize) {
-        let peer = self.hosts[to].mesh.unique_id();
+        let peer = self.id(to);
         let mut sent_at = Vec::new();
         let end = self.now + duration;
-        let first = self.hosts[to].events.len();
+        let first = self.nodes[to].event_count();
         while self.now < end {
             let now = self.now;
-            self.hosts[from].mesh.handle_timeout(now);
+            self.nodes[from].driven.handle_timeout(now);
             let index = sent_at.len() as u32;
-            if self.hosts[from]
-                .mesh
+            if self.nodes[from]
+                .commands()
                 .send(
                     Target::Peer(peer),
                     TransferMode::Reliable,
@@ -782,47 +538,23 @@ impl HostileWorld {
             {
                 sent_at.push(now);
             }
-            self.drain_host(from);
+            self.drain(from);
             let next = self.now + every;
             self.run_until(every, |w| w.now >= next);
         }
         self.run_for(Duration::from_millis(100));
-        let sender = self.hosts[from].mesh.unique_id();
-        let latencies = self.hosts[to].events[first..]
-            .iter()
-            .filter_map(|(at, e)| match e {
-                Event::Packet(p) if p.from == sender && p.data.len() == 4 => {
-                    let index = u32::from_be_bytes(p.data[..4].try_into().ok()?) as usize;
-                    Some(*at - *sent_at.get(index)?)
+        let sender = self.id(from);
+        let latencies = self.nodes[to]
+            .packets_at_since(first)
+            .into_iter()
+            .filter_map(|(at, p)| {
+                if p.from != sender || p.data.len() != 4 {
+                    return None;
                 }
-                _ => None,
+                let index = u32::from_be_bytes(p.data[..4].try_into().ok()?) as usize;
+                Some(at - *sent_at.get(index)?)
             })
             .collect();
         (latencies, sent_at.len())
-    }
-}
-
-impl Default for HostileWorld {
-    fn default() -> Self {
-        HostileWorld::new()
-    }
-}
-
-impl crate::sim::Simulated for HostileWorld {
-    fn clock(&mut self) -> &mut Instant {
-        &mut self.now
-    }
-    fn next_time(&self) -> Option<Instant> {
-        HostileWorld::next_time(self)
-    }
-    fn step(&mut self) -> bool {
-        HostileWorld::step(self)
-    }
-    fn at_deadline(&mut self) {
-        let now = self.now;
-        for h in 0..self.hosts.len() {
-            self.hosts[h].mesh.handle_timeout(now);
-            self.drain_host(h);
-        }
     }
 }

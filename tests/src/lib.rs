@@ -1,10 +1,12 @@
 //! The simulated network every rtcmesh integration test, property and example runs on.
 //!
-//! A [`World`] owns N [`Mesh`](rtcmesh::Mesh)es, a fake clock and an in-memory network. It moves datagrams
-//! (through per-link [`LinkConditions`]) and signals (a perfect, delayed channel standing in for
-//! a signaling server) between them, and records every event each node emits, so tests read as
-//! stories: build a world, connect nodes, run until a condition, assert on the event logs.
-//! [`MpWorld`] does the same for the multiplayer layer.
+//! One [`World`] drives every kind of node: any [`rtcmesh::Machine`] (a [`Mesh`](rtcmesh::Mesh),
+//! a [`Multiplayer`](rtcmesh::Multiplayer)) and hostile peers ([`hostile::Attacker`]), side by
+//! side, on a fake clock. It moves datagrams (through per-link [`LinkConditions`]: latency,
+//! loss, reordering, partitions) and signals (a perfect, delayed channel, or the sans-IO
+//! [`LobbyServer`](rtcmesh::lobby::LobbyServer) in the loop over simulated WebSockets) between
+//! them, and records every event each node emits, so tests read as stories: build a world,
+//! connect nodes, run until a condition, assert on the event logs.
 //!
 //! For NAT traversal the world also holds NAT boxes ([`SimNat`]: cone or symmetric mapping,
 //! with filtering) in front of chosen nodes, and STUN/TURN servers ([`SimTurnServer`], the
@@ -13,15 +15,14 @@
 pub mod feed;
 pub mod fuzz;
 pub mod hostile;
-pub mod multiplayer_world;
 pub mod nat;
 pub mod sim;
 pub mod stream;
 pub mod turn_server;
 
 pub use feed::{Feed, Kind};
-pub use multiplayer_world::{Machine, MpNode, MpWorld};
 pub use nat::{Filtering, Mapping, NatBehavior, SimNat};
+pub use sim::lobby::{JoinOptions, Member, SimLobby};
 pub use sim::{LinkConditions, Node, NodeId, World};
 pub use stream::Stream;
 pub use turn_server::SimTurnServer;

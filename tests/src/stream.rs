@@ -53,7 +53,7 @@ impl Stream {
             data.resize(self.size, (seq % 251) as u8);
             let to_id = w.id(to);
             w.nodes[from]
-                .mesh
+                .mesh_mut()
                 .send(Target::Peer(to_id), TransferMode::Reliable, 0, &data)
                 .unwrap_or_else(|e| panic!("send {seq} from node {from}: {e}"));
             self.dirs[d].sent.push(w.now);
@@ -66,7 +66,7 @@ impl Stream {
         for d in 0..2 {
             let (from, to) = (self.ends[d], self.ends[1 - d]);
             let from_id = w.id(from);
-            let events = &w.nodes[to].events;
+            let events = w.nodes[to].events();
             let dir = &mut self.dirs[d];
             for e in &events[dir.scanned.min(events.len())..] {
                 if let Event::Packet(p) = e {
@@ -79,7 +79,7 @@ impl Stream {
             dir.scanned = events.len();
         }
         for (i, &n) in self.ends.iter().enumerate() {
-            let events = &w.nodes[n].events;
+            let events = w.nodes[n].events();
             for e in &events[self.scanned[i].min(events.len())..] {
                 if !matches!(e, Event::Packet(_)) {
                     self.events.push((w.now, n, e.clone()));

@@ -133,7 +133,15 @@ impl SimTurnServer {
                 }
                 TurnServerPollRet::WaitUntil(at) => {
                     let nanos = u64::try_from(at.as_nanos()).unwrap_or(0);
-                    self.deadline = Some((self.start + Duration::from_nanos(nanos)).max(now));
+                    let at = self.start + Duration::from_nanos(nanos);
+                    // turn-server-proto removes a permission only once its expiry has passed,
+                    // and asks to be woken at the expiry itself: on a clock that stops exactly
+                    // there, waking it at `now` again would spin. A millisecond later it is.
+                    self.deadline = Some(if at > now {
+                        at
+                    } else {
+                        now + Duration::from_millis(1)
+                    });
                     break;
                 }
                 TurnServerPollRet::TcpConnect { .. } | TurnServerPollRet::TcpClose { .. } => {}

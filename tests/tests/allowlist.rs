@@ -88,7 +88,7 @@ fn candidates_and_datagrams_outside_the_allowlist_are_dropped_and_nothing_is_sen
 fn a_mesh_with_an_allowlist_that_covers_its_peers_connects() {
     let world = World::connected_mesh(&[1, 2, 3], &loopback_only());
     for node in &world.nodes {
-        assert_eq!(node.mesh.connected_peers().count(), 2);
-        assert_eq!(node.mesh.stats().candidates_not_allowed, 0);
+        assert_eq!(node.mesh().connected_peers().count(), 2);
+        assert_eq!(node.mesh().stats().candidates_not_allowed, 0);
     }
 }

@@ -13,7 +13,7 @@ use rtcmesh_tests::World;
 fn still_works(w: &mut World) {
     let before = w.nodes[1].packets().len();
     w.nodes[0]
-        .mesh
+        .mesh_mut()
         .send(Target::Peer(2), TransferMode::Reliable, 0, b"alive")
         .unwrap();
     w.drain(0);
@@ -108,7 +108,7 @@ fn add_peer_errors_follow_godot() {
 #[test]
 fn send_errors_leave_the_mesh_working() {
     let mut w = World::connected_mesh(&[1, 2], &MeshConfig::default());
-    let m = &mut w.nodes[0].mesh;
+    let m = w.nodes[0].mesh_mut();
     let max = m.max_packet_size();
     assert_eq!(
         m.send(Target::Peer(2), TransferMode::Reliable, 1, b"x"),
@@ -147,7 +147,7 @@ fn send_errors_leave_the_mesh_working() {
 fn signal_errors_leave_the_mesh_working() {
     let mut w = World::connected_mesh(&[1, 2], &MeshConfig::default());
     let now = w.now;
-    let m = &mut w.nodes[1].mesh;
+    let m = w.nodes[1].mesh_mut();
     assert_eq!(
         m.handle_signal(now, 9, Signal::Offer("v=0".into())),
         Err(SignalError::UnknownPeer(9))
@@ -181,7 +181,7 @@ fn signal_errors_leave_the_mesh_working() {
 fn a_bad_offer_is_refused_and_the_real_one_still_connects() {
     let mut w = World::mesh(&[1, 2], &MeshConfig::default());
     let now = w.now;
-    w.nodes[0].mesh.add_peer(now, 2, 1).unwrap(); // id 1 waits for the offer
+    w.nodes[0].mesh_mut().add_peer(now, 2, 1).unwrap(); // id 1 waits for the offer
     for junk in [
         "",
         "v=0",
@@ -189,11 +189,11 @@ fn a_bad_offer_is_refused_and_the_real_one_still_connects() {
         "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n",
     ] {
         let r = w.nodes[0]
-            .mesh
+            .mesh_mut()
             .handle_signal(now, 2, Signal::Offer(junk.into()));
         assert!(matches!(r, Err(SignalError::Invalid(_))), "{junk:?}: {r:?}");
     }
-    w.nodes[1].mesh.add_peer(now, 1, 1).unwrap(); // id 2 offers
+    w.nodes[1].mesh_mut().add_peer(now, 1, 1).unwrap(); // id 2 offers
     w.drain(0);
     w.drain(1);
     assert!(w.run_until(Duration::from_secs(10), World::fully_connected));
@@ -217,7 +217,7 @@ fn garbage_datagrams_are_dropped_and_counted() {
     let me = w.nodes[0].addr;
     let peer = w.nodes[1].addr;
     let stranger: SocketAddr = "127.0.0.200:4444".parse().unwrap();
-    let before = w.nodes[0].mesh.stats();
+    let before = w.nodes[0].mesh().stats();
     let garbage: Vec<Vec<u8>> = vec![
         vec![],
         vec![0xff; 5],
@@ -229,10 +229,10 @@ fn garbage_datagrams_are_dropped_and_counted() {
         (0..1500u32).map(|i| (i * 7) as u8).collect(),
     ];
     for g in &garbage {
-        w.nodes[0].mesh.handle_datagram(now, stranger, me, g);
-        w.nodes[0].mesh.handle_datagram(now, peer, me, g); // from the connected peer's address
+        w.nodes[0].mesh_mut().handle_datagram(now, stranger, me, g);
+        w.nodes[0].mesh_mut().handle_datagram(now, peer, me, g); // from the connected peer's address
     }
-    let after = w.nodes[0].mesh.stats();
+    let after = w.nodes[0].mesh().stats();
     let dropped = (after.datagrams_malformed - before.datagrams_malformed)
         + (after.datagrams_unroutable - before.datagrams_unroutable)
         + (after.datagrams_rejected - before.datagrams_rejected);
@@ -255,7 +255,7 @@ fn garbage_datagrams_are_dropped_and_counted() {
     );
     w.drain(0);
     assert!(w.nodes[0]
-        .events
+        .events()
         .iter()
         .all(|e| !matches!(e, rtcmesh::Event::PeerDisconnected(_))));
     still_works(&mut w);
@@ -266,16 +266,16 @@ fn known_peers_are_routed_by_address_without_a_scan() {
     let mut w = World::mesh(&[1, 2, 3, 4], &MeshConfig::default());
     w.introduce_all();
     assert!(w.run_until(Duration::from_secs(10), World::fully_connected));
-    let before = w.nodes[0].mesh.stats();
+    let before = w.nodes[0].mesh().stats();
     for _ in 0..20 {
         w.nodes[1]
-            .mesh
+            .mesh_mut()
             .send(Target::Peer(1), TransferMode::Reliable, 0, b"x")
             .unwrap();
     }
     w.drain(1);
     w.run_for(Duration::from_millis(500));
-    let after = w.nodes[0].mesh.stats();
+    let after = w.nodes[0].mesh().stats();
     let received = after.datagrams_received - before.datagrams_received;
     assert!(received > 0);
     assert_eq!(
@@ -283,5 +283,5 @@ fn known_peers_are_routed_by_address_without_a_scan() {
         received,
         "every datagram routed by the map"
     );
-    assert_eq!(w.nodes[0].mesh.known_routes(), 3);
+    assert_eq!(w.nodes[0].mesh().known_routes(), 3);
 }

@@ -30,8 +30,8 @@ fn four_peer_mesh_connects_fully_each_peer_once() {
             "{:?}",
             w.nodes[n].signal_errors
         );
-        assert_eq!(w.nodes[n].mesh.status(), ConnectionStatus::Connected);
-        assert!(!w.nodes[n].mesh.is_server_relay_supported());
+        assert_eq!(w.nodes[n].mesh().status(), ConnectionStatus::Connected);
+        assert!(!w.nodes[n].mesh().is_server_relay_supported());
     }
 }
 
@@ -39,7 +39,7 @@ fn four_peer_mesh_connects_fully_each_peer_once() {
 fn server_with_three_clients() {
     let mut w = World::server_and_clients(&[2, 3, 4], &MeshConfig::default());
     for n in 1..4 {
-        assert_eq!(w.nodes[n].mesh.status(), ConnectionStatus::Connecting);
+        assert_eq!(w.nodes[n].mesh().status(), ConnectionStatus::Connecting);
     }
     w.introduce_all();
     assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
@@ -47,12 +47,12 @@ fn server_with_three_clients() {
     let mut clients = w.nodes[0].connected();
     clients.sort();
     assert_eq!(clients, vec![2, 3, 4]);
-    assert!(w.nodes[0].mesh.is_server_relay_supported());
+    assert!(w.nodes[0].mesh().is_server_relay_supported());
     for n in 1..4 {
         let node = &w.nodes[n];
         assert_eq!(node.connected(), vec![1], "clients see only the server");
         let statuses: Vec<_> = node
-            .events
+            .events()
             .iter()
             .filter_map(|e| match e {
                 Event::StatusChanged(s) => Some(*s),
@@ -60,15 +60,15 @@ fn server_with_three_clients() {
             })
             .collect();
         assert_eq!(statuses, vec![ConnectionStatus::Connected]);
-        assert_eq!(node.mesh.status(), ConnectionStatus::Connected);
-        assert!(node.mesh.is_server_relay_supported());
+        assert_eq!(node.mesh().status(), ConnectionStatus::Connected);
+        assert!(node.mesh().is_server_relay_supported());
         // Status changes only after the server is announced.
         let connected_at = node
-            .events
+            .events()
             .iter()
             .position(|e| *e == Event::PeerConnected(1));
         let status_at = node
-            .events
+            .events()
             .iter()
             .position(|e| *e == Event::StatusChanged(ConnectionStatus::Connected));
         assert!(connected_at < status_at);
@@ -82,7 +82,7 @@ fn extra_channels_are_all_opened_before_connect() {
     let mut w = World::mesh(&[5, 9], &config);
     w.introduce_all();
     assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
-    let info = w.nodes[0].mesh.peer(9).expect("peer 9");
+    let info = w.nodes[0].mesh().peer(9).expect("peer 9");
     assert!(info.connected);
     assert_eq!((info.open_channels, info.channels), (5, 5));
 }
@@ -92,10 +92,10 @@ fn remove_peer_emits_once_and_the_other_side_notices() {
     let mut w = World::mesh(&[1, 2, 3], &MeshConfig::default());
     w.introduce_all();
     assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
-    assert!(w.nodes[0].mesh.remove_peer(2));
+    assert!(w.nodes[0].mesh_mut().remove_peer(2));
     w.drain(0);
     assert_eq!(w.nodes[0].disconnected(), vec![2]);
-    assert!(!w.nodes[0].mesh.has_peer(2));
+    assert!(!w.nodes[0].mesh().has_peer(2));
     assert!(
         w.run_until(Duration::from_secs(30), |w| w.nodes[1].disconnected()
             == vec![1])
@@ -103,10 +103,10 @@ fn remove_peer_emits_once_and_the_other_side_notices() {
     w.run_for(Duration::from_secs(5));
     assert_eq!(w.nodes[0].disconnected(), vec![2], "exactly once");
     assert_eq!(w.nodes[1].disconnected(), vec![1], "exactly once");
-    assert!(!w.nodes[0].mesh.remove_peer(2), "already gone");
+    assert!(!w.nodes[0].mesh_mut().remove_peer(2), "already gone");
     // Node 3 is untouched.
     assert_eq!(
-        w.nodes[2].mesh.connected_peers().collect::<Vec<_>>(),
+        w.nodes[2].mesh().connected_peers().collect::<Vec<_>>(),
         vec![1, 2]
     );
 }
@@ -116,15 +116,15 @@ fn disconnect_peer_without_force_emits_and_with_force_does_not() {
     let mut w = World::mesh(&[1, 2, 3], &MeshConfig::default());
     w.introduce_all();
     assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
-    assert!(w.nodes[2].mesh.disconnect_peer(1, false));
-    assert!(w.nodes[2].mesh.disconnect_peer(2, true));
+    assert!(w.nodes[2].mesh_mut().disconnect_peer(1, false));
+    assert!(w.nodes[2].mesh_mut().disconnect_peer(2, true));
     w.drain(2);
     assert_eq!(
         w.nodes[2].disconnected(),
         vec![1],
         "force emits nothing (Godot)"
     );
-    assert_eq!(w.nodes[2].mesh.peers().count(), 0);
+    assert_eq!(w.nodes[2].mesh().peers().count(), 0);
     // Both remote sides notice the loss, once each.
     assert!(w.run_until(Duration::from_secs(30), |w| {
         w.nodes[0].disconnected() == vec![3] && w.nodes[1].disconnected() == vec![3]
@@ -139,14 +139,14 @@ fn close_disconnects_everyone_once() {
     let mut w = World::mesh(&[1, 2, 3], &MeshConfig::default());
     w.introduce_all();
     assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
-    w.nodes[0].mesh.close();
+    w.nodes[0].mesh_mut().close();
     w.drain(0);
     let mut gone = w.nodes[0].disconnected();
     gone.sort();
     assert_eq!(gone, vec![2, 3]);
-    assert_eq!(w.nodes[0].mesh.status(), ConnectionStatus::Disconnected);
+    assert_eq!(w.nodes[0].mesh().status(), ConnectionStatus::Disconnected);
     assert_eq!(
-        w.nodes[0].events.last(),
+        w.nodes[0].events().last(),
         Some(&Event::StatusChanged(ConnectionStatus::Disconnected))
     );
     assert!(w.run_until(Duration::from_secs(30), |w| {
@@ -154,10 +154,10 @@ fn close_disconnects_everyone_once() {
     }));
     // 2 and 3 stay connected to each other.
     assert_eq!(
-        w.nodes[1].mesh.connected_peers().collect::<Vec<_>>(),
+        w.nodes[1].mesh().connected_peers().collect::<Vec<_>>(),
         vec![3]
     );
-    w.nodes[0].mesh.close();
+    w.nodes[0].mesh_mut().close();
     w.drain(0);
     assert_eq!(
         w.nodes[0].disconnected().len(),
@@ -171,19 +171,19 @@ fn client_losing_the_server_becomes_disconnected() {
     let mut w = World::server_and_clients(&[2, 3], &MeshConfig::default());
     w.introduce_all();
     assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
-    w.nodes[0].mesh.remove_peer(2);
+    w.nodes[0].mesh_mut().remove_peer(2);
     w.drain(0);
     assert!(w.run_until(Duration::from_secs(30), |w| {
-        w.nodes[1].mesh.status() == ConnectionStatus::Disconnected
+        w.nodes[1].mesh().status() == ConnectionStatus::Disconnected
     }));
     assert_eq!(w.nodes[1].disconnected(), vec![1]);
     assert!(matches!(
         w.nodes[1]
-            .mesh
+            .mesh_mut()
             .send(rtcmesh::Target::Peer(1), TransferMode::Reliable, 0, b"x"),
         Err(rtcmesh::SendError::Disconnected)
     ));
-    assert_eq!(w.nodes[2].mesh.status(), ConnectionStatus::Connected);
+    assert_eq!(w.nodes[2].mesh().status(), ConnectionStatus::Connected);
 }
 
 #[test]
@@ -192,10 +192,10 @@ fn client_whose_server_never_answers_fails_after_the_connect_timeout() {
     let mut w = World::server_and_clients(&[2], &config);
     w.vanish(0);
     let now = w.now;
-    w.nodes[1].mesh.add_peer(now, 1, 1).unwrap();
+    w.nodes[1].mesh_mut().add_peer(now, 1, 1).unwrap();
     w.drain(1);
     assert!(w.run_until(Duration::from_secs(10), |w| {
-        w.nodes[1].mesh.status() == ConnectionStatus::Disconnected
+        w.nodes[1].mesh().status() == ConnectionStatus::Disconnected
     }));
     let elapsed = w.elapsed();
     assert!(
@@ -206,7 +206,7 @@ fn client_whose_server_never_answers_fails_after_the_connect_timeout() {
         w.nodes[1].disconnected().is_empty(),
         "never connected, so no disconnect event"
     );
-    assert!(!w.nodes[1].mesh.has_peer(1));
+    assert!(!w.nodes[1].mesh().has_peer(1));
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn vanished_peer_is_detected_and_the_rest_keep_going() {
     assert!(detection >= Duration::from_millis(1500), "{detection:?}");
     assert!(detection <= Duration::from_secs(2), "{detection:?}");
     w.nodes[0]
-        .mesh
+        .mesh_mut()
         .send(
             rtcmesh::Target::Peer(2),
             TransferMode::Reliable,
@@ -265,12 +265,12 @@ fn same_inputs_give_the_same_event_sequence() {
         w.introduce_all();
         assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
         w.nodes[0]
-            .mesh
+            .mesh_mut()
             .send(rtcmesh::Target::All, TransferMode::Reliable, 0, b"x")
             .unwrap();
         w.drain(0);
         w.run_for(Duration::from_secs(1));
-        let logs: Vec<Vec<Event>> = w.nodes.iter().map(|n| n.events.clone()).collect();
+        let logs: Vec<Vec<Event>> = w.nodes.iter().map(|n| n.events().to_vec()).collect();
         (logs, w.elapsed())
     };
     assert_eq!(run(), run());
@@ -293,25 +293,25 @@ fn a_peer_that_starts_over_is_followed_and_reported_reconnected() {
             _ => None,
         })
         .expect("an offer");
-    w.nodes[1].mesh = fresh;
+    *w.nodes[1].machine_mut::<rtcmesh::Mesh>() = fresh;
     w.nodes[0]
-        .mesh
+        .mesh_mut()
         .handle_signal(now, 2, offer.clone())
         .unwrap();
     assert_eq!(
-        w.nodes[0].mesh.handle_signal(now, 2, offer),
+        w.nodes[0].mesh_mut().handle_signal(now, 2, offer),
         Err(rtcmesh::SignalError::UnexpectedOffer(2)),
         "the same offer twice is not a new attempt"
     );
     w.drain(0);
     assert!(w.run_until(CONNECT_LIMIT, World::fully_connected));
     assert_eq!(
-        w.nodes[0].events,
+        w.nodes[0].events(),
         vec![Event::PeerDisconnected(2), Event::PeerConnected(2)]
     );
-    assert_eq!(w.nodes[0].mesh.stats().connect_retries, 1);
+    assert_eq!(w.nodes[0].mesh().stats().connect_retries, 1);
     w.nodes[0]
-        .mesh
+        .mesh_mut()
         .send(
             rtcmesh::Target::Peer(2),
             TransferMode::Reliable,
@@ -321,4 +321,49 @@ fn a_peer_that_starts_over_is_followed_and_reported_reconnected() {
         .unwrap();
     w.drain(0);
     assert!(w.run_until(Duration::from_secs(1), |w| !w.nodes[1].packets().is_empty()));
+}
+
+/// Issue 25.7: libdatachannel (Godot's native stack) offers without candidates and trickles
+/// them; the answering mesh checked them at once, so the offerer's ICE could complete while it
+/// was still applying our answer, and libdatachannel then failed our certificate (about 1
+/// connect in 30 on loopback). The answering side now sends no check before the offerer's
+/// first one, or before a second has passed (a NAT may need our packets first).
+#[test]
+fn the_answering_side_sends_no_check_before_the_offerer_can_have_its_answer() {
+    let mut w = World::mesh(&[1, 2], &MeshConfig::default());
+    // Peer 2 offers; its candidates travel trickled, after the offer, as libdatachannel's do.
+    let trickled = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let kept = trickled.clone();
+    w.rewrite_signals(move |from, _, signal| {
+        if let (2, rtcmesh::Signal::Offer(sdp)) = (from, signal) {
+            let (candidates, rest): (Vec<&str>, Vec<&str>) = sdp
+                .split("\r\n")
+                .partition(|l| l.starts_with("a=candidate:"));
+            kept.borrow_mut()
+                .extend(candidates.into_iter().map(str::to_owned));
+            *sdp = rest.join("\r\n");
+        }
+    });
+    w.introduce(0, 1);
+    // The offer arrives; our answer is still on its way to peer 2 (and never gets there).
+    w.run_for(Duration::from_millis(7));
+    w.signaling = false;
+    assert!(!trickled.borrow().is_empty());
+    for candidate in trickled.borrow().iter() {
+        let now = w.now;
+        w.nodes[0]
+            .mesh_mut()
+            .handle_signal(now, 2, rtcmesh::Signal::Candidate(candidate.clone()))
+            .expect("candidate");
+    }
+    w.drain(0);
+    w.run_for(Duration::from_millis(900));
+    assert_eq!(
+        w.nodes[0].mesh().stats().datagrams_sent,
+        0,
+        "no check before the offerer has our answer"
+    );
+    // Still unheard from after a second: we check anyway.
+    w.run_for(Duration::from_millis(300));
+    assert!(w.nodes[0].mesh().stats().datagrams_sent > 0);
 }

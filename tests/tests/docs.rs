@@ -346,6 +346,49 @@ fn cargo_problem(command: &str, ci: &str) -> Option<String> {
     None
 }
 
+/// The `inline code` spans of the prose.
+fn inline_code(text: &str) -> Vec<String> {
+    prose(text)
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Commands in the prose (`cargo run …`, `cargo test …`) name packages, examples, binaries
+/// and tests that exist, and the benchmark's parts are ones it knows.
+#[test]
+fn every_cargo_command_in_the_prose_names_what_exists() {
+    let ci = read(&root().join(".ci/run"));
+    let bench = read(&root().join("tests/examples/bench.rs"));
+    let mut wrong = Vec::new();
+    for page in pages() {
+        for command in inline_code(&read(&page)) {
+            if !(command.starts_with("cargo run ") || command.starts_with("cargo test ")) {
+                continue;
+            }
+            let mut problem = cargo_problem(&command, &ci);
+            if let Some((_, parts)) = command.split_once("--example bench ") {
+                problem = problem.or_else(|| {
+                    parts
+                        .split_whitespace()
+                        .find(|part| !bench.contains(&format!("\"{part}\"")))
+                        .map(|part| format!("the benchmark has no part `{part}`"))
+                });
+            }
+            if let Some(problem) = problem {
+                wrong.push(format!("{}: `{command}`: {problem}", name(&page)));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "commands in the prose:\n{}",
+        wrong.join("\n")
+    );
+}
+
 #[test]
 fn the_readme_s_two_commands_are_what_ci_runs() {
     let ci = read(&root().join(".ci/run"));
@@ -372,5 +415,72 @@ fn anchors_follow_github() {
     assert_eq!(
         slug("With mio: in a `Poll` you own"),
         "with-mio-in-a-poll-you-own"
+    );
+}
+
+/// The `.rs` files under `dir`, recursively.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).expect("a source directory") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The project's rule: every public type of a published crate shows how it is used, in an
+/// example rustdoc compiles and runs (`cargo test --doc`).
+#[test]
+fn every_public_type_of_the_published_crates_has_a_doc_example() {
+    let mut files = Vec::new();
+    for dir in ["core/src", "io-tokio/src", "io-mio/src"] {
+        sources(&root().join(dir), &mut files);
+    }
+    let mut missing = Vec::new();
+    let mut types = 0;
+    for file in files
+        .iter()
+        .filter(|f| !f.components().any(|c| c.as_os_str() == "bin"))
+    {
+        let text = read(file);
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let item = line.trim_start();
+            let Some(kind) = ["pub struct ", "pub enum ", "pub trait "]
+                .into_iter()
+                .find(|k| item.starts_with(k))
+            else {
+                continue;
+            };
+            types += 1;
+            // The item's doc comment: the `///` lines above it, past its attributes.
+            let mut j = i;
+            while j > 0 && lines[j - 1].trim_start().starts_with("#[") {
+                j -= 1;
+            }
+            let mut has_example = false;
+            while j > 0 && lines[j - 1].trim_start().starts_with("///") {
+                j -= 1;
+                has_example |= lines[j].contains("```");
+            }
+            if !has_example {
+                let ty = item[kind.len()..]
+                    .split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .next()
+                    .unwrap_or("");
+                missing.push(format!("{}:{}: {ty}", name(file), i + 1));
+            }
+        }
+    }
+    assert!(
+        types > 60,
+        "found only {types} public types: is the scan still right?"
+    );
+    assert!(
+        missing.is_empty(),
+        "public types without a doc example:\n{}",
+        missing.join("\n")
     );
 }

@@ -23,7 +23,7 @@ fn pair(config: &MeshConfig) -> World {
     w.introduce_all();
     assert!(w.run_until(Duration::from_secs(10), World::fully_connected));
     for n in &mut w.nodes {
-        n.take_events();
+        n.clear_events();
     }
     w
 }
@@ -190,7 +190,7 @@ fn a_path_silent_past_ice_restart_after_is_restarted_and_recovers_without_losing
             "node {n} saw the restart end"
         );
     }
-    assert!(w.nodes.iter().all(|n| n.mesh.stats().ice_restarts >= 1));
+    assert!(w.nodes.iter().all(|n| n.mesh().stats().ice_restarts >= 1));
 }
 
 #[test]
@@ -202,7 +202,7 @@ fn a_link_dead_past_the_restart_bound_ends_in_the_loss_path() {
     let lost = w.run_until(Duration::from_secs(12), |w| {
         w.nodes
             .iter()
-            .all(|n| n.disconnected() == vec![w.id(1 - w.node_of(n.mesh.unique_id()).unwrap())])
+            .all(|n| n.disconnected() == vec![w.id(1 - w.node_of(n.mesh().unique_id()).unwrap())])
     });
     assert!(lost, "both sides report the loss");
     let took = w.now - start;
@@ -212,17 +212,17 @@ fn a_link_dead_past_the_restart_bound_ends_in_the_loss_path() {
     );
     // The offering side tried every restart it may (4 s, then every 2 s: 3 attempts), each
     // one followed by the answering side (the signaling still works).
-    assert_eq!(w.nodes[1].mesh.stats().ice_restarts, 3);
-    assert_eq!(w.nodes[0].mesh.stats().ice_restarts, 3);
+    assert_eq!(w.nodes[1].mesh().stats().ice_restarts, 3);
+    assert_eq!(w.nodes[0].mesh().stats().ice_restarts, 3);
     for n in &w.nodes {
         let starts = n
-            .events
+            .events()
             .iter()
             .filter(|e| matches!(e, Event::IceRestartStarted(_)))
             .count();
         assert_eq!(starts, 1, "one restart episode, reported once");
         assert!(!n
-            .events
+            .events()
             .iter()
             .any(|e| matches!(e, Event::IceRestartEnded { .. })));
     }
@@ -308,7 +308,7 @@ fn a_peer_restarting_more_often_than_the_candidate_cap_allows_still_reconnects()
     let last = SocketAddr::from(([127, 0, 0, 70 + moves as u8 - 1], 7000));
     assert!(stream.events.iter().any(|(_, n, e)| *n == 0
         && matches!(e, Event::IceRestartEnded { path, .. } if path.remote_address == last)));
-    assert_eq!(w.nodes[0].mesh.stats().ice_restarts, u64::from(moves));
+    assert_eq!(w.nodes[0].mesh().stats().ice_restarts, u64::from(moves));
 }
 
 #[test]
@@ -326,14 +326,14 @@ fn restarts_in_a_row_pass_the_renegotiation_rate_limit() {
     let moves = 5;
     let (w, stream) = moving_again_and_again(&config, moves, 50);
     let answering = &w.nodes[0];
-    assert_eq!(answering.mesh.stats().offers_rate_limited, 0);
+    assert_eq!(answering.mesh().stats().offers_rate_limited, 0);
     assert!(
         answering.signal_errors.is_empty(),
         "{:?}",
         answering.signal_errors
     );
-    assert_eq!(answering.mesh.stats().ice_restarts, u64::from(moves));
-    assert_eq!(w.nodes[1].mesh.stats().ice_restarts, u64::from(moves));
+    assert_eq!(answering.mesh().stats().ice_restarts, u64::from(moves));
+    assert_eq!(w.nodes[1].mesh().stats().ice_restarts, u64::from(moves));
     for n in [0, 1] {
         assert_eq!(restarts_ended(&stream, n), moves as usize, "node {n}");
     }
@@ -365,13 +365,13 @@ fn pair_with_server(add: impl FnOnce(&mut World, &[IceServer])) -> World {
         w.run_until(Duration::from_secs(5), |w| w
             .nodes
             .iter()
-            .all(|n| n.mesh.ice_gathering_complete())),
+            .all(|n| n.mesh().ice_gathering_complete())),
         "gathering completes"
     );
     w.introduce_all();
     assert!(w.run_until(Duration::from_secs(10), World::fully_connected));
     for n in &mut w.nodes {
-        n.take_events();
+        n.clear_events();
     }
     w
 }
@@ -403,7 +403,7 @@ fn offers_seen(w: &mut World) -> Rc<RefCell<Vec<String>>> {
 fn a_dead_direct_path_falls_back_to_the_relay_without_a_restart() {
     let mut w = pair_behind_cone_nats();
     for n in [0, 1] {
-        let path = w.nodes[n].mesh.peer(w.id(1 - n)).and_then(|p| p.path);
+        let path = w.nodes[n].mesh().peer(w.id(1 - n)).and_then(|p| p.path);
         assert!(path.is_some_and(|p| !p.is_relayed()), "direct: {path:?}");
     }
     let mut stream = Stream::new(0, 1, 200);
@@ -423,12 +423,12 @@ fn a_dead_direct_path_falls_back_to_the_relay_without_a_restart() {
             stream.events
         );
         let peer = w.id(1 - n);
-        let path = w.nodes[n].mesh.peer(peer).and_then(|p| p.path);
+        let path = w.nodes[n].mesh().peer(peer).and_then(|p| p.path);
         assert!(
             path.is_some_and(|p| p.is_relayed()),
             "relayed now: {path:?}"
         );
-        assert_eq!(w.nodes[n].mesh.peer_stats(peer).unwrap().path, path);
+        assert_eq!(w.nodes[n].mesh().peer_stats(peer).unwrap().path, path);
     }
 }
 
@@ -477,12 +477,12 @@ fn a_restart_offer_carries_the_gathered_candidates_and_recovers_through_the_rela
             "node {n}: the restart ended on a relayed path"
         );
         let peer = w.id(1 - n);
-        let path = w.nodes[n].mesh.peer(peer).and_then(|p| p.path);
+        let path = w.nodes[n].mesh().peer(peer).and_then(|p| p.path);
         assert!(
             path.is_some_and(|p| p.is_relayed()),
             "relayed now: {path:?}"
         );
-        let stats = w.nodes[n].mesh.peer_stats(peer).unwrap();
+        let stats = w.nodes[n].mesh().peer_stats(peer).unwrap();
         assert_eq!(stats.path, path);
         assert!(stats.ice_restarts >= 1);
     }
@@ -500,7 +500,7 @@ fn a_peer_reached_through_our_relay_is_found_at_its_new_address() {
             .with_ice_transport_policy(IceTransportPolicy::Relay);
         w.add(Mesh::create_mesh(2, relay_only).unwrap());
     });
-    let before = w.nodes[1].mesh.peer(1).and_then(|p| p.path).unwrap();
+    let before = w.nodes[1].mesh().peer(1).and_then(|p| p.path).unwrap();
     assert_eq!(before.local, CandidateKind::Relayed);
     let mut stream = Stream::new(0, 1, 200);
     // Same IP, new port: the allocation's permission (per IP) still lets it through.
@@ -525,12 +525,12 @@ fn a_peer_reached_through_our_relay_is_found_at_its_new_address() {
                 if path.local == CandidateKind::Relayed && path.remote_address == rebound)),
         "node 1 moved its peer to the new address, still through its relay"
     );
-    let after = w.nodes[1].mesh.peer(1).and_then(|p| p.path).unwrap();
+    let after = w.nodes[1].mesh().peer(1).and_then(|p| p.path).unwrap();
     assert_eq!(
         (after.local, after.remote_address),
         (CandidateKind::Relayed, rebound)
     );
-    assert_eq!(w.nodes[1].mesh.peer_stats(1).unwrap().moves, 1);
+    assert_eq!(w.nodes[1].mesh().peer_stats(1).unwrap().moves, 1);
 }
 
 #[test]
@@ -538,7 +538,7 @@ fn moving_a_socket_behind_a_nat_gathers_its_candidates_again_and_keeps_the_strea
     let mut w = pair_behind_cone_nats();
     let gathered = |w: &World, kind: CandidateKind| -> Vec<SocketAddr> {
         w.nodes[1]
-            .mesh
+            .mesh()
             .local_candidates()
             .filter(|c| c.kind == kind)
             .map(|c| c.address)
@@ -594,7 +594,7 @@ fn moving_a_socket_behind_a_nat_gathers_its_candidates_again_and_keeps_the_strea
 /// The public address `node` gathered from the STUN server.
 fn srflx_of(w: &World, node: usize) -> Vec<SocketAddr> {
     w.nodes[node]
-        .mesh
+        .mesh()
         .local_candidates()
         .filter(|c| c.kind == CandidateKind::ServerReflexive)
         .map(|c| c.address)
@@ -644,11 +644,11 @@ fn a_nat_that_maps_the_offering_side_anew_is_recovered_from_by_one_restart_throu
     assert_eq!(after.len(), 1);
     assert_ne!(after, before, "a new public address");
     assert_eq!(
-        w.nodes[1].mesh.peer_stats(1).unwrap().ice_restarts,
+        w.nodes[1].mesh().peer_stats(1).unwrap().ice_restarts,
         1,
         "one restart sufficed"
     );
-    let path = w.nodes[0].mesh.peer(2).and_then(|p| p.path).unwrap();
+    let path = w.nodes[0].mesh().peer(2).and_then(|p| p.path).unwrap();
     assert_eq!(
         (path.remote, path.remote_address),
         (CandidateKind::ServerReflexive, after[0]),
@@ -666,7 +666,7 @@ fn cone_nat_rebinding(node: usize) -> Duration {
     let paths_before: Vec<_> = (0..2)
         .map(|n| {
             w.nodes[n]
-                .mesh
+                .mesh()
                 .peer(w.id(1 - n))
                 .and_then(|p| p.path)
                 .unwrap()
@@ -716,7 +716,7 @@ fn cone_nat_rebinding(node: usize) -> Duration {
     let after = srflx_of(&w, node);
     assert_ne!(after, before, "node {node} noticed its new public address");
     for n in [0, 1] {
-        let path = w.nodes[n].mesh.peer(w.id(1 - n)).and_then(|p| p.path);
+        let path = w.nodes[n].mesh().peer(w.id(1 - n)).and_then(|p| p.path);
         assert!(
             path.is_some_and(|p| !p.is_relayed()),
             "direct again: {path:?}"
@@ -776,7 +776,7 @@ fn play_across_a_change_after_an_overload(mut change: impl FnMut(&mut World)) ->
     w.run_for(Duration::from_secs(5));
     burst.collect(&w);
     for n in &mut w.nodes {
-        n.take_events();
+        n.clear_events();
     }
     let mut feed = Feed::new(0, 1, &KINDS, 200);
     let mut at = None;
@@ -799,7 +799,7 @@ fn play_across_a_change_after_an_overload(mut change: impl FnMut(&mut World)) ->
     // rtcmesh's queue is round robin with the same lifetime on both: whatever SCTP does with
     // them, both partially reliable channels reached it alike.
     for (n, peer) in [(0, 2), (1, 1)] {
-        let stats = w.nodes[n].mesh.peer_stats(peer).unwrap();
+        let stats = w.nodes[n].mesh().peer_stats(peer).unwrap();
         let (ordered, unreliable) = (&stats.channels[1], &stats.channels[2]);
         let diff = ordered.packets_sent.abs_diff(unreliable.packets_sent);
         assert!(

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rtcmesh::{Event, IceServer, IceTransportPolicy, MeshConfig, PeerId, Target, TransferMode};
+use rtcmesh::{
+    Event, IceServer, IceTransportPolicy, MeshConfig, MultiplayerConfig, PeerId, Target,
+    TransferMode,
+};
 use rtcmesh_tests::{LinkConditions, NatBehavior, World};
 use str0m_netem::{Bitrate, DataSize, NetemConfig, Probability, RandomLoss};
 
@@ -172,14 +175,14 @@ impl Network {
     /// any other NAT), and under the relay policy every pair is.
     fn paths_are_sound(&self, w: &World) -> Result<(), TestCaseError> {
         for (n, node) in w.nodes.iter().enumerate().filter(|(_, n)| n.alive) {
-            for peer in node.mesh.connected_peers() {
+            for peer in node.mesh().connected_peers() {
                 let m = w.node_of(peer).expect("peer node");
                 let (a, b) = (self.place(n), self.place(m));
                 let must_relay = self.relay_only && self.has_servers(w.nodes.len())
                     || (a == Place::Symmetric && b != Place::Public)
                     || (b == Place::Symmetric && a != Place::Public);
                 if must_relay {
-                    let path = node.mesh.peer(peer).and_then(|p| p.path);
+                    let path = node.mesh().peer(peer).and_then(|p| p.path);
                     prop_assert!(
                         path.is_some_and(|p| p.is_relayed()),
                         "node {n} ({a:?}) to peer {peer} ({b:?}): not relayed: {path:?}"
@@ -268,12 +271,12 @@ fn resolve(mode: TransferMode, channel: u16, extra: &[TransferMode]) -> (u8, Tra
 /// After `connect_timeout` every peer is either connected or gone: nothing hangs half-open.
 fn no_half_open_peers(w: &World) -> Result<(), TestCaseError> {
     for node in w.nodes.iter().filter(|n| n.alive) {
-        for p in node.mesh.peers() {
-            let info = node.mesh.peer(p).unwrap();
+        for p in node.mesh().peers() {
+            let info = node.mesh().peer(p).unwrap();
             prop_assert!(
                 info.connected,
                 "node {}: peer {p} stuck half-open: {info:?}",
-                node.mesh.unique_id()
+                node.mesh().unique_id()
             );
         }
     }
@@ -342,8 +345,8 @@ fn check(
                 let sender = ids[from];
                 let seq = *seqs.entry((sender, index)).or_default();
                 let data = payload(sender, index, seq, len);
-                let receivers: Vec<PeerId> = w.nodes[from].mesh.connected_peers().collect();
-                match w.nodes[from].mesh.send(target, mode, channel, &data) {
+                let receivers: Vec<PeerId> = w.nodes[from].mesh().connected_peers().collect();
+                match w.nodes[from].mesh_mut().send(target, mode, channel, &data) {
                     Ok(()) => {
                         *seqs.get_mut(&(sender, index)).unwrap() += 1;
                         let reliable = resolve(mode, channel, &extra).1 == TransferMode::Reliable;
@@ -357,8 +360,8 @@ fn check(
                                 let receiver = w.node_of(r).expect("receiver exists");
                                 expected.push(Expected {
                                     packet: (r, sender, index, seq),
-                                    sender_mark: w.nodes[from].events.len(),
-                                    receiver_mark: w.nodes[receiver].events.len(),
+                                    sender_mark: w.nodes[from].events().len(),
+                                    receiver_mark: w.nodes[receiver].events().len(),
                                 });
                             }
                         }
@@ -379,7 +382,7 @@ fn check(
             }
             Op::Remove { node, peer } => {
                 let (node, peer) = (node % size, ids[peer % size]);
-                if w.nodes[node].mesh.remove_peer(peer) {
+                if w.nodes[node].mesh_mut().remove_peer(peer) {
                     touched.insert(ids[node]);
                     touched.insert(peer);
                 }
@@ -387,7 +390,7 @@ fn check(
             }
             Op::Close { node } => {
                 let node = node % size;
-                w.nodes[node].mesh.close();
+                w.nodes[node].mesh_mut().close();
                 touched.insert(ids[node]);
                 closed.insert(ids[node]);
                 w.drain(node);
@@ -431,7 +434,7 @@ fn check(
         prop_assert!(unexpected.is_empty(), "signal errors {:?}", unexpected);
         let mut last: BTreeMap<(PeerId, u8), u32> = BTreeMap::new();
         let mut state: BTreeMap<PeerId, bool> = BTreeMap::new();
-        for e in &w.nodes[n].events {
+        for e in w.nodes[n].events() {
             match e {
                 Event::PeerConnected(p) => {
                     let was = state.insert(*p, true);
@@ -483,7 +486,7 @@ fn check(
     // Reliable: exactly once (checked above) and nothing missing between peers that stayed
     // connected after the send (neither side removed, closed, or saw the other disconnect).
     let disconnected_after = |node: PeerId, peer: PeerId, mark: usize| {
-        w.nodes[w.node_of(node).unwrap()].events[mark..].contains(&Event::PeerDisconnected(peer))
+        w.nodes[w.node_of(node).unwrap()].events()[mark..].contains(&Event::PeerDisconnected(peer))
     };
     for e in &expected {
         let (r, s, _, _) = e.packet;
@@ -552,14 +555,14 @@ proptest! {
         // The survivors still deliver reliably to each other.
         let (a, b) = (others[0], others[1]);
         let before = w.nodes[b].packets().len();
-        w.nodes[a].mesh.send(Target::Peer(ids[b]), TransferMode::Reliable, 0, b"still here").unwrap();
+        w.nodes[a].mesh_mut().send(Target::Peer(ids[b]), TransferMode::Reliable, 0, b"still here").unwrap();
         w.drain(a);
         // SCTP's retransmission timeout starts at 3 s on a connection without a round-trip
         // sample yet (RFC 4960's RTO.Initial; sctp-proto's, not configurable through str0m) and
         // doubles: 100 s covers four lost transmissions in a row (found with 10 s: three lost
         // in a row at 7.7 % loss, delivered after 21 s).
         prop_assert!(w.run_until(Duration::from_secs(100), |w| w.nodes[b].packets().len() > before));
-        prop_assert!(w.nodes[a].mesh.connected_peers().any(|p| p == ids[b]));
+        prop_assert!(w.nodes[a].mesh().connected_peers().any(|p| p == ids[b]));
     }
 
     #[test]
@@ -583,11 +586,11 @@ proptest! {
         prop_assert!(w.run_until(config.connect_timeout, World::fully_connected));
         w.run_for(Duration::from_millis(at_ms));
         // A handshake retry while connecting may legitimately report a disconnect: look after.
-        let marks: Vec<usize> = w.nodes.iter().map(|n| n.events.len()).collect();
+        let marks: Vec<usize> = w.nodes.iter().map(|n| n.events().len()).collect();
         w.partition(a, b, true);
         let send = |w: &mut World, seq: u32| {
             let data = payload(ids[a], 0, seq, 100);
-            w.nodes[a].mesh.send(Target::Peer(ids[b]), TransferMode::Reliable, 0, &data).unwrap();
+            w.nodes[a].mesh_mut().send(Target::Peer(ids[b]), TransferMode::Reliable, 0, &data).unwrap();
             w.drain(a);
         };
         send(&mut w, 0); // sent into the cut: SCTP retransmits it after the heal
@@ -605,8 +608,8 @@ proptest! {
         prop_assert_eq!(got, vec![0, 1]);
         w.run_for(Duration::from_secs(5));
         for (node, &mark) in w.nodes.iter().zip(&marks) {
-            let lost: Vec<&Event> = node.events[mark..].iter().filter(|e| matches!(e, Event::PeerDisconnected(_))).collect();
-            prop_assert!(lost.is_empty(), "node {} lost a peer: {:?}", node.mesh.unique_id(), lost);
+            let lost: Vec<&Event> = node.events()[mark..].iter().filter(|e| matches!(e, Event::PeerDisconnected(_))).collect();
+            prop_assert!(lost.is_empty(), "node {} lost a peer: {:?}", node.mesh().unique_id(), lost);
         }
         prop_assert!(w.fully_connected());
     }
@@ -636,7 +639,7 @@ proptest! {
         w.set_all_links(faults.conditions());
         w.introduce_all();
         prop_assert!(w.run_until(config.connect_timeout, World::fully_connected));
-        let marks: Vec<usize> = w.nodes.iter().map(|n| n.events.len()).collect();
+        let marks: Vec<usize> = w.nodes.iter().map(|n| n.events().len()).collect();
         let mut stream = rtcmesh_tests::Stream::new(mover, partner, 300);
         let mut change = None;
         stream.run(&mut w, 200, Duration::from_millis(25), |w, i| {
@@ -650,8 +653,8 @@ proptest! {
         if let Err(e) = stream.check() { return Err(TestCaseError::fail(e)); }
         w.run_for(Duration::from_secs(5));
         for (node, &mark) in w.nodes.iter().zip(&marks) {
-            let lost: Vec<&Event> = node.events[mark..].iter().filter(|e| matches!(e, Event::PeerDisconnected(_))).collect();
-            prop_assert!(lost.is_empty(), "node {} lost a peer: {:?}", node.mesh.unique_id(), lost);
+            let lost: Vec<&Event> = node.events()[mark..].iter().filter(|e| matches!(e, Event::PeerDisconnected(_))).collect();
+            prop_assert!(lost.is_empty(), "node {} lost a peer: {:?}", node.mesh().unique_id(), lost);
             prop_assert!(node.signal_errors.is_empty(), "signal errors {:?}", node.signal_errors);
         }
         prop_assert!(w.fully_connected());
@@ -664,6 +667,151 @@ proptest! {
         if std::env::var_os("RTCMESH_PRINT_STALLS").is_some() {
             println!("stall {:.2} s (rebind {rebind}, loss {:.3}, latency {} ms)", stall.as_secs_f64(), faults.loss, faults.latency_ms);
         }
+    }
+}
+
+/// One step of a random client/server game.
+#[derive(Debug, Clone)]
+enum GameOp {
+    /// Node `from` sends a reliable packet to `target` (0: all, 1: peer `k`, 2: all but `k`).
+    Send { from: usize, target: u8, k: usize },
+    /// Time passes.
+    Wait { ms: u64 },
+    /// Client `client` is cut off from the server for `ms`, then the cut heals.
+    Cut { client: usize, ms: u64 },
+}
+
+fn game_op() -> impl Strategy<Value = GameOp> {
+    prop_oneof![
+        8 => (0usize..6, 0u8..3, 0usize..6).prop_map(|(from, target, k)| GameOp::Send { from, target, k }),
+        3 => (1u64..300).prop_map(|ms| GameOp::Wait { ms }),
+        1 => (0usize..5, 100u64..1500).prop_map(|(client, ms)| GameOp::Cut { client, ms }),
+    ]
+}
+
+/// The multiplayer layer's promise on a faulty network: in a client/server game (relay on),
+/// every reliable `send_bytes` reaches exactly the peers its target names, once each, in the
+/// order each sender sent them, with the true sender's id, whether it went straight to the
+/// server or through it to another client; cuts that heal within the timeouts lose nobody.
+fn check_game(
+    size: usize,
+    faults: Faults,
+    seed: u64,
+    ops: Vec<GameOp>,
+) -> Result<(), TestCaseError> {
+    let mesh = MeshConfig::default()
+        .with_peer_timeout(Duration::from_secs(10))
+        .with_disconnect_grace(Duration::from_secs(6))
+        .with_stun_max_rto(Duration::from_secs(1));
+    let clients: Vec<PeerId> = (0..size as PeerId - 1).map(|k| 10 + 7 * k).collect();
+    let mut w = World::game_with_seed(seed, &clients, &mesh, &MultiplayerConfig::default());
+    w.set_all_links(faults.conditions());
+    for n in 1..size {
+        w.introduce_to_server(n);
+    }
+    prop_assert!(
+        w.run_until(mesh.connect_timeout, World::everyone_admitted),
+        "the game did not start"
+    );
+    let ids: Vec<PeerId> = (0..size).map(|n| w.id(n)).collect();
+    let marks: Vec<usize> = w.nodes.iter().map(|n| n.event_count()).collect();
+    // (receiver node, sender id) -> the sender's sequence numbers, in sending order.
+    let mut expected: BTreeMap<(usize, PeerId), Vec<u32>> = BTreeMap::new();
+    let mut seq = 0u32;
+    for op in ops {
+        match op {
+            GameOp::Send { from, target, k } => {
+                let (from, k) = (from % size, k % size);
+                let target = match target {
+                    0 => Target::All,
+                    1 if k != from => Target::Peer(ids[k]),
+                    1 => continue,
+                    _ => Target::AllExcept(ids[k]),
+                };
+                seq += 1;
+                let data = payload(ids[from], 0, seq, 64);
+                w.tick();
+                w.nodes[from]
+                    .mp_mut()
+                    .send_bytes(target, TransferMode::Reliable, 0, &data)
+                    .expect("send_bytes");
+                w.drain(from);
+                for to in (0..size).filter(|&to| to != from) {
+                    let wanted = match target {
+                        Target::All => true,
+                        Target::Peer(p) => p == ids[to],
+                        Target::AllExcept(p) => p != ids[to],
+                    };
+                    if wanted {
+                        expected.entry((to, ids[from])).or_default().push(seq);
+                    }
+                }
+            }
+            GameOp::Wait { ms } => w.run_for(Duration::from_millis(ms)),
+            GameOp::Cut { client, ms } => {
+                let client = 1 + client % (size - 1);
+                w.partition(0, client, true);
+                w.run_for(Duration::from_millis(ms));
+                w.partition(0, client, false);
+            }
+        }
+    }
+    let delivered = |w: &World| {
+        expected.iter().all(|(&(to, from), seqs)| {
+            w.nodes[to]
+                .packets_since(marks[to])
+                .iter()
+                .filter(|p| p.from == from)
+                .count()
+                >= seqs.len()
+        })
+    };
+    // SCTP's backed-off retransmissions on a lossy path, twice (to the server, then on).
+    prop_assert!(
+        w.run_until(Duration::from_secs(200), delivered),
+        "not everything arrived"
+    );
+    w.run_for(Duration::from_secs(2));
+    for to in 0..size {
+        let mut got: BTreeMap<PeerId, Vec<u32>> = BTreeMap::new();
+        for p in w.nodes[to].packets_since(marks[to]) {
+            let (sender, _, seq) = decode(&p.data).expect("a payload of this test");
+            prop_assert_eq!(sender, p.from, "the true sender at node {}", to);
+            got.entry(p.from).or_default().push(seq);
+        }
+        for from in ids.iter().copied().filter(|&id| id != ids[to]) {
+            let want = expected.get(&(to, from)).cloned().unwrap_or_default();
+            let have = got.remove(&from).unwrap_or_default();
+            prop_assert_eq!(have, want, "node {} from {}", to, from);
+        }
+        prop_assert!(
+            got.is_empty(),
+            "node {} got packets from nowhere: {:?}",
+            to,
+            got
+        );
+        prop_assert!(
+            w.nodes[to].disconnected().is_empty(),
+            "node {} lost {:?}",
+            to,
+            w.nodes[to].disconnected()
+        );
+    }
+    prop_assert!(w.everyone_admitted());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_relayed_game_on_a_faulty_network_delivers_every_reliable_packet_once_in_order(
+        size in 2usize..=5,
+        faults in faults(),
+        seed in any::<u64>(),
+        ops in proptest::collection::vec(game_op(), 1..40),
+    ) {
+        check_game(size, faults, seed, ops)?;
     }
 }
 
@@ -724,7 +872,7 @@ fn stalled_handshakes_are_retried_until_lossy_meshes_converge() {
         retries += w
             .nodes
             .iter()
-            .map(|n| n.mesh.stats().connect_retries)
+            .map(|n| n.mesh().stats().connect_retries)
             .sum::<u64>();
     }
     assert!(retries > 0, "the retry path was exercised");

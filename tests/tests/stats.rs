@@ -22,7 +22,7 @@ fn pair(config: &MeshConfig) -> World {
 fn channel_counters_match_the_traffic_sent_and_the_round_trip_matches_the_latency() {
     let config = MeshConfig::default().with_channels([TransferMode::Reliable]);
     let mut w = pair(&config);
-    let before = w.nodes[1].mesh.peer_stats(1).unwrap();
+    let before = w.nodes[1].mesh().peer_stats(1).unwrap();
     assert!(before
         .channels
         .iter()
@@ -38,7 +38,7 @@ fn channel_counters_match_the_traffic_sent_and_the_round_trip_matches_the_latenc
         for _ in 0..count {
             w.tick();
             w.nodes[1]
-                .mesh
+                .mesh_mut()
                 .send(Target::Peer(1), mode, channel, &vec![7; size])
                 .unwrap();
             w.drain(1);
@@ -46,8 +46,8 @@ fn channel_counters_match_the_traffic_sent_and_the_round_trip_matches_the_latenc
         }
     }
     w.run_for(Duration::from_secs(3));
-    let sent = w.nodes[1].mesh.peer_stats(1).unwrap();
-    let got = w.nodes[0].mesh.peer_stats(2).unwrap();
+    let sent = w.nodes[1].mesh().peer_stats(1).unwrap();
+    let got = w.nodes[0].mesh().peer_stats(2).unwrap();
     // Layout: reliable, ordered, unreliable, extra 1.
     let expect = [(10, 1000), (0, 0), (5, 250), (3, 3000)];
     for (i, &(packets, bytes)) in expect.iter().enumerate() {
@@ -99,7 +99,7 @@ fn channel_counters_match_the_traffic_sent_and_the_round_trip_matches_the_latenc
     );
     assert!(!path.is_relayed());
     assert_eq!(
-        w.nodes[1].mesh.peer(1).and_then(|p| p.path),
+        w.nodes[1].mesh().peer(1).and_then(|p| p.path),
         Some(path),
         "PeerInfo::path is the same pair"
     );
@@ -118,13 +118,13 @@ fn channel_counters_match_the_traffic_sent_and_the_round_trip_matches_the_latenc
     assert!(sent.sctp_window >= MeshConfig::default().sctp_send_buffer_min);
     assert_eq!(sent.max_packet_size, config.max_packet_size);
     // The aggregate of a one-peer mesh is that peer, without a path or an id.
-    let total = w.nodes[1].mesh.aggregate_peer_stats();
+    let total = w.nodes[1].mesh().aggregate_peer_stats();
     assert_eq!(total.channels, sent.channels);
     assert_eq!(total.round_trip_time, sent.round_trip_time);
     assert_eq!(total.path, None);
     assert_eq!(total.peer, 0);
     assert_eq!(total.sctp_window, sent.sctp_window);
-    assert_eq!(w.nodes[1].mesh.peer_stats(9), None);
+    assert_eq!(w.nodes[1].mesh().peer_stats(9), None);
 }
 
 #[test]
@@ -145,13 +145,13 @@ fn the_aggregate_sums_every_peer_and_keeps_the_slowest_round_trip() {
     for to in [2, 3] {
         w.tick();
         w.nodes[0]
-            .mesh
+            .mesh_mut()
             .send(Target::Peer(to), TransferMode::Reliable, 0, b"hello")
             .unwrap();
         w.drain(0);
     }
     w.run_for(Duration::from_secs(3));
-    let m = &w.nodes[0].mesh;
+    let m = w.nodes[0].mesh();
     let (s2, s3, total) = (
         m.peer_stats(2).unwrap(),
         m.peer_stats(3).unwrap(),
@@ -175,12 +175,12 @@ fn without_the_stats_interval_there_is_no_round_trip_time_but_still_a_path() {
     let mut w = pair(&config);
     w.tick();
     w.nodes[1]
-        .mesh
+        .mesh_mut()
         .send(Target::Peer(1), TransferMode::Reliable, 0, b"x")
         .unwrap();
     w.drain(1);
     w.run_for(Duration::from_secs(3));
-    let s = w.nodes[1].mesh.peer_stats(1).unwrap();
+    let s = w.nodes[1].mesh().peer_stats(1).unwrap();
     assert_eq!(s.round_trip_time, None);
     assert_eq!(s.path.map(|p| p.remote_address), Some(w.nodes[0].addr));
 }
@@ -188,20 +188,20 @@ fn without_the_stats_interval_there_is_no_round_trip_time_but_still_a_path() {
 #[test]
 fn a_moved_peer_leaves_no_stale_route_behind() {
     let mut w = pair(&MeshConfig::default());
-    assert_eq!(w.nodes[1].mesh.known_routes(), 1);
+    assert_eq!(w.nodes[1].mesh().known_routes(), 1);
     // The NAT in front of node 0 rebinds while node 1 sends: node 1 finds it at its new
     // address and forgets the old route.
     w.rebind(0, "127.0.0.99:6000".parse().unwrap());
     for _ in 0..200 {
         w.tick();
         w.nodes[1]
-            .mesh
+            .mesh_mut()
             .send(Target::Peer(1), TransferMode::Reliable, 0, b"tick")
             .unwrap();
         w.drain(1);
         w.run_for(Duration::from_millis(20));
     }
-    let s = w.nodes[1].mesh.peer_stats(1).unwrap();
+    let s = w.nodes[1].mesh().peer_stats(1).unwrap();
     assert_eq!(s.moves, 1);
     assert_eq!(
         s.path.map(|p| (p.remote_address, p.remote)),
@@ -211,9 +211,9 @@ fn a_moved_peer_leaves_no_stale_route_behind() {
         ))
     );
     assert_eq!(
-        w.nodes[1].mesh.known_routes(),
+        w.nodes[1].mesh().known_routes(),
         1,
         "only the new route is left"
     );
-    assert_eq!(w.nodes[1].mesh.stats().peer_moves, 1);
+    assert_eq!(w.nodes[1].mesh().stats().peer_moves, 1);
 }

@@ -136,7 +136,7 @@ fn spans_per_mesh_and_peer_mark_connect_restart_and_loss_with_its_reason_and_no_
         for _ in 0..100 {
             w.tick();
             w.nodes[1]
-                .mesh
+                .mesh_mut()
                 .send(Target::Peer(1), TransferMode::Reliable, 0, b"packet")
                 .unwrap();
             w.drain(1);

@@ -33,7 +33,7 @@ fn every_mode_and_extra_channel_arrives_with_its_sender_channel_and_mode() {
     for (i, (mode, channel, _)) in sends.iter().enumerate() {
         let payload = vec![i as u8; 10 + i];
         w.nodes[1]
-            .mesh
+            .mesh_mut()
             .send(Target::Peer(1), *mode, *channel, &payload)
             .unwrap();
     }
@@ -60,12 +60,12 @@ fn every_mode_and_extra_channel_arrives_with_its_sender_channel_and_mode() {
 #[test]
 fn reliable_packets_arrive_in_order_and_intact_including_the_largest() {
     let mut w = World::connected_mesh(&[3, 7], &MeshConfig::default());
-    let max = w.nodes[0].mesh.max_packet_size();
+    let max = w.nodes[0].mesh().max_packet_size();
     let sizes = [1usize, 1200, 5000, max]; // empty packets: see bad_input.rs
     for (i, &size) in sizes.iter().enumerate() {
         let data: Vec<u8> = (0..size).map(|b| (b * 31 + i) as u8).collect();
         w.nodes[0]
-            .mesh
+            .mesh_mut()
             .send(Target::Peer(7), TransferMode::Reliable, 0, &data)
             .unwrap();
     }
@@ -89,12 +89,12 @@ fn burst_beyond_the_sctp_buffer_is_queued_not_lost() {
     // queue limit (1 MiB).
     for _ in 0..63 {
         w.nodes[0]
-            .mesh
+            .mesh_mut()
             .send(Target::Peer(2), TransferMode::Reliable, 0, &chunk)
             .unwrap();
     }
     assert!(
-        w.nodes[0].mesh.peer(2).unwrap().queued_bytes > 0,
+        w.nodes[0].mesh().peer(2).unwrap().queued_bytes > 0,
         "the queue was used"
     );
     w.drain(0);
@@ -102,7 +102,7 @@ fn burst_beyond_the_sctp_buffer_is_queued_not_lost() {
         w.run_until(Duration::from_secs(30), |w| w.nodes[1].packets().len()
             == 63)
     );
-    assert_eq!(w.nodes[0].mesh.peer(2).unwrap().queued_bytes, 0);
+    assert_eq!(w.nodes[0].mesh().peer(2).unwrap().queued_bytes, 0);
 }
 
 #[test]
@@ -113,7 +113,7 @@ fn queue_full_is_reported_and_the_mesh_recovers() {
     let mut accepted = 0;
     let err = loop {
         match w.nodes[0]
-            .mesh
+            .mesh_mut()
             .send(Target::Peer(2), TransferMode::Reliable, 0, &chunk)
         {
             Ok(()) => accepted += 1,
@@ -128,7 +128,7 @@ fn queue_full_is_reported_and_the_mesh_recovers() {
             == accepted)
     );
     w.nodes[0]
-        .mesh
+        .mesh_mut()
         .send(Target::Peer(2), TransferMode::Reliable, 0, b"after")
         .unwrap();
     w.drain(0);
@@ -149,11 +149,11 @@ fn targets_reach_exactly_the_right_peers() {
     ];
     for (round, (target, receivers)) in cases.iter().enumerate() {
         for n in 0..4 {
-            w.nodes[n].take_events();
+            w.nodes[n].clear_events();
         }
         let tag = [round as u8];
         w.nodes[0]
-            .mesh
+            .mesh_mut()
             .send(*target, TransferMode::Reliable, 0, &tag)
             .unwrap();
         w.drain(0);
@@ -186,20 +186,20 @@ fn broadcast_skips_peers_that_are_not_connected_yet() {
     let mut w = World::mesh(&[1, 2, 3], &MeshConfig::default());
     w.introduce(0, 1);
     assert!(w.run_until(Duration::from_secs(10), |w| w.nodes[0]
-        .mesh
+        .mesh()
         .connected_peers()
         .count()
         == 1));
     // Peer 3 is added but has no connection yet: the broadcast must skip it, not fail.
     let now = w.now;
-    w.nodes[0].mesh.add_peer(now, 3, 1).unwrap();
+    w.nodes[0].mesh_mut().add_peer(now, 3, 1).unwrap();
     w.nodes[0]
-        .mesh
+        .mesh_mut()
         .send(Target::All, TransferMode::Reliable, 0, b"hello")
         .unwrap();
     assert_eq!(
         w.nodes[0]
-            .mesh
+            .mesh_mut()
             .send(Target::Peer(3), TransferMode::Reliable, 0, b"x"),
         Err(SendError::PeerNotConnected(3))
     );
@@ -224,7 +224,7 @@ fn a_bandwidth_capped_link_delivers_every_reliable_packet_in_order() {
     for i in 0..count {
         let packet = [i.to_le_bytes().as_slice(), &[0x5A; 996]].concat();
         w.nodes[0]
-            .mesh
+            .mesh_mut()
             .send(Target::Peer(2), TransferMode::Reliable, 0, &packet)
             .expect("the send queue takes a 400 KB burst");
     }
@@ -258,7 +258,7 @@ fn a_packet_lost_after_a_quiet_spell_is_retransmitted_within_the_minimum_timeout
         w.run_for(Duration::from_millis(1700)); // quiet: only ICE consent checks
         w.partition(0, 1, round % 2 == 1); // every other packet is lost once
         w.nodes[1]
-            .mesh
+            .mesh_mut()
             .send(Target::Peer(1), TransferMode::Reliable, 0, &[round; 10])
             .unwrap();
         w.drain(1);

@@ -132,9 +132,22 @@ impl Link {
         let max = self.guard.limits.max_remote_candidates;
         if self.guard.remote.admit(&c, max) {
             self.path.add_remote(&c);
-            self.rtc.add_remote_candidate(c);
+            match self.hold_until {
+                Some(_) => self.held.push(c),
+                None => self.rtc.add_remote_candidate(c),
+            }
         } else {
             sink.stats.candidates_over_limit += 1;
+        }
+    }
+
+    /// Answering side: the offerer was heard from, or the wait is over: str0m gets the
+    /// candidates it trickled meanwhile.
+    pub(super) fn release_held(&mut self) {
+        if self.hold_until.take().is_some() {
+            for c in std::mem::take(&mut self.held) {
+                self.rtc.add_remote_candidate(c);
+            }
         }
     }
 

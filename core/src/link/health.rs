@@ -47,6 +47,9 @@ impl Link {
     /// Advances time to `now`, drains output and applies the link's own deadlines.
     pub fn timeout(&mut self, now: Instant, limits: Timeouts, sink: &mut Sink<'_>) -> Progress {
         self.clock = self.clock.max(now);
+        if self.hold_until.is_some_and(|at| now >= at) {
+            self.release_held();
+        }
         let mut progress = if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
             self.drive(now, sink)
         } else {
@@ -88,6 +91,7 @@ impl Link {
                 at = Some(at.map_or(t, |a| a.min(t)));
             }
         };
+        earliest(self.hold_until);
         if self.announced {
             earliest(deadline(self.last_heard, limits.silence));
             earliest(self.recovery_deadline(now, limits));

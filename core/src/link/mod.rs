@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use str0m::channel::ChannelId;
-use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
 use crate::channels::ChannelSpec;
 use crate::error::AddPeerError;
@@ -159,6 +159,13 @@ pub(crate) struct Link {
     connect_deadline: Option<Instant>,
     /// Offering side: when the answer to the current offer was applied (the retry clock).
     answered_at: Option<Instant>,
+    /// Answering side, from the first offer until the offerer's first datagram (or this
+    /// time): its trickled candidates wait here, so no connectivity check of ours reaches the
+    /// offerer before it can have our answer. libdatachannel (Godot's native stack) fails a
+    /// connection whose checks complete while it is still applying the answer (see
+    /// docs/interop.md); the wait is bounded for NATs that open only once both sides send.
+    hold_until: Option<Instant>,
+    held: Vec<Candidate>,
     /// Answering side: a hash of the offer applied, so a repeated offer is not taken as new.
     offer_hash: u64,
     /// The remote's SDP session id (`o=` line), to tell a renegotiation of this connection (an
@@ -235,6 +242,8 @@ impl Link {
             ice_lost_at: None,
             connect_deadline: crate::limits::deadline(now, setup.config.connect_timeout),
             answered_at: None,
+            hold_until: None,
+            held: Vec::new(),
             offer_hash: 0,
             remote_session: 0,
             remote_ufrag: 0,
@@ -283,6 +292,10 @@ impl Link {
             Input::Receive(_, r) => Some(r.source),
             Input::Timeout(_) => None,
         };
+        // The offerer reached us (str0m accepts only datagrams of this connection): it has our
+        // answer, so its candidates go to str0m before its check does (a check from a
+        // candidate str0m does not know yet would make a peer-reflexive one of it).
+        self.release_held();
         let ok = self.rtc.handle_input(input).is_ok();
         if ok {
             self.last_heard = self.last_heard.max(now);
@@ -413,7 +426,6 @@ impl Link {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
-                    sink.stats.datagrams_sent += 1;
                     let t = Transmit {
                         destination: t.destination,
                         source: t.source,

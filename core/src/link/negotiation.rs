@@ -15,7 +15,7 @@
 //! certificate.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -30,6 +30,11 @@ use crate::event::Event;
 use crate::link::health::Timeouts;
 use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::PeerId;
+
+/// The longest the answering side keeps the offerer's trickled candidates from ICE while it
+/// waits for the offerer's first check (see `Link::hold_until`): a signaling trip with room
+/// to spare; past it, a NAT that must see our checks first gets them.
+const HOLD_CANDIDATES: Duration = Duration::from_secs(1);
 
 /// The largest message a remote accepts when its SDP has no `a=max-message-size` (RFC 8841
 /// §6.1).
@@ -215,7 +220,10 @@ impl Link {
     ) -> Result<Progress, SignalError> {
         match signal {
             Signal::Offer(sdp) => match self.negotiation {
-                Negotiation::AwaitingOffer => self.accept_first_offer(sdp, sink)?,
+                Negotiation::AwaitingOffer => {
+                    self.accept_first_offer(sdp, sink)?;
+                    self.hold_until = Some(now + HOLD_CANDIDATES);
+                }
                 Negotiation::Done if hash(&sdp) != self.offer_hash => {
                     if sdp_session(&sdp) != self.remote_session {
                         // Only the offering side may start a new connection.

@@ -9,6 +9,21 @@ use crate::path::PeerPath;
 use crate::transfer::{PeerId, TransferMode};
 
 /// Counters of one channel of one peer, in Godot's layout order.
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::{Mesh, MeshConfig, TransferMode};
+///
+/// let mut mesh = Mesh::create_server(MeshConfig::default().with_channels([TransferMode::Reliable]))?;
+/// mesh.add_host_candidate("127.0.0.1:5000".parse()?)?;
+/// mesh.add_peer(Instant::now(), 7, 1)?;
+/// let stats = mesh.peer_stats(7).expect("added");
+/// // Godot's layout: reliable, ordered, unreliable, then extra channel 1.
+/// let modes: Vec<_> = stats.channels.iter().map(|c| (c.channel, c.mode)).collect();
+/// assert_eq!(modes[3], (1, TransferMode::Reliable));
+/// assert!(stats.channels.iter().all(|c| c.packets_sent == 0 && c.packets_expired == 0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ChannelStats {
@@ -68,6 +83,22 @@ impl ChannelStats {
 
 /// One peer's traffic, path and send state. Counters run from `add_peer`; a handshake retry (a
 /// new connection) keeps them.
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::{Mesh, MeshConfig};
+///
+/// let mut mesh = Mesh::create_server(MeshConfig::default())?;
+/// mesh.add_host_candidate("127.0.0.1:5000".parse()?)?;
+/// mesh.add_peer(Instant::now(), 7, 1)?;
+/// let stats = mesh.peer_stats(7).expect("added");
+/// assert_eq!(stats.peer, 7);
+/// assert_eq!(stats.round_trip_time, None); // measured once connected, every stats_interval
+/// println!("{} B queued, window {} B, path {:?}", stats.queued_bytes, stats.sctp_window, stats.path);
+/// let everyone = mesh.aggregate_peer_stats(); // every peer summed
+/// assert_eq!(everyone.datagrams_sent, stats.datagrams_sent);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PeerStats {

@@ -12,6 +12,23 @@ use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::{is_valid_peer_id, Mode, PeerId, SERVER_ID};
 
 /// What a frame from the lobby server means for this peer.
+///
+/// ```
+/// use rtcmesh::lobby::{LobbyClient, LobbyEvent};
+///
+/// let mut client = LobbyClient::new("", true);
+/// // The server's first frames: our id, then the lobby it created for us.
+/// assert_eq!(
+///     client.handle_text(r#"{"type": 1, "id": 1, "data": "true"}"#)?,
+///     LobbyEvent::Assigned { id: 1, mesh: true }
+/// );
+/// assert_eq!(
+///     client.handle_text(r#"{"type": 0, "id": 0, "data": "ABCDEF"}"#)?,
+///     LobbyEvent::Joined("ABCDEF".into())
+/// );
+/// assert_eq!(client.handle_text(r#"{"type": 2, "id": 77, "data": ""}"#)?, LobbyEvent::PeerJoined(77));
+/// # Ok::<(), rtcmesh::lobby::LobbyError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LobbyEvent {
@@ -41,6 +58,22 @@ pub enum LobbyEvent {
 }
 
 /// Why applying a lobby event to a mesh failed.
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::lobby::{ApplyError, LobbyClient, LobbyEvent};
+/// use rtcmesh::{Mesh, MeshConfig};
+///
+/// let mut mesh = Mesh::create_mesh(3, MeshConfig::default())?;
+/// mesh.add_host_candidate("127.0.0.1:5000".parse()?)?;
+/// let event = LobbyEvent::PeerJoined(8);
+/// LobbyClient::apply(&event, &mut mesh, Instant::now(), 1)?; // adds peer 8
+/// assert!(mesh.has_peer(8));
+/// let offer = LobbyEvent::Signal { from: 9, signal: rtcmesh::Signal::Offer("v=0".into()) };
+/// let refused = LobbyClient::apply(&offer, &mut mesh, Instant::now(), 1);
+/// assert!(matches!(refused, Err(ApplyError::Signal(_)))); // nobody added peer 9
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ApplyError {
@@ -62,6 +95,35 @@ impl std::fmt::Display for ApplyError {
 impl std::error::Error for ApplyError {}
 
 /// One peer's view of the lobby protocol; see the [module docs](super).
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::lobby::{LobbyClient, LobbyEvent};
+/// use rtcmesh::{Event, MeshConfig};
+///
+/// // Your WebSocket to the server carries these text frames; the client does the protocol.
+/// let mut lobby = LobbyClient::new("", true);
+/// let join = lobby.join_message(); // send first
+/// assert!(join.contains(r#""type":0"#));
+/// let mut mesh = None;
+/// for frame in [r#"{"type":1,"id":2,"data":"true"}"#, r#"{"type":2,"id":1,"data":""}"#] {
+///     match lobby.handle_text(frame)? {
+///         LobbyEvent::Assigned { id, mesh: is_mesh } => {
+///             let mut m = LobbyClient::create_mesh(id, is_mesh, MeshConfig::default())?;
+///             m.add_host_candidate("127.0.0.1:5000".parse()?)?;
+///             mesh = Some(m);
+///         }
+///         event => LobbyClient::apply(&event, mesh.as_mut().expect("assigned first"), Instant::now(), 1)?,
+///     }
+/// }
+/// // Peer 1 joined and 2 > 1: our mesh offers; the offer goes out as a frame.
+/// let mesh = mesh.as_mut().expect("created");
+/// if let Some(Event::Signal(offer)) = mesh.poll_event() {
+///     let frame = lobby.signal_message(&offer); // send it on the WebSocket
+///     assert!(frame.contains(r#""type":4"#));
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct LobbyClient {
     lobby: String,

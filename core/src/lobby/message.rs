@@ -9,6 +9,15 @@ use serde_json::Value;
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 
 /// The message types, numbered as in the Godot demo.
+///
+/// ```
+/// use rtcmesh::lobby::{LobbyMessage, MessageKind};
+///
+/// let seal = LobbyMessage::new(MessageKind::Seal, 0, "");
+/// assert_eq!(MessageKind::Seal as u8, 7); // the Godot demo's numbers
+/// assert_eq!(LobbyMessage::decode(&seal.encode())?.kind, MessageKind::Seal);
+/// # Ok::<(), rtcmesh::lobby::LobbyError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 #[non_exhaustive]
@@ -48,6 +57,17 @@ impl MessageKind {
 }
 
 /// One protocol message.
+///
+/// ```
+/// use rtcmesh::lobby::{LobbyMessage, MessageKind};
+///
+/// let text = LobbyMessage::new(MessageKind::Join, 0, "").encode(); // create a mesh lobby
+/// let message = LobbyMessage::decode(&text)?;
+/// assert_eq!((message.kind, message.id, message.data.as_str()), (MessageKind::Join, 0, ""));
+/// let candidate = LobbyMessage::candidate_data("0", 0, "candidate:1 1 udp 1 127.0.0.1 5000 typ host");
+/// assert_eq!(LobbyMessage::parse_candidate(&candidate)?, ("0", 0, "candidate:1 1 udp 1 127.0.0.1 5000 typ host"));
+/// # Ok::<(), rtcmesh::lobby::LobbyError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LobbyMessage {
     /// What it is.
@@ -60,6 +80,13 @@ pub struct LobbyMessage {
 }
 
 /// Why a frame was refused.
+///
+/// ```
+/// use rtcmesh::lobby::{LobbyError, LobbyMessage};
+///
+/// assert_eq!(LobbyMessage::decode(r#"{"type": 9, "id": 0}"#), Err(LobbyError::UnknownType(9)));
+/// assert_eq!(LobbyMessage::decode("[]"), Err(LobbyError::InvalidFormat));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LobbyError {

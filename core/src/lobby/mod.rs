@@ -27,7 +27,7 @@ mod client;
 mod message;
 mod server;
 
-pub use client::{LobbyClient, LobbyEvent};
+pub use client::{ApplyError, LobbyClient, LobbyEvent};
 pub use message::{LobbyError, LobbyMessage, MessageKind, MAX_MESSAGE_LEN};
 pub use server::{
     address_key, close, ConnectionId, LobbyServer, LobbyServerConfig, LobbyStats, ServerOutput,

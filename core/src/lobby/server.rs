@@ -14,6 +14,20 @@ pub type ConnectionId = u64;
 
 /// Limits and timeouts. The first four default to the reference server's values; the others
 /// are rtcmesh's own bounds, generous enough for any game lobby.
+///
+/// ```
+/// use std::time::Duration;
+/// use rtcmesh::lobby::{LobbyServer, LobbyServerConfig};
+///
+/// let config = LobbyServerConfig {
+///     max_lobby_size: 8, // a game for up to 8 players
+///     member_idle_timeout: Some(Duration::from_secs(60)),
+///     ..LobbyServerConfig::default()
+/// };
+/// let server = LobbyServer::new(config, rand_seed());
+/// assert_eq!(server.config().max_lobby_size, 8);
+/// # fn rand_seed() -> u64 { 7 }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LobbyServerConfig {
     /// Connections beyond this are closed at once.
@@ -56,6 +70,22 @@ impl Default for LobbyServerConfig {
 }
 
 /// What the server wants done on its WebSockets.
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::lobby::{close, LobbyServer, LobbyServerConfig, ServerOutput};
+///
+/// let mut server = LobbyServer::new(LobbyServerConfig::default(), 1);
+/// server.connect(Instant::now(), 9, "127.0.0.1".parse()?);
+/// server.handle_text(Instant::now(), 9, "not json");
+/// match server.poll_output() {
+///     Some(ServerOutput::Close { to: 9, code, reason }) => {
+///         assert_eq!((code, reason), (close::PROTOCOL_ERROR, close::INVALID_FORMAT));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 #[non_exhaustive]
@@ -156,6 +186,14 @@ use close as reason;
 use close::PROTOCOL_ERROR;
 
 /// What the server counted since it started.
+///
+/// ```
+/// use rtcmesh::lobby::{LobbyServer, LobbyServerConfig, LobbyStats};
+///
+/// let server = LobbyServer::new(LobbyServerConfig::default(), 1);
+/// let stats: LobbyStats = server.stats();
+/// assert_eq!((stats.joins, stats.lobbies_created, stats.signals_relayed), (0, 0, 0));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LobbyStats {
@@ -204,6 +242,45 @@ enum Deadline {
 /// the same inputs give the same outputs. Every lookup is a hash lookup; the only work that
 /// grows with a lobby's size is the protocol's own announcements to its members, bounded by
 /// [`LobbyServerConfig::max_lobby_size`].
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::lobby::{LobbyClient, LobbyEvent, LobbyServer, LobbyServerConfig, ServerOutput};
+///
+/// // The whole server, in memory: your WebSocket server feeds it frames by connection id and
+/// // carries out what it outputs. Here two lobby clients play the WebSockets' other ends.
+/// let mut server = LobbyServer::new(LobbyServerConfig::default(), 42); // 42 seeds the peer ids
+/// let now = Instant::now();
+/// let mut host = LobbyClient::new("", true); // "" creates a lobby; true: a mesh lobby
+/// server.connect(now, 1, "127.0.0.1".parse()?);
+/// server.handle_text(now, 1, &host.join_message());
+/// let mut name = String::new();
+/// while let Some(output) = server.poll_output() {
+///     if let ServerOutput::Send { to: 1, text } = output {
+///         if let LobbyEvent::Joined(lobby) = host.handle_text(&text)? {
+///             name = lobby; // share it with the players who should join
+///         }
+///     }
+/// }
+/// assert_eq!(host.id(), Some(1)); // the lobby's host
+///
+/// let mut guest = LobbyClient::new(name, true);
+/// server.connect(now, 2, "127.0.0.1".parse()?);
+/// server.handle_text(now, 2, &guest.join_message());
+/// let (mut host_saw, mut guest_saw) = (Vec::new(), Vec::new());
+/// while let Some(output) = server.poll_output() {
+///     match output {
+///         ServerOutput::Send { to: 1, text } => host_saw.push(host.handle_text(&text)?),
+///         ServerOutput::Send { to: 2, text } => guest_saw.push(guest.handle_text(&text)?),
+///         other => println!("{other:?}"),
+///     }
+/// }
+/// let guest_id = guest.id().expect("assigned");
+/// assert!(host_saw.contains(&LobbyEvent::PeerJoined(guest_id)));
+/// assert!(guest_saw.contains(&LobbyEvent::PeerJoined(1)));
+/// assert_eq!(server.stats().joins, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct LobbyServer {
     config: LobbyServerConfig,

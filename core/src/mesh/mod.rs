@@ -41,6 +41,20 @@ use crate::timers::Timers;
 use crate::transfer::{is_valid_peer_id, ConnectionStatus, Mode, PeerId, TransferMode, SERVER_ID};
 
 /// What [`Mesh::peer`] reports about one peer (Godot's `get_peer`).
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::{Mesh, MeshConfig};
+///
+/// let mut mesh = Mesh::create_server(MeshConfig::default())?;
+/// mesh.add_host_candidate("127.0.0.1:5000".parse()?)?;
+/// mesh.add_peer(Instant::now(), 7, 1)?;
+/// let info = mesh.peer(7).expect("added");
+/// assert!(!info.connected); // not until its channels open
+/// assert_eq!((info.open_channels, info.channels), (0, 3)); // Godot's three channels
+/// assert_eq!(info.path, None); // no candidate pair chosen yet
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PeerInfo {
@@ -64,6 +78,53 @@ pub struct PeerInfo {
 /// behind one UDP socket. Feed it datagrams, signals, commands and timeouts; drain
 /// [`poll_transmit`](Mesh::poll_transmit), [`poll_event`](Mesh::poll_event) and
 /// [`poll_timeout`](Mesh::poll_timeout) after each.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use rtcmesh::{Event, Mesh, MeshConfig, Target, TransferMode};
+///
+/// /// An in-memory network: `from`'s datagrams and signals go straight to `to`.
+/// /// Returns `from`'s other events.
+/// fn exchange(from: &mut Mesh, to: &mut Mesh) -> Vec<Event> {
+///     let now = Instant::now();
+///     from.handle_timeout(now);
+///     while let Some(t) = from.poll_transmit() {
+///         to.handle_datagram(now, t.source, t.destination, &t.contents);
+///     }
+///     let mut events = Vec::new();
+///     while let Some(event) = from.poll_event() {
+///         match event {
+///             Event::Signal(s) => to.handle_signal(now, from.unique_id(), s.signal).expect("a signal"),
+///             other => events.push(other),
+///         }
+///     }
+///     events
+/// }
+///
+/// let mut a = Mesh::create_mesh(1, MeshConfig::default())?;
+/// let mut b = Mesh::create_mesh(2, MeshConfig::default())?;
+/// a.add_host_candidate("127.0.0.1:5001".parse()?)?; // addresses only: nothing is bound here
+/// b.add_host_candidate("127.0.0.1:5002".parse()?)?;
+/// a.add_peer(Instant::now(), 2, 1)?; // Godot's add_peer(2, 1)
+/// b.add_peer(Instant::now(), 1, 1)?;
+///
+/// let give_up = Instant::now() + Duration::from_secs(10);
+/// loop {
+///     assert!(Instant::now() < give_up, "hello within 10 s");
+///     for event in exchange(&mut a, &mut b) {
+///         if event == Event::PeerConnected(2) {
+///             a.send(Target::Peer(2), TransferMode::Reliable, 0, b"hello")?;
+///         }
+///     }
+///     let events = exchange(&mut b, &mut a);
+///     if let Some(Event::Packet(p)) = events.iter().find(|e| matches!(e, Event::Packet(_))) {
+///         assert_eq!((p.from, &p.data[..]), (1, &b"hello"[..]));
+///         break;
+///     }
+///     std::thread::sleep(Duration::from_millis(1)); // a real loop sleeps until poll_timeout
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Mesh {
     mode: Mode,
     unique_id: PeerId,
@@ -141,6 +202,9 @@ impl Mesh {
         let mut rtc_config = Rtc::builder()
             .set_dtls_cert(cert)
             .set_sctp_max_buffered_amount(config.sctp_send_buffer)
+            // Advertised as `a=max-message-size` and enforced by SCTP on receipt: senders
+            // refuse larger packets instead of having them acknowledged and then dropped.
+            .set_sctp_max_message_size(u32::try_from(config.max_packet_size).unwrap_or(u32::MAX))
             .set_mtu(config.mtu..=config.mtu.max(str0m::DATAGRAM_MTU_WARN))
             // str0m's stats event carries the ICE round-trip time and the selected pair.
             .set_stats_interval(config.measurement_interval())
@@ -314,6 +378,16 @@ impl Mesh {
     /// (once for the whole burst). Datagrams for a TURN server come out already wrapped, so
     /// every datagram leaves from the one socket.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.next_transmit();
+        if t.is_some() {
+            self.stats.datagrams_sent += 1;
+        }
+        t
+    }
+
+    /// The next datagram for the socket: the links' (relayed ones wrapped for their TURN
+    /// server) and the ICE servers' own requests.
+    fn next_transmit(&mut self) -> Option<Transmit> {
         self.flush_dirty();
         loop {
             let Some(t) = self.transmits.pop_front() else {

@@ -204,6 +204,17 @@ impl Multiplayer {
 }
 
 /// Why `send_auth` or `complete_auth` was refused (Godot's errors for the same calls).
+///
+/// ```
+/// use rtcmesh::multiplayer::AuthError;
+/// use rtcmesh::{Mesh, MeshConfig, Multiplayer, MultiplayerConfig};
+///
+/// let mut game = Multiplayer::new(Mesh::create_server(MeshConfig::default())?, MultiplayerConfig::default().with_auth(true));
+/// // Peer 5 never connected, so it is not authenticating.
+/// assert_eq!(game.send_auth(5, b"token"), Err(AuthError::NotAuthenticating(5)));
+/// assert_eq!(game.complete_auth(5), Err(AuthError::NotAuthenticating(5)));
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthError {

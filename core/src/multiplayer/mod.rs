@@ -79,6 +79,55 @@ enum Route {
 
 /// Godot's `SceneMultiplayer` as a sans-IO machine owning a [`Mesh`]: `send_bytes`, server relay,
 /// peer exchange and authentication, with SceneMultiplayer's wire bytes (see [`wire`]).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use rtcmesh::{Event, Mesh, MeshConfig, Multiplayer, MultiplayerConfig, MultiplayerEvent, Target, TransferMode};
+///
+/// /// An in-memory network: `from`'s datagrams and signals go straight to `to`.
+/// fn exchange(from: &mut Multiplayer, to: &mut Multiplayer) -> Vec<MultiplayerEvent> {
+///     let now = Instant::now();
+///     from.handle_timeout(now);
+///     while let Some(t) = from.poll_transmit() {
+///         to.handle_datagram(now, t.source, t.destination, &t.contents);
+///     }
+///     let mut events = Vec::new();
+///     while let Some(event) = from.poll_event() {
+///         match event {
+///             MultiplayerEvent::Mesh(Event::Signal(s)) => {
+///                 to.handle_signal(now, from.unique_id(), s.signal).expect("signal")
+///             }
+///             other => events.push(other),
+///         }
+///     }
+///     events
+/// }
+///
+/// // Godot: multiplayer.multiplayer_peer = peer, on a server and on a client.
+/// let mut server = Multiplayer::new(Mesh::create_server(MeshConfig::default())?, MultiplayerConfig::default());
+/// let mut client = Multiplayer::new(Mesh::create_client(2, MeshConfig::default())?, MultiplayerConfig::default());
+/// server.mesh_mut().add_host_candidate("127.0.0.1:5001".parse()?)?;
+/// client.mesh_mut().add_host_candidate("127.0.0.1:5002".parse()?)?;
+/// server.add_peer(Instant::now(), 2, 1)?;
+/// client.add_peer(Instant::now(), 1, 1)?;
+///
+/// let give_up = Instant::now() + Duration::from_secs(10);
+/// loop {
+///     assert!(Instant::now() < give_up, "a packet within 10 s");
+///     for event in exchange(&mut client, &mut server) {
+///         if event == MultiplayerEvent::PeerConnected(1) {
+///             client.send_bytes(Target::Peer(1), TransferMode::Reliable, 0, b"ready")?; // send_bytes
+///         }
+///     }
+///     let events = exchange(&mut server, &mut client);
+///     if let Some(MultiplayerEvent::Packet(p)) = events.iter().find(|e| matches!(e, MultiplayerEvent::Packet(_))) {
+///         assert_eq!((p.from, &p.data[..]), (2, &b"ready"[..])); // peer_packet(2, "ready")
+///         break;
+///     }
+///     std::thread::sleep(Duration::from_millis(1));
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Multiplayer {
     mesh: Mesh,

@@ -3,6 +3,15 @@
 /// Counters since the [`Multiplayer`](crate::Multiplayer) was created. Every packet refused as
 /// invalid or unauthorised is counted in exactly one field; harmless repeats (a second ADD_PEER
 /// for a known peer, DEL_PEER for an unknown one, a late `[7][0]`) are ignored silently.
+///
+/// ```
+/// use rtcmesh::{Mesh, MeshConfig, Multiplayer, MultiplayerConfig};
+///
+/// let game = Multiplayer::new(Mesh::create_server(MeshConfig::default())?, MultiplayerConfig::default());
+/// let stats = game.stats();
+/// assert_eq!((stats.packets_received, stats.relayed, stats.malformed), (0, 0, 0));
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MultiplayerStats {

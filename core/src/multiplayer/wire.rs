@@ -42,6 +42,15 @@ pub const RELAY_OVERHEAD: usize = SYS_CMD_SIZE + RAW_OVERHEAD;
 pub const AUTH_COMPLETE: [u8; 2] = [COMMAND_SYS, SYS_AUTH];
 
 /// One decoded SceneMultiplayer packet, borrowing from the bytes it was decoded from.
+///
+/// ```
+/// use rtcmesh::multiplayer::wire::{self, Message};
+///
+/// let mut packet = Vec::new();
+/// wire::encode_raw(b"hello", &mut packet); // what send_bytes puts on the wire
+/// assert_eq!(packet, b"\x03hello");
+/// assert_eq!(wire::decode(&packet), Ok(Message::Raw(b"hello")));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Message<'a> {
@@ -67,6 +76,13 @@ pub enum Message<'a> {
 }
 
 /// Why bytes are not a valid SceneMultiplayer packet.
+///
+/// ```
+/// use rtcmesh::multiplayer::wire::{self, WireError};
+///
+/// assert_eq!(wire::decode(&[]), Err(WireError::Empty));
+/// assert_eq!(wire::decode(&[3]), Err(WireError::EmptyRaw)); // RAW with no payload
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WireError {

@@ -747,3 +747,38 @@ impl Nat {
         self.deadline = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 25: `{:?}` of a configuration printed the TURN password into logs.
+    #[test]
+    fn debug_output_never_shows_a_turn_credential() {
+        let server = IceServer::turn("turn:203.0.113.1:3478", "player", "hunter2");
+        let config = crate::MeshConfig {
+            ice_servers: vec![server.clone()],
+            ..crate::MeshConfig::default()
+        };
+        // The allocation under way holds the credential too.
+        let mut nat =
+            Nat::new(std::slice::from_ref(&server), IceTransportPolicy::All).expect("valid");
+        nat.add_host("192.0.2.1:5000".parse().expect("addr"));
+        nat.observe(Instant::now());
+        assert!(nat.servers[0].relay.is_some());
+        for shown in [
+            format!("{server:?}"),
+            format!("{config:?}"),
+            format!("{nat:?}"),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+            assert!(
+                shown.contains("player"),
+                "the username is no secret: {shown}"
+            );
+        }
+        let stun = format!("{:?}", IceServer::stun("stun:203.0.113.1"));
+        assert!(stun.contains(r#"credential: """#), "none to hide: {stun}");
+    }
+}

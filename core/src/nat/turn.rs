@@ -1,9 +1,17 @@
 //! One TURN allocation on one server, shared by every peer of the mesh: `turn-client-proto`'s
 //! sans-IO client, plus what it leaves to its user — failures told apart within one round trip
 //! (a wrong password, a full quota, a lost allocation), datagrams parked while a permission is
-//! on its way, channels for the peers we talk to, and a new allocation when one is lost.
+//! on its way, channels for the peers we talk to, permissions and channels let go once no
+//! peer uses them, and a new allocation when one is lost.
+//!
+//! TURN has no request to delete a permission or a channel: they expire unless refreshed
+//! (5 and 10 minutes), and the client refreshes every one it ever made for as long as the
+//! allocation lives. So when the client is about to refresh one that no datagram used for
+//! [`IN_USE`], the request is not sent; the client is given a refusal of it instead (a 403
+//! answer made here, signed with our own credential as the server signs its answers), on which
+//! it forgets the permission or channel, and the server lets it expire.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -23,7 +31,7 @@ use turn_client_proto::stun::types::message::{
 };
 use turn_client_proto::stun::types::prelude::{MessageWrite, MessageWriteExt};
 use turn_client_proto::stun::types::TransportType;
-use turn_client_proto::types::attribute::Lifetime;
+use turn_client_proto::types::attribute::{Lifetime, XorPeerAddress};
 use turn_client_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 use turn_client_proto::types::TurnCredentials;
 use turn_client_proto::udp::TurnClientUdp;
@@ -35,12 +43,25 @@ use crate::event::Transmit;
 /// Datagrams waiting for permissions, in total and per peer address (ICE retransmits anyway).
 const MAX_PARKED: usize = 64;
 const MAX_PARKED_PER_PEER: usize = 8;
-/// Channels bound per allocation (ChannelData costs 4 bytes, a Send indication 36+); peers
+/// Channels in use per allocation (ChannelData costs 4 bytes, a Send indication 36+); peers
 /// beyond it still work, over Send indications.
 const MAX_CHANNELS: usize = 64;
-/// Permissions asked for per allocation: each is refreshed every 4 minutes for as long as the
-/// allocation lives, and a hostile peer could otherwise make us ask for any number of them.
+/// Permissions in use per allocation: each is refreshed every 4 minutes while it is used, and
+/// a hostile peer could otherwise make us ask for any number of them (a peer's candidates are
+/// bounded, peers are not). A peer address beyond it is not reached through this relay.
 const MAX_PERMISSIONS: usize = 256;
+/// A permission or channel no datagram went through for this long is not in use: it no longer
+/// counts against the limits above, and is let go at its next refresh. ICE checks every pair it
+/// still considers at least every few seconds, and gives up a pair silent for 30 s (RFC 7675).
+pub(super) const IN_USE: Duration = Duration::from_secs(30);
+/// Permissions and channels held at all, in use or waiting for their refresh to be let go
+/// (up to 4 minutes; 9 for a channel): what bounds the memory of many peers coming and going
+/// fast. Beyond it, new peer addresses wait until some are let go.
+const MAX_HELD_PERMISSIONS: usize = 4 * MAX_PERMISSIONS;
+const MAX_HELD_CHANNELS: usize = 4 * MAX_CHANNELS;
+/// How long an entry may stay in our tables after its last use: past this, the server has let
+/// it expire whatever the client did (a channel's 10 minutes, with margin).
+const FORGET_AFTER: Duration = Duration::from_secs(11 * 60);
 /// Our recent requests, to recognise the server's answers to them.
 const REQUEST_LOG: usize = 32;
 /// Waits before allocating again after a failure: doubling from the first, capped.
@@ -92,6 +113,8 @@ struct SentRequest {
     method: Method,
     /// Carried USERNAME / MESSAGE-INTEGRITY: a 401 to it means the credential is wrong.
     authenticated: bool,
+    /// The XOR-PEER-ADDRESS (CreatePermission, ChannelBind).
+    peer: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -106,8 +129,7 @@ enum State {
     Closed,
 }
 
-/// The allocation on one TURN server.
-#[derive(Debug)]
+/// The allocation on one TURN server. (`Debug` by hand: without the credential.)
 pub(super) struct Relay {
     server: SocketAddr,
     local: SocketAddr,
@@ -117,10 +139,13 @@ pub(super) struct Relay {
     state: State,
     requests: VecDeque<SentRequest>,
     parked: VecDeque<(SocketAddr, Vec<u8>)>,
-    /// Peer addresses a channel was asked for.
-    channels: Vec<SocketAddr>,
-    /// Peer IPs a permission was asked for (with or without a channel).
-    permissions: Vec<IpAddr>,
+    /// Peer addresses a channel was asked for, and when a datagram to each last went out.
+    channels: HashMap<SocketAddr, Instant>,
+    /// Peer IPs a permission was asked for (with or without a channel), and when a datagram
+    /// to each last went out.
+    permissions: HashMap<IpAddr, Instant>,
+    /// When the tables above are next swept of entries the server forgot.
+    next_sweep: Instant,
     backoff: Duration,
     last_lost: Option<Instant>,
     /// The server's latest REALM and NONCE (from its 401 / 438 answers), to sign a request of
@@ -134,6 +159,23 @@ pub(super) struct Relay {
     events: VecDeque<RelayEvent>,
     /// Datagrams dropped for want of a permission (parking full, permission refused).
     pub dropped: u64,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("server", &self.server)
+            .field("local", &self.local)
+            .field("username", &self.username)
+            .field("credential", &super::url::Redacted(&self.credential))
+            .field("state", &self.state)
+            .field("parked", &self.parked.len())
+            .field("channels", &self.channels.len())
+            .field("permissions", &self.permissions.len())
+            .field("backoff", &self.backoff)
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Relay {
@@ -156,8 +198,9 @@ impl Relay {
             state: State::Waiting(now),
             requests: VecDeque::new(),
             parked: VecDeque::new(),
-            channels: Vec::new(),
-            permissions: Vec::new(),
+            channels: HashMap::new(),
+            permissions: HashMap::new(),
+            next_sweep: now + FORGET_AFTER,
             backoff: RETRY_FIRST,
             last_lost: None,
             challenge: None,
@@ -290,10 +333,20 @@ impl Relay {
             };
             let ret = client.poll(t);
             let mut progress = false;
+            let mut refusals: SmallVec<[Vec<u8>; 2]> = SmallVec::new();
             while let Some(transmit) = client.poll_transmit(t) {
                 progress = true;
                 let contents = transmit.data.as_ref().to_vec();
                 if let Some(request) = sent_request(&contents) {
+                    if !in_use(&request, &self.permissions, &self.channels, now) {
+                        let refusal = self.challenge.as_ref().and_then(|(realm, _)| {
+                            refusal(&request, &self.username, &self.credential, realm)
+                        });
+                        if let Some(refusal) = refusal {
+                            refusals.push(refusal);
+                            continue;
+                        }
+                    }
                     if self.requests.len() == REQUEST_LOG {
                         self.requests.pop_front();
                     }
@@ -304,6 +357,15 @@ impl Relay {
                     source: transmit.from,
                     contents,
                 });
+            }
+            for refusal in refusals {
+                let answer = StunTransmit::new(
+                    refusal.as_slice(),
+                    TransportType::Udp,
+                    self.server,
+                    self.local,
+                );
+                let _ = client.recv(answer, t);
             }
             let mut events: SmallVec<[TurnEvent; 4]> = SmallVec::new();
             while let Some(event) = client.poll_event() {
@@ -385,10 +447,12 @@ impl Relay {
                 self.parked.retain(|(peer, _)| peer.ip() != ip);
                 self.dropped += (before - self.parked.len()) as u64;
                 // Asked again on the next datagram to that peer.
-                self.permissions.retain(|&p| p != ip);
-                self.channels.retain(|c| c.ip() != ip);
+                self.permissions.remove(&ip);
+                self.channels.retain(|c, _| c.ip() != ip);
             }
-            TurnEvent::ChannelCreateFailed(_, peer) => self.channels.retain(|&c| c != peer),
+            TurnEvent::ChannelCreateFailed(_, peer) => {
+                self.channels.remove(&peer);
+            }
             _ => {}
         }
     }
@@ -474,8 +538,10 @@ impl Relay {
             return None;
         }
         let t = clock.at(now);
+        self.sweep(now);
         let client = self.client.as_mut()?;
-        if client.have_permission(TransportType::Udp, peer.ip()) {
+        let ip = peer.ip();
+        if client.have_permission(TransportType::Udp, ip) {
             let wrapped = client.send_to(TransportType::Udp, peer, contents, t);
             let wrapped = match wrapped {
                 Ok(Some(w)) => Some(Transmit {
@@ -488,26 +554,38 @@ impl Relay {
                     None
                 }
             };
-            if !self.channels.contains(&peer) && self.channels.len() < MAX_CHANNELS {
-                self.channels.push(peer);
-                let _ = client.bind_channel(TransportType::Udp, peer, t);
+            self.permissions.insert(ip, now);
+            if let Some(used) = self.channels.get_mut(&peer) {
+                *used = now;
+            } else if room(&self.channels, now, MAX_CHANNELS, MAX_HELD_CHANNELS)
+                && client.bind_channel(TransportType::Udp, peer, t).is_ok()
+            {
+                self.channels.insert(peer, now);
                 self.drive(now, clock, out);
             }
             return wrapped;
         }
-        if !self.permissions.contains(&peer.ip()) {
-            if self.permissions.len() == MAX_PERMISSIONS {
+        if let Some(used) = self.permissions.get_mut(&ip) {
+            // Asked already: the answer is on its way.
+            *used = now;
+        } else {
+            if !room(
+                &self.permissions,
+                now,
+                MAX_PERMISSIONS,
+                MAX_HELD_PERMISSIONS,
+            ) {
                 self.dropped += 1;
                 return None;
             }
-            self.permissions.push(peer.ip());
+            self.permissions.insert(ip, now);
             // A channel binding installs the permission too, in the same round trip.
-            let bound = self.channels.len() < MAX_CHANNELS
+            let bound = room(&self.channels, now, MAX_CHANNELS, MAX_HELD_CHANNELS)
                 && client.bind_channel(TransportType::Udp, peer, t).is_ok();
             if bound {
-                self.channels.push(peer);
+                self.channels.insert(peer, now);
             } else {
-                let _ = client.create_permission(TransportType::Udp, peer.ip(), t);
+                let _ = client.create_permission(TransportType::Udp, ip, t);
             }
         }
         let for_peer = self.parked.iter().filter(|(p, _)| *p == peer).count();
@@ -518,6 +596,18 @@ impl Relay {
         }
         self.drive(now, clock, out);
         None
+    }
+
+    /// Forgets entries the server let expire long ago (the client forgot them without telling,
+    /// or never made them): at most once per [`FORGET_AFTER`].
+    fn sweep(&mut self, now: Instant) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + FORGET_AFTER;
+        self.permissions
+            .retain(|_, used| now < *used + FORGET_AFTER);
+        self.channels.retain(|_, used| now < *used + FORGET_AFTER);
     }
 
     /// Deletes the allocation (a REFRESH with lifetime 0); nothing happens after this.
@@ -639,11 +729,63 @@ fn sent_request(contents: &[u8]) -> Option<SentRequest> {
     if !msg.has_class(MessageClass::Request) {
         return None;
     }
+    let transaction = msg.transaction_id();
     Some(SentRequest {
-        transaction: msg.transaction_id(),
+        transaction,
         method: msg.method(),
         authenticated: msg.has_attribute(Username::TYPE)
             || msg.has_attribute(MessageIntegrity::TYPE)
             || msg.has_attribute(MessageIntegritySha256::TYPE),
+        peer: msg
+            .attribute::<XorPeerAddress>()
+            .ok()
+            .map(|a| a.addr(transaction)),
     })
+}
+
+/// Whether a request may go out: anything but a CreatePermission or ChannelBind for a peer no
+/// datagram went to for [`IN_USE`] (or that we no longer hold).
+fn in_use(
+    request: &SentRequest,
+    permissions: &HashMap<IpAddr, Instant>,
+    channels: &HashMap<SocketAddr, Instant>,
+    now: Instant,
+) -> bool {
+    let used = match (request.method, request.peer) {
+        (CREATE_PERMISSION, Some(peer)) => permissions.get(&peer.ip()),
+        (CHANNEL_BIND, Some(peer)) => channels.get(&peer),
+        _ => return true,
+    };
+    used.is_some_and(|&at| now < at + IN_USE)
+}
+
+/// Whether one more entry fits: fewer than `in_use` of them used lately, fewer than `held` in all.
+fn room<K>(table: &HashMap<K, Instant>, now: Instant, in_use: usize, held: usize) -> bool {
+    table.len() < held && table.values().filter(|&&u| now < u + IN_USE).count() < in_use
+}
+
+/// A 403 answer to `request` as the server would sign it (both integrity algorithms, so the
+/// client accepts it whichever it negotiated), for the client to read instead of sending the
+/// request: it then forgets the permission or channel the request would have refreshed.
+fn refusal(
+    request: &SentRequest,
+    username: &str,
+    credential: &str,
+    realm: &str,
+) -> Option<Vec<u8>> {
+    let class = turn_client_proto::stun::types::message::MessageType::from_class_method(
+        MessageClass::Error,
+        request.method,
+    );
+    let mut msg = Message::builder(class, request.transaction, MessageWriteVec::new());
+    let code = ErrorCode::builder(ErrorCode::FORBIDDEN).build().ok()?;
+    msg.add_attribute(&code).ok()?;
+    let key =
+        LongTermKeyCredentials::new(username.to_owned(), credential.to_owned(), realm.to_owned());
+    let key: turn_client_proto::stun::types::message::MessageIntegrityCredentials = key.into();
+    msg.add_message_integrity(&key, IntegrityAlgorithm::Sha1)
+        .ok()?;
+    msg.add_message_integrity(&key, IntegrityAlgorithm::Sha256)
+        .ok()?;
+    Some(msg.finish())
 }

@@ -1,6 +1,7 @@
 //! ICE server configuration in the shape Godot's `WebRTCPeerConnection.initialize` and the
 //! W3C `RTCIceServer` take it, and the URL parsing behind it (RFC 7064 `stun:`, RFC 7065 `turn:`).
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::error::InvalidIceServer;
@@ -15,7 +16,9 @@ use crate::error::InvalidIceServer;
 ///     IceServer::turn("turn:203.0.113.1:3478?transport=udp", "user", "secret"),
 /// ];
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// `{:?}` shows the credential as `<redacted>`: a logged configuration does not leak it.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct IceServer {
     /// `stun:host[:port]` or `turn:host[:port][?transport=udp]`. The port defaults to 3478. The
     /// host is an IP literal (`[::1]` for IPv6) or a name the adapter resolves (see
@@ -51,7 +54,40 @@ impl IceServer {
     }
 }
 
+impl fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &Redacted(&self.credential))
+            .finish()
+    }
+}
+
+/// A secret as `{:?}` shows it: `<redacted>`, or `""` when there is none (which is worth
+/// seeing: a TURN entry without a credential is refused).
+pub(crate) struct Redacted<'a>(pub &'a str);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.is_empty() {
+            true => f.write_str("\"\""),
+            false => f.write_str("<redacted>"),
+        }
+    }
+}
+
 /// Which local candidates ICE may use (W3C `iceTransportPolicy`).
+///
+/// ```
+/// use rtcmesh::{IceServer, IceTransportPolicy, Mesh, MeshConfig};
+///
+/// let mut config = MeshConfig::default();
+/// config.ice_servers = vec![IceServer::turn("turn:turn.example.org", "user", "secret")];
+/// config.ice_transport_policy = IceTransportPolicy::Relay; // never reveal the host or public address
+/// let _mesh = Mesh::create_mesh(2, config)?;
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IceTransportPolicy {
     /// Every candidate: host, server-reflexive and relayed (default). ICE prefers direct
@@ -176,12 +212,23 @@ fn is_host_name(host: &str) -> bool {
 }
 
 /// One configured URL with what it came with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ConfiguredServer {
     pub url: String,
     pub parsed: ServerUrl,
     pub username: String,
     pub credential: String,
+}
+
+impl fmt::Debug for ConfiguredServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfiguredServer")
+            .field("url", &self.url)
+            .field("parsed", &self.parsed)
+            .field("username", &self.username)
+            .field("credential", &Redacted(&self.credential))
+            .finish()
+    }
 }
 
 /// Checks and flattens `iceServers`: one entry per URL, in order. The error carries the URL.

@@ -95,6 +95,16 @@ impl Counters {
 }
 
 /// A snapshot of the server's counters ([`SignalServer::metrics`](super::SignalServer::metrics)).
+///
+/// ```
+/// use rtcmesh_tokio::SignalServer;
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = SignalServer::bind("127.0.0.1:0".parse()?, Default::default()).await?;
+/// let metrics = server.metrics();
+/// assert_eq!((metrics.connections, metrics.joins), (0, 0));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SignalMetrics {

@@ -65,6 +65,20 @@ pub mod close {
 
 /// Everything [`SignalServer::bind_with`] can be told. The defaults suit a server on the
 /// internet; `lobby` holds the protocol's own limits.
+///
+/// ```
+/// use rtcmesh_tokio::{RateLimit, SignalConfig, SignalServer};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = SignalConfig::default();
+/// config.lobby.max_lobby_size = 8; // the protocol's limits
+/// config.rate_limit = RateLimit { messages_per_second: 50.0, ..RateLimit::default() };
+/// config.metrics = Some("127.0.0.1:0".parse()?); // Prometheus text at /metrics
+/// let server = SignalServer::bind_with("127.0.0.1:0".parse()?, config).await?;
+/// println!("lobbies at {}, metrics at {:?}", server.url(), server.metrics_addr());
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SignalConfig {
     /// The lobby server's limits and timeouts (its `max_peers` also caps this node's sockets).
@@ -115,6 +129,18 @@ impl Default for SignalConfig {
 }
 
 /// A running signaling server.
+///
+/// ```
+/// use rtcmesh_tokio::{join, JoinOptions, SignalServer};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = SignalServer::bind("127.0.0.1:0".parse()?, Default::default()).await?;
+/// let session = join(&server.url(), "", JoinOptions::default()).await?;
+/// assert_eq!(server.metrics().joins, 1);
+/// drop(session);
+/// server.shutdown().await; // closes every connection with 1001 "Server shutting down"
+/// # Ok(()) }
+/// ```
 pub struct SignalServer {
     local: SocketAddr,
     tls: bool,

@@ -4,6 +4,14 @@ use std::time::Instant;
 
 /// How fast one connection may send: a sustained rate and a burst, for messages and for
 /// bytes. A connection that goes past either is closed with 4002 "Sending too fast".
+///
+/// ```
+/// use rtcmesh_tokio::RateLimit;
+///
+/// let strict = RateLimit { messages_per_second: 20.0, message_burst: 200.0, ..RateLimit::default() };
+/// assert_eq!(strict.bytes_per_second, RateLimit::default().bytes_per_second);
+/// let _trusted = RateLimit::unlimited(); // benchmarks, a private network
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
     /// Sustained messages per second (default 200).

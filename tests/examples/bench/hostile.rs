@@ -2,16 +2,20 @@
 //! what an attacker costs the mesh it attacks, with the default limits against the same attack
 //! with every limit off (what the mesh did before it had limits), and what a well-behaved peer's
 //! datagrams cost while an attacker is at work, against the same peer with no attacker. All on
-//! `rtcmesh_tests::hostile`'s simulated network (fake clock); times are wall-clock CPU spent in
+//! `rtcmesh_tests::World`'s simulated network (fake clock); times are wall-clock CPU spent in
 //! the victim's `handle_datagram` / `handle_signal`.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use rtcmesh::{Limits, MeshConfig, Target, TransferMode};
-use rtcmesh_tests::hostile::{candidate_flood, HostileWorld};
+use rtcmesh_tests::hostile::candidate_flood;
+use rtcmesh_tests::sim::CpuLog;
+use rtcmesh_tests::World;
 
 const ATTACKER: i32 = 9;
+/// The attacker's node (after the victim, 0, and its friend, 1).
+const ATTACKER_NODE: usize = 2;
 
 /// What "before" means: the same mesh with every limit out of the way.
 fn limits_off() -> MeshConfig {
@@ -27,18 +31,22 @@ fn limits_off() -> MeshConfig {
 }
 
 /// A victim with its friend and a connected attacker, timing on.
-fn attacked(config: &MeshConfig) -> HostileWorld {
-    let mut w = HostileWorld::victim_and_friend(config);
+fn attacked(config: &MeshConfig) -> World {
+    let mut w = World::victim_and_friend(config);
     let k = w.add_attacker(ATTACKER);
     w.connect_attacker(0, k);
-    w.measure = true;
+    w.cpu = Some(CpuLog::default());
     w
 }
 
 /// The victim's mean time per datagram from `from`, leaving out the slowest 5 % of calls (a
 /// benchmark sharing its cores loses whole time slices in a few of them), and the call count.
-fn per_datagram(w: &HostileWorld, from: IpAddr) -> (f64, usize) {
-    let mut times: Vec<Duration> = w.datagram_cpu.get(&(0, from)).cloned().unwrap_or_default();
+fn per_datagram(w: &World, from: IpAddr) -> (f64, usize) {
+    let mut times: Vec<Duration> = cpu(w)
+        .datagrams
+        .get(&(0, from))
+        .cloned()
+        .unwrap_or_default();
     times.sort();
     let kept = &times[..times.len() - times.len() / 20];
     let total: Duration = kept.iter().sum();
@@ -48,9 +56,18 @@ fn per_datagram(w: &HostileWorld, from: IpAddr) -> (f64, usize) {
     )
 }
 
-fn clear(w: &mut HostileWorld) {
-    w.datagram_cpu.clear();
-    w.signal_cpu.clear();
+fn clear(w: &mut World) {
+    w.cpu = Some(CpuLog::default());
+}
+
+/// What the world timed.
+fn cpu(w: &World) -> &CpuLog {
+    w.cpu.as_ref().expect("timing on")
+}
+
+/// Victim CPU spent in `handle_signal`, all senders.
+fn signal_time(w: &World) -> Duration {
+    cpu(w).signals.values().map(|(d, _)| *d).sum()
 }
 
 /// Victim CPU per datagram of the attacker's own traffic (100 B on its reliable channel) after
@@ -58,30 +75,37 @@ fn clear(w: &mut HostileWorld) {
 fn attacker_datagram_cost(config: &MeshConfig, streams: u16, channels: usize) -> (f64, bool) {
     let mut w = attacked(config);
     if streams > 0 {
-        w.attackers[0].write_on_streams(100..100 + streams);
+        w.nodes[ATTACKER_NODE]
+            .attacker_mut()
+            .write_on_streams(100..100 + streams);
     }
     if channels > 0 {
-        w.attackers[0].open_dcep_channels(channels);
+        w.nodes[ATTACKER_NODE]
+            .attacker_mut()
+            .open_dcep_channels(channels);
     }
-    w.drain_attacker(0);
+    w.drain(ATTACKER_NODE);
     let opened = w.run_until(Duration::from_secs(60), |w| {
-        w.attackers[0].still_opening() == 0
+        w.nodes[ATTACKER_NODE].attacker().still_opening() == 0
     });
     assert!(
-        opened || !w.attackers[0].alive,
+        opened || !w.nodes[ATTACKER_NODE].attacker().alive,
         "the attacker could not open its channels"
     );
     w.run_for(Duration::from_secs(2));
     clear(&mut w);
-    let ip = w.attackers[0].addr.ip();
+    let ip = w.nodes[ATTACKER_NODE].addr.ip();
     for _ in 0..2000 {
-        w.attackers[0].send(0, &[7; 100]);
-        w.drain_attacker(0);
+        w.nodes[ATTACKER_NODE].attacker_mut().send(0, &[7; 100]);
+        w.drain(ATTACKER_NODE);
         let next = w.now + Duration::from_millis(1);
         w.run_until(Duration::from_millis(1), |w| w.now >= next);
     }
     let (cost, _) = per_datagram(&w, ip);
-    let still_connected = w.hosts[0].mesh.peer(ATTACKER).is_some_and(|p| p.connected);
+    let still_connected = w.nodes[0]
+        .mesh()
+        .peer(ATTACKER)
+        .is_some_and(|p| p.connected);
     (cost, still_connected)
 }
 
@@ -90,41 +114,41 @@ fn candidate_floods(config: &MeshConfig, n: usize) -> (Duration, f64) {
     let mut w = attacked(config);
     clear(&mut w);
     for s in candidate_flood(n) {
-        w.signal_from_attacker(0, 1, s);
+        w.signal_from_attacker(ATTACKER_NODE, 1, s);
     }
     w.run_for(Duration::from_millis(50));
-    let trickle: Duration = w.signal_cpu.values().map(|(d, _)| *d).sum();
+    let trickle: Duration = signal_time(&w);
     w.run_for(Duration::from_secs(1));
     clear(&mut w);
-    w.prflx_flood(0, 0, n.min(20_000));
+    w.prflx_flood(ATTACKER_NODE, 0, n.min(20_000));
     w.run_for(Duration::from_millis(50));
-    let ip = w.attackers[0].addr.ip();
+    let ip = w.nodes[ATTACKER_NODE].addr.ip();
     (trickle, per_datagram(&w, ip).0)
 }
 
 /// Victim CPU for an offer with `n` candidates in it.
 fn sdp_flood(config: &MeshConfig, n: usize) -> Duration {
-    let mut w = HostileWorld::victim_and_friend(config);
+    let mut w = World::victim_and_friend(config);
     let k = w.add_attacker(ATTACKER);
-    w.measure = true;
-    let offer = w.attackers[k].offer_with_candidates(n);
+    w.cpu = Some(CpuLog::default());
+    let offer = w.nodes[k].attacker_mut().offer_with_candidates(n);
     w.admit_attacker(0, k, offer);
     w.run_for(Duration::from_millis(20));
-    w.signal_cpu.values().map(|(d, _)| *d).sum()
+    signal_time(&w)
 }
 
 /// Victim CPU for `n` new offers, one per millisecond.
 fn offer_storm(config: &MeshConfig, n: usize) -> (Duration, u64) {
     let mut w = attacked(config);
     clear(&mut w);
-    for offer in w.attackers[0].offer_storm(n) {
-        w.signal_from_attacker(0, 1, offer);
+    for offer in w.nodes[ATTACKER_NODE].attacker().offer_storm(n) {
+        w.signal_from_attacker(ATTACKER_NODE, 1, offer);
         let next = w.now + Duration::from_millis(1);
         w.run_until(Duration::from_millis(1), |w| w.now >= next);
     }
     w.run_for(Duration::from_millis(20));
-    let spent = w.signal_cpu.values().map(|(d, _)| *d).sum();
-    (spent, w.hosts[0].mesh.stats().connect_retries)
+    let spent = signal_time(&w);
+    (spent, w.nodes[0].mesh().stats().connect_retries)
 }
 
 /// Friend messages sent per millisecond.
@@ -148,43 +172,50 @@ enum Attack {
 /// took (lazy drain bundles each burst into a few).
 fn friend_cost(attack: Attack, messages: usize) -> (f64, usize) {
     let config = MeshConfig::default();
-    let mut w = HostileWorld::victim_and_friend(&config);
+    let mut w = World::victim_and_friend(&config);
     if attack != Attack::None {
         let k = w.add_attacker(ATTACKER);
         w.connect_attacker(0, k);
-        w.attackers[0].open_dcep_channels(config.limits.max_refused_channels as usize);
+        w.nodes[ATTACKER_NODE]
+            .attacker_mut()
+            .open_dcep_channels(config.limits.max_refused_channels as usize);
         if attack == Attack::Streams {
-            w.attackers[0].write_on_streams(100..1100);
+            w.nodes[ATTACKER_NODE]
+                .attacker_mut()
+                .write_on_streams(100..1100);
         }
-        w.drain_attacker(0);
+        w.drain(ATTACKER_NODE);
         w.run_until(Duration::from_secs(60), |w| {
-            w.attackers[0].still_opening() == 0
+            w.nodes[ATTACKER_NODE].attacker().still_opening() == 0
         });
         w.run_for(Duration::from_secs(2));
     }
-    w.measure = true;
-    let friend = w.hosts[1].addr.ip();
+    w.cpu = Some(CpuLog::default());
+    let friend = w.nodes[1].addr.ip();
     let turns = messages / BURST;
     let flood = candidate_flood(turns * 2);
     for i in 0..turns {
         let now = w.now;
-        w.hosts[1].mesh.handle_timeout(now);
+        w.nodes[1].mesh_mut().handle_timeout(now);
         for _ in 0..BURST {
-            let _ = w.hosts[1]
-                .mesh
-                .send(Target::Peer(1), TransferMode::Reliable, 0, &[5; 100]);
+            let _ =
+                w.nodes[1]
+                    .mesh_mut()
+                    .send(Target::Peer(1), TransferMode::Reliable, 0, &[5; 100]);
         }
-        w.drain_host(1);
+        w.drain(1);
         if attack != Attack::None {
-            w.signal_from_attacker(0, 1, flood[2 * i].clone());
-            w.signal_from_attacker(0, 1, flood[2 * i + 1].clone());
-            w.attackers[0].send(0, &[6; 100]);
+            w.signal_from_attacker(ATTACKER_NODE, 1, flood[2 * i].clone());
+            w.signal_from_attacker(ATTACKER_NODE, 1, flood[2 * i + 1].clone());
+            w.nodes[ATTACKER_NODE].attacker_mut().send(0, &[6; 100]);
             if attack == Attack::Streams {
-                w.attackers[0].write_on_streams([1100 + i as u16]);
+                w.nodes[ATTACKER_NODE]
+                    .attacker_mut()
+                    .write_on_streams([1100 + i as u16]);
             }
-            w.drain_attacker(0);
+            w.drain(ATTACKER_NODE);
             if i % 10 == 0 {
-                w.prflx_flood(0, 0, 5);
+                w.prflx_flood(ATTACKER_NODE, 0, 5);
             }
         }
         let next = w.now + Duration::from_millis(1);

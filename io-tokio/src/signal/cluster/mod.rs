@@ -46,6 +46,17 @@ use super::metrics::Counters;
 pub(crate) use wire::{Body, NodeId, NodeMessage};
 
 /// Where the cluster's Redis is and how it is used.
+///
+/// ```
+/// use std::time::Duration;
+/// use rtcmesh_tokio::{ClusterConfig, SignalConfig};
+///
+/// let mut cluster = ClusterConfig::new("redis://10.0.0.5:6379");
+/// cluster.prefix = "game-eu".into(); // clusters sharing one Redis keep apart
+/// cluster.node_lease = Duration::from_secs(3);
+/// let mut config = SignalConfig::default();
+/// config.cluster = Some(cluster); // SignalServer::bind_with then joins the cluster
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// `redis://host:port/db` (or `redis+unix:///path`).

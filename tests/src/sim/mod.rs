@@ -1,18 +1,27 @@
-//! The fake clock, the in-memory network and the world that drives the meshes.
+//! The one simulator: a fake clock, an in-memory network (a `str0m-netem` emulator per directed
+//! link, NAT boxes, STUN/TURN servers), a signaling channel, an optional lobby server, and the
+//! nodes it drives: any [`rtcmesh::Machine`] (a [`Mesh`], a [`Multiplayer`]), or a hostile
+//! [`Attacker`](crate::hostile::Attacker), side by side in one world.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Signal, SignalError};
+use rtcmesh::lobby::ConnectionId;
+use rtcmesh::{
+    Machine, Mesh, MeshConfig, Mode, Multiplayer, MultiplayerConfig, PeerId, Signal, Transmit,
+};
 use str0m_netem::{Input as NetInput, Netem, NetemConfig, Output as NetOutput};
 
 use crate::nat::{NatBehavior, SimNat};
 use crate::turn_server::SimTurnServer;
 
-/// Index of a node in its world.
-pub type NodeId = usize;
+pub mod lobby;
+pub mod node;
+
+use lobby::{bind, Frame, SimLobby};
+pub use node::{Driven, Node, NodeId, Recorded, Running};
 
 /// One end of a wire: a node, or a STUN/TURN server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -80,73 +89,34 @@ struct Wire {
     netem: Netem<Datagram>,
 }
 
-/// One simulated host: a mesh, its socket address and what it has emitted.
-pub struct Node {
-    /// The state machine under test.
-    pub mesh: Mesh,
-    /// The UDP address its "socket" is bound to (never a real socket).
-    pub addr: SocketAddr,
-    /// The address others see its datagrams come from: `addr`, unless a simulated NAT maps it
-    /// elsewhere ([`World::rebind`]).
-    pub public: SocketAddr,
-    /// Every event the mesh emitted except signals, in order.
-    pub events: Vec<Event>,
-    /// Errors returned when the world passed a signal to this node.
-    pub signal_errors: Vec<SignalError>,
-    /// `false` once the node vanished: it no longer sends, receives or ticks.
-    pub alive: bool,
-    /// The NAT in front of it (an index into [`World::nats`]), if any.
-    pub nat: Option<usize>,
-}
-
-impl Node {
-    /// `PeerConnected` ids in the order they fired.
-    pub fn connected(&self) -> Vec<PeerId> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::PeerConnected(id) => Some(*id),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// `PeerDisconnected` ids in the order they fired.
-    pub fn disconnected(&self) -> Vec<PeerId> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::PeerDisconnected(id) => Some(*id),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Received packets in order.
-    pub fn packets(&self) -> Vec<&rtcmesh::Packet> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Packet(p) => Some(p),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Removes and returns the recorded events.
-    pub fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
-    }
-}
-
 /// A signal in flight on the (perfect, delayed) signaling channel.
-struct SignalDelivery {
+pub(crate) struct SignalDelivery {
     from: PeerId,
     to: PeerId,
     signal: Signal,
 }
 
-/// A deterministic world: N meshes, a fake clock, a network and a signaling channel.
+/// Something due at a time: a signal, or a frame on a lobby WebSocket.
+pub(crate) enum Scheduled {
+    Signal(SignalDelivery),
+    Frame {
+        conn: ConnectionId,
+        to_server: bool,
+        frame: Frame,
+    },
+}
+
+/// Wall-clock time spent in nodes' `handle_datagram` and `handle_signal` (for the benchmark).
+#[derive(Debug, Default)]
+pub struct CpuLog {
+    /// The time of each `handle_datagram` call, per (node, source IP).
+    pub datagrams: HashMap<(NodeId, IpAddr), Vec<Duration>>,
+    /// Time spent in `handle_signal`, and calls, per (node, sender id).
+    pub signals: HashMap<(NodeId, PeerId), (Duration, u64)>,
+}
+
+/// A deterministic world: nodes, a fake clock, a network, a signaling channel and, if added, a
+/// lobby server.
 pub struct World {
     /// The fake clock's current time.
     pub now: Instant,
@@ -165,7 +135,7 @@ pub struct World {
     /// Delay of the signaling channel.
     pub signal_latency: Duration,
     in_flight: BinaryHeap<Reverse<(Instant, u64)>>,
-    signals: HashMap<u64, SignalDelivery>,
+    scheduled: HashMap<u64, Scheduled>,
     next_seq: u64,
     by_addr: HashMap<SocketAddr, NodeId>,
     /// Signals addressed to a peer id no node has, or sent while `signaling` is off (dropped),
@@ -179,6 +149,11 @@ pub struct World {
     pub datagrams_delivered: u64,
     /// Tampers with signals in flight (see [`World::rewrite_signals`]).
     rewrite: Option<SignalRewrite>,
+    /// The lobby server, if the nodes signal through one ([`World::add_lobby`]).
+    pub lobby: Option<SimLobby>,
+    /// With `Some`, the wall-clock time of the nodes' `handle_datagram` and `handle_signal`
+    /// calls is recorded (the benchmark; off by default).
+    pub cpu: Option<CpuLog>,
 }
 
 /// A test's hook on the signaling channel: (sender id, receiver id, signal).
@@ -210,7 +185,7 @@ impl World {
             servers: Vec::new(),
             signal_latency: Duration::from_millis(5),
             in_flight: BinaryHeap::new(),
-            signals: HashMap::new(),
+            scheduled: HashMap::new(),
             next_seq: 0,
             by_addr: HashMap::new(),
             signals_undeliverable: 0,
@@ -218,6 +193,8 @@ impl World {
             datagrams_dropped: 0,
             datagrams_delivered: 0,
             rewrite: None,
+            lobby: None,
+            cpu: None,
         }
     }
 
@@ -226,45 +203,73 @@ impl World {
         self.now - self.start
     }
 
-    /// Adds a node running `mesh`, bound to `127.0.0.<n+1>:5000` (registered as its host
-    /// candidate). Returns its index.
-    pub fn add(&mut self, mesh: Mesh) -> NodeId {
-        let octet = u8::try_from(self.nodes.len() + 1).expect("at most 254 nodes");
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, octet)), 5000);
-        self.place(mesh, addr, None)
+    /// Adds a node running `machine` (a [`Mesh`], a [`Multiplayer`], any [`rtcmesh::Machine`]),
+    /// bound to `127.0.0.<n+1>:5000` (registered as its host candidate). Returns its index.
+    pub fn add<M>(&mut self, machine: M) -> NodeId
+    where
+        M: Machine + 'static,
+        M::Event: Recorded,
+    {
+        let mut driven = Box::new(Running::new(machine));
+        bind(driven.as_mut(), self.next_public_addr(), self.now);
+        self.place_public(driven)
     }
 
     /// Adds a node behind a NAT of its own with this behaviour: the node is at a private
     /// address (`127.100.<k>.2:5000`, unreachable from outside), the NAT's public address is
     /// `127.200.0.<k>`. Returns the node's index; its NAT is [`Node::nat`].
-    pub fn add_behind_nat(&mut self, mesh: Mesh, behavior: NatBehavior) -> NodeId {
+    pub fn add_behind_nat<M>(&mut self, machine: M, behavior: NatBehavior) -> NodeId
+    where
+        M: Machine + 'static,
+        M::Event: Recorded,
+    {
+        let mut driven = Box::new(Running::new(machine));
+        bind(driven.as_mut(), self.next_private_addr(), self.now);
+        self.place_behind_nat(driven, behavior)
+    }
+
+    /// Adds a node running something that is not an rtcmesh machine (an attacker), already
+    /// bound to [`next_public_addr`](World::next_public_addr).
+    pub fn add_driven(&mut self, driven: Box<dyn Driven>) -> NodeId {
+        self.place_public(driven)
+    }
+
+    /// The address the next node added with [`add`](World::add) gets.
+    pub fn next_public_addr(&self) -> SocketAddr {
+        let octet = u8::try_from(self.nodes.len() + 1).expect("at most 254 nodes");
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, octet)), 5000)
+    }
+
+    fn next_private_addr(&self) -> SocketAddr {
+        let k = u8::try_from(self.nats.len() + 1).expect("at most 254 NATs");
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 100, k, 2)), 5000)
+    }
+
+    pub(crate) fn place_public(&mut self, driven: Box<dyn Driven>) -> NodeId {
+        let addr = self.next_public_addr();
+        self.place(driven, addr, None)
+    }
+
+    pub(crate) fn place_behind_nat(
+        &mut self,
+        driven: Box<dyn Driven>,
+        behavior: NatBehavior,
+    ) -> NodeId {
+        let addr = self.next_private_addr();
         let k = u8::try_from(self.nats.len() + 1).expect("at most 254 NATs");
         self.nats.push(SimNat::new(
             IpAddr::V4(Ipv4Addr::new(127, 200, 0, k)),
             behavior,
         ));
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 100, k, 2)), 5000);
-        self.place(mesh, addr, Some(self.nats.len() - 1))
+        self.place(driven, addr, Some(self.nats.len() - 1))
     }
 
-    fn place(&mut self, mut mesh: Mesh, addr: SocketAddr, nat: Option<usize>) -> NodeId {
+    fn place(&mut self, driven: Box<dyn Driven>, addr: SocketAddr, nat: Option<usize>) -> NodeId {
         let n = self.nodes.len();
-        mesh.add_host_candidate(addr)
-            .expect("loopback host candidate");
-        // The application loop's first turn: gathering starts before any peer exists.
-        mesh.handle_timeout(self.now);
         if nat.is_none() {
             self.by_addr.insert(addr, n);
         }
-        self.nodes.push(Node {
-            mesh,
-            addr,
-            public: addr,
-            events: Vec::new(),
-            signal_errors: Vec::new(),
-            alive: true,
-            nat,
-        });
+        self.nodes.push(Node::new(driven, addr, nat));
         self.drain(n);
         n
     }
@@ -322,7 +327,7 @@ impl World {
             "mesh {ids:?} did not connect"
         );
         for node in &mut world.nodes {
-            node.take_events();
+            node.clear_events();
         }
         world
     }
@@ -337,16 +342,14 @@ impl World {
         world
     }
 
-    /// The node whose mesh has this unique id.
+    /// The alive node with this unique id.
     pub fn node_of(&self, id: PeerId) -> Option<NodeId> {
-        self.nodes
-            .iter()
-            .position(|n| n.alive && n.mesh.unique_id() == id)
+        self.nodes.iter().position(|n| n.alive && n.id() == id)
     }
 
     /// The unique id of node `n`.
     pub fn id(&self, n: NodeId) -> PeerId {
-        self.nodes[n].mesh.unique_id()
+        self.nodes[n].id()
     }
 
     /// Has `a` and `b` add each other (Godot's `add_peer` on both sides, lifetime 1 ms).
@@ -360,11 +363,11 @@ impl World {
         let (ida, idb) = (self.id(a), self.id(b));
         let now = self.now;
         self.nodes[a]
-            .mesh
+            .commands()
             .add_peer(now, idb, lifetime_ms)
             .expect("add_peer a→b");
         self.nodes[b]
-            .mesh
+            .commands()
             .add_peer(now, ida, lifetime_ms)
             .expect("add_peer b→a");
         self.drain(a);
@@ -380,7 +383,7 @@ impl World {
     /// Introduces every pair of nodes (a full mesh) or, with a server at node 0, each client to it.
     pub fn introduce_all(&mut self) {
         let n = self.nodes.len();
-        let server_mode = n > 0 && self.nodes[0].mesh.mode() == rtcmesh::Mode::Server;
+        let server_mode = n > 0 && self.nodes[0].mesh().mode() == Mode::Server;
         for a in 0..n {
             for b in (a + 1)..n {
                 if !server_mode || a == 0 {
@@ -390,8 +393,9 @@ impl World {
         }
     }
 
-    /// Drops node `n` off the network: no more datagrams to or from it, no more ticks (a process
-    /// that vanished without closing).
+    /// Drops node `n` off the network: no more datagrams to or from it, no more ticks, and
+    /// nothing more on its lobby WebSocket, which stays half-open until the server's keepalive
+    /// gives up on it (power loss; see [`crash`](World::crash) for a process that dies).
     pub fn vanish(&mut self, n: NodeId) {
         self.nodes[n].alive = false;
     }
@@ -426,7 +430,7 @@ impl World {
         self.nodes[n].public = addr;
         let now = self.now;
         self.nodes[n]
-            .mesh
+            .mesh_mut()
             .move_host_candidate(now, old, addr)
             .expect("new host candidate");
         self.drain(n);
@@ -455,9 +459,14 @@ impl World {
 
     /// Cuts (or heals) both directions between `a` and `b`.
     pub fn partition(&mut self, a: NodeId, b: NodeId, cut: bool) {
-        for (x, y) in [(a, b), (b, a)] {
-            self.wire(Host::Node(x), Host::Node(y)).conditions.up = !cut;
-        }
+        self.cut(a, b, cut);
+        self.cut(b, a, cut);
+    }
+
+    /// Cuts (or heals) the one direction `from → to`: datagrams sent while it is cut are lost
+    /// (those in flight still arrive).
+    pub fn cut(&mut self, from: NodeId, to: NodeId, cut: bool) {
+        self.wire(Host::Node(from), Host::Node(to)).conditions.up = !cut;
     }
 
     /// Cuts (or heals) both directions between node `n` and server `server`.
@@ -479,43 +488,73 @@ impl World {
         })
     }
 
-    /// Drains node `n`'s outputs into the network and the event log. Call after driving a mesh
-    /// directly (e.g. `send`) so its datagrams leave.
+    /// Drains node `n`'s outputs into the network, the signaling channel (or its lobby
+    /// WebSocket) and its event log. Call after driving a node directly (e.g. `send`) so its
+    /// datagrams leave.
     pub fn drain(&mut self, n: NodeId) {
-        let from_id = self.nodes[n].mesh.unique_id();
-        while let Some(t) = self.nodes[n].mesh.poll_transmit() {
-            if !self.nodes[n].alive {
-                continue;
-            }
-            // A socket sends from its own address, whatever str0m thinks it is; what leaves a
-            // NAT carries the NAT's public address (or the one `rebind` gave the node).
-            let source = match self.nodes[n].nat {
-                Some(k) => self.nats[k].outbound(self.nodes[n].addr, t.destination),
-                None => self.nodes[n].public,
-            };
-            let datagram = Datagram {
-                source,
-                destination: t.destination,
-                contents: t.contents,
-            };
-            self.send(Host::Node(n), datagram);
+        let now = self.now;
+        self.nodes[n].driven.flush(now);
+        while let Some(t) = self.nodes[n].driven.poll_transmit() {
+            self.transmit(n, t);
         }
-        while let Some(event) = self.nodes[n].mesh.poll_event() {
-            match event {
-                Event::Signal(s) => {
-                    let at = self.now + self.signal_latency;
-                    self.schedule(
-                        at,
-                        SignalDelivery {
-                            from: from_id,
-                            to: s.to,
-                            signal: s.signal,
-                        },
-                    );
-                }
-                other => self.nodes[n].events.push(other),
+        let from = self.nodes[n].id();
+        while let Some(s) = self.nodes[n].driven.poll_signal(now) {
+            if self.nodes[n].lobby.is_some() {
+                self.member_signal(n, s);
+            } else {
+                let at = self.now + self.signal_latency;
+                let delivery = SignalDelivery {
+                    from,
+                    to: s.to,
+                    signal: s.signal,
+                };
+                self.schedule(at, Scheduled::Signal(delivery));
             }
         }
+    }
+
+    /// Node `n` sends a datagram (dropped if the node vanished).
+    fn transmit(&mut self, n: NodeId, t: Transmit) {
+        if !self.nodes[n].alive {
+            return;
+        }
+        *self.nodes[n].sent_to.entry(t.destination).or_default() += 1;
+        // A socket sends from its own address, whatever str0m thinks it is; what leaves a
+        // NAT carries the NAT's public address (or the one `rebind` gave the node).
+        let source = match self.nodes[n].nat {
+            Some(k) => self.nats[k].outbound(self.nodes[n].addr, t.destination),
+            None => self.nodes[n].public,
+        };
+        let datagram = Datagram {
+            source,
+            destination: t.destination,
+            contents: t.contents,
+        };
+        self.send(Host::Node(n), datagram);
+    }
+
+    /// Puts a hand-made datagram on the wire from node `from`, with any source address (a
+    /// spoofed port, say): it travels the link `from → ` the destination's owner.
+    pub fn inject(
+        &mut self,
+        from: NodeId,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    ) {
+        let datagram = Datagram {
+            source,
+            destination,
+            contents,
+        };
+        self.send(Host::Node(from), datagram);
+    }
+
+    /// Sends a signal on the signaling channel as if peer `from` sent it to peer `to` (a
+    /// hostile peer's hand-made offer, say).
+    pub fn send_signal(&mut self, from: PeerId, to: PeerId, signal: Signal) {
+        let at = self.now + self.signal_latency;
+        self.schedule(at, Scheduled::Signal(SignalDelivery { from, to, signal }));
     }
 
     /// Puts a datagram on the wire from `from` to whoever owns its destination.
@@ -533,10 +572,10 @@ impl World {
         wire.netem.handle_input(NetInput::Packet(now, datagram));
     }
 
-    fn schedule(&mut self, at: Instant, delivery: SignalDelivery) {
+    pub(crate) fn schedule(&mut self, at: Instant, what: Scheduled) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.signals.insert(seq, delivery);
+        self.scheduled.insert(seq, what);
         self.in_flight.push(Reverse((at, seq)));
     }
 
@@ -553,9 +592,18 @@ impl World {
             .nodes
             .iter()
             .filter(|n| n.alive)
-            .filter_map(|n| n.mesh.poll_timeout());
+            .filter_map(|n| n.driven.poll_timeout());
         let servers = self.servers.iter().filter_map(|s| s.deadline());
-        delivery.into_iter().chain(timers).chain(servers).min()
+        let lobby = self
+            .lobby_deadline()
+            .into_iter()
+            .chain(self.members_deadline());
+        delivery
+            .into_iter()
+            .chain(timers)
+            .chain(servers)
+            .chain(lobby)
+            .min()
     }
 
     /// Advances to the next thing that happens and processes everything due then. Returns
@@ -571,8 +619,14 @@ impl World {
                 break;
             }
             self.in_flight.pop();
-            if let Some(delivery) = self.signals.remove(&seq) {
-                self.deliver_signal(delivery);
+            match self.scheduled.remove(&seq) {
+                Some(Scheduled::Signal(delivery)) => self.deliver_signal(delivery),
+                Some(Scheduled::Frame {
+                    conn,
+                    to_server,
+                    frame,
+                }) => self.deliver_frame(conn, to_server, frame),
+                None => {}
             }
         }
         let mut arrived = Vec::new();
@@ -594,14 +648,20 @@ impl World {
                 self.server_sends(s, out);
             }
         }
+        self.lobby_timeout();
         for n in 0..self.nodes.len() {
             if !self.nodes[n].alive {
                 continue;
             }
-            if self.nodes[n].mesh.poll_timeout().is_some_and(|t| t <= now) {
-                self.nodes[n].mesh.handle_timeout(now);
+            if self.nodes[n]
+                .driven
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
+                self.nodes[n].driven.handle_timeout(now);
             }
             self.drain(n);
+            self.member_progress(n);
         }
         true
     }
@@ -630,9 +690,17 @@ impl World {
                     None => self.nodes[n].addr,
                 };
                 self.datagrams_delivered += 1;
+                let started = self.cpu.is_some().then(Instant::now);
                 self.nodes[n]
-                    .mesh
+                    .driven
                     .handle_datagram(now, d.source, destination, &d.contents);
+                if let (Some(started), Some(cpu)) = (started, &mut self.cpu) {
+                    let spent = started.elapsed();
+                    cpu.datagrams
+                        .entry((n, d.source.ip()))
+                        .or_default()
+                        .push(spent);
+                }
             }
             _ => self.datagrams_dropped += 1,
         }
@@ -662,7 +730,14 @@ impl World {
                 if let Some(rewrite) = &mut self.rewrite {
                     rewrite(d.from, d.to, &mut signal);
                 }
-                if let Err(e) = self.nodes[n].mesh.handle_signal(self.now, d.from, signal) {
+                let started = self.cpu.is_some().then(Instant::now);
+                let result = self.nodes[n].driven.handle_signal(self.now, d.from, signal);
+                if let (Some(started), Some(cpu)) = (started, &mut self.cpu) {
+                    let spent = cpu.signals.entry((n, d.from)).or_default();
+                    spent.0 += started.elapsed();
+                    spent.1 += 1;
+                }
+                if let Err(e) = result {
                     self.nodes[n].signal_errors.push(e);
                 }
             }
@@ -672,8 +747,26 @@ impl World {
 
     /// Runs until `done` holds or `limit` of simulated time passes; returns whether `done` held.
     /// Bounded in simulated time and in steps.
-    pub fn run_until(&mut self, limit: Duration, done: impl FnMut(&World) -> bool) -> bool {
-        run_until(self, limit, done)
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) -> bool {
+        let deadline = self.now + limit;
+        for _ in 0..10_000_000u32 {
+            if done(self) {
+                return true;
+            }
+            match self.next_time() {
+                Some(next) if next <= deadline => {
+                    self.step();
+                }
+                _ => {
+                    // Stopped at the deadline: tell the nodes the time, as an application
+                    // loop would.
+                    self.now = self.now.max(deadline);
+                    self.tick();
+                    return done(self);
+                }
+            }
+        }
+        false
     }
 
     /// Tells every alive node the current time, as an application loop does on each iteration
@@ -683,7 +776,7 @@ impl World {
         let now = self.now;
         for n in 0..self.nodes.len() {
             if self.nodes[n].alive {
-                self.nodes[n].mesh.handle_timeout(now);
+                self.nodes[n].driven.handle_timeout(now);
                 self.drain(n);
             }
         }
@@ -694,21 +787,36 @@ impl World {
         self.run_until(duration, |_| false);
     }
 
-    /// Whether every alive node reports exactly these peers connected (mesh: all others;
-    /// server: all clients; client: the server).
+    /// The alive nodes that run an rtcmesh machine (not attackers), or `None` while a lobby
+    /// member is still waiting for its id (one that failed to join is not counted).
+    fn machines(&self) -> Option<Vec<NodeId>> {
+        let mut machines = Vec::new();
+        for (n, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.alive) {
+            if node.is_machine() {
+                machines.push(n);
+            } else if node.lobby.as_ref().is_some_and(|m| m.open) {
+                return None;
+            }
+        }
+        Some(machines)
+    }
+
+    /// Whether every alive node's mesh reports exactly these peers connected (mesh: all
+    /// others; server: all clients; client: the server). Attackers are not counted; a lobby
+    /// member still joining is not connected.
     pub fn fully_connected(&self) -> bool {
-        let server_mode = self
-            .nodes
-            .first()
-            .is_some_and(|n| n.mesh.mode() == rtcmesh::Mode::Server);
-        let alive: Vec<NodeId> = (0..self.nodes.len())
-            .filter(|&n| self.nodes[n].alive)
-            .collect();
-        alive.iter().all(|&n| {
-            let expected: Vec<PeerId> = if server_mode && n != 0 {
+        let Some(machines) = self.machines() else {
+            return false;
+        };
+        let server_mode = machines
+            .iter()
+            .any(|&n| self.nodes[n].mesh().mode() == Mode::Server);
+        machines.iter().all(|&n| {
+            let mesh = self.nodes[n].mesh();
+            let expected: Vec<PeerId> = if server_mode && mesh.mode() == Mode::Client {
                 vec![1]
             } else {
-                let mut ids: Vec<PeerId> = alive
+                let mut ids: Vec<PeerId> = machines
                     .iter()
                     .filter(|&&m| m != n)
                     .map(|&m| self.id(m))
@@ -716,8 +824,118 @@ impl World {
                 ids.sort();
                 ids
             };
-            self.nodes[n].mesh.connected_peers().collect::<Vec<_>>() == expected
+            mesh.connected_peers().collect::<Vec<_>>() == expected
         })
+    }
+
+    /// Whether every alive multiplayer node admitted exactly what it should: the server every
+    /// alive machine, a client the server plus (relay on) every other alive machine, a mesh
+    /// every other alive machine. Bare meshes and attackers are not checked.
+    pub fn everyone_admitted(&self) -> bool {
+        let Some(machines) = self.machines() else {
+            return false;
+        };
+        machines.iter().all(|&n| {
+            let Some(mp) = self.nodes[n]
+                .driven
+                .as_any()
+                .downcast_ref::<Running<Multiplayer>>()
+            else {
+                return true;
+            };
+            let mp = &mp.machine;
+            let mut expected: Vec<PeerId> =
+                if mp.mesh().mode() != Mode::Client || mp.is_server_relay_enabled() {
+                    machines
+                        .iter()
+                        .filter(|&&m| m != n)
+                        .map(|&m| self.id(m))
+                        .collect()
+                } else {
+                    vec![1]
+                };
+            expected.sort();
+            mp.peers().collect::<Vec<_>>() == expected
+        })
+    }
+
+    // ------------------------------------------------------------ the multiplayer layer
+
+    /// Node 0 a [`Multiplayer`] server, nodes 1.. multiplayer clients with these ids, all with
+    /// `config`. Nobody is connected yet: see [`introduce_to_server`](World::introduce_to_server).
+    pub fn game(client_ids: &[PeerId], mesh: &MeshConfig, config: &MultiplayerConfig) -> World {
+        World::game_with_seed(0, client_ids, mesh, config)
+    }
+
+    /// [`game`](World::game) with link emulators seeded from `seed` (lossy stories, property
+    /// tests).
+    pub fn game_with_seed(
+        seed: u64,
+        client_ids: &[PeerId],
+        mesh: &MeshConfig,
+        config: &MultiplayerConfig,
+    ) -> World {
+        let mut w = World::with_seed(seed);
+        let server = Mesh::create_server(mesh.clone()).expect("server");
+        w.add(Multiplayer::new(server, config.clone()));
+        for &id in client_ids {
+            w.add_game_client(id, mesh, config);
+        }
+        w
+    }
+
+    /// Like [`game`](World::game) but node 0 is a bare mesh server: the test plays
+    /// SceneMultiplayer's server by hand, byte by byte.
+    pub fn bare_server_and_game_clients(
+        client_ids: &[PeerId],
+        mesh: &MeshConfig,
+        config: &MultiplayerConfig,
+    ) -> World {
+        let mut w = World::new();
+        w.add(Mesh::create_server(mesh.clone()).expect("server"));
+        for &id in client_ids {
+            w.add_game_client(id, mesh, config);
+        }
+        w
+    }
+
+    /// A multiplayer server and clients, all introduced, peer exchange done, events cleared
+    /// (relay and auth as `config` says; with auth on, introduce them one by one instead).
+    pub fn star(client_ids: &[PeerId], config: &MultiplayerConfig) -> World {
+        let mut w = World::game(client_ids, &MeshConfig::default(), config);
+        for n in 1..w.nodes.len() {
+            w.introduce_to_server(n);
+        }
+        assert!(
+            w.run_until(Duration::from_secs(10), World::everyone_admitted),
+            "star {client_ids:?} did not settle"
+        );
+        for node in &mut w.nodes {
+            node.clear_events();
+        }
+        w
+    }
+
+    /// Adds a client running the multiplayer layer; returns its node.
+    pub fn add_game_client(
+        &mut self,
+        id: PeerId,
+        mesh: &MeshConfig,
+        config: &MultiplayerConfig,
+    ) -> NodeId {
+        let client = Mesh::create_client(id, mesh.clone()).expect("valid client id");
+        self.add(Multiplayer::new(client, config.clone()))
+    }
+
+    /// Adds a client that is a bare mesh (the test reads and writes its bytes); returns its
+    /// node.
+    pub fn add_bare_client(&mut self, id: PeerId, mesh: &MeshConfig) -> NodeId {
+        self.add(Mesh::create_client(id, mesh.clone()).expect("valid client id"))
+    }
+
+    /// Client node `n` and the server (node 0) add each other.
+    pub fn introduce_to_server(&mut self, n: NodeId) {
+        self.introduce(0, n);
     }
 }
 
@@ -727,60 +945,4 @@ fn wire_seed(seed: u64, from: NodeId, to: NodeId) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// A simulated world with a fake clock: what [`run_until`] needs to drive one.
-pub(crate) trait Simulated {
-    /// The fake clock.
-    fn clock(&mut self) -> &mut Instant;
-    /// When the next datagram, signal or timer is due.
-    fn next_time(&self) -> Option<Instant>;
-    /// Advances to the next due item and handles it.
-    fn step(&mut self) -> bool;
-    /// Called when a run stops at its deadline, after the clock moved there: tell the nodes the
-    /// time, as an application loop would. Nothing by default.
-    fn at_deadline(&mut self) {}
-}
-
-/// Runs `world` until `done` holds or `limit` of simulated time passes; returns whether `done`
-/// held. Bounded in simulated time and in steps. Shared by [`World`] and
-/// [`MpWorld`](crate::MpWorld).
-pub(crate) fn run_until<W: Simulated>(
-    world: &mut W,
-    limit: Duration,
-    mut done: impl FnMut(&W) -> bool,
-) -> bool {
-    let deadline = *world.clock() + limit;
-    for _ in 0..10_000_000u32 {
-        if done(world) {
-            return true;
-        }
-        match world.next_time() {
-            Some(next) if next <= deadline => {
-                world.step();
-            }
-            _ => {
-                let now = world.clock();
-                *now = (*now).max(deadline);
-                world.at_deadline();
-                return done(world);
-            }
-        }
-    }
-    false
-}
-
-impl Simulated for World {
-    fn clock(&mut self) -> &mut Instant {
-        &mut self.now
-    }
-    fn next_time(&self) -> Option<Instant> {
-        World::next_time(self)
-    }
-    fn step(&mut self) -> bool {
-        World::step(self)
-    }
-    fn at_deadline(&mut self) {
-        self.tick();
-    }
 }
