@@ -69,7 +69,6 @@
 mod allowlist;
 mod channels;
 mod config;
-mod demux;
 mod error;
 mod event;
 mod limits;
@@ -83,7 +82,6 @@ mod path;
 mod pump;
 mod signal;
 mod stats;
-mod timers;
 mod trace;
 mod transfer;
 

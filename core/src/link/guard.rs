@@ -14,7 +14,7 @@ use str0m::channel::ChannelId;
 use str0m::net::Protocol;
 use str0m::{Candidate, CandidateKind};
 
-use super::{Link, Loss, Progress, Sink};
+use super::{Link, Loss};
 use crate::config::MeshConfig;
 use crate::error::SignalError;
 use crate::limits::{Limits, RateLimit};
@@ -128,7 +128,7 @@ impl Guard {
 
 impl Link {
     /// Gives a trickled candidate to str0m unless the cap is reached (then it is counted).
-    pub(super) fn add_remote_candidate(&mut self, c: Candidate, sink: &mut Sink<'_>) {
+    pub(super) fn add_remote_candidate(&mut self, c: Candidate) {
         let max = self.guard.limits.max_remote_candidates;
         if self.guard.remote.admit(&c, max) {
             self.path.add_remote(&c);
@@ -137,7 +137,7 @@ impl Link {
                 None => self.rtc.add_remote_candidate(c),
             }
         } else {
-            sink.stats.candidates_over_limit += 1;
+            self.counts.candidates_over_limit += 1;
         }
     }
 
@@ -161,10 +161,10 @@ impl Link {
     }
 
     /// An offer's or answer's SDP with its candidates past the cap removed (and counted).
-    pub(super) fn bound_sdp_candidates(&mut self, sdp: String, sink: &mut Sink<'_>) -> String {
+    pub(super) fn bound_sdp_candidates(&mut self, sdp: String) -> String {
         let max = self.guard.limits.max_remote_candidates;
         let (sdp, removed) = self.guard.remote.filter_sdp(&sdp, max);
-        sink.stats.candidates_over_limit += removed as u64;
+        self.counts.candidates_over_limit += removed as u64;
         sdp
     }
 
@@ -195,28 +195,23 @@ impl Link {
 
     /// A channel the remote opened outside the layout: closed at once; past the allowance the
     /// connection ends.
-    pub(super) fn refuse_channel(
-        &mut self,
-        id: ChannelId,
-        progress: &mut Progress,
-        sink: &mut Sink<'_>,
-    ) {
+    pub(super) fn refuse_channel(&mut self, id: ChannelId) {
         self.rtc.direct_api().close_data_channel(id);
-        sink.stats.channels_refused += 1;
+        self.counts.channels_refused += 1;
         self.guard.refused_channels = self.guard.refused_channels.saturating_add(1);
         if self.guard.refused_channels > self.guard.limits.max_refused_channels
-            && progress.lost.is_none()
+            && self.lost.is_none()
         {
-            sink.stats.peers_disconnected_for_abuse += 1;
-            progress.lost = Some(Loss::Abuse);
+            self.counts.peers_disconnected_for_abuse += 1;
+            self.end(Loss::Abuse);
         }
     }
 
     /// Whether an incoming message fits our own packet size (counted when not).
-    pub(super) fn fits_packet_size(&self, len: usize, sink: &mut Sink<'_>) -> bool {
+    pub(super) fn fits_packet_size(&mut self, len: usize) -> bool {
         let fits = len <= self.guard.max_packet_size;
         if !fits {
-            sink.stats.packets_too_large += 1;
+            self.counts.packets_too_large += 1;
         }
         fits
     }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Link, Loss, Progress, Sink};
+use super::{Link, LinkEvent, Loss, Role};
 use crate::config::MeshConfig;
 use crate::limits::deadline;
 use str0m::Input;
@@ -45,46 +45,42 @@ impl Timeouts {
 
 impl Link {
     /// Advances time to `now`, drains output and applies the link's own deadlines.
-    pub fn timeout(&mut self, now: Instant, limits: Timeouts, sink: &mut Sink<'_>) -> Progress {
+    pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = self.clock.max(now);
         if self.hold_until.is_some_and(|at| now >= at) {
             self.release_held();
         }
-        let mut progress = if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
-            self.drive(now, sink)
+        if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
+            self.drive(now);
         } else {
-            Progress {
-                lost: Some(Loss::Closed),
-                ..Progress::default()
-            }
-        };
-        if progress.lost.is_none() {
-            let passed = |at: Option<Instant>| at.is_some_and(|at| now >= at);
-            if !self.announced && passed(self.connect_deadline) {
-                progress.lost = Some(Loss::ConnectTimeout);
-            } else if self.ice_lost_at.is_some_and(|at| {
-                passed(deadline(at, limits.grace)) && !self.restart_may_follow(now, at, limits)
-            }) {
-                progress.lost = Some(Loss::IceLost);
-            } else if self.announced && passed(deadline(self.last_heard, limits.silence)) {
-                progress.lost = Some(Loss::Silent);
-            } else if self.closing {
-                progress.lost = Some(Loss::Closed);
-            } else if !self.announced
-                && !progress.connected
-                && passed(self.answered_at.and_then(|at| deadline(at, limits.retry)))
-            {
-                progress.retry = true;
-            } else if self.announced {
-                self.recover(now, limits, &mut progress, sink);
-            }
+            self.end(Loss::Closed);
         }
-        progress
+        if self.lost.is_some() {
+            return;
+        }
+        let limits = self.timeouts;
+        let passed = |at: Option<Instant>| at.is_some_and(|at| now >= at);
+        if !self.connected && passed(self.connect_deadline) {
+            self.end(Loss::ConnectTimeout);
+        } else if self.ice_lost_at.is_some_and(|at| {
+            passed(deadline(at, limits.grace)) && !self.restart_may_follow(now, at)
+        }) {
+            self.end(Loss::IceLost);
+        } else if self.connected && passed(deadline(self.last_heard, limits.silence)) {
+            self.end(Loss::Silent);
+        } else if !self.connected
+            && passed(self.answered_at.and_then(|at| deadline(at, limits.retry)))
+        {
+            self.events.push_back(LinkEvent::RetryHandshake);
+        } else if self.connected {
+            self.recover(now);
+        }
     }
 
     /// The link's next deadline: str0m's timer, the connect timeout, the ICE grace period, and
     /// (connected) the silence limit and the next move or restart decision after `now`.
-    pub fn deadline(&self, now: Instant, limits: Timeouts) -> Option<Instant> {
+    pub fn deadline(&self, now: Instant) -> Option<Instant> {
+        let limits = self.timeouts;
         let mut at = self.rtc_deadline;
         let mut earliest = |t: Option<Instant>| {
             if let Some(t) = t {
@@ -92,17 +88,17 @@ impl Link {
             }
         };
         earliest(self.hold_until);
-        if self.announced {
+        if self.connected {
             earliest(deadline(self.last_heard, limits.silence));
-            earliest(self.recovery_deadline(now, limits));
+            earliest(self.recovery_deadline(now));
         } else {
             earliest(self.connect_deadline);
             earliest(self.answered_at.and_then(|a| deadline(a, limits.retry)));
         }
         if let Some(lost) = self.ice_lost_at {
-            if !self.restart_may_follow(now, lost, limits) {
+            if !self.restart_may_follow(now, lost) {
                 earliest(deadline(lost, limits.grace));
-            } else if !self.offers {
+            } else if self.role == Role::Answerer {
                 // The answering side waits for the offerer's restart (see `restart_may_follow`);
                 // the offering side restarts instead, on its own deadlines.
                 earliest(deadline(lost, limits.silence));

@@ -14,10 +14,9 @@ use std::time::Instant;
 use str0m::Input;
 
 use super::negotiation::Negotiation;
-use super::{Link, Loss, Progress, Sink};
+use super::{Link, LinkEvent, Loss, Role};
 use crate::event::{Event, Transmit};
-use crate::link::health::Timeouts;
-use crate::signal::{OutgoingSignal, Signal};
+use crate::signal::Signal;
 
 /// Where a link stands on restarting ICE.
 #[derive(Debug, Default)]
@@ -35,7 +34,7 @@ pub(super) struct Recovery {
     /// This side's address changed: restart without waiting for silence.
     pub moved_locally: bool,
     /// A restart began since the last drive: the mesh should re-check its NAT mappings (the
-    /// path may have died because ours changed; see [`Progress::recheck_nat`]).
+    /// path may have died because ours changed; see [`LinkEvent::RecheckNat`]).
     pub recheck_nat: bool,
     /// Restarts begun in the link's life.
     pub total: u64,
@@ -63,8 +62,9 @@ impl Recovery {
 
 impl Link {
     /// Whether another restart may begin at `now` (offering side, within the budget, rate).
-    fn may_restart(&self, now: Instant, limits: Timeouts) -> bool {
-        self.offers
+    fn may_restart(&self, now: Instant) -> bool {
+        let limits = self.timeouts;
+        self.role == Role::Offerer
             && self.recovery.attempts < limits.max_restarts
             && self.recovery.last_began.is_none_or(|t| {
                 t.checked_add(limits.restart_interval)
@@ -77,7 +77,8 @@ impl Link {
     }
 
     /// Whether the path is in trouble at `now`.
-    fn in_trouble(&self, now: Instant, limits: Timeouts) -> bool {
+    fn in_trouble(&self, now: Instant) -> bool {
+        let limits = self.timeouts;
         let passed = |t: Instant| {
             t.checked_add(limits.restart_after)
                 .is_some_and(|t| now >= t)
@@ -90,35 +91,31 @@ impl Link {
 
     /// A connected link's recovery step: move a peer heard at a new address, restart ICE on
     /// trouble, end a restart that is no longer needed.
-    pub(super) fn recover(
-        &mut self,
-        now: Instant,
-        limits: Timeouts,
-        progress: &mut Progress,
-        sink: &mut Sink<'_>,
-    ) {
+    pub(super) fn recover(&mut self, now: Instant) {
+        let limits = self.timeouts;
         if let Some(old) = self.path.abandoned(now, limits.move_after) {
             self.path.drop_remote(&mut self.rtc, old);
-            progress.stale_remote = Some(old);
+            self.events.push_back(LinkEvent::RouteStale(old));
             // The peer's address changed as we see it: often because our own NAT mapping
             // changed, which the peer sees as our move. Our server-reflexive candidate (and an
             // allocation made through the old mapping) would be stale: check them now, so the
             // peer gets our new address trickled and a direct path can be found again.
-            progress.recheck_nat = true;
+            self.events.push_back(LinkEvent::RecheckNat);
             if self.rtc.handle_input(Input::Timeout(now)).is_err() {
-                progress.lost = Some(Loss::Closed);
+                self.end(Loss::Closed);
                 return;
             }
-            let more = self.drive(now, sink);
-            progress.absorb(more);
-            if progress.lost.is_some() {
+            self.drive(now);
+            if self.lost.is_some() {
                 return;
             }
         }
-        let trouble = self.in_trouble(now, limits);
-        if trouble && self.may_restart(now, limits) {
-            self.begin_restart(now, sink);
-            progress.recheck_nat |= std::mem::take(&mut self.recovery.recheck_nat);
+        let trouble = self.in_trouble(now);
+        if trouble && self.may_restart(now) {
+            self.begin_restart(now);
+            if std::mem::take(&mut self.recovery.recheck_nat) {
+                self.events.push_back(LinkEvent::RecheckNat);
+            }
         } else if !trouble
             && self.recovery.active
             && !self.recovery.applied
@@ -130,12 +127,12 @@ impl Link {
         {
             // The path came back before the restart reached the peer (or its answer was lost):
             // the restart is over; a late answer is still applied.
-            self.end_restart(progress, sink);
+            self.end_restart();
         }
     }
 
     /// Offering side: a new offer with new ICE credentials and the current candidates.
-    fn begin_restart(&mut self, now: Instant, sink: &mut Sink<'_>) {
+    fn begin_restart(&mut self, now: Instant) {
         let mut api = self.rtc.sdp_api();
         let ufrag = api.ice_restart(true).ufrag;
         let Some((offer, pending)) = api.apply() else {
@@ -143,26 +140,24 @@ impl Link {
         };
         self.negotiation = Negotiation::Restarting { pending, ufrag };
         self.recovery.moved_locally = false;
-        self.restart_began(now, sink);
-        sink.events.push_back(Event::Signal(OutgoingSignal {
-            to: self.peer,
-            signal: Signal::Offer(offer.to_sdp_string()),
-        }));
+        self.restart_began(now);
+        self.signal(Signal::Offer(offer.to_sdp_string()));
     }
 
     /// Bookkeeping for a restart that began (either side).
-    pub(super) fn restart_began(&mut self, now: Instant, sink: &mut Sink<'_>) {
+    pub(super) fn restart_began(&mut self, now: Instant) {
         self.recovery.attempts += 1;
         self.recovery.total += 1;
         self.recovery.last_began = Some(now);
         self.recovery.applied = false;
         self.recovery.recheck_nat = true;
         self.recovery.reconnected = false;
-        sink.stats.ice_restarts += 1;
+        self.counts.ice_restarts += 1;
         if !self.recovery.active {
             self.recovery.active = true;
             crate::trace::restart_began(&self.span, self.recovery.attempts);
-            sink.events.push_back(Event::IceRestartStarted(self.peer));
+            self.events
+                .push_back(LinkEvent::App(Event::IceRestartStarted(self.peer)));
         } else {
             crate::trace::restart_retried(&self.span, self.recovery.attempts);
         }
@@ -185,55 +180,54 @@ impl Link {
     }
 
     /// Ends the restart with the current path (if known; otherwise when it is seen).
-    pub(super) fn end_restart(&mut self, progress: &mut Progress, sink: &mut Sink<'_>) {
+    pub(super) fn end_restart(&mut self) {
         let Some(path) = self.path.selected() else {
             self.recovery.reconnected = true;
             return;
         };
-        progress.restarted_since = self.recovery.last_began;
+        if let Some(since) = self.recovery.last_began {
+            self.events.push_back(LinkEvent::RestartEnded { since });
+        }
         self.path.tell(path);
         self.recovery.active = false;
         self.recovery.applied = false;
         self.recovery.reconnected = false;
         self.recovery.attempts = 0;
         crate::trace::restart_ended(&self.span, &path);
-        sink.events.push_back(Event::IceRestartEnded {
-            peer: self.peer,
-            path,
-        });
+        self.events
+            .push_back(LinkEvent::App(Event::IceRestartEnded {
+                peer: self.peer,
+                path,
+            }));
     }
 
     /// A new selected pair was seen on the traffic or in str0m's stats.
-    pub(super) fn on_new_path(&mut self, progress: &mut Progress, sink: &mut Sink<'_>) {
-        if !self.announced {
+    pub(super) fn on_new_path(&mut self) {
+        if !self.connected {
             return;
         }
         if self.recovery.awaits_path() {
-            self.end_restart(progress, sink);
+            self.end_restart();
         } else if !self.recovery.is_active() {
             if let Some(path) = self.path.selected().filter(|&p| self.path.tell(p)) {
                 self.moves += 1;
-                sink.stats.peer_moves += 1;
+                self.counts.peer_moves += 1;
                 crate::trace::moved(&self.span, &path);
-                sink.events.push_back(Event::PeerMoved {
+                self.events.push_back(LinkEvent::App(Event::PeerMoved {
                     peer: self.peer,
                     path,
-                });
+                }));
             }
         }
     }
 
     /// Whether the ICE-lost rule may remove the peer: not while a restart can still help.
-    pub(super) fn restart_may_follow(
-        &self,
-        now: Instant,
-        ice_lost_at: Instant,
-        limits: Timeouts,
-    ) -> bool {
-        if limits.max_restarts == 0 || !self.announced {
+    pub(super) fn restart_may_follow(&self, now: Instant, ice_lost_at: Instant) -> bool {
+        let limits = self.timeouts;
+        if limits.max_restarts == 0 || !self.connected {
             return false;
         }
-        if self.offers {
+        if self.role == Role::Offerer {
             self.recovery.attempts < limits.max_restarts
         } else {
             // The answering side waits for the offerer's restart, which its silence limit
@@ -245,8 +239,9 @@ impl Link {
     }
 
     /// The next time the recovery step has something to decide, if after `now`.
-    pub(super) fn recovery_deadline(&self, now: Instant, limits: Timeouts) -> Option<Instant> {
-        if !self.announced {
+    pub(super) fn recovery_deadline(&self, now: Instant) -> Option<Instant> {
+        let limits = self.timeouts;
+        if !self.connected {
             return None;
         }
         let mut at: Option<Instant> = None;
@@ -260,7 +255,7 @@ impl Link {
             .recovery
             .last_began
             .and_then(|t| t.checked_add(limits.restart_interval));
-        if self.offers && self.recovery.attempts < limits.max_restarts {
+        if self.role == Role::Offerer && self.recovery.attempts < limits.max_restarts {
             let later = |t: Option<Instant>| match (t, next_allowed) {
                 (Some(t), Some(n)) => Some(t.max(n)),
                 (t, None) => t,
