@@ -18,12 +18,12 @@
 //! str0m costs sctp-proto a walk over everything it holds, so a burst of sends costs one poll
 //! instead of one per packet.
 
+mod deadlines;
 mod guard;
-mod health;
+mod ice_restart;
 mod negotiation;
 mod path;
 mod queue;
-mod restart;
 mod stats;
 mod window;
 
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use str0m::channel::ChannelId;
-use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
 use crate::channels::ChannelSpec;
 use crate::error::AddPeerError;
@@ -43,14 +43,15 @@ use crate::signal::{OutgoingSignal, Signal};
 use crate::stats::MeshStats;
 use crate::transfer::PeerId;
 
-use guard::Guard;
-pub(crate) use health::Timeouts;
+use deadlines::Deadlines;
+pub(crate) use deadlines::Timeouts;
+use guard::{Guard, RefusedChannel};
+use ice_restart::Recovery;
 pub(crate) use negotiation::LinkSetup;
-use negotiation::{Handshake, Negotiation};
+use negotiation::{Handshake, HeldCandidates, Negotiation};
 use path::Path;
 use queue::SendQueue;
 pub(crate) use queue::WriteError;
-use restart::Recovery;
 use stats::Counters;
 pub use stats::{ChannelStats, PeerStats};
 use window::SendWindow;
@@ -164,19 +165,10 @@ pub(crate) struct Link {
     opening: bool,
     /// Why the link ended, once it did ([`LinkEvent::Lost`] was reported).
     lost: Option<Loss>,
-    ice_was_connected: bool,
-    ice_lost_at: Option<Instant>,
-    /// When the peer is given up if not connected (`None`: never).
-    connect_deadline: Option<Instant>,
-    /// Offering side: when the answer to the current offer was applied (the retry clock).
-    answered_at: Option<Instant>,
-    /// Answering side, from the first offer until the offerer's first datagram (or this
-    /// time): its trickled candidates wait here, so no connectivity check of ours reaches the
-    /// offerer before it can have our answer. libdatachannel (Godot's native stack) fails a
-    /// connection whose checks complete while it is still applying the answer (see
-    /// docs/interop.md); the wait is bounded for NATs that open only once both sides send.
-    hold_until: Option<Instant>,
-    held: Vec<Candidate>,
+    /// The moments its deadlines are measured from (see [`Deadlines`]).
+    deadlines: Deadlines,
+    /// Answering side: the offerer's trickled candidates, until its first datagram.
+    held: HeldCandidates,
     /// Answering side: a hash of the offer applied, so a repeated offer is not taken as new.
     offer_hash: u64,
     /// The remote's SDP session id (`o=` line), to tell a renegotiation of this connection (an
@@ -184,8 +176,6 @@ pub(crate) struct Link {
     remote_session: u64,
     /// The remote's ICE username fragment, to tell an ICE restart from other renegotiation.
     remote_ufrag: u64,
-    /// When the last datagram from this peer arrived (or the link was created).
-    last_heard: Instant,
     rtc_deadline: Option<Instant>,
     /// The time limits, from the mesh's configuration.
     timeouts: Timeouts,
@@ -254,16 +244,14 @@ impl Link {
             connected: false,
             opening: false,
             lost: None,
-            ice_was_connected: false,
-            ice_lost_at: None,
-            connect_deadline: crate::limits::deadline(now, setup.config.connect_timeout),
-            answered_at: None,
-            hold_until: None,
-            held: Vec::new(),
+            deadlines: Deadlines::new(
+                now,
+                crate::limits::deadline(now, setup.config.connect_timeout),
+            ),
+            held: HeldCandidates::default(),
             offer_hash: 0,
             remote_session: 0,
             remote_ufrag: 0,
-            last_heard: now,
             rtc_deadline: None,
             timeouts: Timeouts::of(setup.config),
             queue: SendQueue::default(),
@@ -298,6 +286,19 @@ impl Link {
         self.peer
     }
 
+    /// Host migration: the peer goes by `peer` from now on, over the same connection. Its
+    /// role (who offers) stays as it was, so both ends keep agreeing on it.
+    pub fn rename(&mut self, peer: PeerId, mesh_span: &tracing::Span) {
+        self.peer = peer;
+        self.span = crate::trace::peer_span(mesh_span, peer);
+    }
+
+    /// Which side of the SDP exchange this link is.
+    #[cfg(test)]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
@@ -319,6 +320,12 @@ impl Link {
         self.rtc.accepts(input)
     }
 
+    /// Whether a datagram that reached this link from a new address may go on to str0m (see
+    /// [`Guard::admit_source`]).
+    pub fn admit_source(&mut self, source: SocketAddr) -> bool {
+        self.guard.admit_source(source)
+    }
+
     /// Feeds a datagram this peer accepted (`contents` its raw bytes; `input`'s source is the
     /// peer's address, also when it came through our TURN allocation). `false` if str0m
     /// refused it (counted by the caller).
@@ -333,7 +340,7 @@ impl Link {
         self.release_held();
         let ok = self.rtc.handle_input(input).is_ok();
         if ok {
-            self.last_heard = self.last_heard.max(now);
+            self.deadlines.heard(now);
             self.clock = self.clock.max(now);
             self.counters.datagrams_received += 1;
             self.counters.bytes_received += contents.len() as u64;
@@ -410,7 +417,7 @@ impl Link {
 
     /// When the peer was last heard from (or the link created).
     pub fn last_heard(&self) -> Instant {
-        self.last_heard
+        self.deadlines.last_heard()
     }
 
     /// Whether a datagram from `remote` arrived at or after `since`.
@@ -524,7 +531,9 @@ impl Link {
     fn on_event(&mut self, now: Instant, event: RtcEvent) {
         match event {
             RtcEvent::ChannelData(data) => match self.channel_index(data.id) {
-                Some(_) if !self.fits_packet_size(data.data.len()) => {}
+                Some(_) if !self.guard.fits_packet_size(data.data.len()) => {
+                    self.counts.packets_too_large += 1;
+                }
                 Some(index) => {
                     let ch = &mut self.channels[index];
                     let spec = ch.spec;
@@ -546,7 +555,16 @@ impl Link {
                     self.opening = true;
                 }
                 // Opened in-band by the remote (DCEP): not part of the layout.
-                None => self.refuse_channel(id),
+                None => {
+                    self.rtc.direct_api().close_data_channel(id);
+                    self.counts.channels_refused += 1;
+                    if self.guard.refuse_channel() == RefusedChannel::CloseAndEnd
+                        && self.lost.is_none()
+                    {
+                        self.counts.peers_disconnected_for_abuse += 1;
+                        self.end(Loss::Abuse);
+                    }
+                }
             },
             RtcEvent::Connected => self.opening = true,
             // Godot removes a peer when any of its channels closes.
@@ -555,12 +573,10 @@ impl Link {
             }
             RtcEvent::IceConnectionStateChange(state) => match state {
                 IceConnectionState::Connected | IceConnectionState::Completed => {
-                    self.ice_was_connected = true;
-                    self.ice_lost_at = None;
+                    self.deadlines.ice_connected();
                     self.on_ice_connected();
                 }
-                IceConnectionState::Disconnected if self.ice_was_connected => {
-                    self.ice_lost_at.get_or_insert(now);
+                IceConnectionState::Disconnected if self.deadlines.ice_disconnected(now) => {
                     self.events.push_back(LinkEvent::RecheckNat);
                 }
                 _ => {}

@@ -29,9 +29,57 @@ use crate::error::{AddPeerError, SignalError};
 use crate::signal::Signal;
 
 /// The longest the answering side keeps the offerer's trickled candidates from ICE while it
-/// waits for the offerer's first check (see `Link::hold_until`): a signaling trip with room
+/// waits for the offerer's first check (see [`HeldCandidates`]): a signaling trip with room
 /// to spare; past it, a NAT that must see our checks first gets them.
 const HOLD_CANDIDATES: Duration = Duration::from_secs(1);
+
+/// Answering side, from the first offer until the offerer's first datagram (or
+/// [`HOLD_CANDIDATES`]): the offerer's trickled candidates wait here, so no connectivity check
+/// of ours reaches the offerer before it can have our answer. libdatachannel (Godot's native
+/// stack) fails a connection whose checks complete while it is still applying the answer (see
+/// docs/interop.md); the wait is bounded for NATs that open only once both sides send. What
+/// is held passed the [`Guard`](super::guard::Guard)'s cap first, so it is bounded too.
+#[derive(Debug, Default)]
+pub(super) struct HeldCandidates {
+    until: Option<Instant>,
+    held: Vec<Candidate>,
+}
+
+impl HeldCandidates {
+    /// Holds trickled candidates from now until `at` (or [`release`](Self::release)).
+    fn hold_until(&mut self, at: Instant) {
+        self.until = Some(at);
+    }
+
+    /// `c` back when nothing is held (str0m takes it now), or `None` when it is kept.
+    fn keep(&mut self, c: Candidate) -> Option<Candidate> {
+        if self.until.is_some() {
+            self.held.push(c);
+            None
+        } else {
+            Some(c)
+        }
+    }
+
+    /// Ends the wait: what was held, for str0m (nothing when nothing was held).
+    pub fn release(&mut self) -> Vec<Candidate> {
+        match self.until.take() {
+            Some(_) => std::mem::take(&mut self.held),
+            None => Vec::new(),
+        }
+    }
+
+    /// When the wait ends by itself.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.until
+    }
+
+    /// Drops what was held (it belonged to an old connection's offerer).
+    fn clear(&mut self) {
+        self.until = None;
+        self.held.clear();
+    }
+}
 
 /// The largest message a remote accepts when its SDP has no `a=max-message-size` (RFC 8841
 /// §6.1).
@@ -160,13 +208,8 @@ impl Link {
         crate::trace::handshake_retried(&self.span);
         self.connected = false;
         self.opening = false;
-        self.ice_was_connected = false;
-        self.ice_lost_at = None;
-        self.answered_at = None;
         // Candidates held for the old connection's offerer are its, not the new one's.
-        self.hold_until = None;
         self.held.clear();
-        self.last_heard = now;
         self.rtc_deadline = None;
         self.queue.clear();
         self.window = SendWindow::new(
@@ -177,13 +220,14 @@ impl Link {
         self.unsent = false;
         self.clock = now;
         self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
-        self.guard.remote = Default::default();
-        match offer {
-            Some(offer) => self.signal(offer),
-            // The answering side follows the offerer, whose own deadline bounds the retries.
-            None => {
-                self.connect_deadline = crate::limits::deadline(now, setup.config.connect_timeout)
-            }
+        self.guard.forget_candidates();
+        // The answering side follows the offerer, whose own deadline bounds the retries.
+        let connect_by = offer
+            .is_none()
+            .then(|| crate::limits::deadline(now, setup.config.connect_timeout));
+        self.deadlines.start_over(now, connect_by);
+        if let Some(offer) = offer {
+            self.signal(offer);
         }
         Ok(())
     }
@@ -204,11 +248,11 @@ impl Link {
         if !new_connection {
             return Ok(false);
         }
-        self.renegotiation_allowed(now)?;
+        self.offer_allowed(now)?;
         if SdpOffer::from_sdp_string(sdp).is_err() {
             return Ok(false);
         }
-        self.renegotiated();
+        self.guard.offer_taken();
         Ok(true)
     }
 
@@ -219,7 +263,7 @@ impl Link {
             Signal::Offer(sdp) => match self.negotiation {
                 Negotiation::AwaitingOffer => {
                     self.accept_first_offer(sdp)?;
-                    self.hold_until = Some(now + HOLD_CANDIDATES);
+                    self.held.hold_until(now + HOLD_CANDIDATES);
                 }
                 Negotiation::Done if hash(&sdp) != self.offer_hash => {
                     if sdp_session(&sdp) != self.remote_session {
@@ -241,12 +285,12 @@ impl Link {
                 // An answer to our restart (new credentials) brings a fresh set of remote
                 // candidates: str0m drops the old ones when it applies it, so does the cap.
                 let before = (restarting && ufrag != self.remote_ufrag)
-                    .then(|| std::mem::take(&mut self.guard.remote));
+                    .then(|| self.guard.forget_candidates());
                 let sdp = self.bound_sdp_candidates(sdp);
                 let answer = match SdpAnswer::from_sdp_string(&sdp) {
                     Ok(answer) => answer,
                     Err(e) => {
-                        self.keep_remote_candidates(before);
+                        self.guard.keep_candidates(before);
                         return Err(SignalError::Invalid(format!("bad SDP answer: {e}")));
                     }
                 };
@@ -260,7 +304,7 @@ impl Link {
                         // str0m consumed the pending offer; the link cannot recover, so it ends.
                         self.end(Loss::Closed);
                     }
-                    self.keep_remote_candidates(before);
+                    self.guard.keep_candidates(before);
                     // A refused restart answer leaves the connection as it was; the next
                     // restart (or the loss path) follows if the path stays broken.
                     return Err(SignalError::Invalid(format!("answer refused: {e}")));
@@ -273,7 +317,7 @@ impl Link {
                 self.remote_ufrag = ufrag;
                 self.learn_remote(&sdp);
                 if !restarting {
-                    self.answered_at = Some(now);
+                    self.deadlines.answered(now);
                 }
             }
             Signal::Candidate(text) => {
@@ -290,6 +334,43 @@ impl Link {
         }
         self.handle_timeout(now);
         Ok(())
+    }
+
+    /// Whether a new offer from the remote may start the handshake over at `now`.
+    fn offer_allowed(&mut self, now: Instant) -> Result<(), SignalError> {
+        if self.guard.offer_allowed(now) {
+            Ok(())
+        } else {
+            Err(SignalError::TooManyOffers(self.peer))
+        }
+    }
+
+    /// An offer's or answer's SDP with its candidates past the cap removed (and counted).
+    fn bound_sdp_candidates(&mut self, sdp: String) -> String {
+        let (sdp, removed) = self.guard.bound_sdp(&sdp);
+        self.counts.candidates_over_limit += removed;
+        sdp
+    }
+
+    /// A trickled candidate: to str0m (or held, see [`HeldCandidates`]) unless past the cap
+    /// (then counted).
+    fn add_remote_candidate(&mut self, c: Candidate) {
+        if !self.guard.admit_candidate(&c) {
+            self.counts.candidates_over_limit += 1;
+            return;
+        }
+        self.path.add_remote(&c);
+        if let Some(c) = self.held.keep(c) {
+            self.rtc.add_remote_candidate(c);
+        }
+    }
+
+    /// Answering side: the offerer was heard from, or the wait is over: str0m gets the
+    /// candidates it trickled meanwhile.
+    pub(super) fn release_held(&mut self) {
+        for c in self.held.release() {
+            self.rtc.add_remote_candidate(c);
+        }
     }
 
     /// Answering side: the offer that creates the connection, and its channels.
@@ -324,27 +405,27 @@ impl Link {
     /// connections: a remote's restarts, at least `ice_restart_interval` (≥ 1 s) apart, pass;
     /// a flood is refused with [`SignalError::TooManyOffers`] and the connection carries on.
     fn renegotiate(&mut self, now: Instant, sdp: String) -> Result<(), SignalError> {
-        if let Err(e) = self.renegotiation_allowed(now) {
+        if let Err(e) = self.offer_allowed(now) {
             self.counts.offers_rate_limited += 1;
             return Err(e);
         }
         let offer_hash = hash(&sdp);
         let ufrag = sdp_ufrag(&sdp);
         let restart = ufrag != self.remote_ufrag;
-        let before = restart.then(|| std::mem::take(&mut self.guard.remote));
+        let before = restart.then(|| self.guard.forget_candidates());
         let sdp = self.bound_sdp_candidates(sdp);
         let offer = match SdpOffer::from_sdp_string(&sdp) {
             Ok(offer) => offer,
             Err(e) => {
-                self.keep_remote_candidates(before);
+                self.guard.keep_candidates(before);
                 return Err(SignalError::Invalid(format!("bad SDP offer: {e}")));
             }
         };
-        self.renegotiated();
+        self.guard.offer_taken();
         let answer = match self.rtc.sdp_api().accept_offer(offer) {
             Ok(answer) => answer,
             Err(e) => {
-                self.keep_remote_candidates(before);
+                self.guard.keep_candidates(before);
                 return Err(SignalError::Invalid(format!("offer refused: {e}")));
             }
         };
@@ -490,6 +571,28 @@ fn sdp_ufrag(sdp: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_wait_while_held_and_go_to_str0m_when_released() {
+        let c = |port| Candidate::host(SocketAddr::from(([127, 0, 0, 1], port)), "udp").unwrap();
+        let mut held = HeldCandidates::default();
+        assert!(held.keep(c(1)).is_some(), "nothing is held before an offer");
+        let now = Instant::now();
+        held.hold_until(now + HOLD_CANDIDATES);
+        assert!(held.keep(c(2)).is_none());
+        assert!(held.keep(c(3)).is_none());
+        assert_eq!(held.deadline(), Some(now + HOLD_CANDIDATES));
+        assert_eq!(held.release().len(), 2);
+        assert!(held.release().is_empty(), "released once");
+        assert!(
+            held.keep(c(4)).is_some(),
+            "after the release, candidates pass"
+        );
+        held.hold_until(now);
+        assert!(held.keep(c(5)).is_none());
+        held.clear();
+        assert!(held.release().is_empty(), "a retry drops what was held");
+    }
 
     #[test]
     fn max_message_size_is_read_from_the_data_section_as_rfc_8841_says() {

@@ -21,6 +21,7 @@ macro_rules! link_setup {
 
 mod demux;
 mod inbound;
+mod migrate;
 mod peers;
 mod send;
 mod signaling;
