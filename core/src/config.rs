@@ -176,7 +176,7 @@ pub struct MeshConfig {
     /// again about a round trip after it was due, never a second or more later as sctp-proto
     /// does for a second loss in a round trip or a lost retransmission (see
     /// `docs/loss-recovery.md`). Messages still arrive once, in order, per channel. It is
-    /// agreed in the SDP (`a=x-rtcmesh:reliable=1`), so a browser or Godot peer, which never
+    /// agreed in the SDP (`a=x-rtcmesh-reliable:1`), so a browser or Godot peer, which never
     /// agrees, gets exactly the same channels and bytes either way.
     /// [`PeerStats::retransmission`](crate::PeerStats::retransmission) says whether a peer has
     /// it and what it did. Default on.

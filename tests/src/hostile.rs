@@ -209,7 +209,7 @@ impl Attacker {
             .collect()
     }
 
-    /// The same offer claiming rtcmesh's own retransmission (`a=x-rtcmesh:reliable=1`, which
+    /// The same offer claiming rtcmesh's own retransmission (`a=x-rtcmesh-reliable:1`, which
     /// str0m itself knows nothing of): a victim that has it on agrees, and both ends create
     /// the hidden channel (the attacker with [`open_hidden_channel`](Self::open_hidden_channel)).
     pub fn offer_claiming_own_retransmission(&mut self) -> Signal {
@@ -217,7 +217,7 @@ impl Attacker {
             unreachable!("make_offer makes an offer");
         };
         let at = sdp.find("\r\nm=").expect("a media section") + 2;
-        let sdp = format!("{}a=x-rtcmesh:reliable=1\r\n{}", &sdp[..at], &sdp[at..]);
+        let sdp = format!("{}a=x-rtcmesh-reliable:1\r\n{}", &sdp[..at], &sdp[at..]);
         self.offer = Some(sdp.clone());
         Signal::Offer(sdp)
     }

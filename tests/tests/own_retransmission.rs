@@ -176,7 +176,7 @@ fn an_answer_that_claims_it_without_an_offer_that_asked_changes_nothing() {
     w.rewrite_signals(|from, _, signal| {
         if let (1, Signal::Answer(sdp)) = (from, signal) {
             let at = sdp.find("\r\nm=").unwrap() + 2;
-            sdp.insert_str(at, "a=x-rtcmesh:reliable=1\r\n");
+            sdp.insert_str(at, "a=x-rtcmesh-reliable:1\r\n");
         }
     });
     w.introduce(0, 1);

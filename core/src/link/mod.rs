@@ -22,6 +22,7 @@
 mod deadlines;
 mod guard;
 mod ice_restart;
+mod layout;
 mod negotiation;
 mod path;
 mod queue;
@@ -93,6 +94,9 @@ pub(crate) enum Loss {
     /// The remote went past a limit that ends the connection (channels outside the layout, a
     /// message above our packet size through rtcmesh's own retransmission).
     Abuse,
+    /// The remote rtcmesh stated a channel layout different from ours (see [`layout`]): our
+    /// extra channel count and its (`None`: unreadable).
+    LayoutMismatch { local: u16, remote: Option<u16> },
 }
 
 impl Loss {
@@ -104,7 +108,12 @@ impl Loss {
             Loss::Silent => "nothing heard for peer_timeout",
             Loss::IceLost => "ICE disconnected longer than disconnect_grace",
             Loss::Closed => "closed by the remote, or the connection failed",
+<<<<<<< HEAD
             Loss::Abuse => "went past a limit that ends the connection (channels outside the layout, or a message above our packet size)",
+=======
+            Loss::Abuse => "opened more channels outside the layout than limits allow",
+            Loss::LayoutMismatch { .. } => "its channel layout differs from ours",
+>>>>>>> main
         }
     }
 }
@@ -294,6 +303,19 @@ impl Link {
     /// The peer's id.
     pub fn peer(&self) -> PeerId {
         self.peer
+    }
+
+    /// Host migration: the peer goes by `peer` from now on, over the same connection. Its
+    /// role (who offers) stays as it was, so both ends keep agreeing on it.
+    pub fn rename(&mut self, peer: PeerId, mesh_span: &tracing::Span) {
+        self.peer = peer;
+        self.span = crate::trace::peer_span(mesh_span, peer);
+    }
+
+    /// Which side of the SDP exchange this link is.
+    #[cfg(test)]
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// The next datagram to send.

@@ -23,7 +23,7 @@ use str0m::{Candidate, Rtc, RtcConfig};
 
 use super::reliable;
 use super::window::SendWindow;
-use super::{ChannelStats, Link, LinkChannel, Loss, Role};
+use super::{layout, ChannelStats, Link, LinkChannel, Loss, Role};
 use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::error::{AddPeerError, SignalError};
@@ -165,7 +165,8 @@ impl Link {
             let (offer, pending) = api
                 .apply()
                 .ok_or_else(|| AddPeerError::Rtc("no offer produced".into()))?;
-            let sdp = reliable::advertise(setup.config.own_retransmission, offer.to_sdp_string());
+            let sdp = layout::state(setup.layout, offer.to_sdp_string());
+            let sdp = reliable::advertise(setup.config.own_retransmission, sdp);
             (Negotiation::Offered(pending), Some(Signal::Offer(sdp)))
         } else {
             (Negotiation::AwaitingOffer, None)
@@ -323,6 +324,10 @@ impl Link {
                 self.learn_remote(&sdp);
                 if !restarting {
                     self.deadlines.answered(now);
+                    self.check_layout(&layout::stated(&sdp));
+                    if self.lost.is_some() {
+                        return Ok(());
+                    }
                 }
             }
             Signal::Candidate(text) => {
@@ -401,8 +406,33 @@ impl Link {
         self.remote_session = sdp_session(&sdp);
         self.remote_ufrag = sdp_ufrag(&sdp);
         self.learn_remote(&sdp);
-        self.send_answer(&answer);
+        // An rtcmesh offerer stated its layout: ours goes back, and a mismatch ends the link
+        // once the answer is out, so the offerer learns it too.
+        let stated = layout::stated(&sdp);
+        let answer = self.reliable.answer(answer.to_sdp_string());
+        if stated == layout::Stated::Nothing {
+            self.signal(Signal::Answer(answer));
+        } else {
+            let specs = self.layout();
+            self.signal(Signal::Answer(layout::state(&specs, answer)));
+            self.check_layout(&stated);
+        }
         Ok(())
+    }
+
+    /// The channel layout of this link.
+    fn layout(&self) -> SmallVec<[ChannelSpec; 8]> {
+        self.channels.iter().map(|c| c.spec).collect()
+    }
+
+    /// Ends the link if the remote stated a channel layout other than ours.
+    fn check_layout(&mut self, stated: &layout::Stated) {
+        if let Err(m) = layout::check(&self.layout(), stated) {
+            self.end(Loss::LayoutMismatch {
+                local: m.local,
+                remote: m.remote,
+            });
+        }
     }
 
     /// A new offer for this connection (same session): applied to the existing `Rtc`, which

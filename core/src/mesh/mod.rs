@@ -21,6 +21,7 @@ macro_rules! link_setup {
 
 mod demux;
 mod inbound;
+mod migrate;
 mod peers;
 mod send;
 mod signaling;
@@ -616,6 +617,9 @@ impl Mesh {
             Loss::IceLost => Some(LossReason::IceLost),
             Loss::Closed => Some(LossReason::Closed),
             Loss::Abuse => Some(LossReason::Abuse),
+            Loss::LayoutMismatch { local, remote } => {
+                Some(LossReason::ChannelLayoutMismatch { local, remote })
+            }
             // Not a loss of its own: the application removed it, and knows.
             Loss::Removed => None,
         };

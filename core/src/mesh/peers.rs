@@ -62,6 +62,15 @@ impl PeerTable {
         peer.link
     }
 
+    /// Host migration: the peer `old` goes by `new` from now on; its key, routes, deadline
+    /// and place on the drain list stay.
+    pub fn rekey(&mut self, old: PeerId, new: PeerId, mesh_span: &tracing::Span) {
+        if let Some(key) = self.by_id.remove(&old) {
+            self.peers[key].link.rename(new, mesh_span);
+            self.by_id.insert(new, key);
+        }
+    }
+
     /// The key of the peer with this id.
     pub fn key(&self, id: PeerId) -> Option<usize> {
         self.by_id.get(&id).copied()

@@ -9,7 +9,7 @@
 //! format is in [`frame`].
 //!
 //! # Agreement
-//! The offering rtcmesh adds the session-level SDP attribute `a=x-rtcmesh:reliable=1` to its
+//! The offering rtcmesh adds the session-level SDP attribute `a=x-rtcmesh-reliable:1` to its
 //! offers (RFC 8866 §5.13: a receiver ignores attributes it does not know); an answering rtcmesh
 //! that offers it too echoes it in its answer, and only then. Both ends use it for the
 //! connection once the answer is applied, so a browser or Godot peer, which never echoes it,
@@ -47,7 +47,7 @@ use sender::{Header, Sender, Wire};
 pub(crate) const STREAM_ID: u16 = 1024;
 
 /// The SDP attribute that offers (and, echoed, accepts) rtcmesh's own retransmission.
-const ATTRIBUTE: &str = "a=x-rtcmesh:reliable=1";
+const ATTRIBUTE: &str = "a=x-rtcmesh-reliable:1";
 
 /// What str0m adds to an SCTP chunk's user data on the way to a datagram (its
 /// `MAX_DTLS_OVERHEAD` 48 and `SCTP_OVERHEAD` 40): a frame of `mtu - 88` bytes is one chunk.
