@@ -108,12 +108,8 @@ impl Loss {
             Loss::Silent => "nothing heard for peer_timeout",
             Loss::IceLost => "ICE disconnected longer than disconnect_grace",
             Loss::Closed => "closed by the remote, or the connection failed",
-<<<<<<< HEAD
             Loss::Abuse => "went past a limit that ends the connection (channels outside the layout, or a message above our packet size)",
-=======
-            Loss::Abuse => "opened more channels outside the layout than limits allow",
             Loss::LayoutMismatch { .. } => "its channel layout differs from ours",
->>>>>>> main
         }
     }
 }
