@@ -72,6 +72,9 @@ impl Side {
     }
 }
 
+/// Decides whether message number `n` from side `from` is lost.
+type Drop = dyn FnMut(usize, usize, &[u8]) -> bool;
+
 /// Two sides and the wire between them: `one_way` latency, and `drop` decides per message
 /// (direction, index of the message in that direction) whether it is lost.
 struct Pair {
@@ -80,7 +83,7 @@ struct Pair {
     wire: VecDeque<(Instant, usize, Vec<u8>)>,
     one_way: Duration,
     sent: [usize; 2],
-    drop: Box<dyn FnMut(usize, usize, &[u8]) -> bool>,
+    drop: Box<Drop>,
     /// Messages waiting for room in the window (as the link's queue holds them).
     backlog: [VecDeque<(usize, Vec<u8>)>; 2],
 }
@@ -191,8 +194,8 @@ fn every_message_arrives_once_and_in_order_through_heavy_loss() {
         pair.run(Duration::from_millis(10));
     }
     pair.run(Duration::from_secs(10));
-    for to in 0..2 {
-        assert_eq!(pair.delivered(to), expected[to], "side {to}");
+    for (to, expected) in expected.iter().enumerate() {
+        assert_eq!(&pair.delivered(to), expected, "side {to}");
         let c = pair.sides[1 - to].sender.counters;
         assert!(c.retransmissions > 50, "{c:?}");
     }
