@@ -103,8 +103,10 @@ pub(crate) async fn handshake(
     let limit = cx.limits.handshake_timeout;
     let counters = cx.counters.clone();
     let done = || Counters::sub(&counters.handshakes);
-    // The request's target (path and query) carries the client's options.
+    // The request's target (path and query) carries the client's options. (The result type
+    // is tungstenite's callback signature, not ours to shrink.)
     let mut target = String::new();
+    #[allow(clippy::result_large_err)]
     let read_target = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         let uri = request.uri();
         target = uri
