@@ -561,7 +561,7 @@ impl Link {
     fn on_event(&mut self, now: Instant, event: RtcEvent) {
         match event {
             RtcEvent::ChannelData(data) if self.reliable.is_channel(data.id) => {
-                self.on_reliable_message(now, &data.data);
+                self.on_reliable_message(now, data.data);
             }
             RtcEvent::ChannelOpen(id, _) if self.reliable.is_channel(id) => {
                 self.reliable.on_open();

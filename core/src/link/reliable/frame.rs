@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! ACK   0x02  largest  ack_delay_us  range_count  first_range  (gap  range_length){range_count}
-//! DATA  0x10 | FIN  transmission  floor_gap  channel  sequence  payload…
+//! DATA  0x10 | FIN | ACK_NOW  transmission  floor_gap  channel  sequence  payload…
 //! ```
 //!
 //! - ACK is QUIC's ACK frame (RFC 9000 §19.3) over *transmission numbers*: `largest` is the
@@ -17,7 +17,8 @@
 //!   sender's floor (every transmission below the floor is acknowledged or given up, so the
 //!   receiver forgets them), `channel` the layout index of a reliable channel, `sequence` the
 //!   fragment's number on that channel (consecutive), `FIN` (0x01) marks a message's last
-//!   fragment.
+//!   fragment, `ACK_NOW` (0x02) asks for an acknowledgement without the usual wait (the sender
+//!   has filled its congestion window and waits for one).
 
 use std::ops::Range;
 
@@ -33,6 +34,8 @@ pub(crate) const MAX_DATA_HEADER: usize = 1 + 8 + 8 + 2 + 8;
 const ACK: u8 = 0x02;
 const DATA: u8 = 0x10;
 const FIN: u8 = 0x01;
+const ACK_NOW: u8 = 0x02;
+const DATA_FLAGS: u8 = FIN | ACK_NOW;
 
 /// The largest value a varint holds.
 pub(crate) const MAX_VARINT: u64 = (1 << 62) - 1;
@@ -75,6 +78,8 @@ pub(crate) struct Data {
     pub channel: u16,
     pub sequence: u64,
     pub fin: bool,
+    /// The sender asks for an acknowledgement at once.
+    pub ack_now: bool,
     pub payload: Range<usize>,
 }
 
@@ -97,7 +102,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Message, Malformed> {
         let kind = r.byte()?;
         match kind {
             ACK if message.ack.is_none() => message.ack = Some(decode_ack(&mut r)?),
-            k if k & !FIN == DATA => {
+            k if k & !DATA_FLAGS == DATA => {
                 let transmission = r.varint()?;
                 let floor_gap = r.varint()?;
                 let channel = r.varint()?;
@@ -112,6 +117,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Message, Malformed> {
                     channel,
                     sequence,
                     fin: k & FIN != 0,
+                    ack_now: k & ACK_NOW != 0,
                     payload: r.at..bytes.len(),
                 });
                 return Ok(message);
@@ -171,6 +177,16 @@ impl Reader<'_> {
     }
 }
 
+/// The bytes `v` takes as a varint.
+pub(crate) fn varint_len(v: u64) -> usize {
+    match v {
+        0..0x40 => 1,
+        0x40..0x4000 => 2,
+        0x4000..0x4000_0000 => 4,
+        _ => 8,
+    }
+}
+
 /// Appends `v` (at most [`MAX_VARINT`]) as a varint.
 pub(crate) fn put_varint(out: &mut Vec<u8>, v: u64) {
     debug_assert!(v <= MAX_VARINT);
@@ -212,8 +228,9 @@ pub(crate) fn put_data_header(
     channel: u16,
     sequence: u64,
     fin: bool,
+    ack_now: bool,
 ) {
-    out.push(DATA | if fin { FIN } else { 0 });
+    out.push(DATA | if fin { FIN } else { 0 } | if ack_now { ACK_NOW } else { 0 });
     put_varint(out, transmission);
     put_varint(out, transmission - floor);
     put_varint(out, u64::from(channel));
@@ -250,7 +267,7 @@ mod tests {
         let ranges = [(90, 100), (50, 80), (7, 7)];
         put_ack(&mut out, &ranges, 1234);
         let ack_len = out.len();
-        put_data_header(&mut out, 1_000_000, 999_990, 4, 77, true);
+        put_data_header(&mut out, 1_000_000, 999_990, 4, 77, true, false);
         let start = out.len();
         out.extend_from_slice(b"payload");
         let m = decode(&out).expect("decodes");
@@ -265,13 +282,23 @@ mod tests {
                 channel: 4,
                 sequence: 77,
                 fin: true,
+                ack_now: false,
                 payload: start..out.len(),
             })
         );
         assert!(start - ack_len <= MAX_DATA_HEADER);
         let mut largest = Vec::new();
-        put_data_header(&mut largest, MAX_VARINT, 0, 16_383, MAX_VARINT, false);
+        put_data_header(&mut largest, MAX_VARINT, 0, 16_383, MAX_VARINT, false, true);
         assert_eq!(largest.len(), MAX_DATA_HEADER);
+        assert_eq!(
+            decode(&largest).expect("decodes").data.map(|d| d.ack_now),
+            Some(true)
+        );
+        for v in [0, 63, 64, 16_383, 16_384, (1 << 30) - 1, 1 << 30] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(varint_len(v), out.len(), "{v}");
+        }
     }
 
     #[test]

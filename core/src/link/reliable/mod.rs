@@ -343,10 +343,10 @@ impl Reliable {
     pub fn on_message(
         &mut self,
         now: Instant,
-        message: &[u8],
+        message: Vec<u8>,
         deliver: &mut dyn FnMut(usize, Vec<u8>),
     ) -> Received {
-        let Ok(decoded) = frame::decode(message) else {
+        let Ok(decoded) = frame::decode(&message) else {
             self.stats.malformed += 1;
             return Received::Malformed;
         };
@@ -357,16 +357,14 @@ impl Reliable {
                 refused = true;
             }
         }
-        let Some(data) = &decoded.data else {
+        let Some(data) = decoded.data else {
             return if refused {
                 Received::Malformed
             } else {
                 Received::Accepted
             };
         };
-        let outcome = self
-            .receiver
-            .on_data(now, data, &message[data.payload.clone()], deliver);
+        let outcome = self.receiver.on_data(now, &data, message, deliver);
         match outcome {
             Received::Accepted => {}
             Received::Duplicate => self.stats.duplicates_received += 1,
@@ -482,12 +480,13 @@ struct ChannelWire<'a> {
 }
 
 impl ChannelWire<'_> {
-    /// Writes `scratch` as one message. `Ok(false)`: no room.
-    fn write_scratch(&mut self) -> Result<bool, ()> {
+    /// Writes `scratch[range]` as one message. `Ok(false)`: no room.
+    fn write_scratch(&mut self, range: std::ops::Range<usize>) -> Result<bool, ()> {
         let mut channel = self.rtc.channel(self.id).ok_or(())?;
-        let taken = channel.write(true, self.scratch).map_err(|_| ())?;
+        let len = range.len();
+        let taken = channel.write(true, &self.scratch[range]).map_err(|_| ())?;
         if taken {
-            self.written += self.scratch.len();
+            self.written += len;
         }
         Ok(taken)
     }
@@ -496,7 +495,7 @@ impl ChannelWire<'_> {
     fn ack_alone(&mut self) {
         self.scratch.clear();
         self.receiver.put_ack(self.now, self.scratch);
-        if self.write_scratch() == Ok(true) {
+        if self.write_scratch(0..self.scratch.len()) == Ok(true) {
             self.receiver.acked();
             self.acks += 1;
         }
@@ -506,30 +505,31 @@ impl ChannelWire<'_> {
 impl Wire for ChannelWire<'_> {
     fn data(&mut self, header: Header, payload: &[u8]) -> Result<Option<usize>, ()> {
         self.scratch.clear();
-        let mut with_ack = self.receiver.ack_pending();
-        if with_ack {
+        if self.receiver.ack_pending() {
             self.receiver.put_ack(self.now, self.scratch);
-            if self.scratch.len() + frame::MAX_DATA_HEADER + payload.len() > self.frame_max {
-                // Together they would take two chunks: the acknowledgement goes on its own.
-                if !self.write_scratch()? {
-                    return Ok(None);
-                }
-                self.receiver.acked();
-                self.acks += 1;
-                self.scratch.clear();
-                with_ack = false;
-            }
         }
+        let ack = self.scratch.len();
         header.write(self.scratch);
         self.scratch.extend_from_slice(payload);
-        if !self.write_scratch()? {
+        let end = self.scratch.len();
+        let mut start = 0;
+        if ack > 0 && end > self.frame_max {
+            // Together they would take two chunks: the acknowledgement goes on its own.
+            if !self.write_scratch(0..ack)? {
+                return Ok(None);
+            }
+            self.receiver.acked();
+            self.acks += 1;
+            start = ack;
+        }
+        if !self.write_scratch(start..end)? {
             return Ok(None);
         }
-        if with_ack {
+        if ack > 0 && start == 0 {
             self.receiver.acked();
             self.acks += 1;
         }
-        Ok(Some(self.scratch.len()))
+        Ok(Some(end - start))
     }
 }
 
@@ -567,7 +567,7 @@ impl super::Link {
     }
 
     /// A message on the hidden channel: its complete messages become packet events.
-    pub(super) fn on_reliable_message(&mut self, now: Instant, data: &[u8]) {
+    pub(super) fn on_reliable_message(&mut self, now: Instant, data: Vec<u8>) {
         let (reliable, channels, peer) = (&mut self.reliable, &mut self.channels, self.peer);
         let (counts, events) = (&mut self.counts, &mut self.events);
         let outcome = reliable.on_message(now, data, &mut |index, payload| {
@@ -630,7 +630,7 @@ pub(crate) fn fuzz(data: &[u8]) {
                 sender.on_ack(now, ack);
             }
             if let Some(d) = &decoded.data {
-                receiver.on_data(now, d, &message[d.payload.clone()], &mut |i, m| {
+                receiver.on_data(now, d, message.to_vec(), &mut |i, m| {
                     assert!(i == 0 || i == 2, "delivered on channel {i}");
                     assert!(m.len() <= MAX_MESSAGE);
                 });

@@ -56,10 +56,19 @@ struct Reorder {
     skipping: bool,
 }
 
+/// A fragment that arrived early: the message it came in, and where its payload starts.
 #[derive(Debug)]
 struct Held {
-    payload: Vec<u8>,
+    message: Vec<u8>,
+    start: usize,
     fin: bool,
+}
+
+impl Held {
+    /// What it holds: the whole message it came in (an acknowledgement in front included).
+    fn len(&self) -> usize {
+        self.message.len()
+    }
 }
 
 /// The receiving half of one peer.
@@ -102,15 +111,19 @@ impl Receiver {
         }
     }
 
-    /// Handles a DATA frame whose payload is `payload` (`message[data.payload]`); complete
-    /// messages are passed to `deliver` with their channel's layout index, in order.
+    /// Handles a DATA frame that came in `message` (its payload is `message[data.payload]`, to
+    /// the end); complete messages are passed to `deliver` with their channel's layout index,
+    /// in order. A message of one fragment is delivered in the buffer it arrived in.
     pub fn on_data(
         &mut self,
         now: Instant,
         data: &Data,
-        payload: &[u8],
+        message: Vec<u8>,
         deliver: &mut dyn FnMut(usize, Vec<u8>),
     ) -> Received {
+        let start = data.payload.start.min(message.len());
+        // Held out of order, the whole message is kept (no copy): that is what it costs.
+        let len = message.len();
         let index = usize::from(data.channel);
         let max_message = self.max_message;
         let Some(Some(ch)) = self.channels.get_mut(index) else {
@@ -119,12 +132,14 @@ impl Receiver {
         let outcome = if data.sequence < ch.next {
             Received::Duplicate
         } else if data.sequence == ch.next {
-            let mut bad = ch.take(payload, data.fin, max_message, &mut |m| deliver(index, m));
+            let mut bad = ch.take(message, start, data.fin, max_message, &mut |m| {
+                deliver(index, m)
+            });
             ch.next += 1;
             // What waited behind it, in order: `held[0]` is the new `next`.
             while let Some(Some(held)) = ch.held.pop_front() {
-                self.held_bytes -= charge(held.payload.len());
-                bad |= ch.take(&held.payload, held.fin, max_message, &mut |m| {
+                self.held_bytes -= charge(held.len());
+                bad |= ch.take(held.message, held.start, held.fin, max_message, &mut |m| {
                     deliver(index, m)
                 });
                 ch.next += 1;
@@ -140,17 +155,18 @@ impl Receiver {
             let slot = (data.sequence - ch.next - 1) as usize;
             if ch.held.get(slot).is_some_and(Option::is_some) {
                 Received::Duplicate
-            } else if self.held_bytes + charge(payload.len()) > self.budget {
+            } else if self.held_bytes + charge(len) > self.budget {
                 Received::OutOfWindow
             } else {
                 if ch.held.len() <= slot {
                     ch.held.resize_with(slot + 1, || None);
                 }
                 ch.held[slot] = Some(Held {
-                    payload: payload.to_vec(),
+                    message,
+                    start,
                     fin: data.fin,
                 });
-                self.held_bytes += charge(payload.len());
+                self.held_bytes += charge(len);
                 Received::Accepted
             }
         };
@@ -159,8 +175,9 @@ impl Receiver {
             Received::Accepted | Received::Duplicate | Received::Oversized
         ) {
             self.record(now, data.transmission, data.floor);
-            if outcome == Received::Duplicate {
-                // The sender is retransmitting what arrived: our acknowledgements may be lost.
+            if outcome == Received::Duplicate || data.ack_now {
+                // The sender is retransmitting what arrived (our acknowledgements may be
+                // lost), or waits for an acknowledgement to send more.
                 self.ack_now = true;
             }
         }
@@ -245,23 +262,28 @@ impl Receiver {
 }
 
 impl Reorder {
-    /// Adds the next fragment to the message being reassembled; a complete message goes to
-    /// `deliver`. Returns true if the message outgrew `max` (it is dropped whole).
+    /// Adds the next fragment (`message[start..]`) to the message being reassembled; a
+    /// complete message goes to `deliver`. Returns true if the message outgrew `max` (it is
+    /// dropped whole).
     fn take(
         &mut self,
-        payload: &[u8],
+        mut message: Vec<u8>,
+        start: usize,
         fin: bool,
         max: usize,
         deliver: &mut dyn FnMut(Vec<u8>),
     ) -> bool {
         let mut bad = false;
+        let payload = &message[start..];
         if !self.skipping {
             if self.partial.len() + payload.len() > max {
                 self.partial = Vec::new();
                 self.skipping = true;
                 bad = true;
             } else if fin && self.partial.is_empty() {
-                deliver(payload.to_vec());
+                // The whole message in one fragment: its own buffer, without the header.
+                message.drain(..start);
+                deliver(message);
             } else {
                 self.partial.extend_from_slice(payload);
                 if fin {
@@ -314,6 +336,11 @@ fn insert(ranges: &mut SmallVec<[(u64, u64); 8]>, tx: u64) {
 mod tests {
     use super::*;
 
+    /// A message carrying only a payload (the tests' frames have no header).
+    fn m(payload: &[u8]) -> Vec<u8> {
+        payload.to_vec()
+    }
+
     fn data(tx: u64, seq: u64, fin: bool) -> Data {
         Data {
             transmission: tx,
@@ -321,6 +348,7 @@ mod tests {
             channel: 0,
             sequence: seq,
             fin,
+            ack_now: false,
             payload: 0..0,
         }
     }
@@ -344,7 +372,7 @@ mod tests {
         ];
         for &tx in &[3u64, 1, 2, 1, 0, 3] {
             let (seq, p, fin) = frags[tx as usize];
-            r.on_data(now, &data(tx, seq, fin), p, &mut deliver);
+            r.on_data(now, &data(tx, seq, fin), m(p), &mut deliver);
         }
         assert_eq!(
             got,
@@ -361,7 +389,7 @@ mod tests {
         for channel in [1, 2, 9999] {
             d.channel = channel;
             assert_eq!(
-                r.on_data(now, &d, b"x", &mut |_, _| panic!("delivered")),
+                r.on_data(now, &d, m(b"x"), &mut |_, _| panic!("delivered")),
                 Received::Malformed
             );
         }
@@ -374,15 +402,15 @@ mod tests {
         let now = Instant::now();
         let mut none = |_: usize, _: Vec<u8>| panic!("delivered");
         assert_eq!(
-            r.on_data(now, &data(0, REORDER_WINDOW + 1, true), b"x", &mut none),
+            r.on_data(now, &data(0, REORDER_WINDOW + 1, true), m(b"x"), &mut none),
             Received::OutOfWindow
         );
         assert_eq!(
-            r.on_data(now, &data(1, 5, true), &[0; 150], &mut none),
+            r.on_data(now, &data(1, 5, true), m(&[0; 150]), &mut none),
             Received::Accepted
         );
         assert_eq!(
-            r.on_data(now, &data(2, 6, true), &[0; 100], &mut none),
+            r.on_data(now, &data(2, 6, true), m(&[0; 100]), &mut none),
             Received::OutOfWindow,
             "over the 200-byte budget"
         );
@@ -394,7 +422,7 @@ mod tests {
         // The fragment the channel waits for always fits.
         let mut got = 0;
         assert_eq!(
-            r.on_data(now, &data(3, 0, true), &[0; 500], &mut |_, _| got += 1),
+            r.on_data(now, &data(3, 0, true), m(&[0; 500]), &mut |_, _| got += 1),
             Received::Accepted
         );
         assert_eq!(got, 1);
@@ -407,15 +435,15 @@ mod tests {
         let mut got = Vec::new();
         let mut deliver = |_: usize, m: Vec<u8>| got.push(m);
         assert_eq!(
-            r.on_data(now, &data(0, 0, false), &[1; 8], &mut deliver),
+            r.on_data(now, &data(0, 0, false), m(&[1; 8]), &mut deliver),
             Received::Accepted
         );
         assert_eq!(
-            r.on_data(now, &data(1, 1, false), &[1; 8], &mut deliver),
+            r.on_data(now, &data(1, 1, false), m(&[1; 8]), &mut deliver),
             Received::Oversized
         );
-        r.on_data(now, &data(2, 2, true), &[1; 8], &mut deliver);
-        r.on_data(now, &data(3, 3, true), b"ok", &mut deliver);
+        r.on_data(now, &data(2, 2, true), m(&[1; 8]), &mut deliver);
+        r.on_data(now, &data(3, 3, true), m(b"ok"), &mut deliver);
         assert_eq!(got, vec![b"ok".to_vec()]);
     }
 
@@ -423,9 +451,9 @@ mod tests {
     fn acknowledgements_wait_for_company_unless_something_is_missing() {
         let mut r = receiver();
         let now = Instant::now();
-        r.on_data(now, &data(0, 0, true), b"x", &mut |_, _| {});
+        r.on_data(now, &data(0, 0, true), m(b"x"), &mut |_, _| {});
         assert_eq!(r.ack_deadline(), Some(now + MAX_ACK_DELAY));
-        r.on_data(now, &data(2, 2, true), b"x", &mut |_, _| {});
+        r.on_data(now, &data(2, 2, true), m(b"x"), &mut |_, _| {});
         assert_eq!(r.ack_deadline(), Some(now), "a gap is reported at once");
         let mut out = Vec::new();
         r.put_ack(now + Duration::from_millis(3), &mut out);
@@ -449,12 +477,12 @@ mod tests {
             // Every other transmission lost: a new range each time.
             let mut d = data(2 * i, i, true);
             d.floor = 0;
-            r.on_data(now, &d, b"x", &mut |_, _| {});
+            r.on_data(now, &d, m(b"x"), &mut |_, _| {});
         }
         assert_eq!(r.received.len(), MAX_ACK_RANGES);
         let mut d = data(200, 100, true);
         d.floor = 190;
-        r.on_data(now, &d, b"x", &mut |_, _| {});
+        r.on_data(now, &d, m(b"x"), &mut |_, _| {});
         assert!(r.received.iter().all(|x| x.1 >= 190), "{:?}", r.received);
     }
 }

@@ -201,6 +201,8 @@ pub(crate) struct Header {
     pub channel: u16,
     pub sequence: u64,
     pub fin: bool,
+    /// The congestion window is full: the receiver should acknowledge at once.
+    pub ack_now: bool,
 }
 
 impl Header {
@@ -212,6 +214,7 @@ impl Header {
             self.channel,
             self.sequence,
             self.fin,
+            self.ack_now,
         );
     }
 }
@@ -248,9 +251,18 @@ impl Sender {
         MIN_WINDOW_FRAMES * self.frame_max
     }
 
-    /// The payload one fragment carries.
-    fn fragment_size(&self) -> usize {
-        self.frame_max - MAX_DATA_HEADER
+    /// The payload a fragment of a message on `channel` carries: what the frame leaves after
+    /// its header, sized for the numbers it will carry (a little ahead, so that the fragments
+    /// of one message fit; a retransmission numbered much later may take two chunks).
+    fn fragment_size(&self, channel: usize) -> usize {
+        let ahead = 64 + self.held as u64;
+        let sequence = self.channels.get(channel).map_or(0, |c| c.base) + ahead;
+        let header = 1
+            + frame::varint_len(self.next_tx + ahead)
+            + frame::varint_len(ahead + self.txs.len() as u64)
+            + frame::varint_len(channel as u64)
+            + frame::varint_len(sequence);
+        self.frame_max - header.min(MAX_DATA_HEADER)
     }
 
     /// Bytes sent and not acknowledged or lost.
@@ -267,7 +279,7 @@ impl Sender {
     /// needs fit what the receiver accepts out of order. (How much the sender may hold is the
     /// link's send window; how much may be in flight, the congestion window.)
     pub fn has_room(&self, channel: usize, len: usize) -> bool {
-        let frames = len.div_ceil(self.fragment_size()).max(1);
+        let frames = len.div_ceil(self.fragment_size(channel)).max(1);
         let Some(ch) = self.channels.get(channel) else {
             return false;
         };
@@ -281,7 +293,7 @@ impl Sender {
 
     /// Takes a message (check [`has_room`](Self::has_room) first) and sends its fragments.
     pub fn send(&mut self, now: Instant, channel: usize, data: &[u8], wire: &mut dyn Wire) {
-        let size = self.fragment_size();
+        let size = self.fragment_size(channel);
         let ch = &mut self.channels[channel];
         let mut chunks = data.chunks(size).peekable();
         let frames = data.len().div_ceil(size).max(1);
@@ -355,12 +367,14 @@ impl Sender {
         let ch = self.channels.get_mut(usize::from(channel))?;
         let fragment = ch.get(sequence).filter(|f| !f.acked)?;
         let retransmission = fragment.last_tx.is_some();
+        let bytes_before = self.in_flight;
         let header = Header {
             transmission: tx,
             floor,
             channel,
             sequence,
             fin: fragment.fin,
+            ack_now: bytes_before + self.frame_max >= self.cwnd,
         };
         let bytes = match wire.data(header, &fragment.payload) {
             Ok(Some(bytes)) => bytes,

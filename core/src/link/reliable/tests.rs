@@ -50,11 +50,9 @@ impl Side {
         }
         if let Some(data) = &decoded.data {
             let delivered = &mut self.delivered;
-            let outcome =
-                self.receiver
-                    .on_data(now, data, &m[data.payload.clone()], &mut |i, p| {
-                        delivered.push((now, i, p))
-                    });
+            let outcome = self.receiver.on_data(now, data, m.to_vec(), &mut |i, p| {
+                delivered.push((now, i, p))
+            });
             self.outcomes.push(outcome);
         }
     }
@@ -274,13 +272,21 @@ fn the_congestion_window_halves_once_per_round_of_losses_and_grows_back() {
         pair.run(Duration::from_millis(1));
         windows.push(pair.sides[0].sender.cwnd);
     }
-    let peak_before = windows[..40].iter().max().copied().expect("some");
-    let low = windows.iter().min().copied().expect("some");
-    assert!(
-        low >= peak_before / 2 - FRAME_MAX,
-        "cut once: {low} of {peak_before}"
-    );
-    assert!(*windows.last().expect("some") > low, "grows again");
+    // Every fall of the window: exactly one, a halving (three losses in one round trip are
+    // one congestion event), and it grows again after.
+    let falls: Vec<(usize, usize, usize)> = windows
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[1] < w[0])
+        .map(|(i, w)| (i, w[0], w[1]))
+        .collect();
+    println!("falls {falls:?}, last {}", windows.last().expect("some"));
+    assert_eq!(falls.len(), 1, "{falls:?}");
+    let (at, before, after) = falls[0];
+    // Halved (sampled once a millisecond: slow start may have grown it within the step first).
+    assert!(after <= before * 2 / 3, "{before} → {after}");
+    assert!(windows.last().copied().expect("some") > after, "grows again");
+    assert!(at > 0);
     pair.run(Duration::from_secs(2));
     assert_eq!(pair.sides[1].delivered.len() as u32, sent);
 }
