@@ -27,6 +27,7 @@ mod negotiation;
 mod path;
 mod queue;
 mod reliable;
+mod session_attribute;
 mod stats;
 mod window;
 

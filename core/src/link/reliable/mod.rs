@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::Rtc;
 
+use super::session_attribute;
 use crate::channels::ChannelSpec;
 use crate::config::MeshConfig;
 use crate::event::{Event, Packet};
@@ -46,8 +47,10 @@ use sender::{Header, Sender, Wire};
 /// `RESERVED_CHANNELS + MAX_EXTRA_CHANNELS` = 1003).
 pub(crate) const STREAM_ID: u16 = 1024;
 
-/// The SDP attribute that offers (and, echoed, accepts) rtcmesh's own retransmission.
-const ATTRIBUTE: &str = "a=x-rtcmesh-reliable:1";
+/// The SDP attribute that offers (and, echoed, accepts) rtcmesh's own retransmission, and the
+/// version of the frames it offers.
+const ATTRIBUTE: &str = "a=x-rtcmesh-reliable:";
+const VERSION: &str = "1";
 
 /// What str0m adds to an SCTP chunk's user data on the way to a datagram (its
 /// `MAX_DTLS_OVERHEAD` 48 and `SCTP_OVERHEAD` 40): a frame of `mtu - 88` bytes is one chunk.
@@ -59,28 +62,16 @@ const _: () = assert!(
 
 /// `sdp` with the attribute that offers rtcmesh's own retransmission, when `enabled`.
 pub(crate) fn advertise(enabled: bool, sdp: String) -> String {
-    if !enabled {
-        return sdp;
-    }
-    // Session level: before the first media section.
-    match sdp.find("\nm=") {
-        Some(i) => {
-            let mut out = String::with_capacity(sdp.len() + ATTRIBUTE.len() + 2);
-            out.push_str(&sdp[..=i]);
-            out.push_str(ATTRIBUTE);
-            out.push_str("\r\n");
-            out.push_str(&sdp[i + 1..]);
-            out
-        }
-        None => format!("{sdp}{ATTRIBUTE}\r\n"),
+    if enabled {
+        session_attribute::add(sdp, &format!("{ATTRIBUTE}{VERSION}"))
+    } else {
+        sdp
     }
 }
 
 /// Whether `sdp` offers (or accepts) rtcmesh's own retransmission.
 pub(crate) fn advertised(sdp: &str) -> bool {
-    sdp.lines()
-        .take_while(|l| !l.starts_with("m="))
-        .any(|l| l.trim_end() == ATTRIBUTE)
+    session_attribute::find(sdp, ATTRIBUTE) == Some(VERSION)
 }
 
 /// What rtcmesh's own retransmission did for one peer, in
