@@ -30,19 +30,28 @@ mod tests {
 
     #[test]
     fn an_attribute_goes_before_the_first_media_section_and_is_found_only_there() {
-        let sdp = "v=0\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=x-a:media\r\n";
+        let sdp =
+            "v=0\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=x-a:media\r\n";
         let with = add(sdp.to_string(), "a=x-b:1");
         assert_eq!(
             with,
             "v=0\r\nt=0 0\r\na=x-b:1\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=x-a:media\r\n"
         );
         assert_eq!(find(&with, "a=x-b:"), Some("1"));
-        assert_eq!(find(&with, "a=x-a:"), None, "media level is not session level");
+        assert_eq!(
+            find(&with, "a=x-a:"),
+            None,
+            "media level is not session level"
+        );
         let both = add(with, "a=x-c:2 R");
         assert_eq!(find(&both, "a=x-b:"), Some("1"));
         assert_eq!(find(&both, "a=x-c:"), Some("2 R"));
         // No media section: at the end.
         assert_eq!(add("v=0\r\n".to_string(), "a=x-b:1"), "v=0\r\na=x-b:1\r\n");
-        assert_eq!(find("v=0\na=x-b:7\n", "a=x-b:"), Some("7"), "bare line ends too");
+        assert_eq!(
+            find("v=0\na=x-b:7\n", "a=x-b:"),
+            Some("7"),
+            "bare line ends too"
+        );
     }
 }

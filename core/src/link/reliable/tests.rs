@@ -285,7 +285,10 @@ fn the_congestion_window_halves_once_per_round_of_losses_and_grows_back() {
     let (at, before, after) = falls[0];
     // Halved (sampled once a millisecond: slow start may have grown it within the step first).
     assert!(after <= before * 2 / 3, "{before} → {after}");
-    assert!(windows.last().copied().expect("some") > after, "grows again");
+    assert!(
+        windows.last().copied().expect("some") > after,
+        "grows again"
+    );
     assert!(at > 0);
     pair.run(Duration::from_secs(2));
     assert_eq!(pair.sides[1].delivered.len() as u32, sent);
