@@ -104,6 +104,10 @@ trait Side {
     fn write(&mut self, mode: TransferMode, data: &[u8]) -> bool;
     fn delivered(&self) -> usize;
     fn connected(&self) -> bool;
+    /// What the side's stack says about the transfer (for `profile=`).
+    fn report(&self) -> String {
+        String::new()
+    }
 }
 
 /// The in-memory network between two sides: a synthetic clock and a one-way latency (zero for
@@ -193,6 +197,14 @@ impl MeshSide {
 impl Side for MeshSide {
     fn address(&self) -> SocketAddr {
         self.address
+    }
+    fn report(&self) -> String {
+        let stats = self.mesh.peer_stats(self.peer);
+        format!(
+            "{:?}; datagrams sent {:?}",
+            stats.as_ref().and_then(|s| s.retransmission),
+            stats.map(|s| s.datagrams_sent)
+        )
     }
     // As an adapter's loop: a batch of datagrams in, then the transmits out, then the events.
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
@@ -607,9 +619,10 @@ fn throughput(quick: bool) -> f64 {
         "Raw str0m has an SCTP buffer of {} KiB (rtcmesh's `sctp_send_buffer_min`, the window on a link this short) and is driven the fast way: write until refused, then drain once per turn. rtcmesh runs its default configuration, and again with its queue off (`max_queued_bytes: 0`: `send` refuses what the window cannot take, the same sending pattern as raw). Messages per second of CPU time (the thread's own, so that other work on the machine counts against neither side); best of the runs, the sides taking turns.",
         min / 1024
     );
-    println!("| channel | size | raw str0m msg/s | rtcmesh msg/s | rtcmesh MB/s | rtcmesh ÷ raw | rtcmesh, queue off, msg/s | queue off ÷ raw |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| channel | size | raw str0m msg/s | rtcmesh msg/s | rtcmesh MB/s | rtcmesh ÷ raw | rtcmesh, queue off, msg/s | queue off ÷ raw | rtcmesh, own retransmission off, msg/s | rtcmesh ÷ own off |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let no_queue = mesh_config().with_max_queued_bytes(0);
+    let own_off = mesh_config().with_own_retransmission(false);
     let mut worst = f64::INFINITY;
     for mode in [
         TransferMode::Reliable,
@@ -620,6 +633,7 @@ fn throughput(quick: bool) -> f64 {
             // Fresh connections for each case: no side carries state from another case.
             let mut mesh = Pair::mesh(Duration::ZERO, &mesh_config());
             let mut direct = Pair::mesh(Duration::ZERO, &no_queue);
+            let mut sctp = Pair::mesh(Duration::ZERO, &own_off);
             let mut raw = Pair::raw(Duration::ZERO, min);
             let count = match (size, quick) {
                 (16384, true) => 1_000,
@@ -628,15 +642,15 @@ fn throughput(quick: bool) -> f64 {
                 (_, false) => 50_000,
             };
             let runs = best_runs(
-                &mut [&mut raw, &mut mesh, &mut direct],
+                &mut [&mut raw, &mut mesh, &mut direct, &mut sctp],
                 mode,
                 size,
                 count,
                 if quick { 3 } else { 7 },
                 Run::per_second,
             );
-            let (r, m, d) = (runs[0], runs[1], runs[2]);
-            let short: Vec<String> = [("raw", r), ("rtcmesh", m), ("queue off", d)]
+            let (r, m, d, o) = (runs[0], runs[1], runs[2], runs[3]);
+            let short: Vec<String> = [("raw", r), ("rtcmesh", m), ("queue off", d), ("own off", o)]
                 .iter()
                 .filter(|(_, run)| run.delivered < count)
                 .map(|(name, run)| format!("{name} delivered {} of {count}", run.delivered))
@@ -645,12 +659,14 @@ fn throughput(quick: bool) -> f64 {
             let direct_ratio = d.per_second() / r.per_second();
             worst = worst.min(ratio);
             println!(
-                "| {mode:?} | {size} B{} | {:.0} | {:.0} | {:.1} | **{ratio:.3}×** | {:.0} | {direct_ratio:.3}× |",
+                "| {mode:?} | {size} B{} | {:.0} | {:.0} | {:.1} | **{ratio:.3}×** | {:.0} | {direct_ratio:.3}× | {:.0} | {:.3}× |",
                 if short.is_empty() { String::new() } else { format!(" ({})", short.join(", ")) },
                 r.per_second(),
                 m.per_second(),
                 m.per_second() * size as f64 / 1e6,
                 d.per_second(),
+                o.per_second(),
+                m.per_second() / o.per_second(),
             );
         }
     }
@@ -664,18 +680,19 @@ fn long_round_trip(quick: bool) -> f64 {
     let min = mesh_config().sctp_send_buffer_min;
     let latency = Duration::from_millis(25);
     println!("\n## Long round trip: 50 ms, no loss (simulated network)");
-    println!("| case | raw str0m, {} KiB buffer | raw str0m, 128 KiB buffer | rtcmesh (default) | rtcmesh ÷ raw 128 KiB |", min / 1024);
-    println!("|---|---|---|---|---|");
+    println!("| case | raw str0m, {} KiB buffer | raw str0m, 128 KiB buffer | rtcmesh (default) | rtcmesh ÷ raw 128 KiB | rtcmesh, own retransmission off | rtcmesh ÷ own off |", min / 1024);
+    println!("|---|---|---|---|---|---|---|");
     let mut small = Pair::raw(latency, min);
     let mut large = Pair::raw(latency, 128 * 1024);
     let mut mesh = Pair::mesh(latency, &mesh_config());
+    let mut sctp = Pair::mesh(latency, &mesh_config().with_own_retransmission(false));
     let mut ratio_16k = 0.0;
     for (size, count) in [
         (16 * 1024, if quick { 400 } else { 2_000 }),
         (100, if quick { 20_000 } else { 100_000 }),
     ] {
         let runs = best_runs(
-            &mut [&mut small, &mut large, &mut mesh],
+            &mut [&mut small, &mut large, &mut mesh, &mut sctp],
             TransferMode::Reliable,
             size,
             count,
@@ -695,10 +712,12 @@ fn long_round_trip(quick: bool) -> f64 {
             )
         };
         println!(
-            "| reliable {size} B × {count} | {} | {} | {} | **{ratio:.2}×** |",
+            "| reliable {size} B × {count} | {} | {} | {} | **{ratio:.2}×** | {} | {:.2}× |",
             cell(&runs[0]),
             cell(&runs[1]),
             cell(&runs[2]),
+            cell(&runs[3]),
+            mb(&runs[2]) / mb(&runs[3]),
         );
     }
     ratio_16k
@@ -1446,6 +1465,7 @@ fn main() {
             .unwrap_or(100);
         let run = pair.run(TransferMode::Reliable, size, 20_000_000 / (size + 100));
         println!("{side}: {:.0} msg/s", run.per_second());
+        println!("sender: {}\nreceiver: {}", pair.a.report(), pair.b.report());
         return;
     }
     if only("signal") {
