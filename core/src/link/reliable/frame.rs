@@ -18,7 +18,7 @@
 //!   receiver forgets them), `channel` the layout index of a reliable channel, `sequence` the
 //!   fragment's number on that channel (consecutive), `FIN` (0x01) marks a message's last
 //!   fragment, `ACK_NOW` (0x02) asks for an acknowledgement without the usual wait (the sender
-//!   has filled its congestion window and waits for one).
+//!   has filled its congestion window and waits for one, or has nothing else in flight).
 
 use std::ops::Range;
 

@@ -3,7 +3,7 @@
 //!
 //! Bounded per peer: each channel accepts fragments at most [`REORDER_WINDOW`] ahead of the next
 //! one it delivers, all channels together hold at most `budget` bytes out of order (each
-//! fragment counted at least [`MIN_FRAGMENT_CHARGE`]), a message being reassembled at most the
+//! fragment counted as the whole message it came in, at least [`MIN_FRAGMENT_CHARGE`]), a message being reassembled at most the
 //! mesh's packet size, and the acknowledgement state at most [`MAX_ACK_RANGES`] ranges. What
 //! does not fit is dropped, counted and not acknowledged: the sender sends it again later, and
 //! the fragment the channel waits for always fits (it is delivered, not held).

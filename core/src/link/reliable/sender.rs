@@ -201,7 +201,9 @@ pub(crate) struct Header {
     pub channel: u16,
     pub sequence: u64,
     pub fin: bool,
-    /// The congestion window is full: the receiver should acknowledge at once.
+    /// The receiver should acknowledge at once: the congestion window is full, or nothing else
+    /// is in flight (a lone message, after a quiet spell, gets no company to wait for, and
+    /// its acknowledgement must not come within a timer's slop of the probe timeout).
     pub ack_now: bool,
 }
 
@@ -374,7 +376,7 @@ impl Sender {
             channel,
             sequence,
             fin: fragment.fin,
-            ack_now: bytes_before + self.frame_max >= self.cwnd,
+            ack_now: bytes_before == 0 || bytes_before + self.frame_max >= self.cwnd,
         };
         let bytes = match wire.data(header, &fragment.payload) {
             Ok(Some(bytes)) => bytes,

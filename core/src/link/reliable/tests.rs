@@ -312,3 +312,28 @@ fn an_acknowledgement_of_what_was_never_sent_is_ignored() {
     assert!(sender.on_ack(now, &ack));
     assert_eq!(sender.in_flight(), 0);
 }
+
+#[test]
+fn a_lone_message_after_a_quiet_spell_is_acknowledged_at_once_and_never_probed() {
+    // The probe timeout allows for the receiver's acknowledgement delay (25 ms) with only a
+    // few milliseconds to spare: on a loaded machine, where timers fire late, a lone message
+    // acknowledged after that delay was probed for nothing. Nothing else in flight: the
+    // sender asks for the acknowledgement at once.
+    let mut pair = Pair::new(Duration::from_millis(5), |_, _, _| false);
+    for round in 0..3u8 {
+        assert!(pair.send(0, 0, &[round; 8]));
+        pair.run(Duration::from_millis(2));
+        // Sent while the first is in flight: this one waits for company as usual.
+        assert!(pair.send(0, 0, &[round; 8]));
+        pair.run(Duration::from_millis(10));
+        assert_eq!(
+            pair.sides[0].sender.outstanding(),
+            8,
+            "round {round}: the lone one acknowledged at once, the other not yet"
+        );
+        pair.run(Duration::from_secs(2));
+        assert_eq!(pair.sides[0].sender.outstanding(), 0);
+    }
+    assert_eq!(pair.sides[0].sender.counters.retransmissions, 0);
+    assert_eq!(pair.delivered(1).len(), 6);
+}
