@@ -18,7 +18,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use rtcmesh::lobby::LobbyServerConfig;
 use rtcmesh::{
     IpPrefix, MeshConfig, Multiplayer, MultiplayerConfig, MultiplayerEvent, Target, TransferMode,
 };
@@ -54,11 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, certified.cert.pem())?;
     std::fs::write(&key, certified.signing_key.serialize_pem())?;
-    let config = SignalConfig {
-        lobby: LobbyServerConfig::default(),
-        tls: Some(server_tls_from_pem_files(&cert, &key)?),
-        ..SignalConfig::default()
-    };
+    let config = SignalConfig::default().with_tls(Some(server_tls_from_pem_files(&cert, &key)?));
     std::fs::write(dir.join("offer.sdp"), rtcmesh_offer(ip)?)?;
     let server = SignalServer::bind_with(SocketAddr::new(ip, 0), config).await?;
     let mut roots = rtcmesh_tokio::rustls::RootCertStore::empty();
