@@ -274,10 +274,6 @@ impl LobbyClient {
     /// the others; the server answers [`LobbyEvent::NoLongerHost`] and closes the WebSocket
     /// (1000), and the others hear of their new host.
     pub fn hand_over_message(&self, to: Option<PeerId>) -> Result<String, LobbyError> {
-        self.hand_over_in(to, self.epoch)
-    }
-
-    fn hand_over_in(&self, to: Option<PeerId>, epoch: u32) -> Result<String, LobbyError> {
         if !self.migration_available() {
             return Err(LobbyError::MigrationOff);
         }
@@ -285,37 +281,34 @@ impl LobbyClient {
             return Err(LobbyError::Unexpected(MessageKind::HostChange));
         }
         let to = to.map_or(0, i64::from);
-        Ok(LobbyMessage::new(MessageKind::HostChange, to, epoch.to_string()).encode())
+        Ok(LobbyMessage::new(MessageKind::HostChange, to, self.epoch.to_string()).encode())
     }
 
     /// The HOST_LOST frame a client sends when its path to peer 1 is dead. The server
     /// probes the host; it replaces the host if it does not answer or enough members report
     /// it, and otherwise tells us to connect to it again (PEER_DISCONNECT 1, PEER_CONNECT 1).
     pub fn host_lost_message(&self) -> Result<String, LobbyError> {
-        self.host_lost_in(self.epoch)
-    }
-
-    fn host_lost_in(&self, epoch: u32) -> Result<String, LobbyError> {
         if !self.migration_available() {
             return Err(LobbyError::MigrationOff);
         }
         if matches!(self.id, None | Some(SERVER_ID)) {
             return Err(LobbyError::Unexpected(MessageKind::HostLost));
         }
-        Ok(LobbyMessage::new(MessageKind::HostLost, SERVER_ID.into(), epoch.to_string()).encode())
+        Ok(LobbyMessage::new(
+            MessageKind::HostLost,
+            SERVER_ID.into(),
+            self.epoch.to_string(),
+        )
+        .encode())
     }
 
     /// The frame for what the multiplayer layer asks of the lobby
     /// ([`MultiplayerEvent::ToLobby`](crate::MultiplayerEvent::ToLobby)): HOST_LOST, or the
     /// host's HOST_CHANGE.
-    ///
-    /// The frame carries the request's epoch, not ours: a report about a host the lobby
-    /// already replaced (our client read the HOST_CHANGE before the machine's request went
-    /// out) must reach the server as the stale report it is, not as one about the new host.
     pub fn request_message(&self, request: &LobbyRequest) -> Result<String, LobbyError> {
         match *request {
-            LobbyRequest::HostLost { epoch } => self.host_lost_in(epoch),
-            LobbyRequest::HandOver { to, epoch } => self.hand_over_in(Some(to), epoch),
+            LobbyRequest::HostLost { .. } => self.host_lost_message(),
+            LobbyRequest::HandOver { to, .. } => self.hand_over_message(Some(to)),
         }
     }
 
@@ -677,13 +670,6 @@ mod tests {
         assert_eq!(
             c.handle_text(r#"{"type":9,"id":7,"data":"1"}"#),
             Ok(LobbyEvent::HostChanged { was: 7, epoch: 1 })
-        );
-        // The machine's report about the old host (epoch 0), sent after the client read the
-        // change: it must say epoch 0, or the lobby would take it for a report about the new
-        // host (and tell us to reconnect to it mid-migration).
-        assert_eq!(
-            c.request_message(&LobbyRequest::HostLost { epoch: 0 }),
-            Ok(r#"{"type":10,"id":1,"data":"0"}"#.into())
         );
         assert_eq!(
             c.handle_text(r#"{"type":9,"id":8,"data":"1"}"#),
