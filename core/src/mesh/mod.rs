@@ -17,6 +17,7 @@ macro_rules! sink {
 mod inbound;
 mod send;
 mod signaling;
+mod streams;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -521,10 +522,13 @@ impl Mesh {
 
     /// Counters of traffic and of what was dropped.
     pub fn stats(&self) -> MeshStats {
+        let (violations, oversize) = self.nat.stream_faults();
         MeshStats {
             datagrams_relayed_sent: self.nat.relayed_out,
             datagrams_relayed_received: self.nat.relayed_in,
             datagrams_relay_dropped: self.nat.relay_dropped(),
+            turn_streams_broken: violations,
+            turn_stream_frames_oversize: oversize,
             ..self.stats
         }
     }
