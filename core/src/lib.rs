@@ -72,7 +72,6 @@
 mod allowlist;
 mod channels;
 mod config;
-mod demux;
 mod error;
 mod event;
 mod limits;
@@ -87,7 +86,6 @@ mod pump;
 mod signal;
 mod stats;
 pub mod stream;
-mod timers;
 mod trace;
 mod transfer;
 
@@ -96,7 +94,7 @@ pub use channels::{MAX_EXTRA_CHANNELS, RESERVED_CHANNELS};
 pub use config::MeshConfig;
 pub use error::{
     AddPeerError, CandidateError, CreateError, DecodeSignalError, IceServerError, InvalidIceServer,
-    SendError, SignalError,
+    PromoteError, RenameError, SendError, SignalError,
 };
 pub use event::{Event, LossReason, Packet, PendingEvents, Transmit};
 pub use limits::{Limits, MultiplayerLimits};
@@ -104,7 +102,8 @@ pub use link::{ChannelStats, PeerStats};
 pub use machine::Machine;
 pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{
-    AuthError, Multiplayer, MultiplayerConfig, MultiplayerEvent, MultiplayerStats,
+    AuthError, LobbyRequest, MigrationConfig, MigrationError, MigrationReason, Multiplayer,
+    MultiplayerConfig, MultiplayerEvent, MultiplayerStats,
 };
 pub use nat::{IceServer, IceTransportPolicy, MAX_ICE_SERVER_URLS};
 pub use path::{CandidateKind, LocalCandidate, PeerPath};
