@@ -143,7 +143,10 @@ impl StreamBuffer {
 
     /// Writes what waits with `write` (a non-blocking write) until it would block or all is
     /// written. Errors other than `WouldBlock` are the stream's end.
-    pub fn write(&mut self, mut write: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<Flush> {
+    pub fn write(
+        &mut self,
+        mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+    ) -> io::Result<Flush> {
         while let Some(front) = self.frames.front() {
             match write(&front[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -120,6 +120,8 @@ impl MeshStats {
             datagrams_relayed_sent,
             datagrams_relayed_received,
             datagrams_relay_dropped,
+            turn_streams_broken,
+            turn_stream_frames_oversize,
         } = *other;
         self.datagrams_received += datagrams_received;
         self.datagrams_routed += datagrams_routed;
@@ -146,5 +148,7 @@ impl MeshStats {
         self.datagrams_relayed_sent += datagrams_relayed_sent;
         self.datagrams_relayed_received += datagrams_relayed_received;
         self.datagrams_relay_dropped += datagrams_relay_dropped;
+        self.turn_streams_broken += turn_streams_broken;
+        self.turn_stream_frames_oversize += turn_stream_frames_oversize;
     }
 }

@@ -275,10 +275,12 @@ fn tls<M: Machine>(
     // out to the socket, again, until one of them is full.
     loop {
         if let Phase::Open = stream.phase {
-            let _ = stream.out.write(|bytes| match connection.writer().write(bytes) {
-                Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
-                other => other,
-            });
+            let _ = stream
+                .out
+                .write(|bytes| match connection.writer().write(bytes) {
+                    Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+                    other => other,
+                });
         }
         if !connection.wants_write() {
             break;
@@ -366,7 +368,9 @@ fn platform_client_tls() -> Result<Arc<rustls::ClientConfig>, ()> {
 /// # let _ = config;
 /// # Ok::<(), rtcmesh_mio::rustls::Error>(())
 /// ```
-pub fn client_tls(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+pub fn client_tls(
+    roots: rustls::RootCertStore,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -380,9 +384,9 @@ fn failure_of(e: &rustls::Error) -> TlsFailure {
     use rustls::CertificateError as C;
     match e {
         rustls::Error::InvalidCertificate(C::UnknownIssuer) => TlsFailure::UnknownIssuer,
-        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-            TlsFailure::NameMismatch
-        }
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => TlsFailure::NameMismatch,
         rustls::Error::InvalidCertificate(
             C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
         ) => TlsFailure::Expired,

@@ -245,7 +245,10 @@ async fn write<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> io::Resul
 
 /// Why a stream that was open ended, from its I/O error.
 fn io_end(e: &io::Error) -> StreamEnd {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
         Some(tls) => StreamEnd::Tls(failure_of(tls)),
         None => StreamEnd::Closed,
     }
@@ -253,7 +256,10 @@ fn io_end(e: &io::Error) -> StreamEnd {
 
 /// What a failed TLS handshake says, as the mesh reports it.
 fn tls_failure(e: &io::Error) -> TlsFailure {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
         Some(tls) => failure_of(tls),
         None => TlsFailure::Handshake,
     }
@@ -264,9 +270,9 @@ pub(crate) fn failure_of(e: &rustls::Error) -> TlsFailure {
     use rustls::CertificateError as C;
     match e {
         rustls::Error::InvalidCertificate(C::UnknownIssuer) => TlsFailure::UnknownIssuer,
-        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-            TlsFailure::NameMismatch
-        }
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => TlsFailure::NameMismatch,
         rustls::Error::InvalidCertificate(
             C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
         ) => TlsFailure::Expired,

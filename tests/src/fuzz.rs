@@ -649,10 +649,16 @@ pub fn turn_stream(data: &[u8]) {
     }
     // However it ended, the mesh carries on: a closed stream is followed by a new one.
     let stats = mesh.stats();
-    assert_eq!(closed, stats.turn_streams_broken > 0 || closed_by_answer(&mut mesh));
+    assert_eq!(
+        closed,
+        stats.turn_streams_broken > 0 || closed_by_answer(&mut mesh)
+    );
     let later = now + Duration::from_secs(3600);
     mesh.handle_timeout(later);
-    assert!(mesh.poll_timeout().is_some(), "the server is still being tried");
+    assert!(
+        mesh.poll_timeout().is_some(),
+        "the server is still being tried"
+    );
     while mesh.poll_event().is_some() {}
 }
 

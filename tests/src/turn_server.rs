@@ -45,6 +45,9 @@ pub struct SimTurnServer {
     pub tls_name: Option<String>,
     /// Whether it accepts TCP (and TLS) connections at all.
     pub accepts_streams: bool,
+    /// Relayed addresses to hand out before making any up (a server on real sockets binds
+    /// them first).
+    pub relay_addresses: std::collections::VecDeque<SocketAddr>,
 }
 
 impl SimTurnServer {
@@ -73,6 +76,7 @@ impl SimTurnServer {
             stream_out: Vec::new(),
             tls_name: None,
             accepts_streams: true,
+            relay_addresses: std::collections::VecDeque::new(),
         }
     }
 
@@ -151,7 +155,8 @@ impl SimTurnServer {
         buffer.extend_from_slice(data);
         let frames = take_frames(buffer);
         for frame in frames {
-            let transmit = StunTransmit::new(frame.as_slice(), TransportType::Tcp, client, self.listen);
+            let transmit =
+                StunTransmit::new(frame.as_slice(), TransportType::Tcp, client, self.listen);
             if let Some(reply) = self.tcp.recv(transmit, t) {
                 let (to, transport) = (reply.to, reply.transport);
                 let bytes = reply.data.build();
@@ -169,7 +174,12 @@ impl SimTurnServer {
     }
 
     /// The TCP client at `client` closed its stream: its allocation goes with it (RFC 6062).
-    pub fn stream_closed(&mut self, now: Instant, client: SocketAddr, out: &mut Vec<ServerDatagram>) {
+    pub fn stream_closed(
+        &mut self,
+        now: Instant,
+        client: SocketAddr,
+        out: &mut Vec<ServerDatagram>,
+    ) {
         let t = self.at(now);
         self.unframed.remove(&client);
         let closed = StunTransmit::new(&[][..], TransportType::Tcp, client, self.listen);
@@ -192,8 +202,14 @@ impl SimTurnServer {
                         allocation_transport,
                         family,
                     } => {
-                        let relay = SocketAddr::new(self.listen.ip(), self.next_port);
-                        self.next_port = self.next_port.wrapping_add(1).max(49_152);
+                        let relay = match self.relay_addresses.pop_front() {
+                            Some(relay) => relay,
+                            None => {
+                                let relay = SocketAddr::new(self.listen.ip(), self.next_port);
+                                self.next_port = self.next_port.wrapping_add(1).max(49_152);
+                                relay
+                            }
+                        };
                         self.relays.push(relay);
                         if tcp {
                             self.tcp_relays.push(relay);

@@ -499,7 +499,10 @@ fn ice_servers_are_checked_when_the_mesh_is_created() {
     };
     let all = IceTransportPolicy::All;
     assert_eq!(
-        bad(vec![IceServer::turn("turns:127.0.0.1?transport=udp", "u", "p")], all),
+        bad(
+            vec![IceServer::turn("turns:127.0.0.1?transport=udp", "u", "p")],
+            all
+        ),
         (
             "turns:127.0.0.1?transport=udp".into(),
             InvalidIceServer::TlsNotSupported

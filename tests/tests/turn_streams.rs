@@ -137,9 +137,15 @@ fn a_player_whose_network_blocks_udp_connects_through_turn_over_tcp() {
     // takes 5 s of retransmissions to tell).
     let candidates = relayed(&world, firewalled);
     assert_eq!(candidates.len(), 1, "{candidates:?}");
-    assert!(candidates[0].0.ends_with("?transport=tcp"), "{candidates:?}");
+    assert!(
+        candidates[0].0.ends_with("?transport=tcp"),
+        "{candidates:?}"
+    );
     world.run_for(Duration::from_secs(6));
-    assert_eq!(server_failures(&world, firewalled), [IceServerError::Unreachable]);
+    assert_eq!(
+        server_failures(&world, firewalled),
+        [IceServerError::Unreachable]
+    );
     let path = world.nodes[firewalled]
         .mesh()
         .peer(2)
@@ -151,8 +157,15 @@ fn a_player_whose_network_blocks_udp_connects_through_turn_over_tcp() {
     assert!(every_channel_delivers(&mut world, open, firewalled, "in"));
     let stats = world.nodes[firewalled].mesh().stats();
     assert!(stats.datagrams_relayed_sent > 0 && stats.datagrams_relayed_received > 0);
-    assert_eq!((stats.turn_streams_broken, stats.turn_stream_frames_oversize), (0, 0));
-    assert_eq!(world.streams_of(firewalled).len(), 1, "one stream for the whole mesh");
+    assert_eq!(
+        (stats.turn_streams_broken, stats.turn_stream_frames_oversize),
+        (0, 0)
+    );
+    assert_eq!(
+        world.streams_of(firewalled).len(),
+        1,
+        "one stream for the whole mesh"
+    );
     assert!(world.stream_bytes_to_nodes > 0);
 }
 
@@ -169,7 +182,9 @@ fn one_stream_and_one_allocation_serve_every_peer() {
     assert_eq!(world.streams_of(firewalled).len(), 1);
     assert_eq!(world.servers[0].allocations, 1);
     for peer in 1..4 {
-        assert!(every_channel_delivers(&mut world, firewalled, peer, "to each"));
+        assert!(every_channel_delivers(
+            &mut world, firewalled, peer, "to each"
+        ));
     }
 }
 
@@ -194,7 +209,11 @@ fn with_udp_and_tcp_relays_both_working_ice_prefers_the_udp_relay() {
     let udp = candidates[1].1;
     world.introduce_all();
     assert!(world.run_until(Duration::from_secs(20), World::fully_connected));
-    let path = world.nodes[a].mesh().peer(2).and_then(|p| p.path).expect("path");
+    let path = world.nodes[a]
+        .mesh()
+        .peer(2)
+        .and_then(|p| p.path)
+        .expect("path");
     assert_eq!(path.local_address, udp, "{path}");
     assert!(every_channel_delivers(&mut world, a, b, "via udp"));
 }
@@ -222,7 +241,12 @@ fn turns_checks_the_certificate_against_the_url_host() {
         [IceServerError::Tls(TlsFailure::NameMismatch)]
     );
     assert!(relayed(&world, wrong).is_empty());
-    assert_eq!(relayed(&world, right).len(), 1, "{:?}", server_failures(&world, right));
+    assert_eq!(
+        relayed(&world, right).len(),
+        1,
+        "{:?}",
+        server_failures(&world, right)
+    );
     let failure = world.nodes[wrong].events().iter().find_map(|e| match e {
         Event::IceServerFailed { reason, .. } => Some(reason.to_string()),
         _ => None,
@@ -236,8 +260,15 @@ fn a_server_that_refuses_tcp_is_reported_unreachable_at_once() {
     world.servers[0].accepts_streams = false;
     let a = world.add(mesh(1, vec![turn_tcp(&world)]));
     let start = world.now;
-    assert!(world.run_until(Duration::from_secs(30), |w| !server_failures(w, a).is_empty()));
-    assert!(world.now - start < Duration::from_secs(1), "{:?}", world.now - start);
+    assert!(
+        world.run_until(Duration::from_secs(30), |w| !server_failures(w, a)
+            .is_empty())
+    );
+    assert!(
+        world.now - start < Duration::from_secs(1),
+        "{:?}",
+        world.now - start
+    );
     assert_eq!(server_failures(&world, a), [IceServerError::Unreachable]);
 }
 
@@ -248,7 +279,10 @@ fn a_server_behind_a_black_hole_is_given_up_after_ten_seconds() {
     world.partition_server(world.nodes.len(), 0, true);
     let a = world.add(mesh(1, vec![turn_tcp(&world)]));
     let start = world.now;
-    assert!(world.run_until(Duration::from_secs(30), |w| !server_failures(w, a).is_empty()));
+    assert!(
+        world.run_until(Duration::from_secs(30), |w| !server_failures(w, a)
+            .is_empty())
+    );
     let took = world.now - start;
     assert!(
         took >= Duration::from_secs(10) && took < Duration::from_secs(11),
@@ -268,7 +302,10 @@ fn wrong_credentials_over_tcp_are_reported_within_a_round_trip() {
     );
     let a = world.add(mesh(1, vec![wrong]));
     let start = world.now;
-    assert!(world.run_until(Duration::from_secs(30), |w| !server_failures(w, a).is_empty()));
+    assert!(
+        world.run_until(Duration::from_secs(30), |w| !server_failures(w, a)
+            .is_empty())
+    );
     assert!(world.now - start < Duration::from_secs(1));
     assert_eq!(server_failures(&world, a), [IceServerError::Unauthorized]);
     // The failed attempt's stream is closed; the next attempt opens a new one later.
@@ -298,18 +335,31 @@ fn a_server_stream_of_garbage_is_closed_counted_and_replaced() {
     world.run_for(Duration::from_millis(50));
     assert_eq!(
         server_failures(&world, firewalled),
-        [IceServerError::InvalidStream, IceServerError::AllocationLost]
+        [
+            IceServerError::InvalidStream,
+            IceServerError::AllocationLost
+        ]
     );
-    assert_eq!(world.nodes[firewalled].mesh().stats().turn_streams_broken, 1);
+    assert_eq!(
+        world.nodes[firewalled].mesh().stats().turn_streams_broken,
+        1
+    );
     let second = world.streams_of(firewalled);
     assert_eq!(second.len(), 1, "a new stream");
     assert_ne!(first, second);
     // A new allocation, and the peer is reached again: ICE moves to the new relayed candidate
     // once the checks on the lost one fail (as over UDP: the peer cannot be told it is gone).
-    assert!(world.run_until(Duration::from_secs(30), |w| relayed(w, firewalled).len() == 1));
+    assert!(
+        world.run_until(Duration::from_secs(30), |w| relayed(w, firewalled).len()
+            == 1)
+    );
     let limit = Duration::from_secs(30);
-    assert!(reliable_arrives_within(&mut world, firewalled, open, b"back", limit));
-    assert!(every_channel_delivers(&mut world, firewalled, open, "again"));
+    assert!(reliable_arrives_within(
+        &mut world, firewalled, open, b"back", limit
+    ));
+    assert!(every_channel_delivers(
+        &mut world, firewalled, open, "again"
+    ));
     assert!(world.nodes[open].disconnected().is_empty(), "never dropped");
 }
 
@@ -327,7 +377,10 @@ fn a_frame_that_never_ends_closes_the_stream_after_fifteen_seconds() {
         took >= Duration::from_secs(15) && took < Duration::from_secs(16),
         "{took:?}"
     );
-    assert_eq!(server_failures(&world, firewalled)[0], IceServerError::InvalidStream);
+    assert_eq!(
+        server_failures(&world, firewalled)[0],
+        IceServerError::InvalidStream
+    );
 }
 
 #[test]
@@ -340,9 +393,14 @@ fn an_oversize_frame_is_skipped_and_the_stream_goes_on() {
     world.inject_on_streams(firewalled, &big);
     world.run_for(Duration::from_millis(50));
     let stats = world.nodes[firewalled].mesh().stats();
-    assert_eq!((stats.turn_stream_frames_oversize, stats.turn_streams_broken), (1, 0));
+    assert_eq!(
+        (stats.turn_stream_frames_oversize, stats.turn_streams_broken),
+        (1, 0)
+    );
     assert!(server_failures(&world, firewalled).is_empty());
-    assert!(every_channel_delivers(&mut world, open, firewalled, "still"));
+    assert!(every_channel_delivers(
+        &mut world, open, firewalled, "still"
+    ));
 }
 
 #[test]
@@ -354,12 +412,25 @@ fn a_reset_stream_loses_the_allocation_and_a_new_one_carries_the_peer() {
         server_failures(&world, firewalled),
         [IceServerError::AllocationLost]
     );
-    assert!(world.run_until(Duration::from_secs(30), |w| relayed(w, firewalled).len() == 1));
+    assert!(
+        world.run_until(Duration::from_secs(30), |w| relayed(w, firewalled).len()
+            == 1)
+    );
     let limit = Duration::from_secs(30);
-    assert!(reliable_arrives_within(&mut world, open, firewalled, b"back", limit));
-    assert!(every_channel_delivers(&mut world, open, firewalled, "after reset"));
+    assert!(reliable_arrives_within(
+        &mut world, open, firewalled, b"back", limit
+    ));
+    assert!(every_channel_delivers(
+        &mut world,
+        open,
+        firewalled,
+        "after reset"
+    ));
     assert!(world.nodes[firewalled].mesh().connected_peers().eq([2]));
-    assert!(world.nodes[firewalled].disconnected().is_empty(), "never dropped");
+    assert!(
+        world.nodes[firewalled].disconnected().is_empty(),
+        "never dropped"
+    );
 }
 
 #[test]
@@ -372,4 +443,3 @@ fn close_deletes_the_allocation_and_closes_the_stream() {
     assert!(world.streams_of(firewalled).is_empty());
     assert!(world.servers[0].relays.is_empty(), "deleted");
 }
-

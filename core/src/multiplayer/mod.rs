@@ -619,12 +619,7 @@ impl Machine for Multiplayer {
     fn poll_transmit(&mut self) -> Option<Transmit> {
         Self::poll_transmit(self)
     }
-    fn handle_stream(
-        &mut self,
-        now: Instant,
-        id: crate::StreamId,
-        input: crate::StreamInput<'_>,
-    ) {
+    fn handle_stream(&mut self, now: Instant, id: crate::StreamId, input: crate::StreamInput<'_>) {
         Self::handle_stream(self, now, id, input)
     }
     fn poll_stream_command(&mut self) -> Option<crate::StreamCommand> {

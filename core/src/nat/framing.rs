@@ -269,10 +269,10 @@ mod tests {
     fn garbage_ends_the_stream() {
         let now = Instant::now();
         for garbage in [
-            &[0xFF, 1, 2, 3][..],               // neither STUN nor ChannelData
-            &[0x80, 0, 0, 0],                   // RTP/DTLS-looking
-            &[0x00, 0x01, 0, 0, 1, 2, 3, 4],    // STUN without the magic cookie
-            &stun(3)[..23],                     // a STUN length not a multiple of four
+            &[0xFF, 1, 2, 3][..],            // neither STUN nor ChannelData
+            &[0x80, 0, 0, 0],                // RTP/DTLS-looking
+            &[0x00, 0x01, 0, 0, 1, 2, 3, 4], // STUN without the magic cookie
+            &stun(3)[..23],                  // a STUN length not a multiple of four
         ] {
             let mut framer = Framer::default();
             framer.push(now, garbage);

@@ -379,7 +379,11 @@ impl Nat {
     /// (what str0m sends from it goes on that stream).
     pub fn is_stream_relay(&self, address: SocketAddr) -> bool {
         self.relays.iter().any(|&(a, i)| {
-            a == address && self.servers[i].relay.as_ref().is_some_and(|r| r.is_streamed())
+            a == address
+                && self.servers[i]
+                    .relay
+                    .as_ref()
+                    .is_some_and(|r| r.is_streamed())
         })
     }
 

@@ -39,10 +39,10 @@ use turn_client_proto::stun::types::message::{
 };
 use turn_client_proto::stun::types::prelude::{MessageWrite, MessageWriteExt};
 use turn_client_proto::stun::types::TransportType;
+use turn_client_proto::tcp::TurnClientTcp;
 use turn_client_proto::types::attribute::{Lifetime, XorPeerAddress};
 use turn_client_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 use turn_client_proto::types::TurnCredentials;
-use turn_client_proto::tcp::TurnClientTcp;
 use turn_client_proto::udp::TurnClientUdp;
 
 use super::binding::{FINAL_WAIT, INITIAL_RTO, TRANSMISSIONS};

@@ -337,10 +337,16 @@ mod tests {
         assert_eq!(u.kind, ServerKind::Turn);
         assert_eq!((u.transport, u.port), (Transport::Udp, 3479));
         let u = ok("turn:203.0.113.1?transport=tcp");
-        assert_eq!((u.kind, u.transport, u.port), (ServerKind::Turn, Transport::Tcp, 3478));
+        assert_eq!(
+            (u.kind, u.transport, u.port),
+            (ServerKind::Turn, Transport::Tcp, 3478)
+        );
         assert_eq!(u.tls_name(), None);
         let u = ok("turns:Turn.Example.org");
-        assert_eq!((u.kind, u.transport, u.port), (ServerKind::Turn, Transport::Tls, 5349));
+        assert_eq!(
+            (u.kind, u.transport, u.port),
+            (ServerKind::Turn, Transport::Tls, 5349)
+        );
         assert_eq!(u.tls_name().as_deref(), Some("turn.example.org"));
         let u = ok("turns:203.0.113.1:443?transport=tcp");
         assert_eq!((u.transport, u.port), (Transport::Tls, 443));

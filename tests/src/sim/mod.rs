@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use rtcmesh::lobby::ConnectionId;
 use rtcmesh::{
-    Machine, Mesh, MeshConfig, Mode, Multiplayer, MultiplayerConfig, PeerId, Signal,
-    StreamCommand, StreamEnd, StreamId, StreamInput, TlsFailure, Transmit,
+    Machine, Mesh, MeshConfig, Mode, Multiplayer, MultiplayerConfig, PeerId, Signal, StreamCommand,
+    StreamEnd, StreamId, StreamInput, TlsFailure, Transmit,
 };
 use str0m_netem::{Input as NetInput, Netem, NetemConfig, Output as NetOutput};
 
@@ -851,7 +851,10 @@ impl World {
                 else {
                     // Nobody listens: the connection is refused within a round trip.
                     let news = StreamNews::Closed(StreamEnd::Unreachable);
-                    self.schedule(self.now + 2 * latency, Scheduled::ToNode { node: n, id, news });
+                    self.schedule(
+                        self.now + 2 * latency,
+                        Scheduled::ToNode { node: n, id, news },
+                    );
                     return;
                 };
                 if !self.wire(Host::Node(n), Host::Server(s)).conditions.up {
@@ -872,11 +875,15 @@ impl World {
                 };
                 let client = SocketAddr::new(ip, self.next_stream_port);
                 self.next_stream_port = self.next_stream_port.wrapping_add(1).max(40_000);
-                self.streams.insert((n, id), SimStream { server: s, client });
+                self.streams
+                    .insert((n, id), SimStream { server: s, client });
                 // TCP's handshake, and TLS's on top.
                 let trips = if tls.is_some() { 4 } else { 2 };
                 let news = StreamNews::Opened;
-                self.schedule(self.now + trips * latency, Scheduled::ToNode { node: n, id, news });
+                self.schedule(
+                    self.now + trips * latency,
+                    Scheduled::ToNode { node: n, id, news },
+                );
             }
             StreamCommand::Send { id, data, .. } => {
                 if let Some(stream) = self.streams.get(&(n, id)).copied() {
@@ -926,7 +933,9 @@ impl World {
         let now = self.now;
         match news {
             StreamNews::Opened if open => {
-                self.nodes[n].driven.handle_stream(now, id, StreamInput::Opened)
+                self.nodes[n]
+                    .driven
+                    .handle_stream(now, id, StreamInput::Opened)
             }
             StreamNews::Data(bytes) if open => {
                 self.nodes[n]
