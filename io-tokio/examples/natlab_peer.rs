@@ -32,8 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtcmesh::lobby::LobbyEvent;
 use rtcmesh::{
-    Event, IceServer, IceTransportPolicy, Mesh, MeshConfig, PeerId, SendError, Target,
-    TransferMode,
+    Event, IceServer, IceTransportPolicy, Mesh, MeshConfig, PeerId, SendError, Target, TransferMode,
 };
 use rtcmesh_tokio::rustls::pki_types::pem::PemObject;
 use rtcmesh_tokio::rustls::pki_types::CertificateDer;
@@ -92,7 +91,11 @@ async fn run() -> Result<(), String> {
     };
     let bind: IpAddr = bind.parse().map_err(|e| format!("bind address: {e}"))?;
     let others: usize = peers.parse().map_err(|e| format!("peer count: {e}"))?;
-    let mut servers = vec![IceServer::turn(turn.clone(), user.clone(), credential.clone())];
+    let mut servers = vec![IceServer::turn(
+        turn.clone(),
+        user.clone(),
+        credential.clone(),
+    )];
     if stun != "-" {
         servers.insert(0, IceServer::stun(stun.clone()));
     }
@@ -189,7 +192,10 @@ async fn bulk(session: &mut Session<Mesh>, sender: bool, count: usize) -> Result
     ];
     for mode in modes {
         for _ in 0..3 {
-            let sent = session.handle.send(Target::Peer(peer), mode, 0, HELLO).await;
+            let sent = session
+                .handle
+                .send(Target::Peer(peer), mode, 0, HELLO)
+                .await;
             sent.map_err(|e| format!("hello on {mode:?}: {e}"))?;
         }
     }
@@ -263,7 +269,9 @@ async fn bulk(session: &mut Session<Mesh>, sender: bool, count: usize) -> Result
                 return Err(format!("bulk did not finish: {received} of {count} received, channels {heard:?}"))
             }
         }
-        limit.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(60));
+        limit
+            .as_mut()
+            .reset(tokio::time::Instant::now() + Duration::from_secs(60));
     }
 }
 

@@ -21,6 +21,7 @@
 mod deadlines;
 mod guard;
 mod ice_restart;
+mod layout;
 mod negotiation;
 mod path;
 mod queue;
@@ -86,6 +87,9 @@ pub(crate) enum Loss {
     Closed,
     /// The remote went past a limit that ends the connection (channels outside the layout).
     Abuse,
+    /// The remote rtcmesh stated a channel layout different from ours (see [`layout`]): our
+    /// extra channel count and its (`None`: unreadable).
+    LayoutMismatch { local: u16, remote: Option<u16> },
 }
 
 impl Loss {
@@ -98,6 +102,7 @@ impl Loss {
             Loss::IceLost => "ICE disconnected longer than disconnect_grace",
             Loss::Closed => "closed by the remote, or the connection failed",
             Loss::Abuse => "opened more channels outside the layout than limits allow",
+            Loss::LayoutMismatch { .. } => "its channel layout differs from ours",
         }
     }
 }

@@ -22,7 +22,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use super::window::SendWindow;
-use super::{ChannelStats, Link, LinkChannel, Loss, Role};
+use super::{layout, ChannelStats, Link, LinkChannel, Loss, Role};
 use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::error::{AddPeerError, SignalError};
@@ -166,7 +166,10 @@ impl Link {
                 .ok_or_else(|| AddPeerError::Rtc("no offer produced".into()))?;
             (
                 Negotiation::Offered(pending),
-                Some(Signal::Offer(offer.to_sdp_string())),
+                Some(Signal::Offer(layout::state(
+                    setup.layout,
+                    offer.to_sdp_string(),
+                ))),
             )
         } else {
             (Negotiation::AwaitingOffer, None)
@@ -318,6 +321,10 @@ impl Link {
                 self.learn_remote(&sdp);
                 if !restarting {
                     self.deadlines.answered(now);
+                    self.check_layout(&layout::stated(&sdp));
+                    if self.lost.is_some() {
+                        return Ok(());
+                    }
                 }
             }
             Signal::Candidate(text) => {
@@ -394,8 +401,33 @@ impl Link {
         self.remote_session = sdp_session(&sdp);
         self.remote_ufrag = sdp_ufrag(&sdp);
         self.learn_remote(&sdp);
-        self.send_answer(&answer);
+        // An rtcmesh offerer stated its layout: ours goes back, and a mismatch ends the link
+        // once the answer is out, so the offerer learns it too.
+        let stated = layout::stated(&sdp);
+        let answer = answer.to_sdp_string();
+        if stated == layout::Stated::Nothing {
+            self.signal(Signal::Answer(answer));
+        } else {
+            let specs = self.layout();
+            self.signal(Signal::Answer(layout::state(&specs, answer)));
+            self.check_layout(&stated);
+        }
         Ok(())
+    }
+
+    /// The channel layout of this link.
+    fn layout(&self) -> SmallVec<[ChannelSpec; 8]> {
+        self.channels.iter().map(|c| c.spec).collect()
+    }
+
+    /// Ends the link if the remote stated a channel layout other than ours.
+    fn check_layout(&mut self, stated: &layout::Stated) {
+        if let Err(m) = layout::check(&self.layout(), stated) {
+            self.end(Loss::LayoutMismatch {
+                local: m.local,
+                remote: m.remote,
+            });
+        }
     }
 
     /// A new offer for this connection (same session): applied to the existing `Rtc`, which

@@ -621,6 +621,9 @@ impl Mesh {
             Loss::IceLost => Some(LossReason::IceLost),
             Loss::Closed => Some(LossReason::Closed),
             Loss::Abuse => Some(LossReason::Abuse),
+            Loss::LayoutMismatch { local, remote } => {
+                Some(LossReason::ChannelLayoutMismatch { local, remote })
+            }
             // Not a loss of its own: the application removed it, and knows.
             Loss::Removed => None,
         };
