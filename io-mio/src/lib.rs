@@ -283,7 +283,7 @@ impl<M: Machine> MioEndpoint<M> {
     pub fn handle_timeout(&mut self, now: Instant) -> io::Result<()> {
         self.last_now = self.last_now.max(now);
         self.machine.handle_timeout(now);
-        if self.unread && !self.is_behind() {
+        if (self.unread || self.streams.unread) && !self.is_behind() {
             self.read(now)?;
             self.streams.progress(&mut self.machine, now, false);
         }
@@ -333,7 +333,7 @@ impl<M: Machine> MioEndpoint<M> {
     /// The timeout to pass to `Poll::poll`: until the machine's next deadline, or zero when
     /// datagrams wait in the socket for an application that has caught up.
     pub fn timeout(&self, now: Instant) -> Option<Duration> {
-        if self.unread && !self.is_behind() {
+        if (self.unread || self.streams.unread) && !self.is_behind() {
             return Some(Duration::ZERO);
         }
         self.machine

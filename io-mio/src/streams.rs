@@ -49,6 +49,9 @@ pub(crate) struct Streams {
     buffer: Box<[u8]>,
     /// Relayed frames dropped because a stream was too slow, not yet counted by the pump.
     pub dropped: u64,
+    /// A stream was left with bytes to read (its turn's reads ran out): mio is edge-triggered,
+    /// so no event will say so.
+    pub unread: bool,
 }
 
 impl std::fmt::Debug for Streams {
@@ -70,6 +73,7 @@ impl Streams {
             open: Vec::new(),
             buffer: vec![0; READ_CHUNK].into_boxed_slice(),
             dropped: 0,
+            unread: false,
         }
     }
 
@@ -160,10 +164,11 @@ impl Streams {
     /// Moves every stream on as far as its socket allows: connects, handshakes, writes, and
     /// (unless the application is `behind`) reads into the machine.
     pub fn progress<M: Machine>(&mut self, machine: &mut M, now: Instant, behind: bool) {
+        self.unread = false;
         let mut i = 0;
         while i < self.open.len() {
             let stream = &mut self.open[i];
-            let outcome = step(stream, machine, now, behind, &mut self.buffer);
+            let outcome = step(stream, machine, now, behind, &mut self.buffer, &mut self.unread);
             match outcome {
                 Ok(true) => i += 1,
                 Ok(false) => {
@@ -197,6 +202,7 @@ fn step<M: Machine>(
     now: Instant,
     behind: bool,
     buffer: &mut [u8],
+    unread: &mut bool,
 ) -> Result<bool, StreamEnd> {
     if stream.closing && !matches!(stream.phase, Phase::Open) {
         return Ok(false);
@@ -221,8 +227,8 @@ fn step<M: Machine>(
         }
     }
     match &mut stream.tls {
-        None => plain(stream, machine, now, behind, buffer),
-        Some(_) => tls(stream, machine, now, behind, buffer),
+        None => plain(stream, machine, now, behind, buffer, unread),
+        Some(_) => tls(stream, machine, now, behind, buffer, unread),
     }
 }
 
@@ -232,6 +238,7 @@ fn plain<M: Machine>(
     now: Instant,
     behind: bool,
     buffer: &mut [u8],
+    unread: &mut bool,
 ) -> Result<bool, StreamEnd> {
     let socket = &mut stream.socket;
     let flush = stream
@@ -253,11 +260,12 @@ fn plain<M: Machine>(
                     machine.handle_stream(now, stream.id, StreamInput::Data(&buffer[..n]));
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Err(StreamEnd::Closed),
         }
     }
+    *unread = true;
     Ok(true)
 }
 
@@ -267,6 +275,7 @@ fn tls<M: Machine>(
     now: Instant,
     behind: bool,
     buffer: &mut [u8],
+    unread: &mut bool,
 ) -> Result<bool, StreamEnd> {
     let Some(connection) = stream.tls.as_mut() else {
         return Ok(true);
@@ -302,7 +311,13 @@ fn tls<M: Machine>(
         return Ok(true);
     }
     // Records in, plaintext to the machine.
-    for _ in 0..READS_PER_TURN {
+    let mut turns = 0;
+    loop {
+        if turns == READS_PER_TURN {
+            *unread = true;
+            break;
+        }
+        turns += 1;
         match connection.read_tls(&mut stream.socket) {
             Ok(0) => return Err(StreamEnd::Closed),
             Ok(_) => {}
