@@ -168,7 +168,14 @@ impl Streams {
         let mut i = 0;
         while i < self.open.len() {
             let stream = &mut self.open[i];
-            let outcome = step(stream, machine, now, behind, &mut self.buffer, &mut self.unread);
+            let outcome = step(
+                stream,
+                machine,
+                now,
+                behind,
+                &mut self.buffer,
+                &mut self.unread,
+            );
             match outcome {
                 Ok(true) => i += 1,
                 Ok(false) => {
