@@ -325,8 +325,12 @@ impl<M: Machine> MioEndpoint<M> {
             .pump
             .transmit(&mut self.machine, |bytes, to| socket.send_to(bytes, to));
         // Stream commands after the datagrams: relayed data for a server reached over TCP is
-        // written as they are polled.
-        self.streams.commands(&mut self.machine, self.last_now);
+        // written as they are polled. While the application is behind, the streams are written
+        // but not read (as the socket is not), and read once it caught up.
+        let behind = self.is_behind();
+        self.unread |= behind && !self.streams.is_empty();
+        self.streams
+            .commands(&mut self.machine, self.last_now, behind);
         flush
     }
 

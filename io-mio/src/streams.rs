@@ -82,8 +82,9 @@ impl Streams {
         self.open.is_empty()
     }
 
-    /// Carries out what the machine asks of its streams.
-    pub fn commands<M: Machine>(&mut self, machine: &mut M, now: Instant) {
+    /// Carries out what the machine asks of its streams, and moves them on (reading only
+    /// unless the application is `behind`).
+    pub fn commands<M: Machine>(&mut self, machine: &mut M, now: Instant, behind: bool) {
         while let Some(command) = machine.poll_stream_command() {
             match command {
                 StreamCommand::Open { id, server, tls } => {
@@ -110,7 +111,7 @@ impl Streams {
                 _ => {}
             }
         }
-        self.progress(machine, now, false);
+        self.progress(machine, now, behind);
     }
 
     fn open(
