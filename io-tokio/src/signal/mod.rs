@@ -1,42 +1,55 @@
 //! The signaling server: [`rtcmesh::lobby::LobbyServer`] behind WebSockets (`ws://` or
 //! `wss://`), bounded for the internet, optionally one node of several sharing lobbies through
-//! Redis.
+//! Redis. All of it but the client's TLS helpers needs the feature `server`.
 //!
 //! The lobby logic and its limits (lobby size, lobbies per address, idle members) live in the
 //! sans-IO `LobbyServer`; this adapter adds what only a socket can know: bounded outbound
 //! queues, the rate limit, keepalive, handshake and accept limits, TLS, metrics, shutdown and
 //! the cluster.
 
+#[cfg(feature = "server")]
 mod accept;
+#[cfg(feature = "server")]
 mod cluster;
+#[cfg(feature = "server")]
 mod connection;
+#[cfg(feature = "server")]
 mod hub;
+#[cfg(feature = "server")]
 mod metrics;
+#[cfg(feature = "server")]
 mod outbox;
+#[cfg(feature = "server")]
 mod rate;
 mod tls;
 
-use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+pub use tls::{client_tls, platform_client_tls};
+#[cfg(feature = "server")]
+pub use {
+    cluster::ClusterConfig,
+    metrics::SignalMetrics,
+    rate::RateLimit,
+    tls::{server_tls, server_tls_from_pem_files},
+};
 
-use rtcmesh::lobby::{LobbyServer, LobbyServerConfig};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+#[cfg(feature = "server")]
+use {
+    connection::{Context, Limits},
+    hub::{Control, Hub},
+    metrics::Counters,
+    outbox::Bounds,
+    rtcmesh::lobby::{LobbyServer, LobbyServerConfig},
+    std::io,
+    std::net::SocketAddr,
+    std::sync::atomic::AtomicU64,
+    std::sync::Arc,
+    std::time::{Duration, Instant},
+    tokio::net::TcpListener,
+    tokio::sync::{mpsc, oneshot},
+    tokio::task::JoinHandle,
+};
 
-pub use cluster::ClusterConfig;
-pub use metrics::SignalMetrics;
-pub use rate::RateLimit;
-pub use tls::{client_tls, platform_client_tls, server_tls, server_tls_from_pem_files};
-
-use connection::{Context, Limits};
-use hub::{Control, Hub};
-use metrics::Counters;
-use outbox::Bounds;
-
+#[cfg(feature = "server")]
 /// Close codes and reasons the server adds to the lobby protocol's
 /// ([`rtcmesh::lobby::close`]): limits only a socket can see, shutdown and the cluster.
 pub mod close {
@@ -63,6 +76,7 @@ pub mod close {
     pub const CLUSTER_UNAVAILABLE_REASON: &str = "Signaling cluster unavailable";
 }
 
+#[cfg(feature = "server")]
 /// Everything [`SignalServer::bind_with`] can be told. The defaults suit a server on the
 /// internet; `lobby` holds the protocol's own limits.
 ///
@@ -109,6 +123,7 @@ pub struct SignalConfig {
     pub cluster: Option<ClusterConfig>,
 }
 
+#[cfg(feature = "server")]
 impl Default for SignalConfig {
     fn default() -> Self {
         SignalConfig {
@@ -128,6 +143,7 @@ impl Default for SignalConfig {
     }
 }
 
+#[cfg(feature = "server")]
 /// A running signaling server.
 ///
 /// ```
@@ -153,6 +169,7 @@ pub struct SignalServer {
     metrics: Option<JoinHandle<()>>,
 }
 
+#[cfg(feature = "server")]
 impl SignalServer {
     /// Listens on `addr` (e.g. `127.0.0.1:9080`) with the default socket limits and serves
     /// lobbies until dropped.
@@ -297,6 +314,7 @@ impl SignalServer {
     }
 }
 
+#[cfg(feature = "server")]
 impl Drop for SignalServer {
     fn drop(&mut self) {
         self.accept.abort();
@@ -309,6 +327,7 @@ impl Drop for SignalServer {
     }
 }
 
+#[cfg(feature = "server")]
 /// A seed for lobby names, ids and node ids from the standard library's per-process random
 /// keys.
 fn random_seed() -> u64 {
