@@ -249,6 +249,7 @@ fn every_shell_command_is_run_by_ci_or_names_real_options() {
     let ci = read(&root().join(".ci/run"));
     let signal = read(&root().join("io-tokio/src/bin/rtcmesh-signal.rs"));
     let natlab = read(&root().join("interop/natlab/run.sh"));
+    let deploy = read(&root().join("io-tokio/tests/deploy.rs"));
     let mut wrong = Vec::new();
     for page in pages() {
         for block in blocks(&read(&page)).iter().filter(|b| b.info == "sh") {
@@ -260,6 +261,13 @@ fn every_shell_command_is_run_by_ci_or_names_real_options() {
                         .into_iter()
                         .find(|o| !signal.contains(&format!("\"{o}\"")))
                         .map(|o| format!("rtcmesh-signal has no option {o}")),
+                    // The test-certificate recipe: io-tokio/tests/deploy.rs runs these lines.
+                    "openssl" => (!deploy.contains(&format!("\"{}\"", name(&page)))).then(|| {
+                        format!(
+                            "io-tokio/tests/deploy.rs does not run {}'s openssl lines",
+                            name(&page)
+                        )
+                    }),
                     "turnserver" => options(&command)
                         .into_iter()
                         .find(|o| !natlab.contains(o))
