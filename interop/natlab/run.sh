@@ -139,7 +139,7 @@ table ip nat {
   chain post { type nat hook postrouting priority srcnat; oifname "wan" masquerade; }
 }
 table ip filter {
-  chain fwd {
+  chain forward {
     type filter hook forward priority filter; policy drop;
     ct state established,related accept
     iifname "lan" ip daddr 203.0.113.1 tcp dport 443 accept
