@@ -89,6 +89,13 @@ pub struct MeshStats {
     /// Messages on rtcmesh's own retransmission channel that did not parse or named a
     /// channel that is not reliable (dropped). Stays 0 but for a misbehaving peer.
     pub frames_malformed: u64,
+    /// Streams to TURN servers (`?transport=tcp`, `turns:`) closed because the server broke
+    /// TURN's framing: bytes that are not TURN, or a message unfinished for 15 s (each also
+    /// reported as [`IceServerError::InvalidStream`](crate::IceServerError::InvalidStream)).
+    pub turn_streams_broken: u64,
+    /// Messages on such streams larger than 4 KiB, skipped without being held (a peer's
+    /// oversize datagram relayed to us; the stream goes on).
+    pub turn_stream_frames_oversize: u64,
     /// Remote candidates whose address is a `.local` name that is not one label of ASCII
     /// letters, digits and hyphens (at most 63) before `.local` (dropped).
     pub mdns_names_refused: u64,
@@ -137,6 +144,8 @@ impl MeshStats {
             datagrams_relay_dropped,
             fragments_out_of_window,
             frames_malformed,
+            turn_streams_broken,
+            turn_stream_frames_oversize,
             mdns_names_refused,
             mdns_names_over_limit,
             mdns_names_resolved,
@@ -170,6 +179,8 @@ impl MeshStats {
         self.datagrams_relay_dropped += datagrams_relay_dropped;
         self.fragments_out_of_window += fragments_out_of_window;
         self.frames_malformed += frames_malformed;
+        self.turn_streams_broken += turn_streams_broken;
+        self.turn_stream_frames_oversize += turn_stream_frames_oversize;
         self.mdns_names_refused += mdns_names_refused;
         self.mdns_names_over_limit += mdns_names_over_limit;
         self.mdns_names_resolved += mdns_names_resolved;

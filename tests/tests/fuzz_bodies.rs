@@ -105,3 +105,8 @@ fn ice_server_body() {
 fn reliable_body() {
     drive("reliable", 7, fuzz::reliable);
 }
+
+#[test]
+fn turn_stream_body() {
+    drive("turn_stream", 7, fuzz::turn_stream);
+}
