@@ -72,7 +72,7 @@ mod socket;
 pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};
 #[cfg(feature = "server")]
-pub use signal::{ClusterConfig, RateLimit, SignalConfig, SignalMetrics, SignalServer};
+pub use signal::{ClusterConfig, RateLimit, SignalConfig, SignalMetrics, SignalServer, TurnSecret};
 
 pub use rtcmesh;
 /// The TLS library behind `wss://` (for [`JoinOptions::tls`] and the server's `SignalConfig::tls`).

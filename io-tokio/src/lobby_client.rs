@@ -257,6 +257,8 @@ where
     } else {
         None
     };
+    // Asks for minted TURN credentials; a server without them (Godot's demo) ignores it.
+    let url = with_query(url, "turn=1");
     let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
     let (mut ws, _) = within(connect)
         .await
@@ -269,6 +271,7 @@ where
 
     // The server answers ID, then a PEER_CONNECT for each member, then JOIN with the name.
     let mut early = Vec::new();
+    let mut config = options.config;
     let (id, mesh_lobby, name) = loop {
         let event = tokio::time::timeout_at(deadline, next_event(&mut ws, &mut client))
             .await
@@ -278,11 +281,16 @@ where
                 Some(id) => break (id, early_mesh(&early), name),
                 None => return Err(JoinError::Protocol(LobbyError::InvalidFormat)),
             },
+            // Minted for this connection (it sends them before answering the JOIN): the mesh
+            // allocates on these servers with them, in place of any entry for the same URLs.
+            LobbyEvent::TurnCredentials { server, .. } => {
+                config.ice_servers.retain(|s| s.urls != server.urls);
+                config.ice_servers.push(server);
+            }
             other => early.push(other),
         }
     };
-    let mesh =
-        LobbyClient::create_mesh(id, mesh_lobby, options.config).map_err(JoinError::Create)?;
+    let mesh = LobbyClient::create_mesh(id, mesh_lobby, config).map_err(JoinError::Create)?;
     let (handle, endpoint_events) = Endpoint::spawn(options.endpoint, make(mesh))
         .await
         .map_err(JoinError::Io)?;
@@ -327,6 +335,19 @@ where
         rejected,
         signaling,
     })
+}
+
+/// `url` with `pair` added to its query (`ws://host:9080` → `ws://host:9080/?turn=1`).
+fn with_query(url: &str, pair: &str) -> String {
+    if url.contains('?') {
+        return format!("{url}&{pair}");
+    }
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    if url[after_scheme..].contains('/') {
+        format!("{url}?{pair}")
+    } else {
+        format!("{url}/?{pair}")
+    }
 }
 
 fn early_mesh(early: &[LobbyEvent]) -> bool {
@@ -403,7 +424,10 @@ impl<M: Machine + 'static> Relay<M> {
                         sealed |= event == LobbyEvent::Sealed;
                         let announce = matches!(
                             event,
-                            LobbyEvent::PeerJoined(_) | LobbyEvent::PeerLeft(_) | LobbyEvent::Sealed
+                            LobbyEvent::PeerJoined(_)
+                                | LobbyEvent::PeerLeft(_)
+                                | LobbyEvent::Sealed
+                                | LobbyEvent::TurnCredentials { .. }
                         );
                         if announce {
                             let _ = lobby.send(event.clone());
