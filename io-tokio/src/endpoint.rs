@@ -13,6 +13,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
+use crate::mdns::{self, MdnsResolver};
 use crate::socket;
 
 type Call<M> = Box<dyn FnOnce(&mut M, Instant) + Send>;
@@ -263,13 +264,20 @@ async fn run<M: Machine>(
     events: mpsc::Sender<M::Event>,
     setup: SocketSetup,
 ) -> io::Result<()> {
+    let mut mdns = MdnsResolver::new();
     loop {
+        // Peers' `.local` names (from signals the last turn applied) are asked for, and
+        // answers given to the mesh, before its datagrams go out.
+        mdns.poll(machine.mesh_mut(), Instant::now());
         let flush = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
         forward(&mut machine, &events);
         let behind = machine.pending_events().events > 0;
-        let deadline = machine
+        let mut deadline = machine
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + IDLE);
+        if mdns.waiting() {
+            deadline = deadline.min(Instant::now() + mdns::POLL_INTERVAL);
+        }
         let woke = tokio::select! {
             ready = socket.readable(), if !behind => Wake::Readable(ready),
             ready = socket.writable(), if flush == Flush::Blocked => Wake::Writable(ready),

@@ -30,6 +30,11 @@
 //!   nodes sharing lobbies through Redis ([`ClusterConfig`]); see [`signal`].
 //!
 //! ## Features
+//! - `mdns` (on by default): peers' `.local` ICE candidates (browsers hide their host
+//!   addresses behind such names) are resolved with mDNS (`mdns-sd`), so a browser on the
+//!   same LAN connects host to host, also with no route out. The daemon (a thread, port 5353)
+//!   starts only when a peer sends such a name. Without the feature those candidates are
+//!   dropped (counted in `MeshStats::mdns_names_unresolved`).
 //! - `server` (off by default): [`SignalServer`] and the `rtcmesh-signal` binary
 //!   (`cargo install rtcmesh-tokio --features server`). A game client that only joins lobbies
 //!   leaves it off and builds none of the server's dependencies (Redis, tracing-subscriber, the
@@ -66,6 +71,7 @@
 
 mod endpoint;
 mod lobby_client;
+mod mdns;
 pub mod signal;
 mod socket;
 
