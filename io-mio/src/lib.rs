@@ -2,7 +2,10 @@
 //!
 //! Embeds an [`rtcmesh`] mesh (or any [`Machine`]) in a `mio::Poll` the caller owns: one
 //! [`MioEndpoint`] owns one non-blocking UDP socket, registered under the caller's [`Token`].
-//! No threads, no channels: commands and events are the machine's own, used directly.
+//! No threads, no channels: commands and events are the machine's own, used directly. (One
+//! exception, feature `mdns`, on by default: once a peer sends a `.local` candidate — browsers
+//! hide their host addresses so — an `mdns-sd` daemon thread resolves such names; see
+//! [Features](#features).)
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
@@ -57,8 +60,18 @@
 //! [`MioEndpoint::rebind`] moves the endpoint to a new socket (a new network, a port a NAT no
 //! longer maps) under the same token; every peer stays connected, with its reliable data.
 
+//!
+//! ## Features
+//! - `mdns` (on by default): peers' `.local` ICE candidates are resolved with mDNS
+//!   (`mdns-sd`), so a browser on the same LAN connects host to host, also with no route out.
+//!   The daemon (a thread, port 5353) starts only when a peer sends such a name; answers are
+//!   given to the mesh in [`flush`](MioEndpoint::flush), and [`timeout`](MioEndpoint::timeout)
+//!   is at most 20 ms while one is awaited. Without the feature those candidates are dropped
+//!   (counted in `MeshStats::mdns_names_unresolved`).
+
 #![deny(missing_docs)]
 
+mod mdns;
 mod socket;
 
 use std::io;
@@ -70,6 +83,8 @@ use mio::{Interest, Registry, Token};
 use rtcmesh::{
     DatagramPump, Flush, Machine, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER,
 };
+
+use crate::mdns::MdnsResolver;
 
 pub use rtcmesh;
 
@@ -156,6 +171,10 @@ pub struct MioEndpoint<M> {
     /// Datagrams were left in the socket while the application was behind (mio is
     /// edge-triggered: no new event will say so).
     unread: bool,
+    /// Resolves peers' `.local` names for the mesh.
+    mdns: MdnsResolver,
+    /// The latest time the caller gave (mDNS answers are stamped with it).
+    clock: Instant,
 }
 
 impl<M: Machine> MioEndpoint<M> {
@@ -231,6 +250,8 @@ impl<M: Machine> MioEndpoint<M> {
             max_pending_events: defaults.max_pending_events,
             max_pending_bytes: defaults.max_pending_bytes,
             unread: false,
+            mdns: MdnsResolver::new(),
+            clock: Instant::now(),
         })
     }
 
@@ -238,6 +259,7 @@ impl<M: Machine> MioEndpoint<M> {
     /// (stamped `now`) unless the application is behind (see the crate docs on backpressure),
     /// and sends what the machine has. Errors are the socket's own.
     pub fn handle_ready(&mut self, now: Instant) -> io::Result<()> {
+        self.clock = self.clock.max(now);
         self.read(now)?;
         let _ = self.flush();
         Ok(())
@@ -247,6 +269,7 @@ impl<M: Machine> MioEndpoint<M> {
     /// fires its timers if due; reads the datagrams left in the socket once the application
     /// has caught up; sends what all this produced. Call it on every turn of the loop.
     pub fn handle_timeout(&mut self, now: Instant) -> io::Result<()> {
+        self.clock = self.clock.max(now);
         self.machine.handle_timeout(now);
         if self.unread && !self.is_behind() {
             self.read(now)?;
@@ -283,21 +306,31 @@ impl<M: Machine> MioEndpoint<M> {
 
     /// Sends what the machine has to send; call it after commands. Returns
     /// [`Flush::Blocked`] when the socket is full: the rest goes out on the next writable event.
+    /// Peers' `.local` names (from signals just applied) are asked for here, and the answers
+    /// that arrived given to the mesh.
     pub fn flush(&mut self) -> Flush {
+        self.mdns.poll(self.machine.mesh_mut(), self.clock);
         let socket = &self.socket;
         self.pump
             .transmit(&mut self.machine, |bytes, to| socket.send_to(bytes, to))
     }
 
     /// The timeout to pass to `Poll::poll`: until the machine's next deadline, or zero when
-    /// datagrams wait in the socket for an application that has caught up.
+    /// datagrams wait in the socket for an application that has caught up (at most 20 ms while
+    /// an mDNS answer is awaited).
     pub fn timeout(&self, now: Instant) -> Option<Duration> {
         if self.unread && !self.is_behind() {
             return Some(Duration::ZERO);
         }
-        self.machine
+        let until = self
+            .machine
             .poll_timeout()
-            .map(|at| at.saturating_duration_since(now))
+            .map(|at| at.saturating_duration_since(now));
+        match (until, self.mdns.waiting()) {
+            (Some(t), true) => Some(t.min(mdns::POLL_INTERVAL)),
+            (None, true) => Some(mdns::POLL_INTERVAL),
+            (t, false) => t,
+        }
     }
 
     /// The machine (for queries).
