@@ -74,6 +74,7 @@ mod lobby_client;
 mod mdns;
 pub mod signal;
 mod socket;
+mod streams;
 
 pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};
