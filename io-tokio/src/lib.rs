@@ -45,11 +45,13 @@
 #![deny(missing_docs)]
 
 mod endpoint;
+mod game_loop;
 mod lobby_client;
 pub mod signal;
 mod socket;
 
 pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
+pub use game_loop::{Reply, SendStats, Snapshot, TrySendError};
 pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};
 pub use signal::{ClusterConfig, RateLimit, SignalConfig, SignalMetrics, SignalServer};
 
