@@ -59,7 +59,12 @@
 
 #![deny(missing_docs)]
 
+mod lobby;
 mod socket;
+
+#[cfg(feature = "tls")]
+pub use lobby::client_tls;
+pub use lobby::{join, join_with, JoinError, JoinOptions, Session};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -72,6 +77,11 @@ use rtcmesh::{
 };
 
 pub use rtcmesh;
+/// The TLS library behind `wss://` (for [`JoinOptions::tls`]).
+#[cfg(feature = "tls")]
+pub use rustls;
+/// The WebSocket library of [`join`] (its errors are in [`JoinError::WebSocket`]).
+pub use tungstenite;
 
 /// Where a [`MioEndpoint`]'s socket binds, its buffers, and how much it holds for a slow
 /// application. Start from the default and change what you need with the `with_*` setters.
