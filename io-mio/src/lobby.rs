@@ -3,6 +3,10 @@
 //! returned [`Session`] lives in your `mio::Poll` like a [`MioEndpoint`], carrying signals
 //! both ways on the same turns that drive the mesh.
 
+// `JoinError` carries tungstenite's error whole (as the tokio adapter's does); it is returned
+// once per join, so its size costs nothing worth a box.
+#![allow(clippy::result_large_err)]
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -171,9 +175,9 @@ impl fmt::Display for JoinError {
                 )
             }
             JoinError::Protocol(e) => write!(f, "signaling server broke the protocol: {e}"),
-            JoinError::Timeout => f.write_str(
-                "signaling server did not assign an id in time (JoinOptions::timeout)",
-            ),
+            JoinError::Timeout => {
+                f.write_str("signaling server did not assign an id in time (JoinOptions::timeout)")
+            }
             JoinError::Create(e) => write!(f, "cannot create the mesh: {e}"),
             JoinError::Io(e) => write!(f, "cannot set up the UDP socket or the poll: {e}"),
             JoinError::Tls(e) => write!(f, "cannot set up TLS for wss://: {e}"),
@@ -350,14 +354,24 @@ where
     let mesh_lobby = early
         .iter()
         .any(|e| matches!(e, LobbyEvent::Assigned { mesh: true, .. }));
-    let mesh = LobbyClient::create_mesh(id, mesh_lobby, options.config).map_err(JoinError::Create)?;
-    let endpoint = MioEndpoint::bind_with(options.endpoint, make(mesh), registry, options.socket_token)
-        .map_err(JoinError::Io)?;
+    let mesh =
+        LobbyClient::create_mesh(id, mesh_lobby, options.config).map_err(JoinError::Create)?;
+    let endpoint =
+        MioEndpoint::bind_with(options.endpoint, make(mesh), registry, options.socket_token)
+            .map_err(JoinError::Io)?;
     // The WebSocket moves from our poll to the caller's.
     let stream = tcp(&mut ws).ok_or_else(|| JoinError::Io(io::Error::other("unknown stream")))?;
-    waiter.poll.registry().deregister(stream).map_err(JoinError::Io)?;
+    waiter
+        .poll
+        .registry()
+        .deregister(stream)
+        .map_err(JoinError::Io)?;
     registry
-        .register(stream, options.lobby_token, Interest::READABLE | Interest::WRITABLE)
+        .register(
+            stream,
+            options.lobby_token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
         .map_err(JoinError::Io)?;
     let announcements = early
         .iter()
@@ -533,7 +547,11 @@ fn connect(addresses: &[SocketAddr], waiter: &mut Waiter) -> Result<TcpStream, J
         };
         let registry = waiter.poll.registry();
         registry
-            .register(&mut stream, CONNECTION, Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut stream,
+                CONNECTION,
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .map_err(JoinError::Io)?;
         // mio: once writable, the connection is up if it has a peer address.
         let failed = loop {

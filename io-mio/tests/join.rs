@@ -27,7 +27,10 @@ fn server_with(config: LobbyServerConfig) -> Server {
         .build()
         .expect("runtime");
     let server = runtime
-        .block_on(SignalServer::bind("127.0.0.1:0".parse().expect("addr"), config))
+        .block_on(SignalServer::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            config,
+        ))
         .expect("server");
     Server {
         url: server.url(),
@@ -74,60 +77,100 @@ fn turn(
 /// lobby, the server closes it, and the mesh carries on without it.
 #[test]
 fn a_host_and_a_guest_join_connect_and_outlive_the_sealed_lobby() {
-    let mut config = LobbyServerConfig::default();
-    config.seal_close_after = Duration::from_millis(200);
-    let server = server_with(config);
+    let server = server_with(LobbyServerConfig {
+        seal_close_after: Duration::from_millis(200),
+        ..LobbyServerConfig::default()
+    });
     let mut poll = Poll::new().expect("poll");
-    let mut host = join(&server.url, "", JoinOptions::default(), poll.registry()).expect("host joins");
+    let mut host =
+        join(&server.url, "", JoinOptions::default(), poll.registry()).expect("host joins");
     assert_eq!(host.id, 1, "whoever creates the lobby hosts it");
     let options = JoinOptions::default().with_tokens(Token(2), Token(3));
     let mut guest = join(&server.url, &host.lobby, options, poll.registry()).expect("guest joins");
     assert!(guest.id > 1);
     assert_eq!(guest.lobby, host.lobby);
-    assert_eq!(guest.poll_lobby_event(), Some(LobbyEvent::PeerJoined(1)), "the member already there");
+    assert_eq!(
+        guest.poll_lobby_event(),
+        Some(LobbyEvent::PeerJoined(1)),
+        "the member already there"
+    );
 
     let mut events = Events::with_capacity(64);
     let (mut connected, mut heard) = (0, Vec::new());
     let give_up = Instant::now() + LIMIT;
     while heard.is_empty() {
-        assert!(Instant::now() < give_up, "connected {connected} of 2 within {LIMIT:?}");
-        turn(&mut poll, &mut events, &mut [&mut host, &mut guest], |i, session, event| match event {
-            Event::PeerConnected(peer) => {
-                connected += 1;
-                if i == 1 {
-                    let hello = session.machine_mut().send(Target::Peer(peer), TransferMode::Reliable, 0, b"hello");
-                    hello.expect("send");
-                    let _ = session.flush();
+        assert!(
+            Instant::now() < give_up,
+            "connected {connected} of 2 within {LIMIT:?}"
+        );
+        turn(
+            &mut poll,
+            &mut events,
+            &mut [&mut host, &mut guest],
+            |i, session, event| match event {
+                Event::PeerConnected(peer) => {
+                    connected += 1;
+                    if i == 1 {
+                        let hello = session.machine_mut().send(
+                            Target::Peer(peer),
+                            TransferMode::Reliable,
+                            0,
+                            b"hello",
+                        );
+                        hello.expect("send");
+                        let _ = session.flush();
+                    }
                 }
-            }
-            Event::Signal(_) => panic!("signals never reach the application"),
-            Event::Packet(p) => heard.push((i, p.from, p.data)),
-            _ => {}
-        });
+                Event::Signal(_) => panic!("signals never reach the application"),
+                Event::Packet(p) => heard.push((i, p.from, p.data)),
+                _ => {}
+            },
+        );
     }
     assert_eq!(heard, [(0, guest.id, b"hello".to_vec())]);
-    assert_eq!(host.poll_lobby_event(), Some(LobbyEvent::PeerJoined(guest.id)));
+    assert_eq!(
+        host.poll_lobby_event(),
+        Some(LobbyEvent::PeerJoined(guest.id))
+    );
     assert_eq!((host.rejected_signals(), guest.rejected_signals()), (0, 0));
 
     host.seal();
     let give_up = Instant::now() + LIMIT;
     while host.is_signaling() || guest.is_signaling() {
-        assert!(Instant::now() < give_up, "the sealed lobby closes within {LIMIT:?}");
-        turn(&mut poll, &mut events, &mut [&mut host, &mut guest], |_, _, _| {});
+        assert!(
+            Instant::now() < give_up,
+            "the sealed lobby closes within {LIMIT:?}"
+        );
+        turn(
+            &mut poll,
+            &mut events,
+            &mut [&mut host, &mut guest],
+            |_, _, _| {},
+        );
     }
     assert_eq!(guest.poll_lobby_event(), Some(LobbyEvent::Sealed));
     // The lobby is gone; the mesh is not.
-    assert_eq!(host.machine().connected_peers().collect::<Vec<_>>(), [guest.id]);
-    host.machine_mut().send(Target::All, TransferMode::Reliable, 0, b"still here").expect("send");
+    assert_eq!(
+        host.machine().connected_peers().collect::<Vec<_>>(),
+        [guest.id]
+    );
+    host.machine_mut()
+        .send(Target::All, TransferMode::Reliable, 0, b"still here")
+        .expect("send");
     let mut reply = None;
     let give_up = Instant::now() + LIMIT;
     while reply.is_none() {
         assert!(Instant::now() < give_up, "a packet after the lobby closed");
-        turn(&mut poll, &mut events, &mut [&mut host, &mut guest], |i, _, event| {
-            if let Event::Packet(p) = event {
-                reply = Some((i, p.data));
-            }
-        });
+        turn(
+            &mut poll,
+            &mut events,
+            &mut [&mut host, &mut guest],
+            |i, _, event| {
+                if let Event::Packet(p) = event {
+                    reply = Some((i, p.data));
+                }
+            },
+        );
     }
     assert_eq!(reply, Some((1, b"still here".to_vec())));
     let endpoint = guest.into_endpoint(poll.registry()).expect("lobby let go");
@@ -139,9 +182,17 @@ fn a_host_and_a_guest_join_connect_and_outlive_the_sealed_lobby() {
 fn joining_a_lobby_that_does_not_exist_is_refused_with_the_server_s_reason() {
     let server = server();
     let poll = Poll::new().expect("poll");
-    match join(&server.url, "NOSUCHLOBBY", JoinOptions::default(), poll.registry()) {
+    match join(
+        &server.url,
+        "NOSUCHLOBBY",
+        JoinOptions::default(),
+        poll.registry(),
+    ) {
         Err(JoinError::Refused { code, reason }) => {
-            assert_eq!((code, reason.as_str()), (close::PROTOCOL_ERROR, close::LOBBY_DOES_NOT_EXIST));
+            assert_eq!(
+                (code, reason.as_str()),
+                (close::PROTOCOL_ERROR, close::LOBBY_DOES_NOT_EXIST)
+            );
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -158,24 +209,35 @@ fn a_server_that_never_answers_times_out() {
     let result = join(&url, "", options, poll.registry());
     assert!(matches!(result, Err(JoinError::Timeout)), "{result:?}");
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(300) && took < LIMIT, "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < LIMIT,
+        "{took:?}"
+    );
 }
 
 /// `wss://` over the same non-blocking sockets, trusting a throwaway certificate.
 #[test]
 fn joining_over_wss_trusts_the_certificate_given() {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
-    let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der()).expect("key");
-    let tls = rtcmesh_tokio::signal::server_tls(vec![certified.cert.der().clone()], key).expect("server tls");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+    let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+        .expect("key");
+    let tls = rtcmesh_tokio::signal::server_tls(vec![certified.cert.der().clone()], key)
+        .expect("server tls");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
-    let mut config = rtcmesh_tokio::SignalConfig::default();
-    config.tls = Some(tls);
+    let config = rtcmesh_tokio::SignalConfig {
+        tls: Some(tls),
+        ..rtcmesh_tokio::SignalConfig::default()
+    };
     let server = runtime
-        .block_on(SignalServer::bind_with("127.0.0.1:0".parse().expect("addr"), config))
+        .block_on(SignalServer::bind_with(
+            "127.0.0.1:0".parse().expect("addr"),
+            config,
+        ))
         .expect("server");
     let url = server.url_for("localhost");
     assert!(url.starts_with("wss://"), "{url}");
@@ -194,7 +256,8 @@ fn joining_over_wss_trusts_the_certificate_given() {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone()).expect("root");
-    let options = JoinOptions::default().with_tls(Some(rtcmesh_mio::client_tls(roots).expect("tls")));
+    let options =
+        JoinOptions::default().with_tls(Some(rtcmesh_mio::client_tls(roots).expect("tls")));
     let session = join(&url, "", options, poll.registry()).expect("joins over wss");
     assert_eq!(session.id, 1);
     assert!(session.is_signaling());

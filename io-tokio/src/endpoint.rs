@@ -654,6 +654,8 @@ impl<M: Machine + 'static> Handle<M> {
     /// on a later frame, or drop it ([`Snapshot::sends`] counts the results anyway).
     /// [`TrySendError::Full`] and [`Closed`](TrySendError::Closed) hand the batch back;
     /// packets are not checked here (their results are in the reply).
+    // Spelled out: what comes back is what `send_many` answers, in a `Reply`.
+    #[allow(clippy::type_complexity)]
     pub fn try_send_many(
         &self,
         packets: Vec<OutgoingPacket>,

@@ -29,6 +29,14 @@
 //!   `wss://`, bounded for the internet ([`SignalConfig`]), optionally as one of several
 //!   nodes sharing lobbies through Redis ([`ClusterConfig`]); see [`signal`].
 //!
+//! ## A loop that is not async
+//! A game's frame must not wait for the network. [`Handle::try_send`],
+//! [`Handle::try_send_many`] and [`Handle::try_call`] queue a command and return at once (from
+//! any thread, the runtime's or not; [`TrySendError::Full`] hands the packet back when the loop
+//! is behind); [`Handle::snapshot`] reads the peers, status and counters the loop published at
+//! its last turn; [`Events::drain`] takes the events waiting now. What became of each send is
+//! counted in [`SendStats`] and, for a batch, answered in its [`Reply`].
+//!
 //! ## Sending in bursts, and a slow application
 //! [`Handle::send`] costs one round trip to the loop per packet; [`Handle::send_many`] sends a
 //! batch (a game tick) in one turn and answers per packet. [`Events`] is bounded

@@ -126,19 +126,35 @@ fn tokio_game(runtime: &Runtime) -> Game {
 fn mio_game(runtime: &Runtime) -> Game {
     let poll = Poll::new().expect("poll");
     let mesh = Mesh::create_mesh(2, config()).expect("mesh");
-    let mut endpoint =
-        MioEndpoint::bind("127.0.0.1:0".parse().expect("addr"), None, mesh, poll.registry(), Token(0)).expect("bind");
+    let mut endpoint = MioEndpoint::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        None,
+        mesh,
+        poll.registry(),
+        Token(0),
+    )
+    .expect("bind");
     let (b, mut b_events) = runtime
-        .block_on(Endpoint::spawn(EndpointConfig::default(), Mesh::create_mesh(1, config()).expect("mesh")))
+        .block_on(Endpoint::spawn(
+            EndpointConfig::default(),
+            Mesh::create_mesh(1, config()).expect("mesh"),
+        ))
         .expect("b");
     runtime.block_on(b.add_peer(2, 1)).expect("peer");
-    endpoint.machine_mut().add_peer(Instant::now(), 1, 1).expect("peer");
+    endpoint
+        .machine_mut()
+        .add_peer(Instant::now(), 1, 1)
+        .expect("peer");
     let (mut poll, mut events) = (poll, MioEvents::with_capacity(64));
     let (mut a_up, mut b_up) = (false, false);
     let give_up = Instant::now() + Duration::from_secs(10);
     while !(a_up && b_up) {
-        assert!(Instant::now() < give_up, "the mio game's pair did not connect");
-        poll.poll(&mut events, Some(Duration::from_millis(1))).expect("poll");
+        assert!(
+            Instant::now() < give_up,
+            "the mio game's pair did not connect"
+        );
+        poll.poll(&mut events, Some(Duration::from_millis(1)))
+            .expect("poll");
         let now = Instant::now();
         if !events.is_empty() {
             endpoint.handle_ready(now).expect("ready");
@@ -146,14 +162,19 @@ fn mio_game(runtime: &Runtime) -> Game {
         endpoint.handle_timeout(now).expect("timeout");
         while let Some(event) = endpoint.machine_mut().poll_event() {
             match event {
-                Event::Signal(s) => runtime.block_on(b.handle_signal(2, s.signal)).expect("signal"),
+                Event::Signal(s) => runtime
+                    .block_on(b.handle_signal(2, s.signal))
+                    .expect("signal"),
                 Event::PeerConnected(_) => a_up = true,
                 _ => {}
             }
         }
         while let Some(event) = b_events.try_recv() {
             match event {
-                Event::Signal(s) => endpoint.machine_mut().handle_signal(Instant::now(), 1, s.signal).expect("signal"),
+                Event::Signal(s) => endpoint
+                    .machine_mut()
+                    .handle_signal(Instant::now(), 1, s.signal)
+                    .expect("signal"),
                 Event::PeerConnected(_) => b_up = true,
                 _ => {}
             }
@@ -194,7 +215,14 @@ fn frame(runtime: &Runtime, game: &mut Game, path: Path, n: u32) -> usize {
             let snapshot = handle.snapshot();
             std::hint::black_box((snapshot.connected_peers.len(), snapshot.mesh));
         }
-        (Game::Mio { poll, events, endpoint }, Path::Mio) => {
+        (
+            Game::Mio {
+                poll,
+                events,
+                endpoint,
+            },
+            Path::Mio,
+        ) => {
             poll.poll(events, Some(Duration::ZERO)).expect("poll");
             let now = Instant::now();
             if !events.is_empty() {
@@ -202,7 +230,9 @@ fn frame(runtime: &Runtime, game: &mut Game, path: Path, n: u32) -> usize {
             }
             endpoint.handle_timeout(now).expect("timeout");
             for p in tick(n) {
-                let _ = endpoint.machine_mut().send(p.target, p.mode, p.channel, &p.data);
+                let _ = endpoint
+                    .machine_mut()
+                    .send(p.target, p.mode, p.channel, &p.data);
             }
             let _ = endpoint.flush();
             while let Some(event) = endpoint.machine_mut().poll_event() {
@@ -277,7 +307,11 @@ pub fn run(quick: bool) {
     let mut figures: Vec<[Vec<f64>; 4]> = paths.iter().map(|_| Default::default()).collect();
     for _ in 0..runs {
         for (i, &path) in paths.iter().enumerate() {
-            let game = if path == Path::Mio { &mut mio_game } else { &mut tokio_game };
+            let game = if path == Path::Mio {
+                &mut mio_game
+            } else {
+                &mut tokio_game
+            };
             let run = run_frames(&runtime, game, path, frames);
             let mean = run.costs.iter().sum::<Duration>() / frames;
             let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -328,7 +362,8 @@ fn publish_cost(quick: bool) {
         // Traffic for the per-datagram figure: one 100-byte message from each client.
         let (time_before, datagrams_before) = (star.server_time, star.server_datagrams);
         for c in &mut star.clients {
-            c.send(Target::Peer(1), TransferMode::Reliable, 0, &[7; 100]).expect("send");
+            c.send(Target::Peer(1), TransferMode::Reliable, 0, &[7; 100])
+                .expect("send");
         }
         for _ in 0..5 {
             star.step();
@@ -347,7 +382,13 @@ fn publish_cost(quick: bool) {
                 peers.extend(mesh.peers());
                 connected.clear();
                 connected.extend(mesh.connected_peers());
-                std::hint::black_box((mesh.status(), mesh.stats(), mesh.pending_events(), &peers, &connected));
+                std::hint::black_box((
+                    mesh.status(),
+                    mesh.stats(),
+                    mesh.pending_events(),
+                    &peers,
+                    &connected,
+                ));
             }
             best = best.min((super::cpu_clock() - start) / reps);
         }
