@@ -288,6 +288,9 @@ async fn run<M: Machine>(
     setup: SocketSetup,
     shared: Arc<Shared>,
 ) -> io::Result<()> {
+    // However the loop ends (a close, a socket error, the runtime shutting down), the last
+    // snapshot says so.
+    let stopped = shared.stop_on_drop();
     let mut turns = 0u64;
     let mut drops_read = Instant::now();
     loop {
@@ -356,11 +359,10 @@ async fn run<M: Machine>(
     machine.close();
     // Best effort: the close notifications go out if the socket takes them now.
     let _ = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
-    {
-        let mut last = shared.lock();
-        last.update(&machine, pump.stats(), turns, Instant::now());
-        last.stopped = true;
-    }
+    shared
+        .lock()
+        .update(&machine, pump.stats(), turns, Instant::now());
+    drop(stopped);
     forward(&mut machine, &events);
     Ok(())
 }

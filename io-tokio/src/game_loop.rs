@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use rtcmesh::{ConnectionStatus, MeshStats, PeerId, PendingEvents, PumpStats, SendError};
@@ -336,10 +336,24 @@ impl Shared {
         self.snapshot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A guard that marks the snapshot stopped when dropped (when the loop ends, however).
+    pub(crate) fn stop_on_drop(self: &Arc<Self>) -> StopOnDrop {
+        StopOnDrop(self.clone())
+    }
+
     /// A copy of the snapshot, with the send counters as they are now.
     pub(crate) fn read(&self) -> Snapshot {
         let mut snapshot = self.lock().clone();
         snapshot.sends = self.sends.read();
         snapshot
+    }
+}
+
+/// Marks the published snapshot stopped when dropped.
+pub(crate) struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().stopped = true;
     }
 }

@@ -314,3 +314,23 @@ async fn try_call_adds_peers_and_drain_takes_their_offers() {
     offered.sort();
     assert_eq!(offered, [1, 2, 3]);
 }
+
+/// However the loop ends, the last snapshot says so: here the runtime that ran it is dropped
+/// (a game shutting its network thread down), with no close.
+#[test]
+fn when_the_runtime_goes_away_the_snapshot_says_stopped() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mesh = Mesh::create_mesh(2, MeshConfig::default()).expect("mesh");
+    let (handle, _events) = runtime
+        .block_on(Endpoint::spawn(EndpointConfig::default(), mesh))
+        .expect("spawn");
+    assert!(!handle.snapshot().stopped);
+    drop(runtime);
+    assert!(handle.snapshot().stopped);
+    assert!(handle.is_closed());
+    let refused = handle.try_send(Target::All, TransferMode::Reliable, 0, b"x".to_vec());
+    assert!(
+        matches!(refused, Err(TrySendError::Closed(_))),
+        "{refused:?}"
+    );
+}
