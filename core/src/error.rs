@@ -482,3 +482,81 @@ impl fmt::Display for IceServerError {
 }
 
 impl std::error::Error for IceServerError {}
+
+/// Why [`Mesh::promote_to_server`](crate::Mesh::promote_to_server) refused (host migration).
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::{Mesh, MeshConfig, Mode, PromoteError};
+///
+/// let mut server = Mesh::create_server(MeshConfig::default())?;
+/// let refused = server.promote_to_server(Instant::now(), false);
+/// assert_eq!(refused, Err(PromoteError::NotClient(Mode::Server)));
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PromoteError {
+    /// Only a client becomes the server; this mesh is in another mode.
+    NotClient(crate::transfer::Mode),
+    /// The mesh was closed.
+    Closed,
+}
+
+impl fmt::Display for PromoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PromoteError::NotClient(mode) => write!(
+                f,
+                "only a client can become the server; this mesh is in {mode:?} mode"
+            ),
+            PromoteError::Closed => f.write_str("the mesh is closed: create a new one"),
+        }
+    }
+}
+
+impl std::error::Error for PromoteError {}
+
+/// Why [`Mesh::rename_peer`](crate::Mesh::rename_peer) refused (host migration).
+///
+/// ```
+/// use rtcmesh::{Mesh, MeshConfig, RenameError};
+///
+/// let mut mesh = Mesh::create_mesh(2, MeshConfig::default())?;
+/// assert_eq!(mesh.rename_peer(3, 4), Err(RenameError::UnknownPeer(3)));
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RenameError {
+    /// No peer has the id to rename.
+    UnknownPeer(PeerId),
+    /// The new id is outside `1..=2147483647`.
+    InvalidId(PeerId),
+    /// The new id is this mesh's own.
+    SelfPeer(PeerId),
+    /// Another peer has the new id already.
+    AlreadyExists(PeerId),
+    /// The mesh was closed.
+    Closed,
+}
+
+impl fmt::Display for RenameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RenameError::UnknownPeer(id) => write!(f, "no peer {id} to rename"),
+            RenameError::InvalidId(id) => {
+                write!(f, "cannot rename to {id}: use an id in 1..=2147483647")
+            }
+            RenameError::SelfPeer(id) => {
+                write!(f, "cannot rename a peer to this mesh's own id {id}")
+            }
+            RenameError::AlreadyExists(id) => {
+                write!(f, "peer {id} exists already: remove or rename it first")
+            }
+            RenameError::Closed => f.write_str("the mesh is closed"),
+        }
+    }
+}
+
+impl std::error::Error for RenameError {}

@@ -121,6 +121,17 @@ pub enum LossReason {
     /// The peer went past a limit that ends the connection (it kept opening channels outside
     /// the layout; see [`Limits::max_refused_channels`](crate::Limits::max_refused_channels)).
     Abuse,
+    /// The peer (an rtcmesh) is configured with other extra channels
+    /// ([`MeshConfig::channels`](crate::MeshConfig::channels)) than we are: every packet on a
+    /// channel one side lacks would be lost, so the connection ends instead. Both sides must
+    /// list the same modes in the same order. A Godot or browser peer does not state its
+    /// layout, so a mismatch with one cannot be seen here (see the guide's sending page).
+    ChannelLayoutMismatch {
+        /// Our extra channel count.
+        local: u16,
+        /// The peer's (`None`: it stated a layout we could not read).
+        remote: Option<u16>,
+    },
 }
 
 impl fmt::Display for LossReason {
@@ -141,6 +152,19 @@ impl fmt::Display for LossReason {
             LossReason::Closed => f.write_str("the peer closed the connection"),
             LossReason::Abuse => {
                 f.write_str("disconnected: the peer went past a limit that ends the connection")
+            }
+            LossReason::ChannelLayoutMismatch { local, remote } => {
+                write!(
+                    f,
+                    "the peer's channels differ from ours (ours: {local} extra, "
+                )?;
+                match remote {
+                    Some(remote) => write!(f, "theirs: {remote} extra")?,
+                    None => f.write_str("theirs unreadable")?,
+                }
+                f.write_str(
+                    "): configure the same MeshConfig::channels, in the same order, on both",
+                )
             }
         }
     }

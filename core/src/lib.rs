@@ -69,7 +69,6 @@
 mod allowlist;
 mod channels;
 mod config;
-mod demux;
 mod error;
 mod event;
 mod limits;
@@ -83,7 +82,6 @@ mod path;
 mod pump;
 mod signal;
 mod stats;
-mod timers;
 mod trace;
 mod transfer;
 
@@ -92,7 +90,7 @@ pub use channels::{MAX_EXTRA_CHANNELS, RESERVED_CHANNELS};
 pub use config::MeshConfig;
 pub use error::{
     AddPeerError, CandidateError, CreateError, DecodeSignalError, IceServerError, InvalidIceServer,
-    SendError, SignalError,
+    PromoteError, RenameError, SendError, SignalError,
 };
 pub use event::{Event, LossReason, Packet, PendingEvents, Transmit};
 pub use limits::{Limits, MultiplayerLimits};
@@ -100,7 +98,8 @@ pub use link::{ChannelStats, PeerStats};
 pub use machine::Machine;
 pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{
-    AuthError, Multiplayer, MultiplayerConfig, MultiplayerEvent, MultiplayerStats,
+    AuthError, LobbyRequest, MigrationConfig, MigrationError, MigrationReason, Multiplayer,
+    MultiplayerConfig, MultiplayerEvent, MultiplayerStats,
 };
 pub use nat::{IceServer, IceTransportPolicy, MAX_ICE_SERVER_URLS};
 pub use path::{CandidateKind, LocalCandidate, PeerPath};

@@ -76,17 +76,14 @@ async fn a_slow_reader_and_a_fast_sender_are_closed_with_bounded_memory_while_ot
 ) {
     // Queues of 256 KiB; a byte rate high enough that the slow reader's queue fills first, the
     // default message rate for the fast sender.
-    let server = ServerProcess::start(
-        &[],
-        &[
-            "--max-queued-bytes",
-            "262144",
-            "--rate-bytes",
-            "67108864",
-            "--rate-byte-burst",
-            "67108864",
-        ],
-    );
+    let server = ServerProcess::start(&[
+        "--max-queued-bytes",
+        "262144",
+        "--rate-bytes",
+        "67108864",
+        "--rate-byte-burst",
+        "67108864",
+    ]);
     let url = server.url.clone();
     let baseline_kib = server.status_kib("VmRSS");
 
@@ -368,10 +365,8 @@ async fn peers_form_a_mesh_over_wss_with_a_generated_certificate() {
 async fn the_binary_serves_wss_and_metrics_and_closes_everyone_on_sigterm() {
     let (cert, key, der) = certificate();
     let (cert, key) = (cert.to_str().expect("path"), key.to_str().expect("path"));
-    let mut server = ServerProcess::start(
-        &[],
-        &["--cert", cert, "--key", key, "--metrics", "127.0.0.1:0"],
-    );
+    let mut server =
+        ServerProcess::start(&["--cert", cert, "--key", key, "--metrics", "127.0.0.1:0"]);
     assert!(server.url.starts_with("wss://127.0.0.1:"), "{}", server.url);
     let tls = trusting(der);
     let mut host = ws_with(&server.url, Some(tls.clone())).await;
@@ -410,8 +405,8 @@ async fn the_binary_serves_wss_and_metrics_and_closes_everyone_on_sigterm() {
 async fn out_of_descriptors_the_server_pauses_instead_of_spinning_and_recovers() {
     // 128 descriptors in all: max_peers is lowered to fit, and 200 connections that never
     // finish their handshake exhaust the rest.
-    let server = ServerProcess::start(
-        &["prlimit", "--nofile=128:128"],
+    let server = ServerProcess::start_with_descriptor_limit(
+        128,
         &["--handshake-timeout", "60", "--metrics", "127.0.0.1:0"],
     );
     assert!(

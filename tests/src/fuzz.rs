@@ -12,7 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
-use rtcmesh::lobby::{LobbyClient, LobbyMessage, LobbyServer, LobbyServerConfig};
+use rtcmesh::lobby::{
+    ConnectOptions, LobbyClient, LobbyMessage, LobbyServer, LobbyServerConfig, Migration,
+};
 use rtcmesh::{Event, Mesh, MeshConfig, MultiplayerConfig, PeerId, Signal, Target, TransferMode};
 
 use crate::World;
@@ -180,10 +182,25 @@ pub fn lobby(data: &[u8]) {
     let mut client = LobbyClient::new("", true);
     let _ = client.handle_text(&text);
     let _ = client.handle_text(&text);
+    // A client that opted in to host migration, fed the same frame after an id.
+    let mut client = LobbyClient::new("", false).with_migration(Migration::Eligible);
+    let _ = client.handle_text(r#"{"type":8,"id":0,"data":"migrate/1"}"#);
+    let _ = client.handle_text(r#"{"type":1,"id":5,"data":""}"#);
+    for _ in 0..2 {
+        if client.handle_text(&text).is_ok() {
+            let _ = client.hand_over_message(None);
+            let _ = client.host_lost_message();
+        }
+    }
 
     #[derive(Arbitrary, Debug)]
     enum Op {
         Connect(u8),
+        /// With `?migrate=…`: off, follow or eligible.
+        ConnectMigrating(u8, u8),
+        /// HOST_CHANGE (9) or HOST_LOST (10) with a small epoch.
+        Migrate(u8, bool, i64, u8),
+        Pong(u8),
         Text(u8, String),
         Join(u8, bool, String),
         Signal(u8, u8, i64, String),
@@ -203,6 +220,7 @@ pub fn lobby(data: &[u8]) {
         ..LobbyServerConfig::default()
     };
     let mut server = LobbyServer::new(config, 1);
+    let mut epochs = std::collections::HashMap::new();
     let start = Instant::now();
     let mut now = start;
     for _ in 0..32 {
@@ -210,6 +228,17 @@ pub fn lobby(data: &[u8]) {
         let conn = |c: u8| u64::from(c % 10);
         match op {
             Op::Connect(c) => server.connect(now, conn(c), [127, 0, 0, c % 3].into()),
+            Op::ConnectMigrating(c, m) => {
+                let target = ["/", "/?migrate=follow", "/?migrate=1"][usize::from(m % 3)];
+                let options = ConnectOptions::from_request_target(target);
+                server.connect_with(now, conn(c), [127, 0, 0, c % 3].into(), options);
+            }
+            Op::Migrate(c, lost, to, epoch) => {
+                let kind = if lost { 10 } else { 9 };
+                let json = format!(r#"{{"type":{kind},"id":{to},"data":"{}"}}"#, epoch % 4);
+                server.handle_text(now, conn(c), &json);
+            }
+            Op::Pong(c) => server.handle_pong(conn(c)),
             Op::Text(c, t) => server.handle_text(now, conn(c), &t),
             Op::Join(c, mesh, name) => {
                 let m =
@@ -217,7 +246,7 @@ pub fn lobby(data: &[u8]) {
                 server.handle_text(now, conn(c), &m.encode());
             }
             Op::Signal(c, kind, to, body) => {
-                let json = format!(r#"{{"type":{},"id":{to},"data":{:?}}}"#, kind % 9, body);
+                let json = format!(r#"{{"type":{},"id":{to},"data":{:?}}}"#, kind % 13, body);
                 server.handle_text(now, conn(c), &json);
             }
             Op::Binary(c) => server.handle_binary(conn(c)),
@@ -227,9 +256,17 @@ pub fn lobby(data: &[u8]) {
         }
         server.handle_timeout(now);
         while let Some(out) = server.poll_output() {
-            // Whatever is sent must be a well-formed protocol frame.
-            if let rtcmesh::lobby::ServerOutput::Send { text, .. } = out {
-                LobbyMessage::decode(&text).expect("the server sends valid frames");
+            match out {
+                // Whatever is sent must be a well-formed protocol frame.
+                rtcmesh::lobby::ServerOutput::Send { text, .. } => {
+                    LobbyMessage::decode(&text).expect("the server sends valid frames");
+                }
+                // Never two hosts in one epoch: each host change starts a newer epoch.
+                rtcmesh::lobby::ServerOutput::HostChanged { name, epoch, .. } => {
+                    let last = epochs.insert(name, epoch);
+                    assert!(last.is_none_or(|last| last < epoch), "epoch went back");
+                }
+                _ => {}
             }
         }
         assert!(server.connection_count() <= 8 && server.lobby_count() <= 3);

@@ -1,8 +1,9 @@
 //! Connection set-up, status and teardown, as a story per test.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rtcmesh::{ConnectionStatus, Event, MeshConfig, TransferMode};
+use rtcmesh::{ConnectionStatus, Event, LossReason, Mesh, MeshConfig, Signal, TransferMode};
+use rtcmesh_tests::hostile::Attacker;
 use rtcmesh_tests::World;
 
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
@@ -366,4 +367,86 @@ fn the_answering_side_sends_no_check_before_the_offerer_can_have_its_answer() {
     // Still unheard from after a second: we check anyway.
     w.run_for(Duration::from_millis(300));
     assert!(w.nodes[0].mesh().stats().datagrams_sent > 0);
+}
+
+/// Two rtcmesh peers configured with different extra channels: every packet on the channel one
+/// side lacks would vanish, counted nowhere. Each states its layout in the handshake, so both
+/// end the connection with a reason instead, and neither ever reports the other connected.
+#[test]
+fn peers_with_different_channels_end_the_connection_with_a_reason_instead_of_losing_packets() {
+    let mut w = World::new();
+    let one = MeshConfig::default().with_channels([TransferMode::Reliable]);
+    let two =
+        MeshConfig::default().with_channels([TransferMode::Reliable, TransferMode::Unreliable]);
+    w.add(Mesh::create_mesh(5, one).expect("mesh 5"));
+    w.add(Mesh::create_mesh(9, two).expect("mesh 9"));
+    w.introduce_all();
+    let lost = |w: &World, n: usize| {
+        w.nodes[n].events().iter().find_map(|e| match e {
+            Event::PeerLost { reason, .. } => Some(*reason),
+            _ => None,
+        })
+    };
+    assert!(w.run_until(CONNECT_LIMIT, |w| lost(w, 0).is_some()
+        && lost(w, 1).is_some()));
+    let (five, nine) = (lost(&w, 0).unwrap(), lost(&w, 1).unwrap());
+    assert_eq!(
+        five,
+        LossReason::ChannelLayoutMismatch {
+            local: 1,
+            remote: Some(2)
+        }
+    );
+    assert_eq!(
+        nine,
+        LossReason::ChannelLayoutMismatch {
+            local: 2,
+            remote: Some(1)
+        }
+    );
+    assert!(five.to_string().contains("MeshConfig::channels"), "{five}");
+    w.run_for(Duration::from_secs(5));
+    assert!(w.nodes[0].connected().is_empty() && w.nodes[1].connected().is_empty());
+    assert!(!w.nodes[0].mesh().has_peer(9) && !w.nodes[1].mesh().has_peer(5));
+}
+
+/// A Godot or browser peer never sees rtcmesh's layout attribute: an answer to an offer without
+/// it carries none, while an rtcmesh offer states the layout.
+#[test]
+fn a_peer_that_is_not_rtcmesh_gets_an_answer_without_the_layout_attribute() {
+    let now = Instant::now();
+    let mut godot = Attacker::new(now, 9, "127.0.0.1:6009".parse().unwrap());
+    let offer = godot.make_offer();
+    let mut mesh = Mesh::create_mesh(1, MeshConfig::default()).expect("mesh");
+    mesh.add_host_candidate("127.0.0.1:6001".parse().unwrap())
+        .expect("candidate");
+    mesh.add_peer(now, 9, 1).expect("peer 9");
+    mesh.handle_signal(now, 9, offer)
+        .expect("Godot's offer applies");
+    let answer = std::iter::from_fn(|| mesh.poll_event())
+        .find_map(|e| match e {
+            Event::Signal(s) => match s.signal {
+                Signal::Answer(sdp) => Some(sdp),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("an answer");
+    assert!(!answer.contains("x-rtcmesh"), "{answer}");
+
+    let mut offerer = Mesh::create_mesh(2, MeshConfig::default()).expect("mesh");
+    offerer
+        .add_host_candidate("127.0.0.1:6002".parse().unwrap())
+        .expect("candidate");
+    offerer.add_peer(now, 1, 1).expect("peer 1");
+    let offer = std::iter::from_fn(|| offerer.poll_event())
+        .find_map(|e| match e {
+            Event::Signal(s) => match s.signal {
+                Signal::Offer(sdp) => Some(sdp),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("an offer");
+    assert!(offer.contains("\r\na=x-rtcmesh-channels:0\r\n"), "{offer}");
 }

@@ -263,3 +263,66 @@ fn a_sealed_lobby_refuses_newcomers_and_the_game_outlives_it() {
     send(&mut w, a, b, b"after the lobby");
     assert!(w.run_until(LIMIT, |w| got(w, b, a_id, b"after the lobby")));
 }
+
+/// Host migration, the lobby's side (the machines' side is the multiplayer layer's): members
+/// that opted in hear typed host changes, a plain member hears the demo protocol's frames,
+/// and a host that loses power is replaced once a client reports it and the lobby's probe
+/// goes unanswered.
+#[test]
+fn a_migratable_lobby_elects_a_successor_when_the_host_crashes_or_loses_power() {
+    use rtcmesh::lobby::{LobbyEvent, Migration};
+    let mut w = World::new();
+    w.add_lobby(LobbyServerConfig::default());
+    let opted = |o: JoinOptions| o.with_migration(Migration::Eligible);
+    let (host, name) = w.open_lobby(opted(JoinOptions::create(false)), |mesh| mesh);
+    let successor = w.join_lobby(opted(JoinOptions::join(&name, false)), |mesh| mesh);
+    let survivor = w.join_lobby(opted(JoinOptions::join(&name, false)), |mesh| mesh);
+    let plain = w.join_lobby(JoinOptions::join(&name, false), |mesh| mesh);
+    assert!(
+        w.run_until(LIMIT, World::everyone_admitted),
+        "the players did not meet"
+    );
+    let (x, y) = (w.id(successor), w.id(survivor));
+    assert!(w.member(survivor).client.migration_available());
+    assert_eq!(w.member(host).client.successor(), Some(x));
+
+    // The host's process dies: its WebSocket closes and the lobby elects at once.
+    w.crash(host);
+    let became = LobbyEvent::BecameHost { was: x, epoch: 1 };
+    assert!(w.run_until(ms(500), |w| w.member(successor).events.contains(&became)));
+    w.run_for(ms(100));
+    assert!(w
+        .member(survivor)
+        .events
+        .contains(&LobbyEvent::HostChanged { was: x, epoch: 1 }));
+    assert!(w
+        .member(successor)
+        .events
+        .contains(&LobbyEvent::PeerJoined(y)));
+    let plain_saw = w.member(plain).events.clone();
+    let tail = &plain_saw[plain_saw.len() - 3..];
+    assert_eq!(
+        tail,
+        [
+            LobbyEvent::PeerLeft(1),
+            LobbyEvent::PeerLeft(x),
+            LobbyEvent::PeerJoined(1)
+        ],
+        "a plain member follows with the demo protocol's frames"
+    );
+    assert_eq!(w.lobby().host_changes.len(), 1);
+    assert!(w.lobby().closed.is_empty(), "the lobby lives on");
+
+    // The new host loses power; its WebSocket stays half-open. One report, no answer to the
+    // probe within 500 ms: the survivor is the next host, the old one is fenced.
+    w.vanish(successor);
+    assert!(w.report_host_lost(survivor));
+    let became = LobbyEvent::BecameHost { was: y, epoch: 2 };
+    assert!(w.run_until(ms(800), |w| w.member(survivor).events.contains(&became)));
+    assert!(w
+        .lobby()
+        .closes
+        .iter()
+        .any(|(n, code, _)| *n == successor && *code == close::HOST_REPLACED_CODE));
+    assert_eq!(w.member(survivor).client.id(), Some(1));
+}

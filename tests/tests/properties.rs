@@ -790,11 +790,14 @@ fn check_game(
             to,
             got
         );
+        // From the game's start: a handshake retry while joining may report a peer that
+        // connected on the answering side only as disconnected, then connected again
+        // (`MeshConfig::connect_retry_interval`); that loses no game data.
         prop_assert!(
-            w.nodes[to].disconnected().is_empty(),
+            w.nodes[to].disconnected_since(marks[to]).is_empty(),
             "node {} lost {:?}",
             to,
-            w.nodes[to].disconnected()
+            w.nodes[to].disconnected_since(marks[to])
         );
     }
     prop_assert!(w.everyone_admitted());

@@ -10,13 +10,10 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use str0m::channel::ChannelId;
 use str0m::net::Protocol;
 use str0m::{Candidate, CandidateKind};
 
-use super::{Link, Loss, Progress, Sink};
 use crate::config::MeshConfig;
-use crate::error::SignalError;
 use crate::limits::{Limits, RateLimit};
 
 /// One remote candidate as str0m tells them apart.
@@ -107,7 +104,7 @@ pub(super) struct Guard {
     max_packet_size: usize,
     /// Remote candidates of the current `Rtc`'s ICE agent (cleared when the handshake starts
     /// over, and when an ICE restart reaches the agent: str0m drops its remote candidates then).
-    pub remote: RemoteCandidates,
+    remote: RemoteCandidates,
     /// Channels outside the layout the remote opened (kept across restarts).
     refused_channels: u32,
     /// New offers from the remote (kept across restarts).
@@ -126,99 +123,79 @@ impl Guard {
     }
 }
 
-impl Link {
-    /// Gives a trickled candidate to str0m unless the cap is reached (then it is counted).
-    pub(super) fn add_remote_candidate(&mut self, c: Candidate, sink: &mut Sink<'_>) {
-        let max = self.guard.limits.max_remote_candidates;
-        if self.guard.remote.admit(&c, max) {
-            self.path.add_remote(&c);
-            match self.hold_until {
-                Some(_) => self.held.push(c),
-                None => self.rtc.add_remote_candidate(c),
-            }
-        } else {
-            sink.stats.candidates_over_limit += 1;
-        }
+/// What to do with a data channel the remote opened outside the layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RefusedChannel {
+    /// Close it; the connection carries on.
+    Close,
+    /// Close it and end the connection: the remote is past its allowance.
+    CloseAndEnd,
+}
+
+impl Guard {
+    /// Whether a remote candidate may go to str0m: known already, or room under the cap.
+    pub fn admit_candidate(&mut self, c: &Candidate) -> bool {
+        self.remote.admit(c, self.limits.max_remote_candidates)
     }
 
-    /// Answering side: the offerer was heard from, or the wait is over: str0m gets the
-    /// candidates it trickled meanwhile.
-    pub(super) fn release_held(&mut self) {
-        if self.hold_until.take().is_some() {
-            for c in std::mem::take(&mut self.held) {
-                self.rtc.add_remote_candidate(c);
-            }
-        }
+    /// An offer's or answer's SDP with its candidates past the cap removed, and how many were.
+    pub fn bound_sdp(&mut self, sdp: &str) -> (String, u64) {
+        let (sdp, removed) = self
+            .remote
+            .filter_sdp(sdp, self.limits.max_remote_candidates);
+        (sdp, removed as u64)
     }
 
-    /// After an ICE restart's SDP failed to apply: `before` is the candidate set the restart
-    /// replaced (`None` when it did not replace one). str0m may have dropped the old
-    /// candidates or not, so both sets are counted.
-    pub(super) fn keep_remote_candidates(&mut self, before: Option<RemoteCandidates>) {
-        if let Some(before) = before {
-            self.guard.remote.merge(before);
-        }
-    }
-
-    /// An offer's or answer's SDP with its candidates past the cap removed (and counted).
-    pub(super) fn bound_sdp_candidates(&mut self, sdp: String, sink: &mut Sink<'_>) -> String {
-        let max = self.guard.limits.max_remote_candidates;
-        let (sdp, removed) = self.guard.remote.filter_sdp(&sdp, max);
-        sink.stats.candidates_over_limit += removed as u64;
-        sdp
-    }
-
-    /// Whether a datagram that reached this link from a new address may go on to str0m: a new
-    /// address becomes a peer-reflexive candidate, so it needs room under the cap.
+    /// Whether a datagram from a new address may go on to str0m: a new address becomes a
+    /// peer-reflexive candidate, so it needs room under the cap.
     pub fn admit_source(&mut self, source: SocketAddr) -> bool {
-        let max = self.guard.limits.max_remote_candidates;
-        self.guard.remote.admit_source(source, max)
+        self.remote
+            .admit_source(source, self.limits.max_remote_candidates)
+    }
+
+    /// The remote candidates start over (a handshake retry, or an ICE restart's new
+    /// credentials reaching str0m, which then drops its remote candidates). Returns the old
+    /// set, for [`Guard::keep_candidates`] if the new SDP fails to apply.
+    pub fn forget_candidates(&mut self) -> RemoteCandidates {
+        std::mem::take(&mut self.remote)
+    }
+
+    /// After an SDP that replaced the candidate set failed to apply: str0m may have dropped
+    /// the old candidates or not, so both sets are counted.
+    pub fn keep_candidates(&mut self, before: Option<RemoteCandidates>) {
+        if let Some(before) = before {
+            self.remote.merge(before);
+        }
     }
 
     /// Whether a new offer from the remote may start the handshake over at `now`.
-    pub(super) fn renegotiation_allowed(&mut self, now: Instant) -> Result<(), SignalError> {
+    pub fn offer_allowed(&mut self, now: Instant) -> bool {
         let (burst, interval) = (
-            self.guard.limits.renegotiation_burst,
-            self.guard.limits.renegotiation_interval,
+            self.limits.renegotiation_burst,
+            self.limits.renegotiation_interval,
         );
-        if self.guard.offers.allows(now, burst, interval) {
-            Ok(())
-        } else {
-            Err(SignalError::TooManyOffers(self.peer))
-        }
+        self.offers.allows(now, burst, interval)
     }
 
     /// Records that a new offer started the handshake over.
-    pub(super) fn renegotiated(&mut self) {
-        self.guard.offers.take();
+    pub fn offer_taken(&mut self) {
+        self.offers.take();
     }
 
     /// A channel the remote opened outside the layout: closed at once; past the allowance the
     /// connection ends.
-    pub(super) fn refuse_channel(
-        &mut self,
-        id: ChannelId,
-        progress: &mut Progress,
-        sink: &mut Sink<'_>,
-    ) {
-        self.rtc.direct_api().close_data_channel(id);
-        sink.stats.channels_refused += 1;
-        self.guard.refused_channels = self.guard.refused_channels.saturating_add(1);
-        if self.guard.refused_channels > self.guard.limits.max_refused_channels
-            && progress.lost.is_none()
-        {
-            sink.stats.peers_disconnected_for_abuse += 1;
-            progress.lost = Some(Loss::Abuse);
+    pub fn refuse_channel(&mut self) -> RefusedChannel {
+        self.refused_channels = self.refused_channels.saturating_add(1);
+        if self.refused_channels > self.limits.max_refused_channels {
+            RefusedChannel::CloseAndEnd
+        } else {
+            RefusedChannel::Close
         }
     }
 
-    /// Whether an incoming message fits our own packet size (counted when not).
-    pub(super) fn fits_packet_size(&self, len: usize, sink: &mut Sink<'_>) -> bool {
-        let fits = len <= self.guard.max_packet_size;
-        if !fits {
-            sink.stats.packets_too_large += 1;
-        }
-        fits
+    /// Whether an incoming message fits our own packet size.
+    pub fn fits_packet_size(&self, len: usize) -> bool {
+        len <= self.max_packet_size
     }
 }
 
@@ -239,6 +216,24 @@ mod tests {
         assert!(remote.admit(&host(0), 2), "a repeat takes no slot");
         assert!(remote.admit_source(SocketAddr::from(([127, 0, 0, 1], 5001)), 2));
         assert!(!remote.admit_source(SocketAddr::from(([127, 0, 0, 1], 6000)), 2));
+    }
+
+    #[test]
+    fn a_remote_past_its_channel_allowance_is_ended_and_offers_are_rate_limited() {
+        let config = MeshConfig::default().with_limits(
+            Limits::default()
+                .with_max_refused_channels(1)
+                .with_renegotiation_burst(1),
+        );
+        let mut guard = Guard::new(&config);
+        assert_eq!(guard.refuse_channel(), RefusedChannel::Close);
+        assert_eq!(guard.refuse_channel(), RefusedChannel::CloseAndEnd);
+        let now = Instant::now();
+        assert!(guard.offer_allowed(now));
+        guard.offer_taken();
+        assert!(!guard.offer_allowed(now), "the burst is spent");
+        assert!(guard.fits_packet_size(config.max_packet_size));
+        assert!(!guard.fits_packet_size(config.max_packet_size + 1));
     }
 
     #[test]

@@ -5,20 +5,26 @@
 //! SCTP may hold at a time), [`health`] (the deadlines that end or restart a link), [`path`]
 //! (the selected candidate pair, the kinds of its ends, and moved peers), [`restart`] (ICE
 //! restart), [`stats`] (per-peer counters) and [`guard`] (what the remote may not make it
-//! hold). This file holds the link itself and the loop that drains str0m's output into the
-//! mesh.
+//! hold). This file holds the link itself and the loop that drains str0m's output.
 //!
-//! Writes do not drain: they mark the link dirty, and the mesh drains each dirty link once,
-//! from its next `poll_transmit`, `poll_event` or `handle_timeout`. Every poll of str0m costs
-//! sctp-proto a walk over everything it holds, so a burst of sends costs one poll instead of
-//! one per packet.
+//! A link is a machine of its own, like str0m's `Rtc` under it and quinn's `Connection`: the
+//! mesh feeds it inputs (datagrams, signals, time, writes) and drains what each produced from
+//! its own queues: datagrams ([`Link::poll_transmit`]) and [`LinkEvent`]s
+//! ([`Link::poll_event`]), which say what the mesh must act on (announce the peer, remove it,
+//! start the handshake over, forget routes) or carry an [`Event`] for the application.
+//!
+//! Writes do not drain: they leave the link due ([`Link::is_due`]), and the mesh drains each
+//! due link once, from its next `poll_transmit`, `poll_event` or `handle_timeout`. Every poll of
+//! str0m costs sctp-proto a walk over everything it holds, so a burst of sends costs one poll
+//! instead of one per packet.
 
+mod deadlines;
 mod guard;
-mod health;
+mod ice_restart;
+mod layout;
 mod negotiation;
 mod path;
 mod queue;
-mod restart;
 mod stats;
 mod window;
 
@@ -28,24 +34,25 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use str0m::channel::ChannelId;
-use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
 use crate::channels::ChannelSpec;
 use crate::error::AddPeerError;
-use crate::event::{Event, EventQueue, Packet, Transmit};
-use crate::path::{CandidateKind, Route};
-use crate::signal::Signal;
+use crate::event::{Event, Packet, Transmit};
+use crate::path::CandidateKind;
+use crate::signal::{OutgoingSignal, Signal};
 use crate::stats::MeshStats;
 use crate::transfer::PeerId;
 
-use guard::Guard;
-pub(crate) use health::Timeouts;
+use deadlines::Deadlines;
+pub(crate) use deadlines::Timeouts;
+use guard::{Guard, RefusedChannel};
+use ice_restart::Recovery;
 pub(crate) use negotiation::LinkSetup;
-use negotiation::{Handshake, Negotiation};
+use negotiation::{Handshake, HeldCandidates, Negotiation};
 use path::Path;
 use queue::SendQueue;
 pub(crate) use queue::WriteError;
-use restart::Recovery;
 use stats::Counters;
 pub use stats::{ChannelStats, PeerStats};
 use window::SendWindow;
@@ -80,6 +87,9 @@ pub(crate) enum Loss {
     Closed,
     /// The remote went past a limit that ends the connection (channels outside the layout).
     Abuse,
+    /// The remote rtcmesh stated a channel layout different from ours (see [`layout`]): our
+    /// extra channel count and its (`None`: unreadable).
+    LayoutMismatch { local: u16, remote: Option<u16> },
 }
 
 impl Loss {
@@ -92,80 +102,78 @@ impl Loss {
             Loss::IceLost => "ICE disconnected longer than disconnect_grace",
             Loss::Closed => "closed by the remote, or the connection failed",
             Loss::Abuse => "opened more channels outside the layout than limits allow",
+            Loss::LayoutMismatch { .. } => "its channel layout differs from ours",
         }
     }
 }
 
-/// What the mesh must do after a link was driven.
-#[derive(Debug, Default)]
-pub(crate) struct Progress {
-    /// All channels just opened: announce the peer.
-    pub connected: bool,
-    /// The link is over: remove it.
-    pub lost: Option<Loss>,
-    /// The handshake made no progress for `connect_retry_interval`: renegotiate from scratch.
-    pub retry: bool,
+/// Which side of the SDP exchange this link is. Godot's demo decides it by the ids (the larger
+/// offers); the mesh makes that choice once, when it creates the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Makes the offers: the first one, handshake retries and ICE restarts.
+    Offerer,
+    /// Answers, and follows the offerer's retries and restarts.
+    Answerer,
+}
+
+impl Role {
+    /// Godot's rule: the side whose own id is larger offers.
+    pub fn of(own_id: PeerId, peer: PeerId) -> Role {
+        if own_id > peer {
+            Role::Offerer
+        } else {
+            Role::Answerer
+        }
+    }
+}
+
+/// What a link reports to the mesh, drained with [`Link::poll_event`] after each input.
+#[derive(Debug)]
+pub(crate) enum LinkEvent {
+    /// All channels opened: announce the peer.
+    Connected,
+    /// The link is over: remove it. Reported once; the link does nothing after it.
+    Lost(Loss),
+    /// The handshake made no progress for `connect_retry_interval`: start it over with a fresh
+    /// `Rtc` ([`Link::retry`]).
+    RetryHandshake,
     /// ICE just lost its connection, an ICE restart began, or the peer moved: a NAT mapping
     /// may have changed (ours, or one on the way), worth re-checking at once, so the peer gets
     /// the new server-reflexive and relayed candidates (trickled, right after a restart's
     /// offer).
-    pub recheck_nat: bool,
-    /// Packets wait in the queue and input may have made room: flush the link at the next
-    /// poll.
-    pub wrote: bool,
+    RecheckNat,
     /// The peer moved away from this remote address: forget its routes.
-    pub stale_remote: Option<SocketAddr>,
-    /// An ICE restart that began then just ended: forget routes not heard from since.
-    pub restarted_since: Option<Instant>,
-}
-
-impl Progress {
-    /// Folds in what a later drive of the same link reported.
-    fn absorb(&mut self, other: Progress) {
-        self.connected |= other.connected;
-        self.lost = self.lost.or(other.lost);
-        self.retry |= other.retry;
-        self.recheck_nat |= other.recheck_nat;
-        self.wrote |= other.wrote;
-        self.stale_remote = self.stale_remote.or(other.stale_remote);
-        self.restarted_since = self.restarted_since.or(other.restarted_since);
-    }
-}
-
-/// Outputs shared by every link of a mesh.
-pub(crate) struct Sink<'a> {
-    pub transmits: &'a mut VecDeque<Transmit>,
-    pub events: &'a mut EventQueue,
-    pub stats: &'a mut MeshStats,
+    RouteStale(SocketAddr),
+    /// An ICE restart that began at `since` just ended: forget routes not heard from since.
+    RestartEnded {
+        /// When the restart began.
+        since: Instant,
+    },
+    /// For the application: a packet, a signal for the peer, an ICE restart, a move.
+    App(Event),
 }
 
 /// The state of one remote peer.
 pub(crate) struct Link {
-    pub peer: PeerId,
+    peer: PeerId,
     rtc: Rtc,
-    /// This side makes the offers (its id is the larger).
-    offers: bool,
+    role: Role,
     negotiation: Negotiation,
     /// Packet lifetime of the `ordered` and `unreliable` channels, in ms.
     lifetime_ms: u16,
     channels: SmallVec<[LinkChannel; 4]>,
-    /// `peer_connected` was emitted.
-    pub announced: bool,
-    /// `disconnect_peer(force = false)` was called: remove on the next drive.
-    pub closing: bool,
-    ice_was_connected: bool,
-    ice_lost_at: Option<Instant>,
-    /// When the peer is given up if not connected (`None`: never).
-    connect_deadline: Option<Instant>,
-    /// Offering side: when the answer to the current offer was applied (the retry clock).
-    answered_at: Option<Instant>,
-    /// Answering side, from the first offer until the offerer's first datagram (or this
-    /// time): its trickled candidates wait here, so no connectivity check of ours reaches the
-    /// offerer before it can have our answer. libdatachannel (Godot's native stack) fails a
-    /// connection whose checks complete while it is still applying the answer (see
-    /// docs/interop.md); the wait is bounded for NATs that open only once both sides send.
-    hold_until: Option<Instant>,
-    held: Vec<Candidate>,
+    /// All channels opened and [`LinkEvent::Connected`] was reported (until a handshake retry).
+    connected: bool,
+    /// A channel opened or the transport connected during this drain: check readiness at its
+    /// end.
+    opening: bool,
+    /// Why the link ended, once it did ([`LinkEvent::Lost`] was reported).
+    lost: Option<Loss>,
+    /// The moments its deadlines are measured from (see [`Deadlines`]).
+    deadlines: Deadlines,
+    /// Answering side: the offerer's trickled candidates, until its first datagram.
+    held: HeldCandidates,
     /// Answering side: a hash of the offer applied, so a repeated offer is not taken as new.
     offer_hash: u64,
     /// The remote's SDP session id (`o=` line), to tell a renegotiation of this connection (an
@@ -173,20 +181,16 @@ pub(crate) struct Link {
     remote_session: u64,
     /// The remote's ICE username fragment, to tell an ICE restart from other renegotiation.
     remote_ufrag: u64,
-    /// When the last datagram from this peer arrived (or the link was created).
-    last_heard: Instant,
     rtc_deadline: Option<Instant>,
-    /// The deadline currently registered in the mesh's timers.
-    pub scheduled: Option<Instant>,
-    /// Routes learned for this peer, forgotten when it is removed.
-    pub routes: SmallVec<[Route; 2]>,
+    /// The time limits, from the mesh's configuration.
+    timeouts: Timeouts,
     queue: SendQueue,
     window: SendWindow,
     /// Channels with bytes in SCTP (`in_sctp > 0`), so the window's refresh reads only those.
     busy: SmallVec<[usize; 4]>,
-    /// On the mesh's list of links to flush at its next poll (written to, or input arrived
-    /// while packets wait in the queue).
-    pub dirty: bool,
+    /// Must be drained at the mesh's next poll: written to, or input arrived while packets
+    /// wait in the queue.
+    due: bool,
     /// SCTP took packets since the last drain.
     unsent: bool,
     /// The latest time given to the `Rtc`.
@@ -204,23 +208,29 @@ pub(crate) struct Link {
     /// The peer's `tracing` span (a child of the mesh's).
     span: tracing::Span,
     guard: Guard,
+    /// Datagrams to send, drained by the mesh.
+    transmits: VecDeque<Transmit>,
+    /// What the mesh must act on or pass to the application, drained by the mesh.
+    events: VecDeque<LinkEvent>,
+    /// The mesh's counters this link added to (the mesh sums them: see [`Link::counts`]).
+    counts: MeshStats,
 }
 
 impl Link {
-    /// Creates the connection. The side with the larger id offers (Godot demo's rule); its offer
-    /// is returned to be signalled.
+    /// Creates the connection; on the offering side, its offer is the first event.
     pub fn new(
         now: Instant,
         peer: PeerId,
+        role: Role,
         lifetime_ms: u16,
         setup: LinkSetup<'_>,
-    ) -> Result<(Link, Option<Signal>), AddPeerError> {
+    ) -> Result<Link, AddPeerError> {
         let Handshake {
             rtc,
             channels,
             negotiation,
             offer,
-        } = Link::handshake(now, peer, lifetime_ms, &setup)?;
+        } = Link::handshake(now, role, lifetime_ms, &setup)?;
         let mut path = Path::default();
         for &addr in setup.host_addresses {
             path.add_local(addr, CandidateKind::Host);
@@ -229,35 +239,33 @@ impl Link {
             path.add_local(c.addr(), c.kind().into());
         }
         let span = crate::trace::peer_span(setup.span, peer);
-        let link = Link {
+        let mut link = Link {
             peer,
             rtc,
-            offers: setup.own_id > peer,
+            role,
             negotiation,
             lifetime_ms,
             channels,
-            announced: false,
-            closing: false,
-            ice_was_connected: false,
-            ice_lost_at: None,
-            connect_deadline: crate::limits::deadline(now, setup.config.connect_timeout),
-            answered_at: None,
-            hold_until: None,
-            held: Vec::new(),
+            connected: false,
+            opening: false,
+            lost: None,
+            deadlines: Deadlines::new(
+                now,
+                crate::limits::deadline(now, setup.config.connect_timeout),
+            ),
+            held: HeldCandidates::default(),
             offer_hash: 0,
             remote_session: 0,
             remote_ufrag: 0,
-            last_heard: now,
             rtc_deadline: None,
-            scheduled: None,
-            routes: SmallVec::new(),
+            timeouts: Timeouts::of(setup.config),
             queue: SendQueue::default(),
             window: SendWindow::new(
                 setup.config.sctp_send_buffer_min,
                 setup.config.sctp_send_buffer,
             ),
             busy: SmallVec::new(),
-            dirty: false,
+            due: false,
             unsent: false,
             clock: now,
             max_message_size: negotiation::DEFAULT_MAX_MESSAGE_SIZE,
@@ -268,8 +276,48 @@ impl Link {
             moves: 0,
             span,
             guard: Guard::new(setup.config),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counts: MeshStats::default(),
         };
-        Ok((link, offer))
+        if let Some(offer) = offer {
+            link.signal(offer);
+        }
+        Ok(link)
+    }
+
+    /// The peer's id.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// Host migration: the peer goes by `peer` from now on, over the same connection. Its
+    /// role (who offers) stays as it was, so both ends keep agreeing on it.
+    pub fn rename(&mut self, peer: PeerId, mesh_span: &tracing::Span) {
+        self.peer = peer;
+        self.span = crate::trace::peer_span(mesh_span, peer);
+    }
+
+    /// Which side of the SDP exchange this link is.
+    #[cfg(test)]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing the mesh must act on or pass on.
+    pub fn poll_event(&mut self) -> Option<LinkEvent> {
+        self.events.pop_front()
+    }
+
+    /// The mesh's counters this link added to since it was created (datagrams it sent, packets
+    /// it delivered, what its guard refused, ...): the mesh's totals are its own plus these.
+    pub fn counts(&self) -> &MeshStats {
+        &self.counts
     }
 
     /// Whether this peer's `Rtc` claims the datagram (ICE credentials or a known address).
@@ -277,17 +325,16 @@ impl Link {
         self.rtc.accepts(input)
     }
 
+    /// Whether a datagram that reached this link from a new address may go on to str0m (see
+    /// [`Guard::admit_source`]).
+    pub fn admit_source(&mut self, source: SocketAddr) -> bool {
+        self.guard.admit_source(source)
+    }
+
     /// Feeds a datagram this peer accepted (`contents` its raw bytes; `input`'s source is the
     /// peer's address, also when it came through our TURN allocation). `false` if str0m
     /// refused it (counted by the caller).
-    pub fn handle_receive(
-        &mut self,
-        now: Instant,
-        input: Input<'_>,
-        contents: &[u8],
-        limits: Timeouts,
-        sink: &mut Sink<'_>,
-    ) -> (bool, Progress) {
+    pub fn handle_receive(&mut self, now: Instant, input: Input<'_>, contents: &[u8]) -> bool {
         let source = match &input {
             Input::Receive(_, r) => Some(r.source),
             Input::Timeout(_) => None,
@@ -298,7 +345,7 @@ impl Link {
         self.release_held();
         let ok = self.rtc.handle_input(input).is_ok();
         if ok {
-            self.last_heard = self.last_heard.max(now);
+            self.deadlines.heard(now);
             self.clock = self.clock.max(now);
             self.counters.datagrams_received += 1;
             self.counters.bytes_received += contents.len() as u64;
@@ -309,43 +356,43 @@ impl Link {
                 }
             }
         }
-        let mut progress = self.drive(now, sink);
-        if ok && self.announced && progress.lost.is_none() {
+        self.drive(now);
+        if ok && self.connected && self.lost.is_none() {
             // Heard from a new address: the peer may have moved (a NAT rebinding).
-            self.recover(now, limits, &mut progress, sink);
+            self.recover(now);
         }
-        (ok, progress)
+        ok
     }
 
-    /// The once-per-turn drain of a dirty link (called by the mesh at its next poll): brings
+    /// The once-per-turn drain of a due link (called by the mesh at its next poll): brings
     /// the `Rtc` to `now` (SCTP times round trips, retransmissions and lifetimes from its
     /// clock), moves what the window has room for from the queue, and drains str0m once for
-    /// everything written since the last drain.
-    pub fn flush(&mut self, now: Instant, sink: &mut Sink<'_>) -> Progress {
+    /// everything written since the last drain. What still waits in the queue moves when
+    /// acknowledgements make room (input leaves the link due again).
+    pub fn flush(&mut self, now: Instant) {
         let mut drain = self.unsent;
         if now > self.clock {
             self.clock = now;
             drain = true;
             if self.rtc.handle_input(Input::Timeout(now)).is_err() {
-                self.dirty = false;
-                return Progress {
-                    lost: Some(Loss::Closed),
-                    ..Progress::default()
-                };
+                self.due = false;
+                self.end(Loss::Closed);
+                return;
             }
         }
         if !self.queue.is_empty() {
-            drain |= self.flush_queue(now, sink.stats);
+            drain |= self.flush_queue(now);
         }
-        if !drain {
-            // Nothing new for str0m: a poll now would only repeat SCTP's walk.
-            self.dirty = false;
-            return Progress::default();
+        if drain {
+            self.drive(now);
         }
-        let mut progress = self.drive(now, sink);
-        // What still waits moves when acknowledgements make room (input marks the link again).
-        progress.wrote = false;
-        progress
+        // Nothing new for str0m (a poll now would only repeat SCTP's walk), or drained.
+        self.due = false;
+    }
+
+    /// Whether the link must be drained at the mesh's next poll.
+    pub fn is_due(&self) -> bool {
+        self.due
     }
 
     /// The largest packet this peer accepts (its `a=max-message-size`).
@@ -353,8 +400,13 @@ impl Link {
         self.max_message_size
     }
 
+    /// Whether all channels opened and the peer was reported connected.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
     /// Whether all channels are open and the transport is connected.
-    pub fn is_ready(&self) -> bool {
+    fn is_ready(&self) -> bool {
         self.channels.iter().all(|c| c.open) && self.rtc.is_connected()
     }
 
@@ -370,20 +422,12 @@ impl Link {
 
     /// When the peer was last heard from (or the link created).
     pub fn last_heard(&self) -> Instant {
-        self.last_heard
+        self.deadlines.last_heard()
     }
 
     /// Whether a datagram from `remote` arrived at or after `since`.
     pub fn heard_since(&self, remote: SocketAddr, since: Instant) -> bool {
         self.path.heard_since(remote, since)
-    }
-
-    /// The peer was just reported connected.
-    pub fn on_announced(&mut self) {
-        if let Some(path) = self.path.selected() {
-            self.path.tell(path);
-        }
-        crate::trace::connected(&self.span);
     }
 
     /// Records why the link is ending in its trace.
@@ -395,30 +439,61 @@ impl Link {
         }
     }
 
-    /// Starts a graceful close (SCTP abort, DTLS close_notify) and drains what it sends.
-    pub fn close(&mut self, sink: &mut Sink<'_>) {
+    /// Starts a graceful close (SCTP abort, DTLS close_notify); what it sends is queued.
+    pub fn close(&mut self) {
         let _ = self.rtc.close();
-        self.drain(None, sink);
+        self.drain(None);
         self.rtc.disconnect();
     }
 
-    /// Drains str0m's output after any input.
-    fn drive(&mut self, now: Instant, sink: &mut Sink<'_>) -> Progress {
-        self.dirty = false;
-        self.unsent = false;
-        let mut progress = Progress::default();
-        self.drain(Some((now, &mut progress)), sink);
-        progress.recheck_nat |= std::mem::take(&mut self.recovery.recheck_nat);
-        // Input may have made room for queued packets: they move at the next poll, once for
-        // everything this turn brings, as the application's own writes do.
-        progress.wrote = !self.queue.is_empty();
-        if !self.rtc.is_alive() {
-            progress.lost.get_or_insert(Loss::Closed);
+    /// Ends the link (once): the mesh removes it.
+    fn end(&mut self, loss: Loss) {
+        if self.lost.is_none() {
+            self.lost = Some(loss);
+            self.events.push_back(LinkEvent::Lost(loss));
         }
-        progress
     }
 
-    fn drain(&mut self, mut progress: Option<(Instant, &mut Progress)>, sink: &mut Sink<'_>) {
+    /// Queues a signal for the peer.
+    fn signal(&mut self, signal: Signal) {
+        self.events
+            .push_back(LinkEvent::App(Event::Signal(OutgoingSignal {
+                to: self.peer,
+                signal,
+            })));
+    }
+
+    /// Drains str0m's output after any input.
+    fn drive(&mut self, now: Instant) {
+        self.due = false;
+        self.unsent = false;
+        self.drain(Some(now));
+        if std::mem::take(&mut self.recovery.recheck_nat) {
+            self.events.push_back(LinkEvent::RecheckNat);
+        }
+        if std::mem::take(&mut self.opening)
+            && !self.connected
+            && self.lost.is_none()
+            && self.is_ready()
+        {
+            self.connected = true;
+            if let Some(path) = self.path.selected() {
+                self.path.tell(path);
+            }
+            crate::trace::connected(&self.span);
+            self.events.push_back(LinkEvent::Connected);
+        }
+        // Input may have made room for queued packets: they move at the next poll, once for
+        // everything this turn brings, as the application's own writes do.
+        self.due = !self.queue.is_empty();
+        if !self.rtc.is_alive() {
+            self.end(Loss::Closed);
+        }
+    }
+
+    /// Drains str0m's output; with `now`, acting on it (without, only the datagrams: a
+    /// closing link's goodbyes).
+    fn drain(&mut self, now: Option<Instant>) {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
@@ -431,22 +506,22 @@ impl Link {
                         source: t.source,
                         contents: t.contents.into(),
                     };
-                    if let Some((now, progress)) = progress.as_mut() {
-                        if self.on_transmit(*now, &t) {
-                            self.on_new_path(progress, sink);
+                    if let Some(now) = now {
+                        if self.on_transmit(now, &t) {
+                            self.on_new_path();
                         }
                     }
-                    sink.transmits.push_back(t);
+                    self.transmits.push_back(t);
                 }
                 Ok(Output::Event(event)) => {
-                    if let Some((now, progress)) = progress.as_mut() {
-                        self.on_event(*now, event, progress, sink);
+                    if let Some(now) = now {
+                        self.on_event(now, event);
                     }
                 }
                 Err(_) => {
                     self.rtc_deadline = None;
-                    if let Some((_, progress)) = progress.as_mut() {
-                        progress.lost = Some(Loss::Closed);
+                    if now.is_some() {
+                        self.end(Loss::Closed);
                     }
                     return;
                 }
@@ -458,64 +533,67 @@ impl Link {
         self.channels.iter().position(|c| c.id == Some(id))
     }
 
-    fn on_event(
-        &mut self,
-        now: Instant,
-        event: RtcEvent,
-        progress: &mut Progress,
-        sink: &mut Sink<'_>,
-    ) {
+    fn on_event(&mut self, now: Instant, event: RtcEvent) {
         match event {
             RtcEvent::ChannelData(data) => match self.channel_index(data.id) {
-                Some(_) if !self.fits_packet_size(data.data.len(), sink) => {}
+                Some(_) if !self.guard.fits_packet_size(data.data.len()) => {
+                    self.counts.packets_too_large += 1;
+                }
                 Some(index) => {
                     let ch = &mut self.channels[index];
                     let spec = ch.spec;
-                    sink.stats.packets_received += 1;
+                    self.counts.packets_received += 1;
                     ch.stats.packets_received += 1;
                     ch.stats.bytes_received += data.data.len() as u64;
-                    sink.events.push_back(Event::Packet(Packet {
+                    self.events.push_back(LinkEvent::App(Event::Packet(Packet {
                         from: self.peer,
                         channel: spec.transfer_channel,
                         mode: spec.mode,
                         data: data.data,
-                    }));
+                    })));
                 }
-                None => sink.stats.packets_unknown_channel += 1,
+                None => self.counts.packets_unknown_channel += 1,
             },
             RtcEvent::ChannelOpen(id, _label) => match self.channel_index(id) {
                 Some(index) => {
                     self.channels[index].open = true;
-                    progress.connected |= !self.announced && self.is_ready();
+                    self.opening = true;
                 }
                 // Opened in-band by the remote (DCEP): not part of the layout.
-                None => self.refuse_channel(id, progress, sink),
+                None => {
+                    self.rtc.direct_api().close_data_channel(id);
+                    self.counts.channels_refused += 1;
+                    if self.guard.refuse_channel() == RefusedChannel::CloseAndEnd
+                        && self.lost.is_none()
+                    {
+                        self.counts.peers_disconnected_for_abuse += 1;
+                        self.end(Loss::Abuse);
+                    }
+                }
             },
-            RtcEvent::Connected => progress.connected |= !self.announced && self.is_ready(),
+            RtcEvent::Connected => self.opening = true,
             // Godot removes a peer when any of its channels closes.
             RtcEvent::ChannelClose(id) if self.channel_index(id).is_some() => {
-                progress.lost = Some(Loss::Closed);
+                self.end(Loss::Closed);
             }
             RtcEvent::IceConnectionStateChange(state) => match state {
                 IceConnectionState::Connected | IceConnectionState::Completed => {
-                    self.ice_was_connected = true;
-                    self.ice_lost_at = None;
+                    self.deadlines.ice_connected();
                     self.on_ice_connected();
                 }
-                IceConnectionState::Disconnected if self.ice_was_connected => {
-                    self.ice_lost_at.get_or_insert(now);
-                    progress.recheck_nat = true;
+                IceConnectionState::Disconnected if self.deadlines.ice_disconnected(now) => {
+                    self.events.push_back(LinkEvent::RecheckNat);
                 }
                 _ => {}
             },
-            RtcEvent::Closed => progress.lost = Some(Loss::Closed),
+            RtcEvent::Closed => self.end(Loss::Closed),
             RtcEvent::PeerStats(stats) => {
                 if let Some(pair) = stats.selected_candidate_pair {
                     if let Some(rtt) = pair.current_round_trip_time {
                         self.window.set_rtt(rtt);
                     }
                     if self.path.observe(pair.local.addr, pair.remote.addr) {
-                        self.on_new_path(progress, sink);
+                        self.on_new_path();
                     }
                 }
             }

@@ -22,19 +22,64 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use super::window::SendWindow;
-use super::{ChannelStats, Link, LinkChannel, Progress, Sink};
+use super::{layout, ChannelStats, Link, LinkChannel, Loss, Role};
 use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::error::{AddPeerError, SignalError};
-use crate::event::Event;
-use crate::link::health::Timeouts;
-use crate::signal::{OutgoingSignal, Signal};
-use crate::transfer::PeerId;
+use crate::signal::Signal;
 
 /// The longest the answering side keeps the offerer's trickled candidates from ICE while it
-/// waits for the offerer's first check (see `Link::hold_until`): a signaling trip with room
+/// waits for the offerer's first check (see [`HeldCandidates`]): a signaling trip with room
 /// to spare; past it, a NAT that must see our checks first gets them.
 const HOLD_CANDIDATES: Duration = Duration::from_secs(1);
+
+/// Answering side, from the first offer until the offerer's first datagram (or
+/// [`HOLD_CANDIDATES`]): the offerer's trickled candidates wait here, so no connectivity check
+/// of ours reaches the offerer before it can have our answer. libdatachannel (Godot's native
+/// stack) fails a connection whose checks complete while it is still applying the answer (see
+/// docs/interop.md); the wait is bounded for NATs that open only once both sides send. What
+/// is held passed the [`Guard`](super::guard::Guard)'s cap first, so it is bounded too.
+#[derive(Debug, Default)]
+pub(super) struct HeldCandidates {
+    until: Option<Instant>,
+    held: Vec<Candidate>,
+}
+
+impl HeldCandidates {
+    /// Holds trickled candidates from now until `at` (or [`release`](Self::release)).
+    fn hold_until(&mut self, at: Instant) {
+        self.until = Some(at);
+    }
+
+    /// `c` back when nothing is held (str0m takes it now), or `None` when it is kept.
+    fn keep(&mut self, c: Candidate) -> Option<Candidate> {
+        if self.until.is_some() {
+            self.held.push(c);
+            None
+        } else {
+            Some(c)
+        }
+    }
+
+    /// Ends the wait: what was held, for str0m (nothing when nothing was held).
+    pub fn release(&mut self) -> Vec<Candidate> {
+        match self.until.take() {
+            Some(_) => std::mem::take(&mut self.held),
+            None => Vec::new(),
+        }
+    }
+
+    /// When the wait ends by itself.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.until
+    }
+
+    /// Drops what was held (it belonged to an old connection's offerer).
+    fn clear(&mut self) {
+        self.until = None;
+        self.held.clear();
+    }
+}
 
 /// The largest message a remote accepts when its SDP has no `a=max-message-size` (RFC 8841
 /// §6.1).
@@ -61,7 +106,6 @@ pub(super) enum Negotiation {
 
 /// What every link of a mesh is built from.
 pub(crate) struct LinkSetup<'a> {
-    pub own_id: PeerId,
     pub layout: &'a [ChannelSpec],
     pub config: &'a MeshConfig,
     pub rtc_config: &'a RtcConfig,
@@ -85,7 +129,7 @@ impl Link {
     /// A fresh `Rtc` with this side's channels and, on the offering side, its offer.
     pub(super) fn handshake(
         now: Instant,
-        peer: PeerId,
+        role: Role,
         lifetime_ms: u16,
         setup: &LinkSetup<'_>,
     ) -> Result<Handshake, AddPeerError> {
@@ -99,7 +143,6 @@ impl Link {
         for c in setup.gathered {
             rtc.add_local_candidate(c.clone());
         }
-        let offers = setup.own_id > peer;
         let mut channels: SmallVec<[LinkChannel; 4]> = setup
             .layout
             .iter()
@@ -112,7 +155,7 @@ impl Link {
                 stats: ChannelStats::new(spec.transfer_channel, spec.mode),
             })
             .collect();
-        let (negotiation, offer) = if offers {
+        let (negotiation, offer) = if role == Role::Offerer {
             let mut api = rtc.sdp_api();
             for ch in &mut channels {
                 let config = channels::str0m_config(&ch.spec, lifetime_ms);
@@ -123,7 +166,10 @@ impl Link {
                 .ok_or_else(|| AddPeerError::Rtc("no offer produced".into()))?;
             (
                 Negotiation::Offered(pending),
-                Some(Signal::Offer(offer.to_sdp_string())),
+                Some(Signal::Offer(layout::state(
+                    setup.layout,
+                    offer.to_sdp_string(),
+                ))),
             )
         } else {
             (Negotiation::AwaitingOffer, None)
@@ -136,20 +182,18 @@ impl Link {
         })
     }
 
-    /// Starts the handshake over with a fresh `Rtc` (new ICE credentials, DTLS and SCTP); the
-    /// old one is dropped without a goodbye, so the remote keeps its link for the new offer.
-    /// On the offering side the new offer is returned. `announced` is left to the caller.
-    pub fn restart(
-        &mut self,
-        now: Instant,
-        setup: LinkSetup<'_>,
-    ) -> Result<Option<Signal>, AddPeerError> {
+    /// Starts the handshake over with a fresh `Rtc` (new ICE credentials, DTLS and SCTP): a
+    /// handshake retry, not an ICE restart. The old `Rtc` is dropped without a goodbye, so the
+    /// remote keeps its link for the new offer; on the offering side the new offer is the next
+    /// event. The link is no longer connected: the mesh reports a peer it had announced as
+    /// disconnected before it calls this.
+    pub fn retry(&mut self, now: Instant, setup: LinkSetup<'_>) -> Result<(), AddPeerError> {
         let Handshake {
             rtc,
             channels,
             negotiation,
             offer,
-        } = Link::handshake(now, self.peer, self.lifetime_ms, &setup)?;
+        } = Link::handshake(now, self.role, self.lifetime_ms, &setup)?;
         self.rtc = rtc;
         // The counters run from `add_peer`: they carry over to the new connection's channels.
         let mut channels = channels;
@@ -165,10 +209,10 @@ impl Link {
         self.remote_session = 0;
         self.remote_ufrag = 0;
         crate::trace::handshake_retried(&self.span);
-        self.ice_was_connected = false;
-        self.ice_lost_at = None;
-        self.answered_at = None;
-        self.last_heard = now;
+        self.connected = false;
+        self.opening = false;
+        // Candidates held for the old connection's offerer are its, not the new one's.
+        self.held.clear();
         self.rtc_deadline = None;
         self.queue.clear();
         self.window = SendWindow::new(
@@ -179,22 +223,27 @@ impl Link {
         self.unsent = false;
         self.clock = now;
         self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
-        self.guard.remote = Default::default();
-        if offer.is_none() {
-            // The answering side follows the offerer, whose own deadline bounds the retries.
-            self.connect_deadline = crate::limits::deadline(now, setup.config.connect_timeout);
+        self.guard.forget_candidates();
+        // The answering side follows the offerer, whose own deadline bounds the retries.
+        let connect_by = offer
+            .is_none()
+            .then(|| crate::limits::deadline(now, setup.config.connect_timeout));
+        self.deadlines.start_over(now, connect_by);
+        if let Some(offer) = offer {
+            self.signal(offer);
         }
-        Ok(offer)
+        Ok(())
     }
 
     /// Whether `sdp` is an offer for a new connection on a link already negotiated: the
-    /// offerer started over (see [`Progress::retry`] and the module docs), and the mesh follows
+    /// offerer started over (see [`LinkEvent::RetryHandshake`](super::LinkEvent) and the module
+    /// docs), and the mesh follows
     /// with a fresh `Rtc`. A repeat of the applied offer is not, nor is a renegotiation of this
     /// connection (same session id, see [`renegotiate`](Link::renegotiate)). A new connection
     /// arriving faster than the renegotiation rate limit is refused with
     /// [`SignalError::TooManyOffers`] before it is even parsed.
     pub fn starts_over(&mut self, now: Instant, sdp: &str) -> Result<bool, SignalError> {
-        let new_connection = !self.offers
+        let new_connection = self.role == Role::Answerer
             && matches!(self.negotiation, Negotiation::Done)
             && self.offer_hash != 0
             && self.offer_hash != hash(sdp)
@@ -202,34 +251,29 @@ impl Link {
         if !new_connection {
             return Ok(false);
         }
-        self.renegotiation_allowed(now)?;
+        self.offer_allowed(now)?;
         if SdpOffer::from_sdp_string(sdp).is_err() {
             return Ok(false);
         }
-        self.renegotiated();
+        self.guard.offer_taken();
         Ok(true)
     }
 
-    /// Applies a signal from this peer.
-    pub fn handle_signal(
-        &mut self,
-        now: Instant,
-        signal: Signal,
-        limits: Timeouts,
-        sink: &mut Sink<'_>,
-    ) -> Result<Progress, SignalError> {
+    /// Applies a signal from this peer. An answer that leaves the link unusable ends it
+    /// ([`LinkEvent::Lost`](super::LinkEvent::Lost)) besides the error.
+    pub fn handle_signal(&mut self, now: Instant, signal: Signal) -> Result<(), SignalError> {
         match signal {
             Signal::Offer(sdp) => match self.negotiation {
                 Negotiation::AwaitingOffer => {
-                    self.accept_first_offer(sdp, sink)?;
-                    self.hold_until = Some(now + HOLD_CANDIDATES);
+                    self.accept_first_offer(sdp)?;
+                    self.held.hold_until(now + HOLD_CANDIDATES);
                 }
                 Negotiation::Done if hash(&sdp) != self.offer_hash => {
                     if sdp_session(&sdp) != self.remote_session {
                         // Only the offering side may start a new connection.
                         return Err(SignalError::UnexpectedOffer(self.peer));
                     }
-                    self.renegotiate(now, sdp, sink)?;
+                    self.renegotiate(now, sdp)?;
                 }
                 // A repeat, or glare: our restart offer is outstanding and wins (larger id).
                 _ => return Err(SignalError::UnexpectedOffer(self.peer)),
@@ -244,12 +288,12 @@ impl Link {
                 // An answer to our restart (new credentials) brings a fresh set of remote
                 // candidates: str0m drops the old ones when it applies it, so does the cap.
                 let before = (restarting && ufrag != self.remote_ufrag)
-                    .then(|| std::mem::take(&mut self.guard.remote));
-                let sdp = self.bound_sdp_candidates(sdp, sink);
+                    .then(|| self.guard.forget_candidates());
+                let sdp = self.bound_sdp_candidates(sdp);
                 let answer = match SdpAnswer::from_sdp_string(&sdp) {
                     Ok(answer) => answer,
                     Err(e) => {
-                        self.keep_remote_candidates(before);
+                        self.guard.keep_candidates(before);
                         return Err(SignalError::Invalid(format!("bad SDP answer: {e}")));
                     }
                 };
@@ -261,9 +305,9 @@ impl Link {
                 if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
                     if !restarting {
                         // str0m consumed the pending offer; the link cannot recover, so it ends.
-                        self.closing = true;
+                        self.end(Loss::Closed);
                     }
-                    self.keep_remote_candidates(before);
+                    self.guard.keep_candidates(before);
                     // A refused restart answer leaves the connection as it was; the next
                     // restart (or the loss path) follows if the path stays broken.
                     return Err(SignalError::Invalid(format!("answer refused: {e}")));
@@ -276,28 +320,70 @@ impl Link {
                 self.remote_ufrag = ufrag;
                 self.learn_remote(&sdp);
                 if !restarting {
-                    self.answered_at = Some(now);
+                    self.deadlines.answered(now);
+                    self.check_layout(&layout::stated(&sdp));
+                    if self.lost.is_some() {
+                        return Ok(());
+                    }
                 }
             }
             Signal::Candidate(text) => {
                 let text = text.trim();
                 let attr = text.strip_prefix("a=").unwrap_or(text);
                 match Candidate::from_sdp_string(attr) {
-                    Ok(c) => self.add_remote_candidate(c, sink),
+                    Ok(c) => self.add_remote_candidate(c),
                     Err(e) => {
-                        sink.stats.candidates_rejected += 1;
+                        self.counts.candidates_rejected += 1;
                         return Err(SignalError::Invalid(format!("bad candidate: {e}")));
                     }
                 }
             }
         }
-        Ok(self.timeout(now, limits, sink))
+        self.handle_timeout(now);
+        Ok(())
+    }
+
+    /// Whether a new offer from the remote may start the handshake over at `now`.
+    fn offer_allowed(&mut self, now: Instant) -> Result<(), SignalError> {
+        if self.guard.offer_allowed(now) {
+            Ok(())
+        } else {
+            Err(SignalError::TooManyOffers(self.peer))
+        }
+    }
+
+    /// An offer's or answer's SDP with its candidates past the cap removed (and counted).
+    fn bound_sdp_candidates(&mut self, sdp: String) -> String {
+        let (sdp, removed) = self.guard.bound_sdp(&sdp);
+        self.counts.candidates_over_limit += removed;
+        sdp
+    }
+
+    /// A trickled candidate: to str0m (or held, see [`HeldCandidates`]) unless past the cap
+    /// (then counted).
+    fn add_remote_candidate(&mut self, c: Candidate) {
+        if !self.guard.admit_candidate(&c) {
+            self.counts.candidates_over_limit += 1;
+            return;
+        }
+        self.path.add_remote(&c);
+        if let Some(c) = self.held.keep(c) {
+            self.rtc.add_remote_candidate(c);
+        }
+    }
+
+    /// Answering side: the offerer was heard from, or the wait is over: str0m gets the
+    /// candidates it trickled meanwhile.
+    pub(super) fn release_held(&mut self) {
+        for c in self.held.release() {
+            self.rtc.add_remote_candidate(c);
+        }
     }
 
     /// Answering side: the offer that creates the connection, and its channels.
-    fn accept_first_offer(&mut self, sdp: String, sink: &mut Sink<'_>) -> Result<(), SignalError> {
+    fn accept_first_offer(&mut self, sdp: String) -> Result<(), SignalError> {
         let offer_hash = hash(&sdp);
-        let sdp = self.bound_sdp_candidates(sdp, sink);
+        let sdp = self.bound_sdp_candidates(sdp);
         let offer = SdpOffer::from_sdp_string(&sdp)
             .map_err(|e| SignalError::Invalid(format!("bad SDP offer: {e}")))?;
         let answer = self
@@ -315,8 +401,33 @@ impl Link {
         self.remote_session = sdp_session(&sdp);
         self.remote_ufrag = sdp_ufrag(&sdp);
         self.learn_remote(&sdp);
-        self.send_answer(&answer, sink);
+        // An rtcmesh offerer stated its layout: ours goes back, and a mismatch ends the link
+        // once the answer is out, so the offerer learns it too.
+        let stated = layout::stated(&sdp);
+        let answer = answer.to_sdp_string();
+        if stated == layout::Stated::Nothing {
+            self.signal(Signal::Answer(answer));
+        } else {
+            let specs = self.layout();
+            self.signal(Signal::Answer(layout::state(&specs, answer)));
+            self.check_layout(&stated);
+        }
         Ok(())
+    }
+
+    /// The channel layout of this link.
+    fn layout(&self) -> SmallVec<[ChannelSpec; 8]> {
+        self.channels.iter().map(|c| c.spec).collect()
+    }
+
+    /// Ends the link if the remote stated a channel layout other than ours.
+    fn check_layout(&mut self, stated: &layout::Stated) {
+        if let Err(m) = layout::check(&self.layout(), stated) {
+            self.end(Loss::LayoutMismatch {
+                local: m.local,
+                remote: m.remote,
+            });
+        }
     }
 
     /// A new offer for this connection (same session): applied to the existing `Rtc`, which
@@ -325,33 +436,28 @@ impl Link {
     /// starts over with the offer's). Such offers share the renegotiation rate limit with new
     /// connections: a remote's restarts, at least `ice_restart_interval` (≥ 1 s) apart, pass;
     /// a flood is refused with [`SignalError::TooManyOffers`] and the connection carries on.
-    fn renegotiate(
-        &mut self,
-        now: Instant,
-        sdp: String,
-        sink: &mut Sink<'_>,
-    ) -> Result<(), SignalError> {
-        if let Err(e) = self.renegotiation_allowed(now) {
-            sink.stats.offers_rate_limited += 1;
+    fn renegotiate(&mut self, now: Instant, sdp: String) -> Result<(), SignalError> {
+        if let Err(e) = self.offer_allowed(now) {
+            self.counts.offers_rate_limited += 1;
             return Err(e);
         }
         let offer_hash = hash(&sdp);
         let ufrag = sdp_ufrag(&sdp);
         let restart = ufrag != self.remote_ufrag;
-        let before = restart.then(|| std::mem::take(&mut self.guard.remote));
-        let sdp = self.bound_sdp_candidates(sdp, sink);
+        let before = restart.then(|| self.guard.forget_candidates());
+        let sdp = self.bound_sdp_candidates(sdp);
         let offer = match SdpOffer::from_sdp_string(&sdp) {
             Ok(offer) => offer,
             Err(e) => {
-                self.keep_remote_candidates(before);
+                self.guard.keep_candidates(before);
                 return Err(SignalError::Invalid(format!("bad SDP offer: {e}")));
             }
         };
-        self.renegotiated();
+        self.guard.offer_taken();
         let answer = match self.rtc.sdp_api().accept_offer(offer) {
             Ok(answer) => answer,
             Err(e) => {
-                self.keep_remote_candidates(before);
+                self.guard.keep_candidates(before);
                 return Err(SignalError::Invalid(format!("offer refused: {e}")));
             }
         };
@@ -359,13 +465,13 @@ impl Link {
         if restart {
             self.remote_ufrag = ufrag;
             self.path.reset_remote();
-            if self.announced {
-                self.restart_began(now, sink);
+            if self.connected {
+                self.restart_began(now);
             }
             self.restart_applied();
         }
         self.learn_remote(&sdp);
-        self.send_answer(&answer, sink);
+        self.send_answer(&answer);
         Ok(())
     }
 
@@ -377,15 +483,13 @@ impl Link {
     }
 
     /// Sends our answer to the peer's offer through the signaling channel.
-    fn send_answer(&self, answer: &SdpAnswer, sink: &mut Sink<'_>) {
-        sink.events.push_back(Event::Signal(OutgoingSignal {
-            to: self.peer,
-            signal: Signal::Answer(answer.to_sdp_string()),
-        }));
+    fn send_answer(&mut self, answer: &SdpAnswer) {
+        self.signal(Signal::Answer(answer.to_sdp_string()));
     }
 
-    /// Adds a local candidate (host, or gathered from an ICE server) and returns its SDP
-    /// attribute, to trickle to the peer; `None` if str0m found it redundant. It stays on the
+    /// Adds a local candidate (host, or gathered from an ICE server) and, once the SDP exchange
+    /// has started, trickles it to the peer (a [`Signal::Candidate`]; before, the offer or
+    /// answer carries it). Nothing is trickled if str0m found it redundant. It stays on the
     /// `Rtc` across ICE restarts, whose offers carry it again.
     ///
     /// A server-reflexive candidate is trickled even when str0m finds it redundant: its agent
@@ -397,20 +501,24 @@ impl Link {
     /// offer's ICE credentials: the peer applied the offer already (signals arrive in order),
     /// and drops a candidate of the old ones. That is the moment a restart's new
     /// server-reflexive address typically arrives (the NAT is re-checked as the offer goes out).
-    pub fn add_local_candidate(&mut self, candidate: Candidate) -> Option<String> {
+    pub fn add_local_candidate(&mut self, candidate: Candidate) {
+        let started = self.negotiation_started();
         self.path
             .add_local(candidate.addr(), candidate.kind().into());
         let mut signalled = match self.rtc.add_local_candidate(candidate.clone()) {
             Some(added) => added.clone(),
             None if candidate.kind() == str0m::CandidateKind::ServerReflexive => candidate,
-            None => return None,
+            None => return,
         };
+        if !started {
+            return;
+        }
         let ufrag = match &self.negotiation {
             Negotiation::Restarting { ufrag, .. } => ufrag.clone(),
             _ => self.rtc.direct_api().local_ice_credentials().ufrag,
         };
         signalled.set_ufrag(&ufrag);
-        Some(signalled.to_sdp_string())
+        self.signal(Signal::Candidate(signalled.to_sdp_string()));
     }
 
     /// This side's address `old` is gone (the socket moved to `new`, already added): drops
@@ -418,7 +526,7 @@ impl Link {
     /// side.
     pub fn remove_host_candidate(&mut self, old: Candidate) {
         self.rtc.direct_api().invalidate_candidate(&old);
-        if self.announced {
+        if self.connected {
             self.recovery.moved_locally = true;
         }
     }
@@ -441,7 +549,7 @@ impl Link {
     }
 
     /// Whether the SDP exchange has started (later candidates must be trickled).
-    pub fn negotiation_started(&self) -> bool {
+    fn negotiation_started(&self) -> bool {
         !matches!(self.negotiation, Negotiation::AwaitingOffer)
     }
 }
@@ -495,6 +603,28 @@ fn sdp_ufrag(sdp: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_wait_while_held_and_go_to_str0m_when_released() {
+        let c = |port| Candidate::host(SocketAddr::from(([127, 0, 0, 1], port)), "udp").unwrap();
+        let mut held = HeldCandidates::default();
+        assert!(held.keep(c(1)).is_some(), "nothing is held before an offer");
+        let now = Instant::now();
+        held.hold_until(now + HOLD_CANDIDATES);
+        assert!(held.keep(c(2)).is_none());
+        assert!(held.keep(c(3)).is_none());
+        assert_eq!(held.deadline(), Some(now + HOLD_CANDIDATES));
+        assert_eq!(held.release().len(), 2);
+        assert!(held.release().is_empty(), "released once");
+        assert!(
+            held.keep(c(4)).is_some(),
+            "after the release, candidates pass"
+        );
+        held.hold_until(now);
+        assert!(held.keep(c(5)).is_none());
+        held.clear();
+        assert!(held.release().is_empty(), "a retry drops what was held");
+    }
 
     #[test]
     fn max_message_size_is_read_from_the_data_section_as_rfc_8841_says() {

@@ -15,7 +15,6 @@ use str0m::Rtc;
 use super::window::SendWindow;
 use super::{Link, LinkChannel};
 use crate::limits::MIN_QUEUED_PACKET_CHARGE;
-use crate::stats::MeshStats;
 
 /// A packet waiting for room in the send window.
 #[derive(Debug)]
@@ -106,14 +105,13 @@ pub(crate) enum WriteError {
 impl Link {
     /// Writes a packet to channel `index`: into SCTP while the send window has room and nothing
     /// waits before it, else into the queue (bounded by `max_queued`). `Ok(true)` when SCTP took
-    /// it: the link must then be drained (see [`Link::flush`]).
+    /// it: the link is then due, to be drained once for the burst (see [`Link::flush`]).
     pub fn write(
         &mut self,
         now: Instant,
         index: usize,
         data: &[u8],
         max_queued: usize,
-        stats: &mut MeshStats,
     ) -> Result<bool, WriteError> {
         if index >= self.channels.len() {
             return Err(WriteError::Closed);
@@ -127,8 +125,9 @@ impl Link {
                 let sctp = (&mut self.rtc, &mut self.window, &mut self.busy);
                 match write_to_sctp(sctp, index, ch, data) {
                     Ok(true) => {
-                        stats.packets_sent += 1;
+                        self.counts.packets_sent += 1;
                         self.unsent = true;
+                        self.due = true;
                         return Ok(true);
                     }
                     Ok(false) => {}
@@ -141,7 +140,7 @@ impl Link {
             self.window.block();
         }
         if self.queue.charged + charge(data.len()) > max_queued {
-            self.expire_queued(now, stats);
+            self.expire_queued(now);
             if self.queue.charged + charge(data.len()) > max_queued {
                 return Err(WriteError::QueueFull);
             }
@@ -163,11 +162,11 @@ impl Link {
     }
 
     /// Drops every queued packet that outlived its channel's lifetime.
-    fn expire_queued(&mut self, now: Instant, stats: &mut MeshStats) {
+    fn expire_queued(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.queue.turns.len() {
             let index = self.queue.turns[i];
-            stats.packets_expired +=
+            self.counts.packets_expired +=
                 self.queue.expire(index, now, &mut self.channels[index]) as u64;
             if self.queue.fifos[index].is_empty() {
                 self.queue.turns.remove(i);
@@ -195,12 +194,12 @@ impl Link {
 
     /// Moves queued packets into SCTP while the window has room, one channel at a time in
     /// round-robin order, dropping what expired on the way. True if any moved.
-    pub(super) fn flush_queue(&mut self, now: Instant, stats: &mut MeshStats) -> bool {
+    pub(super) fn flush_queue(&mut self, now: Instant) -> bool {
         self.refresh_window(now, true);
         let mut moved = false;
         while let Some(&index) = self.queue.turns.front() {
             let ch = &mut self.channels[index];
-            stats.packets_expired += self.queue.expire(index, now, ch) as u64;
+            self.counts.packets_expired += self.queue.expire(index, now, ch) as u64;
             let Some(head) = self.queue.fifos[index].front() else {
                 self.queue.turns.pop_front();
                 continue;
@@ -212,7 +211,7 @@ impl Link {
             let sctp = (&mut self.rtc, &mut self.window, &mut self.busy);
             match write_to_sctp(sctp, index, ch, &head.data) {
                 Ok(true) => {
-                    stats.packets_sent += 1;
+                    self.counts.packets_sent += 1;
                     moved = true;
                 }
                 Ok(false) => break,

@@ -1,9 +1,10 @@
 //! The client side: a mesh's signals to and from a lobby server's text frames.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::message::{LobbyError, LobbyMessage, MessageKind};
+use super::server::{Migration, HELLO_MIGRATE, SUCCESSION_LEN};
 use crate::config::MeshConfig;
 use crate::error::{AddPeerError, CreateError, SignalError};
 use crate::machine::Machine;
@@ -53,8 +54,48 @@ pub enum LobbyEvent {
         /// The signal, ready for [`Mesh::handle_signal`].
         signal: Signal,
     },
-    /// The host sealed the lobby: no one else can join, and the server closes it soon.
+    /// The host sealed the lobby: no one else can join, and the server closes it soon (in a
+    /// migratable lobby it keeps the members that opted in to migration).
     Sealed,
+    /// Host migration: the server greeted this connection, which opted in; `migration` says
+    /// whether it runs host migrations (HELLO `"migrate/1"`).
+    Hello {
+        /// The server runs host migrations.
+        migration: bool,
+    },
+    /// Host migration: peer 1 is gone, and the member that was peer `was` is peer 1 from
+    /// `epoch` on. Everyone else keeps their id; connect to the new peer 1.
+    HostChanged {
+        /// The new host's id until now (it goes by 1 from here).
+        was: PeerId,
+        /// The lobby's epoch from here.
+        epoch: u32,
+    },
+    /// Host migration: the lobby elected us; our id is 1 from `epoch` on. PEER_CONNECTs for
+    /// the members we now serve follow.
+    BecameHost {
+        /// Our id until now.
+        was: PeerId,
+        /// The lobby's epoch from here.
+        epoch: u32,
+    },
+    /// Host migration: we were the host and are not any more (we handed the lobby over, or
+    /// members reported us lost); the member that was `successor` is peer 1 from `epoch` on.
+    /// The server closes our WebSocket next.
+    NoLongerHost {
+        /// The new host's id until now.
+        successor: PeerId,
+        /// The lobby's epoch from here.
+        epoch: u32,
+    },
+    /// Host migration: the first members in line to become host, in order (sent on joining
+    /// a migratable lobby and whenever the line changes).
+    Succession {
+        /// The lobby's epoch.
+        epoch: u32,
+        /// Peer ids, the next host first (at most [`SUCCESSION_LEN`]).
+        line: Vec<PeerId>,
+    },
 }
 
 /// Why applying a lobby event to a mesh failed.
@@ -131,6 +172,16 @@ pub struct LobbyClient {
     id: Option<PeerId>,
     /// The media id of each peer's data section, read from the SDP, for candidate messages.
     mids: HashMap<PeerId, String>,
+    /// What we asked the server for (the URL's `migrate` parameter).
+    migration: Migration,
+    /// The server said HELLO `"migrate/1"`.
+    server_migrates: bool,
+    /// The lobby's epoch as far as we know.
+    epoch: u32,
+    /// Peers the server announced as taking part in migration (PEER_CONNECT data `"m"`).
+    migrating_peers: HashSet<PeerId>,
+    /// The last line of succession the server sent.
+    succession: Vec<PeerId>,
 }
 
 impl LobbyClient {
@@ -142,7 +193,121 @@ impl LobbyClient {
             mesh_mode,
             id: None,
             mids: HashMap::new(),
+            migration: Migration::Off,
+            server_migrates: false,
+            epoch: 0,
+            migrating_peers: HashSet::new(),
+            succession: Vec::new(),
         }
+    }
+
+    /// Takes part in host migration: open the WebSocket with [`query`](LobbyClient::query)
+    /// on its URL. [`Migration::Eligible`] may become host, [`Migration::Follow`] only
+    /// follows. Only client/server lobbies whose host opted in migrate.
+    ///
+    /// ```
+    /// use rtcmesh::lobby::{LobbyClient, LobbyEvent, Migration};
+    ///
+    /// let mut client = LobbyClient::new("ABC", false).with_migration(Migration::Eligible);
+    /// let url = format!("ws://127.0.0.1:9080/?{}", client.query().expect("opted in"));
+    /// assert!(url.ends_with("?migrate=1"));
+    /// assert_eq!(
+    ///     client.handle_text(r#"{"type":8,"id":0,"data":"migrate/1"}"#)?,
+    ///     LobbyEvent::Hello { migration: true }
+    /// );
+    /// client.handle_text(r#"{"type":1,"id":5,"data":""}"#)?; // we are 5
+    /// // The host crashed; the lobby elected peer 7, which is peer 1 from epoch 1 on.
+    /// assert_eq!(
+    ///     client.handle_text(r#"{"type":9,"id":7,"data":"1"}"#)?,
+    ///     LobbyEvent::HostChanged { was: 7, epoch: 1 }
+    /// );
+    /// assert_eq!(client.epoch(), 1);
+    /// # Ok::<(), rtcmesh::lobby::LobbyError>(())
+    /// ```
+    pub fn with_migration(mut self, migration: Migration) -> LobbyClient {
+        self.migration = migration;
+        self
+    }
+
+    /// What this client asked for.
+    pub fn migration(&self) -> Migration {
+        self.migration
+    }
+
+    /// The query to put on the WebSocket URL (`"migrate=1"`), or `None` when the client did
+    /// not opt in to migration.
+    pub fn query(&self) -> Option<&'static str> {
+        self.migration.query()
+    }
+
+    /// Whether host migration is on: we opted in and the server said it runs migrations.
+    pub fn migration_available(&self) -> bool {
+        self.migration != Migration::Off && self.server_migrates
+    }
+
+    /// The lobby's epoch as far as we know (0 until its first host change).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Whether the server announced `peer` as taking part in migration.
+    pub fn peer_migrates(&self, peer: PeerId) -> bool {
+        self.migrating_peers.contains(&peer)
+    }
+
+    /// The next host if the current one goes, as the server last said.
+    pub fn successor(&self) -> Option<PeerId> {
+        self.succession.first().copied()
+    }
+
+    /// The line of succession the server last sent, the next host first.
+    pub fn line_of_succession(&self) -> &[PeerId] {
+        &self.succession
+    }
+
+    /// The HOST_CHANGE frame a host sends to hand the lobby over: to peer `to`, or with
+    /// `None` to whoever is next in line. Send it after everything the game must still tell
+    /// the others; the server answers [`LobbyEvent::NoLongerHost`] and closes the WebSocket
+    /// (1000), and the others hear of their new host.
+    pub fn hand_over_message(&self, to: Option<PeerId>) -> Result<String, LobbyError> {
+        if !self.migration_available() {
+            return Err(LobbyError::MigrationOff);
+        }
+        if self.id != Some(SERVER_ID) {
+            return Err(LobbyError::Unexpected(MessageKind::HostChange));
+        }
+        let to = to.map_or(0, i64::from);
+        Ok(LobbyMessage::new(MessageKind::HostChange, to, self.epoch.to_string()).encode())
+    }
+
+    /// The HOST_LOST frame a client sends when its path to peer 1 is dead. The server
+    /// probes the host; it replaces the host if it does not answer or enough members report
+    /// it, and otherwise tells us to connect to it again (PEER_DISCONNECT 1, PEER_CONNECT 1).
+    pub fn host_lost_message(&self) -> Result<String, LobbyError> {
+        if !self.migration_available() {
+            return Err(LobbyError::MigrationOff);
+        }
+        if matches!(self.id, None | Some(SERVER_ID)) {
+            return Err(LobbyError::Unexpected(MessageKind::HostLost));
+        }
+        Ok(LobbyMessage::new(
+            MessageKind::HostLost,
+            SERVER_ID.into(),
+            self.epoch.to_string(),
+        )
+        .encode())
+    }
+
+    /// A host-migration frame's epoch, if it is newer than ours.
+    fn newer_epoch(&self, data: &str) -> Result<u32, LobbyError> {
+        let epoch = LobbyMessage::parse_epoch(data)?;
+        if epoch <= self.epoch {
+            return Err(LobbyError::StaleEpoch {
+                epoch,
+                current: self.epoch,
+            });
+        }
+        Ok(epoch)
     }
 
     /// The JOIN frame to send once the WebSocket is open.
@@ -191,12 +356,66 @@ impl LobbyClient {
                 self.lobby = message.data.clone();
                 LobbyEvent::Joined(message.data)
             }
-            MessageKind::PeerConnect => LobbyEvent::PeerJoined(peer()?),
+            MessageKind::PeerConnect => {
+                let id = peer()?;
+                if message.data == "m" {
+                    self.migrating_peers.insert(id);
+                } else {
+                    self.migrating_peers.remove(&id);
+                }
+                LobbyEvent::PeerJoined(id)
+            }
             MessageKind::PeerDisconnect => {
                 let id = peer()?;
                 self.mids.remove(&id);
+                self.migrating_peers.remove(&id);
                 LobbyEvent::PeerLeft(id)
             }
+            MessageKind::Hello => {
+                self.server_migrates = message.data.split(',').any(|f| f == HELLO_MIGRATE);
+                LobbyEvent::Hello {
+                    migration: self.server_migrates,
+                }
+            }
+            MessageKind::HostChange => {
+                let was = peer()?;
+                let Some(mine) = self.id else {
+                    return Err(LobbyError::Unexpected(MessageKind::HostChange));
+                };
+                let epoch = self.newer_epoch(&message.data)?;
+                self.epoch = epoch;
+                self.mids.remove(&SERVER_ID);
+                if was == SERVER_ID {
+                    // Everyone we knew was the old host; the server announces whom we serve.
+                    self.id = Some(SERVER_ID);
+                    self.migrating_peers.clear();
+                    self.mids.clear();
+                    LobbyEvent::BecameHost { was: mine, epoch }
+                } else if mine == SERVER_ID {
+                    LobbyEvent::NoLongerHost {
+                        successor: was,
+                        epoch,
+                    }
+                } else {
+                    self.migrating_peers.remove(&was);
+                    self.migrating_peers.insert(SERVER_ID);
+                    self.mids.remove(&was);
+                    LobbyEvent::HostChanged { was, epoch }
+                }
+            }
+            MessageKind::Succession => {
+                let (epoch, line) = parse_succession(&message.data)?;
+                if epoch < self.epoch {
+                    return Err(LobbyError::StaleEpoch {
+                        epoch,
+                        current: self.epoch,
+                    });
+                }
+                self.epoch = epoch;
+                self.succession = line.clone();
+                LobbyEvent::Succession { epoch, line }
+            }
+            MessageKind::HostLost => return Err(LobbyError::Unexpected(MessageKind::HostLost)),
             MessageKind::Seal => LobbyEvent::Sealed,
             MessageKind::Offer | MessageKind::Answer => {
                 let from = peer()?;
@@ -292,9 +511,46 @@ impl LobbyClient {
                     .handle_signal(now, *from, signal.clone())
                     .map_err(ApplyError::Signal)
             }
-            LobbyEvent::Assigned { .. } | LobbyEvent::Joined(_) | LobbyEvent::Sealed => Ok(()),
+            LobbyEvent::HostChanged { .. } => {
+                // What a Godot demo client does on PEER_DISCONNECT 1 + PEER_CONNECT 1: drop
+                // the old host and connect to the new one (our id is larger: we offer).
+                if mesh.mode() != Mode::Client {
+                    return Ok(());
+                }
+                machine.remove_peer(SERVER_ID);
+                machine
+                    .add_peer(now, SERVER_ID, unreliable_lifetime)
+                    .map_err(ApplyError::AddPeer)
+            }
+            // A machine that becomes host, or steps down, needs its migration layer.
+            LobbyEvent::BecameHost { .. } | LobbyEvent::NoLongerHost { .. } => Ok(()),
+            LobbyEvent::Assigned { .. }
+            | LobbyEvent::Joined(_)
+            | LobbyEvent::Sealed
+            | LobbyEvent::Hello { .. }
+            | LobbyEvent::Succession { .. } => Ok(()),
         }
     }
+}
+
+/// SUCCESSION data: `"E:X,Y,Z"` (at most [`SUCCESSION_LEN`] ids are kept).
+fn parse_succession(data: &str) -> Result<(u32, Vec<PeerId>), LobbyError> {
+    let (epoch, ids) = data.split_once(':').ok_or(LobbyError::InvalidFormat)?;
+    let epoch = LobbyMessage::parse_epoch(epoch)?;
+    let mut line = Vec::new();
+    for id in ids
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .take(SUCCESSION_LEN)
+    {
+        let n: i64 = id.parse().map_err(|_| LobbyError::InvalidFormat)?;
+        let peer = PeerId::try_from(n)
+            .ok()
+            .filter(|&p| is_valid_peer_id(p))
+            .ok_or(LobbyError::InvalidPeerId(n))?;
+        line.push(peer);
+    }
+    Ok((epoch, line))
 }
 
 /// The first `a=mid:` value of an SDP.
@@ -372,6 +628,115 @@ mod tests {
             c.handle_text(r#"{"type":4,"id":4294967296,"data":"x"}"#),
             Err(LobbyError::InvalidPeerId(4294967296))
         );
+    }
+
+    fn migrating_client(id: i64) -> LobbyClient {
+        let mut c = LobbyClient::new("L", false).with_migration(Migration::Eligible);
+        assert_eq!(
+            c.handle_text(r#"{"type":8,"id":0,"data":"migrate/1,future/2"}"#),
+            Ok(LobbyEvent::Hello { migration: true })
+        );
+        c.handle_text(&format!(r#"{{"type":1,"id":{id},"data":""}}"#))
+            .expect("id");
+        c
+    }
+
+    #[test]
+    fn host_changes_are_typed_and_stale_epochs_refused() {
+        let mut c = migrating_client(5);
+        assert_eq!(
+            c.host_lost_message(),
+            Ok(r#"{"type":10,"id":1,"data":"0"}"#.into())
+        );
+        assert_eq!(
+            c.hand_over_message(None),
+            Err(LobbyError::Unexpected(MessageKind::HostChange)),
+            "only the host hands over"
+        );
+        assert_eq!(
+            c.handle_text(r#"{"type":9,"id":7,"data":"1"}"#),
+            Ok(LobbyEvent::HostChanged { was: 7, epoch: 1 })
+        );
+        assert_eq!(
+            c.handle_text(r#"{"type":9,"id":8,"data":"1"}"#),
+            Err(LobbyError::StaleEpoch {
+                epoch: 1,
+                current: 1
+            })
+        );
+        assert_eq!(
+            c.handle_text(r#"{"type":9,"id":8,"data":"x"}"#),
+            Err(LobbyError::InvalidEpoch)
+        );
+        assert_eq!(
+            c.handle_text(r#"{"type":11,"id":0,"data":"2:5,9"}"#),
+            Ok(LobbyEvent::Succession {
+                epoch: 2,
+                line: vec![5, 9]
+            })
+        );
+        assert_eq!(c.successor(), Some(5));
+        assert_eq!(
+            c.handle_text(r#"{"type":9,"id":1,"data":"3"}"#),
+            Ok(LobbyEvent::BecameHost { was: 5, epoch: 3 })
+        );
+        assert_eq!(c.id(), Some(1));
+        assert_eq!(
+            c.hand_over_message(Some(9)),
+            Ok(r#"{"type":9,"id":9,"data":"3"}"#.into())
+        );
+        assert_eq!(
+            c.handle_text(r#"{"type":9,"id":9,"data":"4"}"#),
+            Ok(LobbyEvent::NoLongerHost {
+                successor: 9,
+                epoch: 4
+            })
+        );
+        for bad in ["", "1", ":1", "1:0", "1:x", "1:2147483648"] {
+            let frame = format!(r#"{{"type":11,"id":0,"data":"{bad}"}}"#);
+            assert!(c.handle_text(&frame).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            c.handle_text(r#"{"type":10,"id":1,"data":"0"}"#),
+            Err(LobbyError::Unexpected(MessageKind::HostLost))
+        );
+    }
+
+    #[test]
+    fn without_opting_in_there_is_no_migration_to_ask_for() {
+        let mut c = LobbyClient::new("L", false);
+        c.handle_text(r#"{"type":1,"id":1,"data":""}"#).expect("id");
+        assert_eq!(c.query(), None);
+        assert_eq!(c.hand_over_message(None), Err(LobbyError::MigrationOff));
+        // Opted in, but the server never said HELLO migrate/1 (the reference server).
+        let mut c = LobbyClient::new("L", false).with_migration(Migration::Follow);
+        c.handle_text(r#"{"type":1,"id":4,"data":""}"#).expect("id");
+        assert_eq!(c.query(), Some("migrate=follow"));
+        assert_eq!(c.host_lost_message(), Err(LobbyError::MigrationOff));
+        assert!(LobbyError::MigrationOff.to_string().contains("?migrate=1"));
+    }
+
+    #[test]
+    fn a_client_mesh_follows_a_host_change_by_connecting_to_the_new_1() {
+        let now = Instant::now();
+        let mut mesh = LobbyClient::create_mesh(5, false, MeshConfig::default()).expect("client");
+        mesh.add_host_candidate("127.0.0.1:5000".parse().expect("addr"))
+            .expect("candidate");
+        LobbyClient::apply(&LobbyEvent::PeerJoined(1), &mut mesh, now, 1).expect("added");
+        while mesh.poll_event().is_some() {}
+        let change = LobbyEvent::HostChanged { was: 7, epoch: 1 };
+        LobbyClient::apply(&change, &mut mesh, now, 1).expect("followed");
+        assert!(mesh.has_peer(1));
+        let offered = std::iter::from_fn(|| mesh.poll_event()).any(|e| {
+            matches!(
+                e,
+                crate::Event::Signal(OutgoingSignal {
+                    to: 1,
+                    signal: Signal::Offer(_)
+                })
+            )
+        });
+        assert!(offered, "a fresh offer to the new peer 1");
     }
 
     #[test]

@@ -38,6 +38,18 @@ pub enum MessageKind {
     Candidate = 6,
     /// The host sealed the lobby.
     Seal = 7,
+    /// Server → client, to connections that opted in to host migration only: what the server
+    /// can do (`"migrate/1"`: it runs host migrations). The reference server never sends it.
+    Hello = 8,
+    /// Host migration. Server → client: peer 1 is gone and `id` is peer 1 from the epoch in
+    /// `data` (`id` 1: you are). Host → server: hand the lobby over to `id` (0: the lobby
+    /// picks), `data` the current epoch.
+    HostChange = 9,
+    /// Client → server: "my path to peer 1 is dead" (`id` 1, `data` the current epoch).
+    HostLost = 10,
+    /// Server → client: the line of succession, `"E:X,Y,Z"` (epoch, then the first members
+    /// in line to become host, in order).
+    Succession = 11,
 }
 
 impl MessageKind {
@@ -51,6 +63,10 @@ impl MessageKind {
             5 => MessageKind::Answer,
             6 => MessageKind::Candidate,
             7 => MessageKind::Seal,
+            8 => MessageKind::Hello,
+            9 => MessageKind::HostChange,
+            10 => MessageKind::HostLost,
+            11 => MessageKind::Succession,
             _ => return None,
         })
     }
@@ -84,7 +100,7 @@ pub struct LobbyMessage {
 /// ```
 /// use rtcmesh::lobby::{LobbyError, LobbyMessage};
 ///
-/// assert_eq!(LobbyMessage::decode(r#"{"type": 9, "id": 0}"#), Err(LobbyError::UnknownType(9)));
+/// assert_eq!(LobbyMessage::decode(r#"{"type": 99, "id": 0}"#), Err(LobbyError::UnknownType(99)));
 /// assert_eq!(LobbyMessage::decode("[]"), Err(LobbyError::InvalidFormat));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +110,7 @@ pub enum LobbyError {
     TooLong(usize),
     /// Not a JSON object with numeric `type` and `id` (and string `data`, if present).
     InvalidFormat,
-    /// `type` is not one of the eight message types.
+    /// `type` is not one of the message types (0–7 of the Godot demo, 8–11 of host migration).
     UnknownType(i64),
     /// A message that makes no sense in the current state (e.g. a second ID).
     Unexpected(MessageKind),
@@ -102,6 +118,19 @@ pub enum LobbyError {
     InvalidPeerId(i64),
     /// A candidate whose data is not `"\n<mid>\n<index>\n<candidate>"`.
     InvalidCandidate,
+    /// A host-migration frame whose epoch is not a number in 0..=4294967295.
+    InvalidEpoch,
+    /// A host-migration frame for an epoch that is already over (the server moved on; the
+    /// frame was in flight or repeated). Nothing changed; it is safe to ignore.
+    StaleEpoch {
+        /// The frame's epoch.
+        epoch: u32,
+        /// The epoch this side is in.
+        current: u32,
+    },
+    /// Host migration is not on for this connection (it did not opt in, or the server did not
+    /// say HELLO `"migrate/1"`).
+    MigrationOff,
 }
 
 impl fmt::Display for LobbyError {
@@ -120,6 +149,17 @@ impl fmt::Display for LobbyError {
             LobbyError::InvalidCandidate => {
                 f.write_str("candidate data is not \"\\n<mid>\\n<index>\\n<candidate>\"")
             }
+            LobbyError::InvalidEpoch => {
+                f.write_str("host-migration epoch is not a number in 0..=4294967295")
+            }
+            LobbyError::StaleEpoch { epoch, current } => write!(
+                f,
+                "host-migration frame for epoch {epoch}, already in epoch {current}: ignore it"
+            ),
+            LobbyError::MigrationOff => f.write_str(
+                "host migration is off: open the WebSocket with ?migrate=1 \
+                 (LobbyClient::with_migration) on a server that answers HELLO migrate/1",
+            ),
         }
     }
 }
@@ -192,6 +232,14 @@ impl LobbyMessage {
         format!("\n{mid}\n{index}\n{candidate}")
     }
 
+    /// Reads the epoch a host-migration frame carries in its data (a decimal `u32`).
+    pub fn parse_epoch(data: &str) -> Result<u32, LobbyError> {
+        if data.is_empty() || data.len() > 10 || !data.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(LobbyError::InvalidEpoch);
+        }
+        data.parse().map_err(|_| LobbyError::InvalidEpoch)
+    }
+
     /// Splits CANDIDATE data into (mid, m-line index, candidate), as Godot's demo client does.
     pub fn parse_candidate(data: &str) -> Result<(&str, u32, &str), LobbyError> {
         let mut parts = data.split('\n').filter(|p| !p.is_empty());
@@ -233,8 +281,8 @@ mod tests {
             Err(LobbyError::InvalidFormat)
         );
         assert_eq!(
-            LobbyMessage::decode(r#"{"type":9,"id":1}"#),
-            Err(LobbyError::UnknownType(9))
+            LobbyMessage::decode(r#"{"type":99,"id":1}"#),
+            Err(LobbyError::UnknownType(99))
         );
         assert_eq!(
             LobbyMessage::decode(r#"[4,1,""]"#),
@@ -248,6 +296,20 @@ mod tests {
             LobbyMessage::decode(&long),
             Err(LobbyError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn host_migration_types_and_epochs() {
+        let m = LobbyMessage::decode(r#"{"type":9,"id":1,"data":"3"}"#).expect("decode");
+        assert_eq!(m, LobbyMessage::new(MessageKind::HostChange, 1, "3"));
+        assert_eq!(LobbyMessage::parse_epoch("4294967295"), Ok(u32::MAX));
+        for bad in ["", "-1", "+1", " 1", "4294967296", "1e3", "99999999999"] {
+            assert_eq!(
+                LobbyMessage::parse_epoch(bad),
+                Err(LobbyError::InvalidEpoch),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -30,5 +30,9 @@ mod server;
 pub use client::{ApplyError, LobbyClient, LobbyEvent};
 pub use message::{LobbyError, LobbyMessage, MessageKind, MAX_MESSAGE_LEN};
 pub use server::{
-    address_key, close, ConnectionId, LobbyServer, LobbyServerConfig, LobbyStats, ServerOutput,
+    address_key, close, ConnectOptions, ConnectionId, LobbyServer, LobbyServerConfig, LobbyStats,
+    Migration, ServerOutput, HELLO_MIGRATE, SUCCESSION_LEN,
 };
+
+#[cfg(test)]
+mod migration_tests;

@@ -3,6 +3,7 @@
 //! server on the internet needs (lobby size, lobbies per address, idle members).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,12 @@ pub struct LobbyServerConfig {
     /// `true` when other servers share the lobbies (a cluster): a JOIN for a lobby this server
     /// does not have becomes [`ServerOutput::Handoff`] instead of "Lobby does not exists".
     pub handoff_unknown_lobbies: bool,
+    /// Host migration: after a HOST_LOST report, how long the host has to answer the
+    /// server's probe ([`ServerOutput::Ping`]) before it is replaced (default 500 ms).
+    pub host_probe_timeout: Duration,
+    /// Host migration: HOST_LOST reports older than this no longer count towards the
+    /// max(2, ⌈n/2⌉) reports that replace a host (default 5 s).
+    pub host_lost_window: Duration,
 }
 
 impl Default for LobbyServerConfig {
@@ -65,6 +72,8 @@ impl Default for LobbyServerConfig {
             max_lobbies_per_address: 16,
             member_idle_timeout: None,
             handoff_unknown_lobbies: false,
+            host_probe_timeout: Duration::from_millis(500),
+            host_lost_window: Duration::from_secs(5),
         }
     }
 }
@@ -131,7 +140,130 @@ pub enum ServerOutput {
         /// Its JOIN frame, unchanged.
         join: String,
     },
+    /// Host migration: send a WebSocket ping on `to` (the host of a lobby some member reported
+    /// lost) and call [`LobbyServer::handle_pong`] when its pong arrives.
+    Ping {
+        /// The connection.
+        to: ConnectionId,
+    },
+    /// Host migration: `host` is the lobby's host (peer 1) from `epoch` on (for logs,
+    /// metrics, and a cluster's record of the lobby).
+    HostChanged {
+        /// The lobby.
+        name: String,
+        /// The new host's connection.
+        host: ConnectionId,
+        /// The lobby's epoch, one more than before.
+        epoch: u32,
+    },
 }
+
+/// Whether a connection takes part in host migration, as it asked on its WebSocket URL
+/// (`?migrate=1`: may become host; `?migrate=follow`: follows but never leads). Connections
+/// that did not ask see exactly the Godot demo's protocol.
+///
+/// ```
+/// use rtcmesh::lobby::{ConnectOptions, Migration};
+///
+/// let options = ConnectOptions::from_request_target("/?migrate=1");
+/// assert_eq!(options.migration, Migration::Eligible);
+/// assert_eq!(ConnectOptions::from_request_target("/").migration, Migration::Off);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Migration {
+    /// The Godot demo's protocol, byte for byte (a host leaving closes its lobby).
+    #[default]
+    Off,
+    /// Told of host migrations in the lobby's own frames, never elected.
+    Follow,
+    /// Told of host migrations, and may be elected host.
+    Eligible,
+}
+
+impl Migration {
+    /// The URL query parameter that asks for this (`None` for [`Migration::Off`]).
+    pub fn query(self) -> Option<&'static str> {
+        match self {
+            Migration::Off => None,
+            Migration::Follow => Some("migrate=follow"),
+            Migration::Eligible => Some("migrate=1"),
+        }
+    }
+
+    fn opted_in(self) -> bool {
+        self != Migration::Off
+    }
+}
+
+/// What a connection asked for when it opened (read from its WebSocket request).
+///
+/// ```
+/// use rtcmesh::lobby::{ConnectOptions, Migration};
+///
+/// let plain = ConnectOptions::default();
+/// assert_eq!(plain.migration, Migration::Off);
+/// let follower = ConnectOptions::default().with_migration(Migration::Follow);
+/// assert_eq!(ConnectOptions::from_request_target("/lobby?x=2&migrate=follow"), follower);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// Host migration (the `migrate` query parameter).
+    pub migration: Migration,
+    /// Send the HELLO frame on connect (default `true`). A cluster node that takes over a
+    /// connection another node already greeted turns it off.
+    pub hello: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            migration: Migration::Off,
+            hello: true,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// With this host-migration setting.
+    pub fn with_migration(mut self, migration: Migration) -> ConnectOptions {
+        self.migration = migration;
+        self
+    }
+
+    /// With or without the HELLO frame on connect.
+    pub fn with_hello(mut self, hello: bool) -> ConnectOptions {
+        self.hello = hello;
+        self
+    }
+
+    /// Reads the options from a WebSocket request's target (path and query, e.g.
+    /// `"/?migrate=1"`): `migrate=1` (or `true`) is [`Migration::Eligible`], `migrate=follow`
+    /// [`Migration::Follow`]; anything else, or no `migrate`, is [`Migration::Off`].
+    pub fn from_request_target(target: &str) -> ConnectOptions {
+        let query = target.split_once('?').map_or("", |(_, q)| q);
+        let query = query.split('#').next().unwrap_or("");
+        let mut options = ConnectOptions::default();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if key == "migrate" {
+                options.migration = match value {
+                    "1" | "true" => Migration::Eligible,
+                    "follow" => Migration::Follow,
+                    _ => Migration::Off,
+                };
+            }
+        }
+        options
+    }
+}
+
+/// The HELLO frame's data: this server runs host migrations (wire version 1).
+pub const HELLO_MIGRATE: &str = "migrate/1";
+
+/// How many members the SUCCESSION frame names at most (the first in line).
+pub const SUCCESSION_LEN: usize = 8;
 
 /// Close codes and reasons, worded as in the reference server where it has them.
 pub mod close {
@@ -139,6 +271,9 @@ pub mod close {
     pub const PROTOCOL_ERROR: u16 = 4000;
     /// The reason for [`PROTOCOL_ERROR`] when a member was idle too long.
     pub const IDLE: u16 = 4003;
+    /// Host migration: a host the lobby replaced after members reported it lost (it learns
+    /// it is no longer host from this close, after a HOST_CHANGE naming its successor).
+    pub const HOST_REPLACED_CODE: u16 = 4010;
     /// After a seal.
     pub const NORMAL: u16 = 1000;
     /// A frame over [`MAX_MESSAGE_LEN`](crate::lobby::MAX_MESSAGE_LEN).
@@ -178,6 +313,12 @@ pub mod close {
     pub const INVALID_TRANSFER_MODE: &str = "Invalid transfer mode, must be text";
     /// A frame over the size limit (code 1009).
     pub const TOO_BIG: &str = "Message too big";
+    /// Host migration: the host was reported lost and replaced (code 4010).
+    pub const HOST_REPLACED: &str = "Replaced as host";
+    /// Host migration: the host handed the lobby over (code 1000).
+    pub const HOST_HANDED_OVER: &str = "Host handed over";
+    /// Host migration: HOST_CHANGE from a member that is not the host.
+    pub const ONLY_HOST_CAN_HAND_OVER: &str = "Only host can hand over the lobby";
     /// No frame from a joined member within `member_idle_timeout` (code 4003).
     pub const IDLE_TOO_LONG: &str = "Idle too long";
 }
@@ -207,6 +348,12 @@ pub struct LobbyStats {
     pub announcements: u64,
     /// JOINs handed to the caller for a lobby elsewhere.
     pub handoffs: u64,
+    /// Host migrations (a successor elected in a migratable lobby).
+    pub migrations: u64,
+    /// HOST_LOST reports accepted.
+    pub host_lost_reports: u64,
+    /// Host-migration frames ignored because their epoch was over.
+    pub stale_epochs: u64,
 }
 
 #[derive(Debug)]
@@ -217,6 +364,7 @@ struct Connection {
     lobby: Option<String>,
     /// The last frame from it, for the idle limit.
     last_frame: Instant,
+    migration: Migration,
 }
 
 #[derive(Debug)]
@@ -228,6 +376,17 @@ struct Lobby {
     /// In join order (the order the reference server announces them in).
     members: Vec<ConnectionId>,
     sealed: bool,
+    /// The host opted in to migration and the lobby is client/server: the host leaving elects
+    /// a successor instead of closing the lobby.
+    migratable: bool,
+    /// Host changes so far.
+    epoch: u32,
+    /// HOST_LOST reports in this epoch: reporter and when.
+    reports: Vec<(ConnectionId, Instant)>,
+    /// A probe of the host is out (since then, these reporters wait for its answer).
+    probe: Option<Vec<ConnectionId>>,
+    /// The last line of succession sent.
+    succession: Vec<PeerId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -235,6 +394,8 @@ enum Deadline {
     Join(ConnectionId),
     Idle(ConnectionId),
     SealClose(String),
+    /// The probe of this lobby's host in this epoch is unanswered.
+    Probe(String, u32),
 }
 
 /// The whole signaling server, I/O-free: feed it connection events and text frames, drain
@@ -340,6 +501,19 @@ impl LobbyServer {
     /// A WebSocket connection opened from `address` (the client's IP address, for the
     /// per-address lobby limit).
     pub fn connect(&mut self, now: Instant, conn: ConnectionId, address: IpAddr) {
+        self.connect_with(now, conn, address, ConnectOptions::default());
+    }
+
+    /// A WebSocket connection opened from `address` with what its request asked for
+    /// ([`ConnectOptions::from_request_target`]). A connection that opted in to host
+    /// migration is greeted with HELLO `"migrate/1"`.
+    pub fn connect_with(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        address: IpAddr,
+        options: ConnectOptions,
+    ) {
         if self.connections.len() >= self.config.max_peers || self.connections.contains_key(&conn) {
             self.push_close(conn, PROTOCOL_ERROR, reason::TOO_MANY_PEERS);
             return;
@@ -353,8 +527,15 @@ impl LobbyServer {
                 address: address_key(address),
                 lobby: None,
                 last_frame: now,
+                migration: options.migration,
             },
         );
+        if options.migration.opted_in() && options.hello {
+            self.send(
+                conn,
+                &LobbyMessage::new(MessageKind::Hello, 0, HELLO_MIGRATE),
+            );
+        }
         // A duration too long for the clock means "never".
         if let Some(at) = now.checked_add(self.config.join_timeout) {
             self.deadlines.insert((at, Deadline::Join(conn)));
@@ -377,6 +558,59 @@ impl LobbyServer {
         if self.connections.contains_key(&conn) {
             self.close(conn, PROTOCOL_ERROR, reason::INVALID_TRANSFER_MODE);
         }
+    }
+
+    /// A pong arrived on `conn` (the answer to a [`ServerOutput::Ping`], or to any ping the
+    /// caller sends): if it is a host the server probed, the host is alive and the members
+    /// that reported it lost are told to connect to it again (PEER_DISCONNECT 1, PEER_CONNECT
+    /// 1; the host hears the same of them).
+    pub fn handle_pong(&mut self, conn: ConnectionId) {
+        let Some(name) = self.connections.get(&conn).and_then(|c| c.lobby.clone()) else {
+            return;
+        };
+        let Some(lobby) = self.lobbies.get_mut(&name) else {
+            return;
+        };
+        if lobby.host != conn {
+            return;
+        }
+        let Some(reporters) = lobby.probe.take() else {
+            return;
+        };
+        for reporter in reporters {
+            let Some(theirs) = self
+                .connections
+                .get(&reporter)
+                .filter(|c| c.lobby.as_deref() == Some(&name))
+                .map(|c| (c.peer_id, c.migration))
+            else {
+                continue;
+            };
+            let server = i64::from(SERVER_ID);
+            self.send(
+                reporter,
+                &LobbyMessage::new(MessageKind::PeerDisconnect, server, ""),
+            );
+            self.send(
+                reporter,
+                &LobbyMessage::new(MessageKind::PeerConnect, server, "m"),
+            );
+            let (id, flag) = (
+                i64::from(theirs.0),
+                capability(theirs.1, Migration::Eligible),
+            );
+            self.send(
+                conn,
+                &LobbyMessage::new(MessageKind::PeerDisconnect, id, ""),
+            );
+            self.send(conn, &LobbyMessage::new(MessageKind::PeerConnect, id, flag));
+            self.stats.announcements += 4;
+        }
+    }
+
+    /// The epoch of lobby `name` (how many times its host changed), if it is open here.
+    pub fn epoch(&self, name: &str) -> Option<u32> {
+        self.lobbies.get(name).map(|l| l.epoch)
     }
 
     /// A frame too large for the transport arrived on `conn`.
@@ -428,9 +662,34 @@ impl LobbyServer {
                 Deadline::SealClose(name) => {
                     // Every member, host included, gets 1000 "Seal complete" as in the
                     // reference server: the lobby goes as a whole, so the host's close must
-                    // not run the "host left" path on the others.
-                    if self.lobbies.get(&name).is_some_and(|lobby| lobby.sealed) {
-                        self.close_lobby(&name, close::NORMAL, reason::SEAL_COMPLETE);
+                    // not run the "host left" path on the others. A migratable lobby keeps
+                    // the members that opted in (they may need it for a migration).
+                    match self.lobbies.get(&name) {
+                        Some(lobby) if lobby.sealed && lobby.migratable => {
+                            let plain: Vec<ConnectionId> = lobby
+                                .members
+                                .iter()
+                                .copied()
+                                .filter(|m| !self.migration_of(*m).opted_in())
+                                .collect();
+                            for member in plain {
+                                self.detach(&name, member);
+                                self.close(member, close::NORMAL, reason::SEAL_COMPLETE);
+                            }
+                        }
+                        Some(lobby) if lobby.sealed => {
+                            self.close_lobby(&name, close::NORMAL, reason::SEAL_COMPLETE);
+                        }
+                        _ => {}
+                    }
+                }
+                Deadline::Probe(name, epoch) => {
+                    let unanswered = self
+                        .lobbies
+                        .get(&name)
+                        .is_some_and(|l| l.epoch == epoch && l.probe.is_some());
+                    if unanswered {
+                        self.replace_lost_host(&name);
                     }
                 }
             }
@@ -489,8 +748,15 @@ impl LobbyServer {
             .lobby
             .clone()
             .ok_or((PROTOCOL_ERROR, reason::NEED_LOBBY))?;
+        let migration = self.migration_of(conn);
         match message.kind {
             MessageKind::Seal => self.seal(now, conn, lobby_name),
+            MessageKind::HostChange if migration.opted_in() => {
+                self.hand_over(conn, &lobby_name, message.id, &message.data)
+            }
+            MessageKind::HostLost if migration.opted_in() => {
+                self.host_lost(now, conn, &lobby_name, message.id, &message.data)
+            }
             MessageKind::Offer | MessageKind::Answer | MessageKind::Candidate => {
                 let lobby = &self.lobbies[&lobby_name];
                 let dest = if message.id == i64::from(SERVER_ID) {
@@ -542,6 +808,11 @@ impl LobbyServer {
                 mesh,
                 members: Vec::new(),
                 sealed: false,
+                migratable: !mesh && self.migration_of(conn).opted_in(),
+                epoch: 0,
+                reports: Vec::new(),
+                probe: None,
+                succession: Vec::new(),
             };
             self.lobbies.insert(name.clone(), lobby);
             *self.lobbies_by_address.entry(address).or_insert(0) += 1;
@@ -573,7 +844,7 @@ impl LobbyServer {
         if lobby.members.len() >= self.config.max_lobby_size {
             return Err((PROTOCOL_ERROR, reason::LOBBY_IS_FULL));
         }
-        let (mesh, host) = (lobby.mesh, lobby.host);
+        let (mesh, host, migratable) = (lobby.mesh, lobby.host, lobby.migratable);
         // In a client/server lobby the clients talk only to the host, and the host relays:
         // as in Godot's demo server, a newcomer meets the host and nobody else (a stock Godot
         // client would `add_peer` another client and fail).
@@ -595,20 +866,35 @@ impl LobbyServer {
                 if mesh { "true" } else { "" },
             ),
         );
+        let mine = self.migration_of(conn);
         for member in members {
-            let theirs = self.lobby_peer_id(member);
+            let (theirs, their_migration) = (self.lobby_peer_id(member), self.migration_of(member));
             self.send(
                 member,
-                &LobbyMessage::new(MessageKind::PeerConnect, assigned.into(), ""),
+                &LobbyMessage::new(
+                    MessageKind::PeerConnect,
+                    assigned.into(),
+                    capability(mine, their_migration),
+                ),
             );
             self.send(
                 conn,
-                &LobbyMessage::new(MessageKind::PeerConnect, theirs.into(), ""),
+                &LobbyMessage::new(
+                    MessageKind::PeerConnect,
+                    theirs.into(),
+                    capability(their_migration, mine),
+                ),
             );
             self.stats.announcements += 2;
         }
         if let Some(lobby) = self.lobbies.get_mut(&name) {
             lobby.members.push(conn);
+        }
+        if migratable && mine.opted_in() {
+            // The newcomer learns the line of succession; the others only if it changed.
+            let line = self.line_of_succession(&name);
+            self.send(conn, &succession_message(self.lobbies[&name].epoch, &line));
+            self.announce_succession(&name, Some(conn));
         }
         self.send(conn, &LobbyMessage::new(MessageKind::Join, 0, name));
         self.stats.joins += 1;
@@ -713,8 +999,14 @@ impl LobbyServer {
         if let Some(at) = lobby.members.iter().position(|m| *m == conn) {
             lobby.members.remove(at);
         }
+        lobby.reports.retain(|(r, _)| *r != conn);
+        if let Some(waiting) = lobby.probe.as_mut() {
+            waiting.retain(|r| *r != conn);
+        }
         if lobby.host == conn {
-            self.close_lobby(&name, PROTOCOL_ERROR, reason::HOST_DISCONNECTED);
+            if !(lobby.migratable && self.elect(&name, None)) {
+                self.close_lobby(&name, PROTOCOL_ERROR, reason::HOST_DISCONNECTED);
+            }
         } else {
             let members = lobby.members.clone();
             for member in members {
@@ -724,7 +1016,287 @@ impl LobbyServer {
                 );
                 self.stats.announcements += 1;
             }
+            self.announce_succession(&name, None);
         }
+    }
+
+    fn migration_of(&self, conn: ConnectionId) -> Migration {
+        self.connections
+            .get(&conn)
+            .map_or(Migration::Off, |c| c.migration)
+    }
+
+    /// Takes `conn` out of lobby `name` without telling anyone (it stays connected).
+    fn detach(&mut self, name: &str, conn: ConnectionId) {
+        if let Some(lobby) = self.lobbies.get_mut(name) {
+            lobby.members.retain(|m| *m != conn);
+            lobby.reports.retain(|(r, _)| *r != conn);
+        }
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.lobby = None;
+        }
+    }
+
+    /// The eligible members after the host, in join order.
+    fn candidates(&self, name: &str) -> Vec<ConnectionId> {
+        let Some(lobby) = self.lobbies.get(name) else {
+            return Vec::new();
+        };
+        lobby
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != lobby.host && self.migration_of(*m) == Migration::Eligible)
+            .collect()
+    }
+
+    fn line_of_succession(&self, name: &str) -> Vec<PeerId> {
+        self.candidates(name)
+            .into_iter()
+            .take(SUCCESSION_LEN)
+            .map(|m| self.lobby_peer_id(m))
+            .collect()
+    }
+
+    /// Sends the line of succession to the opted-in members if it changed (but not to
+    /// `except`, which was just told).
+    fn announce_succession(&mut self, name: &str, except: Option<ConnectionId>) {
+        let line = self.line_of_succession(name);
+        let Some(lobby) = self.lobbies.get_mut(name) else {
+            return;
+        };
+        if !lobby.migratable || lobby.succession == line {
+            return;
+        }
+        lobby.succession = line.clone();
+        let (epoch, members) = (lobby.epoch, lobby.members.clone());
+        let message = succession_message(epoch, &line);
+        for member in members {
+            if Some(member) != except && self.migration_of(member).opted_in() {
+                self.send(member, &message);
+            }
+        }
+    }
+
+    /// The host of lobby `name` is gone (already out of its members): the first eligible
+    /// member (or `preferred`, if eligible) becomes peer 1 in the next epoch. Its HOST_CHANGE
+    /// goes out first, then the members it must now serve; opted-in members get HOST_CHANGE,
+    /// plain ones what the Godot demo client understands. Returns `false` (nothing done) when
+    /// no member is eligible.
+    fn elect(&mut self, name: &str, preferred: Option<ConnectionId>) -> bool {
+        let candidates = self.candidates(name);
+        let Some(successor) = preferred
+            .filter(|p| candidates.contains(p))
+            .or_else(|| candidates.first().copied())
+        else {
+            return false;
+        };
+        let was = i64::from(self.connections[&successor].peer_id);
+        let Some(lobby) = self.lobbies.get_mut(name) else {
+            return false;
+        };
+        lobby.host = successor;
+        lobby.epoch = lobby.epoch.wrapping_add(1);
+        lobby.reports.clear();
+        lobby.probe = None;
+        let (epoch, members) = (lobby.epoch, lobby.members.clone());
+        let others: Vec<ConnectionId> = members.into_iter().filter(|m| *m != successor).collect();
+        let server = i64::from(SERVER_ID);
+        self.send(
+            successor,
+            &LobbyMessage::new(MessageKind::HostChange, server, epoch.to_string()),
+        );
+        for &member in &others {
+            let (theirs, flag) = (
+                self.lobby_peer_id(member),
+                capability(self.migration_of(member), Migration::Eligible),
+            );
+            self.send(
+                successor,
+                &LobbyMessage::new(MessageKind::PeerConnect, theirs.into(), flag),
+            );
+        }
+        for &member in &others {
+            if self.migration_of(member).opted_in() {
+                self.send(
+                    member,
+                    &LobbyMessage::new(MessageKind::HostChange, was, epoch.to_string()),
+                );
+            } else {
+                self.send(
+                    member,
+                    &LobbyMessage::new(MessageKind::PeerDisconnect, server, ""),
+                );
+                self.send(
+                    member,
+                    &LobbyMessage::new(MessageKind::PeerDisconnect, was, ""),
+                );
+                self.send(
+                    member,
+                    &LobbyMessage::new(MessageKind::PeerConnect, server, ""),
+                );
+            }
+        }
+        let plain = others
+            .iter()
+            .filter(|m| !self.migration_of(**m).opted_in())
+            .count();
+        self.stats.migrations += 1;
+        self.stats.announcements += (others.len() + 3 * plain) as u64;
+        self.outputs.push_back(ServerOutput::HostChanged {
+            name: name.to_owned(),
+            host: successor,
+            epoch,
+        });
+        self.announce_succession(name, None);
+        true
+    }
+
+    /// HOST_CHANGE from `conn`: the host hands the lobby over to member `to` (0: the lobby
+    /// picks; a member that is not eligible: the lobby picks too).
+    fn hand_over(
+        &mut self,
+        conn: ConnectionId,
+        name: &str,
+        to: i64,
+        data: &str,
+    ) -> Result<(), (u16, &'static str)> {
+        let epoch = LobbyMessage::parse_epoch(data)
+            .map_err(|_| (PROTOCOL_ERROR, reason::INVALID_FORMAT))?;
+        let Some(lobby) = self.lobbies.get(name) else {
+            return Err((PROTOCOL_ERROR, reason::NEED_LOBBY));
+        };
+        if epoch != lobby.epoch || !lobby.migratable {
+            self.stats.stale_epochs += u64::from(epoch != lobby.epoch);
+            return Ok(());
+        }
+        if lobby.host != conn {
+            return Err((PROTOCOL_ERROR, reason::ONLY_HOST_CAN_HAND_OVER));
+        }
+        let preferred = PeerId::try_from(to)
+            .ok()
+            .and_then(|id| self.by_peer_id.get(&id).copied());
+        if self.candidates(name).is_empty() {
+            // Nobody to take over: the lobby ends as when its host leaves.
+            self.close_lobby(name, PROTOCOL_ERROR, reason::HOST_DISCONNECTED);
+            return Ok(());
+        }
+        self.depose(
+            name,
+            conn,
+            preferred,
+            close::NORMAL,
+            reason::HOST_HANDED_OVER,
+        );
+        Ok(())
+    }
+
+    /// Replaces the host of lobby `name` (still connected) with a successor and closes it
+    /// after telling it who took over. Does nothing when no member is eligible.
+    fn depose(
+        &mut self,
+        name: &str,
+        host: ConnectionId,
+        preferred: Option<ConnectionId>,
+        code: u16,
+        why: &'static str,
+    ) {
+        if self.candidates(name).is_empty() {
+            return;
+        }
+        self.detach(name, host);
+        if !self.elect(name, preferred) {
+            return;
+        }
+        let lobby = &self.lobbies[name];
+        let (epoch, successor) = (lobby.epoch, lobby.host);
+        let was = i64::from(self.connections[&successor].peer_id);
+        self.send(
+            host,
+            &LobbyMessage::new(MessageKind::HostChange, was, epoch.to_string()),
+        );
+        self.close(host, code, why);
+    }
+
+    /// HOST_LOST from `conn`: counts the report; enough reports replace the host, fewer
+    /// start a probe of the host's WebSocket.
+    fn host_lost(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        name: &str,
+        id: i64,
+        data: &str,
+    ) -> Result<(), (u16, &'static str)> {
+        if id != i64::from(SERVER_ID) {
+            return Err((PROTOCOL_ERROR, reason::INVALID_DEST));
+        }
+        let epoch = LobbyMessage::parse_epoch(data)
+            .map_err(|_| (PROTOCOL_ERROR, reason::INVALID_FORMAT))?;
+        let window = self.config.host_lost_window;
+        let opted_in = {
+            let Some(lobby) = self.lobbies.get(name) else {
+                return Err((PROTOCOL_ERROR, reason::NEED_LOBBY));
+            };
+            if epoch != lobby.epoch {
+                self.stats.stale_epochs += 1;
+                return Ok(());
+            }
+            if !lobby.migratable || lobby.host == conn {
+                return Ok(());
+            }
+            lobby
+                .members
+                .iter()
+                .filter(|m| **m != lobby.host && self.migration_of(**m).opted_in())
+                .count()
+        };
+        self.stats.host_lost_reports += 1;
+        let probe_timeout = self.config.host_probe_timeout;
+        let lobby = self.lobbies.get_mut(name).expect("checked above");
+        lobby
+            .reports
+            .retain(|(r, at)| *r != conn && at.checked_add(window).is_some_and(|end| end > now));
+        lobby.reports.push((conn, now));
+        let needed = 2.max(opted_in.div_ceil(2));
+        if lobby.reports.len() >= needed {
+            self.replace_lost_host(name);
+            return Ok(());
+        }
+        match lobby.probe.as_mut() {
+            Some(waiting) => {
+                if !waiting.contains(&conn) {
+                    waiting.push(conn);
+                }
+            }
+            None => {
+                lobby.probe = Some(vec![conn]);
+                let (host, epoch) = (lobby.host, lobby.epoch);
+                self.outputs.push_back(ServerOutput::Ping { to: host });
+                if let Some(at) = now.checked_add(probe_timeout) {
+                    self.deadlines
+                        .insert((at, Deadline::Probe(name.to_owned(), epoch)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Members reported the host lost and it did not answer (or enough of them did): fence it
+    /// (HOST_CHANGE, then close 4010) and elect a successor.
+    fn replace_lost_host(&mut self, name: &str) {
+        let Some(lobby) = self.lobbies.get_mut(name) else {
+            return;
+        };
+        lobby.probe = None;
+        let host = lobby.host;
+        self.depose(
+            name,
+            host,
+            None,
+            close::HOST_REPLACED_CODE,
+            reason::HOST_REPLACED,
+        );
     }
 
     fn send(&mut self, to: ConnectionId, message: &LobbyMessage) {
@@ -764,6 +1336,24 @@ impl LobbyServer {
             }
         }
     }
+}
+
+/// PEER_CONNECT's data for a peer that opted in as `peer`, told to a receiver that opted in as
+/// `receiver`: `"m"` when both take part in migration, else `""` (the Godot demo's).
+fn capability(peer: Migration, receiver: Migration) -> &'static str {
+    if peer.opted_in() && receiver.opted_in() {
+        "m"
+    } else {
+        ""
+    }
+}
+
+fn succession_message(epoch: u32, line: &[PeerId]) -> LobbyMessage {
+    let mut data = format!("{epoch}:");
+    for (i, id) in line.iter().enumerate() {
+        let _ = write!(data, "{}{id}", if i == 0 { "" } else { "," });
+    }
+    LobbyMessage::new(MessageKind::Succession, 0, data)
 }
 
 /// The key an address is counted under: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64.

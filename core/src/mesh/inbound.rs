@@ -9,7 +9,6 @@ use str0m::Input;
 
 use super::Mesh;
 use crate::allowlist;
-use crate::limits::MAX_ROUTES_PER_PEER;
 use crate::nat::{RelayedBytes, ServerInput};
 
 impl Mesh {
@@ -73,50 +72,34 @@ impl Mesh {
         let now = self.observe(now);
         let input = Input::Receive(now, receive);
         let route = (source, destination);
-        let key = match self.demux.lookup(&route) {
-            Some(key) if self.links[key].accepts(&input) => {
+        let key = match self.peers.route(&route) {
+            Some(key) if self.peers.link(key).accepts(&input) => {
                 self.stats.datagrams_routed += 1;
                 key
             }
             _ => {
                 // First contact on this address pair: ask each peer (ICE credentials decide).
-                let Some(key) = self
-                    .links
-                    .iter()
-                    .find(|(_, l)| l.accepts(&input))
-                    .map(|(k, _)| k)
-                else {
+                let Some(key) = self.peers.find(|link| link.accepts(&input)) else {
                     self.stats.datagrams_unroutable += 1;
                     return;
                 };
                 // A new source address becomes a (peer-reflexive) remote candidate: bounded.
-                if !self.links[key].admit_source(source) {
+                if !self.peers.link_mut(key).admit_source(source) {
                     self.stats.candidates_over_limit += 1;
                     return;
                 }
-                self.learn_route(route, key);
+                self.peers.learn_route(route, key);
                 key
             }
         };
-        let limits = crate::link::Timeouts::of(&self.config);
-        let (ok, progress) =
-            self.links[key].handle_receive(now, input, contents, limits, &mut sink!(self));
-        if !ok {
+        if !self
+            .peers
+            .link_mut(key)
+            .handle_receive(now, input, contents)
+        {
             self.stats.datagrams_rejected += 1;
         }
-        self.settle(key, progress);
+        self.settle(key);
         self.absorb_nat();
-    }
-
-    fn learn_route(&mut self, route: crate::path::Route, key: usize) {
-        self.demux.learn(route, key);
-        let routes = &mut self.links[key].routes;
-        if !routes.contains(&route) {
-            if routes.len() == MAX_ROUTES_PER_PEER {
-                let old = routes.remove(0);
-                self.demux.forget(&old, key);
-            }
-            routes.push(route);
-        }
     }
 }

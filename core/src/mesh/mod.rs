@@ -1,44 +1,49 @@
 //! The mesh: Godot's `WebRTCMultiplayerPeer` as a sans-IO state machine.
 //!
-//! This file holds the peer table, the modes and the connection status; datagrams in
+//! This file holds the modes, the connection status and what the mesh does with what its links
+//! report; the peers and the mesh's bookkeeping for each are in [`peers`], datagrams in
 //! ([`inbound`]), signals ([`signaling`]) and packets out ([`send`]) have their own files.
 
-/// Splits the mesh into its links and the shared outputs, so a link can write into them.
-macro_rules! sink {
+/// What a new link (or a handshake retry) is built from: the mesh's shared parts, borrowed
+/// field by field so that a link of the peer table can be borrowed beside them.
+macro_rules! link_setup {
     ($mesh:expr) => {
-        $crate::link::Sink {
-            transmits: &mut $mesh.transmits,
-            events: &mut $mesh.events,
-            stats: &mut $mesh.stats,
+        $crate::link::LinkSetup {
+            layout: &$mesh.layout,
+            config: &$mesh.config,
+            rtc_config: &$mesh.rtc_config,
+            host_addresses: link_hosts(&$mesh.nat, &$mesh.host_addresses),
+            gathered: $mesh.nat.link_candidates(),
+            span: &$mesh.span,
         }
     };
 }
 
+mod demux;
 mod inbound;
+mod migrate;
+mod peers;
 mod send;
 mod signaling;
+mod timers;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use slab::Slab;
-use smallvec::SmallVec;
 use str0m::{Rtc, RtcConfig};
 
 use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
-use crate::demux::Demux;
 use crate::error::{AddPeerError, CreateError};
 use crate::event::{Event, EventQueue, LossReason, PendingEvents, Transmit};
 use crate::limits;
-use crate::link::{Link, LinkSetup, Loss, PeerStats, Progress, Timeouts};
+use crate::link::{Link, LinkEvent, Loss, PeerStats, Role};
 use crate::nat::{CandidateChange, IceTransportPolicy, Nat};
-use crate::path::{PeerPath, Route};
-use crate::signal::OutgoingSignal;
+use crate::path::PeerPath;
 use crate::stats::MeshStats;
-use crate::timers::Timers;
 use crate::transfer::{is_valid_peer_id, ConnectionStatus, Mode, PeerId, TransferMode, SERVER_ID};
+use peers::PeerTable;
 
 /// What [`Mesh::peer`] reports about one peer (Godot's `get_peer`).
 ///
@@ -135,10 +140,7 @@ pub struct Mesh {
     layout: Vec<ChannelSpec>,
     rtc_config: RtcConfig,
     host_addresses: Vec<SocketAddr>,
-    links: Slab<Link>,
-    by_id: BTreeMap<PeerId, usize>,
-    demux: Demux,
-    timers: Timers,
+    peers: PeerTable,
     /// STUN/TURN: gathered candidates, allocations, and their timers.
     nat: Nat,
     last_now: Option<Instant>,
@@ -146,10 +148,9 @@ pub struct Mesh {
     clock_horizon: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: EventQueue,
+    /// The mesh's own counters, plus those of the links it removed (a live link keeps its own:
+    /// see [`Mesh::stats`]).
     stats: MeshStats,
-    /// Links written to since their last drain (each once; a link drained by other input
-    /// meanwhile has its flag cleared and is skipped).
-    dirty: Vec<usize>,
     /// The mesh's `tracing` span (see `trace.rs`).
     span: tracing::Span,
 }
@@ -160,7 +161,7 @@ impl std::fmt::Debug for Mesh {
             .field("mode", &self.mode)
             .field("unique_id", &self.unique_id)
             .field("status", &self.status)
-            .field("peers", &self.by_id.keys().collect::<Vec<_>>())
+            .field("peers", &self.peers.ids().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -229,17 +230,13 @@ impl Mesh {
             config,
             rtc_config,
             host_addresses: Vec::new(),
-            links: Slab::new(),
-            by_id: BTreeMap::new(),
-            demux: Demux::default(),
-            timers: Timers::default(),
+            peers: PeerTable::default(),
             nat,
             last_now: None,
             clock_horizon: None,
             transmits: VecDeque::new(),
             events: EventQueue::default(),
             stats: MeshStats::default(),
-            dirty: Vec::new(),
             span: crate::trace::mesh_span(unique_id, mode),
         })
     }
@@ -274,34 +271,26 @@ impl Mesh {
         if self.refuse_new_connections {
             return Err(AddPeerError::Refused);
         }
-        if self.by_id.contains_key(&peer) {
+        if self.peers.contains_id(peer) {
             return Err(AddPeerError::AlreadyExists(peer));
         }
         let now = self.observe(now);
         self.absorb_nat();
-        let setup = LinkSetup {
-            own_id: self.unique_id,
-            layout: &self.layout,
-            config: &self.config,
-            rtc_config: &self.rtc_config,
-            host_addresses: link_hosts(&self.nat, &self.host_addresses),
-            gathered: self.nat.link_candidates(),
-            span: &self.span,
-        };
-        let (link, offer) = Link::new(now, peer, lifetime, setup)?;
-        let key = self.links.insert(link);
-        self.by_id.insert(peer, key);
-        if let Some(offer) = offer {
-            self.events.push_back(Event::Signal(OutgoingSignal {
-                to: peer,
-                signal: offer,
-            }));
-        }
+        let link = Link::new(
+            now,
+            peer,
+            Role::of(self.unique_id, peer),
+            lifetime,
+            link_setup!(self),
+        )?;
+        let key = self.peers.insert(link);
+        // The offer (offering side) comes first.
+        self.settle(key);
         if self.mode == Mode::Client && self.status == ConnectionStatus::Disconnected {
             self.set_status(ConnectionStatus::Connecting);
         }
-        let progress = self.links[key].timeout(now, Timeouts::of(&self.config), &mut sink!(self));
-        self.settle(key, progress);
+        self.peers.link_mut(key).handle_timeout(now);
+        self.settle(key);
         self.absorb_nat();
         Ok(())
     }
@@ -311,11 +300,10 @@ impl Mesh {
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.observe(now);
         self.flush_dirty();
-        let limits = Timeouts::of(&self.config);
-        for key in self.timers.due(now) {
-            if let Some(link) = self.links.get_mut(key) {
-                let progress = link.timeout(now, limits, &mut sink!(self));
-                self.settle(key, progress);
+        for key in self.peers.due(now) {
+            if let Some(link) = self.peers.get_mut(key) {
+                link.handle_timeout(now);
+                self.settle(key);
             }
         }
         if self.nat.poll_timeout().is_some_and(|at| at <= now) {
@@ -327,8 +315,8 @@ impl Mesh {
     /// Godot's `remove_peer`: closes the connection (the remote notices at once) and emits
     /// `PeerDisconnected` if the peer had connected. Returns whether the peer existed.
     pub fn remove_peer(&mut self, peer: PeerId) -> bool {
-        match self.by_id.get(&peer) {
-            Some(&key) => {
+        match self.peers.key(peer) {
+            Some(key) => {
                 self.remove_link(key, true, Loss::Removed);
                 true
             }
@@ -340,8 +328,8 @@ impl Mesh {
     /// [`remove_peer`](Mesh::remove_peer); with `force` the peer is dropped without a
     /// `PeerDisconnected` event (Godot's documented behaviour). Returns whether the peer existed.
     pub fn disconnect_peer(&mut self, peer: PeerId, force: bool) -> bool {
-        match self.by_id.get(&peer) {
-            Some(&key) => {
+        match self.peers.key(peer) {
+            Some(key) => {
                 self.remove_link(key, !force, Loss::Removed);
                 true
             }
@@ -352,7 +340,7 @@ impl Mesh {
     /// Godot's `close`: closes every connection, emitting `PeerDisconnected` for each connected
     /// peer, and sets the status to `Disconnected`. A closed mesh refuses new peers.
     pub fn close(&mut self) {
-        let keys: Vec<usize> = self.by_id.values().copied().collect();
+        let keys: Vec<usize> = self.peers.entries().map(|(_, key)| key).collect();
         for key in keys {
             self.remove_link(key, true, Loss::Removed);
         }
@@ -435,14 +423,10 @@ impl Mesh {
     /// by `send` wait to be drained (until the next `poll_transmit`, `poll_event` or
     /// `handle_timeout`), this is the mesh's latest time: now.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let dirty = self
-            .dirty
-            .iter()
-            .any(|&key| self.links.get(key).is_some_and(|l| l.dirty));
-        if let (true, Some(now)) = (dirty, self.last_now) {
+        if let (true, Some(now)) = (self.peers.any_dirty(), self.last_now) {
             return Some(now);
         }
-        match (self.timers.next(), self.nat.poll_timeout()) {
+        match (self.peers.next_deadline(), self.nat.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -490,15 +474,15 @@ impl Mesh {
 
     /// Godot's `has_peer`.
     pub fn has_peer(&self, peer: PeerId) -> bool {
-        self.by_id.contains_key(&peer)
+        self.peers.contains_id(peer)
     }
 
     /// Godot's `get_peer`: the peer's connection state.
     pub fn peer(&self, peer: PeerId) -> Option<PeerInfo> {
-        let link = &self.links[*self.by_id.get(&peer)?];
+        let link = self.peers.by_id(peer)?;
         Some(PeerInfo {
             id: peer,
-            connected: link.announced,
+            connected: link.is_connected(),
             open_channels: link.open_channels(),
             channels: link.total_channels(),
             queued_bytes: link.queued_bytes(),
@@ -508,25 +492,29 @@ impl Mesh {
 
     /// Godot's `get_peers`: every added peer, connected or not, in ascending id order.
     pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.by_id.keys().copied()
+        self.peers.ids()
     }
 
     /// The peers that are connected (`PeerConnected` emitted), in ascending id order.
     pub fn connected_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.by_id
-            .iter()
-            .filter(|&(_, &key)| self.links[key].announced)
-            .map(|(&id, _)| id)
+        self.peers
+            .entries()
+            .filter(|&(_, key)| self.peers.link(key).is_connected())
+            .map(|(id, _)| id)
     }
 
     /// Counters of traffic and of what was dropped.
     pub fn stats(&self) -> MeshStats {
-        MeshStats {
+        let mut total = MeshStats {
             datagrams_relayed_sent: self.nat.relayed_out,
             datagrams_relayed_received: self.nat.relayed_in,
             datagrams_relay_dropped: self.nat.relay_dropped(),
             ..self.stats
+        };
+        for link in self.peers.links() {
+            total.add(link.counts());
         }
+        total
     }
 
     /// One peer's traffic and path (see [`PeerStats`]): datagrams and bytes both ways, per
@@ -534,7 +522,7 @@ impl Mesh {
     /// bytes queued, the round-trip time, the selected candidate pair, the SCTP send window, the
     /// peer's largest accepted packet, ICE restarts and moves.
     pub fn peer_stats(&self, peer: PeerId) -> Option<PeerStats> {
-        let link = &self.links[*self.by_id.get(&peer)?];
+        let link = self.peers.by_id(peer)?;
         Some(link.stats(self.config.max_packet_size))
     }
 
@@ -544,7 +532,7 @@ impl Mesh {
     /// peers), `peer` 0 and `path` `None`.
     pub fn aggregate_peer_stats(&self) -> PeerStats {
         let mut total = PeerStats::empty(self.config.max_packet_size);
-        for (_, link) in &self.links {
+        for link in self.peers.links() {
             total.add(&link.stats(self.config.max_packet_size));
         }
         total
@@ -552,7 +540,7 @@ impl Mesh {
 
     /// Address pairs currently routed without a scan.
     pub fn known_routes(&self) -> usize {
-        self.demux.len()
+        self.peers.known_routes()
     }
 
     /// Records the caller's time and returns the time to use: `now`, unless it is so close to
@@ -587,9 +575,8 @@ impl Mesh {
             self.events.push_back(event);
         }
         while let Some(change) = self.nat.poll_change() {
-            let keys: SmallVec<[usize; 16]> = self.links.iter().map(|(k, _)| k).collect();
-            for key in keys {
-                let Some(link) = self.links.get_mut(key) else {
+            for key in self.peers.keys() {
+                let Some(link) = self.peers.get_mut(key) else {
                     continue;
                 };
                 match &change {
@@ -597,30 +584,17 @@ impl Mesh {
                         if candidate.kind() == str0m::CandidateKind::ServerReflexive {
                             link.on_public_address_changed();
                         }
-                        let started = link.negotiation_started();
-                        if let Some(attr) = link.add_local_candidate(candidate.clone()) {
-                            if started {
-                                let to = link.peer;
-                                self.events.push_back(Event::Signal(OutgoingSignal {
-                                    to,
-                                    signal: crate::signal::Signal::Candidate(attr),
-                                }));
-                            }
-                        }
+                        link.add_local_candidate(candidate.clone());
                     }
                     CandidateChange::Removed(candidate) => {
                         link.invalidate_local_candidate(candidate)
                     }
                 }
                 // Let ICE act on the change now rather than at its next timer.
-                match self.last_now {
-                    Some(now) => {
-                        let limits = Timeouts::of(&self.config);
-                        let progress = self.links[key].timeout(now, limits, &mut sink!(self));
-                        self.settle(key, progress);
-                    }
-                    None => self.refresh(key),
+                if let Some(now) = self.last_now {
+                    link.handle_timeout(now);
                 }
+                self.settle(key);
             }
             while let Some(t) = self.nat.poll_transmit() {
                 self.transmits.push_back(t);
@@ -633,7 +607,7 @@ impl Mesh {
 
     /// Ends a link that failed by itself, saying why.
     fn lose(&mut self, key: usize, loss: Loss) {
-        let link = &self.links[key];
+        let link = self.peers.link(key);
         let reason = match loss {
             Loss::ConnectTimeout => Some(LossReason::ConnectTimeout {
                 local_relay: self.nat.has_relay(),
@@ -643,160 +617,138 @@ impl Mesh {
             Loss::IceLost => Some(LossReason::IceLost),
             Loss::Closed => Some(LossReason::Closed),
             Loss::Abuse => Some(LossReason::Abuse),
+            Loss::LayoutMismatch { local, remote } => {
+                Some(LossReason::ChannelLayoutMismatch { local, remote })
+            }
             // Not a loss of its own: the application removed it, and knows.
             Loss::Removed => None,
         };
         if let Some(reason) = reason {
             self.events.push_back(Event::PeerLost {
-                id: link.peer,
+                id: link.peer(),
                 reason,
             });
         }
         self.remove_link(key, true, loss);
     }
 
-    /// Marks a link written to: it is drained once, at the next poll.
-    fn mark_dirty(&mut self, key: usize) {
-        let link = &mut self.links[key];
-        if !link.dirty {
-            link.dirty = true;
-            self.dirty.push(key);
-        }
-    }
-
     /// Drains every link written to since its last drain, at the mesh's latest time.
     pub(crate) fn flush_dirty(&mut self) {
-        if self.dirty.is_empty() {
-            return;
-        }
-        let mut keys = std::mem::take(&mut self.dirty);
+        let keys = self.peers.take_dirty();
         if let Some(now) = self.last_now {
             for &key in &keys {
-                match self.links.get_mut(key) {
-                    Some(link) if link.dirty => {
-                        let progress = link.flush(now, &mut sink!(self));
-                        self.settle(key, progress);
+                match self.peers.get_mut(key) {
+                    Some(link) if link.is_due() => {
+                        link.flush(now);
+                        self.settle(key);
                     }
                     _ => {}
                 }
             }
         }
-        keys.clear();
-        if self.dirty.is_empty() {
-            self.dirty = keys; // keep the allocation
-        }
+        self.peers.give_back(keys);
     }
 
-    /// Applies what a link reported: announce, remove, retry, or reschedule.
-    fn settle(&mut self, key: usize, progress: Progress) {
-        if progress.recheck_nat {
+    /// Moves what link `key` produced into the mesh's queues and acts on what it reported:
+    /// announce, remove, start over, forget routes, re-check the NAT; then re-registers its
+    /// deadline and, if it waits to be drained, lists it.
+    fn settle(&mut self, key: usize) {
+        let mut report = Report::default();
+        let link = self.peers.link_mut(key);
+        while let Some(t) = link.poll_transmit() {
+            self.transmits.push_back(t);
+        }
+        while let Some(event) = link.poll_event() {
+            match event {
+                LinkEvent::App(event) => self.events.push_back(event),
+                LinkEvent::Connected => report.connected = true,
+                LinkEvent::Lost(loss) => report.lost = report.lost.or(Some(loss)),
+                LinkEvent::RetryHandshake => report.retry = true,
+                LinkEvent::RecheckNat => report.recheck_nat = true,
+                LinkEvent::RouteStale(old) => {
+                    report.stale_remote = report.stale_remote.or(Some(old))
+                }
+                LinkEvent::RestartEnded { since } => report.restarted_since = Some(since),
+            }
+        }
+        if report.recheck_nat {
             // A NAT mapping that changed breaks every path through it: look again now.
             if let Some(now) = self.last_now {
                 self.nat.recheck(now);
             }
         }
-        if let Some(loss) = progress.lost {
+        if let Some(loss) = report.lost {
             self.lose(key, loss);
             return;
         }
-        if let Some(old) = progress.stale_remote {
-            self.forget_routes(key, |_, (remote, _)| remote != old);
+        if let Some(old) = report.stale_remote {
+            self.peers
+                .forget_routes(key, |_, (remote, _)| remote != old);
         }
-        if let Some(since) = progress.restarted_since {
-            self.forget_routes(key, |link, (remote, _)| link.heard_since(remote, since));
+        if let Some(since) = report.restarted_since {
+            self.peers
+                .forget_routes(key, |link, (remote, _)| link.heard_since(remote, since));
         }
-        if progress.retry {
+        if report.retry {
             if let Some(now) = self.last_now {
                 self.retry_link(key, now);
             }
             return;
         }
-        if progress.connected && !self.links[key].announced {
-            let peer = self.links[key].peer;
-            self.links[key].announced = true;
-            self.links[key].on_announced();
+        if report.connected {
+            let peer = self.peers.link(key).peer();
             self.events.push_back(Event::PeerConnected(peer));
             if self.mode == Mode::Client && peer == SERVER_ID {
                 self.set_status(ConnectionStatus::Connected);
             }
         }
-        if progress.wrote {
-            self.mark_dirty(key);
+        if self.peers.link(key).is_due() {
+            self.peers.mark_dirty(key);
         }
         self.refresh(key);
     }
 
     /// Re-registers a link's deadline after it changed.
     fn refresh(&mut self, key: usize) {
-        let link = &mut self.links[key];
+        let link = self.peers.link(key);
         let now = self.last_now.unwrap_or_else(|| link.last_heard());
-        let next = link.deadline(now, Timeouts::of(&self.config));
-        self.timers.reschedule(key, link.scheduled, next);
-        link.scheduled = next;
+        let next = link.deadline(now);
+        self.peers.schedule(key, next);
     }
 
     /// Starts a link's handshake over with a fresh `Rtc` (see `connect_retry_interval`). A peer
     /// that was announced is reported disconnected first: what it was sent may be lost.
     fn retry_link(&mut self, key: usize, now: Instant) {
-        let link = &mut self.links[key];
-        if link.announced {
-            link.announced = false;
-            let peer = link.peer;
+        let link = self.peers.link(key);
+        if link.is_connected() {
+            let peer = link.peer();
             self.events.push_back(Event::PeerDisconnected(peer));
             if self.mode == Mode::Client && peer == SERVER_ID {
                 self.set_status(ConnectionStatus::Connecting);
             }
         }
-        let setup = LinkSetup {
-            own_id: self.unique_id,
-            layout: &self.layout,
-            config: &self.config,
-            rtc_config: &self.rtc_config,
-            host_addresses: link_hosts(&self.nat, &self.host_addresses),
-            gathered: self.nat.link_candidates(),
-            span: &self.span,
-        };
-        match self.links[key].restart(now, setup) {
-            Ok(offer) => {
+        match self.peers.link_mut(key).retry(now, link_setup!(self)) {
+            Ok(()) => {
                 self.stats.connect_retries += 1;
-                if let Some(offer) = offer {
-                    let peer = self.links[key].peer;
-                    self.events.push_back(Event::Signal(OutgoingSignal {
-                        to: peer,
-                        signal: offer,
-                    }));
-                }
-                self.refresh(key);
+                self.settle(key);
             }
             Err(_) => self.lose(key, Loss::Closed),
         }
     }
 
-    /// Forgets the routes of link `key` that `keep` refuses.
-    fn forget_routes(&mut self, key: usize, keep: impl Fn(&Link, Route) -> bool) {
-        let link = &mut self.links[key];
-        let routes = std::mem::take(&mut link.routes);
-        let (kept, gone): (smallvec::SmallVec<_>, smallvec::SmallVec<[_; 2]>) =
-            routes.into_iter().partition(|&r| keep(link, r));
-        link.routes = kept;
-        for route in gone {
-            self.demux.forget(&route, key);
-        }
-    }
-
     fn remove_link(&mut self, key: usize, announce: bool, reason: Loss) {
-        let mut link = self.links.remove(key);
+        let mut link = self.peers.remove(key);
         link.trace_end(reason);
-        self.timers.reschedule(key, link.scheduled, None);
-        for route in &link.routes {
-            self.demux.forget(route, key);
+        link.close();
+        while let Some(t) = link.poll_transmit() {
+            self.transmits.push_back(t);
         }
-        self.by_id.remove(&link.peer);
-        link.close(&mut sink!(self));
-        if announce && link.announced {
-            self.events.push_back(Event::PeerDisconnected(link.peer));
+        self.stats.add(link.counts());
+        let peer = link.peer();
+        if announce && link.is_connected() {
+            self.events.push_back(Event::PeerDisconnected(peer));
         }
-        if self.mode == Mode::Client && link.peer == SERVER_ID {
+        if self.mode == Mode::Client && peer == SERVER_ID {
             self.set_status(ConnectionStatus::Disconnected);
         }
     }
@@ -807,6 +759,18 @@ impl Mesh {
             self.events.push_back(Event::StatusChanged(status));
         }
     }
+}
+
+/// What a link reported during one input, applied by [`Mesh::settle`] in a fixed order (the
+/// application's events pass straight through, in order).
+#[derive(Debug, Default)]
+struct Report {
+    connected: bool,
+    lost: Option<Loss>,
+    retry: bool,
+    recheck_nat: bool,
+    stale_remote: Option<SocketAddr>,
+    restarted_since: Option<Instant>,
 }
 
 /// The host addresses links may use: none when only relayed candidates are allowed.

@@ -49,8 +49,8 @@ impl Mesh {
                 return Err(SendError::InvalidTarget(target.to_godot()))
             }
             Target::Peer(id) => {
-                let key = *self.by_id.get(&id).ok_or(SendError::UnknownPeer(id))?;
-                if !self.links[key].announced {
+                let key = self.peers.key(id).ok_or(SendError::UnknownPeer(id))?;
+                if !self.peers.link(key).is_connected() {
                     return Err(SendError::PeerNotConnected(id));
                 }
                 SmallVec::from_elem(key, 1)
@@ -60,10 +60,10 @@ impl Mesh {
                     Target::AllExcept(id) => id,
                     _ => 0,
                 };
-                self.by_id
-                    .iter()
-                    .filter(|&(&id, &key)| id != excluded && self.links[key].announced)
-                    .map(|(_, &key)| key)
+                self.peers
+                    .entries()
+                    .filter(|&(id, key)| id != excluded && self.peers.link(key).is_connected())
+                    .map(|(_, key)| key)
                     .collect()
             }
         };
@@ -75,14 +75,14 @@ impl Mesh {
         let mut full = Vec::new();
         let mut too_large = Vec::new();
         for key in keys {
-            let link = &mut self.links[key];
-            let peer = link.peer;
+            let link = self.peers.link_mut(key);
+            let peer = link.peer();
             if data.len() > link.max_message_size() {
                 too_large.push((peer, link.max_message_size()));
                 continue;
             }
-            match link.write(now, index, data, max_queued, &mut self.stats) {
-                Ok(true) => self.mark_dirty(key),
+            match link.write(now, index, data, max_queued) {
+                Ok(true) => self.peers.mark_dirty(key),
                 Ok(false) => {}
                 Err(WriteError::QueueFull) => full.push(peer),
                 // The channel is closing: the peer is on its way out. A broadcast skips it as

@@ -4,17 +4,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use smallvec::SmallVec;
 use str0m::Candidate;
 
 use super::Mesh;
 use crate::allowlist;
 use crate::error::{CandidateError, SignalError};
-use crate::event::Event;
-use crate::link::{Loss, Timeouts};
 use crate::nat::IceTransportPolicy;
 use crate::path::LocalCandidate;
-use crate::signal::{OutgoingSignal, Signal};
+use crate::signal::Signal;
 use crate::transfer::PeerId;
 
 impl Mesh {
@@ -38,19 +35,11 @@ impl Mesh {
         if self.nat.policy() == IceTransportPolicy::Relay {
             return Ok(());
         }
-        let keys: SmallVec<[usize; 16]> = self.links.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            let link = &mut self.links[key];
-            let started = link.negotiation_started();
-            if let Some(attr) = link.add_local_candidate(candidate.clone()) {
-                if started {
-                    self.events.push_back(Event::Signal(OutgoingSignal {
-                        to: link.peer,
-                        signal: Signal::Candidate(attr),
-                    }));
-                }
-            }
-            self.refresh(key);
+        for key in self.peers.keys() {
+            self.peers
+                .link_mut(key)
+                .add_local_candidate(candidate.clone());
+            self.settle(key);
         }
         Ok(())
     }
@@ -82,12 +71,11 @@ impl Mesh {
         self.nat.move_host(now, old, new);
         self.add_host_candidate(new)?;
         self.host_addresses.retain(|&a| a != old);
-        let limits = Timeouts::of(&self.config);
-        let keys: SmallVec<[usize; 16]> = self.links.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.links[key].remove_host_candidate(gone.clone());
-            let progress = self.links[key].timeout(now, limits, &mut sink!(self));
-            self.settle(key, progress);
+        for key in self.peers.keys() {
+            let link = self.peers.link_mut(key);
+            link.remove_host_candidate(gone.clone());
+            link.handle_timeout(now);
+            self.settle(key);
         }
         Ok(())
     }
@@ -154,42 +142,31 @@ impl Mesh {
                 max,
             });
         }
-        let key = *self
-            .by_id
-            .get(&from)
-            .ok_or(SignalError::UnknownPeer(from))?;
+        let key = self.peers.key(from).ok_or(SignalError::UnknownPeer(from))?;
         let now = self.observe(now);
         let Some(signal) = self.within_allowlist(signal) else {
             return Ok(());
         };
         if let Signal::Offer(sdp) = &signal {
-            let follow = self.links[key].starts_over(now, sdp);
+            let follow = self.peers.link_mut(key).starts_over(now, sdp);
             if let Err(SignalError::TooManyOffers(_)) = follow {
                 self.stats.offers_rate_limited += 1;
             }
             if follow? {
                 // The offerer gave up on a stalled handshake and started over: follow it.
                 self.retry_link(key, now);
-                if !self.links.contains(key) {
+                if !self.peers.contains(key) {
                     return Ok(());
                 }
             }
         }
-        let limits = Timeouts::of(&self.config);
-        let result = self.links[key].handle_signal(now, signal, limits, &mut sink!(self));
-        match result {
-            Ok(progress) => {
-                self.settle(key, progress);
-                self.absorb_nat();
-                Ok(())
-            }
-            Err(e) => {
-                if self.links[key].closing {
-                    self.lose(key, Loss::Closed);
-                }
-                Err(e)
-            }
+        let result = self.peers.link_mut(key).handle_signal(now, signal);
+        // An answer that left the link unusable ends it (reported as lost).
+        self.settle(key);
+        if result.is_ok() {
+            self.absorb_nat();
         }
+        result
     }
 
     /// The signal with its remote candidates limited to the allowlist; `None` when it was a

@@ -1,5 +1,6 @@
 //! What the multiplayer layer emits.
 
+use super::migration::{LobbyRequest, MigrationReason};
 use crate::event::{Event, Packet};
 use crate::transfer::PeerId;
 
@@ -46,6 +47,46 @@ pub enum MultiplayerEvent {
     /// A peer that was authenticating timed out or disconnected (Godot's
     /// `peer_authentication_failed`). It is never reported connected.
     PeerAuthenticationFailed(PeerId),
+    /// Host migration: the server is leaving or was lost, and the game waits for the next one.
+    /// Until [`HostMigrated`](MultiplayerEvent::HostMigrated),
+    /// [`BecameHost`](MultiplayerEvent::BecameHost) or
+    /// [`MigrationFailed`](MultiplayerEvent::MigrationFailed) the status is `Connecting`, peer 1
+    /// stays in the peer list (no `PeerDisconnected(1)`: 1 is a role, not a player), reliable
+    /// packets sent meanwhile are held and go to the new server, unreliable ones are dropped
+    /// and counted.
+    HostMigrating {
+        /// The epoch that is ending.
+        epoch: u32,
+        /// Whether the server left (a graceful hand-over) or was lost.
+        reason: MigrationReason,
+    },
+    /// Host migration is over on this client: peer 1 is now the player that had the id `was`
+    /// (no `PeerDisconnected(was)`: apply the rename in the game's own tables). Held packets
+    /// went to it; the status is `Connected` again.
+    HostMigrated {
+        /// The new epoch.
+        epoch: u32,
+        /// The new server's former id.
+        was: PeerId,
+    },
+    /// Host migration made this peer the server: its id is 1 from here on (it was `was`).
+    /// The other survivors reconnect to it within the rejoin window; it rebuilds the game
+    /// from its own state (what the old server sent before leaving arrived before this).
+    BecameHost {
+        /// The new epoch.
+        epoch: u32,
+        /// This peer's former id.
+        was: PeerId,
+    },
+    /// No new server in time (or this peer was fenced out): every peer is reported
+    /// disconnected and the status becomes `Disconnected`.
+    MigrationFailed {
+        /// The epoch that ended.
+        epoch: u32,
+    },
+    /// Something the lobby server must be told (send it on the lobby connection): a server
+    /// this client lost, or a hand-over this server asks for.
+    ToLobby(LobbyRequest),
     /// What the mesh reported that this layer passes on unchanged: signals to deliver
     /// ([`Event::Signal`]), status changes, ICE restarts, moves, losses of direct peers,
     /// gathered candidates and ICE server failures. Never [`Event::PeerConnected`],

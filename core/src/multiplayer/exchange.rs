@@ -42,6 +42,7 @@ impl Multiplayer {
         }
         match exchange {
             Exchange::Add(peer) => {
+                self.confirmed(peer);
                 // A client's only direct peer is the server: the rest are relayed.
                 let relayed = self.peers.len() - usize::from(self.peers.contains_key(&SERVER_ID));
                 let full = relayed >= self.config.limits.max_relayed_peers;

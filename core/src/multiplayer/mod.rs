@@ -41,14 +41,18 @@ mod auth;
 mod config;
 mod event;
 mod exchange;
+mod migration;
+#[cfg(test)]
+mod migration_tests;
 mod relay;
 mod send;
 mod stats;
 pub mod wire;
 
 pub use auth::AuthError;
-pub use config::MultiplayerConfig;
+pub use config::{MigrationConfig, MultiplayerConfig};
 pub use event::MultiplayerEvent;
+pub use migration::{LobbyRequest, MigrationError, MigrationReason};
 pub use stats::MultiplayerStats;
 
 use std::collections::BTreeMap;
@@ -66,6 +70,7 @@ use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::{ConnectionStatus, Mode, PeerId, Target, TransferMode, SERVER_ID};
 use auth::PendingPeers;
 use exchange::Exchange;
+use migration::MigrationState;
 use wire::Message;
 
 /// How an admitted peer is reached.
@@ -142,6 +147,8 @@ pub struct Multiplayer {
     last_now: Option<Instant>,
     /// Reused for framing outgoing packets.
     scratch: Vec<u8>,
+    /// Host migration (idle unless configured).
+    migration: MigrationState,
 }
 
 impl Multiplayer {
@@ -159,6 +166,7 @@ impl Multiplayer {
             stats: MultiplayerStats::default(),
             last_now: None,
             scratch: Vec::new(),
+            migration: MigrationState::default(),
         }
     }
 
@@ -184,6 +192,9 @@ impl Multiplayer {
     ) -> Result<(), AddPeerError> {
         self.observe(now);
         let result = self.mesh.add_peer(now, peer, unreliable_lifetime_ms);
+        if result.is_ok() {
+            self.note_lifetime(unreliable_lifetime_ms);
+        }
         self.pump();
         result
     }
@@ -196,6 +207,7 @@ impl Multiplayer {
         signal: Signal,
     ) -> Result<(), SignalError> {
         self.observe(now);
+        self.welcome(now, from, &signal);
         let result = self.mesh.handle_signal(now, from, signal);
         self.pump();
         result
@@ -215,7 +227,8 @@ impl Multiplayer {
         self.pump();
     }
 
-    /// Advances the mesh and drops peers whose authentication timed out.
+    /// Advances the mesh, drops peers whose authentication timed out, and runs host
+    /// migration's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.observe(now);
         self.mesh.handle_timeout(now);
@@ -223,6 +236,8 @@ impl Multiplayer {
         for peer in self.pending.expire(now) {
             self.fail_auth(peer);
         }
+        self.pump();
+        self.migration_timeout(now);
         self.pump();
     }
 
@@ -250,11 +265,12 @@ impl Multiplayer {
     }
 
     /// When [`handle_timeout`](Multiplayer::handle_timeout) must next be called: the mesh's
-    /// deadline or the earliest authentication deadline.
+    /// deadline, the earliest authentication deadline, or host migration's next timer.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mesh = self.mesh.poll_timeout();
         let auth = self.pending.next_deadline();
-        mesh.into_iter().chain(auth).min()
+        let migration = self.migration_deadline();
+        mesh.into_iter().chain(auth).chain(migration).min()
     }
 
     /// Disconnects a direct peer, as [`Mesh::disconnect_peer`]: without `force` a
@@ -281,8 +297,23 @@ impl Multiplayer {
     }
 
     /// Closes the mesh: every admitted peer is reported disconnected, every authenticating one
-    /// failed.
+    /// failed. (To hand a server over to another player instead, see
+    /// [`leave`](Multiplayer::leave).)
     pub fn close(&mut self) {
+        if self.migration_closing() {
+            // The mesh no longer has the server these peers were reached through.
+            for (peer, _) in std::mem::take(&mut self.peers) {
+                self.events
+                    .push_back(MultiplayerEvent::PeerDisconnected(peer));
+            }
+            self.buffered.clear();
+            if self.mesh.status() == ConnectionStatus::Disconnected {
+                self.events
+                    .push_back(MultiplayerEvent::Mesh(Event::StatusChanged(
+                        ConnectionStatus::Disconnected,
+                    )));
+            }
+        }
         self.mesh.close();
         self.pump();
     }
@@ -292,9 +323,14 @@ impl Multiplayer {
         self.mesh.unique_id()
     }
 
-    /// The mesh's connection status.
+    /// The connection status: the mesh's, except `Connecting` while the server changes
+    /// (host migration).
     pub fn status(&self) -> ConnectionStatus {
-        self.mesh.status()
+        if self.migration.is_switching() {
+            ConnectionStatus::Connecting
+        } else {
+            self.mesh.status()
+        }
     }
 
     /// Godot's `get_peers`: admitted peers, direct and relayed, in ascending id order.
@@ -361,6 +397,7 @@ impl Multiplayer {
                 Event::PeerConnected(peer) => self.on_direct_connected(peer),
                 Event::PeerDisconnected(peer) => self.on_direct_lost(peer),
                 Event::Packet(packet) => self.on_packet(packet),
+                other if self.hides(&other) => {}
                 other => self.events.push_back(MultiplayerEvent::Mesh(other)),
             }
         }
@@ -368,7 +405,13 @@ impl Multiplayer {
 
     /// Godot's `_add_peer`: a direct peer's channels opened.
     fn on_direct_connected(&mut self, peer: PeerId) {
-        if self.peers.get(&peer) == Some(&Route::Direct) || self.pending.contains(peer) {
+        // A client's new server (host migration) takes the place of the old one, which stays
+        // listed meanwhile.
+        let new_server = peer == SERVER_ID && self.migration.awaits_new_server();
+        if (self.peers.get(&peer) == Some(&Route::Direct) && !new_server)
+            || self.pending.contains(peer)
+            || self.migration.retiring() == Some(peer)
+        {
             return;
         }
         if self.config.auth {
@@ -395,7 +438,9 @@ impl Multiplayer {
             }
         }
         self.peers.insert(peer, Route::Direct);
-        self.events.push_back(MultiplayerEvent::PeerConnected(peer));
+        if !self.on_admitted(peer) {
+            self.events.push_back(MultiplayerEvent::PeerConnected(peer));
+        }
         if self.mesh.mode() == Mode::Client && peer == SERVER_ID {
             for exchange in std::mem::take(&mut self.buffered) {
                 self.on_peer_exchange(SERVER_ID, exchange);
@@ -405,6 +450,18 @@ impl Multiplayer {
 
     /// Godot's `_del_peer` for a direct peer the mesh removed.
     fn on_direct_lost(&mut self, peer: PeerId) {
+        if self.migration.retiring() == Some(peer) {
+            self.on_retiring_lost();
+            return;
+        }
+        let server_lost = peer == SERVER_ID && self.mesh.mode() == Mode::Client;
+        if server_lost && self.on_server_link_lost(self.last_now) {
+            // Host migration keeps the game: peer 1 is a role, its player may change.
+            if self.pending.remove(peer).is_some() {
+                self.forget_pending(peer);
+            }
+            return;
+        }
         if self.pending.remove(peer).is_some() {
             self.forget_pending(peer);
             self.events
@@ -451,6 +508,10 @@ impl Multiplayer {
 
     fn on_packet(&mut self, packet: Packet) {
         let from = packet.from;
+        if self.migration.retiring() == Some(from) {
+            self.on_retiring_packet(packet);
+            return;
+        }
         if !self.pending.contains(from)
             && self.peers.get(&from) != Some(&Route::Direct)
             && self.mesh.peer(from).is_some_and(|p| p.connected)
@@ -503,12 +564,21 @@ impl Multiplayer {
             Ok(Message::DelPeer(peer)) => self.on_peer_exchange(from, Exchange::Del(peer)),
             Ok(Message::Relay { peer, inner }) => self.on_relay(from, peer, inner, mode, channel),
             Ok(Message::Unsupported(_)) => self.stats.unsupported += 1,
+            Ok(Message::Migration {
+                command,
+                peer,
+                epoch,
+            }) => self.on_migration(from, command, peer, epoch, channel, mode),
         }
     }
 
+    /// A payload for the application; while the server changes, what comes from the new side
+    /// waits until the change is announced.
     fn deliver(&mut self, packet: Packet) {
-        self.stats.packets_received += 1;
-        self.events.push_back(MultiplayerEvent::Packet(packet));
+        if let Some(packet) = self.defer(packet) {
+            self.stats.packets_received += 1;
+            self.events.push_back(MultiplayerEvent::Packet(packet));
+        }
     }
 }
 

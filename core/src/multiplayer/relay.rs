@@ -51,15 +51,23 @@ impl Multiplayer {
             self.stats.malformed += 1;
             return;
         }
+        // A new server holds copies for survivors still reconnecting (host migration).
+        let mut waiting: SmallVec<[PeerId; 16]> = SmallVec::new();
         let targets: SmallVec<[PeerId; 16]> = if destination > 0 {
-            if self.peers.get(&destination) != Some(&Route::Direct) {
+            if self.migration.expects(destination) {
+                waiting.push(destination);
+                SmallVec::new()
+            } else if self.peers.get(&destination) != Some(&Route::Direct) {
                 // Unknown, still authenticating, or gone while the packet was in flight.
                 self.stats.relay_unknown_target += 1;
                 return;
+            } else {
+                SmallVec::from_elem(destination, 1)
             }
-            SmallVec::from_elem(destination, 1)
         } else {
             let excluded = -destination;
+            waiting = self.expected_survivors();
+            waiting.retain(|p| *p != source && *p != excluded);
             self.direct_peers()
                 .filter(|&p| p != source && p != excluded)
                 .collect()
@@ -67,6 +75,9 @@ impl Multiplayer {
         let mut frame = std::mem::take(&mut self.scratch);
         frame.clear();
         wire::encode_relay(source, inner, &mut frame);
+        for peer in waiting {
+            self.wait_for_survivor(peer, mode, channel, &frame);
+        }
         for target in targets {
             match self.mesh.send(Target::Peer(target), mode, channel, &frame) {
                 Ok(()) => self.stats.relayed += 1,

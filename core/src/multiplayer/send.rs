@@ -16,6 +16,11 @@ impl Multiplayer {
     /// authenticating (or, on a client, `1` until the server is admitted);
     /// [`SendError::UnknownPeer`] for a peer not admitted; [`SendError::PacketTooLarge`] gives
     /// the largest payload once the framing is counted.
+    ///
+    /// While the server changes (host migration), reliable packets are held and go to the new
+    /// server ([`SendError::QueueFull`] past
+    /// [`MigrationConfig::held_bytes`](crate::MigrationConfig::held_bytes)); others are dropped
+    /// and counted in [`MultiplayerStats::migration_dropped`](crate::MultiplayerStats::migration_dropped).
     pub fn send_bytes(
         &mut self,
         target: Target,
@@ -35,7 +40,7 @@ impl Multiplayer {
         channel: u16,
         bytes: &[u8],
     ) -> Result<(), SendError> {
-        if self.mesh.status() == ConnectionStatus::Disconnected {
+        if self.status() == ConnectionStatus::Disconnected {
             return Err(SendError::Disconnected);
         }
         if bytes.is_empty() {
@@ -50,6 +55,29 @@ impl Multiplayer {
         }
         if usize::from(channel) > self.mesh.channels_config().len() {
             return Err(SendError::UnknownChannel(channel));
+        }
+        if self.migration.is_switching() {
+            if let Target::Peer(n) = target {
+                let known = n == SERVER_ID
+                    || self.peers.contains_key(&n)
+                    || self.migration_target() == Some(n);
+                if !known {
+                    return Err(SendError::UnknownPeer(n));
+                }
+            }
+            let overhead = if target == Target::Peer(SERVER_ID) {
+                wire::RAW_OVERHEAD
+            } else {
+                wire::RELAY_OVERHEAD
+            };
+            let max = self.mesh.max_packet_size().saturating_sub(overhead);
+            if bytes.len() > max {
+                return Err(SendError::PacketTooLarge {
+                    size: bytes.len(),
+                    max,
+                });
+            }
+            return self.hold_for_new_server(target, mode, channel, bytes);
         }
         let client = self.mesh.mode() == Mode::Client;
         if client && self.peers.get(&SERVER_ID) != Some(&Route::Direct) {
@@ -68,10 +96,16 @@ impl Multiplayer {
                 max,
             });
         }
+        // A new server holds what is for survivors still reconnecting (host migration).
+        let mut waiting: SmallVec<[PeerId; 16]> = SmallVec::new();
         let direct_targets: SmallVec<[PeerId; 16]> = match target {
             Target::Peer(n) => match self.peers.get(&n) {
                 Some(Route::Relayed) if via_server => SmallVec::new(),
                 Some(Route::Direct) => SmallVec::from_elem(n, 1),
+                Some(Route::Relayed) if self.migration.expects(n) => {
+                    waiting.push(n);
+                    SmallVec::new()
+                }
                 _ if self.pending.contains(n) => return Err(SendError::PeerNotConnected(n)),
                 _ => return Err(SendError::UnknownPeer(n)),
             },
@@ -81,6 +115,8 @@ impl Multiplayer {
                     Target::AllExcept(n) => n,
                     _ => 0,
                 };
+                waiting = self.expected_survivors();
+                waiting.retain(|p| *p != excluded);
                 self.direct_peers().filter(|&p| p != excluded).collect()
             }
         };
@@ -94,6 +130,9 @@ impl Multiplayer {
                 .send(Target::Peer(SERVER_ID), mode, channel, &frame)
         } else {
             wire::encode_raw(bytes, &mut frame);
+            for peer in waiting {
+                self.wait_for_survivor(peer, mode, channel, &frame);
+            }
             let mut full = Vec::new();
             let mut too_large = Vec::new();
             let mut result = Ok(());

@@ -48,4 +48,16 @@ pub struct MultiplayerStats {
     /// ADD_PEER announcements a client dropped past
     /// [`MultiplayerLimits::max_relayed_peers`](crate::MultiplayerLimits::max_relayed_peers).
     pub relayed_peers_over_limit: u64,
+    /// Reliable packets held while the server changed, sent to the new one (or, on a new
+    /// server, held for a survivor still reconnecting).
+    pub migration_held: u64,
+    /// Packets lost to a server change and not claimed delivered: unreliable sends made while
+    /// it changed, and held packets whose peer never came back.
+    pub migration_dropped: u64,
+    /// Bytes handed to a server that was lost, never acknowledged by it (what waited in
+    /// rtcmesh's queue and in SCTP when its connection was dropped).
+    pub host_lost_bytes: u64,
+    /// Host-migration commands refused: from a peer that may not send them (not opted in,
+    /// not our server), of another epoch, or with migration off.
+    pub migration_refused: u64,
 }

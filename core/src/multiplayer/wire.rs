@@ -11,6 +11,10 @@
 //! | ADD_PEER | `[7][1][id i32 LE]` |
 //! | DEL_PEER | `[7][2][id i32 LE]` |
 //! | RELAY | `[7][3][peer i32 LE][inner packet…]`: `peer` is the destination (`0`, `n`, `-n`) from a client, the true source from the server |
+//! | host migration (rtcmesh only) | `[7][0xE0..=0xE4][peer i32 LE][epoch u32 LE]`, see [`Migration`] |
+//!
+//! The host-migration commands live in a private SYS range that Godot does not know: its
+//! `_process_sys` fails on them, so they go only to peers the lobby marked as opted in.
 //!
 //! Decoding never panics: every byte string maps to a [`Message`] or a [`WireError`].
 
@@ -40,6 +44,69 @@ pub const RAW_OVERHEAD: usize = 1;
 pub const RELAY_OVERHEAD: usize = SYS_CMD_SIZE + RAW_OVERHEAD;
 /// `[7][0]`: "this side completed authentication".
 pub const AUTH_COMPLETE: [u8; 2] = [COMMAND_SYS, SYS_AUTH];
+/// The first SYS command of rtcmesh's private host-migration range.
+pub const SYS_MIGRATION_FIRST: u8 = 0xE0;
+/// Bytes of a host-migration command: the SYS header and an epoch.
+pub const MIGRATION_SIZE: usize = SYS_CMD_SIZE + 4;
+
+/// A host-migration command (rtcmesh ↔ rtcmesh only): `[7][cmd][peer i32 LE][epoch u32 LE]`.
+/// `peer` names the successor where one is meant, else 0; `epoch` is the sender's migration
+/// epoch. Bytes after the epoch are ignored (room for later versions).
+///
+/// ```
+/// use rtcmesh::multiplayer::wire::{self, Message, Migration};
+///
+/// let bytes = wire::migration(Migration::HostLeaving, 5, 2); // "I leave; 5 succeeds me"
+/// assert_eq!(bytes, [7, 0xE1, 5, 0, 0, 0, 2, 0, 0, 0]);
+/// assert_eq!(
+///     wire::decode(&bytes),
+///     Ok(Message::Migration { command: Migration::HostLeaving, peer: 5, epoch: 2 })
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Migration {
+    /// `0xE0`, host → client, unreliable: "I am alive" (sent only when nothing else was sent
+    /// for a keepalive interval), with the host's current successor.
+    HostAlive,
+    /// `0xE1`, host → client, once on every reliable channel: the host is leaving, `peer`
+    /// succeeds it. Everything the host sent on a channel before it arrives before it.
+    HostLeaving,
+    /// `0xE2`, client → host, once on every reliable channel, in answer to `HostLeaving`: the
+    /// client sends the host nothing more (everything it sent came first).
+    Stopped,
+    /// `0xE3`, host → client, once on every reliable channel, after every client stopped:
+    /// nothing more comes from the old host, relayed or its own.
+    HostDone,
+    /// `0xE4`, new host → survivor, after the peer exchange: every peer still in the game was
+    /// announced with ADD_PEER; the survivor forgets those that were not.
+    Roster,
+}
+
+impl Migration {
+    /// The SYS command byte.
+    pub fn command(self) -> u8 {
+        SYS_MIGRATION_FIRST
+            + match self {
+                Migration::HostAlive => 0,
+                Migration::HostLeaving => 1,
+                Migration::Stopped => 2,
+                Migration::HostDone => 3,
+                Migration::Roster => 4,
+            }
+    }
+
+    fn from_command(cmd: u8) -> Option<Migration> {
+        Some(match cmd.checked_sub(SYS_MIGRATION_FIRST)? {
+            0 => Migration::HostAlive,
+            1 => Migration::HostLeaving,
+            2 => Migration::Stopped,
+            3 => Migration::HostDone,
+            4 => Migration::Roster,
+            _ => return None,
+        })
+    }
+}
 
 /// One decoded SceneMultiplayer packet, borrowing from the bytes it was decoded from.
 ///
@@ -73,6 +140,15 @@ pub enum Message<'a> {
     /// A Godot command this layer does not implement (RPC, path cache, spawn, despawn, sync):
     /// the command number (0..=6 except 3).
     Unsupported(u8),
+    /// A host-migration command (rtcmesh's private SYS range).
+    Migration {
+        /// Which one.
+        command: Migration,
+        /// The successor it names, or 0.
+        peer: PeerId,
+        /// The sender's migration epoch.
+        epoch: u32,
+    },
 }
 
 /// Why bytes are not a valid SceneMultiplayer packet.
@@ -92,7 +168,7 @@ pub enum WireError {
     EmptyRaw,
     /// A SYS command shorter than its layout needs (the length is given).
     SysTooShort(usize),
-    /// A SYS command other than AUTH, ADD_PEER, DEL_PEER and RELAY.
+    /// A SYS command other than AUTH, ADD_PEER, DEL_PEER, RELAY and the host-migration ones.
     UnknownSys(u8),
     /// A RELAY with no inner packet.
     EmptyRelay,
@@ -137,6 +213,16 @@ fn decode_sys(bytes: &[u8]) -> Result<Message<'_>, WireError> {
                 return Err(WireError::SysTooShort(bytes.len()));
             };
             let peer = i32::from_le_bytes([head[2], head[3], head[4], head[5]]);
+            if let Some(command) = Migration::from_command(cmd) {
+                let Some(epoch) = inner.first_chunk::<4>() else {
+                    return Err(WireError::SysTooShort(bytes.len()));
+                };
+                return Ok(Message::Migration {
+                    command,
+                    peer,
+                    epoch: u32::from_le_bytes(*epoch),
+                });
+            }
             match cmd {
                 SYS_ADD_PEER => Ok(Message::AddPeer(peer)),
                 SYS_DEL_PEER => Ok(Message::DelPeer(peer)),
@@ -170,6 +256,14 @@ pub fn add_peer(id: PeerId) -> [u8; SYS_CMD_SIZE] {
 /// `[7][2][id i32 LE]`.
 pub fn del_peer(id: PeerId) -> [u8; SYS_CMD_SIZE] {
     sys_header(SYS_DEL_PEER, id)
+}
+
+/// `[7][cmd][peer i32 LE][epoch u32 LE]`: a host-migration command.
+pub fn migration(command: Migration, peer: PeerId, epoch: u32) -> [u8; MIGRATION_SIZE] {
+    let mut out = [0; MIGRATION_SIZE];
+    out[..SYS_CMD_SIZE].copy_from_slice(&sys_header(command.command(), peer));
+    out[SYS_CMD_SIZE..].copy_from_slice(&epoch.to_le_bytes());
+    out
 }
 
 /// `[7][0][data…]`, appended to `out` (`data` empty gives [`AUTH_COMPLETE`]).
@@ -282,6 +376,42 @@ mod tests {
         assert_eq!(decode(&[0xF3, 5]), Ok(Message::Raw(&[5])));
         assert!(is_sys(&[0x17, 0x01]));
         assert_eq!(decode(&[0x17, 0x01, 2, 0, 0, 0]), Ok(Message::AddPeer(2)));
+    }
+
+    #[test]
+    fn migration_vectors() {
+        assert_eq!(
+            migration(Migration::HostAlive, 0, 1),
+            [0x07, 0xE0, 0, 0, 0, 0, 1, 0, 0, 0]
+        );
+        assert_eq!(
+            migration(Migration::Roster, 9, 0x0102_0304),
+            [0x07, 0xE4, 9, 0, 0, 0, 4, 3, 2, 1]
+        );
+        for command in [
+            Migration::HostAlive,
+            Migration::HostLeaving,
+            Migration::Stopped,
+            Migration::HostDone,
+            Migration::Roster,
+        ] {
+            let bytes = migration(command, 7, 3);
+            let expected = Message::Migration {
+                command,
+                peer: 7,
+                epoch: 3,
+            };
+            assert_eq!(decode(&bytes), Ok(expected));
+            // Later versions may append: the command still reads the same.
+            assert_eq!(decode(&[&bytes[..], &[1, 2]].concat()), Ok(expected));
+            // Without its epoch it is too short.
+            assert_eq!(decode(&bytes[..9]), Err(WireError::SysTooShort(9)));
+        }
+        // Past the range: unknown as before.
+        assert_eq!(
+            decode(&[0x07, 0xE5, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(WireError::UnknownSys(0xE5))
+        );
     }
 
     #[test]

@@ -173,6 +173,49 @@ pub fn trusting(cert: rustls::pki_types::CertificateDer<'static>) -> Arc<rustls:
     rtcmesh_tokio::signal::client_tls(roots).expect("client tls")
 }
 
+/// Whether a test can use `program`, a system tool or service outside the Rust toolchain (e.g.
+/// Debian's `redis-server`). When it cannot, `what` (the tests that need it) did not run: one
+/// line says so and how to run them, on the terminal even though libtest captures test output,
+/// once per test binary; the caller returns early. With `RTCMESH_REQUIRE_SERVICES=1` (as
+/// `.ci/run` sets) a missing program fails the test instead, so CI never skips silently.
+pub fn installed(program: &str, what: &str, install: &str) -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program)).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+    });
+    if found {
+        return true;
+    }
+    let line = format!(
+        "{what} did not run: `{program}` is not installed ({install}; .ci/run installs it)"
+    );
+    if std::env::var("RTCMESH_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+        panic!("{line}, and RTCMESH_REQUIRE_SERVICES=1 requires it");
+    }
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        use std::io::Write;
+        // Straight to the terminal: libtest captures only print!/eprint!.
+        let _ = writeln!(std::io::stderr(), "note: {line}");
+    });
+    false
+}
+
+/// Debian's `redis-server` for the multi-node tests, unless it is not installed (see
+/// [`installed`]).
+pub fn redis() -> Option<RedisServer> {
+    installed(
+        "redis-server",
+        "the multi-node signaling tests (io-tokio/tests/cluster.rs)",
+        "apt-get install redis-server",
+    )
+    .then(RedisServer::start)
+}
+
 /// The `rtcmesh-signal` binary running as a child process; killed when dropped.
 pub struct ServerProcess {
     pub child: Child,
@@ -183,18 +226,36 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `rtcmesh-signal 127.0.0.1:0 ARGS…` (through `prefix`, e.g. `prlimit …`, if
-    /// given) and waits for its "listening on" line.
-    pub fn start(prefix: &[&str], args: &[&str]) -> ServerProcess {
-        let binary = env!("CARGO_BIN_EXE_rtcmesh-signal");
-        let mut command = match prefix.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(binary);
-                c
+    /// Starts `rtcmesh-signal 127.0.0.1:0 ARGS…` and waits for its "listening on" line.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        Self::start_with(None, args)
+    }
+
+    /// [`start`](Self::start) with soft and hard descriptor limits of `descriptors`.
+    pub fn start_with_descriptor_limit(descriptors: u64, args: &[&str]) -> ServerProcess {
+        Self::start_with(Some(descriptors), args)
+    }
+
+    fn start_with(descriptors: Option<u64>, args: &[&str]) -> ServerProcess {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rtcmesh-signal"));
+        if let Some(n) = descriptors {
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: between fork and exec the closure only calls setrlimit, which is
+            // async-signal-safe, on a struct it owns.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
             }
-            None => Command::new(binary),
-        };
+        }
         let mut child = command
             .arg("127.0.0.1:0")
             .args(args)
@@ -275,12 +336,16 @@ impl ServerProcess {
 
     /// Sends a signal (`"TERM"`, `"KILL"`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{name} failed");
+        let signal = match name {
+            "TERM" => libc::SIGTERM,
+            "KILL" => libc::SIGKILL,
+            "INT" => libc::SIGINT,
+            other => panic!("no signal {other}"),
+        };
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid");
+        // SAFETY: kill only sends a signal to our own child process.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill -{name}: {}", std::io::Error::last_os_error());
     }
 
     /// Waits (bounded) for the process to exit; its exit status.

@@ -11,12 +11,18 @@
 //! with 4004. So a member can go two ways: [`World::crash`] closes its WebSocket at once (the
 //! operating system ends the TCP connection of a dead process), [`World::vanish`] leaves it
 //! half-open (power loss, a cable pulled): the server notices only by its keepalive.
+//!
+//! Members may opt in to host migration ([`JoinOptions::with_migration`], the `?migrate=1` of
+//! a real WebSocket URL): the server's probe of a host reported lost is a ping on its
+//! WebSocket, answered by a live member's side at once and by a dead or vanished one never.
+//! [`World::report_host_lost`] and [`World::hand_over`] send the client's frames.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rtcmesh::lobby::{
-    close, ConnectionId, LobbyClient, LobbyEvent, LobbyServer, LobbyServerConfig, ServerOutput,
+    close, ConnectOptions, ConnectionId, LobbyClient, LobbyEvent, LobbyServer, LobbyServerConfig,
+    Migration, ServerOutput,
 };
 use rtcmesh::{Machine, Mesh, MeshConfig, PeerId};
 
@@ -62,6 +68,8 @@ struct Socket {
     heard: Instant,
     /// The server's next ping.
     next_ping: Instant,
+    /// What its request asked for (the URL's query).
+    options: ConnectOptions,
 }
 
 /// The lobby server and the WebSockets to it.
@@ -80,6 +88,8 @@ pub struct SimLobby {
     pub closed: Vec<String>,
     /// Every close the server sent: (node, code, reason).
     pub closes: Vec<(NodeId, u16, String)>,
+    /// Every host change the server made: (lobby, new host's connection, epoch).
+    pub host_changes: Vec<(String, ConnectionId, u32)>,
 }
 
 impl SimLobby {
@@ -93,7 +103,13 @@ impl SimLobby {
             opened: Vec::new(),
             closed: Vec::new(),
             closes: Vec::new(),
+            host_changes: Vec::new(),
         }
+    }
+
+    /// The node on the other end of connection `conn` (as in [`SimLobby::host_changes`]).
+    pub fn node_of(&self, conn: ConnectionId) -> Option<NodeId> {
+        self.sockets.get(&conn).map(|s| s.node)
     }
 
     /// When the server or its keepalive next has something to do.
@@ -127,6 +143,8 @@ pub struct JoinOptions {
     pub unreliable_lifetime: i32,
     /// A NAT of its own in front of it, if any.
     pub nat: Option<NatBehavior>,
+    /// Host migration (`?migrate=…` on its WebSocket URL); off by default.
+    pub migration: Migration,
 }
 
 impl JoinOptions {
@@ -144,7 +162,14 @@ impl JoinOptions {
             latency: Duration::from_millis(10),
             unreliable_lifetime: 1,
             nat: None,
+            migration: Migration::Off,
         }
+    }
+
+    /// Opts in to host migration (`?migrate=1` for [`Migration::Eligible`]).
+    pub fn with_migration(mut self, migration: Migration) -> JoinOptions {
+        self.migration = migration;
+        self
     }
 
     /// With this mesh configuration.
@@ -278,9 +303,11 @@ impl World {
                 open: false,
                 heard: now,
                 next_ping: now,
+                options: ConnectOptions::default().with_migration(options.migration),
             },
         );
-        let client = LobbyClient::new(options.lobby.clone(), options.mesh);
+        let client =
+            LobbyClient::new(options.lobby.clone(), options.mesh).with_migration(options.migration);
         let join = client.join_message();
         self.nodes[n].lobby = Some(Member {
             conn,
@@ -345,6 +372,36 @@ impl World {
             let (conn, text) = (member.conn, member.client.seal_message());
             self.ws_send(conn, true, Frame::Text(text));
         }
+    }
+
+    /// Node `n` (a client in a migratable lobby) reports its path to peer 1 dead (HOST_LOST
+    /// with the epoch it knows). Returns `false` when it cannot (migration off, not a client,
+    /// WebSocket closed).
+    pub fn report_host_lost(&mut self, n: NodeId) -> bool {
+        let Some(member) = self.nodes[n].lobby.as_ref().filter(|m| m.open) else {
+            return false;
+        };
+        let Ok(text) = member.client.host_lost_message() else {
+            return false;
+        };
+        let conn = member.conn;
+        self.ws_send(conn, true, Frame::Text(text));
+        true
+    }
+
+    /// Node `n` (the host of a migratable lobby) hands it over to peer `to` (`None`: the next
+    /// in line). Returns `false` when it cannot (migration off, not the host, WebSocket
+    /// closed).
+    pub fn hand_over(&mut self, n: NodeId, to: Option<PeerId>) -> bool {
+        let Some(member) = self.nodes[n].lobby.as_ref().filter(|m| m.open) else {
+            return false;
+        };
+        let Ok(text) = member.client.hand_over_message(to) else {
+            return false;
+        };
+        let conn = member.conn;
+        self.ws_send(conn, true, Frame::Text(text));
+        true
     }
 
     /// Node `n` leaves its lobby cleanly: it closes its WebSocket (1000), its machine runs on.
@@ -429,8 +486,10 @@ impl World {
             Frame::Open => {
                 socket.open = true;
                 socket.next_ping = now + ping_interval;
-                lobby.server.connect(now, conn, address);
+                let options = socket.options;
+                lobby.server.connect_with(now, conn, address, options);
             }
+            Frame::Pong if socket.open => lobby.server.handle_pong(conn),
             Frame::Text(text) if socket.open => lobby.server.handle_text(now, conn, &text),
             Frame::Close(..) | Frame::Gone if socket.open => {
                 socket.open = false;
@@ -452,6 +511,10 @@ impl World {
                 ServerOutput::Handoff { conn, .. } => {
                     // No other server shares the lobbies: what the signal server does then.
                     self.server_closes(conn, close::PROTOCOL_ERROR, close::LOBBY_DOES_NOT_EXIST)
+                }
+                ServerOutput::Ping { to } => self.ws_send(to, false, Frame::Ping),
+                ServerOutput::HostChanged { name, host, epoch } => {
+                    self.lobby_mut().host_changes.push((name, host, epoch))
                 }
                 _ => {}
             }

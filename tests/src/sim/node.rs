@@ -454,9 +454,15 @@ impl Node {
 
     /// Ids of `PeerDisconnected` in the order they fired.
     pub fn disconnected(&self) -> Vec<PeerId> {
-        self.seen()
-            .filter_map(|(_, s)| match s {
-                Seen::Disconnected(id) => Some(id),
+        self.disconnected_since(0)
+    }
+
+    /// Ids of `PeerDisconnected` from event `first` on.
+    pub fn disconnected_since(&self, first: usize) -> Vec<PeerId> {
+        let count = self.driven.logged();
+        (first.min(count)..count)
+            .filter_map(|i| match self.driven.seen(i) {
+                (_, Seen::Disconnected(id)) => Some(id),
                 _ => None,
             })
             .collect()
