@@ -13,7 +13,7 @@ use tokio::sync::mpsc::error::TrySendError as ChannelFull;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use crate::game_loop::{Reply, Shared, Snapshot, TrySendError};
+use crate::game_loop::{EveryPeerClock, Reply, Shared, Snapshot, TrySendError};
 use crate::socket;
 
 type Call<M> = Box<dyn FnOnce(&mut M, Instant) + Send>;
@@ -200,7 +200,7 @@ impl Endpoint {
         let now = Instant::now();
         machine.handle_timeout(now);
         let mut first = Snapshot::new(machine.mesh(), now);
-        first.update(&machine, pump.stats(), 0, now);
+        first.update(&machine, pump.stats(), 0, now, true);
         let shared = Arc::new(Shared::new(first));
         let packets = PacketLimits {
             max_size: machine.mesh().max_packet_size(),
@@ -293,6 +293,7 @@ async fn run<M: Machine>(
     let stopped = shared.stop_on_drop();
     let mut turns = 0u64;
     let mut drops_read = Instant::now();
+    let mut every_peer = EveryPeerClock::new();
     loop {
         let flush = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
         turns += 1;
@@ -301,7 +302,11 @@ async fn run<M: Machine>(
             pump.set_receive_buffer_drops(socket::receive_drops(&socket));
             drops_read = now;
         }
-        shared.lock().update(&machine, pump.stats(), turns, now);
+        {
+            let mut snapshot = shared.lock();
+            let due = every_peer.due(snapshot.peers.len(), now);
+            snapshot.update(&machine, pump.stats(), turns, now, due);
+        }
         forward(&mut machine, &events);
         let behind = machine.pending_events().events > 0;
         let deadline = machine
@@ -361,7 +366,7 @@ async fn run<M: Machine>(
     let _ = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
     shared
         .lock()
-        .update(&machine, pump.stats(), turns, Instant::now());
+        .update(&machine, pump.stats(), turns, Instant::now(), true);
     drop(stopped);
     forward(&mut machine, &events);
     Ok(())
