@@ -62,7 +62,7 @@ enum Game {
     Mio {
         poll: Poll,
         events: MioEvents,
-        endpoint: MioEndpoint<Mesh>,
+        endpoint: Box<MioEndpoint<Mesh>>,
     },
 }
 
@@ -185,7 +185,7 @@ fn mio_game(runtime: &Runtime) -> Game {
     Game::Mio {
         poll,
         events,
-        endpoint,
+        endpoint: Box::new(endpoint),
     }
 }
 
