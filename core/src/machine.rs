@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::error::{AddPeerError, SendError, SignalError};
 use crate::event::{Event, PendingEvents, Transmit};
+use crate::lobby::{ApplyError, LobbyClient, LobbyEvent};
 use crate::mesh::Mesh;
 use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::{PeerId, Target, TransferMode};
@@ -99,6 +100,24 @@ pub trait Machine {
     /// Takes an event apart into the signal it carries, or gives it back unchanged. Signaling
     /// glue uses this to deliver signals itself and pass every other event on.
     fn into_signal(event: Self::Event) -> Result<OutgoingSignal, Self::Event>;
+    /// Applies what the lobby server said: `event`, as decoded by `lobby` (which also knows
+    /// who opted in to host migration and the line of succession). The default is
+    /// [`LobbyClient::apply`]; the multiplayer layer with host migration on takes the
+    /// migration events itself ([`Multiplayer::host_changed`](crate::Multiplayer::host_changed)).
+    /// Lobby glue calls this for every event once the machine exists.
+    fn apply_lobby(
+        &mut self,
+        lobby: &LobbyClient,
+        event: &LobbyEvent,
+        now: Instant,
+        unreliable_lifetime: i32,
+    ) -> Result<(), ApplyError>
+    where
+        Self: Sized,
+    {
+        let _ = lobby;
+        LobbyClient::apply(event, self, now, unreliable_lifetime)
+    }
 }
 
 impl Machine for Mesh {

@@ -9,6 +9,7 @@ use crate::config::MeshConfig;
 use crate::error::{AddPeerError, CreateError, SignalError};
 use crate::machine::Machine;
 use crate::mesh::Mesh;
+use crate::multiplayer::{LobbyRequest, MigrationError};
 use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::{is_valid_peer_id, Mode, PeerId, SERVER_ID};
 
@@ -122,6 +123,8 @@ pub enum ApplyError {
     AddPeer(AddPeerError),
     /// The mesh refused the signal.
     Signal(SignalError),
+    /// The multiplayer layer refused a change of host (host migration).
+    Migration(MigrationError),
 }
 
 impl std::fmt::Display for ApplyError {
@@ -129,6 +132,7 @@ impl std::fmt::Display for ApplyError {
         match self {
             ApplyError::AddPeer(e) => write!(f, "lobby peer not added: {e}"),
             ApplyError::Signal(e) => write!(f, "lobby signal refused: {e}"),
+            ApplyError::Migration(e) => write!(f, "lobby host change refused: {e}"),
         }
     }
 }
@@ -296,6 +300,16 @@ impl LobbyClient {
             self.epoch.to_string(),
         )
         .encode())
+    }
+
+    /// The frame for what the multiplayer layer asks of the lobby
+    /// ([`MultiplayerEvent::ToLobby`](crate::MultiplayerEvent::ToLobby)): HOST_LOST, or the
+    /// host's HOST_CHANGE.
+    pub fn request_message(&self, request: &LobbyRequest) -> Result<String, LobbyError> {
+        match *request {
+            LobbyRequest::HostLost { .. } => self.host_lost_message(),
+            LobbyRequest::HandOver { to, .. } => self.hand_over_message(Some(to)),
+        }
     }
 
     /// A host-migration frame's epoch, if it is newer than ours.

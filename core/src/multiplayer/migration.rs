@@ -27,10 +27,10 @@ use smallvec::SmallVec;
 
 use super::wire::{self, Migration as Command};
 use super::{Multiplayer, MultiplayerEvent, Route};
-use crate::error::PromoteError;
-use crate::error::{AddPeerError, SendError};
+use crate::error::{AddPeerError, PromoteError, SendError};
 use crate::event::{Event, Packet};
 use crate::limits::deadline;
+use crate::lobby::{ApplyError, LobbyClient, LobbyEvent};
 use crate::transfer::{ConnectionStatus, Mode, PeerId, Target, TransferMode, SERVER_ID};
 
 #[cfg(doc)]
@@ -260,6 +260,8 @@ pub(super) struct MigrationState {
     opted_in: Vec<PeerId>,
     /// A client: the successor its server named last.
     named_successor: Option<PeerId>,
+    /// The lobby's line of succession (eligible members, the next host first), if it sent one.
+    succession: Vec<PeerId>,
     /// `add_peer`'s lifetime for the peers the layer adds itself (the last one given).
     lifetime: Option<i32>,
     phase: Phase,
@@ -357,27 +359,44 @@ impl Multiplayer {
         self.migration.epoch
     }
 
+    /// Whether this server called [`leave`](Multiplayer::leave) and is handing over (it sends
+    /// nothing more, and closes once its clients moved to the successor).
+    pub fn is_leaving(&self) -> bool {
+        self.has_left()
+    }
+
     /// Whether the server is changing (between `HostMigrating` and `HostMigrated`,
     /// `BecameHost` or `MigrationFailed`).
     pub fn is_migrating(&self) -> bool {
         self.migration.is_switching()
     }
 
-    /// Who takes over if this server leaves: the earliest-joined opted-in client it has
-    /// admitted (the lobby elects by the same rule). On a client, the successor its server
-    /// named last. Send it a snapshot of the game before [`leave`](Multiplayer::leave): it
+    /// Who takes over if this server leaves: the first client in the lobby's line of
+    /// succession it has admitted (without a line: the earliest-joined opted-in client, the
+    /// lobby's own rule). On a client, the successor its server named last. Send it a snapshot of the game before [`leave`](Multiplayer::leave): it
     /// arrives before `BecameHost`.
     pub fn successor(&self) -> Option<PeerId> {
+        let admitted = |p: &PeerId| *p != SERVER_ID && self.peers.get(p) == Some(&Route::Direct);
         match self.mesh.mode() {
-            Mode::Server => self
+            // The lobby's line when it sent one (eligible members only), else join order.
+            Mode::Server if !self.migration.succession.is_empty() => {
+                self.migration.succession.iter().copied().find(admitted)
+            }
+            Mode::Server => self.migration.opted_in.iter().copied().find(admitted),
+            Mode::Client => self
                 .migration
-                .opted_in
-                .iter()
-                .copied()
-                .find(|&p| p != SERVER_ID && self.peers.get(&p) == Some(&Route::Direct)),
-            Mode::Client => self.migration.named_successor,
+                .named_successor
+                .or_else(|| self.migration.succession.first().copied()),
             Mode::Mesh => None,
         }
+    }
+
+    /// This server called `leave` and is handing over: it sends nothing more.
+    pub(super) fn has_left(&self) -> bool {
+        matches!(
+            self.migration.phase,
+            Phase::Leaving { .. } | Phase::HandedOver { .. }
+        )
     }
 
     fn migration_on(&self) -> bool {
@@ -465,15 +484,17 @@ impl Multiplayer {
         }
         self.migration.lobby = true;
         if self.mesh.mode() == Mode::Server {
-            // This server left (the lobby confirms the hand-over) or was replaced while it
-            // was cut off: either way, its part is over.
-            let left = matches!(self.migration.phase, Phase::HandedOver { .. });
             self.migration.epoch = epoch;
-            self.migration.phase = Phase::Steady;
-            if !left {
-                self.events
-                    .push_back(MultiplayerEvent::MigrationFailed { epoch: current });
+            if self.has_left() {
+                // The lobby confirms the hand-over. This server still closes only once its
+                // clients drained it (what it relayed last may be on its way again after a
+                // loss), or at the deadline.
+                return Ok(());
             }
+            // Replaced while it was cut off: it steps down.
+            self.migration.phase = Phase::Steady;
+            self.events
+                .push_back(MultiplayerEvent::MigrationFailed { epoch: current });
             self.close();
             return Ok(());
         }
@@ -564,6 +585,13 @@ impl Multiplayer {
             return Ok(());
         }
         self.release_old_server(was);
+        // Those the new server does not announce before its roster are gone.
+        self.migration.unconfirmed = self
+            .peers
+            .iter()
+            .filter(|&(_, &r)| r == Route::Relayed)
+            .map(|(&p, _)| p)
+            .collect();
         let lifetime = self.migration.lifetime.unwrap_or(1);
         let result = self.mesh.add_peer(now, SERVER_ID, lifetime);
         self.pump();
@@ -647,14 +675,6 @@ impl Multiplayer {
                 ConnectionStatus::Connected,
             )));
         self.migration.reported_status = Some(ConnectionStatus::Connected);
-        if !became_host {
-            self.migration.unconfirmed = self
-                .peers
-                .iter()
-                .filter(|&(_, &r)| r == Route::Relayed)
-                .map(|(&p, _)| p)
-                .collect();
-        }
         for packet in switch.early {
             self.deliver(packet);
         }
@@ -774,7 +794,15 @@ impl Multiplayer {
             }
             return false;
         }
-        if self.mesh.mode() != Mode::Server || !self.migration.rejoin.expected.remove(&peer) {
+        if self.mesh.mode() != Mode::Server {
+            return false;
+        }
+        if !self.migration.rejoin.expected.remove(&peer) {
+            // A client admitted outside a rejoin window: it knows every peer now (the
+            // ADD_PEERs just went out). One that reconnected forgets those that left meanwhile.
+            if self.migration_on() && self.migration.opted_in(peer) {
+                self.send_migration(peer, Command::Roster, 0);
+            }
             return false;
         }
         // ADD_PEER went out in `admit`; then what waited for it, in order.
@@ -1020,7 +1048,10 @@ impl Multiplayer {
             Command::HostDone if reliable && epoch == self.migration.epoch => {
                 self.old_server_done(channel)
             }
-            Command::Roster if epoch == self.migration.epoch && !self.is_migrating() => {
+            Command::Roster
+                if epoch == self.migration.epoch
+                    && self.migration.switch().is_none_or(|s| s.dialed) =>
+            {
                 for gone in std::mem::take(&mut self.migration.unconfirmed) {
                     if self.peers.get(&gone) == Some(&Route::Relayed) {
                         self.peers.remove(&gone);
@@ -1254,6 +1285,48 @@ impl Multiplayer {
             .min()
     }
 
+    /// [`Machine::apply_lobby`](crate::Machine::apply_lobby) for the multiplayer layer: with
+    /// migration on, the lobby's migration events drive it; everything else is what
+    /// [`LobbyClient::apply`] does.
+    pub(super) fn apply_lobby_event(
+        &mut self,
+        lobby: &LobbyClient,
+        event: &LobbyEvent,
+        now: Instant,
+        lifetime: i32,
+    ) -> Result<(), ApplyError> {
+        if !self.config.migration.enabled {
+            return LobbyClient::apply(event, self, now, lifetime);
+        }
+        let migrate = |r: Result<(), MigrationError>| r.map_err(ApplyError::Migration);
+        match event {
+            LobbyEvent::Hello { migration } => {
+                self.set_lobby_migrates(*migration);
+                Ok(())
+            }
+            LobbyEvent::PeerJoined(id) => {
+                self.set_peer_migrates(*id, lobby.peer_migrates(*id));
+                LobbyClient::apply(event, self, now, lifetime)
+            }
+            LobbyEvent::Succession { epoch, line } => {
+                self.migration.epoch = self.migration.epoch.max(*epoch);
+                self.migration.succession.clone_from(line);
+                Ok(())
+            }
+            LobbyEvent::HostChanged { was, epoch } => migrate(self.host_changed(now, *epoch, *was)),
+            LobbyEvent::BecameHost { was, epoch } => {
+                let result = self.host_changed(now, *epoch, *was);
+                // The lobby announces the members this server now serves, and who opted in.
+                self.migration.opted_in.clear();
+                migrate(result)
+            }
+            LobbyEvent::NoLongerHost { successor, epoch } => {
+                migrate(self.host_changed(now, *epoch, *successor))
+            }
+            _ => LobbyClient::apply(event, self, now, lifetime),
+        }
+    }
+
     /// A new server in its rejoin window takes in a survivor it did not know of (the old
     /// server had not announced it yet) when it offers: the lobby vouches for it.
     pub(super) fn welcome(&mut self, now: Instant, from: PeerId, signal: &crate::signal::Signal) {
@@ -1268,9 +1341,26 @@ impl Multiplayer {
         }
     }
 
-    /// Remembers `add_peer`'s lifetime for the connections migration makes itself.
-    pub(super) fn note_lifetime(&mut self, lifetime: i32) {
+    /// Remembers `add_peer`'s lifetime for the connections migration makes itself. A client
+    /// that lost its server and adds peer 1 again before the lobby named a new one (the
+    /// lobby found the server alive and told it to reconnect) is back with the same server
+    /// once admitted: `HostMigrated` with `was` 1.
+    pub(super) fn added(&mut self, peer: PeerId, lifetime: i32) {
         self.migration.lifetime = Some(lifetime);
+        let epoch = self.migration.epoch;
+        if let Some(switch) = self.migration.switch_mut() {
+            if peer == SERVER_ID && switch.target.is_none() && !switch.dialed {
+                switch.target = Some((epoch, SERVER_ID));
+                switch.dialed = true;
+                switch.drained = true;
+                self.migration.unconfirmed = self
+                    .peers
+                    .iter()
+                    .filter(|&(_, &r)| r == Route::Relayed)
+                    .map(|(&p, _)| p)
+                    .collect();
+            }
+        }
     }
 
     /// Closing: a switch under way ends (its peers are reported gone by `close`).

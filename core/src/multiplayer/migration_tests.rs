@@ -134,11 +134,12 @@ impl Game {
         for (_, from, s) in signals {
             // The lobby routes by id: whoever goes by `s.to` now (a server that handed over
             // is no longer 1 at the lobby).
-            if let Some(to) = self
-                .players
-                .iter()
-                .position(|p| !p.dead && !p.mp.mesh().is_closed() && p.mp.unique_id() == s.to)
-            {
+            if let Some(to) = self.players.iter().position(|p| {
+                !p.dead
+                    && !p.mp.mesh().is_closed()
+                    && !p.mp.is_leaving()
+                    && p.mp.unique_id() == s.to
+            }) {
                 if let Err(e) = self.players[to].mp.handle_signal(now, from, s.signal) {
                     eprintln!("signal {from} -> {}: {e}", s.to);
                 }
@@ -624,4 +625,47 @@ fn without_migration_nothing_new_goes_on_the_wire() {
             reason: MigrationReason::Left
         }
     ));
+}
+
+#[test]
+fn a_client_told_to_reconnect_keeps_the_game_and_forgets_who_left_meanwhile() {
+    // Player 4 reported its server lost, but the lobby found the server alive: both are told
+    // to connect again (PEER_DISCONNECT + PEER_CONNECT, what LobbyClient::apply does with it).
+    let mut game = Game::new(&[2, 3, 4], config());
+    let now = game.now;
+    game.players[3].mp.remove_peer(SERVER_ID);
+    game.players[0].mp.remove_peer(4);
+    // Meanwhile 3 leaves the game; 4 is not there to hear of it.
+    game.players[2].dead = true;
+    game.players[0].mp.remove_peer(3);
+    game.step();
+    game.players[0]
+        .mp
+        .add_peer(now, 4, 1)
+        .expect("host re-adds 4");
+    game.players[3]
+        .mp
+        .add_peer(now, SERVER_ID, 1)
+        .expect("4 reconnects");
+    game.run_until("back", |g| {
+        g.players[3]
+            .log
+            .iter()
+            .any(|(_, e)| matches!(e, HostMigrated { .. }))
+    });
+    game.run_for(Duration::from_millis(50));
+    assert_eq!(
+        story(&game.events(3)),
+        vec![
+            HostMigrating {
+                epoch: 0,
+                reason: MigrationReason::Lost
+            },
+            status(Connecting),
+            HostMigrated { epoch: 0, was: 1 },
+            status(Connected),
+            PeerDisconnected(3)
+        ]
+    );
+    assert_eq!(game.players[3].mp.peers().collect::<Vec<_>>(), vec![1, 2]);
 }

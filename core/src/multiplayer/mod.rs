@@ -64,6 +64,7 @@ use smallvec::SmallVec;
 use crate::error::{AddPeerError, SendError, SignalError};
 use crate::event::{Event, EventQueue, Packet, PendingEvents, Transmit};
 use crate::limits::deadline;
+use crate::lobby::{ApplyError, LobbyClient, LobbyEvent};
 use crate::machine::Machine;
 use crate::mesh::Mesh;
 use crate::signal::{OutgoingSignal, Signal};
@@ -193,7 +194,7 @@ impl Multiplayer {
         self.observe(now);
         let result = self.mesh.add_peer(now, peer, unreliable_lifetime_ms);
         if result.is_ok() {
-            self.note_lifetime(unreliable_lifetime_ms);
+            self.added(peer, unreliable_lifetime_ms);
         }
         self.pump();
         result
@@ -655,5 +656,14 @@ impl Machine for Multiplayer {
             MultiplayerEvent::Mesh(Event::Signal(signal)) => Ok(signal),
             other => Err(other),
         }
+    }
+    fn apply_lobby(
+        &mut self,
+        lobby: &LobbyClient,
+        event: &LobbyEvent,
+        now: Instant,
+        unreliable_lifetime: i32,
+    ) -> Result<(), ApplyError> {
+        self.apply_lobby_event(lobby, event, now, unreliable_lifetime)
     }
 }

@@ -21,6 +21,7 @@ impl Multiplayer {
     /// server ([`SendError::QueueFull`] past
     /// [`MigrationConfig::held_bytes`](crate::MigrationConfig::held_bytes)); others are dropped
     /// and counted in [`MultiplayerStats::migration_dropped`](crate::MultiplayerStats::migration_dropped).
+    /// After [`leave`](Multiplayer::leave), a server sends nothing more ([`SendError::Disconnected`]).
     pub fn send_bytes(
         &mut self,
         target: Target,
@@ -40,7 +41,7 @@ impl Multiplayer {
         channel: u16,
         bytes: &[u8],
     ) -> Result<(), SendError> {
-        if self.status() == ConnectionStatus::Disconnected {
+        if self.status() == ConnectionStatus::Disconnected || self.has_left() {
             return Err(SendError::Disconnected);
         }
         if bytes.is_empty() {

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use rtcmesh::lobby::{ConnectionId, MAX_MESSAGE_LEN};
+use rtcmesh::lobby::{ConnectOptions, ConnectionId, MAX_MESSAGE_LEN};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -51,6 +52,12 @@ pub(crate) enum Incoming {
         conn: ConnectionId,
         from: SocketAddr,
         outbox: Arc<Outbox>,
+        /// What the request's URL asked for (`?migrate=1`).
+        options: ConnectOptions,
+    },
+    /// A pong arrived (the answer to a keepalive ping or to a host-migration probe).
+    Pong {
+        conn: ConnectionId,
     },
     /// The permit travels with the frame; the reader reads on once the loop drops it.
     Frame {
@@ -96,31 +103,54 @@ pub(crate) async fn handshake(
     let limit = cx.limits.handshake_timeout;
     let counters = cx.counters.clone();
     let done = || Counters::sub(&counters.handshakes);
+    // The request's target (path and query) carries the client's options. (The result type
+    // is tungstenite's callback signature, not ours to shrink.)
+    let mut target = String::new();
+    #[allow(clippy::result_large_err)]
+    let read_target = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        let uri = request.uri();
+        target = uri
+            .path_and_query()
+            .map_or_else(String::new, |p| p.as_str().to_owned());
+        Ok(response)
+    };
     match tls {
         Some(acceptor) => {
             let ws = tokio::time::timeout(limit, async {
                 let stream = acceptor.accept(tcp).await.ok()?;
-                tokio_tungstenite::accept_async_with_config(stream, Some(websocket_config()))
-                    .await
-                    .ok()
+                tokio_tungstenite::accept_hdr_async_with_config(
+                    stream,
+                    read_target,
+                    Some(websocket_config()),
+                )
+                .await
+                .ok()
             })
             .await;
             done();
             match ws {
-                Ok(Some(ws)) => run(conn, ws, from, cx).await,
+                Ok(Some(ws)) => run(conn, ws, from, options(&target), cx).await,
                 _ => Counters::add(&counters.handshakes_failed, 1),
             }
         }
         None => {
-            let accept = tokio_tungstenite::accept_async_with_config(tcp, Some(websocket_config()));
+            let accept = tokio_tungstenite::accept_hdr_async_with_config(
+                tcp,
+                read_target,
+                Some(websocket_config()),
+            );
             let ws = tokio::time::timeout(limit, accept).await;
             done();
             match ws {
-                Ok(Ok(ws)) => run(conn, ws, from, cx).await,
+                Ok(Ok(ws)) => run(conn, ws, from, options(&target), cx).await,
                 _ => Counters::add(&counters.handshakes_failed, 1),
             }
         }
     }
+}
+
+fn options(target: &str) -> ConnectOptions {
+    ConnectOptions::from_request_target(target)
 }
 
 /// Why the reader stopped.
@@ -133,8 +163,13 @@ enum ReadEnd {
     Violation(u16, &'static str),
 }
 
-async fn run<S>(conn: ConnectionId, ws: WebSocketStream<S>, from: SocketAddr, cx: Context)
-where
+async fn run<S>(
+    conn: ConnectionId,
+    ws: WebSocketStream<S>,
+    from: SocketAddr,
+    options: ConnectOptions,
+    cx: Context,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let outbox = Arc::new(Outbox::new(cx.limits.queue));
@@ -142,6 +177,7 @@ where
         conn,
         from,
         outbox: outbox.clone(),
+        options,
     };
     if cx.server.send(opened).is_err() {
         return;
@@ -235,6 +271,11 @@ where
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                         if !buckets.admit(Instant::now(), len) {
                             return ReadEnd::Violation(close::RATE_LIMITED, close::RATE_LIMITED_REASON);
+                        }
+                        if matches!(frame, Some(Ok(Message::Pong(_))))
+                            && cx.server.send(Incoming::Pong { conn }).is_err()
+                        {
+                            return ReadEnd::Gone;
                         }
                         continue;
                     }

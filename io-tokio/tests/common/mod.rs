@@ -510,3 +510,34 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// Joins (`""` creates) a client/server lobby and returns (assigned id, lobby name).
+pub async fn join_client_server_raw(ws: &mut Ws, lobby: &str) -> (i64, String) {
+    ws.send(frame(0, 1, lobby)).await.expect("send join");
+    let mut id = None;
+    let name = read_until(ws, LIMIT, |m| match parse(m)? {
+        (1, assigned, _) => {
+            id = Some(assigned);
+            None
+        }
+        (0, _, name) => Some(name),
+        _ => None,
+    })
+    .await
+    .expect("JOIN reply");
+    (id.expect("ID before JOIN"), name)
+}
+
+/// The next `count` protocol frames (type, id, data), skipping SUCCESSION (11) updates;
+/// fewer if the connection ends or `limit` passes.
+pub async fn next_frames(ws: &mut Ws, count: usize, limit: Duration) -> Vec<(i64, i64, String)> {
+    let mut got = Vec::new();
+    read_until(ws, limit, |m| {
+        if let Some(f) = parse(m).filter(|f| f.0 != 11) {
+            got.push(f);
+        }
+        (got.len() >= count).then_some(())
+    })
+    .await;
+    got
+}

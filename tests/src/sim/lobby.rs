@@ -24,7 +24,7 @@ use rtcmesh::lobby::{
     close, ConnectOptions, ConnectionId, LobbyClient, LobbyEvent, LobbyServer, LobbyServerConfig,
     Migration, ServerOutput,
 };
-use rtcmesh::{Machine, Mesh, MeshConfig, PeerId};
+use rtcmesh::{LobbyRequest, Machine, Mesh, MeshConfig, PeerId};
 
 use crate::nat::NatBehavior;
 use crate::sim::node::{Driven, Joining, NodeId, Recorded, Running};
@@ -212,6 +212,8 @@ pub struct Member {
     pub rejected: u64,
     /// The close frame the server sent it, if any.
     pub closed: Option<(u16, String)>,
+    /// What its machine asked of the lobby (host migration), in order.
+    pub requests: Vec<LobbyRequest>,
     /// Why joining failed, if it did.
     pub failed: Option<String>,
     config: MeshConfig,
@@ -318,6 +320,7 @@ impl World {
             events: Vec::new(),
             rejected: 0,
             closed: None,
+            requests: Vec::new(),
             failed: None,
             config: options.config,
             lifetime: options.unreliable_lifetime,
@@ -631,7 +634,10 @@ impl World {
             return;
         }
         let lifetime = member.lifetime;
-        let applied = self.nodes[n].commands().apply(&event, now, lifetime);
+        let node = &mut self.nodes[n];
+        let lobby = &node.lobby.as_ref().expect("a member").client;
+        let machine = node.driven.commands_mut().expect("joined");
+        let applied = machine.apply(lobby, &event, now, lifetime);
         if !applied {
             self.nodes[n].lobby.as_mut().expect("a member").rejected += 1;
         }
@@ -688,8 +694,9 @@ impl World {
         let (early, lifetime) = (std::mem::take(&mut member.early), member.lifetime);
         let mut rejected = 0;
         for event in &early {
+            let lobby = &node.lobby.as_ref().expect("a member").client;
             let machine = node.driven.commands_mut().expect("joined");
-            if !machine.apply(event, now, lifetime) {
+            if !machine.apply(lobby, event, now, lifetime) {
                 rejected += 1;
             }
         }
@@ -711,6 +718,22 @@ impl World {
             .filter(|n| n.alive)
             .filter_map(|n| n.lobby.as_ref()?.apply_by)
             .min()
+    }
+
+    /// What member `n`'s machine asks of the lobby (host migration) goes out as a frame
+    /// (dropped and counted if it cannot: WebSocket closed, migration off).
+    pub(crate) fn member_request(&mut self, n: NodeId, request: LobbyRequest) {
+        let member = self.nodes[n].lobby.as_mut().expect("a member");
+        let text = match member.client.request_message(&request) {
+            Ok(text) if member.open => text,
+            _ => {
+                member.rejected += 1;
+                return;
+            }
+        };
+        member.requests.push(request);
+        let conn = member.conn;
+        self.ws_send(conn, true, Frame::Text(text));
     }
 
     /// A signal of member `n`'s machine goes out as a lobby frame (dropped and counted if its

@@ -166,6 +166,11 @@ impl Default for World {
 }
 
 impl World {
+    /// When the world's clock started.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
     /// An empty world whose clock starts now (the harness's only clock read), seed 0.
     pub fn new() -> World {
         World::with_seed(0)
@@ -509,6 +514,11 @@ impl World {
                     signal: s.signal,
                 };
                 self.schedule(at, Scheduled::Signal(delivery));
+            }
+        }
+        while let Some(request) = self.nodes[n].driven.poll_lobby_request() {
+            if self.nodes[n].lobby.is_some() {
+                self.member_request(n, request);
             }
         }
     }

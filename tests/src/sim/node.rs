@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use rtcmesh::lobby::{LobbyClient, LobbyEvent};
 use rtcmesh::{
-    AddPeerError, Event, Machine, Mesh, Multiplayer, MultiplayerEvent, OutgoingSignal, Packet,
-    PeerId, SendError, Signal, SignalError, Target, TransferMode, Transmit,
+    AddPeerError, Event, LobbyRequest, Machine, Mesh, Multiplayer, MultiplayerEvent,
+    OutgoingSignal, Packet, PeerId, SendError, Signal, SignalError, Target, TransferMode, Transmit,
 };
 
 use crate::hostile::Attacker;
@@ -35,6 +35,10 @@ pub enum Seen<'a> {
 pub trait Recorded: std::fmt::Debug + 'static {
     /// What it means for [`Node::connected`], [`Node::packets`] and the like.
     fn seen(&self) -> Seen<'_>;
+    /// What it asks of the lobby server, if anything (host migration).
+    fn lobby_request(&self) -> Option<LobbyRequest> {
+        None
+    }
 }
 
 impl Recorded for Event {
@@ -55,6 +59,12 @@ impl Recorded for MultiplayerEvent {
             MultiplayerEvent::PeerDisconnected(id) => Seen::Disconnected(*id),
             MultiplayerEvent::Packet(p) => Seen::Packet(p),
             _ => Seen::Other,
+        }
+    }
+    fn lobby_request(&self) -> Option<LobbyRequest> {
+        match self {
+            MultiplayerEvent::ToLobby(request) => Some(*request),
+            _ => None,
         }
     }
 }
@@ -81,9 +91,15 @@ pub trait Commands {
     fn mesh(&self) -> &Mesh;
     /// [`Machine::mesh_mut`].
     fn mesh_mut(&mut self) -> &mut Mesh;
-    /// [`LobbyClient::apply`]: what the tokio adapter's `join` does with each lobby event.
-    /// Returns whether the machine took it.
-    fn apply(&mut self, event: &LobbyEvent, now: Instant, lifetime: i32) -> bool;
+    /// [`Machine::apply_lobby`]: what the tokio adapter's `join` does with each lobby event
+    /// `lobby` decoded. Returns whether the machine took it.
+    fn apply(
+        &mut self,
+        lobby: &LobbyClient,
+        event: &LobbyEvent,
+        now: Instant,
+        lifetime: i32,
+    ) -> bool;
 }
 
 impl<M: Machine> Commands for M {
@@ -114,8 +130,14 @@ impl<M: Machine> Commands for M {
     fn mesh_mut(&mut self) -> &mut Mesh {
         Machine::mesh_mut(self)
     }
-    fn apply(&mut self, event: &LobbyEvent, now: Instant, lifetime: i32) -> bool {
-        LobbyClient::apply(event, self, now, lifetime).is_ok()
+    fn apply(
+        &mut self,
+        lobby: &LobbyClient,
+        event: &LobbyEvent,
+        now: Instant,
+        lifetime: i32,
+    ) -> bool {
+        Machine::apply_lobby(self, lobby, event, now, lifetime).is_ok()
     }
 }
 
@@ -144,6 +166,11 @@ pub trait Driven: Any {
     fn poll_transmit(&mut self) -> Option<Transmit>;
     /// The next signal to deliver; every other event goes into the log, stamped `now`.
     fn poll_signal(&mut self, now: Instant) -> Option<OutgoingSignal>;
+    /// The next request for the lobby server (host migration), taken from the log's events
+    /// by [`poll_signal`](Driven::poll_signal).
+    fn poll_lobby_request(&mut self) -> Option<LobbyRequest> {
+        None
+    }
     /// A signal arrived from `from`.
     fn handle_signal(
         &mut self,
@@ -175,6 +202,8 @@ pub struct Running<M: Machine> {
     pub events: Vec<M::Event>,
     /// When each event was emitted.
     pub times: Vec<Instant>,
+    /// Requests for the lobby server not passed on yet.
+    requests: std::collections::VecDeque<LobbyRequest>,
 }
 
 impl<M: Machine> Running<M> {
@@ -184,6 +213,7 @@ impl<M: Machine> Running<M> {
             machine,
             events: Vec::new(),
             times: Vec::new(),
+            requests: std::collections::VecDeque::new(),
         }
     }
 }
@@ -220,11 +250,17 @@ where
             match M::into_signal(self.machine.poll_event()?) {
                 Ok(signal) => return Some(signal),
                 Err(event) => {
+                    if let Some(request) = event.lobby_request() {
+                        self.requests.push_back(request);
+                    }
                     self.events.push(event);
                     self.times.push(now);
                 }
             }
         }
+    }
+    fn poll_lobby_request(&mut self) -> Option<LobbyRequest> {
+        self.requests.pop_front()
     }
     fn handle_signal(
         &mut self,
@@ -426,6 +462,34 @@ impl Node {
     /// Every event of a multiplayer node, in order (signals excepted).
     pub fn mp_events(&self) -> &[MultiplayerEvent] {
         self.events_of::<Multiplayer>()
+    }
+
+    /// Every event of a multiplayer node with when it was emitted.
+    pub fn mp_events_at(&self) -> Vec<(Instant, &MultiplayerEvent)> {
+        let running = self
+            .driven
+            .as_any()
+            .downcast_ref::<Running<Multiplayer>>()
+            .expect("this node does not run a Multiplayer");
+        running.times.iter().copied().zip(&running.events).collect()
+    }
+
+    /// The first event of a multiplayer node that `matches`, with when it was emitted.
+    pub fn mp_event_at(
+        &self,
+        matches: impl Fn(&MultiplayerEvent) -> bool,
+    ) -> Option<(Instant, &MultiplayerEvent)> {
+        let running = self
+            .driven
+            .as_any()
+            .downcast_ref::<Running<Multiplayer>>()
+            .expect("this node does not run a Multiplayer");
+        running
+            .events
+            .iter()
+            .zip(&running.times)
+            .find(|(e, _)| matches(e))
+            .map(|(e, &t)| (t, e))
     }
 
     /// Forgets the recorded events.
