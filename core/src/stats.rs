@@ -82,4 +82,3 @@ pub struct MeshStats {
     /// and the waiting room full, permission refused, or no allocation).
     pub datagrams_relay_dropped: u64,
 }
-

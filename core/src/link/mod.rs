@@ -52,8 +52,8 @@ use negotiation::{Handshake, HeldCandidates, Negotiation};
 use path::Path;
 use queue::SendQueue;
 pub(crate) use queue::WriteError;
-use stats::{Counters, LinkCounts};
 pub use stats::{ChannelStats, PeerStats};
+use stats::{Counters, LinkCounts};
 use window::SendWindow;
 
 /// One channel of the peer, in layout order.

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::Link;
-use crate::stats::MeshStats;
 use crate::path::PeerPath;
+use crate::stats::MeshStats;
 use crate::transfer::{PeerId, TransferMode};
 
 /// Counters of one channel of one peer, in Godot's layout order.
