@@ -37,6 +37,25 @@
 //! its last turn; [`Events::drain`] takes the events waiting now. What became of each send is
 //! counted in [`SendStats`] and, for a batch, answered in its [`Reply`].
 //!
+//! ## Features
+//! - `server` (off by default): [`SignalServer`] and the `rtcmesh-signal` binary
+//!   (`cargo install rtcmesh-tokio --features server`). A game client that only joins lobbies
+//!   leaves it off and builds none of the server's dependencies (Redis, tracing-subscriber, the
+//!   server's TLS).
+//!
+#![cfg_attr(
+    not(feature = "server"),
+    doc = " [`SignalServer`]: https://docs.rs/rtcmesh-tokio/latest/rtcmesh_tokio/struct.SignalServer.html"
+)]
+#![cfg_attr(
+    not(feature = "server"),
+    doc = " [`SignalConfig`]: https://docs.rs/rtcmesh-tokio/latest/rtcmesh_tokio/struct.SignalConfig.html"
+)]
+#![cfg_attr(
+    not(feature = "server"),
+    doc = " [`ClusterConfig`]: https://docs.rs/rtcmesh-tokio/latest/rtcmesh_tokio/struct.ClusterConfig.html"
+)]
+//!
 //! ## Sending in bursts, and a slow application
 //! [`Handle::send`] costs one round trip to the loop per packet; [`Handle::send_many`] sends a
 //! batch (a game tick) in one turn and answers per packet. [`Events`] is bounded
@@ -51,6 +70,7 @@
 //! rtcmesh announces exactly one host candidate per socket and never enumerates interfaces.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod endpoint;
 mod game_loop;
@@ -61,8 +81,9 @@ mod socket;
 pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 pub use game_loop::{Reply, SendStats, Snapshot, TrySendError};
 pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};
+#[cfg(feature = "server")]
 pub use signal::{ClusterConfig, RateLimit, SignalConfig, SignalMetrics, SignalServer};
 
 pub use rtcmesh;
-/// The TLS library behind `wss://` (for [`JoinOptions::tls`] and [`SignalConfig::tls`]).
+/// The TLS library behind `wss://` (for [`JoinOptions::tls`] and the server's `SignalConfig::tls`).
 pub use rustls;

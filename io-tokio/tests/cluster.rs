@@ -214,10 +214,8 @@ async fn node_in_process(
     redis: &RedisServer,
     tune: impl FnOnce(&mut SignalConfig),
 ) -> SignalServer {
-    let mut config = SignalConfig {
-        cluster: Some(ClusterConfig::new(redis.url.clone())),
-        ..SignalConfig::default()
-    };
+    let mut config =
+        SignalConfig::default().with_cluster(Some(ClusterConfig::new(redis.url.clone())));
     tune(&mut config);
     SignalServer::bind_with("127.0.0.1:0".parse().expect("addr"), config)
         .await

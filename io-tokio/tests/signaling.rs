@@ -21,15 +21,8 @@ async fn server_with(config: SignalConfig) -> SignalServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealing_closes_every_member_with_1000_seal_complete_like_the_reference() {
-    let config = LobbyServerConfig {
-        seal_close_after: Duration::from_millis(200),
-        ..LobbyServerConfig::default()
-    };
-    let server = server_with(SignalConfig {
-        lobby: config,
-        ..SignalConfig::default()
-    })
-    .await;
+    let config = LobbyServerConfig::default().with_seal_close_after(Duration::from_millis(200));
+    let server = server_with(SignalConfig::default().with_lobby(config)).await;
     let mut host = ws(&server.url()).await;
     let (_, lobby) = join_raw(&mut host, "").await;
     let mut guests = Vec::new();
@@ -179,15 +172,15 @@ async fn a_slow_reader_and_a_fast_sender_are_closed_with_bounded_memory_while_ot
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_connection_is_closed_by_keepalive_and_an_idle_member_by_the_idle_limit() {
-    let server = server_with(SignalConfig {
-        lobby: LobbyServerConfig {
-            member_idle_timeout: Some(Duration::from_millis(1500)),
-            ..LobbyServerConfig::default()
-        },
-        ping_interval: Duration::from_millis(200),
-        pong_timeout: Duration::from_millis(300),
-        ..SignalConfig::default()
-    })
+    let server = server_with(
+        SignalConfig::default()
+            .with_lobby(
+                LobbyServerConfig::default()
+                    .with_member_idle_timeout(Some(Duration::from_millis(1500))),
+            )
+            .with_ping_interval(Duration::from_millis(200))
+            .with_pong_timeout(Duration::from_millis(300)),
+    )
     .await;
     let url = server.url();
     let mut host = ws(&url).await;
@@ -251,14 +244,13 @@ async fn a_dead_connection_is_closed_by_keepalive_and_an_idle_member_by_the_idle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_lobby_and_too_many_lobbies_from_one_address_are_refused() {
-    let server = server_with(SignalConfig {
-        lobby: LobbyServerConfig {
-            max_lobby_size: 3,
-            max_lobbies_per_address: 2,
-            ..LobbyServerConfig::default()
-        },
-        ..SignalConfig::default()
-    })
+    let server = server_with(
+        SignalConfig::default().with_lobby(
+            LobbyServerConfig::default()
+                .with_max_lobby_size(3)
+                .with_max_lobbies_per_address(2),
+        ),
+    )
     .await;
     let url = server.url();
     let mut members = Vec::new();
@@ -309,11 +301,8 @@ async fn an_oversized_lobby_and_too_many_lobbies_from_one_address_are_refused() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_form_a_mesh_over_wss_with_a_generated_certificate() {
     let (cert, key, der) = certificate();
-    let server = server_with(SignalConfig {
-        tls: Some(rtcmesh_tokio::signal::server_tls_from_pem_files(&cert, &key).expect("tls")),
-        ..SignalConfig::default()
-    })
-    .await;
+    let tls = rtcmesh_tokio::signal::server_tls_from_pem_files(&cert, &key).expect("tls");
+    let server = server_with(SignalConfig::default().with_tls(Some(tls))).await;
     let url = server.url_for("localhost");
     assert!(url.starts_with("wss://localhost:"));
     let options = JoinOptions::default().with_tls(Some(trusting(der)));

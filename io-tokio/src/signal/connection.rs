@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::close;
+use super::http;
 use super::metrics::Counters;
 use super::outbox::{Bounds, Next, Outbox};
 use super::rate::{Buckets, RateLimit};
@@ -92,6 +93,7 @@ fn websocket_config() -> WebSocketConfig {
 }
 
 /// Runs the TLS and WebSocket handshakes within the handshake timeout, then the connection.
+/// A plain `GET /healthz` (no WebSocket upgrade) is answered `200 ok` and closed instead.
 pub(crate) async fn handshake(
     conn: ConnectionId,
     tcp: TcpStream,
@@ -100,9 +102,83 @@ pub(crate) async fn handshake(
     cx: Context,
 ) {
     let _ = tcp.set_nodelay(true);
-    let limit = cx.limits.handshake_timeout;
-    let counters = cx.counters.clone();
-    let done = || Counters::sub(&counters.handshakes);
+    let deadline = tokio::time::Instant::now() + cx.limits.handshake_timeout;
+    match tls {
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => upgrade(conn, stream, from, deadline, cx).await,
+            Ok(Err(e)) => {
+                log_tls_failure(from, &e);
+                handshake_failed(&cx);
+            }
+            Err(_) => {
+                tracing::debug!(%from, "TLS handshake timed out");
+                handshake_failed(&cx);
+            }
+        },
+        None => upgrade(conn, tcp, from, deadline, cx).await,
+    }
+}
+
+/// A failed TLS handshake is logged at debug (scanners and dropped connections are common),
+/// but a client that refuses this server's certificate is worth a warning: clients cannot
+/// connect until the certificate is fixed.
+fn log_tls_failure(from: SocketAddr, e: &std::io::Error) {
+    use rustls::AlertDescription as A;
+    let refused = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::AlertReceived(
+                    A::BadCertificate
+                        | A::UnknownCA
+                        | A::CertificateUnknown
+                        | A::CertificateExpired
+                        | A::UnsupportedCertificate
+                        | A::CertificateRevoked
+                )
+            )
+        });
+    if refused {
+        tracing::warn!(%from, error = %e, "TLS handshake failed: the client refused the certificate");
+    } else {
+        tracing::debug!(%from, error = %e, "TLS handshake failed");
+    }
+}
+
+fn handshake_failed(cx: &Context) {
+    Counters::sub(&cx.counters.handshakes);
+    Counters::add(&cx.counters.handshakes_failed, 1);
+}
+
+/// Reads the HTTP request (a health check is answered here), then the WebSocket handshake and
+/// the connection.
+async fn upgrade<S>(
+    conn: ConnectionId,
+    mut stream: S,
+    from: SocketAddr,
+    deadline: tokio::time::Instant,
+    cx: Context,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let head = match tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(e)) => {
+            tracing::debug!(conn, %from, error = %e, "no HTTP request");
+            return handshake_failed(&cx);
+        }
+        Err(_) => {
+            tracing::debug!(conn, %from, "no HTTP request within the handshake timeout");
+            return handshake_failed(&cx);
+        }
+    };
+    if let Some(check) = http::health_check(&head) {
+        Counters::sub(&cx.counters.handshakes);
+        let _ = tokio::time::timeout_at(deadline, http::answer_health(&mut stream, check)).await;
+        return;
+    }
     // The request's target (path and query) carries the client's options. (The result type
     // is tungstenite's callback signature, not ours to shrink.)
     let mut target = String::new();
@@ -114,37 +190,25 @@ pub(crate) async fn handshake(
             .map_or_else(String::new, |p| p.as_str().to_owned());
         Ok(response)
     };
-    match tls {
-        Some(acceptor) => {
-            let ws = tokio::time::timeout(limit, async {
-                let stream = acceptor.accept(tcp).await.ok()?;
-                tokio_tungstenite::accept_hdr_async_with_config(
-                    stream,
-                    read_target,
-                    Some(websocket_config()),
-                )
-                .await
-                .ok()
-            })
-            .await;
-            done();
-            match ws {
-                Ok(Some(ws)) => run(conn, ws, from, options(&target), cx).await,
-                _ => Counters::add(&counters.handshakes_failed, 1),
-            }
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(
+        http::Replay::new(head, stream),
+        read_target,
+        Some(websocket_config()),
+    );
+    match tokio::time::timeout_at(deadline, accept).await {
+        Ok(Ok(ws)) => {
+            Counters::sub(&cx.counters.handshakes);
+            tracing::debug!(conn, %from, target, "connection opened");
+            run(conn, ws, from, options(&target), cx).await;
+            tracing::debug!(conn, %from, "connection closed");
         }
-        None => {
-            let accept = tokio_tungstenite::accept_hdr_async_with_config(
-                tcp,
-                read_target,
-                Some(websocket_config()),
-            );
-            let ws = tokio::time::timeout(limit, accept).await;
-            done();
-            match ws {
-                Ok(Ok(ws)) => run(conn, ws, from, options(&target), cx).await,
-                _ => Counters::add(&counters.handshakes_failed, 1),
-            }
+        Ok(Err(e)) => {
+            tracing::debug!(conn, %from, error = %e, "WebSocket handshake failed");
+            handshake_failed(&cx);
+        }
+        Err(_) => {
+            tracing::debug!(conn, %from, "WebSocket handshake timed out");
+            handshake_failed(&cx);
         }
     }
 }
