@@ -77,10 +77,8 @@ fn turn(
 /// lobby, the server closes it, and the mesh carries on without it.
 #[test]
 fn a_host_and_a_guest_join_connect_and_outlive_the_sealed_lobby() {
-    let server = server_with(LobbyServerConfig {
-        seal_close_after: Duration::from_millis(200),
-        ..LobbyServerConfig::default()
-    });
+    let server =
+        server_with(LobbyServerConfig::default().with_seal_close_after(Duration::from_millis(200)));
     let mut poll = Poll::new().expect("poll");
     let mut host =
         join(&server.url, "", JoinOptions::default(), poll.registry()).expect("host joins");
@@ -229,10 +227,7 @@ fn joining_over_wss_trusts_the_certificate_given() {
         .enable_all()
         .build()
         .expect("runtime");
-    let config = rtcmesh_tokio::SignalConfig {
-        tls: Some(tls),
-        ..rtcmesh_tokio::SignalConfig::default()
-    };
+    let config = rtcmesh_tokio::SignalConfig::default().with_tls(Some(tls));
     let server = runtime
         .block_on(SignalServer::bind_with(
             "127.0.0.1:0".parse().expect("addr"),
