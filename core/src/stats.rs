@@ -81,4 +81,18 @@ pub struct MeshStats {
     /// Datagrams for a peer that could not go through the TURN allocation (no permission yet
     /// and the waiting room full, permission refused, or no allocation).
     pub datagrams_relay_dropped: u64,
+    /// Remote candidates whose address is a `.local` name that is not one label of ASCII
+    /// letters, digits and hyphens (at most 63) before `.local` (dropped).
+    pub mdns_names_refused: u64,
+    /// `.local` names dropped past [`Limits::max_mdns_names`](crate::Limits::max_mdns_names)
+    /// (per peer) or [`Limits::max_mdns_queries`](crate::Limits::max_mdns_queries) (per mesh),
+    /// with their candidates.
+    pub mdns_names_over_limit: u64,
+    /// `.local` names the adapter resolved (their candidates went to ICE with the address).
+    pub mdns_names_resolved: u64,
+    /// `.local` names the adapter could not resolve (their candidates are dropped).
+    pub mdns_names_unresolved: u64,
+    /// `.local` names not answered within [`Limits::mdns_timeout`](crate::Limits::mdns_timeout)
+    /// (their candidates are dropped).
+    pub mdns_timeouts: u64,
 }

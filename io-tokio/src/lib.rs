@@ -9,7 +9,7 @@
 //! use rtcmesh_tokio::{join, JoinOptions};
 //!
 //! let mut session = join("ws://127.0.0.1:9080", "", JoinOptions::default()).await?;
-//! println!("peer {} in lobby {}", session.id, session.lobby);
+//! println!("peer {} in lobby {}", session.id(), session.lobby);
 //! while let Some(event) = session.events.recv().await {
 //!     match event {
 //!         Event::PeerConnected(id) => {

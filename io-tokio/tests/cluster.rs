@@ -28,7 +28,7 @@ async fn connected_to(session: &mut Session<Mesh>, count: usize) -> Vec<PeerId> 
     while peers.len() < count {
         let event = tokio::time::timeout_at(deadline, session.events.recv())
             .await
-            .unwrap_or_else(|_| panic!("peer {} saw only {peers:?} connect", session.id))
+            .unwrap_or_else(|_| panic!("peer {} saw only {peers:?} connect", session.id()))
             .expect("events open");
         if let Event::PeerConnected(id) = event {
             peers.push(id);
@@ -64,9 +64,9 @@ async fn members_on_three_nodes_form_one_mesh_and_a_killed_nodes_member_is_annou
             .expect("member joins through another node");
         sessions.push(s);
     }
-    let ids: Vec<PeerId> = sessions.iter().map(|s| s.id).collect();
+    let ids: Vec<PeerId> = sessions.iter().map(|s| s.id()).collect();
     for s in &mut sessions {
-        let mut expected: Vec<PeerId> = ids.iter().copied().filter(|id| *id != s.id).collect();
+        let mut expected: Vec<PeerId> = ids.iter().copied().filter(|id| *id != s.id()).collect();
         expected.sort();
         assert_eq!(
             connected_to(s, 3).await,
@@ -80,7 +80,7 @@ async fn members_on_three_nodes_form_one_mesh_and_a_killed_nodes_member_is_annou
                 Target::All,
                 TransferMode::Reliable,
                 0,
-                s.id.to_le_bytes().to_vec(),
+                s.id().to_le_bytes().to_vec(),
             )
             .await
             .expect("send");
@@ -103,7 +103,7 @@ async fn members_on_three_nodes_form_one_mesh_and_a_killed_nodes_member_is_annou
     }
 
     // Node c dies without a word: its member is announced gone on a and b.
-    let gone = sessions[2].id;
+    let gone = sessions[2].id();
     c.signal("KILL");
     let started = Instant::now();
     for i in [0, 1, 3] {
@@ -115,7 +115,7 @@ async fn members_on_three_nodes_form_one_mesh_and_a_killed_nodes_member_is_annou
             )
             .await,
             "peer {} heard that {gone} left",
-            sessions[i].id
+            sessions[i].id()
         );
     }
     let noticed = started.elapsed();

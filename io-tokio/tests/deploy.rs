@@ -241,7 +241,7 @@ async fn the_documented_test_certificate_is_accepted_by_join() {
             .await
             .expect("in time")
             .expect("join over wss:// with the recipe's certificate");
-    assert_eq!(session.id, 1);
+    assert_eq!(session.id(), 1);
     drop(session);
     // A client that does not trust the CA refuses the certificate: the server warns.
     let refused = join(

@@ -312,7 +312,7 @@ async fn peers_form_a_mesh_over_wss_with_a_generated_certificate() {
     let mut guest = join(&server.url(), &host.lobby, options.clone())
         .await
         .expect("guest over wss by IP address");
-    for (me, other) in [(&mut host, guest.id), (&mut guest, 1)] {
+    for (me, other) in [(&mut host, guest.id()), (&mut guest, 1)] {
         let deadline = tokio::time::Instant::now() + LIMIT;
         loop {
             let e = tokio::time::timeout_at(deadline, me.events.recv())
@@ -436,7 +436,7 @@ async fn out_of_descriptors_the_server_pauses_instead_of_spinning_and_recovers()
             }
         }
     };
-    assert_eq!(session.id, 1);
+    assert_eq!(session.id(), 1);
     let text = scrape(server.metrics.as_deref().expect("metrics")).await;
     assert!(metric(&text, "rtcmesh_signal_accept_errors_total").unwrap_or(0.0) > 0.0);
 }

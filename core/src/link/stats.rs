@@ -230,7 +230,7 @@ impl Link {
 
 /// The mesh counters a link adds to, kept on the link and summed by the mesh (in
 /// [`Mesh::stats`](crate::Mesh::stats), and into the mesh's own totals when the link ends).
-/// Only the counters a link writes: a full [`MeshStats`] per link would cost 104 bytes more
+/// Only the counters a link writes: a full [`MeshStats`] per link would cost 128 bytes more
 /// per peer.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct LinkCounts {
@@ -246,6 +246,8 @@ pub(crate) struct LinkCounts {
     pub offers_rate_limited: u64,
     pub ice_restarts: u64,
     pub peer_moves: u64,
+    pub mdns_names_refused: u64,
+    pub mdns_names_over_limit: u64,
 }
 
 impl LinkCounts {
@@ -265,6 +267,8 @@ impl LinkCounts {
             offers_rate_limited,
             ice_restarts,
             peer_moves,
+            mdns_names_refused,
+            mdns_names_over_limit,
         } = *self;
         totals.packets_sent += packets_sent;
         totals.packets_expired += packets_expired;
@@ -278,5 +282,7 @@ impl LinkCounts {
         totals.offers_rate_limited += offers_rate_limited;
         totals.ice_restarts += ice_restarts;
         totals.peer_moves += peer_moves;
+        totals.mdns_names_refused += mdns_names_refused;
+        totals.mdns_names_over_limit += mdns_names_over_limit;
     }
 }
