@@ -433,29 +433,6 @@ impl Waiter {
     }
 }
 
-/// A TLS client configuration trusting `roots` (your own certificate authority, a test
-/// certificate), for [`JoinOptions::tls`], with rustls' aws-lc-rs provider (the one str0m's
-/// DTLS already uses).
-///
-/// ```
-/// use rtcmesh_mio::{client_tls, rustls, JoinOptions};
-///
-/// let mut roots = rustls::RootCertStore::empty();
-/// // roots.add(your_certificate)?;
-/// let options = JoinOptions::default().with_tls(Some(client_tls(roots)?));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[cfg(feature = "tls")]
-pub fn client_tls(roots: rustls::RootCertStore) -> io::Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| io::Error::other(format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 /// The platform's root certificates (on Linux the system's CA bundle, e.g. Debian's
 /// `ca-certificates`).
 #[cfg(feature = "tls")]
@@ -472,7 +449,8 @@ fn platform_client_tls() -> io::Result<Arc<rustls::ClientConfig>> {
             ),
         ));
     }
-    client_tls(roots)
+    crate::streams::client_tls(roots)
+        .map_err(|e| io::Error::other(format!("TLS setup failed: {e}")))
 }
 
 /// Connects to the server and opens the WebSocket (with TLS for `wss://`), blocking on

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::game_loop::{EveryPeerClock, Reply, Shared, Snapshot, TrySendError};
 use crate::socket;
+use crate::streams::{News, Streams};
 
 type Call<M> = Box<dyn FnOnce(&mut M, Instant) + Send>;
 
@@ -79,6 +80,11 @@ pub struct EndpointConfig {
     /// How many commands ([`Handle`] calls) wait for the loop before a caller waits too
     /// (default 256, at least 1).
     pub command_capacity: usize,
+    /// TLS for `turns:` ICE servers: `None` (default) trusts the platform's root
+    /// certificates; give a configuration to trust others (e.g.
+    /// [`client_tls`](crate::signal::client_tls) with your own CA). The server's certificate
+    /// is always checked for the URL's host name.
+    pub turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for EndpointConfig {
@@ -90,6 +96,7 @@ impl Default for EndpointConfig {
             send_buffer: SOCKET_BUFFER,
             event_capacity: 1024,
             command_capacity: 256,
+            turn_tls: None,
         }
     }
 }
@@ -101,6 +108,7 @@ rtcmesh::__config_setters!(EndpointConfig {
     with_send_buffer => send_buffer: usize,
     with_event_capacity => event_capacity: usize,
     with_command_capacity => command_capacity: usize,
+    with_turn_tls => turn_tls: Option<Arc<rustls::ClientConfig>>,
 });
 
 /// The endpoint's task is gone: the machine was closed or the socket failed.
@@ -215,6 +223,7 @@ impl Endpoint {
             receive_buffer: config.receive_buffer,
             send_buffer: config.send_buffer,
         };
+        let streams = Streams::new(config.turn_tls.clone());
         let task = tokio::spawn(run(
             socket,
             pump,
@@ -224,6 +233,7 @@ impl Endpoint {
             event_tx,
             setup,
             shared.clone(),
+            streams,
         ));
         Ok((
             Handle {
@@ -264,6 +274,7 @@ enum Wake<M, P> {
     Writable(io::Result<()>),
     Room(Option<P>),
     Command(Option<Command<M>>),
+    Stream(Option<(rtcmesh::StreamId, News)>),
     Close,
     Timer,
 }
@@ -275,8 +286,9 @@ const DROPS_READ_INTERVAL: Duration = Duration::from_secs(1);
 /// The loop: receive → machine, machine → socket, machine → events, sleep until the machine's
 /// next deadline. Every turn first tells the machine the time, so commands and sends are
 /// stamped with it (SCTP times retransmissions from it). While the application has not read
-/// `event_capacity` events, the socket is not read. Every turn publishes a [`Snapshot`] before
-/// it forwards events, so the snapshot is never older than the events the application read.
+/// `event_capacity` events, the socket is not read (nor the streams to TURN servers). Every
+/// turn publishes a [`Snapshot`] before it forwards events, so the snapshot is never older than
+/// the events the application read.
 #[allow(clippy::too_many_arguments)]
 async fn run<M: Machine>(
     mut socket: UdpSocket,
@@ -287,6 +299,7 @@ async fn run<M: Machine>(
     events: mpsc::Sender<M::Event>,
     setup: SocketSetup,
     shared: Arc<Shared>,
+    mut streams: Streams,
 ) -> io::Result<()> {
     // However the loop ends (a close, a socket error, the runtime shutting down), the last
     // snapshot says so.
@@ -296,12 +309,16 @@ async fn run<M: Machine>(
     let mut every_peer = EveryPeerClock::new();
     loop {
         let flush = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
+        while let Some(command) = machine.poll_stream_command() {
+            streams.command(command);
+        }
         turns += 1;
         let now = Instant::now();
         if now.duration_since(drops_read) >= DROPS_READ_INTERVAL {
             pump.set_receive_buffer_drops(socket::receive_drops(&socket));
             drops_read = now;
         }
+        pump.add_stream_drops(std::mem::take(&mut streams.dropped));
         {
             let mut snapshot = shared.lock();
             let due = every_peer.due(snapshot.peers.len(), now);
@@ -317,6 +334,7 @@ async fn run<M: Machine>(
             ready = socket.writable(), if flush == Flush::Blocked => Wake::Writable(ready),
             permit = events.reserve(), if behind => Wake::Room(permit.ok()),
             command = commands.recv() => Wake::Command(command),
+            news = streams.news.recv(), if !behind => Wake::Stream(news),
             () = close.notified() => Wake::Close,
             () = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
         };
@@ -351,8 +369,22 @@ async fn run<M: Machine>(
             }
             Wake::Command(Some(Command::Stats(reply))) => {
                 pump.set_receive_buffer_drops(socket::receive_drops(&socket));
+                pump.add_stream_drops(std::mem::take(&mut streams.dropped));
                 let _ = reply.send(pump.stats());
             }
+            Wake::Stream(Some((id, news))) => {
+                let input = match &news {
+                    News::Opened => rtcmesh::StreamInput::Opened,
+                    News::Data(bytes) => rtcmesh::StreamInput::Data(bytes),
+                    News::Closed(end) => {
+                        streams.ended(id);
+                        rtcmesh::StreamInput::Closed(*end)
+                    }
+                };
+                machine.handle_stream(now, id, input);
+            }
+            // The loop holds a sender itself: the channel never closes.
+            Wake::Stream(None) => {}
             Wake::Command(Some(Command::Rebind(bind, reply))) => {
                 let moved = rebind(&mut socket, &mut pump, &mut machine, now, bind, setup);
                 let _ = reply.send(moved.map(|()| pump.local_addr()));
@@ -362,8 +394,12 @@ async fn run<M: Machine>(
         }
     }
     machine.close();
-    // Best effort: the close notifications go out if the socket takes them now.
+    // Best effort: the close notifications go out if the socket takes them now; the streams'
+    // tasks write their last frames (the allocations' deletion) and close on their own.
     let _ = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
+    while let Some(command) = machine.poll_stream_command() {
+        streams.command(command);
+    }
     shared
         .lock()
         .update(&machine, pump.stats(), turns, Instant::now(), true);

@@ -77,6 +77,7 @@ mod game_loop;
 mod lobby_client;
 pub mod signal;
 mod socket;
+mod streams;
 
 pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 pub use game_loop::{Reply, SendStats, Snapshot, TrySendError};
