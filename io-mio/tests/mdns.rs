@@ -103,7 +103,12 @@ fn endpoints_announcing_only_mdns_names_connect_through_the_resolver() {
     let stats = ends.each_ref().map(|e| e.machine().stats());
     let _ = responder.shutdown();
     assert_eq!(connected, [true; 2], "connected through mDNS: {stats:?}");
-    assert!(stats.iter().all(|s| s.mdns_names_resolved >= 1));
+    // At least one side resolved the other's name; the other may have learnt its peer from
+    // the first check that arrived (peer-reflexive) before its own answer came.
+    assert!(
+        stats.iter().any(|s| s.mdns_names_resolved >= 1),
+        "{stats:?}"
+    );
     let path = ends[0].machine().peer(2).and_then(|p| p.path);
     assert_eq!(path.expect("a pair").remote_address, ends[1].local_addr());
 }

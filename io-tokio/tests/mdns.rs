@@ -105,7 +105,9 @@ async fn endpoints_announcing_only_mdns_names_connect_through_the_resolver() {
         a.connected && b.connected,
         "connected through mDNS; a: {sa:?}, b: {sb:?}"
     );
-    assert!(sa.mdns_names_resolved >= 1 && sb.mdns_names_resolved >= 1);
+    // At least one side resolved the other's name; the other may have learnt its peer from
+    // the first check that arrived (peer-reflexive) before its own answer came.
+    assert!(sa.mdns_names_resolved + sb.mdns_names_resolved >= 1);
     let path = a.handle.call(|m, _| m.peer(2).and_then(|p| p.path)).await;
     let path = path.unwrap().expect("a selected pair");
     assert_eq!(path.remote_address, b.handle.local_addr());
