@@ -145,7 +145,13 @@ pub(crate) fn filter_sdp(sdp: &str, allowlist: &[IpPrefix]) -> (String, usize) {
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.split_inclusive('\n') {
         let is_candidate = line.starts_with("a=candidate:");
-        let allowed = candidate_address(line).is_some_and(|ip| is_allowed(Some(allowlist), ip));
+        // An mDNS name passes: its address is checked once resolved.
+        let name = matches!(
+            crate::mdns::candidate_address(line),
+            crate::mdns::CandidateAddress::Mdns(_)
+        );
+        let allowed =
+            name || candidate_address(line).is_some_and(|ip| is_allowed(Some(allowlist), ip));
         if is_candidate && !allowed {
             removed += 1;
         } else {
@@ -184,10 +190,11 @@ mod tests {
                    a=candidate:2 1 udp 2130706431 192.168.1.5 5000 typ host\r\n\
                    a=candidate:3 1 udp 2130706431 abcd.local 5000 typ host\r\na=end-of-candidates\r\n";
         let (out, removed) = filter_sdp(sdp, &IpPrefix::loopback());
-        assert_eq!(removed, 2);
+        assert_eq!(removed, 1, "the mDNS name is checked once resolved");
         assert_eq!(
             out,
-            "v=0\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n"
+            "v=0\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+             a=candidate:3 1 udp 2130706431 abcd.local 5000 typ host\r\na=end-of-candidates\r\n"
         );
         assert_eq!(
             candidate_address("candidate:1 1 udp 1 ::1 9 typ host"),

@@ -75,6 +75,7 @@ mod limits;
 mod link;
 pub mod lobby;
 mod machine;
+mod mdns;
 mod mesh;
 pub mod multiplayer;
 mod nat;
@@ -96,6 +97,7 @@ pub use event::{Event, LossReason, Packet, PendingEvents, Transmit};
 pub use limits::{Limits, MultiplayerLimits};
 pub use link::{ChannelStats, PeerStats};
 pub use machine::Machine;
+pub use mdns::MdnsQuery;
 pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{
     AuthError, LobbyRequest, MigrationConfig, MigrationError, MigrationReason, Multiplayer,

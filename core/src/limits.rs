@@ -73,6 +73,20 @@ pub struct Limits {
     /// 1 s), so its handshake retries and ICE restarts always pass; `Duration::ZERO` turns the
     /// rate limit off. Default 1 s.
     pub renegotiation_interval: Duration,
+    /// `.local` (mDNS) names one peer may have waiting to be resolved. A browser hides each of
+    /// its host addresses behind one name (one or two per network interface); each held
+    /// candidate also takes a slot of `max_remote_candidates`. Past it, further names' candidates
+    /// are dropped and counted in `mdns_names_over_limit`. 0 drops every `.local` candidate.
+    /// Default 8.
+    pub max_mdns_names: usize,
+    /// mDNS queries outstanding for the whole mesh (names the adapter was asked to resolve and
+    /// did not answer yet). Past it, a new name's candidates are dropped and counted in
+    /// `mdns_names_over_limit`. Default 64.
+    pub max_mdns_queries: usize,
+    /// How long a name may take to resolve: past it, its candidates are dropped and counted in
+    /// `mdns_timeouts`, and a late answer is ignored. The other candidates never wait for it.
+    /// Default 5 s (an mDNS answer on a LAN takes milliseconds; the adapters give up after 3 s).
+    pub mdns_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -84,6 +98,9 @@ impl Default for Limits {
             max_candidate_len: 1024,
             renegotiation_burst: 4,
             renegotiation_interval: Duration::from_secs(1),
+            max_mdns_names: 8,
+            max_mdns_queries: 64,
+            mdns_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -330,6 +347,9 @@ crate::__config_setters!(Limits {
     with_max_candidate_len => max_candidate_len: usize,
     with_renegotiation_burst => renegotiation_burst: u32,
     with_renegotiation_interval => renegotiation_interval: Duration,
+    with_max_mdns_names => max_mdns_names: usize,
+    with_max_mdns_queries => max_mdns_queries: usize,
+    with_mdns_timeout => mdns_timeout: Duration,
 });
 
 crate::__config_setters!(MultiplayerLimits {

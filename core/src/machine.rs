@@ -10,6 +10,7 @@ use crate::error::{AddPeerError, SendError, SignalError};
 use crate::event::{Event, PendingEvents, Transmit};
 use crate::lobby::{ApplyError, LobbyClient, LobbyEvent};
 use crate::mesh::Mesh;
+use crate::multiplayer::LobbyRequest;
 use crate::signal::{OutgoingSignal, Signal};
 use crate::transfer::{PeerId, Target, TransferMode};
 
@@ -117,6 +118,15 @@ pub trait Machine {
     {
         let _ = lobby;
         LobbyClient::apply(event, self, now, unreliable_lifetime)
+    }
+    /// Takes an event apart into what it asks of the lobby server (host migration: HOST_LOST,
+    /// a hand-over), or gives it back unchanged. Lobby glue sends it with
+    /// [`LobbyClient::request_message`]. The default asks nothing.
+    fn into_lobby_request(event: Self::Event) -> Result<LobbyRequest, Self::Event>
+    where
+        Self: Sized,
+    {
+        Err(event)
     }
 }
 

@@ -81,6 +81,20 @@ pub struct MeshStats {
     /// Datagrams for a peer that could not go through the TURN allocation (no permission yet
     /// and the waiting room full, permission refused, or no allocation).
     pub datagrams_relay_dropped: u64,
+    /// Remote candidates whose address is a `.local` name that is not one label of ASCII
+    /// letters, digits and hyphens (at most 63) before `.local` (dropped).
+    pub mdns_names_refused: u64,
+    /// `.local` names dropped past [`Limits::max_mdns_names`](crate::Limits::max_mdns_names)
+    /// (per peer) or [`Limits::max_mdns_queries`](crate::Limits::max_mdns_queries) (per mesh),
+    /// with their candidates.
+    pub mdns_names_over_limit: u64,
+    /// `.local` names the adapter resolved (their candidates went to ICE with the address).
+    pub mdns_names_resolved: u64,
+    /// `.local` names the adapter could not resolve (their candidates are dropped).
+    pub mdns_names_unresolved: u64,
+    /// `.local` names not answered within [`Limits::mdns_timeout`](crate::Limits::mdns_timeout)
+    /// (their candidates are dropped).
+    pub mdns_timeouts: u64,
 }
 
 impl MeshStats {
@@ -113,6 +127,11 @@ impl MeshStats {
             datagrams_relayed_sent,
             datagrams_relayed_received,
             datagrams_relay_dropped,
+            mdns_names_refused,
+            mdns_names_over_limit,
+            mdns_names_resolved,
+            mdns_names_unresolved,
+            mdns_timeouts,
         } = *other;
         self.datagrams_received += datagrams_received;
         self.datagrams_routed += datagrams_routed;
@@ -139,5 +158,10 @@ impl MeshStats {
         self.datagrams_relayed_sent += datagrams_relayed_sent;
         self.datagrams_relayed_received += datagrams_relayed_received;
         self.datagrams_relay_dropped += datagrams_relay_dropped;
+        self.mdns_names_refused += mdns_names_refused;
+        self.mdns_names_over_limit += mdns_names_over_limit;
+        self.mdns_names_resolved += mdns_names_resolved;
+        self.mdns_names_unresolved += mdns_names_unresolved;
+        self.mdns_timeouts += mdns_timeouts;
     }
 }

@@ -30,7 +30,7 @@ for tool in ip nft conntrack turnserver turnutils_natdiscovery node /usr/bin/chr
     command -v "$tool" >/dev/null || fail "$tool is not installed"
 done
 
-cargo build --release -q -p rtcmesh-tokio --bin rtcmesh-signal --example natlab_peer --example interop_server
+cargo build --release -q -p rtcmesh-tokio --features server --bin rtcmesh-signal --example natlab_peer --example interop_server
 bin=$root/target/release
 
 # Namespace names unique to this run, so two runs never touch each other's.

@@ -16,7 +16,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use rtcmesh::lobby::LobbyServerConfig;
 use rtcmesh::{
     IpPrefix, MeshConfig, Multiplayer, MultiplayerConfig, MultiplayerEvent, Target, TransferMode,
 };
@@ -52,11 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, certified.cert.pem())?;
     std::fs::write(&key, certified.signing_key.serialize_pem())?;
-    let config = SignalConfig {
-        lobby: LobbyServerConfig::default(),
-        tls: Some(server_tls_from_pem_files(&cert, &key)?),
-        ..SignalConfig::default()
-    };
+    let config = SignalConfig::default().with_tls(Some(server_tls_from_pem_files(&cert, &key)?));
     let server = SignalServer::bind_with(SocketAddr::new(ip, 0), config).await?;
     let mut roots = rtcmesh_tokio::rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone())?;

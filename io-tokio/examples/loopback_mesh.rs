@@ -112,7 +112,7 @@ async fn run() -> Result<(), String> {
     let lobby = host.lobby.clone();
     println!(
         "peer {} created lobby {lobby} on {}",
-        host.id,
+        host.id(),
         host.handle.local_addr()
     );
     sessions.push(host);
@@ -122,7 +122,7 @@ async fn run() -> Result<(), String> {
             .map_err(|e| format!("join: {e}"))?;
         println!(
             "peer {} joined lobby {lobby} on {}",
-            s.id,
+            s.id(),
             s.handle.local_addr()
         );
         sessions.push(s);
@@ -133,9 +133,9 @@ async fn run() -> Result<(), String> {
     let mut handles: Vec<(PeerId, Handle<rtcmesh::Mesh>)> = Vec::new();
     for mut session in sessions.drain(..) {
         let record = Arc::new(Mutex::new(Seen::default()));
-        seen.push((session.id, record.clone()));
-        handles.push((session.id, session.handle.clone()));
-        let me = session.id;
+        seen.push((session.id(), record.clone()));
+        handles.push((session.id(), session.handle.clone()));
+        let me = session.id();
         tokio::spawn(async move {
             while let Some(event) = session.events.recv().await {
                 let mut r = record.lock().expect("lock");

@@ -88,7 +88,7 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| format!("join: {e}"))?;
     println!("LOBBY {}", session.lobby);
-    println!("ME {}", session.id);
+    println!("ME {}", session.id());
     println!("SOCKET {}", session.handle.local_addr());
     if stream {
         if others != 1 {
@@ -125,7 +125,7 @@ async fn print_path(session: &Session<Mesh>, id: PeerId, took: Duration) -> Resu
 
 /// The default mode: a hello to and from every peer, the paths printed, then done.
 async fn meet_everyone(session: &mut Session<Mesh>, others: usize) -> Result<(), String> {
-    let me = session.id;
+    let me = session.id();
     // When each peer was announced by the lobby (or, for members already there, when we joined).
     let joined = Instant::now();
     let mut announced: BTreeMap<PeerId, Instant> = BTreeMap::new();

@@ -9,7 +9,7 @@
 //! use rtcmesh_tokio::{join, JoinOptions};
 //!
 //! let mut session = join("ws://127.0.0.1:9080", "", JoinOptions::default()).await?;
-//! println!("peer {} in lobby {}", session.id, session.lobby);
+//! println!("peer {} in lobby {}", session.id(), session.lobby);
 //! while let Some(event) = session.events.recv().await {
 //!     match event {
 //!         Event::PeerConnected(id) => {
@@ -29,6 +29,25 @@
 //!   `wss://`, bounded for the internet ([`SignalConfig`]), optionally as one of several
 //!   nodes sharing lobbies through Redis ([`ClusterConfig`]); see [`signal`].
 //!
+//! ## Features
+//! - `server` (off by default): [`SignalServer`] and the `rtcmesh-signal` binary
+//!   (`cargo install rtcmesh-tokio --features server`). A game client that only joins lobbies
+//!   leaves it off and builds none of the server's dependencies (Redis, tracing-subscriber, the
+//!   server's TLS).
+//!
+#![cfg_attr(
+    not(feature = "server"),
+    doc = " [`SignalServer`]: https://docs.rs/rtcmesh-tokio/latest/rtcmesh_tokio/struct.SignalServer.html"
+)]
+#![cfg_attr(
+    not(feature = "server"),
+    doc = " [`SignalConfig`]: https://docs.rs/rtcmesh-tokio/latest/rtcmesh_tokio/struct.SignalConfig.html"
+)]
+#![cfg_attr(
+    not(feature = "server"),
+    doc = " [`ClusterConfig`]: https://docs.rs/rtcmesh-tokio/latest/rtcmesh_tokio/struct.ClusterConfig.html"
+)]
+//!
 //! ## Sending in bursts, and a slow application
 //! [`Handle::send`] costs one round trip to the loop per packet; [`Handle::send_many`] sends a
 //! batch (a game tick) in one turn and answers per packet. [`Events`] is bounded
@@ -43,6 +62,7 @@
 //! rtcmesh announces exactly one host candidate per socket and never enumerates interfaces.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod endpoint;
 mod lobby_client;
@@ -51,8 +71,9 @@ mod socket;
 
 pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};
+#[cfg(feature = "server")]
 pub use signal::{ClusterConfig, RateLimit, SignalConfig, SignalMetrics, SignalServer};
 
 pub use rtcmesh;
-/// The TLS library behind `wss://` (for [`JoinOptions::tls`] and [`SignalConfig::tls`]).
+/// The TLS library behind `wss://` (for [`JoinOptions::tls`] and the server's `SignalConfig::tls`).
 pub use rustls;

@@ -2,12 +2,12 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rtcmesh::lobby::{LobbyClient, LobbyError, LobbyEvent};
+use rtcmesh::lobby::{LobbyClient, LobbyError, LobbyEvent, Migration};
 use rtcmesh::{CreateError, Machine, Mesh, MeshConfig, PeerId};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -50,6 +50,13 @@ pub struct JoinOptions {
     /// configuration to trust others (e.g. [`client_tls`](crate::signal::client_tls) with
     /// your own root store).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Host migration: [`Migration::Eligible`] opens the WebSocket with `?migrate=1`, so that
+    /// in a client/server lobby whose host did the same, the lobby makes a member the new host
+    /// (peer 1) when the host leaves or is lost instead of closing. The machine decides what
+    /// happens to the game: use it with a [`Multiplayer`](rtcmesh::Multiplayer) whose
+    /// [`MigrationConfig`](rtcmesh::MigrationConfig) is enabled (a bare mesh follows a new
+    /// host but cannot become one). Default [`Migration::Off`]: the Godot demo's protocol.
+    pub migration: Migration,
 }
 
 impl Default for JoinOptions {
@@ -61,6 +68,7 @@ impl Default for JoinOptions {
             unreliable_lifetime: 1,
             timeout: Duration::from_secs(10),
             tls: None,
+            migration: Migration::Off,
         }
     }
 }
@@ -72,6 +80,7 @@ rtcmesh::__config_setters!(JoinOptions {
     with_unreliable_lifetime => unreliable_lifetime: i32,
     with_timeout => timeout: Duration,
     with_tls => tls: Option<Arc<rustls::ClientConfig>>,
+    with_migration => migration: Migration,
 });
 
 /// Why joining failed.
@@ -145,7 +154,7 @@ impl std::error::Error for JoinError {}
 /// let server = SignalServer::bind("127.0.0.1:0".parse()?, Default::default()).await?;
 /// let host = join(&server.url(), "", JoinOptions::default()).await?;
 /// let mut guest = join(&server.url(), &host.lobby, JoinOptions::default()).await?;
-/// assert_eq!(host.id, 1); // whoever creates the lobby hosts it
+/// assert_eq!(host.id(), 1); // whoever creates the lobby hosts it
 /// // The lobby's announcements (the session already acted on them: it added the peer).
 /// let event = tokio::time::timeout(std::time::Duration::from_secs(5), guest.lobby_events.recv()).await?;
 /// assert_eq!(event, Some(LobbyEvent::PeerJoined(1))); // the members already there, too
@@ -154,8 +163,6 @@ impl std::error::Error for JoinError {}
 /// # Ok(()) }
 /// ```
 pub struct Session<M: Machine> {
-    /// Our peer id in the lobby.
-    pub id: PeerId,
     /// The lobby's name (share it so others can join).
     pub lobby: String,
     /// Commands for the mesh.
@@ -163,15 +170,26 @@ pub struct Session<M: Machine> {
     /// The mesh's events (signals are delivered by the session itself and never appear here).
     pub events: Events<M::Event>,
     /// What the lobby announces: peers joining (first the members already there) and leaving,
-    /// the seal. The session already acts on them (adds and removes peers); read them to show
-    /// a lobby, or ignore them.
+    /// the seal, and host migrations ([`LobbyEvent::HostChanged`], [`LobbyEvent::BecameHost`]
+    /// when our id became 1, [`LobbyEvent::NoLongerHost`]). The session already acts on them
+    /// (adds and removes peers, hands migrations to the machine); read them to show a lobby,
+    /// or ignore them.
     pub lobby_events: mpsc::UnboundedReceiver<LobbyEvent>,
+    id: Arc<AtomicI32>,
     seal: mpsc::UnboundedSender<()>,
     rejected: Arc<AtomicU64>,
     signaling: JoinHandle<()>,
 }
 
 impl<M: Machine> Session<M> {
+    /// Our peer id in the lobby (1 for its host). With host migration on it can change: it
+    /// becomes 1 when the lobby makes us the new host ([`LobbyEvent::BecameHost`] on
+    /// [`lobby_events`](Session::lobby_events), `BecameHost` on the multiplayer layer's
+    /// events).
+    pub fn id(&self) -> PeerId {
+        self.id.load(Ordering::Relaxed)
+    }
+
     /// Seals the lobby (host only; the server closes it shortly after).
     pub fn seal(&self) {
         let _ = self.seal.send(());
@@ -204,7 +222,7 @@ impl<M: Machine> Drop for Session<M> {
 /// let server = SignalServer::bind("127.0.0.1:0".parse()?, Default::default()).await?; // or rtcmesh-signal
 /// let host = join(&server.url(), "", JoinOptions::default()).await?; // "" creates a lobby
 /// let guest = join(&server.url(), &host.lobby, JoinOptions::default()).await?; // joins it by name
-/// assert_ne!(guest.id, host.id);
+/// assert_ne!(guest.id(), host.id());
 /// # Ok(()) }
 /// ```
 pub async fn join(
@@ -226,7 +244,7 @@ pub async fn join(
 /// // A client/server lobby with Godot's SceneMultiplayer on top: the host is the server (id 1).
 /// let options = JoinOptions::default().with_mesh(false);
 /// let host = join_with(&server.url(), "", options, |mesh| Multiplayer::new(mesh, MultiplayerConfig::default())).await?;
-/// assert_eq!(host.id, 1);
+/// assert_eq!(host.id(), 1);
 /// let peers = host.handle.call(|game, _| game.peers().count()).await?;
 /// assert_eq!(peers, 0); // until clients join host.lobby
 /// # Ok(()) }
@@ -257,12 +275,16 @@ where
     } else {
         None
     };
+    let mut client = LobbyClient::new(lobby, options.mesh).with_migration(options.migration);
+    let url = match client.query() {
+        Some(query) => with_query(url, query),
+        None => url.to_owned(),
+    };
     let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
     let (mut ws, _) = within(connect)
         .await
         .map_err(|_| JoinError::Timeout)?
         .map_err(JoinError::WebSocket)?;
-    let mut client = LobbyClient::new(lobby, options.mesh);
     ws.send(Message::text(client.join_message()))
         .await
         .map_err(JoinError::WebSocket)?;
@@ -300,25 +322,29 @@ where
     let lifetime = options.unreliable_lifetime;
     // The members already there are announced to the application like later ones.
     let (lobby_tx, lobby_events) = mpsc::unbounded_channel();
+    let snapshot = Arc::new(client.clone());
     for event in early {
         if matches!(event, LobbyEvent::PeerJoined(_)) {
             let _ = lobby_tx.send(event.clone());
         }
-        apply(&handle, event, lifetime, &rejected).await;
+        apply(&handle, &snapshot, event, lifetime, &rejected).await;
     }
     let (raw_events, task) = endpoint_events.into_parts();
     // Bounded like the endpoint's own channel, so a slow application still stops the loop.
     let (user_tx, user_rx) = mpsc::channel(raw_events.max_capacity());
     let (seal, seal_rx) = mpsc::unbounded_channel();
+    let own_id = Arc::new(AtomicI32::new(id));
     let relay = Relay {
         client,
+        snapshot,
         handle: handle.clone(),
         lifetime,
         rejected: rejected.clone(),
+        id: own_id.clone(),
     };
     let signaling = tokio::spawn(relay.run(ws, raw_events, user_tx, lobby_tx, seal_rx));
     Ok(Session {
-        id,
+        id: own_id,
         lobby: name,
         handle,
         events: Events::new(user_rx, task),
@@ -360,14 +386,39 @@ async fn next_event(ws: &mut Socket, client: &mut LobbyClient) -> Result<LobbyEv
     }
 }
 
+/// `url` with `query` added (`?query`, or `&query` after a query it has).
+fn with_query(url: &str, query: &str) -> String {
+    let (base, fragment) = url
+        .split_once('#')
+        .map_or((url, None), |(b, f)| (b, Some(f)));
+    let separator = if base.contains('?') { "&" } else { "?" };
+    // `ws://host:port` has no path: give it `/` before the query.
+    let after_scheme = base.split_once("://").map_or(base, |(_, rest)| rest);
+    let slash = if after_scheme.contains('/') || base.contains('?') {
+        ""
+    } else {
+        "/"
+    };
+    let mut out = format!("{base}{slash}{separator}{query}");
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// Hands a lobby event to the machine ([`Machine::apply_lobby`], with the lobby client's
+/// state as of that event).
 async fn apply<M: Machine + 'static>(
     handle: &Handle<M>,
+    lobby: &Arc<LobbyClient>,
     event: LobbyEvent,
     lifetime: i32,
     rejected: &AtomicU64,
 ) {
+    let lobby = lobby.clone();
     let applied = handle
-        .call(move |m, now| LobbyClient::apply(&event, m, now, lifetime))
+        .call(move |m, now| m.apply_lobby(&lobby, &event, now, lifetime))
         .await;
     if !matches!(applied, Ok(Ok(()))) {
         rejected.fetch_add(1, Ordering::Relaxed);
@@ -377,13 +428,19 @@ async fn apply<M: Machine + 'static>(
 /// The signaling task's state.
 struct Relay<M> {
     client: LobbyClient,
+    /// The client's state for the machine, refreshed after every frame that is not a signal
+    /// (signals change nothing the machine reads from it).
+    snapshot: Arc<LobbyClient>,
     handle: Handle<M>,
     lifetime: i32,
     rejected: Arc<AtomicU64>,
+    /// The session's id, which a host migration can change.
+    id: Arc<AtomicI32>,
 }
 
 impl<M: Machine + 'static> Relay<M> {
-    /// Lobby frames → mesh; the mesh's signals → lobby; every other event → the application.
+    /// Lobby frames → mesh; the mesh's signals and lobby requests (host migration) → lobby;
+    /// every other event → the application.
     /// When the WebSocket closes, events keep flowing and new signals are dropped (counted).
     /// Once the lobby is sealed the mesh stands on its own: peers leaving the lobby (the
     /// server closes sealed lobbies) are reported but not removed from the mesh.
@@ -401,15 +458,27 @@ impl<M: Machine + 'static> Relay<M> {
                 frame = next_event(&mut ws, &mut self.client), if open => match frame {
                     Ok(event) => {
                         sealed |= event == LobbyEvent::Sealed;
+                        if !matches!(event, LobbyEvent::Signal { .. }) {
+                            self.snapshot = Arc::new(self.client.clone());
+                        }
+                        if let Some(id) = self.client.id() {
+                            self.id.store(id, Ordering::Relaxed);
+                        }
                         let announce = matches!(
                             event,
-                            LobbyEvent::PeerJoined(_) | LobbyEvent::PeerLeft(_) | LobbyEvent::Sealed
+                            LobbyEvent::PeerJoined(_)
+                                | LobbyEvent::PeerLeft(_)
+                                | LobbyEvent::Sealed
+                                | LobbyEvent::HostChanged { .. }
+                                | LobbyEvent::BecameHost { .. }
+                                | LobbyEvent::NoLongerHost { .. }
                         );
                         if announce {
                             let _ = lobby.send(event.clone());
                         }
                         if !(sealed && matches!(event, LobbyEvent::PeerLeft(_))) {
-                            apply(&self.handle, event, self.lifetime, &self.rejected).await;
+                            apply(&self.handle, &self.snapshot, event, self.lifetime, &self.rejected)
+                                .await;
                         }
                     }
                     Err(JoinError::Protocol(_)) => {
@@ -430,13 +499,39 @@ impl<M: Machine + 'static> Relay<M> {
                         Ok(_) => {
                             self.rejected.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(event) => {
-                            let _ = user.send(event).await;
-                        }
+                        Err(event) => match M::into_lobby_request(event) {
+                            Ok(request) => match self.client.request_message(&request) {
+                                Ok(text) if open => {
+                                    open = ws.send(Message::text(text)).await.is_ok();
+                                }
+                                _ => {
+                                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                                }
+                            },
+                            Err(event) => {
+                                let _ = user.send(event).await;
+                            }
+                        },
                     },
                 },
             }
         }
         let _ = ws.close(None).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_query;
+
+    #[test]
+    fn the_migration_query_joins_any_query_the_url_has() {
+        assert_eq!(with_query("ws://h:1", "migrate=1"), "ws://h:1/?migrate=1");
+        assert_eq!(with_query("ws://h:1/", "migrate=1"), "ws://h:1/?migrate=1");
+        assert_eq!(
+            with_query("wss://h/p?k=v", "migrate=1"),
+            "wss://h/p?k=v&migrate=1"
+        );
+        assert_eq!(with_query("ws://h/#x", "migrate=1"), "ws://h/?migrate=1#x");
     }
 }

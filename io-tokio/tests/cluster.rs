@@ -28,7 +28,7 @@ async fn connected_to(session: &mut Session<Mesh>, count: usize) -> Vec<PeerId> 
     while peers.len() < count {
         let event = tokio::time::timeout_at(deadline, session.events.recv())
             .await
-            .unwrap_or_else(|_| panic!("peer {} saw only {peers:?} connect", session.id))
+            .unwrap_or_else(|_| panic!("peer {} saw only {peers:?} connect", session.id()))
             .expect("events open");
         if let Event::PeerConnected(id) = event {
             peers.push(id);
@@ -64,9 +64,9 @@ async fn members_on_three_nodes_form_one_mesh_and_a_killed_nodes_member_is_annou
             .expect("member joins through another node");
         sessions.push(s);
     }
-    let ids: Vec<PeerId> = sessions.iter().map(|s| s.id).collect();
+    let ids: Vec<PeerId> = sessions.iter().map(|s| s.id()).collect();
     for s in &mut sessions {
-        let mut expected: Vec<PeerId> = ids.iter().copied().filter(|id| *id != s.id).collect();
+        let mut expected: Vec<PeerId> = ids.iter().copied().filter(|id| *id != s.id()).collect();
         expected.sort();
         assert_eq!(
             connected_to(s, 3).await,
@@ -80,7 +80,7 @@ async fn members_on_three_nodes_form_one_mesh_and_a_killed_nodes_member_is_annou
                 Target::All,
                 TransferMode::Reliable,
                 0,
-                s.id.to_le_bytes().to_vec(),
+                s.id().to_le_bytes().to_vec(),
             )
             .await
             .expect("send");
@@ -103,7 +103,7 @@ async fn members_on_three_nodes_form_one_mesh_and_a_killed_nodes_member_is_annou
     }
 
     // Node c dies without a word: its member is announced gone on a and b.
-    let gone = sessions[2].id;
+    let gone = sessions[2].id();
     c.signal("KILL");
     let started = Instant::now();
     for i in [0, 1, 3] {
@@ -115,7 +115,7 @@ async fn members_on_three_nodes_form_one_mesh_and_a_killed_nodes_member_is_annou
             )
             .await,
             "peer {} heard that {gone} left",
-            sessions[i].id
+            sessions[i].id()
         );
     }
     let noticed = started.elapsed();
@@ -214,10 +214,8 @@ async fn node_in_process(
     redis: &RedisServer,
     tune: impl FnOnce(&mut SignalConfig),
 ) -> SignalServer {
-    let mut config = SignalConfig {
-        cluster: Some(ClusterConfig::new(redis.url.clone())),
-        ..SignalConfig::default()
-    };
+    let mut config =
+        SignalConfig::default().with_cluster(Some(ClusterConfig::new(redis.url.clone())));
     tune(&mut config);
     SignalServer::bind_with("127.0.0.1:0".parse().expect("addr"), config)
         .await
@@ -454,4 +452,87 @@ async fn a_join_that_its_lobbys_node_never_answers_is_closed_not_left_waiting() 
         "an unanswered JOIN was closed after {:?}",
         started.elapsed()
     );
+}
+
+/// Host migration across nodes: the lobby lives on node a, where its host connected; its
+/// successor is on node b. The election runs on a; HELLO comes from each member's own node,
+/// the opt-in travels with the JOIN, and the probe of a host on another node is a ping that
+/// node sends and whose pong it forwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lobby_migrates_its_host_to_a_member_on_another_node() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let opted = |node: &ServerProcess| format!("{}/?migrate=1", node.url);
+    let mut host = ws(&opted(&a)).await;
+    let (_, lobby) = join_client_server_raw(&mut host, "").await;
+    let mut x = ws(&opted(&b)).await;
+    assert_eq!(
+        next_frames(&mut x, 1, LIMIT).await,
+        vec![(8, 0, "migrate/1".to_owned())]
+    );
+    let (x_id, _) = join_client_server_raw(&mut x, &lobby).await;
+    let mut y = ws(&opted(&a)).await;
+    let (y_id, _) = join_client_server_raw(&mut y, &lobby).await;
+    let mut plain = ws(&b.url).await;
+    let (plain_id, _) = join_client_server_raw(&mut plain, &lobby).await;
+    assert!(expect_frame(&mut host, 2, plain_id, LIMIT).await);
+
+    drop(host); // the host's process dies
+    assert_eq!(
+        next_frames(&mut x, 3, LIMIT).await,
+        vec![
+            (9, 1, "1".to_owned()),
+            (2, y_id, "m".to_owned()),
+            (2, plain_id, String::new()),
+        ],
+        "the member on node b is peer 1 now"
+    );
+    assert_eq!(
+        next_frames(&mut y, 1, LIMIT).await,
+        vec![(9, x_id, "1".to_owned())]
+    );
+    assert_eq!(
+        next_frames(&mut plain, 3, LIMIT).await,
+        vec![
+            (3, 1, String::new()),
+            (3, x_id, String::new()),
+            (2, 1, String::new())
+        ]
+    );
+
+    // y reports x lost; x (on b) answers the probe that crosses nodes, so y reconnects.
+    y.send(frame(10, 1, "1")).await.expect("HOST_LOST");
+    let reads = tokio::spawn(async move {
+        let frames = next_frames(&mut x, 2, LIMIT).await;
+        (x, frames)
+    });
+    assert_eq!(
+        next_frames(&mut y, 2, LIMIT).await,
+        vec![(3, 1, String::new()), (2, 1, "m".to_owned())]
+    );
+    let (x, frames) = reads.await.expect("x task");
+    assert_eq!(
+        frames,
+        vec![(3, y_id, String::new()), (2, y_id, "m".to_owned())]
+    );
+
+    // x goes too: y is next, and the plain member on b follows again.
+    drop(x);
+    assert_eq!(
+        next_frames(&mut y, 2, LIMIT).await,
+        vec![(9, 1, "2".to_owned()), (2, plain_id, String::new())]
+    );
+    assert_eq!(
+        next_frames(&mut plain, 3, LIMIT).await,
+        vec![
+            (3, 1, String::new()),
+            (3, y_id, String::new()),
+            (2, 1, String::new())
+        ]
+    );
+    assert!(
+        a.wait_log_count("host migrated", 2, LIMIT),
+        "node a ran both elections"
+    );
+    assert!(!b.log().contains("host migrated"), "node b ran none");
 }

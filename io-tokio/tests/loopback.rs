@@ -43,7 +43,7 @@ async fn connected_to(session: &mut Session<Mesh>, count: usize) -> Vec<PeerId> 
             _ => None,
         })
         .await
-        .unwrap_or_else(|| panic!("peer {} saw only {peers:?} connect", session.id));
+        .unwrap_or_else(|| panic!("peer {} saw only {peers:?} connect", session.id()));
         peers.push(id);
     }
     peers.sort();
@@ -63,7 +63,7 @@ fn ids_except(sessions: &[Session<Mesh>], me: usize) -> Vec<PeerId> {
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != me)
-        .map(|(_, s)| s.id)
+        .map(|(_, s)| s.id())
         .collect();
     ids.sort();
     ids
@@ -75,7 +75,7 @@ async fn three_peers_form_a_mesh_through_the_signaling_server() {
     let host = join(&server.url(), "", JoinOptions::default())
         .await
         .expect("host joins");
-    assert_eq!(host.id, 1, "the lobby host is peer 1");
+    assert_eq!(host.id(), 1, "the lobby host is peer 1");
     let lobby = host.lobby.clone();
     let mut sessions = vec![host];
     for _ in 0..2 {
@@ -107,7 +107,7 @@ async fn three_peers_form_a_mesh_through_the_signaling_server() {
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
-            .map(|(j, s)| (s.id, format!("hello from {j}")))
+            .map(|(j, s)| (s.id(), format!("hello from {j}")))
             .collect();
         expected.sort();
         assert_eq!(got, expected);
@@ -124,7 +124,7 @@ async fn server_with_three_clients_one_leaves_and_the_others_are_told() {
     let mut host = join(&server.url(), "", options.clone())
         .await
         .expect("server joins");
-    assert_eq!(host.id, 1);
+    assert_eq!(host.id(), 1);
     assert!(host
         .handle
         .call(|m, _| m.mode() == rtcmesh::Mode::Server)
@@ -138,7 +138,7 @@ async fn server_with_three_clients_one_leaves_and_the_others_are_told() {
                 .expect("client joins"),
         );
     }
-    let mut client_ids: Vec<PeerId> = clients.iter().map(|c| c.id).collect();
+    let mut client_ids: Vec<PeerId> = clients.iter().map(|c| c.id()).collect();
     client_ids.sort();
     assert_eq!(connected_to(&mut host, 3).await, client_ids);
     for c in &mut clients {
@@ -152,7 +152,7 @@ async fn server_with_three_clients_one_leaves_and_the_others_are_told() {
                 Target::Peer(1),
                 TransferMode::Reliable,
                 0,
-                c.id.to_le_bytes().to_vec(),
+                c.id().to_le_bytes().to_vec(),
             )
             .await
             .expect("send");
@@ -168,7 +168,7 @@ async fn server_with_three_clients_one_leaves_and_the_others_are_told() {
 
     // The last client leaves: the server's mesh reports it, the lobby tells the other clients.
     let leaving = clients.pop().expect("client");
-    let gone = leaving.id;
+    let gone = leaving.id();
     leaving.handle.close();
     drop(leaving);
     let started = Instant::now();
@@ -237,7 +237,7 @@ async fn a_vanished_peer_is_detected_within_peer_timeout_and_the_rest_keep_excha
             connected_to(&mut v, 2).await;
             v
         });
-        joined_tx.send(session.id).expect("report");
+        joined_tx.send(session.id()).expect("report");
         let _ = die_rx.recv_timeout(LIMIT);
         // Dropping the runtime first cancels the loop mid-flight: no close notification is
         // sent, exactly as when a process is killed.
@@ -269,7 +269,7 @@ async fn a_vanished_peer_is_detected_within_peer_timeout_and_the_rest_keep_excha
             (*e == Event::PeerDisconnected(v)).then_some(())
         })
         .await;
-        assert!(seen.is_some(), "peer {} noticed the vanished peer", s.id);
+        assert!(seen.is_some(), "peer {} noticed the vanished peer", s.id());
     }
     let detected = started.elapsed();
     assert!(
@@ -282,7 +282,7 @@ async fn a_vanished_peer_is_detected_within_peer_timeout_and_the_rest_keep_excha
     );
 
     // a and b keep exchanging.
-    for (from, to) in [(&a, b.id), (&b, a.id)] {
+    for (from, to) in [(&a, b.id()), (&b, a.id())] {
         from.handle
             .send(
                 Target::Peer(to),
@@ -295,11 +295,11 @@ async fn a_vanished_peer_is_detected_within_peer_timeout_and_the_rest_keep_excha
     }
     assert_eq!(
         packet_from(&mut a, LIMIT).await,
-        Some((b.id, b"after".to_vec()))
+        Some((b.id(), b"after".to_vec()))
     );
     assert_eq!(
         packet_from(&mut b, LIMIT).await,
-        Some((a.id, b"after".to_vec()))
+        Some((a.id(), b"after".to_vec()))
     );
 }
 
@@ -377,7 +377,7 @@ async fn the_signaling_server_closes_bad_connections_with_a_reason_and_keeps_the
     ws.send(Message::text(r#"{"type":0,"id":0,"data":""}"#))
         .await
         .expect("join own lobby");
-    let offer = format!(r#"{{"type":4,"id":{},"data":"v=0"}}"#, guest.id);
+    let offer = format!(r#"{{"type":4,"id":{},"data":"v=0"}}"#, guest.id());
     ws.send(Message::text(offer)).await.expect("send");
     assert_eq!(
         close_reason(&mut ws).await,
@@ -425,7 +425,7 @@ async fn clients_reach_each_other_through_the_server_relay_over_real_sockets() {
         .await
         .expect("b");
     // Each client learns of the other through the server's peer exchange.
-    let (a_id, b_id) = (a.id, b.id);
+    let (a_id, b_id) = (a.id(), b.id());
     for (me, other) in [(&mut a, b_id), (&mut b, a_id)] {
         let deadline = tokio::time::Instant::now() + LIMIT;
         loop {
@@ -440,7 +440,7 @@ async fn clients_reach_each_other_through_the_server_relay_over_real_sockets() {
     }
     a.handle
         .send_bytes(
-            Target::Peer(b.id),
+            Target::Peer(b.id()),
             TransferMode::Reliable,
             0,
             b"via server".to_vec(),
@@ -456,7 +456,7 @@ async fn clients_reach_each_other_through_the_server_relay_over_real_sockets() {
         if let MultiplayerEvent::Packet(p) = event {
             assert_eq!(
                 (p.from, p.data.as_slice()),
-                (a.id, &b"via server"[..]),
+                (a.id(), &b"via server"[..]),
                 "true sender, intact"
             );
             break;
@@ -491,7 +491,7 @@ async fn a_newcomer_s_lobby_events_name_the_members_already_there() {
         }
     }
     known.sort();
-    let mut members = vec![host.id, second.id];
+    let mut members = vec![host.id(), second.id()];
     members.sort();
     assert_eq!(known, members);
 }

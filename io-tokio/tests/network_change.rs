@@ -62,7 +62,7 @@ async fn stream_across_a_rebind(mover: usize) -> (Duration, Vec<(Duration, usize
     for session in &mut s {
         wait_connected(session).await;
     }
-    let ids = [s[0].id, s[1].id];
+    let ids = [s[0].id(), s[1].id()];
     let old = s[mover].handle.local_addr();
     let mut logs = [Log::default(), Log::default()];
     let mut sent_at = Vec::new();

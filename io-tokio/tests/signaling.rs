@@ -21,15 +21,8 @@ async fn server_with(config: SignalConfig) -> SignalServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealing_closes_every_member_with_1000_seal_complete_like_the_reference() {
-    let config = LobbyServerConfig {
-        seal_close_after: Duration::from_millis(200),
-        ..LobbyServerConfig::default()
-    };
-    let server = server_with(SignalConfig {
-        lobby: config,
-        ..SignalConfig::default()
-    })
-    .await;
+    let config = LobbyServerConfig::default().with_seal_close_after(Duration::from_millis(200));
+    let server = server_with(SignalConfig::default().with_lobby(config)).await;
     let mut host = ws(&server.url()).await;
     let (_, lobby) = join_raw(&mut host, "").await;
     let mut guests = Vec::new();
@@ -179,15 +172,15 @@ async fn a_slow_reader_and_a_fast_sender_are_closed_with_bounded_memory_while_ot
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_connection_is_closed_by_keepalive_and_an_idle_member_by_the_idle_limit() {
-    let server = server_with(SignalConfig {
-        lobby: LobbyServerConfig {
-            member_idle_timeout: Some(Duration::from_millis(1500)),
-            ..LobbyServerConfig::default()
-        },
-        ping_interval: Duration::from_millis(200),
-        pong_timeout: Duration::from_millis(300),
-        ..SignalConfig::default()
-    })
+    let server = server_with(
+        SignalConfig::default()
+            .with_lobby(
+                LobbyServerConfig::default()
+                    .with_member_idle_timeout(Some(Duration::from_millis(1500))),
+            )
+            .with_ping_interval(Duration::from_millis(200))
+            .with_pong_timeout(Duration::from_millis(300)),
+    )
     .await;
     let url = server.url();
     let mut host = ws(&url).await;
@@ -251,14 +244,13 @@ async fn a_dead_connection_is_closed_by_keepalive_and_an_idle_member_by_the_idle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_lobby_and_too_many_lobbies_from_one_address_are_refused() {
-    let server = server_with(SignalConfig {
-        lobby: LobbyServerConfig {
-            max_lobby_size: 3,
-            max_lobbies_per_address: 2,
-            ..LobbyServerConfig::default()
-        },
-        ..SignalConfig::default()
-    })
+    let server = server_with(
+        SignalConfig::default().with_lobby(
+            LobbyServerConfig::default()
+                .with_max_lobby_size(3)
+                .with_max_lobbies_per_address(2),
+        ),
+    )
     .await;
     let url = server.url();
     let mut members = Vec::new();
@@ -309,11 +301,8 @@ async fn an_oversized_lobby_and_too_many_lobbies_from_one_address_are_refused() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_form_a_mesh_over_wss_with_a_generated_certificate() {
     let (cert, key, der) = certificate();
-    let server = server_with(SignalConfig {
-        tls: Some(rtcmesh_tokio::signal::server_tls_from_pem_files(&cert, &key).expect("tls")),
-        ..SignalConfig::default()
-    })
-    .await;
+    let tls = rtcmesh_tokio::signal::server_tls_from_pem_files(&cert, &key).expect("tls");
+    let server = server_with(SignalConfig::default().with_tls(Some(tls))).await;
     let url = server.url_for("localhost");
     assert!(url.starts_with("wss://localhost:"));
     let options = JoinOptions::default().with_tls(Some(trusting(der)));
@@ -323,7 +312,7 @@ async fn peers_form_a_mesh_over_wss_with_a_generated_certificate() {
     let mut guest = join(&server.url(), &host.lobby, options.clone())
         .await
         .expect("guest over wss by IP address");
-    for (me, other) in [(&mut host, guest.id), (&mut guest, 1)] {
+    for (me, other) in [(&mut host, guest.id()), (&mut guest, 1)] {
         let deadline = tokio::time::Instant::now() + LIMIT;
         loop {
             let e = tokio::time::timeout_at(deadline, me.events.recv())
@@ -447,7 +436,88 @@ async fn out_of_descriptors_the_server_pauses_instead_of_spinning_and_recovers()
             }
         }
     };
-    assert_eq!(session.id, 1);
+    assert_eq!(session.id(), 1);
     let text = scrape(server.metrics.as_deref().expect("metrics")).await;
     assert!(metric(&text, "rtcmesh_signal_accept_errors_total").unwrap_or(0.0) > 0.0);
+}
+
+/// Host migration over real WebSockets: members that opened `/?migrate=1` hear typed host
+/// changes, a plain member the demo protocol's frames; a host that stops answering the probe
+/// after a HOST_LOST report is replaced and fenced (4010), one that answers is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migratable_lobby_elects_a_successor_and_probes_a_reported_host() {
+    let server = server_with(SignalConfig::default()).await;
+    let opted = format!("{}/?migrate=1", server.url());
+    let mut host = ws(&opted).await;
+    let (hello, _, data) = next_frames(&mut host, 1, LIMIT).await.remove(0);
+    assert_eq!((hello, data.as_str()), (8, "migrate/1"), "HELLO");
+    let (_, lobby) = join_client_server_raw(&mut host, "").await;
+    let mut x = ws(&opted).await;
+    let (x_id, _) = join_client_server_raw(&mut x, &lobby).await;
+    let mut y = ws(&opted).await;
+    let (y_id, _) = join_client_server_raw(&mut y, &lobby).await;
+    let mut plain = ws(&server.url()).await;
+    let (plain_id, _) = join_client_server_raw(&mut plain, &lobby).await;
+    assert!(expect_frame(&mut host, 2, plain_id, LIMIT).await);
+
+    // y reports the host lost; the host's client reads (so it answers the ping): y is told
+    // to connect to it again, and nothing else changes.
+    y.send(frame(10, 1, "0")).await.expect("HOST_LOST");
+    let reads = tokio::spawn(async move {
+        let _ = next_frames(&mut host, 2, LIMIT).await; // y's PEER_DISCONNECT + PEER_CONNECT
+        host
+    });
+    let again = next_frames(&mut y, 2, LIMIT).await;
+    assert_eq!(
+        again,
+        vec![(3, 1, String::new()), (2, 1, "m".to_owned())],
+        "reconnect to the same host"
+    );
+    let host = reads.await.expect("host task");
+
+    // The host's process dies: its TCP connection ends.
+    let started = Instant::now();
+    drop(host);
+    let to_x = next_frames(&mut x, 3, LIMIT).await;
+    println!("successor told after {:?}", started.elapsed());
+    assert_eq!(
+        to_x,
+        vec![
+            (9, 1, "1".to_owned()),
+            (2, y_id, "m".to_owned()),
+            (2, plain_id, String::new()),
+        ]
+    );
+    assert_eq!(
+        next_frames(&mut y, 1, LIMIT).await,
+        vec![(9, x_id, "1".to_owned())]
+    );
+    assert_eq!(
+        next_frames(&mut plain, 3, LIMIT).await,
+        vec![
+            (3, 1, String::new()),
+            (3, x_id, String::new()),
+            (2, 1, String::new())
+        ]
+    );
+
+    // x (the new host) stops reading its socket: y's report is not answered, and 500 ms
+    // later y is the host and x is fenced.
+    y.send(frame(10, 1, "1")).await.expect("HOST_LOST");
+    let to_y = next_frames(&mut y, 2, LIMIT).await;
+    assert_eq!(
+        to_y,
+        vec![(9, 1, "2".to_owned()), (2, plain_id, String::new())]
+    );
+    assert_eq!(
+        next_frames(&mut x, 1, LIMIT).await,
+        vec![(9, y_id, "2".to_owned())],
+        "the old host learns who took over"
+    );
+    assert_eq!(
+        close_of(&mut x).await,
+        Some((4010, "Replaced as host".to_owned()))
+    );
+    let metrics = server.metrics();
+    assert_eq!((metrics.host_migrations, metrics.host_lost_reports), (2, 2));
 }

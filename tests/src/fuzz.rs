@@ -210,15 +210,13 @@ pub fn lobby(data: &[u8]) {
         Advance(u16),
     }
     let mut u = Unstructured::new(data);
-    let config = LobbyServerConfig {
-        max_peers: 8,
-        max_lobbies: 3,
-        max_lobby_size: 3,
-        max_lobbies_per_address: 2,
-        member_idle_timeout: Some(Duration::from_millis(500)),
-        handoff_unknown_lobbies: data.first().is_some_and(|b| b & 1 == 1),
-        ..LobbyServerConfig::default()
-    };
+    let config = LobbyServerConfig::default()
+        .with_max_peers(8)
+        .with_max_lobbies(3)
+        .with_max_lobby_size(3)
+        .with_max_lobbies_per_address(2)
+        .with_member_idle_timeout(Some(Duration::from_millis(500)))
+        .with_handoff_unknown_lobbies(data.first().is_some_and(|b| b & 1 == 1));
     let mut server = LobbyServer::new(config, 1);
     let mut epochs = std::collections::HashMap::new();
     let start = Instant::now();

@@ -249,6 +249,7 @@ fn every_shell_command_is_run_by_ci_or_names_real_options() {
     let ci = read(&root().join(".ci/run"));
     let signal = read(&root().join("io-tokio/src/bin/rtcmesh-signal.rs"));
     let natlab = read(&root().join("interop/natlab/run.sh"));
+    let deploy = read(&root().join("io-tokio/tests/deploy.rs"));
     let mut wrong = Vec::new();
     for page in pages() {
         for block in blocks(&read(&page)).iter().filter(|b| b.info == "sh") {
@@ -260,6 +261,13 @@ fn every_shell_command_is_run_by_ci_or_names_real_options() {
                         .into_iter()
                         .find(|o| !signal.contains(&format!("\"{o}\"")))
                         .map(|o| format!("rtcmesh-signal has no option {o}")),
+                    // The test-certificate recipe: io-tokio/tests/deploy.rs runs these lines.
+                    "openssl" => (!deploy.contains(&format!("\"{}\"", name(&page)))).then(|| {
+                        format!(
+                            "io-tokio/tests/deploy.rs does not run {}'s openssl lines",
+                            name(&page)
+                        )
+                    }),
                     "turnserver" => options(&command)
                         .into_iter()
                         .find(|o| !natlab.contains(o))
@@ -287,8 +295,8 @@ fn runs_verbatim(ci: &str, command: &str) -> bool {
     })
 }
 
-/// `None` when `.ci/run` runs the command verbatim, or when the package, example or binary it
-/// names exists in the workspace.
+/// `None` when `.ci/run` runs the command verbatim, or when the package, features, example,
+/// binary or test it names exists in the workspace.
 fn cargo_problem(command: &str, ci: &str) -> Option<String> {
     if runs_verbatim(ci, command) {
         return None;
@@ -300,7 +308,13 @@ fn cargo_problem(command: &str, ci: &str) -> Option<String> {
             .position(|w| *w == flag)
             .and_then(|i| words.get(i + 1))
     };
-    let package = match after("-p") {
+    // `cargo install NAME` names its package as `-p` does (other tools: not ours to check).
+    let installs = words.get(1) == Some(&"install");
+    let named = after("-p").or_else(|| installs.then(|| words.get(2)).flatten());
+    if installs && !named.is_some_and(|n| n.starts_with("rtcmesh")) {
+        return None;
+    }
+    let package = match named {
         Some(p) => match *p {
             "rtcmesh" => "core",
             "rtcmesh-tokio" => "io-tokio",
@@ -335,6 +349,49 @@ fn cargo_problem(command: &str, ci: &str) -> Option<String> {
             return Some(format!("no binary {bin}"));
         }
     }
+    let features: Vec<&str> = after("--features")
+        .or_else(|| after("-F"))
+        .map(|list| list.split([',', ' ']).filter(|f| !f.is_empty()).collect())
+        .unwrap_or_default();
+    for feature in &features {
+        let declared = dirs.iter().any(|d| {
+            read(&d.join("Cargo.toml"))
+                .split("\n[features]\n")
+                .nth(1)
+                .and_then(|rest| rest.split("\n[").next())
+                .is_some_and(|table| {
+                    table
+                        .lines()
+                        .any(|l| l.starts_with(&format!("{feature} =")))
+                })
+        });
+        if !declared {
+            return Some(format!("no feature {feature}"));
+        }
+    }
+    if let Some(bin) = after("--bin") {
+        // A binary with `required-features` is only built when they are given.
+        for d in &dirs {
+            for target in read(&d.join("Cargo.toml")).split("[[bin]]").skip(1) {
+                let target = target.split("\n[").next().unwrap_or(target);
+                if !target.contains(&format!("name = \"{bin}\"")) {
+                    continue;
+                }
+                let required = target
+                    .lines()
+                    .find_map(|l| l.strip_prefix("required-features = "))
+                    .unwrap_or("[]");
+                if let Some(missing) = required
+                    .split('"')
+                    .skip(1)
+                    .step_by(2)
+                    .find(|f| !features.contains(f) && !words.contains(&"--all-features"))
+                {
+                    return Some(format!("{bin} needs --features {missing}"));
+                }
+            }
+        }
+    }
     if let Some(test) = after("--test") {
         if !dirs
             .iter()
@@ -356,8 +413,9 @@ fn inline_code(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Commands in the prose (`cargo run …`, `cargo test …`) name packages, examples, binaries
-/// and tests that exist, and the benchmark's parts are ones it knows.
+/// Commands in the prose (`cargo run …`, `cargo test …`, `cargo build …`, `cargo install …`)
+/// name packages, features, examples, binaries and tests that exist (a binary with the features
+/// it requires), and the benchmark's parts are ones it knows.
 #[test]
 fn every_cargo_command_in_the_prose_names_what_exists() {
     let ci = read(&root().join(".ci/run"));
@@ -365,7 +423,15 @@ fn every_cargo_command_in_the_prose_names_what_exists() {
     let mut wrong = Vec::new();
     for page in pages() {
         for command in inline_code(&read(&page)) {
-            if !(command.starts_with("cargo run ") || command.starts_with("cargo test ")) {
+            if ![
+                "cargo run ",
+                "cargo test ",
+                "cargo build ",
+                "cargo install ",
+            ]
+            .iter()
+            .any(|c| command.starts_with(c))
+            {
                 continue;
             }
             let mut problem = cargo_problem(&command, &ci);

@@ -198,6 +198,7 @@ impl Link {
     /// Advances time to `now`, drains output and applies the link's own deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = self.clock.max(now);
+        self.release_output_buffers();
         if self.held.deadline().is_some_and(|at| now >= at) {
             self.release_held();
         }

@@ -15,6 +15,7 @@ use str0m::{Candidate, CandidateKind};
 
 use crate::config::MeshConfig;
 use crate::limits::{Limits, RateLimit};
+use crate::mdns::{self, CandidateAddress, HeldNames};
 
 /// One remote candidate as str0m tells them apart.
 type CandidateKey = (SocketAddr, CandidateKind, Protocol);
@@ -26,11 +27,52 @@ pub(super) struct RemoteCandidates {
     addresses: HashSet<SocketAddr>,
     /// `a=candidate` lines passed on that we could not parse (each takes a slot).
     unparsed: usize,
+    /// `.local` candidates waiting for their names to resolve (each takes a slot).
+    mdns: HeldNames,
+}
+
+/// Why a `.local` candidate was not held for its name to resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MdnsRefused {
+    /// The candidate cap is reached (`candidates_over_limit`).
+    OverLimit,
+    /// The peer has `max_mdns_names` names waiting (`mdns_names_over_limit`).
+    TooManyNames,
+}
+
+/// What filtering an SDP's candidates removed, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Removed {
+    /// Past the candidate cap.
+    pub over_limit: u64,
+    /// `.local` names past `max_mdns_names`.
+    pub mdns_over_limit: u64,
+    /// `.local` names that are not valid ones.
+    pub mdns_refused: u64,
 }
 
 impl RemoteCandidates {
     fn len(&self) -> usize {
-        self.known.len() + self.unparsed
+        self.known.len() + self.unparsed + self.mdns.len()
+    }
+
+    /// Holds a `.local` candidate until its name resolves, if there is room.
+    fn hold_mdns(
+        &mut self,
+        name: &str,
+        attribute: &str,
+        max: usize,
+        max_names: usize,
+    ) -> Result<(), MdnsRefused> {
+        if self.mdns.holds(name, attribute) {
+            return Ok(());
+        }
+        if self.len() >= max {
+            return Err(MdnsRefused::OverLimit);
+        }
+        self.mdns
+            .hold(name, attribute, max_names)
+            .map_err(|mdns::Refused::TooManyNames| MdnsRefused::TooManyNames)
     }
 
     /// Whether `c` may go to str0m: it is known already, or there is room (it is remembered).
@@ -64,19 +106,36 @@ impl RemoteCandidates {
 
     /// Adds `other`'s candidates to these (an upper bound on what str0m may hold when it is not
     /// known which of the two sets it kept).
-    fn merge(&mut self, other: RemoteCandidates) {
+    fn merge(&mut self, other: RemoteCandidates, max_names: usize) {
         self.known.extend(other.known);
         self.addresses.extend(other.addresses);
         self.unparsed += other.unparsed;
+        self.mdns.merge(other.mdns, max_names);
     }
 
-    /// `sdp` with the `a=candidate` lines past the cap removed, and how many were removed.
-    fn filter_sdp(&mut self, sdp: &str, max: usize) -> (String, usize) {
-        let mut removed = 0;
+    /// `sdp` with the `a=candidate` lines past the cap removed, and `.local` ones taken out
+    /// (held for their names to resolve, or removed), and how many were removed.
+    fn filter_sdp(&mut self, sdp: &str, max: usize, max_names: usize) -> (String, Removed) {
+        let mut removed = Removed::default();
         let mut out = String::with_capacity(sdp.len());
         for line in sdp.split_inclusive('\n') {
             if let Some(attr) = line.strip_prefix("a=") {
                 if attr.starts_with("candidate:") {
+                    match mdns::candidate_address(attr) {
+                        CandidateAddress::Mdns(name) => {
+                            match self.hold_mdns(name, attr, max, max_names) {
+                                Ok(()) => {}
+                                Err(MdnsRefused::OverLimit) => removed.over_limit += 1,
+                                Err(MdnsRefused::TooManyNames) => removed.mdns_over_limit += 1,
+                            }
+                            continue;
+                        }
+                        CandidateAddress::BadName => {
+                            removed.mdns_refused += 1;
+                            continue;
+                        }
+                        CandidateAddress::Other => {}
+                    }
                     let admitted = match Candidate::from_sdp_string(attr.trim_end()) {
                         Ok(c) => self.admit(&c, max),
                         Err(_) if self.len() < max => {
@@ -86,7 +145,7 @@ impl RemoteCandidates {
                         Err(_) => false,
                     };
                     if !admitted {
-                        removed += 1;
+                        removed.over_limit += 1;
                         continue;
                     }
                 }
@@ -138,12 +197,47 @@ impl Guard {
         self.remote.admit(c, self.limits.max_remote_candidates)
     }
 
-    /// An offer's or answer's SDP with its candidates past the cap removed, and how many were.
-    pub fn bound_sdp(&mut self, sdp: &str) -> (String, u64) {
-        let (sdp, removed) = self
-            .remote
-            .filter_sdp(sdp, self.limits.max_remote_candidates);
-        (sdp, removed as u64)
+    /// An offer's or answer's SDP with its candidates past the cap removed and its `.local`
+    /// ones held (see [`Guard::hold_mdns`]), and what was removed.
+    pub fn bound_sdp(&mut self, sdp: &str) -> (String, Removed) {
+        self.remote.filter_sdp(
+            sdp,
+            self.limits.max_remote_candidates,
+            self.limits.max_mdns_names,
+        )
+    }
+
+    /// Holds a `.local` candidate until its name resolves (it takes a slot of the cap
+    /// meanwhile); a repeat is held once.
+    pub fn hold_mdns(&mut self, name: &str, attribute: &str) -> Result<(), MdnsRefused> {
+        self.remote.hold_mdns(
+            name,
+            attribute,
+            self.limits.max_remote_candidates,
+            self.limits.max_mdns_names,
+        )
+    }
+
+    /// The names held since the last call (the mesh asks the adapter to resolve each).
+    pub fn take_mdns_names(&mut self) -> Vec<String> {
+        self.remote.mdns.take_fresh()
+    }
+
+    /// The candidates carrying `name`, released from their slots.
+    pub fn release_mdns(&mut self, name: &str) -> Vec<String> {
+        self.remote.mdns.release(name)
+    }
+
+    /// Where `name` resolved to for the current candidate set, if it did.
+    pub fn mdns_address(&self, name: &str) -> Option<std::net::IpAddr> {
+        self.remote.mdns.resolved(name)
+    }
+
+    /// Remembers where `name` resolved to, for later candidates carrying it.
+    pub fn remember_mdns(&mut self, name: &str, ip: std::net::IpAddr) {
+        self.remote
+            .mdns
+            .remember(name, ip, self.limits.max_mdns_names);
     }
 
     /// Whether a datagram from a new address may go on to str0m: a new address becomes a
@@ -164,7 +258,7 @@ impl Guard {
     /// the old candidates or not, so both sets are counted.
     pub fn keep_candidates(&mut self, before: Option<RemoteCandidates>) {
         if let Some(before) = before {
-            self.remote.merge(before);
+            self.remote.merge(before, self.limits.max_mdns_names);
         }
     }
 
@@ -243,7 +337,7 @@ mod tests {
         let mut old = RemoteCandidates::default();
         assert!(old.admit(&host(0), 2));
         assert!(old.admit(&host(1), 2));
-        fresh.merge(old);
+        fresh.merge(old, 8);
         assert_eq!(fresh.len(), 2, "a candidate in both counts once");
         assert!(!fresh.admit(&host(2), 2));
         assert!(fresh.admit_source(SocketAddr::from(([127, 0, 0, 1], 5001)), 2));
@@ -258,8 +352,8 @@ mod tests {
                    a=candidate:x garbage\r\n\
                    a=end-of-candidates\r\n";
         let mut remote = RemoteCandidates::default();
-        let (out, removed) = remote.filter_sdp(sdp, 1);
-        assert_eq!(removed, 2);
+        let (out, removed) = remote.filter_sdp(sdp, 1, 8);
+        assert_eq!(removed.over_limit, 2);
         assert_eq!(
             out,
             "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\

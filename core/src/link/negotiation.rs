@@ -14,18 +14,20 @@
 //! The DTLS fingerprint cannot tell them apart: every connection of a mesh shares one
 //! certificate.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::{Candidate, Rtc, RtcConfig};
 
+use super::guard::MdnsRefused;
 use super::window::SendWindow;
 use super::{layout, ChannelStats, Link, LinkChannel, Loss, Role};
 use crate::channels::{self, ChannelSpec};
 use crate::config::MeshConfig;
 use crate::error::{AddPeerError, SignalError};
+use crate::mdns::{self, CandidateAddress};
 use crate::signal::Signal;
 
 /// The longest the answering side keeps the offerer's trickled candidates from ICE while it
@@ -330,12 +332,22 @@ impl Link {
             Signal::Candidate(text) => {
                 let text = text.trim();
                 let attr = text.strip_prefix("a=").unwrap_or(text);
-                match Candidate::from_sdp_string(attr) {
-                    Ok(c) => self.add_remote_candidate(c),
-                    Err(e) => {
-                        self.counts.candidates_rejected += 1;
-                        return Err(SignalError::Invalid(format!("bad candidate: {e}")));
+                match mdns::candidate_address(attr) {
+                    CandidateAddress::Mdns(name) => self.hold_mdns(name, attr),
+                    CandidateAddress::BadName => {
+                        self.counts.mdns_names_refused += 1;
+                        return Err(SignalError::Invalid(format!(
+                            "bad candidate: its .local name is not one label of ASCII \
+                             letters, digits and hyphens: {attr}"
+                        )));
                     }
+                    CandidateAddress::Other => match Candidate::from_sdp_string(attr) {
+                        Ok(c) => self.add_remote_candidate(c),
+                        Err(e) => {
+                            self.counts.candidates_rejected += 1;
+                            return Err(SignalError::Invalid(format!("bad candidate: {e}")));
+                        }
+                    },
                 }
             }
         }
@@ -352,11 +364,60 @@ impl Link {
         }
     }
 
-    /// An offer's or answer's SDP with its candidates past the cap removed (and counted).
+    /// An offer's or answer's SDP with its candidates past the cap removed (and counted), and
+    /// its `.local` ones held until their names resolve.
     fn bound_sdp_candidates(&mut self, sdp: String) -> String {
         let (sdp, removed) = self.guard.bound_sdp(&sdp);
-        self.counts.candidates_over_limit += removed;
+        self.counts.candidates_over_limit += removed.over_limit;
+        self.counts.mdns_names_over_limit += removed.mdns_over_limit;
+        self.counts.mdns_names_refused += removed.mdns_refused;
         sdp
+    }
+
+    /// A trickled `.local` candidate: to ICE at once if its name resolved already on this
+    /// connection, else held until it does (unless past a limit: then counted).
+    fn hold_mdns(&mut self, name: &str, attr: &str) {
+        if let Some(ip) = self.guard.mdns_address(name) {
+            if let Some(c) =
+                mdns::with_address(attr, ip).and_then(|line| Candidate::from_sdp_string(&line).ok())
+            {
+                self.add_remote_candidate(c);
+            }
+            return;
+        }
+        match self.guard.hold_mdns(name, attr) {
+            Ok(()) => {}
+            Err(MdnsRefused::OverLimit) => self.counts.candidates_over_limit += 1,
+            Err(MdnsRefused::TooManyNames) => self.counts.mdns_names_over_limit += 1,
+        }
+    }
+
+    /// The `.local` names held since the last call: the mesh asks the adapter to resolve them.
+    pub fn take_mdns_names(&mut self) -> Vec<String> {
+        self.guard.take_mdns_names()
+    }
+
+    /// `name` resolved to `ip`: the candidates carrying it go to ICE with `ip` in its place
+    /// (foundation, priority, port and type as signalled). Returns how many went.
+    pub fn resolved_mdns(&mut self, now: Instant, name: &str, ip: IpAddr) -> usize {
+        let mut applied = 0;
+        for line in self.guard.release_mdns(name) {
+            match mdns::with_address(&line, ip).map(|l| Candidate::from_sdp_string(&l)) {
+                Some(Ok(c)) => {
+                    self.add_remote_candidate(c);
+                    applied += 1;
+                }
+                _ => self.counts.candidates_rejected += 1,
+            }
+        }
+        self.guard.remember_mdns(name, ip);
+        self.handle_timeout(now);
+        applied
+    }
+
+    /// `name` will not resolve: the candidates carrying it are dropped.
+    pub fn drop_mdns(&mut self, name: &str) {
+        self.guard.release_mdns(name);
     }
 
     /// A trickled candidate: to str0m (or held, see [`HeldCandidates`]) unless past the cap

@@ -20,16 +20,15 @@ pub type ConnectionId = u64;
 /// use std::time::Duration;
 /// use rtcmesh::lobby::{LobbyServer, LobbyServerConfig};
 ///
-/// let config = LobbyServerConfig {
-///     max_lobby_size: 8, // a game for up to 8 players
-///     member_idle_timeout: Some(Duration::from_secs(60)),
-///     ..LobbyServerConfig::default()
-/// };
+/// let config = LobbyServerConfig::default()
+///     .with_max_lobby_size(8) // a game for up to 8 players
+///     .with_member_idle_timeout(Some(Duration::from_secs(60)));
 /// let server = LobbyServer::new(config, rand_seed());
 /// assert_eq!(server.config().max_lobby_size, 8);
 /// # fn rand_seed() -> u64 { 7 }
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LobbyServerConfig {
     /// Connections beyond this are closed at once.
     pub max_peers: usize,
@@ -77,6 +76,19 @@ impl Default for LobbyServerConfig {
         }
     }
 }
+
+crate::__config_setters!(LobbyServerConfig {
+    with_max_peers => max_peers: usize,
+    with_max_lobbies => max_lobbies: usize,
+    with_join_timeout => join_timeout: Duration,
+    with_seal_close_after => seal_close_after: Duration,
+    with_max_lobby_size => max_lobby_size: usize,
+    with_max_lobbies_per_address => max_lobbies_per_address: usize,
+    with_member_idle_timeout => member_idle_timeout: Option<Duration>,
+    with_handoff_unknown_lobbies => handoff_unknown_lobbies: bool,
+    with_host_probe_timeout => host_probe_timeout: Duration,
+    with_host_lost_window => host_lost_window: Duration,
+});
 
 /// What the server wants done on its WebSockets.
 ///

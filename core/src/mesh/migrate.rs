@@ -101,6 +101,7 @@ impl Mesh {
             return Err(RenameError::AlreadyExists(to));
         }
         self.peers.rekey(from, to, &self.span);
+        self.mdns.rename_peer(from, to);
         if self.mode == Mode::Client {
             if from == SERVER_ID {
                 self.set_status(ConnectionStatus::Connecting);

@@ -143,6 +143,8 @@ pub struct Mesh {
     peers: PeerTable,
     /// STUN/TURN: gathered candidates, allocations, and their timers.
     nat: Nat,
+    /// `.local` names the adapter is asked to resolve (see `mdns.rs`).
+    mdns: crate::mdns::Queries,
     last_now: Option<Instant>,
     /// Where the clock stops, once a time near the end of `Instant`'s range was seen.
     clock_horizon: Option<Instant>,
@@ -232,6 +234,7 @@ impl Mesh {
             host_addresses: Vec::new(),
             peers: PeerTable::default(),
             nat,
+            mdns: Default::default(),
             last_now: None,
             clock_horizon: None,
             transmits: VecDeque::new(),
@@ -310,6 +313,7 @@ impl Mesh {
             self.nat.handle_timeout(now);
         }
         self.absorb_nat();
+        self.expire_mdns(now);
     }
 
     /// Godot's `remove_peer`: closes the connection (the remote notices at once) and emits
@@ -426,10 +430,14 @@ impl Mesh {
         if let (true, Some(now)) = (self.peers.any_dirty(), self.last_now) {
             return Some(now);
         }
-        match (self.peers.next_deadline(), self.nat.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.peers.next_deadline(),
+            self.nat.poll_timeout(),
+            self.mdns.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// This mesh's unique id.
@@ -738,6 +746,7 @@ impl Mesh {
 
     fn remove_link(&mut self, key: usize, announce: bool, reason: Loss) {
         let mut link = self.peers.remove(key);
+        self.mdns.forget_peer(link.peer());
         link.trace_end(reason);
         link.close();
         while let Some(t) = link.poll_transmit() {

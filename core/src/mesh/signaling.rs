@@ -9,6 +9,8 @@ use str0m::Candidate;
 use super::Mesh;
 use crate::allowlist;
 use crate::error::{CandidateError, SignalError};
+use crate::limits;
+use crate::mdns::{Asked, CandidateAddress, MdnsQuery};
 use crate::nat::IceTransportPolicy;
 use crate::path::LocalCandidate;
 use crate::signal::Signal;
@@ -113,6 +115,83 @@ impl Mesh {
         self.absorb_nat();
     }
 
+    /// The next `.local` name a peer's candidates carry, for the adapter to resolve with mDNS
+    /// (browsers hide their host addresses so; the core does no DNS). Answer each with
+    /// [`resolved_mdns`](Mesh::resolved_mdns) within
+    /// [`Limits::mdns_timeout`](crate::Limits::mdns_timeout); the adapters do this for you.
+    /// New names come only from [`handle_signal`](Mesh::handle_signal): poll after it.
+    pub fn poll_mdns_query(&mut self) -> Option<MdnsQuery> {
+        self.mdns.next()
+    }
+
+    /// The adapter's answer to an [`MdnsQuery`]: `Some(address)` sends `peer`'s candidates
+    /// carrying `name` to ICE with the address in its place (as signalled otherwise), `None`
+    /// (it did not resolve) drops them. Returns whether any candidate took the address. An
+    /// answer for a query that timed out, or a peer that is gone, is ignored; an address
+    /// outside [`MeshConfig::remote_allowlist`](crate::MeshConfig::remote_allowlist) is
+    /// dropped (`candidates_not_allowed`).
+    pub fn resolved_mdns(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        name: &str,
+        address: Option<IpAddr>,
+    ) -> bool {
+        if self.closed || !self.mdns.answer(peer, name) {
+            return false;
+        }
+        let Some(key) = self.peers.key(peer) else {
+            return false;
+        };
+        let now = self.observe(now);
+        let Some(ip) = address else {
+            self.stats.mdns_names_unresolved += 1;
+            self.peers.link_mut(key).drop_mdns(name);
+            return false;
+        };
+        if !allowlist::is_allowed(self.config.remote_allowlist.as_deref(), ip) {
+            self.stats.candidates_not_allowed += 1;
+            self.peers.link_mut(key).drop_mdns(name);
+            return false;
+        }
+        self.stats.mdns_names_resolved += 1;
+        let applied = self.peers.link_mut(key).resolved_mdns(now, name, ip);
+        self.settle(key);
+        applied > 0
+    }
+
+    /// Starts a query for each name the link's candidates brought; past the mesh's limit, the
+    /// name's candidates are dropped (and counted).
+    fn ask_mdns(&mut self, key: usize, now: Instant) {
+        if !self.peers.contains(key) {
+            return;
+        }
+        let limits = &self.config.limits;
+        let deadline = limits::deadline(now, limits.mdns_timeout);
+        let max = limits.max_mdns_queries;
+        let link = self.peers.link_mut(key);
+        let peer = link.peer();
+        for name in link.take_mdns_names() {
+            if self.mdns.ask(peer, name.clone(), deadline, max) == Asked::Full {
+                link.drop_mdns(&name);
+                self.stats.mdns_names_over_limit += 1;
+            }
+        }
+    }
+
+    /// Drops the names not answered in time, with their candidates.
+    pub(super) fn expire_mdns(&mut self, now: Instant) {
+        if self.mdns.deadline().is_none_or(|at| at > now) {
+            return;
+        }
+        for (peer, name) in self.mdns.expire(now) {
+            self.stats.mdns_timeouts += 1;
+            if let Some(key) = self.peers.key(peer) {
+                self.peers.link_mut(key).drop_mdns(&name);
+            }
+        }
+    }
+
     /// Passes a signal received from `from` (through the application's signaling transport).
     ///
     /// Signals are bounded ([`MeshConfig::limits`](crate::MeshConfig::limits)): longer ones are
@@ -161,6 +240,7 @@ impl Mesh {
             }
         }
         let result = self.peers.link_mut(key).handle_signal(now, signal);
+        self.ask_mdns(key, now);
         // An answer that left the link unusable ends it (reported as lost).
         self.settle(key);
         if result.is_ok() {
@@ -178,7 +258,12 @@ impl Mesh {
         match signal {
             Signal::Candidate(attr) => {
                 let ip = allowlist::candidate_address(&attr);
-                if ip.is_some_and(|ip| allowlist::is_allowed(Some(list), ip)) {
+                // A name is checked once resolved (`resolved_mdns`).
+                let name = matches!(
+                    crate::mdns::candidate_address(&attr),
+                    CandidateAddress::Mdns(_)
+                );
+                if name || ip.is_some_and(|ip| allowlist::is_allowed(Some(list), ip)) {
                     Some(Signal::Candidate(attr))
                 } else {
                     self.stats.candidates_not_allowed += 1;

@@ -673,4 +673,10 @@ impl Machine for Multiplayer {
     ) -> Result<(), ApplyError> {
         self.apply_lobby_event(lobby, event, now, unreliable_lifetime)
     }
+    fn into_lobby_request(event: Self::Event) -> Result<LobbyRequest, Self::Event> {
+        match event {
+            MultiplayerEvent::ToLobby(request) => Ok(request),
+            other => Err(other),
+        }
+    }
 }

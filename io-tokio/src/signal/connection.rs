@@ -11,16 +11,18 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use rtcmesh::lobby::{ConnectionId, MAX_MESSAGE_LEN};
+use rtcmesh::lobby::{ConnectOptions, ConnectionId, MAX_MESSAGE_LEN};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::close;
+use super::http;
 use super::metrics::Counters;
 use super::outbox::{Bounds, Next, Outbox};
 use super::rate::{Buckets, RateLimit};
@@ -51,6 +53,12 @@ pub(crate) enum Incoming {
         conn: ConnectionId,
         from: SocketAddr,
         outbox: Arc<Outbox>,
+        /// What the request's URL asked for (`?migrate=1`).
+        options: ConnectOptions,
+    },
+    /// A pong arrived (the answer to a keepalive ping or to a host-migration probe).
+    Pong {
+        conn: ConnectionId,
     },
     /// The permit travels with the frame; the reader reads on once the loop drops it.
     Frame {
@@ -85,6 +93,7 @@ fn websocket_config() -> WebSocketConfig {
 }
 
 /// Runs the TLS and WebSocket handshakes within the handshake timeout, then the connection.
+/// A plain `GET /healthz` (no WebSocket upgrade) is answered `200 ok` and closed instead.
 pub(crate) async fn handshake(
     conn: ConnectionId,
     tcp: TcpStream,
@@ -93,34 +102,119 @@ pub(crate) async fn handshake(
     cx: Context,
 ) {
     let _ = tcp.set_nodelay(true);
-    let limit = cx.limits.handshake_timeout;
-    let counters = cx.counters.clone();
-    let done = || Counters::sub(&counters.handshakes);
+    let deadline = tokio::time::Instant::now() + cx.limits.handshake_timeout;
     match tls {
-        Some(acceptor) => {
-            let ws = tokio::time::timeout(limit, async {
-                let stream = acceptor.accept(tcp).await.ok()?;
-                tokio_tungstenite::accept_async_with_config(stream, Some(websocket_config()))
-                    .await
-                    .ok()
-            })
-            .await;
-            done();
-            match ws {
-                Ok(Some(ws)) => run(conn, ws, from, cx).await,
-                _ => Counters::add(&counters.handshakes_failed, 1),
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => upgrade(conn, stream, from, deadline, cx).await,
+            Ok(Err(e)) => {
+                log_tls_failure(from, &e);
+                handshake_failed(&cx);
             }
+            Err(_) => {
+                tracing::debug!(%from, "TLS handshake timed out");
+                handshake_failed(&cx);
+            }
+        },
+        None => upgrade(conn, tcp, from, deadline, cx).await,
+    }
+}
+
+/// A failed TLS handshake is logged at debug (scanners and dropped connections are common),
+/// but a client that refuses this server's certificate is worth a warning: clients cannot
+/// connect until the certificate is fixed.
+fn log_tls_failure(from: SocketAddr, e: &std::io::Error) {
+    use rustls::AlertDescription as A;
+    let refused = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::AlertReceived(
+                    A::BadCertificate
+                        | A::UnknownCA
+                        | A::CertificateUnknown
+                        | A::CertificateExpired
+                        | A::UnsupportedCertificate
+                        | A::CertificateRevoked
+                )
+            )
+        });
+    if refused {
+        tracing::warn!(%from, error = %e, "TLS handshake failed: the client refused the certificate");
+    } else {
+        tracing::debug!(%from, error = %e, "TLS handshake failed");
+    }
+}
+
+fn handshake_failed(cx: &Context) {
+    Counters::sub(&cx.counters.handshakes);
+    Counters::add(&cx.counters.handshakes_failed, 1);
+}
+
+/// Reads the HTTP request (a health check is answered here), then the WebSocket handshake and
+/// the connection.
+async fn upgrade<S>(
+    conn: ConnectionId,
+    mut stream: S,
+    from: SocketAddr,
+    deadline: tokio::time::Instant,
+    cx: Context,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let head = match tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(e)) => {
+            tracing::debug!(conn, %from, error = %e, "no HTTP request");
+            return handshake_failed(&cx);
         }
-        None => {
-            let accept = tokio_tungstenite::accept_async_with_config(tcp, Some(websocket_config()));
-            let ws = tokio::time::timeout(limit, accept).await;
-            done();
-            match ws {
-                Ok(Ok(ws)) => run(conn, ws, from, cx).await,
-                _ => Counters::add(&counters.handshakes_failed, 1),
-            }
+        Err(_) => {
+            tracing::debug!(conn, %from, "no HTTP request within the handshake timeout");
+            return handshake_failed(&cx);
+        }
+    };
+    if let Some(check) = http::health_check(&head) {
+        Counters::sub(&cx.counters.handshakes);
+        let _ = tokio::time::timeout_at(deadline, http::answer_health(&mut stream, check)).await;
+        return;
+    }
+    // The request's target (path and query) carries the client's options. (The result type
+    // is tungstenite's callback signature, not ours to shrink.)
+    let mut target = String::new();
+    #[allow(clippy::result_large_err)]
+    let read_target = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        let uri = request.uri();
+        target = uri
+            .path_and_query()
+            .map_or_else(String::new, |p| p.as_str().to_owned());
+        Ok(response)
+    };
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(
+        http::Replay::new(head, stream),
+        read_target,
+        Some(websocket_config()),
+    );
+    match tokio::time::timeout_at(deadline, accept).await {
+        Ok(Ok(ws)) => {
+            Counters::sub(&cx.counters.handshakes);
+            tracing::debug!(conn, %from, target, "connection opened");
+            run(conn, ws, from, options(&target), cx).await;
+            tracing::debug!(conn, %from, "connection closed");
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(conn, %from, error = %e, "WebSocket handshake failed");
+            handshake_failed(&cx);
+        }
+        Err(_) => {
+            tracing::debug!(conn, %from, "WebSocket handshake timed out");
+            handshake_failed(&cx);
         }
     }
+}
+
+fn options(target: &str) -> ConnectOptions {
+    ConnectOptions::from_request_target(target)
 }
 
 /// Why the reader stopped.
@@ -133,8 +227,13 @@ enum ReadEnd {
     Violation(u16, &'static str),
 }
 
-async fn run<S>(conn: ConnectionId, ws: WebSocketStream<S>, from: SocketAddr, cx: Context)
-where
+async fn run<S>(
+    conn: ConnectionId,
+    ws: WebSocketStream<S>,
+    from: SocketAddr,
+    options: ConnectOptions,
+    cx: Context,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let outbox = Arc::new(Outbox::new(cx.limits.queue));
@@ -142,6 +241,7 @@ where
         conn,
         from,
         outbox: outbox.clone(),
+        options,
     };
     if cx.server.send(opened).is_err() {
         return;
@@ -235,6 +335,11 @@ where
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                         if !buckets.admit(Instant::now(), len) {
                             return ReadEnd::Violation(close::RATE_LIMITED, close::RATE_LIMITED_REASON);
+                        }
+                        if matches!(frame, Some(Ok(Message::Pong(_))))
+                            && cx.server.send(Incoming::Pong { conn }).is_err()
+                        {
+                            return ReadEnd::Gone;
                         }
                         continue;
                     }

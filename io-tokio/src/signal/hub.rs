@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtcmesh::lobby::{close as lobby_close, ConnectionId, LobbyServer, ServerOutput};
+use rtcmesh::lobby::{
+    close as lobby_close, ConnectOptions, ConnectionId, LobbyServer, Migration, ServerOutput,
+};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::close;
@@ -55,6 +57,8 @@ struct Socket {
     outbox: Arc<Outbox>,
     address: IpAddr,
     route: Route,
+    /// Host migration, as its URL asked (travels with its JOIN to another node).
+    migration: Migration,
 }
 
 pub(crate) struct Hub {
@@ -147,7 +151,12 @@ impl Hub {
     fn incoming(&mut self, message: Incoming) {
         let now = Instant::now();
         match message {
-            Incoming::Opened { conn, from, outbox } => {
+            Incoming::Opened {
+                conn,
+                from,
+                outbox,
+                options,
+            } => {
                 if self.sockets.len() >= self.max_sockets {
                     self.counters
                         .closed(lobby_close::PROTOCOL_ERROR, lobby_close::TOO_MANY_PEERS);
@@ -159,10 +168,18 @@ impl Hub {
                     outbox,
                     address,
                     route: Route::Local,
+                    migration: options.migration,
                 };
                 self.sockets.insert(conn, socket);
-                self.lobby.connect(now, conn, address);
+                self.lobby.connect_with(now, conn, address, options);
             }
+            Incoming::Pong { conn } => match self.sockets.get(&conn).map(|s| &s.route) {
+                Some(Route::Local) => self.lobby.handle_pong(conn),
+                Some(&Route::Proxied { owner, .. }) => {
+                    self.publish(owner, conn, Body::Pong);
+                }
+                _ => {}
+            },
             Incoming::Frame {
                 conn,
                 frame,
@@ -223,6 +240,19 @@ impl Hub {
                     }
                 }
                 ServerOutput::Handoff { conn, lobby, join } => self.handoff(conn, lobby, join),
+                ServerOutput::Ping { to } => {
+                    if let Some(socket) = self.sockets.get(&to) {
+                        socket.outbox.ping();
+                    } else if let Some(&(node, theirs)) = self.remote.get(&to) {
+                        self.publish(node, theirs, Body::Ping);
+                    }
+                }
+                ServerOutput::HostChanged { name, host, epoch } => {
+                    tracing::info!(lobby = %name, epoch, "host migrated");
+                    if let Some(owned) = self.owned.get_mut(&name) {
+                        *owned = host;
+                    }
+                }
                 _ => {}
             }
         }
@@ -389,12 +419,17 @@ impl Hub {
                 let refused = match owner {
                     Ok(Some(owner)) if owner != me => {
                         let frame = std::mem::take(join);
-                        let address = socket.address;
+                        let (address, migration) = (socket.address, socket.migration);
                         socket.route = Route::Proxied {
                             owner,
                             asked: Some(now),
                         };
-                        self.publish(owner, conn, Body::Join { address, frame });
+                        let join = Body::Join {
+                            address,
+                            migration,
+                            frame,
+                        };
+                        self.publish(owner, conn, join);
                         return;
                     }
                     Ok(_) => (
@@ -434,7 +469,11 @@ impl Hub {
     fn node_message(&mut self, now: Instant, message: NodeMessage) {
         let NodeMessage { from, conn, body } = message;
         match body {
-            Body::Join { address, frame } => {
+            Body::Join {
+                address,
+                migration,
+                frame,
+            } => {
                 if self.remote_ids.contains_key(&(from, conn)) {
                     return;
                 }
@@ -458,7 +497,11 @@ impl Hub {
                 let ours = self.ids.fetch_add(1, Ordering::Relaxed);
                 self.remote.insert(ours, (from, conn));
                 self.remote_ids.insert((from, conn), ours);
-                self.lobby.connect(now, ours, address);
+                // Its own node greeted it (HELLO) when it connected there.
+                let options = ConnectOptions::default()
+                    .with_migration(migration)
+                    .with_hello(false);
+                self.lobby.connect_with(now, ours, address, options);
                 self.lobby.handle_text(now, ours, &frame);
             }
             Body::Text(text) => {
@@ -494,6 +537,18 @@ impl Hub {
             Body::Close { code, reason } => {
                 if self.proxied_by(conn, from) {
                     self.end_socket(conn, Some((code, reason)), Knows::Lobby);
+                }
+            }
+            Body::Ping => {
+                if self.proxied_by(conn, from) {
+                    if let Some(socket) = self.sockets.get(&conn) {
+                        socket.outbox.ping();
+                    }
+                }
+            }
+            Body::Pong => {
+                if let Some(&ours) = self.remote_ids.get(&(from, conn)) {
+                    self.lobby.handle_pong(ours);
                 }
             }
         }
@@ -626,6 +681,8 @@ impl Hub {
         let stats = self.lobby.stats();
         Counters::set(&c.joins, stats.joins);
         Counters::set(&c.signals_relayed, stats.signals_relayed);
+        Counters::set(&c.host_migrations, stats.migrations);
+        Counters::set(&c.host_lost_reports, stats.host_lost_reports);
     }
 }
 

@@ -27,6 +27,8 @@ pub(crate) struct Counters {
     pub remote_members: AtomicU64,
     pub joins: AtomicU64,
     pub signals_relayed: AtomicU64,
+    pub host_migrations: AtomicU64,
+    pub host_lost_reports: AtomicU64,
     pub frames_in: AtomicU64,
     pub bytes_in: AtomicU64,
     pub frames_out: AtomicU64,
@@ -77,6 +79,8 @@ impl Counters {
             remote_members: g(&self.remote_members),
             joins: g(&self.joins),
             signals_relayed: g(&self.signals_relayed),
+            host_migrations: g(&self.host_migrations),
+            host_lost_reports: g(&self.host_lost_reports),
             frames_in: g(&self.frames_in),
             bytes_in: g(&self.bytes_in),
             frames_out: g(&self.frames_out),
@@ -131,6 +135,10 @@ pub struct SignalMetrics {
     pub joins: u64,
     /// OFFER / ANSWER / CANDIDATE frames relayed.
     pub signals_relayed: u64,
+    /// Host migrations in this node's lobbies (a successor became peer 1).
+    pub host_migrations: u64,
+    /// HOST_LOST reports this node's lobbies accepted.
+    pub host_lost_reports: u64,
     /// Text frames received from clients.
     pub frames_in: u64,
     /// Bytes of those.
@@ -231,6 +239,18 @@ impl SignalMetrics {
             "counter",
             "OFFER, ANSWER and CANDIDATE frames relayed.",
             self.signals_relayed,
+        );
+        metric(
+            "host_migrations_total",
+            "counter",
+            "Host migrations in this node's lobbies.",
+            self.host_migrations,
+        );
+        metric(
+            "host_lost_reports_total",
+            "counter",
+            "HOST_LOST reports accepted by this node's lobbies.",
+            self.host_lost_reports,
         );
         metric(
             "frames_received_total",

@@ -1,42 +1,57 @@
 //! The signaling server: [`rtcmesh::lobby::LobbyServer`] behind WebSockets (`ws://` or
 //! `wss://`), bounded for the internet, optionally one node of several sharing lobbies through
-//! Redis.
+//! Redis. All of it but the client's TLS helpers needs the feature `server`.
 //!
 //! The lobby logic and its limits (lobby size, lobbies per address, idle members) live in the
 //! sans-IO `LobbyServer`; this adapter adds what only a socket can know: bounded outbound
 //! queues, the rate limit, keepalive, handshake and accept limits, TLS, metrics, shutdown and
 //! the cluster.
 
+#[cfg(feature = "server")]
 mod accept;
+#[cfg(feature = "server")]
 mod cluster;
+#[cfg(feature = "server")]
 mod connection;
+#[cfg(feature = "server")]
+mod http;
+#[cfg(feature = "server")]
 mod hub;
+#[cfg(feature = "server")]
 mod metrics;
+#[cfg(feature = "server")]
 mod outbox;
+#[cfg(feature = "server")]
 mod rate;
 mod tls;
 
-use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+pub use tls::{client_tls, platform_client_tls};
+#[cfg(feature = "server")]
+pub use {
+    cluster::ClusterConfig,
+    metrics::SignalMetrics,
+    rate::RateLimit,
+    tls::{server_tls, server_tls_from_pem_files},
+};
 
-use rtcmesh::lobby::{LobbyServer, LobbyServerConfig};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+#[cfg(feature = "server")]
+use {
+    connection::{Context, Limits},
+    hub::{Control, Hub},
+    metrics::Counters,
+    outbox::Bounds,
+    rtcmesh::lobby::{LobbyServer, LobbyServerConfig},
+    std::io,
+    std::net::SocketAddr,
+    std::sync::atomic::AtomicU64,
+    std::sync::Arc,
+    std::time::{Duration, Instant},
+    tokio::net::TcpListener,
+    tokio::sync::{mpsc, oneshot},
+    tokio::task::JoinHandle,
+};
 
-pub use cluster::ClusterConfig;
-pub use metrics::SignalMetrics;
-pub use rate::RateLimit;
-pub use tls::{client_tls, platform_client_tls, server_tls, server_tls_from_pem_files};
-
-use connection::{Context, Limits};
-use hub::{Control, Hub};
-use metrics::Counters;
-use outbox::Bounds;
-
+#[cfg(feature = "server")]
 /// Close codes and reasons the server adds to the lobby protocol's
 /// ([`rtcmesh::lobby::close`]): limits only a socket can see, shutdown and the cluster.
 pub mod close {
@@ -63,6 +78,7 @@ pub mod close {
     pub const CLUSTER_UNAVAILABLE_REASON: &str = "Signaling cluster unavailable";
 }
 
+#[cfg(feature = "server")]
 /// Everything [`SignalServer::bind_with`] can be told. The defaults suit a server on the
 /// internet; `lobby` holds the protocol's own limits.
 ///
@@ -70,16 +86,17 @@ pub mod close {
 /// use rtcmesh_tokio::{RateLimit, SignalConfig, SignalServer};
 ///
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut config = SignalConfig::default();
-/// config.lobby.max_lobby_size = 8; // the protocol's limits
-/// config.rate_limit = RateLimit { messages_per_second: 50.0, ..RateLimit::default() };
-/// config.metrics = Some("127.0.0.1:0".parse()?); // Prometheus text at /metrics
+/// let mut config = SignalConfig::default()
+///     .with_rate_limit(RateLimit { messages_per_second: 50.0, ..RateLimit::default() })
+///     .with_metrics(Some("127.0.0.1:0".parse()?)); // Prometheus text at /metrics
+/// config.lobby.max_lobby_size = 8; // the protocol's limits (fields can be set directly too)
 /// let server = SignalServer::bind_with("127.0.0.1:0".parse()?, config).await?;
 /// println!("lobbies at {}, metrics at {:?}", server.url(), server.metrics_addr());
 /// server.shutdown().await;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SignalConfig {
     /// The lobby server's limits and timeouts (its `max_peers` also caps this node's sockets).
     pub lobby: LobbyServerConfig,
@@ -109,6 +126,7 @@ pub struct SignalConfig {
     pub cluster: Option<ClusterConfig>,
 }
 
+#[cfg(feature = "server")]
 impl Default for SignalConfig {
     fn default() -> Self {
         SignalConfig {
@@ -128,6 +146,23 @@ impl Default for SignalConfig {
     }
 }
 
+#[cfg(feature = "server")]
+rtcmesh::__config_setters!(SignalConfig {
+    with_lobby => lobby: LobbyServerConfig,
+    with_max_queued_bytes => max_queued_bytes: usize,
+    with_max_queued_messages => max_queued_messages: usize,
+    with_rate_limit => rate_limit: RateLimit,
+    with_ping_interval => ping_interval: Duration,
+    with_pong_timeout => pong_timeout: Duration,
+    with_handshake_timeout => handshake_timeout: Duration,
+    with_max_handshakes => max_handshakes: usize,
+    with_close_timeout => close_timeout: Duration,
+    with_tls => tls: Option<Arc<rustls::ServerConfig>>,
+    with_metrics => metrics: Option<SocketAddr>,
+    with_cluster => cluster: Option<ClusterConfig>,
+});
+
+#[cfg(feature = "server")]
 /// A running signaling server.
 ///
 /// ```
@@ -153,24 +188,20 @@ pub struct SignalServer {
     metrics: Option<JoinHandle<()>>,
 }
 
+#[cfg(feature = "server")]
 impl SignalServer {
     /// Listens on `addr` (e.g. `127.0.0.1:9080`) with the default socket limits and serves
     /// lobbies until dropped.
     pub async fn bind(addr: SocketAddr, config: LobbyServerConfig) -> io::Result<SignalServer> {
-        SignalServer::bind_with(
-            addr,
-            SignalConfig {
-                lobby: config,
-                ..SignalConfig::default()
-            },
-        )
-        .await
+        SignalServer::bind_with(addr, SignalConfig::default().with_lobby(config)).await
     }
 
     /// Listens on `addr` with everything `config` says. With a cluster, fails if Redis cannot
     /// be reached now.
     pub async fn bind_with(addr: SocketAddr, config: SignalConfig) -> io::Result<SignalServer> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| context(e, format!("cannot listen on {addr}")))?;
         let local = listener.local_addr()?;
         let counters = Arc::new(Counters::default());
         let node = random_seed();
@@ -186,7 +217,9 @@ impl SignalServer {
         };
         let (metrics_addr, metrics) = match config.metrics {
             Some(addr) => {
-                let (addr, task) = metrics::bind(addr, counters.clone()).await?;
+                let (addr, task) = metrics::bind(addr, counters.clone())
+                    .await
+                    .map_err(|e| context(e, format!("cannot serve metrics on {addr}")))?;
                 (Some(addr), Some(task))
             }
             None => (None, None),
@@ -228,7 +261,14 @@ impl SignalServer {
             config.close_timeout,
         );
         let hub = tokio::spawn(hub.run(incoming, cluster_events, control_rx, alive_rx));
-        tracing::info!(%local, tls = config.tls.is_some(), cluster = config.cluster.is_some(), "signaling server listening");
+        let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+        tracing::info!(
+            cluster = config.cluster.is_some(),
+            "listening on {scheme}://{local} (health check: GET /healthz)"
+        );
+        if let Some(addr) = metrics_addr {
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
         Ok(SignalServer {
             local,
             tls: config.tls.is_some(),
@@ -297,6 +337,7 @@ impl SignalServer {
     }
 }
 
+#[cfg(feature = "server")]
 impl Drop for SignalServer {
     fn drop(&mut self) {
         self.accept.abort();
@@ -309,6 +350,13 @@ impl Drop for SignalServer {
     }
 }
 
+#[cfg(feature = "server")]
+/// `e` with what was being done (and where) in front of its message.
+fn context(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(feature = "server")]
 /// A seed for lobby names, ids and node ids from the standard library's per-process random
 /// keys.
 fn random_seed() -> u64 {

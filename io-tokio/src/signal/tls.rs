@@ -2,11 +2,14 @@
 //! explicitly so no process-wide default provider is needed.
 
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+#[cfg(feature = "server")]
+use {
+    rustls::pki_types::pem::PemObject,
+    rustls::pki_types::{CertificateDer, PrivateKeyDer},
+    std::path::Path,
+};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -16,6 +19,7 @@ fn invalid(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
+#[cfg(feature = "server")]
 /// A TLS server configuration from PEM files: `cert` holds the certificate chain (leaf first),
 /// `key` the private key (PKCS#8, PKCS#1 or SEC1), as issued by Let's Encrypt and most CAs.
 pub fn server_tls_from_pem_files(cert: &Path, key: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
@@ -37,6 +41,7 @@ pub fn server_tls_from_pem_files(cert: &Path, key: &Path) -> io::Result<Arc<rust
     server_tls(chain, key)
 }
 
+#[cfg(feature = "server")]
 /// A TLS server configuration from a certificate chain (leaf first) and its private key.
 pub fn server_tls(
     chain: Vec<CertificateDer<'static>>,

@@ -176,7 +176,7 @@ pub fn trusting(cert: rustls::pki_types::CertificateDer<'static>) -> Arc<rustls:
 /// Whether a test can use `program`, a system tool or service outside the Rust toolchain (e.g.
 /// Debian's `redis-server`). When it cannot, `what` (the tests that need it) did not run: one
 /// line says so and how to run them, on the terminal even though libtest captures test output,
-/// once per test binary; the caller returns early. With `RTCMESH_REQUIRE_SERVICES=1` (as
+/// once per program and test binary; the caller returns early. With `RTCMESH_REQUIRE_SERVICES=1` (as
 /// `.ci/run` sets) a missing program fails the test instead, so CI never skips silently.
 pub fn installed(program: &str, what: &str, install: &str) -> bool {
     let found = std::env::var_os("PATH").is_some_and(|path| {
@@ -196,12 +196,15 @@ pub fn installed(program: &str, what: &str, install: &str) -> bool {
     if std::env::var("RTCMESH_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
         panic!("{line}, and RTCMESH_REQUIRE_SERVICES=1 requires it");
     }
-    static SAID: std::sync::Once = std::sync::Once::new();
-    SAID.call_once(|| {
+    // Once per missing program and test binary.
+    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.iter().any(|p| p == program) {
+        said.push(program.to_owned());
         use std::io::Write;
         // Straight to the terminal: libtest captures only print!/eprint!.
         let _ = writeln!(std::io::stderr(), "note: {line}");
-    });
+    }
     false
 }
 
@@ -228,15 +231,21 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `rtcmesh-signal 127.0.0.1:0 ARGS…` and waits for its "listening on" line.
     pub fn start(args: &[&str]) -> ServerProcess {
-        Self::start_with(None, args)
+        Self::start_with(None, &[], args)
+    }
+
+    /// [`start`](Self::start) with these environment variables (`RUST_LOG` is `info` unless
+    /// given).
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> ServerProcess {
+        Self::start_with(None, env, args)
     }
 
     /// [`start`](Self::start) with soft and hard descriptor limits of `descriptors`.
     pub fn start_with_descriptor_limit(descriptors: u64, args: &[&str]) -> ServerProcess {
-        Self::start_with(Some(descriptors), args)
+        Self::start_with(Some(descriptors), &[], args)
     }
 
-    fn start_with(descriptors: Option<u64>, args: &[&str]) -> ServerProcess {
+    fn start_with(descriptors: Option<u64>, env: &[(&str, &str)], args: &[&str]) -> ServerProcess {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(env!("CARGO_BIN_EXE_rtcmesh-signal"));
         if let Some(n) = descriptors {
@@ -260,27 +269,25 @@ impl ServerProcess {
             .arg("127.0.0.1:0")
             .args(args)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start rtcmesh-signal");
+        // Everything it says goes to stderr, through its logs; the addresses come from its
+        // "listening on" and "metrics on" lines.
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().expect("log");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                {
+                    let mut log = sink.lock().expect("log");
+                    log.push_str(&line);
+                    log.push('\n');
                 }
+                let _ = tx.send(line);
             }
         });
         let mut server = ServerProcess {
@@ -288,6 +295,10 @@ impl ServerProcess {
             url: String::new(),
             metrics: None,
             log,
+        };
+        let after = |line: &str, words: &str| {
+            let rest = &line[line.find(words)? + words.len()..];
+            Some(rest.split([' ', '"']).next()?.to_owned())
         };
         let deadline = Instant::now() + LIMIT;
         while server.url.is_empty() || (args.contains(&"--metrics") && server.metrics.is_none()) {
@@ -298,10 +309,10 @@ impl ServerProcess {
                     server.log.lock().expect("log")
                 )
             });
-            if let Some(url) = line.strip_prefix("rtcmesh-signal listening on ") {
-                server.url = url.to_owned();
-            } else if let Some(url) = line.strip_prefix("rtcmesh-signal metrics on ") {
-                server.metrics = Some(url.to_owned());
+            if let Some(url) = after(&line, "listening on ") {
+                server.url = url;
+            } else if let Some(url) = after(&line, "metrics on ") {
+                server.metrics = Some(url);
             }
         }
         server
@@ -509,4 +520,35 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Joins (`""` creates) a client/server lobby and returns (assigned id, lobby name).
+pub async fn join_client_server_raw(ws: &mut Ws, lobby: &str) -> (i64, String) {
+    ws.send(frame(0, 1, lobby)).await.expect("send join");
+    let mut id = None;
+    let name = read_until(ws, LIMIT, |m| match parse(m)? {
+        (1, assigned, _) => {
+            id = Some(assigned);
+            None
+        }
+        (0, _, name) => Some(name),
+        _ => None,
+    })
+    .await
+    .expect("JOIN reply");
+    (id.expect("ID before JOIN"), name)
+}
+
+/// The next `count` protocol frames (type, id, data), skipping SUCCESSION (11) updates;
+/// fewer if the connection ends or `limit` passes.
+pub async fn next_frames(ws: &mut Ws, count: usize, limit: Duration) -> Vec<(i64, i64, String)> {
+    let mut got = Vec::new();
+    read_until(ws, limit, |m| {
+        if let Some(f) = parse(m).filter(|f| f.0 != 11) {
+            got.push(f);
+        }
+        (got.len() >= count).then_some(())
+    })
+    .await;
+    got
 }

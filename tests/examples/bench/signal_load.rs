@@ -33,21 +33,19 @@ impl Node {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                let config = SignalConfig {
-                    lobby: LobbyServerConfig {
-                        max_peers: 100_000,
-                        max_lobbies: 100_000,
-                        max_lobbies_per_address: 100_000,
-                        join_timeout: Duration::from_secs(30),
-                        ..LobbyServerConfig::default()
-                    },
-                    rate_limit: RateLimit::unlimited(),
-                    max_queued_bytes: 64 << 20,
-                    max_queued_messages: 1 << 20,
-                    max_handshakes: 100_000,
-                    cluster: cluster.map(ClusterConfig::new),
-                    ..SignalConfig::default()
-                };
+                let config = SignalConfig::default()
+                    .with_lobby(
+                        LobbyServerConfig::default()
+                            .with_max_peers(100_000)
+                            .with_max_lobbies(100_000)
+                            .with_max_lobbies_per_address(100_000)
+                            .with_join_timeout(Duration::from_secs(30)),
+                    )
+                    .with_rate_limit(RateLimit::unlimited())
+                    .with_max_queued_bytes(64 << 20)
+                    .with_max_queued_messages(1 << 20)
+                    .with_max_handshakes(100_000)
+                    .with_cluster(cluster.map(ClusterConfig::new));
                 let server = SignalServer::bind_with("127.0.0.1:0".parse().expect("addr"), config)
                     .await
                     .expect("signaling node");

@@ -51,15 +51,19 @@ pub(crate) use wire::{Body, NodeId, NodeMessage};
 /// use std::time::Duration;
 /// use rtcmesh_tokio::{ClusterConfig, SignalConfig};
 ///
-/// let mut cluster = ClusterConfig::new("redis://10.0.0.5:6379");
-/// cluster.prefix = "game-eu".into(); // clusters sharing one Redis keep apart
-/// cluster.node_lease = Duration::from_secs(3);
-/// let mut config = SignalConfig::default();
-/// config.cluster = Some(cluster); // SignalServer::bind_with then joins the cluster
+/// let cluster = ClusterConfig::new("redis://:secret@10.0.0.5:6379")
+///     .with_prefix("game-eu".into()) // clusters sharing one Redis keep apart
+///     .with_node_lease(Duration::from_secs(3));
+/// // Debug (and every log line and error) hides the password.
+/// assert!(!format!("{cluster:?}").contains("secret"));
+/// let config = SignalConfig::default().with_cluster(Some(cluster)); // bind_with joins it
+/// # let _ = config;
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
+#[non_exhaustive]
 pub struct ClusterConfig {
-    /// `redis://host:port/db` (or `redis+unix:///path`).
+    /// `redis://host:port/db`, `redis://:password@host:port` (or `redis+unix:///path`). Its
+    /// password never appears in `Debug`, logs or errors.
     pub redis_url: String,
     /// Prefix of every key and channel (default `rtcmesh`), so several clusters can share
     /// one Redis.
@@ -87,6 +91,62 @@ impl ClusterConfig {
             command_timeout: Duration::from_secs(2),
             max_pending_publishes: 65_536,
         }
+    }
+}
+
+rtcmesh::__config_setters!(ClusterConfig {
+    with_redis_url => redis_url: String,
+    with_prefix => prefix: String,
+    with_node_lease => node_lease: Duration,
+    with_lobby_lease => lobby_lease: Duration,
+    with_command_timeout => command_timeout: Duration,
+    with_max_pending_publishes => max_pending_publishes: usize,
+});
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &redacted(&self.redis_url))
+            .field("prefix", &self.prefix)
+            .field("node_lease", &self.node_lease)
+            .field("lobby_lease", &self.lobby_lease)
+            .field("command_timeout", &self.command_timeout)
+            .field("max_pending_publishes", &self.max_pending_publishes)
+            .finish()
+    }
+}
+
+/// A Redis URL without its password: `redis://user:secret@host` becomes
+/// `redis://user:***@host`, and a `password=` or `pass=` query value `***`.
+pub(crate) fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = rest
+        .find(['/', '?'])
+        .map_or((rest, ""), |i| rest.split_at(i));
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => format!("{user}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let path = match path.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k == "password" || k == "pass" => format!("{k}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => path.to_owned(),
+    };
+    if url.contains("://") {
+        format!("{scheme}://{authority}{path}")
+    } else {
+        format!("{authority}{path}")
     }
 }
 
@@ -203,7 +263,7 @@ impl Cluster {
         let client = redis::Client::open(config.redis_url.as_str()).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("bad Redis URL {:?}: {e}", config.redis_url),
+                format!("bad Redis URL {:?}: {e}", redacted(&config.redis_url)),
             )
         })?;
         let mut probe = tokio::time::timeout(config.command_timeout, connect(&client, &config))
@@ -211,7 +271,7 @@ impl Cluster {
             .map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("Redis at {} did not answer", config.redis_url),
+                    format!("Redis at {} did not answer", redacted(&config.redis_url)),
                 )
             })?
             .map_err(redis_error)?;
@@ -260,7 +320,7 @@ impl Cluster {
                     io::ErrorKind::TimedOut,
                     format!(
                         "Redis at {} answered but the node could not subscribe within {limit:?}",
-                        cluster.config.redis_url
+                        redacted(&cluster.config.redis_url)
                     ),
                 ))
             }
@@ -659,6 +719,34 @@ async fn session(
                     .map_err(|_| timed_out())??;
                 Counters::add(&counters.cluster_out, received as u64);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_password_never_shows() {
+        for (url, shown) in [
+            (
+                "redis://:hunter2@10.0.0.5:6379/0",
+                "redis://:***@10.0.0.5:6379/0",
+            ),
+            ("redis://app:hunter2@host", "redis://app:***@host"),
+            ("redis://app@host:6379", "redis://app@host:6379"),
+            ("redis://10.0.0.5:6379", "redis://10.0.0.5:6379"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=hunter2",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            ("redis://h/?password=hunter2", "redis://h/?password=***"),
+            ("redis://:p@ss:w@rd@host", "redis://:***@host"),
+        ] {
+            assert_eq!(redacted(url), shown);
+            let config = ClusterConfig::new(url);
+            assert!(!format!("{config:?}").contains("hunter2"));
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use rtcmesh::lobby::close;
+use rtcmesh::lobby::{close, Migration};
 
 use crate::signal::close as adapter_close;
 
@@ -21,8 +21,13 @@ const HEADER: usize = 1 + 1 + 8 + 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Body {
     /// Proxy → owner: a client on the sending node joins a lobby the receiver hosts; this is
-    /// its JOIN frame.
-    Join { address: IpAddr, frame: String },
+    /// its JOIN frame, and what its URL asked for (a plain client's JOIN is kind 0, as
+    /// before host migration; one that opted in is kind 7, which older nodes refuse).
+    Join {
+        address: IpAddr,
+        migration: Migration,
+        frame: String,
+    },
     /// Proxy → owner: a text frame from the client.
     Text(String),
     /// Proxy → owner: a binary frame (refused by the protocol).
@@ -35,6 +40,10 @@ pub(crate) enum Body {
     Send(String),
     /// Owner → proxy: close the client with this code and reason.
     Close { code: u16, reason: &'static str },
+    /// Owner → proxy: send the client a WebSocket ping (a host-migration probe).
+    Ping,
+    /// Proxy → owner: the client answered a ping.
+    Pong,
 }
 
 /// One message between nodes.
@@ -76,6 +85,9 @@ const REASONS: &[&str] = &[
     close::INVALID_TRANSFER_MODE,
     close::TOO_BIG,
     close::IDLE_TOO_LONG,
+    close::HOST_REPLACED,
+    close::HOST_HANDED_OVER,
+    close::ONLY_HOST_CAN_HAND_OVER,
     adapter_close::SHUTTING_DOWN_REASON,
     adapter_close::CLUSTER_UNAVAILABLE_REASON,
 ];
@@ -86,13 +98,20 @@ const OTHER_REASON: &str = "Closed by the lobby's server";
 impl NodeMessage {
     pub fn encode(&self) -> Vec<u8> {
         let (kind, body_len) = match &self.body {
-            Body::Join { frame, .. } => (0, 17 + frame.len()),
+            Body::Join {
+                migration: Migration::Off,
+                frame,
+                ..
+            } => (0, 17 + frame.len()),
+            Body::Join { frame, .. } => (7, 18 + frame.len()),
             Body::Text(t) => (1, t.len()),
             Body::Binary => (2, 0),
             Body::Oversized => (3, 0),
             Body::Gone => (4, 0),
             Body::Send(t) => (5, t.len()),
             Body::Close { reason, .. } => (6, 2 + reason.len()),
+            Body::Ping => (8, 0),
+            Body::Pong => (9, 0),
         };
         let mut out = Vec::with_capacity(HEADER + body_len);
         out.push(VERSION);
@@ -100,7 +119,11 @@ impl NodeMessage {
         out.extend_from_slice(&self.from.to_be_bytes());
         out.extend_from_slice(&self.conn.to_be_bytes());
         match &self.body {
-            Body::Join { address, frame } => {
+            Body::Join {
+                address,
+                migration,
+                frame,
+            } => {
                 match address {
                     IpAddr::V4(v4) => {
                         out.push(4);
@@ -111,10 +134,15 @@ impl NodeMessage {
                         out.extend_from_slice(&v6.octets());
                     }
                 }
+                match migration {
+                    Migration::Off => {}
+                    Migration::Follow => out.push(1),
+                    _ => out.push(2),
+                }
                 out.extend_from_slice(frame.as_bytes());
             }
             Body::Text(t) | Body::Send(t) => out.extend_from_slice(t.as_bytes()),
-            Body::Binary | Body::Oversized | Body::Gone => {}
+            Body::Binary | Body::Oversized | Body::Gone | Body::Ping | Body::Pong => {}
             Body::Close { code, reason } => {
                 out.extend_from_slice(&code.to_be_bytes());
                 out.extend_from_slice(reason.as_bytes());
@@ -142,7 +170,7 @@ impl NodeMessage {
                 .map_err(|_| DecodeError("text is not UTF-8"))
         };
         let body = match bytes[1] {
-            0 => {
+            kind @ (0 | 7) => {
                 if rest.len() < 17 {
                     return Err(DecodeError("JOIN without an address"));
                 }
@@ -157,9 +185,16 @@ impl NodeMessage {
                     6 => IpAddr::V6(v6),
                     _ => return Err(DecodeError("unknown address family")),
                 };
+                let (migration, frame) = match (kind, rest.get(17)) {
+                    (0, _) => (Migration::Off, &rest[17..]),
+                    (_, Some(1)) => (Migration::Follow, &rest[18..]),
+                    (_, Some(2)) => (Migration::Eligible, &rest[18..]),
+                    _ => return Err(DecodeError("unknown migration option")),
+                };
                 Body::Join {
                     address,
-                    frame: text(&rest[17..])?,
+                    migration,
+                    frame: text(frame)?,
                 }
             }
             1 => Body::Text(text(rest)?),
@@ -180,6 +215,8 @@ impl NodeMessage {
                     .unwrap_or(OTHER_REASON);
                 Body::Close { code, reason }
             }
+            8 => Body::Ping,
+            9 => Body::Pong,
             _ => return Err(DecodeError("unknown kind")),
         };
         Ok(NodeMessage { from, conn, body })
@@ -195,12 +232,26 @@ mod tests {
         let bodies = [
             Body::Join {
                 address: "192.0.2.7".parse().expect("ip"),
+                migration: Migration::Off,
                 frame: r#"{"type":0,"id":0,"data":"ABC"}"#.into(),
             },
             Body::Join {
                 address: "2001:db8::1".parse().expect("ip"),
+                migration: Migration::Off,
                 frame: String::new(),
             },
+            Body::Join {
+                address: "192.0.2.7".parse().expect("ip"),
+                migration: Migration::Eligible,
+                frame: r#"{"type":0,"id":1,"data":"ABC"}"#.into(),
+            },
+            Body::Join {
+                address: "192.0.2.7".parse().expect("ip"),
+                migration: Migration::Follow,
+                frame: String::new(),
+            },
+            Body::Ping,
+            Body::Pong,
             Body::Text("{\"type\":4}".into()),
             Body::Binary,
             Body::Oversized,
