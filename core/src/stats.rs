@@ -81,6 +81,13 @@ pub struct MeshStats {
     /// Datagrams for a peer that could not go through the TURN allocation (no permission yet
     /// and the waiting room full, permission refused, or no allocation).
     pub datagrams_relay_dropped: u64,
+    /// Streams to TURN servers (`?transport=tcp`, `turns:`) closed because the server broke
+    /// TURN's framing: bytes that are not TURN, or a message unfinished for 15 s (each also
+    /// reported as [`IceServerError::InvalidStream`](crate::IceServerError::InvalidStream)).
+    pub turn_streams_broken: u64,
+    /// Messages on such streams larger than 4 KiB, skipped without being held (a peer's
+    /// oversize datagram relayed to us; the stream goes on).
+    pub turn_stream_frames_oversize: u64,
     /// Remote candidates whose address is a `.local` name that is not one label of ASCII
     /// letters, digits and hyphens (at most 63) before `.local` (dropped).
     pub mdns_names_refused: u64,
@@ -127,6 +134,8 @@ impl MeshStats {
             datagrams_relayed_sent,
             datagrams_relayed_received,
             datagrams_relay_dropped,
+            turn_streams_broken,
+            turn_stream_frames_oversize,
             mdns_names_refused,
             mdns_names_over_limit,
             mdns_names_resolved,
@@ -158,6 +167,8 @@ impl MeshStats {
         self.datagrams_relayed_sent += datagrams_relayed_sent;
         self.datagrams_relayed_received += datagrams_relayed_received;
         self.datagrams_relay_dropped += datagrams_relay_dropped;
+        self.turn_streams_broken += turn_streams_broken;
+        self.turn_stream_frames_oversize += turn_stream_frames_oversize;
         self.mdns_names_refused += mdns_names_refused;
         self.mdns_names_over_limit += mdns_names_over_limit;
         self.mdns_names_resolved += mdns_names_resolved;

@@ -56,13 +56,21 @@
 //! ## Network changes
 //! [`MioEndpoint::rebind`] moves the endpoint to a new socket (a new network, a port a NAT no
 //! longer maps) under the same token; every peer stays connected, with its reliable data.
+//!
+//! ## TURN over TCP and TLS
+//! For `turn:…?transport=tcp` and `turns:` ICE servers the endpoint opens TCP connections
+//! itself, registered under the same token (every readiness event for it moves them on too),
+//! and runs TLS with rustls, checking the server's certificate for the URL's host against the
+//! platform's roots or [`MioConfig::turn_tls`].
 
 #![deny(missing_docs)]
 
 mod socket;
+mod streams;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -72,6 +80,10 @@ use rtcmesh::{
 };
 
 pub use rtcmesh;
+/// The TLS library behind `turns:` (for [`MioConfig::turn_tls`]).
+pub use rustls;
+pub use streams::client_tls;
+use streams::Streams;
 
 /// Where a [`MioEndpoint`]'s socket binds, its buffers, and how much it holds for a slow
 /// application. Start from the default and change what you need with the `with_*` setters.
@@ -98,6 +110,10 @@ pub struct MioConfig {
     pub max_pending_events: usize,
     /// Unread packet bytes at which the endpoint stops reading the socket (default 4 MiB).
     pub max_pending_bytes: usize,
+    /// TLS for `turns:` ICE servers: `None` (default) trusts the platform's root certificates;
+    /// give a configuration to trust others ([`client_tls`] with your own CA). The server's
+    /// certificate is always checked for the URL's host name.
+    pub turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for MioConfig {
@@ -109,6 +125,7 @@ impl Default for MioConfig {
             send_buffer: SOCKET_BUFFER,
             max_pending_events: 1024,
             max_pending_bytes: 4 << 20,
+            turn_tls: None,
         }
     }
 }
@@ -120,6 +137,7 @@ rtcmesh::__config_setters!(MioConfig {
     with_send_buffer => send_buffer: usize,
     with_max_pending_events => max_pending_events: usize,
     with_max_pending_bytes => max_pending_bytes: usize,
+    with_turn_tls => turn_tls: Option<Arc<rustls::ClientConfig>>,
 });
 
 /// One UDP socket in the caller's `mio::Poll`, driving one [`Machine`].
@@ -156,6 +174,10 @@ pub struct MioEndpoint<M> {
     /// Datagrams were left in the socket while the application was behind (mio is
     /// edge-triggered: no new event will say so).
     unread: bool,
+    /// Streams to TURN servers over TCP or TLS.
+    streams: Streams,
+    /// The latest time the caller gave.
+    last_now: Instant,
 }
 
 impl<M: Machine> MioEndpoint<M> {
@@ -189,6 +211,8 @@ impl<M: Machine> MioEndpoint<M> {
         endpoint.buffers = buffers;
         endpoint.max_pending_events = config.max_pending_events;
         endpoint.max_pending_bytes = config.max_pending_bytes;
+        // Nothing was opened yet (no flush happened): the configured TLS applies from the start.
+        endpoint.streams = Streams::new(registry.try_clone()?, token, config.turn_tls);
         Ok(endpoint)
     }
 
@@ -218,9 +242,11 @@ impl<M: Machine> MioEndpoint<M> {
                 .set_ice_server_addresses(&host, &addresses);
         }
         // The loop's first turn: ICE servers are asked before any peer exists.
-        machine.handle_timeout(Instant::now());
+        let now = Instant::now();
+        machine.handle_timeout(now);
         registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
         let defaults = MioConfig::default();
+        let streams = Streams::new(registry.try_clone()?, token, None);
         Ok(MioEndpoint {
             socket,
             machine,
@@ -231,6 +257,8 @@ impl<M: Machine> MioEndpoint<M> {
             max_pending_events: defaults.max_pending_events,
             max_pending_bytes: defaults.max_pending_bytes,
             unread: false,
+            streams,
+            last_now: now,
         })
     }
 
@@ -238,7 +266,13 @@ impl<M: Machine> MioEndpoint<M> {
     /// (stamped `now`) unless the application is behind (see the crate docs on backpressure),
     /// and sends what the machine has. Errors are the socket's own.
     pub fn handle_ready(&mut self, now: Instant) -> io::Result<()> {
+        self.last_now = self.last_now.max(now);
         self.read(now)?;
+        if !self.streams.is_empty() {
+            let behind = self.is_behind();
+            self.unread |= behind;
+            self.streams.progress(&mut self.machine, now, behind);
+        }
         let _ = self.flush();
         Ok(())
     }
@@ -247,9 +281,11 @@ impl<M: Machine> MioEndpoint<M> {
     /// fires its timers if due; reads the datagrams left in the socket once the application
     /// has caught up; sends what all this produced. Call it on every turn of the loop.
     pub fn handle_timeout(&mut self, now: Instant) -> io::Result<()> {
+        self.last_now = self.last_now.max(now);
         self.machine.handle_timeout(now);
-        if self.unread && !self.is_behind() {
+        if (self.unread || self.streams.unread) && !self.is_behind() {
             self.read(now)?;
+            self.streams.progress(&mut self.machine, now, false);
         }
         let _ = self.flush();
         Ok(())
@@ -285,14 +321,23 @@ impl<M: Machine> MioEndpoint<M> {
     /// [`Flush::Blocked`] when the socket is full: the rest goes out on the next writable event.
     pub fn flush(&mut self) -> Flush {
         let socket = &self.socket;
-        self.pump
-            .transmit(&mut self.machine, |bytes, to| socket.send_to(bytes, to))
+        let flush = self
+            .pump
+            .transmit(&mut self.machine, |bytes, to| socket.send_to(bytes, to));
+        // Stream commands after the datagrams: relayed data for a server reached over TCP is
+        // written as they are polled. While the application is behind, the streams are written
+        // but not read (as the socket is not), and read once it caught up.
+        let behind = self.is_behind();
+        self.unread |= behind && !self.streams.is_empty();
+        self.streams
+            .commands(&mut self.machine, self.last_now, behind);
+        flush
     }
 
     /// The timeout to pass to `Poll::poll`: until the machine's next deadline, or zero when
     /// datagrams wait in the socket for an application that has caught up.
     pub fn timeout(&self, now: Instant) -> Option<Duration> {
-        if self.unread && !self.is_behind() {
+        if (self.unread || self.streams.unread) && !self.is_behind() {
             return Some(Duration::ZERO);
         }
         self.machine
@@ -327,6 +372,7 @@ impl<M: Machine> MioEndpoint<M> {
     pub fn stats(&self) -> PumpStats {
         let mut stats = self.pump.stats();
         stats.receive_buffer_drops = socket::receive_drops(&self.socket);
+        stats.stream_frames_dropped += self.streams.dropped;
         stats
     }
 
@@ -372,8 +418,9 @@ impl<M: Machine> MioEndpoint<M> {
         Ok(self.pump.local_addr())
     }
 
-    /// Deregisters the socket and gives the machine back.
+    /// Deregisters the socket (and any stream to a TURN server) and gives the machine back.
     pub fn into_machine(mut self, registry: &Registry) -> io::Result<M> {
+        self.streams.close_all();
         registry.deregister(&mut self.socket)?;
         Ok(self.machine)
     }

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::socket;
+use crate::streams::{News, Streams};
 
 type Call<M> = Box<dyn FnOnce(&mut M, Instant) + Send>;
 
@@ -72,6 +73,11 @@ pub struct EndpointConfig {
     /// How many commands ([`Handle`] calls) wait for the loop before a caller waits too
     /// (default 256, at least 1).
     pub command_capacity: usize,
+    /// TLS for `turns:` ICE servers: `None` (default) trusts the platform's root
+    /// certificates; give a configuration to trust others (e.g.
+    /// [`client_tls`](crate::signal::client_tls) with your own CA). The server's certificate
+    /// is always checked for the URL's host name.
+    pub turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for EndpointConfig {
@@ -83,6 +89,7 @@ impl Default for EndpointConfig {
             send_buffer: SOCKET_BUFFER,
             event_capacity: 1024,
             command_capacity: 256,
+            turn_tls: None,
         }
     }
 }
@@ -94,6 +101,7 @@ rtcmesh::__config_setters!(EndpointConfig {
     with_send_buffer => send_buffer: usize,
     with_event_capacity => event_capacity: usize,
     with_command_capacity => command_capacity: usize,
+    with_turn_tls => turn_tls: Option<Arc<rustls::ClientConfig>>,
 });
 
 /// The endpoint's task is gone: the machine was closed or the socket failed.
@@ -200,6 +208,7 @@ impl Endpoint {
             receive_buffer: config.receive_buffer,
             send_buffer: config.send_buffer,
         };
+        let streams = Streams::new(config.turn_tls.clone());
         let task = tokio::spawn(run(
             socket,
             pump,
@@ -208,6 +217,7 @@ impl Endpoint {
             close.clone(),
             event_tx,
             setup,
+            streams,
         ));
         Ok((
             Handle {
@@ -246,6 +256,7 @@ enum Wake<M, P> {
     Writable(io::Result<()>),
     Room(Option<P>),
     Command(Option<Command<M>>),
+    Stream(Option<(rtcmesh::StreamId, News)>),
     Close,
     Timer,
 }
@@ -253,7 +264,8 @@ enum Wake<M, P> {
 /// The loop: receive → machine, machine → socket, machine → events, sleep until the machine's
 /// next deadline. Every turn first tells the machine the time, so commands and sends are
 /// stamped with it (SCTP times retransmissions from it). While the application has not read
-/// `event_capacity` events, the socket is not read.
+/// `event_capacity` events, the socket is not read (nor the streams to TURN servers).
+#[allow(clippy::too_many_arguments)]
 async fn run<M: Machine>(
     mut socket: UdpSocket,
     mut pump: DatagramPump,
@@ -262,9 +274,13 @@ async fn run<M: Machine>(
     close: Arc<Notify>,
     events: mpsc::Sender<M::Event>,
     setup: SocketSetup,
+    mut streams: Streams,
 ) -> io::Result<()> {
     loop {
         let flush = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
+        while let Some(command) = machine.poll_stream_command() {
+            streams.command(command);
+        }
         forward(&mut machine, &events);
         let behind = machine.pending_events().events > 0;
         let deadline = machine
@@ -275,6 +291,7 @@ async fn run<M: Machine>(
             ready = socket.writable(), if flush == Flush::Blocked => Wake::Writable(ready),
             permit = events.reserve(), if behind => Wake::Room(permit.ok()),
             command = commands.recv() => Wake::Command(command),
+            news = streams.news.recv(), if !behind => Wake::Stream(news),
             () = close.notified() => Wake::Close,
             () = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
         };
@@ -296,8 +313,22 @@ async fn run<M: Machine>(
             Wake::Command(Some(Command::Call(call))) => call(&mut machine, now),
             Wake::Command(Some(Command::Stats(reply))) => {
                 pump.set_receive_buffer_drops(socket::receive_drops(&socket));
+                pump.add_stream_drops(std::mem::take(&mut streams.dropped));
                 let _ = reply.send(pump.stats());
             }
+            Wake::Stream(Some((id, news))) => {
+                let input = match &news {
+                    News::Opened => rtcmesh::StreamInput::Opened,
+                    News::Data(bytes) => rtcmesh::StreamInput::Data(bytes),
+                    News::Closed(end) => {
+                        streams.ended(id);
+                        rtcmesh::StreamInput::Closed(*end)
+                    }
+                };
+                machine.handle_stream(now, id, input);
+            }
+            // The loop holds a sender itself: the channel never closes.
+            Wake::Stream(None) => {}
             Wake::Command(Some(Command::Rebind(bind, reply))) => {
                 let moved = rebind(&mut socket, &mut pump, &mut machine, now, bind, setup);
                 let _ = reply.send(moved.map(|()| pump.local_addr()));
@@ -308,8 +339,12 @@ async fn run<M: Machine>(
     }
     machine.close();
     forward(&mut machine, &events);
-    // Best effort: the close notifications go out if the socket takes them now.
+    // Best effort: the close notifications go out if the socket takes them now; the streams'
+    // tasks write their last frames (the allocations' deletion) and close on their own.
     let _ = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
+    while let Some(command) = machine.poll_stream_command() {
+        streams.command(command);
+    }
     Ok(())
 }
 

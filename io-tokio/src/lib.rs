@@ -68,6 +68,7 @@ mod endpoint;
 mod lobby_client;
 pub mod signal;
 mod socket;
+mod streams;
 
 pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
 pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};

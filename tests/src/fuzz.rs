@@ -644,3 +644,64 @@ pub fn ice_server(data: &[u8]) {
         }
     });
 }
+
+/// What a TURN server may write on the TCP/TLS stream of a mesh that reaches it over one
+/// (`turn:…?transport=tcp`): arbitrary bytes in arbitrary chunks, over arbitrary time. The
+/// mesh must never panic, hold at most one frame's worth of them, and either keep the stream
+/// or close it (and, later, open a new one).
+pub fn turn_stream(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let config = MeshConfig::default().with_ice_servers(vec![rtcmesh::IceServer::turn(
+        "turn:203.0.113.1:3478?transport=tcp",
+        "fuzz",
+        "fuzz",
+    )]);
+    let mut mesh = Mesh::create_mesh(1, config).expect("mesh");
+    let start = Instant::now();
+    mesh.add_host_candidate("192.0.2.1:5000".parse().expect("address"))
+        .expect("host");
+    mesh.handle_timeout(start);
+    let Some(rtcmesh::StreamCommand::Open { id, .. }) = mesh.poll_stream_command() else {
+        panic!("a TCP TURN server is reached over a stream");
+    };
+    mesh.handle_stream(start, id, rtcmesh::StreamInput::Opened);
+    let mut now = start;
+    let mut closed = false;
+    let mut rest = data;
+    while !rest.is_empty() && !closed {
+        let take = usize::from(u.arbitrary::<u8>().unwrap_or(255)).max(1) * 16;
+        let (chunk, after) = rest.split_at(take.min(rest.len()));
+        rest = after;
+        now += Duration::from_millis(u64::from(u.arbitrary::<u8>().unwrap_or(0)) * 20);
+        mesh.handle_timeout(now);
+        mesh.handle_stream(now, id, rtcmesh::StreamInput::Data(chunk));
+        while let Some(command) = mesh.poll_stream_command() {
+            if command == (rtcmesh::StreamCommand::Close { id }) {
+                closed = true;
+            }
+        }
+        while mesh.poll_transmit().is_some() {}
+    }
+    // However it ended, the mesh carries on: a closed stream is followed by a new one.
+    let stats = mesh.stats();
+    assert_eq!(
+        closed,
+        stats.turn_streams_broken > 0 || closed_by_answer(&mut mesh)
+    );
+    let later = now + Duration::from_secs(3600);
+    mesh.handle_timeout(later);
+    assert!(
+        mesh.poll_timeout().is_some(),
+        "the server is still being tried"
+    );
+    while mesh.poll_event().is_some() {}
+}
+
+/// Whether the mesh reported a failure that closes the stream (a refusal it read in a frame).
+fn closed_by_answer(mesh: &mut Mesh) -> bool {
+    let mut failed = false;
+    while let Some(event) = mesh.poll_event() {
+        failed |= matches!(event, Event::IceServerFailed { .. });
+    }
+    failed
+}

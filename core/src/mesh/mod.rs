@@ -25,6 +25,7 @@ mod migrate;
 mod peers;
 mod send;
 mod signaling;
+mod streams;
 mod timers;
 
 use std::collections::VecDeque;
@@ -513,10 +514,13 @@ impl Mesh {
 
     /// Counters of traffic and of what was dropped.
     pub fn stats(&self) -> MeshStats {
+        let (violations, oversize) = self.nat.stream_faults();
         let mut total = MeshStats {
             datagrams_relayed_sent: self.nat.relayed_out,
             datagrams_relayed_received: self.nat.relayed_in,
             datagrams_relay_dropped: self.nat.relay_dropped(),
+            turn_streams_broken: violations,
+            turn_stream_frames_oversize: oversize,
             ..self.stats
         };
         for link in self.peers.links() {
