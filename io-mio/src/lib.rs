@@ -53,6 +53,14 @@
 //! [`MioEndpoint::socket_buffers`], with a hint when it is less; datagrams the kernel dropped
 //! are in [`PumpStats::receive_buffer_drops`].
 //!
+//! ## Joining a lobby without tokio
+//! [`join`] connects to a signaling server (the Godot demo protocol, `ws://` or `wss://`) and
+//! blocks until it has given us an id, at most [`JoinOptions::timeout`]; the [`Session`] it
+//! returns lives in your `Poll` like a `MioEndpoint` and carries the signals itself. The
+//! WebSocket is `tungstenite`'s synchronous client on a non-blocking mio stream; `wss://` needs
+//! the `tls` feature (on by default: rustls, with the platform's root certificates or
+//! [`JoinOptions::tls`]).
+//!
 //! ## Network changes
 //! [`MioEndpoint::rebind`] moves the endpoint to a new socket (a new network, a port a NAT no
 //! longer maps) under the same token; every peer stays connected, with its reliable data.
@@ -65,8 +73,11 @@
 
 #![deny(missing_docs)]
 
+mod lobby;
 mod socket;
 mod streams;
+
+pub use lobby::{join, join_with, JoinError, JoinOptions, Session};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -80,10 +91,13 @@ use rtcmesh::{
 };
 
 pub use rtcmesh;
-/// The TLS library behind `turns:` (for [`MioConfig::turn_tls`]).
+/// The TLS library behind `turns:` and `wss://` (for [`MioConfig::turn_tls`] and
+/// [`JoinOptions::tls`]).
 pub use rustls;
 pub use streams::client_tls;
 use streams::Streams;
+/// The WebSocket library of [`join`] (its errors are in [`JoinError::WebSocket`]).
+pub use tungstenite;
 
 /// Where a [`MioEndpoint`]'s socket binds, its buffers, and how much it holds for a slow
 /// application. Start from the default and change what you need with the `with_*` setters.
