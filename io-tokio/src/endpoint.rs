@@ -13,7 +13,7 @@ use tokio::sync::mpsc::error::TrySendError as ChannelFull;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use crate::game_loop::{EveryPeerClock, Reply, Shared, Snapshot, TrySendError};
+use crate::game_loop::{EveryPeerClock, Reply, Shared, Snapshot, StopOnDrop, TrySendError};
 use crate::mdns::{self, MdnsResolver};
 use crate::socket;
 use crate::streams::{News, Streams};
@@ -225,6 +225,9 @@ impl Endpoint {
             send_buffer: config.send_buffer,
         };
         let streams = Streams::new(config.turn_tls.clone());
+        // However the loop ends (a close, a socket error, the runtime shutting down, even before
+        // the task first ran), the last snapshot says so: the guard is the task's from the start.
+        let stopped = shared.stop_on_drop();
         let task = tokio::spawn(run(
             socket,
             pump,
@@ -234,6 +237,7 @@ impl Endpoint {
             event_tx,
             setup,
             shared.clone(),
+            stopped,
             streams,
         ));
         Ok((
@@ -300,12 +304,10 @@ async fn run<M: Machine>(
     events: mpsc::Sender<M::Event>,
     setup: SocketSetup,
     shared: Arc<Shared>,
+    stopped: StopOnDrop,
     mut streams: Streams,
 ) -> io::Result<()> {
     let mut mdns = MdnsResolver::new();
-    // However the loop ends (a close, a socket error, the runtime shutting down), the last
-    // snapshot says so.
-    let stopped = shared.stop_on_drop();
     let mut turns = 0u64;
     let mut drops_read = Instant::now();
     let mut every_peer = EveryPeerClock::new();

@@ -49,6 +49,8 @@ pub mod docs {
     pub struct GameLoop;
     #[doc = include_str!("../../docs/godot.md")]
     pub struct Godot;
+    #[doc = include_str!("../../docs/host-migration.md")]
+    pub struct HostMigration;
     #[doc = include_str!("../../docs/internet.md")]
     pub struct Internet;
     #[doc = include_str!("../../docs/interop.md")]
