@@ -6,6 +6,8 @@
 // iceTransportPolicy "relay") the client is alone: it checks the four echoes and that the
 // selected candidate pair is relayed on its side, instead of relaying to another client.
 // Otherwise Chromium also restarts ICE mid-stream (see client.html).
+// RTCMESH_TRUST_CERT=<pem> makes Chromium trust one more certificate by its key's hash (the
+// NAT lab's TURN-over-TLS server).
 import { chromium } from "playwright-core";
 import crypto from "node:crypto";
 import https from "node:https";
@@ -22,8 +24,12 @@ const server = https.createServer({ cert, key }, (_, res) => { res.writeHead(200
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const pageUrl = `https://127.0.0.1:${server.address().port}/`;
 // Chromium trusts the test's self-signed certificate (page and wss://) by its key's hash only.
-const spki = new crypto.X509Certificate(cert).publicKey.export({ type: "spki", format: "der" });
-const spkiHash = crypto.createHash("sha256").update(spki).digest("base64");
+const spkiHashOf = (pem) => crypto.createHash("sha256")
+  .update(new crypto.X509Certificate(pem).publicKey.export({ type: "spki", format: "der" }))
+  .digest("base64");
+const trusted = [spkiHashOf(cert)];
+if (process.env.RTCMESH_TRUST_CERT) trusted.push(spkiHashOf(fs.readFileSync(process.env.RTCMESH_TRUST_CERT)));
+const spkiHash = trusted.join(",");
 
 // Loopback WebRTC needs both flags: without them Chromium hides host addresses behind mDNS
 // names and never uses loopback, and gathering never completes.

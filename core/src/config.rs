@@ -165,8 +165,9 @@ pub struct MeshConfig {
     /// STUN and TURN servers (Godot's and the W3C's `iceServers`). Empty (default): host
     /// candidates only, which connects peers on one network but rarely across the internet.
     /// A `stun:` server gives a server-reflexive candidate (enough between most home NATs), a
-    /// `turn:` server also relays for peers no direct path reaches (symmetric NATs). Checked
-    /// when the mesh is created: `turns:` and `?transport=tcp` are not supported yet.
+    /// `turn:` server also relays for peers no direct path reaches (symmetric NATs), reached over
+    /// UDP, TCP (`?transport=tcp`) or TLS (`turns:`) for networks that block UDP. Checked when
+    /// the mesh is created: `stuns:` and TURN over DTLS are refused.
     pub ice_servers: Vec<crate::IceServer>,
     /// W3C `iceTransportPolicy`: `All` (default) or `Relay` (only through TURN; the host and
     /// public addresses are never given to peers).

@@ -367,11 +367,11 @@ impl std::error::Error for CandidateError {}
 /// use rtcmesh::{CreateError, IceServer, InvalidIceServer, Mesh, MeshConfig};
 ///
 /// let mut config = MeshConfig::default();
-/// config.ice_servers = vec![IceServer::turn("turn:turn.example.org?transport=tcp", "user", "secret")];
+/// config.ice_servers = vec![IceServer::turn("turns:turn.example.org?transport=udp", "user", "secret")];
 /// match Mesh::create_mesh(2, config) {
 ///     Err(CreateError::IceServer { url, reason }) => {
-///         assert_eq!(reason, InvalidIceServer::TcpNotSupported); // TURN over TCP: not yet
-///         assert!(url.starts_with("turn:turn.example.org"));
+///         assert_eq!(reason, InvalidIceServer::TlsNotSupported); // TURN over DTLS: no
+///         assert!(url.starts_with("turns:turn.example.org"));
 ///     }
 ///     other => panic!("{other:?}"),
 /// }
@@ -383,12 +383,11 @@ pub enum InvalidIceServer {
     NoUrls,
     /// The scheme is neither `stun:` nor `turn:`.
     UnknownScheme,
-    /// `stuns:` / `turns:` (STUN or TURN over TLS) are not supported yet: use `stun:` / `turn:`
-    /// over UDP.
+    /// `stuns:` (STUN over TLS finds a TCP mapping no UDP candidate can use), or
+    /// `turns:…?transport=udp` (TURN over DTLS). Use `stun:`, and `turns:` over TCP.
     TlsNotSupported,
-    /// `?transport=tcp`: TURN over TCP is not supported yet; use `?transport=udp` (or none).
-    TcpNotSupported,
-    /// A query other than `?transport=udp|tcp` (a `stun:` URL takes none).
+    /// A query other than `?transport=udp|tcp` (a `stun:` URL takes none, a `turns:` URL
+    /// only `tcp`).
     BadQuery,
     /// The host is empty or not a valid IP literal or host name.
     BadHost,
@@ -406,14 +405,15 @@ impl fmt::Display for InvalidIceServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             InvalidIceServer::NoUrls => "the entry has no URL",
-            InvalidIceServer::UnknownScheme => "the scheme must be stun: or turn:",
+            InvalidIceServer::UnknownScheme => "the scheme must be stun:, turn: or turns:",
             InvalidIceServer::TlsNotSupported => {
-                "stuns:/turns: (TLS) is not supported yet: use stun:/turn: over UDP"
+                "stuns: and turns: over UDP (DTLS) are not supported: use stun:, and turns: \
+                 over TCP"
             }
-            InvalidIceServer::TcpNotSupported => {
-                "TURN over TCP is not supported yet: use ?transport=udp or no query"
+            InvalidIceServer::BadQuery => {
+                "the only queries allowed are ?transport=udp|tcp on turn: and ?transport=tcp \
+                 on turns:"
             }
-            InvalidIceServer::BadQuery => "the only query allowed is ?transport=udp on turn:",
             InvalidIceServer::BadHost => "the host is not an IP address or a host name",
             InvalidIceServer::BadPort => "the port must be a number within 1..=65535",
             InvalidIceServer::MissingCredentials => {
@@ -446,8 +446,9 @@ pub enum IceServerError {
     /// The host name was not resolved: the adapter's lookup failed, or (sans-IO) nobody called
     /// `set_ice_server_addresses` within 10 s.
     Unresolved,
-    /// No answer within 5 s of retransmissions (wrong address or port, a firewall), or no
-    /// host candidate of the server's address family to reach it from.
+    /// No answer within 5 s of retransmissions (wrong address or port, a firewall), a TCP/TLS
+    /// connection refused or not made within 10 s, or no host candidate of the server's
+    /// address family to reach it from.
     Unreachable,
     /// The TURN server refused the username or credential (401).
     Unauthorized,
@@ -455,9 +456,15 @@ pub enum IceServerError {
     QuotaReached,
     /// The server refused with this STUN error code (403 forbidden, 508 out of capacity, …).
     Refused(u16),
-    /// A TURN allocation that existed is gone (the server forgot it, or our NAT mapping to the
-    /// server changed); a new one is being made and peers get its candidate.
+    /// A TURN allocation that existed is gone (the server forgot it, our NAT mapping to the
+    /// server changed, or its TCP/TLS connection closed); a new one is being made and peers
+    /// get its candidate.
     AllocationLost,
+    /// TLS to a `turns:` server failed, and why (the certificate, the handshake).
+    Tls(crate::stream::TlsFailure),
+    /// The server's TCP/TLS stream broke TURN's framing (bytes that are not TURN, or a
+    /// message left unfinished for 15 s): it was closed and a new one is opened.
+    InvalidStream,
 }
 
 impl fmt::Display for IceServerError {
@@ -477,6 +484,10 @@ impl fmt::Display for IceServerError {
             IceServerError::AllocationLost => {
                 f.write_str("the TURN allocation was lost; allocating a new one")
             }
+            IceServerError::Tls(failure) => write!(f, "TLS failed: {failure}"),
+            IceServerError::InvalidStream => f.write_str(
+                "the server's TCP stream broke TURN's framing; it was closed and a new one opened",
+            ),
         }
     }
 }

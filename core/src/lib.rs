@@ -63,6 +63,9 @@
 //! allocation alive; [`Event::CandidateGathered`] and [`Event::IceServerFailed`] say what
 //! happened, [`PeerInfo::path`] which path a peer's traffic takes. Servers named by host wait
 //! for [`Mesh::set_ice_server_addresses`] (the adapters resolve them): the core does no DNS.
+//! TURN servers over TCP or TLS (`turn:…?transport=tcp`, `turns:`, for networks that let no
+//! UDP out) are reached on streams the adapter opens and feeds ([`stream`]): the core does no
+//! TCP and no TLS either.
 
 #![deny(missing_docs)]
 
@@ -83,6 +86,7 @@ mod path;
 mod pump;
 mod signal;
 mod stats;
+pub mod stream;
 mod trace;
 mod transfer;
 
@@ -106,10 +110,12 @@ pub use multiplayer::{
 pub use nat::{IceServer, IceTransportPolicy, MAX_ICE_SERVER_URLS};
 pub use path::{CandidateKind, LocalCandidate, PeerPath};
 pub use pump::{
-    udp_table_drops, DatagramPump, Flush, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER,
+    udp_table_drops, DatagramPump, Flush, PumpStats, SocketBuffers, StreamBuffer, RECEIVE_BATCH,
+    SOCKET_BUFFER, STREAM_BUFFER,
 };
 pub use signal::{OutgoingSignal, Signal};
 pub use stats::MeshStats;
+pub use stream::{StreamCommand, StreamEnd, StreamId, StreamInput, TlsFailure};
 pub use transfer::{
     is_valid_peer_id, ConnectionStatus, InvalidTransferMode, Mode, PeerId, Target, TransferMode,
     SERVER_ID,

@@ -12,6 +12,7 @@ use crate::lobby::{ApplyError, LobbyClient, LobbyEvent};
 use crate::mesh::Mesh;
 use crate::multiplayer::LobbyRequest;
 use crate::signal::{OutgoingSignal, Signal};
+use crate::stream::{StreamCommand, StreamId, StreamInput};
 use crate::transfer::{PeerId, Target, TransferMode};
 
 /// A sans-IO machine an event loop can drive over one UDP socket: I/O in and out, and the
@@ -51,6 +52,17 @@ pub trait Machine {
     fn handle_timeout(&mut self, now: Instant);
     /// The next datagram to send, if any.
     fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// Passes what happened on a stream to a TURN server the machine asked for with
+    /// [`poll_stream_command`](Machine::poll_stream_command) (see [`crate::stream`]). The
+    /// default hands it to the mesh; a layer that reacts to the mesh's input overrides it.
+    fn handle_stream(&mut self, now: Instant, id: StreamId, input: StreamInput<'_>) {
+        self.mesh_mut().handle_stream(now, id, input)
+    }
+    /// The next thing to do with a stream to a TURN server (`turn:…?transport=tcp`,
+    /// `turns:`): open, write, close. Drain it after [`poll_transmit`](Machine::poll_transmit).
+    fn poll_stream_command(&mut self) -> Option<StreamCommand> {
+        self.mesh_mut().poll_stream_command()
+    }
     /// The next event, if any.
     fn poll_event(&mut self) -> Option<Self::Event>;
     /// When [`handle_timeout`](Machine::handle_timeout) should next be called.

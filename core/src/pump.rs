@@ -4,7 +4,12 @@
 //!
 //! The socket is reached through closures, so the same code serves a tokio socket
 //! (`try_recv_from` / `try_send_to`), a mio socket, or a `std` socket in non-blocking mode.
+//!
+//! [`StreamBuffer`] is the same for a stream to a TURN server (see [`crate::stream`]): what
+//! waits for the stream's socket, bounded by dropping relayed data, never the server's
+//! requests.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -78,6 +83,103 @@ pub struct PumpStats {
     /// does not tell (the adapters read Linux's per-socket count in `/proc/net/udp`). Each such
     /// drop costs SCTP a retransmission, and a lost tail a timeout of a second or more.
     pub receive_buffer_drops: Option<u64>,
+    /// Relayed datagrams dropped because a stream to a TURN server (`?transport=tcp`,
+    /// `turns:`) had [`STREAM_BUFFER`] bytes waiting: the path through the server is slower
+    /// than the peers send, and SCTP's congestion control sees the loss.
+    pub stream_frames_dropped: u64,
+}
+
+/// How many bytes may wait for one stream to a TURN server before relayed data for it is
+/// dropped ([`StreamBuffer`]): a quarter of a second at 8 Mbit/s, and room for a burst.
+pub const STREAM_BUFFER: usize = 256 * 1024;
+
+/// What waits to be written to one stream to a TURN server: whole frames, in order
+/// ([`StreamCommand::Send`](crate::StreamCommand::Send)). Relayed data is dropped while
+/// [`STREAM_BUFFER`] bytes wait, so a slow path through the server costs loss (which SCTP
+/// answers by slowing down) instead of memory and latency; the server's own requests are always
+/// kept. A frame begun is always finished: the stream's framing depends on it.
+///
+/// ```
+/// use std::io;
+/// use rtcmesh::{Flush, StreamBuffer, STREAM_BUFFER};
+///
+/// let mut buffer = StreamBuffer::default();
+/// assert!(buffer.push(vec![1; 100], true));
+/// let mut wire = Vec::new();
+/// // A socket that takes 60 bytes, then would block.
+/// let flush = buffer.write(|bytes| {
+///     if wire.len() == 60 { return Err(io::ErrorKind::WouldBlock.into()); }
+///     let n = bytes.len().min(60 - wire.len());
+///     wire.extend_from_slice(&bytes[..n]);
+///     Ok(n)
+/// })?;
+/// assert_eq!((flush, buffer.queued()), (Flush::Blocked, 40)); // the rest waits for writable
+/// assert!(buffer.push(vec![2; STREAM_BUFFER], true)); // room left: queued
+/// assert!(!buffer.push(vec![3; 1200], true)); // full: relayed data is dropped…
+/// assert!(buffer.push(vec![4; 100], false)); // …the server's requests never are
+/// assert_eq!(buffer.dropped(), 1);
+/// # Ok::<(), io::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct StreamBuffer {
+    frames: VecDeque<Vec<u8>>,
+    /// Bytes of the first frame already written.
+    written: usize,
+    queued: usize,
+    dropped: u64,
+}
+
+impl StreamBuffer {
+    /// Queues one frame; `false` if it was dropped (`droppable`, and the buffer is full).
+    pub fn push(&mut self, frame: Vec<u8>, droppable: bool) -> bool {
+        if droppable && self.queued >= STREAM_BUFFER {
+            self.dropped += 1;
+            return false;
+        }
+        self.queued += frame.len();
+        self.frames.push_back(frame);
+        true
+    }
+
+    /// Writes what waits with `write` (a non-blocking write) until it would block or all is
+    /// written. Errors other than `WouldBlock` are the stream's end.
+    pub fn write(
+        &mut self,
+        mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+    ) -> io::Result<Flush> {
+        while let Some(front) = self.frames.front() {
+            match write(&front[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.written += n;
+                    self.queued -= n;
+                    if self.written >= front.len() {
+                        self.frames.pop_front();
+                        self.written = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Flush::Done)
+    }
+
+    /// Bytes waiting.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Frames dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
 }
 
 /// The socket buffer size the adapters ask for, each way: about 30 ms of a gigabit link, and
@@ -275,6 +377,12 @@ impl DatagramPump {
     /// socket was created, as the platform reports it), for [`PumpStats::receive_buffer_drops`].
     pub fn set_receive_buffer_drops(&mut self, total: Option<u64>) {
         self.stats.receive_buffer_drops = total;
+    }
+
+    /// Counts relayed frames the adapter dropped on its streams to TURN servers
+    /// ([`PumpStats::stream_frames_dropped`]).
+    pub fn add_stream_drops(&mut self, dropped: u64) {
+        self.stats.stream_frames_dropped += dropped;
     }
 
     /// Reads datagrams with `recv` (a non-blocking `recv_from`) until it would block, or

@@ -81,6 +81,13 @@ pub struct MeshStats {
     /// Datagrams for a peer that could not go through the TURN allocation (no permission yet
     /// and the waiting room full, permission refused, or no allocation).
     pub datagrams_relay_dropped: u64,
+    /// Streams to TURN servers (`?transport=tcp`, `turns:`) closed because the server broke
+    /// TURN's framing: bytes that are not TURN, or a message unfinished for 15 s (each also
+    /// reported as [`IceServerError::InvalidStream`](crate::IceServerError::InvalidStream)).
+    pub turn_streams_broken: u64,
+    /// Messages on such streams larger than 4 KiB, skipped without being held (a peer's
+    /// oversize datagram relayed to us; the stream goes on).
+    pub turn_stream_frames_oversize: u64,
     /// Remote candidates whose address is a `.local` name that is not one label of ASCII
     /// letters, digits and hyphens (at most 63) before `.local` (dropped).
     pub mdns_names_refused: u64,
@@ -95,73 +102,4 @@ pub struct MeshStats {
     /// `.local` names not answered within [`Limits::mdns_timeout`](crate::Limits::mdns_timeout)
     /// (their candidates are dropped).
     pub mdns_timeouts: u64,
-}
-
-impl MeshStats {
-    /// Adds `other`'s counters to these (a link's counters into the mesh's totals). Written
-    /// field by field with `other` taken apart, so a new counter cannot be forgotten here.
-    pub(crate) fn add(&mut self, other: &MeshStats) {
-        let MeshStats {
-            datagrams_received,
-            datagrams_routed,
-            datagrams_malformed,
-            datagrams_unroutable,
-            datagrams_rejected,
-            datagrams_sent,
-            packets_sent,
-            packets_expired,
-            packets_received,
-            packets_unknown_channel,
-            candidates_rejected,
-            candidates_not_allowed,
-            datagrams_not_allowed,
-            connect_retries,
-            ice_restarts,
-            peer_moves,
-            candidates_over_limit,
-            channels_refused,
-            peers_disconnected_for_abuse,
-            signals_too_large,
-            offers_rate_limited,
-            packets_too_large,
-            datagrams_relayed_sent,
-            datagrams_relayed_received,
-            datagrams_relay_dropped,
-            mdns_names_refused,
-            mdns_names_over_limit,
-            mdns_names_resolved,
-            mdns_names_unresolved,
-            mdns_timeouts,
-        } = *other;
-        self.datagrams_received += datagrams_received;
-        self.datagrams_routed += datagrams_routed;
-        self.datagrams_malformed += datagrams_malformed;
-        self.datagrams_unroutable += datagrams_unroutable;
-        self.datagrams_rejected += datagrams_rejected;
-        self.datagrams_sent += datagrams_sent;
-        self.packets_sent += packets_sent;
-        self.packets_expired += packets_expired;
-        self.packets_received += packets_received;
-        self.packets_unknown_channel += packets_unknown_channel;
-        self.candidates_rejected += candidates_rejected;
-        self.candidates_not_allowed += candidates_not_allowed;
-        self.datagrams_not_allowed += datagrams_not_allowed;
-        self.connect_retries += connect_retries;
-        self.ice_restarts += ice_restarts;
-        self.peer_moves += peer_moves;
-        self.candidates_over_limit += candidates_over_limit;
-        self.channels_refused += channels_refused;
-        self.peers_disconnected_for_abuse += peers_disconnected_for_abuse;
-        self.signals_too_large += signals_too_large;
-        self.offers_rate_limited += offers_rate_limited;
-        self.packets_too_large += packets_too_large;
-        self.datagrams_relayed_sent += datagrams_relayed_sent;
-        self.datagrams_relayed_received += datagrams_relayed_received;
-        self.datagrams_relay_dropped += datagrams_relay_dropped;
-        self.mdns_names_refused += mdns_names_refused;
-        self.mdns_names_over_limit += mdns_names_over_limit;
-        self.mdns_names_resolved += mdns_names_resolved;
-        self.mdns_names_unresolved += mdns_names_unresolved;
-        self.mdns_timeouts += mdns_timeouts;
-    }
 }

@@ -7,6 +7,7 @@
 #   A 10.1.0.2 -- cone NAT      (masquerade)              -- 203.0.113.11 \
 #   B 10.2.0.2 -- symmetric NAT (masquerade fully-random) -- 203.0.113.12  >- bridge: coturn 203.0.113.1,.2
 #   C 10.3.0.2 -- cone NAT      (masquerade)              -- 203.0.113.13 /   public host P 203.0.113.20
+#   F 10.4.0.2 -- firewall: only TCP to coturn's 443 and to P, no UDP -- 203.0.113.15
 #
 # Checks:
 #  1. coturn sees the NATs as intended (RFC 5780 probe: A endpoint-independent, B dependent).
@@ -18,7 +19,13 @@
 #  5. NAT rebinding: A and C stream reliable packets both ways, directly, while their NATs map
 #     them anew (C's to a new port, A's to a new port, C's to a new address): no peer lost,
 #     every packet once and in order; prints each recovery time and what the meshes reported.
-# Needs root, iproute2, nftables, conntrack, coturn, node + interop/node_modules,
+#  6. UDP blocked: F's firewall lets out only TCP to coturn's TLS listener (443, a certificate
+#     for turn.rtcmesh.test from a CA this script makes) and to P. An rtcmesh-tokio peer in F
+#     reaches a peer on P through `turns:` (relay only) and exchanges data on every channel;
+#     headless Chromium in F joins an rtcmesh server through `turns:` too (echoes on all four
+#     channels, a relay pair over TLS). Prints connect time and relayed throughput (1,200 B
+#     reliable) through TURN/TLS against TURN/UDP (from B, relay only) in the same run.
+# Needs root, iproute2, nftables, conntrack, coturn, openssl, node + interop/node_modules,
 # /usr/bin/chromium (`.ci/run` installs them). Fails, never skips.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +42,7 @@ bin=$root/target/release
 
 # Namespace names unique to this run, so two runs never touch each other's.
 P="nl$$"
-NS=(pub ra rb rc a b c p)
+NS=(pub ra rb rc rf a b c f p)
 work=$(mktemp -d)
 nsx() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
 
@@ -51,7 +58,7 @@ down() {
         [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
         ip netns del "$P-$n" 2>/dev/null || true
     done
-    rm -rf "$work"
+    rm -rf "$work" "/etc/netns/$P-f"
 }
 trap down EXIT
 trap "exit 1" INT TERM HUP
@@ -112,12 +119,61 @@ table ip nat {
   chain pre  { type filter hook prerouting priority mangle; iifname "wan" ct state new drop; }
 }
 NFT
+    # F: a network that lets out only TCP, to the TURN server's TLS port and to the public host
+    # (signaling); every UDP packet is dropped, both ways.
+    ip -n "$P-rf" link add wan type veth peer name pf netns "$P-pub"
+    ip -n "$P-pub" link set pf master br0
+    ip -n "$P-pub" link set pf up
+    ip -n "$P-rf" addr add 203.0.113.15/24 dev wan
+    ip -n "$P-rf" link set wan up
+    ip -n "$P-rf" link add lan type veth peer name eth0 netns "$P-f"
+    ip -n "$P-rf" addr add 10.4.0.1/24 dev lan
+    ip -n "$P-rf" link set lan up
+    ip -n "$P-f" addr add 10.4.0.2/24 dev eth0
+    ip -n "$P-f" link set eth0 up
+    ip -n "$P-f" route add default via 10.4.0.1
+    nsx rf sysctl -qw net.ipv4.ip_forward=1
+    ip -n "$P-rf" route add default via 203.0.113.1
+    nsx rf nft -f - <<'NFT'
+table ip nat {
+  chain post { type nat hook postrouting priority srcnat; oifname "wan" masquerade; }
+}
+table ip filter {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "lan" ip daddr 203.0.113.1 tcp dport 443 accept
+    iifname "lan" ip daddr 203.0.113.20 meta l4proto tcp accept
+  }
+}
+NFT
+    # F resolves the TURN server's name (the one its certificate is for) from a hosts file of
+    # its own (`ip netns exec` mounts /etc/netns/<name>/hosts over /etc/hosts).
+    mkdir -p "/etc/netns/$P-f"
+    printf '127.0.0.1 localhost\n203.0.113.1 turn.rtcmesh.test\n' >"/etc/netns/$P-f/hosts"
+}
+
+# A CA of this run's own and a certificate from it for turn.rtcmesh.test (coturn's TLS).
+certificates() {
+    local d=$work/tls
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=rtcmesh natlab CA" -keyout "$d/ca.key" -out "$d/ca.pem" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj "/CN=turn.rtcmesh.test" -keyout "$d/turn.key" -out "$d/turn.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:turn.rtcmesh.test\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >"$d/ext"
+    openssl x509 -req -in "$d/turn.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 2 -extfile "$d/ext" -out "$d/turn.pem" 2>/dev/null
+    cat "$d/turn.pem" "$d/ca.pem" >"$d/chain.pem"
 }
 
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 t0=$(ms)
 up
-nsx pub turnserver -n --no-cli --no-tls --no-dtls \
+certificates
+nsx pub turnserver -n --no-cli --no-dtls --tls-listening-port 443 \
+    --cert "$work/tls/chain.pem" --pkey "$work/tls/turn.key" \
     -L 203.0.113.1 -L 203.0.113.2 -E 203.0.113.1 -p 3478 --min-port 49152 --max-port 49251 \
     --lt-cred-mech --user rtcmesh:s3cret --realm rtcmesh.test --fingerprint \
     --log-file "$work/turn.log" --simple-log --no-stdout-log >/dev/null 2>&1 &
@@ -308,6 +364,87 @@ in_order() { awk '$1=="RECV" { if ($2 != n) bad = 1; n++ } END { exit bad || n =
 check "A and C stream through three NAT rebindings: no peer lost, every packet once and in order" \
     "[ $rebind_ok = 0 ] && in_order a && in_order c && grep -q '^DONE' $work/a-stream.log && grep -q '^DONE' $work/c-stream.log"
 echo "natlab: NAT rebinding recovery (change -> first packet sent after it arrives, slower direction): ${recovery#, }"
+
+# 6. UDP blocked: only TCP to coturn's TLS listener on 443 gets out of F.
+check "F: UDP to the TURN server is blocked" \
+    "! nsx f timeout 5 turnutils_stunclient 203.0.113.1 2>&1 | grep -q 'UDP reflexive addr'"
+check "F: TLS to turn.rtcmesh.test:443 gets through (our CA)" \
+    "nsx f timeout 5 openssl s_client -connect turn.rtcmesh.test:443 -servername turn.rtcmesh.test -verify_return_error -CAfile $work/tls/ca.pem </dev/null >/dev/null 2>&1"
+# One pair: $1 = label, $2 = namespace, $3 = bind ip, $4 = TURN URL, $5 = CA file or "": a peer
+# on P creates a lobby and receives; the peer in $2 (relay only) joins and sends $bulk packets
+# of 1,200 B. Sets pair_ok, connect_ms (P's view: lobby announce -> connected, allocation
+# included), alloc_ms (the joiner's relayed candidate, from its start), rate (kB/s).
+bulk=5000
+run_pair() {
+    local log_p="$work/pair-$1-p.log" log_j="$work/pair-$1-j.log" plobby=""
+    # Created here: the background job's redirection may come after the first look below.
+    : >"$log_p"
+    nsx p timeout 60 "$bin/examples/natlab_peer" "$url" - 203.0.113.20 1 - turn:203.0.113.1:3478 rtcmesh s3cret bulk "$bulk" >"$log_p" 2>&1 &
+    local pp=$!
+    for _ in $(seq 1 100); do
+        plobby=$(awk '/^LOBBY /{print $2; exit}' "$log_p")
+        [ -n "$plobby" ] && break
+        sleep 0.1
+    done
+    pair_ok=0
+    if [ -n "$plobby" ]; then
+        nsx "$2" env RTCMESH_ICE_POLICY=relay ${5:+RTCMESH_TURN_CA=$5} timeout 60 "$bin/examples/natlab_peer" \
+            "$url" "$plobby" "$3" 1 - "$4" rtcmesh s3cret bulk "$bulk" >"$log_j" 2>&1 || pair_ok=1
+    else
+        pair_ok=1
+    fi
+    wait $pp || pair_ok=1
+    connect_ms=$(awk '$1=="PATH" {print $3; exit}' "$log_p")
+    alloc_ms=$(awk '$1=="GATHERED" && $2=="relay" {print $4; exit}' "$log_j")
+    rate=$(awk '$1=="RATE" && $3 > 0 {printf "%d", $2 / $3; exit}' "$log_p")
+    grep -q '^CHANNELS ok' "$log_p" && grep -q '^CHANNELS ok' "$log_j" || pair_ok=1
+    grep -q '^PATH .* relayed$' "$log_j" || pair_ok=1
+}
+tls_connect=(); udp_connect=(); tls_rate=(); udp_rate=(); tls_alloc=(); udp_alloc=()
+pairs_ok=0
+for round in 1 2 3; do
+    run_pair "tls$round" f 10.4.0.2 turns:turn.rtcmesh.test:443 "$work/tls/ca.pem"
+    [ $pair_ok = 0 ] || { pairs_ok=1; sed "s/^/  tls$round: /" "$work/pair-tls$round-j.log" "$work/pair-tls$round-p.log" | grep -v ' RECV ' | tail -n 20; }
+    tls_connect+=("${connect_ms:-0}"); tls_rate+=("${rate:-0}"); tls_alloc+=("${alloc_ms:-0}")
+    run_pair "udp$round" b 10.2.0.2 turn:203.0.113.1:3478 ""
+    [ $pair_ok = 0 ] || { pairs_ok=1; sed "s/^/  udp$round: /" "$work/pair-udp$round-j.log" "$work/pair-udp$round-p.log" | tail -n 20; }
+    udp_connect+=("${connect_ms:-0}"); udp_rate+=("${rate:-0}"); udp_alloc+=("${alloc_ms:-0}")
+done
+sed 's/^/  f: /' "$work/pair-tls1-j.log" | grep -E 'GATHERED|SERVER_FAILED|PATH|CHANNELS' || true
+check "an rtcmesh peer in F (UDP blocked) reaches a public peer through turns:, every channel both ways, 3 times" "[ $pairs_ok = 0 ]"
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+tc=$(median "${tls_connect[@]}"); uc=$(median "${udp_connect[@]}")
+tr=$(median "${tls_rate[@]}"); ur=$(median "${udp_rate[@]}")
+ta=$(median "${tls_alloc[@]}"); ua=$(median "${udp_alloc[@]}")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }'; }
+echo "natlab: TURN/TLS vs TURN/UDP (median of 3 rounds, each: a peer joins a lobby with one public peer, relay only):"
+echo "natlab:   allocation (joiner start -> relayed candidate): TLS ${ta} ms [${tls_alloc[*]}], UDP ${ua} ms [${udp_alloc[*]}]"
+echo "natlab:   connect (lobby announce -> PeerConnected, allocation included): TLS ${tc} ms [${tls_connect[*]}], UDP ${uc} ms [${udp_connect[*]}]: $(ratio "$tc" "$uc")x (target <= 1.5x)"
+echo "natlab:   relayed throughput, $bulk x 1,200 B reliable: TLS ${tr} kB/s [${tls_rate[*]}], UDP ${ur} kB/s [${udp_rate[*]}]: $(ratio "$tr" "$ur")x (target >= 0.5x)"
+
+# Chromium in F, relay only, through turns: to an rtcmesh server on P.
+srv_in6="$work/server6.in"
+mkfifo "$srv_in6"
+nsx p env RTCMESH_INTEROP_SECONDS=60 RTCMESH_INTEROP_ADDR=203.0.113.20 RTCMESH_INTEROP_ALLOW=203.0.113.0/24 \
+    "$bin/examples/interop_server" <"$srv_in6" >"$work/server6.log" 2>&1 &
+exec 7>"$srv_in6"
+ready=""
+for _ in $(seq 1 100); do
+    ready=$(grep -m1 '^READY ' "$work/server6.log" || true)
+    [ -n "$ready" ] && break
+    sleep 0.1
+done
+[ -n "$ready" ] || { cat "$work/server6.log"; fail "the rtcmesh server (step 6) did not start"; }
+read -r _ surl slobby scert skey <<<"$ready"
+rtc='{"iceServers":[{"urls":"turns:turn.rtcmesh.test:443?transport=tcp","username":"rtcmesh","credential":"s3cret"}],"iceTransportPolicy":"relay"}'
+browser_ok=0
+nsx f env RTCMESH_TRUST_CERT="$work/tls/turn.pem" timeout 90 node interop/browser_client.mjs "$surl" "$slobby" "$scert" "$skey" "$rtc" >"$work/chromium6.log" 2>&1 || browser_ok=1
+exec 7>&-
+sed 's/^/  chromium (F): /' "$work/chromium6.log" | grep -v '^\s*chromium (F): \[page\]' || true
+check "Chromium in F (UDP blocked) joins through turns:, echoes on 4 channels" "[ $browser_ok = 0 ]"
+check "Chromium's selected pair is relayed over TLS" "grep -q '\"pair\":{\"local\":\"relay\",\"remote\":\"[a-z]*\",\"relayProtocol\":\"tls\"' $work/chromium6.log"
+chromium6_ms=$(grep -o '"connectMs":[0-9]*' "$work/chromium6.log" | head -1 | cut -d: -f2 || true)
+echo "natlab: Chromium through TURN/TLS: channels open ${chromium6_ms:-?} ms after its offer (through TURN/UDP in step 3: ${chromium_ms:-?} ms)"
 
 echo "natlab: finished in $(( $(ms) - t0 )) ms"
 if [ "$status" -ne 0 ]; then

@@ -2,7 +2,10 @@
 //!
 //! Embeds an [`rtcmesh`] mesh (or any [`Machine`]) in a `mio::Poll` the caller owns: one
 //! [`MioEndpoint`] owns one non-blocking UDP socket, registered under the caller's [`Token`].
-//! No threads, no channels: commands and events are the machine's own, used directly.
+//! No threads, no channels: commands and events are the machine's own, used directly. (One
+//! exception, feature `mdns`, on by default: once a peer sends a `.local` candidate — browsers
+//! hide their host addresses so — an `mdns-sd` daemon thread resolves such names; see
+//! [Features](#features).)
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
@@ -53,16 +56,44 @@
 //! [`MioEndpoint::socket_buffers`], with a hint when it is less; datagrams the kernel dropped
 //! are in [`PumpStats::receive_buffer_drops`].
 //!
+//! ## Joining a lobby without tokio
+//! [`join`] connects to a signaling server (the Godot demo protocol, `ws://` or `wss://`) and
+//! blocks until it has given us an id, at most [`JoinOptions::timeout`]; the [`Session`] it
+//! returns lives in your `Poll` like a `MioEndpoint` and carries the signals itself. The
+//! WebSocket is `tungstenite`'s synchronous client on a non-blocking mio stream; `wss://` needs
+//! the `tls` feature (on by default: rustls, with the platform's root certificates or
+//! [`JoinOptions::tls`]).
+//!
 //! ## Network changes
 //! [`MioEndpoint::rebind`] moves the endpoint to a new socket (a new network, a port a NAT no
 //! longer maps) under the same token; every peer stays connected, with its reliable data.
+//!
+//! ## TURN over TCP and TLS
+//! For `turn:…?transport=tcp` and `turns:` ICE servers the endpoint opens TCP connections
+//! itself, registered under the same token (every readiness event for it moves them on too),
+//! and runs TLS with rustls, checking the server's certificate for the URL's host against the
+//! platform's roots or [`MioConfig::turn_tls`].
+//!
+//! ## Features
+//! - `mdns` (on by default): peers' `.local` ICE candidates are resolved with mDNS
+//!   (`mdns-sd`), so a browser on the same LAN connects host to host, also with no route out.
+//!   The daemon (a thread, port 5353) starts only when a peer sends such a name; answers are
+//!   given to the mesh in [`flush`](MioEndpoint::flush), and [`timeout`](MioEndpoint::timeout)
+//!   is at most 20 ms while one is awaited. Without the feature those candidates are dropped
+//!   (counted in `MeshStats::mdns_names_unresolved`).
 
 #![deny(missing_docs)]
 
+mod lobby;
+mod mdns;
 mod socket;
+mod streams;
+
+pub use lobby::{join, join_with, JoinError, JoinOptions, Session};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -71,7 +102,16 @@ use rtcmesh::{
     DatagramPump, Flush, Machine, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER,
 };
 
+use crate::mdns::MdnsResolver;
+
 pub use rtcmesh;
+/// The TLS library behind `turns:` and `wss://` (for [`MioConfig::turn_tls`] and
+/// [`JoinOptions::tls`]).
+pub use rustls;
+pub use streams::client_tls;
+use streams::Streams;
+/// The WebSocket library of [`join`] (its errors are in [`JoinError::WebSocket`]).
+pub use tungstenite;
 
 /// Where a [`MioEndpoint`]'s socket binds, its buffers, and how much it holds for a slow
 /// application. Start from the default and change what you need with the `with_*` setters.
@@ -98,6 +138,10 @@ pub struct MioConfig {
     pub max_pending_events: usize,
     /// Unread packet bytes at which the endpoint stops reading the socket (default 4 MiB).
     pub max_pending_bytes: usize,
+    /// TLS for `turns:` ICE servers: `None` (default) trusts the platform's root certificates;
+    /// give a configuration to trust others ([`client_tls`] with your own CA). The server's
+    /// certificate is always checked for the URL's host name.
+    pub turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for MioConfig {
@@ -109,6 +153,7 @@ impl Default for MioConfig {
             send_buffer: SOCKET_BUFFER,
             max_pending_events: 1024,
             max_pending_bytes: 4 << 20,
+            turn_tls: None,
         }
     }
 }
@@ -120,6 +165,7 @@ rtcmesh::__config_setters!(MioConfig {
     with_send_buffer => send_buffer: usize,
     with_max_pending_events => max_pending_events: usize,
     with_max_pending_bytes => max_pending_bytes: usize,
+    with_turn_tls => turn_tls: Option<Arc<rustls::ClientConfig>>,
 });
 
 /// One UDP socket in the caller's `mio::Poll`, driving one [`Machine`].
@@ -156,6 +202,12 @@ pub struct MioEndpoint<M> {
     /// Datagrams were left in the socket while the application was behind (mio is
     /// edge-triggered: no new event will say so).
     unread: bool,
+    /// Streams to TURN servers over TCP or TLS.
+    streams: Streams,
+    /// Resolves peers' `.local` names for the mesh.
+    mdns: MdnsResolver,
+    /// The latest time the caller gave (mDNS answers are stamped with it too).
+    last_now: Instant,
 }
 
 impl<M: Machine> MioEndpoint<M> {
@@ -189,6 +241,8 @@ impl<M: Machine> MioEndpoint<M> {
         endpoint.buffers = buffers;
         endpoint.max_pending_events = config.max_pending_events;
         endpoint.max_pending_bytes = config.max_pending_bytes;
+        // Nothing was opened yet (no flush happened): the configured TLS applies from the start.
+        endpoint.streams = Streams::new(registry.try_clone()?, token, config.turn_tls);
         Ok(endpoint)
     }
 
@@ -218,9 +272,11 @@ impl<M: Machine> MioEndpoint<M> {
                 .set_ice_server_addresses(&host, &addresses);
         }
         // The loop's first turn: ICE servers are asked before any peer exists.
-        machine.handle_timeout(Instant::now());
+        let now = Instant::now();
+        machine.handle_timeout(now);
         registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
         let defaults = MioConfig::default();
+        let streams = Streams::new(registry.try_clone()?, token, None);
         Ok(MioEndpoint {
             socket,
             machine,
@@ -231,6 +287,9 @@ impl<M: Machine> MioEndpoint<M> {
             max_pending_events: defaults.max_pending_events,
             max_pending_bytes: defaults.max_pending_bytes,
             unread: false,
+            streams,
+            mdns: MdnsResolver::new(),
+            last_now: now,
         })
     }
 
@@ -238,7 +297,13 @@ impl<M: Machine> MioEndpoint<M> {
     /// (stamped `now`) unless the application is behind (see the crate docs on backpressure),
     /// and sends what the machine has. Errors are the socket's own.
     pub fn handle_ready(&mut self, now: Instant) -> io::Result<()> {
+        self.last_now = self.last_now.max(now);
         self.read(now)?;
+        if !self.streams.is_empty() {
+            let behind = self.is_behind();
+            self.unread |= behind;
+            self.streams.progress(&mut self.machine, now, behind);
+        }
         let _ = self.flush();
         Ok(())
     }
@@ -247,9 +312,11 @@ impl<M: Machine> MioEndpoint<M> {
     /// fires its timers if due; reads the datagrams left in the socket once the application
     /// has caught up; sends what all this produced. Call it on every turn of the loop.
     pub fn handle_timeout(&mut self, now: Instant) -> io::Result<()> {
+        self.last_now = self.last_now.max(now);
         self.machine.handle_timeout(now);
-        if self.unread && !self.is_behind() {
+        if (self.unread || self.streams.unread) && !self.is_behind() {
             self.read(now)?;
+            self.streams.progress(&mut self.machine, now, false);
         }
         let _ = self.flush();
         Ok(())
@@ -283,21 +350,40 @@ impl<M: Machine> MioEndpoint<M> {
 
     /// Sends what the machine has to send; call it after commands. Returns
     /// [`Flush::Blocked`] when the socket is full: the rest goes out on the next writable event.
+    /// Peers' `.local` names (from signals just applied) are asked for here, and the answers
+    /// that arrived given to the mesh.
     pub fn flush(&mut self) -> Flush {
+        self.mdns.poll(self.machine.mesh_mut(), self.last_now);
         let socket = &self.socket;
-        self.pump
-            .transmit(&mut self.machine, |bytes, to| socket.send_to(bytes, to))
+        let flush = self
+            .pump
+            .transmit(&mut self.machine, |bytes, to| socket.send_to(bytes, to));
+        // Stream commands after the datagrams: relayed data for a server reached over TCP is
+        // written as they are polled. While the application is behind, the streams are written
+        // but not read (as the socket is not), and read once it caught up.
+        let behind = self.is_behind();
+        self.unread |= behind && !self.streams.is_empty();
+        self.streams
+            .commands(&mut self.machine, self.last_now, behind);
+        flush
     }
 
     /// The timeout to pass to `Poll::poll`: until the machine's next deadline, or zero when
-    /// datagrams wait in the socket for an application that has caught up.
+    /// datagrams wait in the socket for an application that has caught up (at most 20 ms while
+    /// an mDNS answer is awaited).
     pub fn timeout(&self, now: Instant) -> Option<Duration> {
-        if self.unread && !self.is_behind() {
+        if (self.unread || self.streams.unread) && !self.is_behind() {
             return Some(Duration::ZERO);
         }
-        self.machine
+        let until = self
+            .machine
             .poll_timeout()
-            .map(|at| at.saturating_duration_since(now))
+            .map(|at| at.saturating_duration_since(now));
+        match (until, self.mdns.waiting()) {
+            (Some(t), true) => Some(t.min(mdns::POLL_INTERVAL)),
+            (None, true) => Some(mdns::POLL_INTERVAL),
+            (t, false) => t,
+        }
     }
 
     /// The machine (for queries).
@@ -327,6 +413,7 @@ impl<M: Machine> MioEndpoint<M> {
     pub fn stats(&self) -> PumpStats {
         let mut stats = self.pump.stats();
         stats.receive_buffer_drops = socket::receive_drops(&self.socket);
+        stats.stream_frames_dropped += self.streams.dropped;
         stats
     }
 
@@ -372,8 +459,9 @@ impl<M: Machine> MioEndpoint<M> {
         Ok(self.pump.local_addr())
     }
 
-    /// Deregisters the socket and gives the machine back.
+    /// Deregisters the socket (and any stream to a TURN server) and gives the machine back.
     pub fn into_machine(mut self, registry: &Registry) -> io::Result<M> {
+        self.streams.close_all();
         registry.deregister(&mut self.socket)?;
         Ok(self.machine)
     }

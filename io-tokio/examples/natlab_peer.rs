@@ -1,11 +1,14 @@
 //! One peer of the NAT lab (`interop/natlab/run.sh`): joins a mesh lobby through STUN and TURN
 //! and connects to every other member.
 //!
-//! Usage: `natlab_peer <signal-url> <lobby|-> <bind-ip> <peers> <stun-url> <turn-url> <user>
-//! <credential> [stream]`. With `-` it creates the lobby and prints `LOBBY <name>`. Both modes
-//! print `ME <id>`, `SOCKET <address>`, `GATHERED <kind> <address>`,
+//! Usage: `natlab_peer <signal-url> <lobby|-> <bind-ip> <peers> <stun-url|-> <turn-url> <user>
+//! <credential> [stream | bulk <count>]`. With `-` it creates the lobby and prints
+//! `LOBBY <name>`. The TURN URL may be `turn:`, `turn:…?transport=tcp` or `turns:`; with
+//! `RTCMESH_TURN_CA=<pem file>` a `turns:` server's certificate is checked against that CA,
+//! and `RTCMESH_ICE_POLICY=relay` allows relayed candidates only. Every mode prints `ME <id>`,
+//! `SOCKET <address>`, `GATHERED <kind> <address> <ms since start>`,
 //! `SERVER_FAILED <url> <reason>` and
-//! `PATH <peer> <connect-ms> <local-kind> <remote-kind> <relayed|direct>`, and end with `DONE`
+//! `PATH <peer> <connect-ms> <local-kind> <remote-kind> <relayed|direct>`, and ends with `DONE`
 //! (exit 0) or `FAILED <why>` (exit 1).
 //!
 //! * Default: exchanges a packet with each peer, prints the paths, and exits once every other
@@ -17,6 +20,10 @@
 //!   mesh's path events. A packet out of order, missing or twice, or the peer disconnecting, is
 //!   `FAILED`. At the end both sides say how far they sent, and each waits until it has every
 //!   packet up to there.
+//! * `bulk <count>` (one other peer): a hello on each of Godot's three channels both ways
+//!   (`CHANNELS ok`), then the peer that joined the lobby second sends `count` reliable packets
+//!   of 1,200 bytes as fast as the mesh takes them; the other prints
+//!   `RATE <bytes> <ms from the first packet to the last>`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -24,11 +31,18 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtcmesh::lobby::LobbyEvent;
-use rtcmesh::{Event, IceServer, Mesh, MeshConfig, PeerId, Target, TransferMode};
-use rtcmesh_tokio::{join, EndpointConfig, JoinOptions, Session};
+use rtcmesh::{
+    Event, IceServer, IceTransportPolicy, Mesh, MeshConfig, PeerId, SendError, Target, TransferMode,
+};
+use rtcmesh_tokio::rustls::pki_types::pem::PemObject;
+use rtcmesh_tokio::rustls::pki_types::CertificateDer;
+use rtcmesh_tokio::signal::client_tls;
+use rtcmesh_tokio::{join, EndpointConfig, JoinOptions, OutgoingPacket, Session};
 
 const HELLO: &[u8] = b"hello";
 const DONE: &[u8] = b"done";
+/// `bulk` mode: the payload size (a typical game snapshot, the benchmark's).
+const BULK_SIZE: usize = 1200;
 
 /// `stream` mode: how often a packet goes out.
 const EVERY: Duration = Duration::from_millis(20);
@@ -39,6 +53,7 @@ const FINISH_LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    since_start();
     match run().await {
         Ok(()) => {
             println!("DONE");
@@ -60,9 +75,13 @@ async fn run() -> Result<(), String> {
             .init();
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (args, stream) = match args.split_last() {
-        Some((last, rest)) if last == "stream" => (rest, true),
-        _ => (args.as_slice(), false),
+    let (args, mode) = match args.split_last() {
+        Some((last, rest)) if last == "stream" => (rest, Mode::Stream),
+        Some((count, rest)) if rest.last().is_some_and(|m| m == "bulk") => {
+            let count = count.parse().map_err(|e| format!("bulk count: {e}"))?;
+            (&rest[..rest.len() - 1], Mode::Bulk(count))
+        }
+        _ => (args.as_slice(), Mode::Meet),
     };
     let [url, lobby, bind, peers, stun, turn, user, credential] = args else {
         return Err(
@@ -72,31 +91,187 @@ async fn run() -> Result<(), String> {
     };
     let bind: IpAddr = bind.parse().map_err(|e| format!("bind address: {e}"))?;
     let others: usize = peers.parse().map_err(|e| format!("peer count: {e}"))?;
+    let mut servers = vec![IceServer::turn(
+        turn.clone(),
+        user.clone(),
+        credential.clone(),
+    )];
+    if stun != "-" {
+        servers.insert(0, IceServer::stun(stun.clone()));
+    }
+    let policy = match std::env::var("RTCMESH_ICE_POLICY").ok().as_deref() {
+        Some("relay") => IceTransportPolicy::Relay,
+        _ => IceTransportPolicy::All,
+    };
+    let turn_tls = match std::env::var_os("RTCMESH_TURN_CA") {
+        Some(path) => {
+            let mut roots = rtcmesh_tokio::rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(&path).map_err(|e| format!("CA: {e}"))? {
+                roots
+                    .add(cert.map_err(|e| format!("CA: {e}"))?)
+                    .map_err(|e| format!("CA: {e}"))?;
+            }
+            Some(client_tls(roots).map_err(|e| format!("CA: {e}"))?)
+        }
+        None => None,
+    };
     let options = JoinOptions::default()
         .with_mesh(true)
-        .with_config(MeshConfig::default().with_ice_servers(vec![
-            IceServer::stun(stun.clone()),
-            IceServer::turn(turn.clone(), user.clone(), credential.clone()),
-        ]))
+        .with_config(
+            MeshConfig::default()
+                .with_ice_servers(servers)
+                .with_ice_transport_policy(policy),
+        )
         .with_endpoint(
             EndpointConfig::default()
                 .with_bind(SocketAddr::new(bind, 0))
-                .with_announce(None),
+                .with_announce(None)
+                .with_turn_tls(turn_tls),
         );
-    let lobby = if lobby == "-" { "" } else { lobby.as_str() };
+    let creator = lobby == "-";
+    let lobby = if creator { "" } else { lobby.as_str() };
     let mut session = join(url, lobby, options)
         .await
         .map_err(|e| format!("join: {e}"))?;
     println!("LOBBY {}", session.lobby);
     println!("ME {}", session.id());
     println!("SOCKET {}", session.handle.local_addr());
-    if stream {
-        if others != 1 {
-            return Err("stream mode needs exactly one other peer".into());
+    match mode {
+        Mode::Meet => meet_everyone(&mut session, others).await,
+        Mode::Stream | Mode::Bulk(_) if others != 1 => {
+            Err("stream and bulk modes need exactly one other peer".into())
         }
-        stream_across_changes(&mut session).await
-    } else {
-        meet_everyone(&mut session, others).await
+        Mode::Stream => stream_across_changes(&mut session).await,
+        Mode::Bulk(count) => bulk(&mut session, !creator, count).await,
+    }
+}
+
+/// What the peer does once it joined.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Meet,
+    Stream,
+    Bulk(usize),
+}
+
+/// When the program started (for `GATHERED` lines).
+fn since_start() -> u128 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis()
+}
+
+/// `bulk` mode: a hello on every channel both ways, then `count` reliable packets of 1,200
+/// bytes from the sender; the receiver prints the rate.
+async fn bulk(session: &mut Session<Mesh>, sender: bool, count: usize) -> Result<(), String> {
+    let joined = Instant::now();
+    let mut announced: Option<Instant> = None;
+    let limit = tokio::time::sleep(Duration::from_secs(60));
+    tokio::pin!(limit);
+    let peer = loop {
+        tokio::select! {
+            event = session.lobby_events.recv() => {
+                if let Some(LobbyEvent::PeerJoined(_)) = event {
+                    announced.get_or_insert_with(Instant::now);
+                }
+            }
+            event = session.events.recv() => match event {
+                Some(Event::PeerConnected(id)) => break id,
+                Some(event) => print_event(&event)?,
+                None => return Err("the endpoint stopped".into()),
+            },
+            () = &mut limit => return Err("no peer connected".into()),
+        }
+    };
+    print_path(session, peer, announced.unwrap_or(joined).elapsed()).await?;
+    // Every channel, both ways: the unreliable ones a few times (nothing is lost in the lab,
+    // but they are allowed to be).
+    let modes = [
+        TransferMode::Reliable,
+        TransferMode::UnreliableOrdered,
+        TransferMode::Unreliable,
+    ];
+    for mode in modes {
+        for _ in 0..3 {
+            let sent = session
+                .handle
+                .send(Target::Peer(peer), mode, 0, HELLO)
+                .await;
+            sent.map_err(|e| format!("hello on {mode:?}: {e}"))?;
+        }
+    }
+    let mut heard: BTreeSet<String> = BTreeSet::new();
+    let mut first: Option<Instant> = None;
+    let mut received = 0usize;
+    let mut next = 0usize;
+    let mut done_heard = false;
+    let mut channels_printed = false;
+    loop {
+        let channels_ok = heard.len() == modes.len();
+        if channels_ok && !channels_printed {
+            channels_printed = true;
+            println!("CHANNELS ok");
+        }
+        if channels_ok && sender && next < count {
+            // As fast as the mesh takes them: a refused packet (its queue is full) waits.
+            let batch: Vec<OutgoingPacket> = (next..count.min(next + 64))
+                .map(|_| OutgoingPacket {
+                    target: Target::Peer(peer),
+                    mode: TransferMode::Reliable,
+                    channel: 0,
+                    data: vec![0xB5; BULK_SIZE],
+                })
+                .collect();
+            let results = session.handle.send_many(batch).await;
+            let taken = results.iter().take_while(|r| r.is_ok()).count();
+            next += taken;
+            if taken < results.len() {
+                match &results[taken] {
+                    Err(SendError::QueueFull(_)) => {}
+                    Err(e) => return Err(format!("bulk send: {e}")),
+                    Ok(()) => {}
+                }
+            }
+        }
+        if done_heard || (!sender && received == count && channels_ok) {
+            if !sender {
+                let took = first.map_or(0, |f| f.elapsed().as_millis());
+                println!("RATE {} {took}", count * BULK_SIZE);
+                let sent = session
+                    .handle
+                    .send(Target::Peer(peer), TransferMode::Reliable, 0, DONE)
+                    .await;
+                sent.map_err(|e| format!("done: {e}"))?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            session.handle.close();
+            return Ok(());
+        }
+        let wait = if channels_ok && sender && next < count {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_secs(60)
+        };
+        tokio::select! {
+            event = session.events.recv() => match event {
+                Some(Event::Packet(p)) if p.data == HELLO => {
+                    heard.insert(format!("{:?}", p.mode));
+                }
+                Some(Event::Packet(p)) if p.data == DONE => done_heard = true,
+                Some(Event::Packet(p)) if p.data.len() == BULK_SIZE => {
+                    first.get_or_insert_with(Instant::now);
+                    received += 1;
+                }
+                Some(event) => print_event(&event)?,
+                None => return Err("the endpoint stopped".into()),
+            },
+            () = tokio::time::sleep(wait) => {}
+            () = &mut limit => {
+                return Err(format!("bulk did not finish: {received} of {count} received, channels {heard:?}"))
+            }
+        }
+        limit
+            .as_mut()
+            .reset(tokio::time::Instant::now() + Duration::from_secs(60));
     }
 }
 
@@ -149,7 +324,9 @@ async fn meet_everyone(session: &mut Session<Mesh>, others: usize) -> Result<(),
                 }
             }
             event = session.events.recv() => match event {
-                Some(Event::CandidateGathered(c)) => println!("GATHERED {} {}", c.kind, c.address),
+                Some(Event::CandidateGathered(c)) => {
+                    println!("GATHERED {} {} {}", c.kind, c.address, since_start())
+                }
                 Some(Event::IceServerFailed { url, reason }) => println!("SERVER_FAILED {url} {reason}"),
                 Some(Event::PeerConnected(id)) => {
                     let since = announced.get(&id).copied().unwrap_or(joined);
@@ -351,7 +528,7 @@ fn print_event(event: &Event) -> Result<(), String> {
     let ms = unix_ms();
     match event {
         Event::CandidateGathered(c) => {
-            println!("GATHERED {} {}", c.kind, c.address);
+            println!("GATHERED {} {} {}", c.kind, c.address, since_start());
             println!("EVENT {ms} CandidateGathered {} {}", c.kind, c.address);
         }
         Event::IceServerFailed { url, reason } => {

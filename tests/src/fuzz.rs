@@ -375,6 +375,9 @@ struct Settings {
     max_ice_restarts: u8,
     peer_move_after: Span,
     stats_interval: Option<Span>,
+    max_mdns_names: u8,
+    max_mdns_queries: u8,
+    mdns_timeout: Span,
 }
 
 impl Settings {
@@ -393,7 +396,10 @@ impl Settings {
                     .with_max_sdp_len(usize::from(self.max_sdp_len))
                     .with_max_candidate_len(usize::from(self.max_candidate_len))
                     .with_renegotiation_burst(u32::from(self.renegotiation_burst))
-                    .with_renegotiation_interval(self.renegotiation_interval.get()),
+                    .with_renegotiation_interval(self.renegotiation_interval.get())
+                    .with_max_mdns_names(usize::from(self.max_mdns_names))
+                    .with_max_mdns_queries(usize::from(self.max_mdns_queries))
+                    .with_mdns_timeout(self.mdns_timeout.get()),
             )
             .with_ice_restart_after(self.ice_restart_after.map(Span::get))
             .with_ice_restart_interval(self.ice_restart_interval.get())
@@ -436,6 +442,11 @@ pub fn commands(data: &[u8]) {
         Recreate(Settings),
         /// Jump the clock by 2^k seconds (towards the end of `Instant`'s range).
         Jump(u8),
+        /// A peer trickles a candidate behind one of a few `.local` names.
+        MdnsCandidate(i8, u8, u16),
+        /// The adapter answers: the next query (or an arbitrary peer and name), with an
+        /// address or "not resolved".
+        MdnsAnswer(Option<(i8, u8)>, Option<[u8; 4]>),
     }
     let mut u = Unstructured::new(data);
     let Ok(mode) = u.int_in_range(0..=2usize) else {
@@ -522,6 +533,22 @@ pub fn commands(data: &[u8]) {
                     let by = Duration::from_secs(1u64 << (k % 64));
                     now = now.checked_add(by).unwrap_or(now);
                     mesh.handle_timeout(now);
+                }
+                Command::MdnsCandidate(from, name, port) => {
+                    let name = name % 16;
+                    let c = format!("candidate:{name} 1 udp 1 n{name}.local {port} typ host");
+                    let _ = mesh.handle_signal(now, PeerId::from(from), Signal::Candidate(c));
+                }
+                Command::MdnsAnswer(which, ip) => {
+                    let (peer, name) = match which {
+                        Some((peer, name)) => (PeerId::from(peer), format!("n{}.local", name % 16)),
+                        // Nothing asked: an answer nobody waits for (ignored).
+                        None => mesh
+                            .poll_mdns_query()
+                            .map_or((0, String::new()), |q| (q.peer, q.name)),
+                    };
+                    let ip = ip.map(std::net::IpAddr::from);
+                    let _ = mesh.resolved_mdns(now, peer, &name, ip);
                 }
             }
             while mesh.poll_transmit().is_some() {}
@@ -643,4 +670,65 @@ pub fn ice_server(data: &[u8]) {
             );
         }
     });
+}
+
+/// What a TURN server may write on the TCP/TLS stream of a mesh that reaches it over one
+/// (`turn:…?transport=tcp`): arbitrary bytes in arbitrary chunks, over arbitrary time. The
+/// mesh must never panic, hold at most one frame's worth of them, and either keep the stream
+/// or close it (and, later, open a new one).
+pub fn turn_stream(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let config = MeshConfig::default().with_ice_servers(vec![rtcmesh::IceServer::turn(
+        "turn:203.0.113.1:3478?transport=tcp",
+        "fuzz",
+        "fuzz",
+    )]);
+    let mut mesh = Mesh::create_mesh(1, config).expect("mesh");
+    let start = Instant::now();
+    mesh.add_host_candidate("192.0.2.1:5000".parse().expect("address"))
+        .expect("host");
+    mesh.handle_timeout(start);
+    let Some(rtcmesh::StreamCommand::Open { id, .. }) = mesh.poll_stream_command() else {
+        panic!("a TCP TURN server is reached over a stream");
+    };
+    mesh.handle_stream(start, id, rtcmesh::StreamInput::Opened);
+    let mut now = start;
+    let mut closed = false;
+    let mut rest = data;
+    while !rest.is_empty() && !closed {
+        let take = usize::from(u.arbitrary::<u8>().unwrap_or(255)).max(1) * 16;
+        let (chunk, after) = rest.split_at(take.min(rest.len()));
+        rest = after;
+        now += Duration::from_millis(u64::from(u.arbitrary::<u8>().unwrap_or(0)) * 20);
+        mesh.handle_timeout(now);
+        mesh.handle_stream(now, id, rtcmesh::StreamInput::Data(chunk));
+        while let Some(command) = mesh.poll_stream_command() {
+            if command == (rtcmesh::StreamCommand::Close { id }) {
+                closed = true;
+            }
+        }
+        while mesh.poll_transmit().is_some() {}
+    }
+    // However it ended, the mesh carries on: a closed stream is followed by a new one.
+    let stats = mesh.stats();
+    assert_eq!(
+        closed,
+        stats.turn_streams_broken > 0 || closed_by_answer(&mut mesh)
+    );
+    let later = now + Duration::from_secs(3600);
+    mesh.handle_timeout(later);
+    assert!(
+        mesh.poll_timeout().is_some(),
+        "the server is still being tried"
+    );
+    while mesh.poll_event().is_some() {}
+}
+
+/// Whether the mesh reported a failure that closes the stream (a refusal it read in a frame).
+fn closed_by_answer(mesh: &mut Mesh) -> bool {
+    let mut failed = false;
+    while let Some(event) = mesh.poll_event() {
+        failed |= matches!(event, Event::IceServerFailed { .. });
+    }
+    failed
 }

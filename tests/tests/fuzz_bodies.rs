@@ -100,3 +100,8 @@ fn commands_body() {
 fn ice_server_body() {
     drive("ice_server", 6, fuzz::ice_server);
 }
+
+#[test]
+fn turn_stream_body() {
+    drive("turn_stream", 7, fuzz::turn_stream);
+}

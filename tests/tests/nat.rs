@@ -499,16 +499,22 @@ fn ice_servers_are_checked_when_the_mesh_is_created() {
     };
     let all = IceTransportPolicy::All;
     assert_eq!(
-        bad(vec![IceServer::turn("turns:127.0.0.1", "u", "p")], all),
-        ("turns:127.0.0.1".into(), InvalidIceServer::TlsNotSupported)
+        bad(
+            vec![IceServer::turn("turns:127.0.0.1?transport=udp", "u", "p")],
+            all
+        ),
+        (
+            "turns:127.0.0.1?transport=udp".into(),
+            InvalidIceServer::TlsNotSupported
+        )
     );
     assert_eq!(
-        bad(
-            vec![IceServer::turn("turn:127.0.0.1?transport=tcp", "u", "p")],
-            all
-        )
-        .1,
-        InvalidIceServer::TcpNotSupported
+        bad(vec![IceServer::stun("stuns:127.0.0.1")], all).1,
+        InvalidIceServer::TlsNotSupported
+    );
+    assert_eq!(
+        bad(vec![IceServer::turn("turns:127.0.0.1", "", "")], all).1,
+        InvalidIceServer::MissingCredentials
     );
     assert_eq!(
         bad(vec![IceServer::stun("stun:127.0.0.1:99999")], all).1,
@@ -532,10 +538,21 @@ fn ice_servers_are_checked_when_the_mesh_is_created() {
     );
     let error = Mesh::create_mesh(
         1,
-        with_servers(vec![IceServer::turn("turns:127.0.0.1", "u", "p")]),
+        with_servers(vec![IceServer::turn("turn:127.0.0.1:0", "u", "p")]),
     )
     .expect_err("refused");
-    assert!(error.to_string().contains("turns:127.0.0.1"), "{error}");
+    assert!(error.to_string().contains("turn:127.0.0.1:0"), "{error}");
+    // TURN over TCP and TLS are taken (they are reached over streams the adapter opens).
+    for url in [
+        "turn:127.0.0.1?transport=tcp",
+        "turns:127.0.0.1",
+        "turns:turn.example.org:443?transport=tcp",
+    ] {
+        assert!(
+            Mesh::create_mesh(1, with_servers(vec![IceServer::turn(url, "u", "p")])).is_ok(),
+            "{url}"
+        );
+    }
 }
 
 #[test]

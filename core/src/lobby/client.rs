@@ -325,7 +325,7 @@ impl LobbyClient {
     pub fn request_message(&self, request: &LobbyRequest) -> Result<String, LobbyError> {
         match *request {
             LobbyRequest::HostLost { .. } => self.host_lost_message(),
-            LobbyRequest::HandOver { to, .. } => self.hand_over_message(Some(to)),
+            LobbyRequest::HandOver { to, .. } => self.hand_over_message(to),
         }
     }
 

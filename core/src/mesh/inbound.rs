@@ -54,7 +54,7 @@ impl Mesh {
     }
 
     /// A datagram from a peer (directly, or unwrapped from our TURN allocation).
-    fn handle_peer_datagram(
+    pub(super) fn handle_peer_datagram(
         &mut self,
         now: Instant,
         source: SocketAddr,

@@ -25,6 +25,7 @@ mod migrate;
 mod peers;
 mod send;
 mod signaling;
+mod streams;
 mod timers;
 
 use std::collections::VecDeque;
@@ -513,14 +514,17 @@ impl Mesh {
 
     /// Counters of traffic and of what was dropped.
     pub fn stats(&self) -> MeshStats {
+        let (violations, oversize) = self.nat.stream_faults();
         let mut total = MeshStats {
             datagrams_relayed_sent: self.nat.relayed_out,
             datagrams_relayed_received: self.nat.relayed_in,
             datagrams_relay_dropped: self.nat.relay_dropped(),
+            turn_streams_broken: violations,
+            turn_stream_frames_oversize: oversize,
             ..self.stats
         };
         for link in self.peers.links() {
-            total.add(link.counts());
+            link.counts().add_to(&mut total);
         }
         total
     }
@@ -752,7 +756,7 @@ impl Mesh {
         while let Some(t) = link.poll_transmit() {
             self.transmits.push_back(t);
         }
-        self.stats.add(link.counts());
+        link.counts().add_to(&mut self.stats);
         let peer = link.peer();
         if announce && link.is_connected() {
             self.events.push_back(Event::PeerDisconnected(peer));

@@ -248,6 +248,24 @@ impl Multiplayer {
         self.mesh.poll_transmit()
     }
 
+    /// Passes what happened on a stream to a TURN server (see [`Mesh::handle_stream`]).
+    pub fn handle_stream(
+        &mut self,
+        now: Instant,
+        id: crate::StreamId,
+        input: crate::StreamInput<'_>,
+    ) {
+        self.observe(now);
+        self.mesh.handle_stream(now, id, input);
+        self.pump();
+    }
+
+    /// The next command for a stream to a TURN server (see [`Mesh::poll_stream_command`]).
+    pub fn poll_stream_command(&mut self) -> Option<crate::StreamCommand> {
+        self.pump();
+        self.mesh.poll_stream_command()
+    }
+
     /// The next event.
     pub fn poll_event(&mut self) -> Option<MultiplayerEvent> {
         self.mesh.flush_dirty();
@@ -398,6 +416,13 @@ impl Multiplayer {
                 Event::PeerConnected(peer) => self.on_direct_connected(peer),
                 Event::PeerDisconnected(peer) => self.on_direct_lost(peer),
                 Event::Packet(packet) => self.on_packet(packet),
+                Event::StatusChanged(ConnectionStatus::Disconnected)
+                    if self.migration.new_server_gone(&self.mesh) =>
+                {
+                    // The link to a new server ended before it connected (no PeerDisconnected
+                    // for a peer never connected): migration takes it as the server lost.
+                    self.on_server_link_lost(self.last_now);
+                }
                 other if self.hides(&other) => {}
                 other => self.events.push_back(MultiplayerEvent::Mesh(other)),
             }
@@ -601,6 +626,12 @@ impl Machine for Multiplayer {
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         Self::poll_transmit(self)
+    }
+    fn handle_stream(&mut self, now: Instant, id: crate::StreamId, input: crate::StreamInput<'_>) {
+        Self::handle_stream(self, now, id, input)
+    }
+    fn poll_stream_command(&mut self) -> Option<crate::StreamCommand> {
+        Self::poll_stream_command(self)
     }
     fn poll_event(&mut self) -> Option<Self::Event> {
         Self::poll_event(self)

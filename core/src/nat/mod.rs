@@ -2,12 +2,15 @@
 //! (server-reflexive) address and keep the NAT mapping open ([`binding`]), one TURN allocation
 //! per TURN server relays for peers that cannot be reached directly ([`turn`]). Both serve every
 //! peer of the mesh, and start as soon as a host candidate and a time exist, before any peer.
+//! A TURN server configured over TCP or TLS is reached on a stream the adapter opens
+//! ([`crate::stream`]); its allocation relays UDP all the same.
 //!
 //! The mesh hands this module every datagram from a configured server before peer
-//! demultiplexing, and every datagram str0m sends from a relayed address to be wrapped for the
-//! server; the candidates gathered go to every link.
+//! demultiplexing, every byte of its streams, and every datagram str0m sends from a relayed
+//! address to be wrapped for the server; the candidates gathered go to every link.
 
 mod binding;
+mod framing;
 mod turn;
 mod url;
 
@@ -24,9 +27,31 @@ pub use url::{IceServer, IceTransportPolicy, MAX_ICE_SERVER_URLS};
 use crate::error::{IceServerError, InvalidIceServer};
 use crate::event::{Event, Transmit};
 use crate::path::{CandidateKind, LocalCandidate};
+use crate::stream::{StreamCommand, StreamId, StreamInput};
 use binding::{Binding, BindingOutcome};
-use turn::{PeerBytes, Relay, RelayEvent, RelayInput};
-use url::{ConfiguredServer, ServerHost, ServerKind};
+use turn::{Carrier, PeerBytes, Relay, RelayEvent, RelayInput, Wrapped};
+use url::{ConfiguredServer, ServerHost, ServerKind, Transport};
+
+/// What the ICE servers' clients send: datagrams for the mesh's socket, and commands for the
+/// adapter's streams (with the ids of the streams asked for so far).
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    pub datagrams: VecDeque<Transmit>,
+    pub streams: VecDeque<StreamCommand>,
+    next_stream: u64,
+}
+
+impl Out {
+    /// A stream id never used before.
+    fn new_stream(&mut self) -> StreamId {
+        self.next_stream += 1;
+        StreamId(self.next_stream)
+    }
+}
+
+/// Data a peer sent to one of our relayed addresses, unwrapped from a server's stream:
+/// (peer, relayed address, bytes).
+pub(crate) type StreamRelayed = Vec<(SocketAddr, SocketAddr, Vec<u8>)>;
 
 /// How long a server named by host may wait for its address
 /// ([`Mesh::set_ice_server_addresses`](crate::Mesh::set_ice_server_addresses)) before it is
@@ -85,6 +110,45 @@ struct Server {
     failing: bool,
 }
 
+/// The relayed candidate of an allocation on server `index`. Reached over TCP or TLS it gets
+/// a lower priority than over UDP (libwebrtc's relay type preferences, 2 / 1 / 0), as a
+/// browser gives it: when both work, ICE prefers the UDP relay. str0m offers no way to set a
+/// local candidate's priority but a candidate with one already, which is what `from_parts`
+/// builds (its base is its own address, as for any relayed candidate).
+fn relayed_candidate(
+    relayed: SocketAddr,
+    base: SocketAddr,
+    transport: Transport,
+    index: usize,
+) -> Result<Candidate, str0m::error::IceError> {
+    let type_preference: u32 = match transport {
+        Transport::Udp => return Candidate::relayed(relayed, base, "udp"),
+        Transport::Tcp => 1,
+        Transport::Tls => 0,
+    };
+    // str0m's range for relayed candidates (0..16384), odd for IPv6; one value per server.
+    let index = u32::try_from(index).unwrap_or(0).min(1000);
+    let local_preference = 16_382 + u32::from(relayed.is_ipv6()) - 2 * index;
+    let priority = type_preference << 24 | local_preference << 8 | 255;
+    Ok(Candidate::from_parts(
+        format!("{}{}", 30 + type_preference, index),
+        1,
+        str0m::net::Protocol::Udp,
+        priority,
+        relayed,
+        str0m::CandidateKind::Relayed,
+        Some(SocketAddr::new(
+            match relayed {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            },
+            0,
+        )),
+        None,
+        None,
+    ))
+}
+
 /// A local candidate gathered from a server.
 #[derive(Debug, Clone)]
 struct Gathered {
@@ -130,7 +194,7 @@ pub(crate) struct Nat {
     for_links: Vec<Candidate>,
     /// Our relayed addresses and the server each belongs to.
     relays: SmallVec<[(SocketAddr, usize); 2]>,
-    out: VecDeque<Transmit>,
+    out: Out,
     events: VecDeque<Event>,
     changes: VecDeque<CandidateChange>,
     deadline: Option<Instant>,
@@ -171,7 +235,7 @@ impl Nat {
             gathered: Vec::new(),
             for_links: Vec::new(),
             relays: SmallVec::new(),
-            out: VecDeque::new(),
+            out: Out::default(),
             events: VecDeque::new(),
             changes: VecDeque::new(),
             deadline: None,
@@ -267,7 +331,7 @@ impl Nat {
         for i in 0..self.servers.len() {
             let server = &mut self.servers[i];
             let named = matches!(&server.config.parsed.host, ServerHost::Name(n) if *n == host);
-            if !named || server.binding.is_some() {
+            if !named || server.binding.is_some() || server.relay.is_some() {
                 continue;
             }
             match ip {
@@ -303,9 +367,24 @@ impl Nat {
             .push_back(Event::IceServerFailed { url, reason });
     }
 
-    /// Whether datagrams from `source` belong to a configured server.
+    /// Whether datagrams from `source` belong to a configured server (one reached by UDP:
+    /// a server reached over TCP sends nothing to the socket).
     pub fn is_server(&self, source: SocketAddr) -> bool {
-        self.servers.iter().any(|s| s.address == Some(source))
+        self.servers
+            .iter()
+            .any(|s| s.address == Some(source) && s.config.parsed.transport == Transport::Udp)
+    }
+
+    /// Whether `address` is a relayed address of ours whose server is reached over a stream
+    /// (what str0m sends from it goes on that stream).
+    pub fn is_stream_relay(&self, address: SocketAddr) -> bool {
+        self.relays.iter().any(|&(a, i)| {
+            a == address
+                && self.servers[i]
+                    .relay
+                    .as_ref()
+                    .is_some_and(|r| r.is_streamed())
+        })
     }
 
     /// Whether `address` is one of our relayed addresses (str0m sends from it).
@@ -352,7 +431,10 @@ impl Nat {
 
     /// Outputs for the mesh.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        self.out.datagrams.pop_front()
+    }
+    pub fn poll_stream_command(&mut self) -> Option<StreamCommand> {
+        self.out.streams.pop_front()
     }
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -417,7 +499,7 @@ impl Nat {
                 gave_up = timed_out;
                 earliest(binding.deadline());
                 if let Some(contents) = request {
-                    self.out.push_back(Transmit {
+                    self.out.datagrams.push_back(Transmit {
                         destination: to,
                         source: from,
                         contents,
@@ -456,7 +538,10 @@ impl Nat {
         };
         let policy = self.policy;
         let server = &mut self.servers[index];
-        let (Some(address), true) = (server.address, server.binding.is_none()) else {
+        if server.binding.is_some() {
+            return;
+        }
+        let (Some(address), true) = (server.address, server.relay.is_none()) else {
             return;
         };
         let kind = server.config.parsed.kind;
@@ -464,16 +549,24 @@ impl Nat {
             // Relay only: a public address would never be used.
             return;
         }
-        // A TURN server answers Binding too: its answer gives the server-reflexive candidate
-        // (the allocation does not report it) and tells whether the mapping the allocation
-        // lives on changed.
-        server.binding = Some(Binding::new(now));
+        let carrier = match server.config.parsed.transport {
+            Transport::Udp => {
+                // A TURN server answers Binding too: its answer gives the server-reflexive
+                // candidate (the allocation does not report it) and tells whether the mapping
+                // the allocation lives on changed. (Over TCP it would tell the TCP mapping,
+                // which no UDP candidate can use.)
+                server.binding = Some(Binding::new(now));
+                Carrier::Datagram
+            }
+            Transport::Tcp | Transport::Tls => Carrier::stream(server.config.parsed.tls_name()),
+        };
         if kind == ServerKind::Turn {
             let relay = Relay::new(
                 now,
                 clock,
                 address,
                 host,
+                carrier,
                 &server.config.username,
                 &server.config.credential,
                 &mut self.out,
@@ -505,7 +598,8 @@ impl Nat {
                         continue;
                     };
                     self.relays.push((relayed, index));
-                    if let Ok(candidate) = Candidate::relayed(relayed, base, "udp") {
+                    let transport = self.servers[index].config.parsed.transport;
+                    if let Ok(candidate) = relayed_candidate(relayed, base, transport, index) {
                         self.gather(
                             LocalCandidate {
                                 kind: CandidateKind::Relayed,
@@ -699,8 +793,10 @@ impl Nat {
         }
     }
 
-    /// Wraps a datagram str0m sent from our relayed address `t.source` for its TURN server;
-    /// `None` while it waits for a permission (or was dropped).
+    /// Wraps a datagram str0m sent from our relayed address `t.source` for its TURN server:
+    /// the datagram for the socket, or `None` when it went on the server's stream (see
+    /// [`poll_stream_command`](Nat::poll_stream_command)), waits for a permission, or was
+    /// dropped.
     pub fn wrap(&mut self, now: Instant, t: Transmit) -> Option<Transmit> {
         let clock = self.clock?;
         let Some(&(_, index)) = self.relays.iter().find(|&&(a, _)| a == t.source) else {
@@ -709,14 +805,71 @@ impl Nat {
         };
         let relay = self.servers[index].relay.as_mut()?;
         let wrapped = relay.wrap(now, clock, t.destination, &t.contents, &mut self.out);
-        if wrapped.is_some() {
-            self.relayed_out += 1;
-        }
         if let Some(at) = relay.deadline() {
             self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
         }
         self.relay_events(index, now);
-        wrapped
+        match wrapped {
+            Wrapped::Datagram(t) => {
+                self.relayed_out += 1;
+                Some(t)
+            }
+            Wrapped::Streamed => {
+                self.relayed_out += 1;
+                None
+            }
+            Wrapped::Held => None,
+        }
+    }
+
+    /// Whether any server is reached over a stream.
+    pub fn has_streams(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| s.config.parsed.transport != Transport::Udp)
+    }
+
+    /// Something happened on stream `id`; what peers sent through it is appended to
+    /// `relayed`, to go on as datagrams from them to our relayed address.
+    pub fn handle_stream(
+        &mut self,
+        now: Instant,
+        id: StreamId,
+        input: StreamInput<'_>,
+        relayed: &mut StreamRelayed,
+    ) {
+        let Some(clock) = self.clock else {
+            return;
+        };
+        if self.closed {
+            return;
+        }
+        let Some(index) = self
+            .servers
+            .iter()
+            .position(|s| s.relay.as_ref().is_some_and(|r| r.stream() == Some(id)))
+        else {
+            // A stream given up (closed, timed out): whatever the adapter still says is late.
+            return;
+        };
+        let before = relayed.len();
+        if let Some(relay) = self.servers[index].relay.as_mut() {
+            relay.stream_input(now, clock, id, input, &mut self.out, relayed);
+        }
+        self.relayed_in += (relayed.len() - before) as u64;
+        self.relay_events(index, now);
+        self.handle_timeout(now);
+    }
+
+    /// Streams to TURN servers closed for breaking TURN's framing, and frames skipped for
+    /// being too large.
+    pub fn stream_faults(&self) -> (u64, u64) {
+        self.servers
+            .iter()
+            .filter_map(|s| s.relay.as_ref())
+            .fold((0, 0), |(v, o), r| {
+                (v + r.stream_violations, o + r.oversize_frames())
+            })
     }
 
     /// Datagrams dropped on the way to a relay (no permission, parking full).

@@ -4,6 +4,13 @@
 //! on its way, channels for the peers we talk to, permissions and channels let go once no
 //! peer uses them, and a new allocation when one is lost.
 //!
+//! The server is reached by datagrams on the mesh's socket (`turn:`), or over a stream of its
+//! own (`turn:…?transport=tcp`, `turns:`): the mesh asks its adapter to open a TCP (or TLS)
+//! connection, and TURN's messages travel framed on it (see [`framing`](super::framing)). The
+//! allocation is the same either way: a UDP relay that peers reach, one per server for the
+//! whole mesh. A stream that closes takes its allocation with it (RFC 6062 ties it to the
+//! connection), and a new connection makes a new one.
+//!
 //! TURN has no request to delete a permission or a channel: they expire unless refreshed
 //! (5 and 10 minutes), and the client refreshes every one it ever made for as long as the
 //! allocation lives. So when the client is about to refresh one that no datagram used for
@@ -18,6 +25,7 @@ use std::time::{Duration, Instant};
 use smallvec::SmallVec;
 
 use turn_client_proto::api::{TurnClientApi, TurnConfig, TurnEvent, TurnPollRet, TurnRecvRet};
+use turn_client_proto::client::TurnClient;
 use turn_client_proto::prelude::DelayedTransmitBuild;
 use turn_client_proto::stun::agent::Transmit as StunTransmit;
 use turn_client_proto::stun::auth::Feature;
@@ -31,14 +39,17 @@ use turn_client_proto::stun::types::message::{
 };
 use turn_client_proto::stun::types::prelude::{MessageWrite, MessageWriteExt};
 use turn_client_proto::stun::types::TransportType;
+use turn_client_proto::tcp::TurnClientTcp;
 use turn_client_proto::types::attribute::{Lifetime, XorPeerAddress};
 use turn_client_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 use turn_client_proto::types::TurnCredentials;
 use turn_client_proto::udp::TurnClientUdp;
 
 use super::binding::{FINAL_WAIT, INITIAL_RTO, TRANSMISSIONS};
-use super::{Clock, IceServerError};
+use super::framing::{self, FrameError, Framer};
+use super::{Clock, IceServerError, Out};
 use crate::event::Transmit;
+use crate::stream::{StreamCommand, StreamEnd, StreamId};
 
 /// Datagrams waiting for permissions, in total and per peer address (ICE retransmits anyway).
 const MAX_PARKED: usize = 64;
@@ -73,6 +84,9 @@ const MAX_MISMATCHES: u32 = 3;
 const MISMATCH_WAIT: Duration = Duration::from_millis(500);
 /// An allocation lost again this soon after the last loss waits out the backoff.
 const FLAPPING: Duration = Duration::from_secs(60);
+/// How long a stream to the server may take to open (TCP connect plus a TLS handshake) before
+/// the server is reported unreachable.
+pub(super) const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What happened to the allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +133,8 @@ struct SentRequest {
 
 #[derive(Debug)]
 enum State {
+    /// A stream to the server is being opened (stream carriers only).
+    Connecting,
     /// An Allocate is under way.
     Allocating,
     /// The allocation exists at this relayed address.
@@ -129,13 +145,61 @@ enum State {
     Closed,
 }
 
+/// How the server is reached.
+#[derive(Debug)]
+pub(super) enum Carrier {
+    /// Datagrams on the mesh's socket (`turn:`).
+    Datagram,
+    /// A stream the adapter opens (`?transport=tcp`, `turns:`).
+    Stream(Box<StreamLink>),
+}
+
+impl Carrier {
+    /// A stream carrier, over TLS checked against `tls` when it names the server.
+    pub fn stream(tls: Option<String>) -> Carrier {
+        Carrier::Stream(Box::new(StreamLink {
+            tls,
+            state: StreamState::Closed,
+            framer: Framer::default(),
+        }))
+    }
+}
+
+/// A stream to the server and what arrived on it.
+#[derive(Debug)]
+pub(super) struct StreamLink {
+    tls: Option<String>,
+    state: StreamState,
+    framer: Framer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    Closed,
+    /// Asked for; given up at this time.
+    Opening(StreamId, Instant),
+    Open(StreamId),
+}
+
+/// What [`Relay::wrap`] did with a datagram.
+#[derive(Debug)]
+pub(super) enum Wrapped {
+    /// Wrapped, for the mesh's socket.
+    Datagram(Transmit),
+    /// Wrapped and queued on the server's stream.
+    Streamed,
+    /// Waiting for a permission, or dropped (counted in `dropped`).
+    Held,
+}
+
 /// The allocation on one TURN server. (`Debug` by hand: without the credential.)
 pub(super) struct Relay {
     server: SocketAddr,
     local: SocketAddr,
     username: String,
     credential: String,
-    client: Option<TurnClientUdp>,
+    carrier: Carrier,
+    client: Option<TurnClient>,
     state: State,
     requests: VecDeque<SentRequest>,
     parked: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -159,6 +223,8 @@ pub(super) struct Relay {
     events: VecDeque<RelayEvent>,
     /// Datagrams dropped for want of a permission (parking full, permission refused).
     pub dropped: u64,
+    /// Streams closed for what the server sent (garbage, a frame that never ended).
+    pub stream_violations: u64,
 }
 
 impl std::fmt::Debug for Relay {
@@ -168,6 +234,7 @@ impl std::fmt::Debug for Relay {
             .field("local", &self.local)
             .field("username", &self.username)
             .field("credential", &super::url::Redacted(&self.credential))
+            .field("carrier", &self.carrier)
             .field("state", &self.state)
             .field("parked", &self.parked.len())
             .field("channels", &self.channels.len())
@@ -179,21 +246,24 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// Starts allocating on `server` from the socket at `local`.
+    /// Starts allocating on `server`, reached through `carrier`, for the socket at `local`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         now: Instant,
         clock: Clock,
         server: SocketAddr,
         local: SocketAddr,
+        carrier: Carrier,
         username: &str,
         credential: &str,
-        out: &mut VecDeque<Transmit>,
+        out: &mut Out,
     ) -> Relay {
         let mut relay = Relay {
             server,
             local,
             username: username.to_owned(),
             credential: credential.to_owned(),
+            carrier,
             client: None,
             state: State::Waiting(now),
             requests: VecDeque::new(),
@@ -209,9 +279,95 @@ impl Relay {
             deadline: Some(now),
             events: VecDeque::new(),
             dropped: 0,
+            stream_violations: 0,
         };
         relay.drive(now, clock, out);
         relay
+    }
+
+    /// Whether the server is reached over a stream.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.carrier, Carrier::Stream(_))
+    }
+
+    /// The stream to the server, while one is asked for or open.
+    pub fn stream(&self) -> Option<StreamId> {
+        match &self.carrier {
+            Carrier::Stream(link) => match link.state {
+                StreamState::Opening(id, _) | StreamState::Open(id) => Some(id),
+                StreamState::Closed => None,
+            },
+            Carrier::Datagram => None,
+        }
+    }
+
+    /// Frames skipped on the stream for being too large.
+    pub fn oversize_frames(&self) -> u64 {
+        match &self.carrier {
+            Carrier::Stream(link) => link.framer.oversize,
+            Carrier::Datagram => 0,
+        }
+    }
+
+    /// Sends a message to the server: a datagram from the socket, or a frame on the stream
+    /// (`droppable` under congestion: relayed peer data). `false` if no stream is open.
+    fn emit(&self, out: &mut Out, contents: Vec<u8>, droppable: bool) -> bool {
+        match &self.carrier {
+            Carrier::Datagram => {
+                out.datagrams.push_back(Transmit {
+                    destination: self.server,
+                    source: self.local,
+                    contents,
+                });
+                true
+            }
+            Carrier::Stream(link) => match link.state {
+                StreamState::Open(id) => {
+                    out.streams.push_back(StreamCommand::Send {
+                        id,
+                        data: framing::pad(contents),
+                        droppable,
+                    });
+                    true
+                }
+                StreamState::Opening(..) | StreamState::Closed => false,
+            },
+        }
+    }
+
+    /// Asks for a stream to the server (stream carriers without one); `true` when the server
+    /// can be talked to now.
+    fn connect(&mut self, now: Instant, out: &mut Out) -> bool {
+        let server = self.server;
+        let Carrier::Stream(link) = &mut self.carrier else {
+            return true;
+        };
+        match link.state {
+            StreamState::Open(_) => true,
+            StreamState::Opening(..) => false,
+            StreamState::Closed => {
+                let id = out.new_stream();
+                out.streams.push_back(StreamCommand::Open {
+                    id,
+                    server,
+                    tls: link.tls.clone(),
+                });
+                link.state = StreamState::Opening(id, now + OPEN_TIMEOUT);
+                link.framer = Framer::default();
+                self.state = State::Connecting;
+                false
+            }
+        }
+    }
+
+    /// Closes the stream to the server, if one is open or asked for.
+    fn disconnect(&mut self, out: &mut Out) {
+        if let Carrier::Stream(link) = &mut self.carrier {
+            if let StreamState::Opening(id, _) | StreamState::Open(id) = link.state {
+                out.streams.push_back(StreamCommand::Close { id });
+            }
+            link.state = StreamState::Closed;
+        }
     }
 
     /// The relayed address, while the allocation exists.
@@ -239,7 +395,12 @@ impl Relay {
         // A plain USERNAME (coturn has no USERHASH anyway), so an allocation we have to delete
         // ourselves (see `delete_unknown_allocation`) is one we can name.
         config.set_anonymous_username(Feature::Disabled);
-        self.client = Some(TurnClientUdp::allocate(self.local, self.server, config));
+        // Over a stream the client sends each request once (TCP retransmits) and waits as long
+        // as the datagram client's retransmissions take: 5 s.
+        self.client = Some(match self.carrier {
+            Carrier::Datagram => TurnClientUdp::allocate(self.local, self.server, config).into(),
+            Carrier::Stream(_) => TurnClientTcp::allocate(self.local, self.server, config).into(),
+        });
         self.state = State::Allocating;
         self.allocate_error = None;
         self.requests.clear();
@@ -247,9 +408,11 @@ impl Relay {
         self.permissions.clear();
     }
 
-    /// Drops the client (the allocation is gone or never came) and decides what follows.
-    fn end(&mut self, now: Instant, reason: IceServerError) {
+    /// Drops the client (the allocation is gone or never came), and its stream, and decides
+    /// what follows.
+    fn end(&mut self, now: Instant, reason: IceServerError, out: &mut Out) {
         self.client = None;
+        self.disconnect(out);
         self.channels.clear();
         self.permissions.clear();
         self.dropped += self.parked.len() as u64;
@@ -265,7 +428,7 @@ impl Relay {
                 }
             }
             State::Closed => self.state = State::Closed,
-            State::Allocating | State::Waiting(_) => {
+            State::Connecting | State::Allocating | State::Waiting(_) => {
                 self.events.push_back(RelayEvent::Failed(reason));
                 self.state = State::Waiting(now + self.backoff);
                 self.backoff = (self.backoff * 2).min(RETRY_MAX);
@@ -275,9 +438,9 @@ impl Relay {
 
     /// The allocation is known to be unusable (e.g. the NAT mapping it was made from changed):
     /// replace it.
-    pub fn lost(&mut self, now: Instant, clock: Clock, out: &mut VecDeque<Transmit>) {
+    pub fn lost(&mut self, now: Instant, clock: Clock, out: &mut Out) {
         if matches!(self.state, State::Allocated(_)) {
-            self.end(now, IceServerError::AllocationLost);
+            self.end(now, IceServerError::AllocationLost, out);
             self.drive(now, clock, out);
         }
     }
@@ -285,26 +448,22 @@ impl Relay {
     /// The socket moved to `local` ([`Mesh::move_host_candidate`](crate::Mesh::move_host_candidate)):
     /// the server knows this allocation by the old socket's address, which is gone, so it is
     /// replaced by one made from `local`, at once (a move is not a flapping allocation). The
-    /// old one expires on the server (nothing can reach it to delete it).
-    pub fn rebase(
-        &mut self,
-        now: Instant,
-        clock: Clock,
-        local: SocketAddr,
-        out: &mut VecDeque<Transmit>,
-    ) {
+    /// old one expires on the server (nothing can reach it to delete it). A stream to the
+    /// server is replaced too: the network it went through may be gone.
+    pub fn rebase(&mut self, now: Instant, clock: Clock, local: SocketAddr, out: &mut Out) {
         if self.local == local {
             return;
         }
         self.local = local;
         match self.state {
             State::Allocated(_) => {
-                self.end(now, IceServerError::AllocationLost);
+                self.end(now, IceServerError::AllocationLost, out);
                 self.state = State::Waiting(now);
             }
-            State::Allocating => {
+            State::Connecting | State::Allocating => {
                 self.client = None;
                 self.requests.clear();
+                self.disconnect(out);
                 self.state = State::Waiting(now);
             }
             State::Waiting(_) | State::Closed => {}
@@ -313,13 +472,22 @@ impl Relay {
     }
 
     /// Advances the client to `now`: its requests go to `out`, its news to the event queue.
-    pub fn drive(&mut self, now: Instant, clock: Clock, out: &mut VecDeque<Transmit>) {
+    pub fn drive(&mut self, now: Instant, clock: Clock, out: &mut Out) {
+        self.check_stream(now, out);
         if let State::Waiting(at) = self.state {
             if at > now {
                 self.deadline = Some(at);
                 return;
             }
+            if !self.connect(now, out) {
+                self.deadline = self.opening_deadline();
+                return;
+            }
             self.allocate();
+        }
+        if let State::Connecting = self.state {
+            self.deadline = self.opening_deadline();
+            return;
         }
         let t = clock.at(now);
         // Bounded: each turn either makes progress or stops.
@@ -334,6 +502,7 @@ impl Relay {
             let ret = client.poll(t);
             let mut progress = false;
             let mut refusals: SmallVec<[Vec<u8>; 2]> = SmallVec::new();
+            let mut messages: SmallVec<[Vec<u8>; 2]> = SmallVec::new();
             while let Some(transmit) = client.poll_transmit(t) {
                 progress = true;
                 let contents = transmit.data.as_ref().to_vec();
@@ -352,21 +521,20 @@ impl Relay {
                     }
                     self.requests.push_back(request);
                 }
-                out.push_back(Transmit {
-                    destination: transmit.to,
-                    source: transmit.from,
-                    contents,
-                });
+                messages.push(contents);
             }
+            let transport = client.transport();
             for refusal in refusals {
-                let answer = StunTransmit::new(
-                    refusal.as_slice(),
-                    TransportType::Udp,
-                    self.server,
-                    self.local,
-                );
+                let answer =
+                    StunTransmit::new(refusal.as_slice(), transport, self.server, self.local);
                 let _ = client.recv(answer, t);
             }
+            for message in messages {
+                self.emit(out, message, false);
+            }
+            let Some(client) = self.client.as_mut() else {
+                continue;
+            };
             let mut events: SmallVec<[TurnEvent; 4]> = SmallVec::new();
             while let Some(event) = client.poll_event() {
                 events.push(event);
@@ -385,16 +553,21 @@ impl Relay {
                         Some(code) => IceServerError::Refused(code),
                         None => IceServerError::Unreachable,
                     };
-                    self.end(now, reason);
+                    self.end(now, reason, out);
                     if let State::Waiting(at) = self.state {
                         if at <= now {
+                            if !self.connect(now, out) {
+                                self.deadline = self.opening_deadline();
+                                return;
+                            }
                             self.allocate();
                             continue;
                         }
                     }
                 }
                 TurnPollRet::WaitUntil(at) if !progress => {
-                    self.deadline = Some(clock.back(at).max(now));
+                    let at = clock.back(at).max(now);
+                    self.deadline = Some(self.stall_deadline().map_or(at, |s| s.min(at)));
                     return;
                 }
                 _ => {}
@@ -404,11 +577,155 @@ impl Relay {
         self.deadline = Some(now);
     }
 
+    /// When the stream being opened is given up.
+    fn opening_deadline(&self) -> Option<Instant> {
+        match &self.carrier {
+            Carrier::Stream(link) => match link.state {
+                StreamState::Opening(_, at) => Some(at),
+                _ => None,
+            },
+            Carrier::Datagram => None,
+        }
+    }
+
+    /// When the frame arriving on the stream will have stalled.
+    fn stall_deadline(&self) -> Option<Instant> {
+        match &self.carrier {
+            Carrier::Stream(link) => link.framer.deadline(),
+            Carrier::Datagram => None,
+        }
+    }
+
+    /// Gives up a stream that took too long to open, or whose frame stalled.
+    fn check_stream(&mut self, now: Instant, out: &mut Out) {
+        let Carrier::Stream(link) = &mut self.carrier else {
+            return;
+        };
+        match link.state {
+            StreamState::Opening(_, at) if now >= at => {
+                self.end(now, IceServerError::Unreachable, out);
+            }
+            StreamState::Open(_) if link.framer.deadline().is_some_and(|at| now >= at) => {
+                self.violation(now, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// The server broke the stream's framing: close it, count it, say so, and start over.
+    fn violation(&mut self, now: Instant, out: &mut Out) {
+        self.stream_violations += 1;
+        if matches!(self.state, State::Allocated(_)) {
+            self.events
+                .push_back(RelayEvent::Failed(IceServerError::InvalidStream));
+        }
+        self.end(now, IceServerError::InvalidStream, out);
+    }
+
+    /// Something happened on the stream `id`. Data from peers is appended to `relayed`
+    /// (peer, relayed address, bytes).
+    pub fn stream_input(
+        &mut self,
+        now: Instant,
+        clock: Clock,
+        id: StreamId,
+        input: crate::stream::StreamInput<'_>,
+        out: &mut Out,
+        relayed: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    ) {
+        use crate::stream::StreamInput;
+        let Carrier::Stream(link) = &mut self.carrier else {
+            return;
+        };
+        match (input, link.state) {
+            (StreamInput::Opened, StreamState::Opening(open, _)) if open == id => {
+                link.state = StreamState::Open(id);
+                if matches!(self.state, State::Connecting) {
+                    self.allocate();
+                }
+                self.drive(now, clock, out);
+            }
+            (StreamInput::Data(bytes), StreamState::Open(open)) if open == id => {
+                link.framer.push(now, bytes);
+                self.read_frames(now, clock, id, out, relayed);
+            }
+            (StreamInput::Closed(end), StreamState::Opening(open, _) | StreamState::Open(open))
+                if open == id =>
+            {
+                link.state = StreamState::Closed;
+                let reason = match end {
+                    StreamEnd::Tls(failure) => IceServerError::Tls(failure),
+                    StreamEnd::Unreachable | StreamEnd::Closed => match self.state {
+                        State::Allocated(_) => IceServerError::AllocationLost,
+                        _ => IceServerError::Unreachable,
+                    },
+                };
+                self.end(now, reason, out);
+                self.drive(now, clock, out);
+            }
+            // Late news of a stream given up, or out of order: nothing to do.
+            _ => {}
+        }
+    }
+
+    /// Hands every complete frame on the stream to the client.
+    fn read_frames(
+        &mut self,
+        now: Instant,
+        clock: Clock,
+        id: StreamId,
+        out: &mut Out,
+        relayed: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    ) {
+        // The framer is taken out while its frames are read (they borrow it).
+        let Carrier::Stream(link) = &mut self.carrier else {
+            return;
+        };
+        let mut framer = std::mem::take(&mut link.framer);
+        let mut broken = false;
+        loop {
+            // A frame may end the stream (a refusal): what follows it is not read.
+            if self.stream() != Some(id) {
+                break;
+            }
+            match framer.next(now) {
+                Ok(Some((_kind, range))) => {
+                    let frame = framer.frame(range);
+                    if let RelayInput::PeerData { peer, relay, data } =
+                        self.handle_message(now, clock, frame, out)
+                    {
+                        let bytes = match data {
+                            PeerBytes::Range(r) => frame[r].to_vec(),
+                            PeerBytes::Owned(v) => v,
+                        };
+                        relayed.push((peer, relay, bytes));
+                    }
+                }
+                Ok(None) => break,
+                Err(FrameError::Garbage | FrameError::Stalled) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if let Carrier::Stream(link) = &mut self.carrier {
+            if link.state == StreamState::Open(id) {
+                link.framer = framer;
+            }
+        }
+        if broken {
+            self.violation(now, out);
+            self.drive(now, clock, out);
+        } else if let Some(stall) = self.stall_deadline() {
+            self.deadline = Some(self.deadline.map_or(stall, |d| d.min(stall)));
+        }
+    }
+
     fn on_client_event(
         &mut self,
         t: turn_client_proto::stun::Instant,
         event: TurnEvent,
-        out: &mut VecDeque<Transmit>,
+        out: &mut Out,
     ) {
         match event {
             TurnEvent::AllocationCreated(TransportType::Udp, relayed)
@@ -423,6 +740,7 @@ impl Relay {
                 let Some(client) = self.client.as_mut() else {
                     return;
                 };
+                let mut wrapped: SmallVec<[Option<Vec<u8>>; 4]> = SmallVec::new();
                 let mut i = 0;
                 while i < self.parked.len() {
                     if self.parked[i].0.ip() != ip {
@@ -432,13 +750,16 @@ impl Relay {
                     let Some((peer, data)) = self.parked.remove(i) else {
                         break;
                     };
-                    match client.send_to(TransportType::Udp, peer, data.as_slice(), t) {
-                        Ok(Some(wrapped)) => out.push_back(Transmit {
-                            destination: wrapped.to,
-                            source: wrapped.from,
-                            contents: wrapped.data.build(),
-                        }),
-                        _ => self.dropped += 1,
+                    wrapped.push(
+                        match client.send_to(TransportType::Udp, peer, data.as_slice(), t) {
+                            Ok(Some(w)) => Some(w.data.build()),
+                            _ => None,
+                        },
+                    );
+                }
+                for contents in wrapped {
+                    if !contents.is_some_and(|c| self.emit(out, c, true)) {
+                        self.dropped += 1;
                     }
                 }
             }
@@ -464,15 +785,29 @@ impl Relay {
         now: Instant,
         clock: Clock,
         contents: &[u8],
-        out: &mut VecDeque<Transmit>,
+        out: &mut Out,
+    ) -> RelayInput {
+        if self.is_streamed() {
+            return RelayInput::NotTurn;
+        }
+        self.handle_message(now, clock, contents, out)
+    }
+
+    /// A message from the server: a datagram, or one frame of its stream.
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        clock: Clock,
+        contents: &[u8],
+        out: &mut Out,
     ) -> RelayInput {
         if self.client.is_none() {
             return RelayInput::NotTurn;
         }
         if let Some(verdict) = self.read_error(contents) {
             match verdict {
-                Verdict::Failed(reason) => self.end(now, reason),
-                Verdict::Lost => self.end(now, IceServerError::AllocationLost),
+                Verdict::Failed(reason) => self.end(now, reason, out),
+                Verdict::Lost => self.end(now, IceServerError::AllocationLost, out),
                 Verdict::Mismatch if self.mismatches < MAX_MISMATCHES => {
                     // The server holds an allocation for our address that we do not know
                     // (the answer to our Allocate was lost and the server does not replay it
@@ -480,14 +815,16 @@ impl Relay {
                     // then allocate again.
                     self.mismatches += 1;
                     if let Some(delete) = self.delete_unknown_allocation() {
-                        out.push_back(delete);
+                        self.emit(out, delete, false);
                     }
                     self.client = None;
                     self.state = State::Waiting(now + MISMATCH_WAIT);
                 }
-                Verdict::Mismatch => {
-                    self.end(now, IceServerError::Refused(ErrorCode::ALLOCATION_MISMATCH))
-                }
+                Verdict::Mismatch => self.end(
+                    now,
+                    IceServerError::Refused(ErrorCode::ALLOCATION_MISMATCH),
+                    out,
+                ),
             }
             self.drive(now, clock, out);
             return RelayInput::Handled;
@@ -496,7 +833,7 @@ impl Relay {
         let Some(client) = self.client.as_mut() else {
             return RelayInput::NotTurn;
         };
-        let transmit = StunTransmit::new(contents, TransportType::Udp, self.server, self.local);
+        let transmit = StunTransmit::new(contents, client.transport(), self.server, self.local);
         let input = match client.recv(transmit, t) {
             TurnRecvRet::Handled => RelayInput::Handled,
             TurnRecvRet::Ignored(_) => return RelayInput::NotTurn,
@@ -507,7 +844,7 @@ impl Relay {
                 };
                 let peer = data.peer;
                 let bytes = data.data();
-                // The relayed bytes sit inside `contents` (UDP): find where, without copying.
+                // The relayed bytes sit inside `contents`: find where, without copying.
                 let start = (bytes.as_ptr() as usize).wrapping_sub(contents.as_ptr() as usize);
                 let data = if start <= contents.len() && bytes.len() <= contents.len() - start {
                     PeerBytes::Range(start..start + bytes.len())
@@ -523,36 +860,49 @@ impl Relay {
     }
 
     /// Wraps a datagram str0m sent from our relayed address for the server (ChannelData when a
-    /// channel is bound, a Send indication otherwise). Without a permission for the peer yet,
-    /// one is asked for and the datagram waits (bounded); `None` then, or when it was dropped.
+    /// channel is bound, a Send indication otherwise): a datagram for the socket, or a frame
+    /// queued on the stream. Without a permission for the peer yet, one is asked for and the
+    /// datagram waits (bounded).
     pub fn wrap(
         &mut self,
         now: Instant,
         clock: Clock,
         peer: SocketAddr,
         contents: &[u8],
-        out: &mut VecDeque<Transmit>,
-    ) -> Option<Transmit> {
+        out: &mut Out,
+    ) -> Wrapped {
         if !matches!(self.state, State::Allocated(_)) {
             self.dropped += 1;
-            return None;
+            return Wrapped::Held;
         }
         let t = clock.at(now);
         self.sweep(now);
-        let client = self.client.as_mut()?;
+        let Some(client) = self.client.as_mut() else {
+            return Wrapped::Held;
+        };
         let ip = peer.ip();
         if client.have_permission(TransportType::Udp, ip) {
-            let wrapped = client.send_to(TransportType::Udp, peer, contents, t);
-            let wrapped = match wrapped {
-                Ok(Some(w)) => Some(Transmit {
-                    destination: w.to,
-                    source: w.from,
-                    contents: w.data.build(),
+            let bytes = match client.send_to(TransportType::Udp, peer, contents, t) {
+                Ok(Some(w)) => Some(w.data.build()),
+                _ => None,
+            };
+            let wrapped = match (bytes, self.is_streamed()) {
+                (Some(contents), false) => Wrapped::Datagram(Transmit {
+                    destination: self.server,
+                    source: self.local,
+                    contents,
                 }),
-                _ => {
-                    self.dropped += 1;
-                    None
-                }
+                (Some(contents), true) => match self.emit(out, contents, true) {
+                    true => Wrapped::Streamed,
+                    false => Wrapped::Held,
+                },
+                (None, _) => Wrapped::Held,
+            };
+            if matches!(wrapped, Wrapped::Held) {
+                self.dropped += 1;
+            }
+            let Some(client) = self.client.as_mut() else {
+                return wrapped;
             };
             self.permissions.insert(ip, now);
             if let Some(used) = self.channels.get_mut(&peer) {
@@ -576,7 +926,7 @@ impl Relay {
                 MAX_HELD_PERMISSIONS,
             ) {
                 self.dropped += 1;
-                return None;
+                return Wrapped::Held;
             }
             self.permissions.insert(ip, now);
             // A channel binding installs the permission too, in the same round trip.
@@ -595,7 +945,7 @@ impl Relay {
             self.dropped += 1;
         }
         self.drive(now, clock, out);
-        None
+        Wrapped::Held
     }
 
     /// Forgets entries the server let expire long ago (the client forgot them without telling,
@@ -611,22 +961,24 @@ impl Relay {
     }
 
     /// Deletes the allocation (a REFRESH with lifetime 0); nothing happens after this.
-    pub fn close(&mut self, now: Instant, clock: Clock, out: &mut VecDeque<Transmit>) {
+    /// A stream to the server is closed after it.
+    pub fn close(&mut self, now: Instant, clock: Clock, out: &mut Out) {
         let t = clock.at(now);
+        let mut last: SmallVec<[Vec<u8>; 1]> = SmallVec::new();
         if let Some(client) = self.client.as_mut() {
             if client.delete(t).is_ok() {
                 // The client spaces requests 50 ms apart; this is its last, so let it go now
                 // (the client is dropped right after).
                 let t = t + Duration::from_millis(100);
                 while let Some(transmit) = client.poll_transmit(t) {
-                    out.push_back(Transmit {
-                        destination: transmit.to,
-                        source: transmit.from,
-                        contents: transmit.data.as_ref().to_vec(),
-                    });
+                    last.push(transmit.data.as_ref().to_vec());
                 }
             }
         }
+        for message in last {
+            self.emit(out, message, false);
+        }
+        self.disconnect(out);
         self.client = None;
         self.parked.clear();
         self.state = State::Closed;
@@ -635,7 +987,7 @@ impl Relay {
 
     /// A REFRESH with lifetime 0 for whatever allocation the server holds for our address,
     /// signed with the server's latest realm and nonce.
-    fn delete_unknown_allocation(&self) -> Option<Transmit> {
+    fn delete_unknown_allocation(&self) -> Option<Vec<u8>> {
         let (realm, nonce) = self.challenge.as_ref()?;
         let mut msg = Message::builder_request(REFRESH, MessageWriteVec::new());
         msg.add_attribute(&Lifetime::new(0)).ok()?;
@@ -651,11 +1003,7 @@ impl Relay {
         msg.add_message_integrity(&key.into(), IntegrityAlgorithm::Sha1)
             .ok()?;
         msg.add_fingerprint().ok()?;
-        Some(Transmit {
-            destination: self.server,
-            source: self.local,
-            contents: msg.finish(),
-        })
+        Some(msg.finish())
     }
 
     /// An error answer to one of our requests that decides the allocation's fate. Remembers

@@ -1,5 +1,6 @@
 //! ICE server configuration in the shape Godot's `WebRTCPeerConnection.initialize` and the
-//! W3C `RTCIceServer` take it, and the URL parsing behind it (RFC 7064 `stun:`, RFC 7065 `turn:`).
+//! W3C `RTCIceServer` take it, and the URL parsing behind it (RFC 7064 `stun:`, RFC 7065 `turn:`
+//! and `turns:`).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -13,16 +14,28 @@ use crate::error::InvalidIceServer;
 /// # use rtcmesh::IceServer;
 /// let servers = vec![
 ///     IceServer::stun("stun:stun.example.org:3478"),
-///     IceServer::turn("turn:203.0.113.1:3478?transport=udp", "user", "secret"),
+///     IceServer {
+///         // One server, three ways in: UDP, TCP, and TLS on 443 for networks that allow
+///         // nothing else. ICE prefers what works best.
+///         urls: vec![
+///             "turn:turn.example.org:3478".into(),
+///             "turn:turn.example.org:3478?transport=tcp".into(),
+///             "turns:turn.example.org:443".into(),
+///         ],
+///         username: "user".into(),
+///         credential: "secret".into(),
+///     },
 /// ];
 /// ```
 ///
 /// `{:?}` shows the credential as `<redacted>`: a logged configuration does not leak it.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct IceServer {
-    /// `stun:host[:port]` or `turn:host[:port][?transport=udp]`. The port defaults to 3478. The
-    /// host is an IP literal (`[::1]` for IPv6) or a name the adapter resolves (see
-    /// [`Mesh::set_ice_server_addresses`](crate::Mesh::set_ice_server_addresses)).
+    /// `stun:host[:port]`, `turn:host[:port][?transport=udp|tcp]` or `turns:host[:port]`
+    /// (TURN over TLS). The port defaults to 3478, 5349 for `turns:`. The host is an IP literal
+    /// (`[::1]` for IPv6) or a name the adapter resolves (see
+    /// [`Mesh::set_ice_server_addresses`](crate::Mesh::set_ice_server_addresses)); for
+    /// `turns:` it is also the name the server's certificate must be valid for.
     pub urls: Vec<String>,
     /// The TURN username (ignored for `stun:`).
     pub username: String,
@@ -109,6 +122,17 @@ pub(crate) enum ServerKind {
     Turn,
 }
 
+/// How TURN messages reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// Datagrams on the mesh's socket.
+    Udp,
+    /// A TCP connection the adapter opens (`?transport=tcp`).
+    Tcp,
+    /// TLS over TCP (`turns:`).
+    Tls,
+}
+
 /// Where the server is: an address now, or a name the adapter must resolve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ServerHost {
@@ -120,6 +144,7 @@ pub(crate) enum ServerHost {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ServerUrl {
     pub kind: ServerKind,
+    pub transport: Transport,
     pub host: ServerHost,
     pub port: u16,
 }
@@ -132,16 +157,28 @@ impl ServerUrl {
             ServerHost::Name(_) => None,
         }
     }
+
+    /// The name a `turns:` server's certificate must be valid for: the URL's host.
+    pub fn tls_name(&self) -> Option<String> {
+        (self.transport == Transport::Tls).then(|| match &self.host {
+            ServerHost::Ip(ip) => ip.to_string(),
+            ServerHost::Name(name) => name.clone(),
+        })
+    }
 }
 
-/// Parses one URL (`stun:host[:port]`, `turn:host[:port][?transport=udp]`).
+/// Parses one URL (`stun:host[:port]`, `turn:host[:port][?transport=udp|tcp]`,
+/// `turns:host[:port][?transport=tcp]`).
 pub(crate) fn parse(url: &str) -> Result<ServerUrl, InvalidIceServer> {
     let url = url.trim();
     let (scheme, rest) = url.split_once(':').ok_or(InvalidIceServer::UnknownScheme)?;
-    let kind = match scheme.to_ascii_lowercase().as_str() {
-        "stun" => ServerKind::Stun,
-        "turn" => ServerKind::Turn,
-        "stuns" | "turns" => return Err(InvalidIceServer::TlsNotSupported),
+    let (kind, mut transport) = match scheme.to_ascii_lowercase().as_str() {
+        "stun" => (ServerKind::Stun, Transport::Udp),
+        "turn" => (ServerKind::Turn, Transport::Udp),
+        "turns" => (ServerKind::Turn, Transport::Tls),
+        // STUN over TLS finds the public address of a TCP connection, which no UDP candidate
+        // can use (browsers ignore `stuns:` too).
+        "stuns" => return Err(InvalidIceServer::TlsNotSupported),
         _ => return Err(InvalidIceServer::UnknownScheme),
     };
     if rest.starts_with("//") {
@@ -153,17 +190,34 @@ pub(crate) fn parse(url: &str) -> Result<ServerUrl, InvalidIceServer> {
         None => (rest, None),
     };
     if let Some(query) = query {
-        match (kind, query.to_ascii_lowercase().as_str()) {
-            (ServerKind::Turn, "transport=udp") => {}
-            (ServerKind::Turn, "transport=tcp") => return Err(InvalidIceServer::TcpNotSupported),
+        match (kind, transport, query.to_ascii_lowercase().as_str()) {
+            (ServerKind::Turn, Transport::Udp, "transport=udp") => {}
+            (ServerKind::Turn, Transport::Udp, "transport=tcp") => transport = Transport::Tcp,
+            (ServerKind::Turn, Transport::Tls, "transport=tcp") => {}
+            // TURN over DTLS: neither browsers nor coturn's usual setups offer it.
+            (ServerKind::Turn, Transport::Tls, "transport=udp") => {
+                return Err(InvalidIceServer::TlsNotSupported)
+            }
             _ => return Err(InvalidIceServer::BadQuery),
         }
     }
-    let (host, port) = split_host_port(hostport)?;
-    Ok(ServerUrl { kind, host, port })
+    let default_port = match transport {
+        Transport::Tls => 5349,
+        Transport::Udp | Transport::Tcp => 3478,
+    };
+    let (host, port) = split_host_port(hostport, default_port)?;
+    Ok(ServerUrl {
+        kind,
+        transport,
+        host,
+        port,
+    })
 }
 
-fn split_host_port(hostport: &str) -> Result<(ServerHost, u16), InvalidIceServer> {
+fn split_host_port(
+    hostport: &str,
+    default_port: u16,
+) -> Result<(ServerHost, u16), InvalidIceServer> {
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (ip, after) = v6.split_once(']').ok_or(InvalidIceServer::BadHost)?;
         let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| InvalidIceServer::BadHost)?;
@@ -187,7 +241,7 @@ fn split_host_port(hostport: &str) -> Result<(ServerHost, u16), InvalidIceServer
         (host, port)
     };
     let port = match port {
-        None => 3478,
+        None => default_port,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
             _ => return Err(InvalidIceServer::BadPort),
@@ -281,7 +335,22 @@ mod tests {
         assert_eq!(u.address(), Some("203.0.113.1:3478".parse().expect("addr")));
         let u = ok("turn:203.0.113.1:3479?transport=udp");
         assert_eq!(u.kind, ServerKind::Turn);
-        assert_eq!(u.port, 3479);
+        assert_eq!((u.transport, u.port), (Transport::Udp, 3479));
+        let u = ok("turn:203.0.113.1?transport=tcp");
+        assert_eq!(
+            (u.kind, u.transport, u.port),
+            (ServerKind::Turn, Transport::Tcp, 3478)
+        );
+        assert_eq!(u.tls_name(), None);
+        let u = ok("turns:Turn.Example.org");
+        assert_eq!(
+            (u.kind, u.transport, u.port),
+            (ServerKind::Turn, Transport::Tls, 5349)
+        );
+        assert_eq!(u.tls_name().as_deref(), Some("turn.example.org"));
+        let u = ok("turns:203.0.113.1:443?transport=tcp");
+        assert_eq!((u.transport, u.port), (Transport::Tls, 443));
+        assert_eq!(u.tls_name().as_deref(), Some("203.0.113.1"));
         let u = ok("TURN:[2001:db8::1]:5000");
         assert_eq!(
             u.address(),
@@ -298,12 +367,12 @@ mod tests {
         let cases = [
             ("http://example.org", InvalidIceServer::UnknownScheme),
             ("example.org", InvalidIceServer::UnknownScheme),
-            ("turns:example.org", InvalidIceServer::TlsNotSupported),
             ("stuns:example.org", InvalidIceServer::TlsNotSupported),
             (
-                "turn:example.org?transport=tcp",
-                InvalidIceServer::TcpNotSupported,
+                "turns:example.org?transport=udp",
+                InvalidIceServer::TlsNotSupported,
             ),
+            ("stun:example.org?transport=tcp", InvalidIceServer::BadQuery),
             (
                 "turn:example.org?transport=sctp",
                 InvalidIceServer::BadQuery,

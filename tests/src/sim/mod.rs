@@ -4,13 +4,14 @@
 //! [`Attacker`](crate::hostile::Attacker), side by side in one world.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rtcmesh::lobby::ConnectionId;
 use rtcmesh::{
-    Machine, Mesh, MeshConfig, Mode, Multiplayer, MultiplayerConfig, PeerId, Signal, Transmit,
+    Machine, Mesh, MeshConfig, Mode, Multiplayer, MultiplayerConfig, PeerId, Signal, StreamCommand,
+    StreamEnd, StreamId, StreamInput, TlsFailure, Transmit,
 };
 use str0m_netem::{Input as NetInput, Netem, NetemConfig, Output as NetOutput};
 
@@ -96,7 +97,8 @@ pub(crate) struct SignalDelivery {
     signal: Signal,
 }
 
-/// Something due at a time: a signal, or a frame on a lobby WebSocket.
+/// Something due at a time: a signal, a frame on a lobby WebSocket, or bytes on a stream to a
+/// TURN server.
 pub(crate) enum Scheduled {
     Signal(SignalDelivery),
     Frame {
@@ -104,6 +106,34 @@ pub(crate) enum Scheduled {
         to_server: bool,
         frame: Frame,
     },
+    /// Bytes from a node's stream reach server `server` (empty: the node closed it).
+    ToServer {
+        server: usize,
+        client: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// News of stream `id` reach node `node`.
+    ToNode {
+        node: NodeId,
+        id: StreamId,
+        news: StreamNews,
+    },
+}
+
+/// What a node's stream to a TURN server tells the node.
+pub(crate) enum StreamNews {
+    Opened,
+    Data(Vec<u8>),
+    Closed(StreamEnd),
+}
+
+/// A node's TCP (or TLS) connection to a server: a reliable, ordered pipe with
+/// [`World::stream_latency`] each way.
+#[derive(Debug, Clone, Copy)]
+struct SimStream {
+    server: usize,
+    /// The address the server sees the connection come from.
+    client: SocketAddr,
 }
 
 /// Wall-clock time spent in nodes' `handle_datagram` and `handle_signal` (for the benchmark).
@@ -154,6 +184,15 @@ pub struct World {
     /// With `Some`, the wall-clock time of the nodes' `handle_datagram` and `handle_signal`
     /// calls is recorded (the benchmark; off by default).
     pub cpu: Option<CpuLog>,
+    /// One-way delay of the TCP/TLS streams to TURN servers (handshakes take two of them).
+    pub stream_latency: Duration,
+    /// Open streams to TURN servers, by node and id.
+    streams: BTreeMap<(NodeId, StreamId), SimStream>,
+    next_stream_port: u16,
+    /// Nodes behind a firewall that lets no UDP through, either way (TCP still works).
+    udp_blocked: BTreeSet<NodeId>,
+    /// Bytes servers wrote on streams to nodes, counted.
+    pub stream_bytes_to_nodes: u64,
 }
 
 /// A test's hook on the signaling channel: (sender id, receiver id, signal).
@@ -200,6 +239,11 @@ impl World {
             rewrite: None,
             lobby: None,
             cpu: None,
+            stream_latency: Duration::from_millis(1),
+            streams: BTreeMap::new(),
+            next_stream_port: 40_000,
+            udp_blocked: BTreeSet::new(),
+            stream_bytes_to_nodes: 0,
         }
     }
 
@@ -502,6 +546,11 @@ impl World {
         while let Some(t) = self.nodes[n].driven.poll_transmit() {
             self.transmit(n, t);
         }
+        // After the datagrams: relayed data for a server reached over TCP is written as they
+        // are polled.
+        while let Some(command) = self.nodes[n].driven.poll_stream_command() {
+            self.stream_command(n, command);
+        }
         let from = self.nodes[n].id();
         while let Some(s) = self.nodes[n].driven.poll_signal(now) {
             if self.nodes[n].lobby.is_some() {
@@ -523,9 +572,13 @@ impl World {
         }
     }
 
-    /// Node `n` sends a datagram (dropped if the node vanished).
+    /// Node `n` sends a datagram (dropped if the node vanished, or UDP is blocked for it).
     fn transmit(&mut self, n: NodeId, t: Transmit) {
         if !self.nodes[n].alive {
+            return;
+        }
+        if self.udp_blocked.contains(&n) {
+            self.datagrams_dropped += 1;
             return;
         }
         *self.nodes[n].sent_to.entry(t.destination).or_default() += 1;
@@ -636,6 +689,12 @@ impl World {
                     to_server,
                     frame,
                 }) => self.deliver_frame(conn, to_server, frame),
+                Some(Scheduled::ToServer {
+                    server,
+                    client,
+                    bytes,
+                }) => self.stream_to_server(server, client, bytes),
+                Some(Scheduled::ToNode { node, id, news }) => self.stream_to_node(node, id, news),
                 None => {}
             }
         }
@@ -685,7 +744,7 @@ impl World {
                 self.servers[s].receive(now, d.source, d.destination, &d.contents, &mut out);
                 self.server_sends(s, out);
             }
-            Some(Host::Node(n)) if self.nodes[n].alive => {
+            Some(Host::Node(n)) if self.nodes[n].alive && !self.udp_blocked.contains(&n) => {
                 // Through the node's NAT, if it has one: only what its filter lets in.
                 let destination = match self.nodes[n].nat {
                     Some(k) => match self.nats[k].inbound(d.source, d.destination.port()) {
@@ -716,7 +775,7 @@ impl World {
         }
     }
 
-    /// Puts what server `s` sends on the wire.
+    /// Puts what server `s` sends on the wire, and on its streams.
     fn server_sends(&mut self, s: usize, out: Vec<crate::turn_server::ServerDatagram>) {
         for (source, destination, contents) in out {
             let datagram = Datagram {
@@ -726,6 +785,182 @@ impl World {
             };
             self.send(Host::Server(s), datagram);
         }
+        let written = std::mem::take(&mut self.servers[s].stream_out);
+        for (client, bytes) in written {
+            let Some((&(node, id), _)) = self
+                .streams
+                .iter()
+                .find(|(_, st)| st.server == s && st.client == client)
+            else {
+                continue;
+            };
+            self.stream_bytes_to_nodes += bytes.len() as u64;
+            let at = self.now + self.stream_latency;
+            let news = StreamNews::Data(bytes);
+            self.schedule(at, Scheduled::ToNode { node, id, news });
+        }
+    }
+
+    // ------------------------------------------------------------ streams to TURN servers
+
+    /// Blocks (or unblocks) every UDP datagram from and to node `n`, as a firewall that allows
+    /// only TCP does: it reaches TURN servers over `?transport=tcp` / `turns:` only.
+    pub fn block_udp(&mut self, n: NodeId, blocked: bool) {
+        match blocked {
+            true => self.udp_blocked.insert(n),
+            false => self.udp_blocked.remove(&n),
+        };
+    }
+
+    /// The streams node `n` has open (or opening) to servers.
+    pub fn streams_of(&self, n: NodeId) -> Vec<StreamId> {
+        self.streams
+            .keys()
+            .filter(|(node, _)| *node == n)
+            .map(|&(_, id)| id)
+            .collect()
+    }
+
+    /// Server-side bytes on node `n`'s streams, as if the server wrote them (a hostile or
+    /// broken server).
+    pub fn inject_on_streams(&mut self, n: NodeId, bytes: &[u8]) {
+        let at = self.now + self.stream_latency;
+        for id in self.streams_of(n) {
+            let news = StreamNews::Data(bytes.to_vec());
+            self.schedule(at, Scheduled::ToNode { node: n, id, news });
+        }
+    }
+
+    /// Ends node `n`'s streams from the server's side (a server restart, a middlebox reset).
+    pub fn reset_streams(&mut self, n: NodeId) {
+        let at = self.now + self.stream_latency;
+        for id in self.streams_of(n) {
+            let stream = self.streams[&(n, id)];
+            let news = StreamNews::Closed(StreamEnd::Closed);
+            self.schedule(at, Scheduled::ToNode { node: n, id, news });
+            self.schedule(
+                at,
+                Scheduled::ToServer {
+                    server: stream.server,
+                    client: stream.client,
+                    bytes: Vec::new(),
+                },
+            );
+        }
+    }
+
+    /// What node `n` asked of its streams.
+    fn stream_command(&mut self, n: NodeId, command: StreamCommand) {
+        let latency = self.stream_latency;
+        match command {
+            StreamCommand::Open { id, server, tls } => {
+                let Some(s) = self
+                    .servers
+                    .iter()
+                    .position(|srv| srv.listen == server && srv.accepts_streams)
+                else {
+                    // Nobody listens: the connection is refused within a round trip.
+                    let news = StreamNews::Closed(StreamEnd::Unreachable);
+                    self.schedule(
+                        self.now + 2 * latency,
+                        Scheduled::ToNode { node: n, id, news },
+                    );
+                    return;
+                };
+                if !self.wire(Host::Node(n), Host::Server(s)).conditions.up {
+                    return; // dropped SYNs: the mesh gives up on its own
+                }
+                let wanted = self.servers[s].tls_name.clone();
+                if let (Some(name), Some(valid)) = (&tls, &wanted) {
+                    if !name.eq_ignore_ascii_case(valid) {
+                        let news = StreamNews::Closed(StreamEnd::Tls(TlsFailure::NameMismatch));
+                        let at = self.now + 3 * latency;
+                        self.schedule(at, Scheduled::ToNode { node: n, id, news });
+                        return;
+                    }
+                }
+                let ip = match self.nodes[n].nat {
+                    Some(k) => self.nats[k].public_ip,
+                    None => self.nodes[n].public.ip(),
+                };
+                let client = SocketAddr::new(ip, self.next_stream_port);
+                self.next_stream_port = self.next_stream_port.wrapping_add(1).max(40_000);
+                self.streams
+                    .insert((n, id), SimStream { server: s, client });
+                // TCP's handshake, and TLS's on top.
+                let trips = if tls.is_some() { 4 } else { 2 };
+                let news = StreamNews::Opened;
+                self.schedule(
+                    self.now + trips * latency,
+                    Scheduled::ToNode { node: n, id, news },
+                );
+            }
+            StreamCommand::Send { id, data, .. } => {
+                if let Some(stream) = self.streams.get(&(n, id)).copied() {
+                    let at = self.now + latency;
+                    self.schedule(
+                        at,
+                        Scheduled::ToServer {
+                            server: stream.server,
+                            client: stream.client,
+                            bytes: data,
+                        },
+                    );
+                }
+            }
+            StreamCommand::Close { id } => {
+                if let Some(stream) = self.streams.remove(&(n, id)) {
+                    let at = self.now + latency;
+                    self.schedule(
+                        at,
+                        Scheduled::ToServer {
+                            server: stream.server,
+                            client: stream.client,
+                            bytes: Vec::new(),
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn stream_to_server(&mut self, s: usize, client: SocketAddr, bytes: Vec<u8>) {
+        let now = self.now;
+        let mut out = Vec::new();
+        match bytes.is_empty() {
+            true => self.servers[s].stream_closed(now, client, &mut out),
+            false => self.servers[s].stream_data(now, client, &bytes, &mut out),
+        }
+        self.server_sends(s, out);
+    }
+
+    fn stream_to_node(&mut self, n: NodeId, id: StreamId, news: StreamNews) {
+        let open = self.streams.contains_key(&(n, id));
+        if !self.nodes[n].alive {
+            return;
+        }
+        let now = self.now;
+        match news {
+            StreamNews::Opened if open => {
+                self.nodes[n]
+                    .driven
+                    .handle_stream(now, id, StreamInput::Opened)
+            }
+            StreamNews::Data(bytes) if open => {
+                self.nodes[n]
+                    .driven
+                    .handle_stream(now, id, StreamInput::Data(&bytes))
+            }
+            StreamNews::Closed(end) => {
+                self.streams.remove(&(n, id));
+                self.nodes[n]
+                    .driven
+                    .handle_stream(now, id, StreamInput::Closed(end));
+            }
+            _ => return,
+        }
+        self.drain(n);
     }
 
     fn deliver_signal(&mut self, d: SignalDelivery) {

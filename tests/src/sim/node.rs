@@ -9,7 +9,8 @@ use std::time::Instant;
 use rtcmesh::lobby::{LobbyClient, LobbyEvent};
 use rtcmesh::{
     AddPeerError, Event, LobbyRequest, Machine, Mesh, Multiplayer, MultiplayerEvent,
-    OutgoingSignal, Packet, PeerId, SendError, Signal, SignalError, Target, TransferMode, Transmit,
+    OutgoingSignal, Packet, PeerId, SendError, Signal, SignalError, StreamCommand, StreamId,
+    StreamInput, Target, TransferMode, Transmit,
 };
 
 use crate::hostile::Attacker;
@@ -164,6 +165,12 @@ pub trait Driven: Any {
     fn flush(&mut self, _now: Instant) {}
     /// The next datagram to send.
     fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// The next command for its streams to TURN servers (none, unless it runs a machine).
+    fn poll_stream_command(&mut self) -> Option<StreamCommand> {
+        None
+    }
+    /// Something happened on one of its streams (ignored unless it runs a machine).
+    fn handle_stream(&mut self, _now: Instant, _id: StreamId, _input: StreamInput<'_>) {}
     /// The next signal to deliver; every other event goes into the log, stamped `now`.
     fn poll_signal(&mut self, now: Instant) -> Option<OutgoingSignal>;
     /// The next request for the lobby server (host migration), taken from the log's events
@@ -244,6 +251,12 @@ where
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.machine.poll_transmit()
+    }
+    fn poll_stream_command(&mut self) -> Option<StreamCommand> {
+        self.machine.poll_stream_command()
+    }
+    fn handle_stream(&mut self, now: Instant, id: StreamId, input: StreamInput<'_>) {
+        self.machine.handle_stream(now, id, input)
     }
     fn poll_signal(&mut self, now: Instant) -> Option<OutgoingSignal> {
         loop {
