@@ -57,9 +57,13 @@ struct Game {
 
 impl Game {
     fn new(seed: u64, clients: usize, loss: f32, plain_clients: &[usize]) -> Game {
+        Game::with(seed, clients, lan(loss), plain_clients)
+    }
+
+    fn with(seed: u64, clients: usize, links: LinkConditions, plain_clients: &[usize]) -> Game {
         let mut w = World::with_seed(seed);
         w.add_lobby(LobbyServerConfig::default());
-        w.set_all_links(lan(loss));
+        w.set_all_links(links);
         let opted = |o: JoinOptions| o.with_migration(Migration::Eligible);
         let (host, name) = w.open_lobby(opted(JoinOptions::create(false)), migrating);
         let mut players = vec![host];

@@ -44,7 +44,6 @@ use crate::error::AddPeerError;
 use crate::event::{Event, Packet, Transmit};
 use crate::path::CandidateKind;
 use crate::signal::{OutgoingSignal, Signal};
-use crate::stats::MeshStats;
 use crate::transfer::PeerId;
 
 use deadlines::Deadlines;
@@ -60,8 +59,8 @@ pub(crate) use queue::WriteError;
 pub(crate) use reliable::fuzz as fuzz_reliable;
 use reliable::Reliable;
 pub use reliable::RetransmissionStats;
-use stats::Counters;
 pub use stats::{ChannelStats, PeerStats};
+use stats::{Counters, LinkCounts};
 use window::SendWindow;
 
 /// One channel of the peer, in layout order.
@@ -211,8 +210,6 @@ pub(crate) struct Link {
     path: Path,
     recovery: Recovery,
     counters: Counters,
-    /// Path changes without a restart.
-    moves: u64,
     /// The peer's `tracing` span (a child of the mesh's).
     span: tracing::Span,
     guard: Guard,
@@ -221,7 +218,7 @@ pub(crate) struct Link {
     /// What the mesh must act on or pass to the application, drained by the mesh.
     events: VecDeque<LinkEvent>,
     /// The mesh's counters this link added to (the mesh sums them: see [`Link::counts`]).
-    counts: MeshStats,
+    counts: LinkCounts,
     /// rtcmesh's own retransmission of the reliable channels (when both ends offer it).
     reliable: Reliable,
 }
@@ -283,12 +280,11 @@ impl Link {
             path,
             recovery: Recovery::default(),
             counters: Counters::default(),
-            moves: 0,
             span,
             guard: Guard::new(setup.config),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            counts: MeshStats::default(),
+            counts: LinkCounts::default(),
             reliable: Reliable::new(setup.config, setup.layout),
         };
         if let Some(offer) = offer {
@@ -339,7 +335,7 @@ impl Link {
 
     /// The mesh's counters this link added to since it was created (datagrams it sent, packets
     /// it delivered, what its guard refused, ...): the mesh's totals are its own plus these.
-    pub fn counts(&self) -> &MeshStats {
+    pub fn counts(&self) -> &LinkCounts {
         &self.counts
     }
 

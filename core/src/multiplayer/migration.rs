@@ -67,7 +67,7 @@ pub enum MigrationReason {
 /// fn to_lobby(request: LobbyRequest) -> String {
 ///     match request {
 ///         LobbyRequest::HostLost { epoch } => format!("HOST_LOST epoch {epoch}"),
-///         LobbyRequest::HandOver { to, epoch } => format!("HOST_CHANGE to {to}, epoch {epoch}"),
+///         LobbyRequest::HandOver { to, epoch } => format!("HOST_CHANGE to {to:?}, epoch {epoch}"),
 ///         other => format!("{other:?}"),
 ///     }
 /// }
@@ -83,10 +83,11 @@ pub enum LobbyRequest {
         epoch: u32,
     },
     /// This server is leaving and every opted-in client drained it: the lobby should make
-    /// `to` the server.
+    /// `to` the server (`None`: the next in its line, when this server had no client to
+    /// hand over to).
     HandOver {
         /// The successor this server chose ([`Multiplayer::successor`]).
-        to: PeerId,
+        to: Option<PeerId>,
         /// The epoch that ends.
         epoch: u32,
     },
@@ -195,6 +196,12 @@ struct Switch {
     dialed: bool,
     /// A client: the new peer 1 admitted it.
     connected: bool,
+    /// When the link to the new peer 1 was made.
+    dialed_at: Option<Instant>,
+    /// The new peer 1 was reported unreachable to the lobby.
+    reported: bool,
+    /// Datagrams received from the new peer 1 at the last check, and since when.
+    heard: Option<(u64, Instant)>,
     /// Packets for the application that arrived from the new side before the switch was
     /// announced, delivered right after it.
     early: VecDeque<Packet>,
@@ -212,6 +219,9 @@ impl Switch {
             retiring: None,
             dialed: false,
             connected: false,
+            dialed_at: None,
+            reported: false,
+            heard: None,
             early: VecDeque::new(),
             early_bytes: 0,
         }
@@ -305,6 +315,11 @@ impl MigrationState {
             Phase::Switching(s) => Some(s),
             _ => None,
         }
+    }
+
+    /// A client's link to its new server is gone before it was admitted.
+    pub fn new_server_gone(&self, mesh: &crate::mesh::Mesh) -> bool {
+        self.switch().is_some_and(|s| s.dialed) && !mesh.has_peer(SERVER_ID)
     }
 
     /// A client's link to its new server is up and not admitted yet.
@@ -409,7 +424,9 @@ impl Multiplayer {
     /// over gracefully: every opted-in client receives everything sent before (and relayed
     /// through) this server, then the lobby is asked to make [`successor`](Multiplayer::successor)
     /// the server ([`MultiplayerEvent::ToLobby`]), and this side closes once the clients
-    /// moved (at most `migration_timeout` later). Anything else is [`close`](Multiplayer::close).
+    /// moved (at most `migration_timeout` later). A server with migration on and no client
+    /// admitted yet asks the lobby to pick the next in line (`to: None`) and closes. Anything
+    /// else is [`close`](Multiplayer::close).
     pub fn leave(&mut self, now: Instant) {
         self.observe(now);
         let successor = self.successor();
@@ -419,12 +436,23 @@ impl Multiplayer {
             successor,
             &self.migration.phase,
         ) else {
-            if !matches!(
-                self.migration.phase,
-                Phase::Leaving { .. } | Phase::HandedOver { .. }
-            ) {
-                self.close();
+            if self.has_left() {
+                return;
             }
+            if self.migration_on()
+                && self.mesh.mode() == Mode::Server
+                && !self.migration.is_switching()
+            {
+                // No client to hand over to (none admitted yet): the lobby picks the next in
+                // line, and the members still joining follow it.
+                let epoch = self.migration.epoch;
+                self.events
+                    .push_back(MultiplayerEvent::ToLobby(LobbyRequest::HandOver {
+                        to: None,
+                        epoch,
+                    }));
+            }
+            self.close();
             return;
         };
         let clients: SmallVec<[PeerId; 16]> = self
@@ -506,6 +534,8 @@ impl Multiplayer {
             return Err(MigrationError::Closed);
         };
         let previous = switch.target.replace((epoch, was));
+        // Each decision of the lobby gives the switch its full time again.
+        switch.deadline = deadline(now, self.config.migration.migration_timeout);
         if let Some((_, dead)) = previous {
             // The successor named before is gone too (it died during the migration): it left
             // the game, and its link (as peer 1) goes.
@@ -598,6 +628,9 @@ impl Multiplayer {
         result.map_err(MigrationError::AddPeer)?;
         if let Some(s) = self.migration.switch_mut() {
             s.dialed = true;
+            s.dialed_at = Some(now);
+            s.reported = false;
+            s.heard = None;
         }
         Ok(())
     }
@@ -720,12 +753,18 @@ impl Multiplayer {
             // A handshake retry of the same connection, not a loss.
             return false;
         }
+        let epoch = self.migration.epoch;
         if let Some(switch) = self.migration.switch_mut() {
             if !switch.dialed {
                 switch.drained = true;
             } else {
+                // The new server went before it admitted us: the lobby decides what next.
                 switch.connected = false;
                 switch.dialed = false;
+                if !std::mem::replace(&mut switch.reported, true) {
+                    self.events
+                        .push_back(MultiplayerEvent::ToLobby(LobbyRequest::HostLost { epoch }));
+                }
             }
             self.try_complete();
             return true;
@@ -1117,7 +1156,7 @@ impl Multiplayer {
         };
         self.events
             .push_back(MultiplayerEvent::ToLobby(LobbyRequest::HandOver {
-                to: successor,
+                to: Some(successor),
                 epoch,
             }));
     }
@@ -1231,6 +1270,39 @@ impl Multiplayer {
                 }
                 self.migration.sent = sent;
                 self.migration.next_tick = deadline(now, interval);
+            }
+            Mode::Client if self.migration.is_switching() => {
+                // The new server the lobby named is not reachable: it may have died or lost
+                // power in the meantime. The lobby decides (it probes it). Only once nothing
+                // came from it for twice `host_timeout`: a handshake that is merely slow (a
+                // lost DTLS flight waits 1 s, then 2 s) must not be started over, as the
+                // lobby's answer to a live server would.
+                let epoch = self.migration.epoch;
+                let count = self
+                    .mesh
+                    .peer_stats(SERVER_ID)
+                    .map_or(0, |s| s.datagrams_received);
+                if let Some(switch) = self.migration.switch_mut() {
+                    if switch.heard.is_none_or(|(seen, _)| seen != count) {
+                        switch.heard = Some((count, now));
+                    }
+                    let window = host_timeout.saturating_mul(2);
+                    let passed = |at: Option<Instant>| {
+                        at.and_then(|at| deadline(at, window))
+                            .is_some_and(|d| d <= now)
+                    };
+                    let stuck = switch.dialed
+                        && !switch.connected
+                        && !switch.reported
+                        && passed(switch.dialed_at)
+                        && passed(switch.heard.map(|(_, at)| at));
+                    if stuck {
+                        switch.reported = true;
+                        self.events
+                            .push_back(MultiplayerEvent::ToLobby(LobbyRequest::HostLost { epoch }));
+                    }
+                }
+                self.migration.next_tick = deadline(now, (host_timeout / 4).max(interval));
             }
             Mode::Client
                 if self.migration.opted_in(SERVER_ID)
@@ -1349,10 +1421,15 @@ impl Multiplayer {
         self.migration.lifetime = Some(lifetime);
         let epoch = self.migration.epoch;
         if let Some(switch) = self.migration.switch_mut() {
-            if peer == SERVER_ID && switch.target.is_none() && !switch.dialed {
-                switch.target = Some((epoch, SERVER_ID));
+            if peer == SERVER_ID && !switch.dialed {
+                if switch.target.is_none() {
+                    switch.target = Some((epoch, SERVER_ID));
+                    switch.drained = true;
+                }
                 switch.dialed = true;
-                switch.drained = true;
+                switch.dialed_at = self.last_now;
+                switch.reported = false;
+                switch.heard = None;
                 self.migration.unconfirmed = self
                     .peers
                     .iter()

@@ -438,7 +438,10 @@ fn a_graceful_leave_loses_nothing_and_the_snapshot_comes_before_became_host() {
     game.run_until("hand-over asked", |g| !g.lobby_requests(0).is_empty());
     assert_eq!(
         game.lobby_requests(0),
-        vec![LobbyRequest::HandOver { to: 2, epoch: 0 }]
+        vec![LobbyRequest::HandOver {
+            to: Some(2),
+            epoch: 0
+        }]
     );
     // The old host got everything sent to it before the fence.
     let to_host: Vec<_> = game

@@ -416,6 +416,13 @@ impl Multiplayer {
                 Event::PeerConnected(peer) => self.on_direct_connected(peer),
                 Event::PeerDisconnected(peer) => self.on_direct_lost(peer),
                 Event::Packet(packet) => self.on_packet(packet),
+                Event::StatusChanged(ConnectionStatus::Disconnected)
+                    if self.migration.new_server_gone(&self.mesh) =>
+                {
+                    // The link to a new server ended before it connected (no PeerDisconnected
+                    // for a peer never connected): migration takes it as the server lost.
+                    self.on_server_link_lost(self.last_now);
+                }
                 other if self.hides(&other) => {}
                 other => self.events.push_back(MultiplayerEvent::Mesh(other)),
             }
