@@ -77,6 +77,11 @@ struct Channel {
 }
 
 impl Channel {
+    fn peek(&self, sequence: u64) -> Option<&Fragment> {
+        let i = usize::try_from(sequence.checked_sub(self.base)?).ok()?;
+        self.fragments.get(i)
+    }
+
     fn get(&mut self, sequence: u64) -> Option<&mut Fragment> {
         let i = usize::try_from(sequence.checked_sub(self.base)?).ok()?;
         self.fragments.get_mut(i)
@@ -442,6 +447,9 @@ impl Sender {
                     newly_acked = true;
                     if let Some(f) = self.channels[usize::from(t.channel)].get(t.sequence) {
                         f.acked = true;
+                        if let Some(last) = f.last_tx.filter(|&last| last > tx) {
+                            self.retire_later_copies(i, last);
+                        }
                     }
                 }
                 tx += 1;
@@ -463,6 +471,24 @@ impl Sender {
         self.detect_lost(now);
         self.forget_acknowledged();
         true
+    }
+
+    /// Transmission `txs[i]` was acknowledged and its fragment had been sent again since:
+    /// those later copies need nothing more. They leave the bytes in flight now; kept, they
+    /// would fill the congestion window and be chosen as probes, which send nothing for an
+    /// acknowledged fragment: if they were lost (probes into a path that had just changed),
+    /// nothing later would be acknowledged to show it, and the sender stalled for good.
+    fn retire_later_copies(&mut self, i: usize, last: u64) {
+        let (channel, sequence) = (self.txs[i].channel, self.txs[i].sequence);
+        let end = self.tx_index(last).map_or(self.txs.len(), |e| e + 1);
+        for j in i + 1..end {
+            let t = self.txs[j];
+            if t.state == State::InFlight && t.channel == channel && t.sequence == sequence {
+                self.txs[j].state = State::Acked;
+                self.in_flight -= t.bytes as usize;
+                self.in_flight_frames -= 1;
+            }
+        }
     }
 
     fn on_acked_bytes(&mut self, bytes: usize, sent_at: Instant, in_flight_before: usize) {
@@ -587,7 +613,16 @@ impl Sender {
             if probed == 2 {
                 break;
             }
-            if t.state == State::InFlight && !self.retransmit.contains(&(t.channel, t.sequence)) {
+            // A copy of a fragment acknowledged since is no probe: it would send nothing.
+            let needed = self
+                .channels
+                .get(usize::from(t.channel))
+                .and_then(|c| c.peek(t.sequence))
+                .is_some_and(|f| !f.acked);
+            if t.state == State::InFlight
+                && needed
+                && !self.retransmit.contains(&(t.channel, t.sequence))
+            {
                 self.retransmit.push_back((t.channel, t.sequence));
                 probed += 1;
             }
