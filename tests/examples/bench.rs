@@ -11,6 +11,9 @@
 //! - **Long round trip** (50 ms on the same network, no loss): rtcmesh's window sized from the
 //!   round trip against raw str0m with a small and with a 128 KiB SCTP buffer, in MB/s on the
 //!   link (simulated time).
+//! - **Own retransmission at 0 % loss** (in the `memory` part): the server's heap per
+//!   connected peer and the datagrams per reliable message of a star with rtcmesh's own
+//!   retransmission off and as shipped.
 //! - **Connection set-up**: first signal → connected, rtcmesh against raw str0m; and the CPU
 //!   cost per handshake of K simultaneous handshakes.
 //! - **Dispatch at scale**: a server with N = 10, 100, 500 connected clients on one address:
@@ -768,13 +771,17 @@ struct Star {
 
 impl Star {
     fn new(n: usize) -> Star {
+        Star::with_config(n, &mesh_config())
+    }
+
+    fn with_config(n: usize, config: &MeshConfig) -> Star {
         let now = Instant::now();
-        let mut server = Mesh::create_server(mesh_config()).expect("server");
+        let mut server = Mesh::create_server(config.clone()).expect("server");
         server.add_host_candidate(addr(1)).expect("candidate");
         let mut clients = Vec::new();
         for i in 0..n {
             let id = i as PeerId + 2;
-            let mut c = Mesh::create_client(id, mesh_config()).expect("client");
+            let mut c = Mesh::create_client(id, config.clone()).expect("client");
             c.add_host_candidate(addr(id as u32)).expect("candidate");
             c.add_peer(now, 1, 1).expect("peer");
             server.add_peer(now, id, 1).expect("peer");
@@ -1013,6 +1020,88 @@ fn scale(quick: bool) -> (f64, f64) {
         drop(star);
     }
     (ratio_500, memory_500)
+}
+
+/// What rtcmesh's own retransmission costs when nothing is lost: the server's heap per
+/// connected peer and the datagrams (both ways, everyone's) per reliable message, for the same
+/// star and the same steady traffic with it off and as shipped, alternated and repeated.
+/// Returns the worst on ÷ off of the two medians.
+fn own_retransmission_cost(quick: bool) -> (f64, f64) {
+    let n = if quick { 20 } else { 100 };
+    let rounds = if quick { 50 } else { 200 };
+    let repeats = if quick { 1 } else { 3 };
+    println!("\n## Own retransmission at 0 % loss: memory and datagrams ({n} clients, in-memory network)");
+    println!("Each client sends one 100-byte reliable message to the server per round, {rounds} rounds; repeated {repeats}× alternating (median, spread).");
+    println!("| | server heap per connected peer | datagrams per message (all sent, both ways) |");
+    println!("|---|---|---|");
+    let total_sent = |star: &Star| {
+        star.server.stats().datagrams_sent
+            + star
+                .clients
+                .iter()
+                .map(|c| c.stats().datagrams_sent)
+                .sum::<u64>()
+    };
+    let mut runs: [Vec<(f64, f64)>; 2] = Default::default();
+    for _ in 0..repeats {
+        for (i, own) in [false, true].into_iter().enumerate() {
+            let config = mesh_config().with_own_retransmission(own);
+            let empty = live();
+            let mut star = Star::with_config(n, &config);
+            while star.connected < n || star.clients_connected < n {
+                star.step();
+            }
+            // Let the handshake's last acknowledgements go before counting.
+            for _ in 0..20 {
+                star.step();
+            }
+            let sent_before = total_sent(&star);
+            let delivered_before = star.delivered;
+            for _ in 0..rounds {
+                for c in &mut star.clients {
+                    c.send(Target::Peer(1), TransferMode::Reliable, 0, &[7u8; 100])
+                        .expect("send");
+                }
+                for _ in 0..3 {
+                    star.step();
+                }
+            }
+            while star.delivered - delivered_before < rounds * n {
+                star.step();
+            }
+            // The last messages' acknowledgements.
+            for _ in 0..20 {
+                star.step();
+            }
+            let per_message = (total_sent(&star) - sent_before) as f64 / (rounds * n) as f64;
+            let clients = std::mem::take(&mut star.clients);
+            drop(clients);
+            let per_peer = (live() - empty) as f64 / n as f64;
+            drop(star);
+            runs[i].push((per_peer, per_message));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[v.len() - 1] - v[0])
+    };
+    let mut figures = [(0.0, 0.0, 0.0, 0.0); 2];
+    for (i, name) in ["own retransmission off", "as shipped (on)"]
+        .iter()
+        .enumerate()
+    {
+        let (memory, memory_spread) = median(&mut runs[i].iter().map(|r| r.0).collect());
+        let (datagrams, datagrams_spread) = median(&mut runs[i].iter().map(|r| r.1).collect());
+        figures[i] = (memory, memory_spread, datagrams, datagrams_spread);
+        println!(
+            "| {name} | {:.2} KiB (± {:.2}) | {datagrams:.3} (± {datagrams_spread:.3}) |",
+            memory / 1024.0,
+            memory_spread / 1024.0
+        );
+    }
+    let (memory, datagrams) = (figures[1].0 / figures[0].0, figures[1].2 / figures[0].2);
+    println!("| on ÷ off | **{memory:.3}×** | **{datagrams:.3}×** |");
+    (memory, datagrams)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1509,6 +1598,11 @@ fn main() {
     } else {
         (f64::NAN, f64::NAN)
     };
+    let own_cost = if in_memory {
+        own_retransmission_cost(quick)
+    } else {
+        (f64::NAN, f64::NAN)
+    };
     if in_memory && !only_memory {
         setup_time();
         stats::run(quick);
@@ -1544,6 +1638,10 @@ fn main() {
         );
         println!(
             "- 50 ms round trip, 16 KiB reliable, rtcmesh ÷ raw str0m with a 128 KiB buffer (MB/s on the link): {long:.2}× (target ≥ 0.9×)"
+        );
+        println!(
+            "- own retransmission at 0 % loss, on ÷ off: server heap per connected peer {:.3}× (target < 1.02×), datagrams per reliable message {:.3}× (target < 1.01×)",
+            own_cost.0, own_cost.1
         );
     }
     // Measured only in full runs that include the N-client part.
