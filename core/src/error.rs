@@ -576,6 +576,7 @@ impl std::error::Error for RenameError {}
 /// new TURN credentials. Nothing was changed.
 ///
 /// ```
+/// use std::time::Instant;
 /// use rtcmesh::{CredentialsError, IceServer, InvalidIceServer, Mesh, MeshConfig};
 ///
 /// let config = MeshConfig::default()
@@ -584,13 +585,13 @@ impl std::error::Error for RenameError {}
 /// // New credentials for a server the mesh was not created with:
 /// let other = IceServer::turn("turn:198.51.100.7", "1767229200:ann", "new");
 /// assert_eq!(
-///     mesh.set_ice_server_credentials(&other),
+///     mesh.set_ice_server_credentials(Instant::now(), &other),
 ///     Err(CredentialsError::NotConfigured { url: "turn:198.51.100.7".into() })
 /// );
 /// // A TURN entry without a credential:
 /// let empty = IceServer::turn("turn:203.0.113.1:3478", "1767229200:ann", "");
 /// assert_eq!(
-///     mesh.set_ice_server_credentials(&empty),
+///     mesh.set_ice_server_credentials(Instant::now(), &empty),
 ///     Err(CredentialsError::Invalid {
 ///         url: "turn:203.0.113.1:3478".into(),
 ///         reason: InvalidIceServer::MissingCredentials,
