@@ -362,6 +362,14 @@ fn probes_lost_on_a_changed_path_do_not_stall_what_is_sent_after_them() {
     frame::put_ack(&mut m, &[(0, 1)], 0);
     assert!(sender.on_ack(now, &frame::decode(&m).expect("ack").ack.expect("ack")));
     assert_eq!(sender.outstanding(), 0);
+    assert_eq!(
+        sender.in_flight(),
+        0,
+        "the probes' copies need nothing more"
+    );
+    sender
+        .check_accounting()
+        .expect("counts agree with the queues");
     // The next message (transmission 4) is lost too.
     sender.send(now, 0, b"c", &mut VecWire { out: &mut out });
     let sent = out.len();
