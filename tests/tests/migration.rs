@@ -8,9 +8,10 @@
 //! every survivor exchanged reliable data with the new host both ways): the figures of
 //! docs/host-migration.md come from here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use proptest::prelude::*;
 use rtcmesh::lobby::{close, LobbyServerConfig, Migration};
 use rtcmesh::{
     ConnectionStatus, MigrationConfig, MigrationReason, Mode, Multiplayer, MultiplayerConfig,
@@ -811,5 +812,194 @@ fn figures_time_to_the_new_host() {
         if matches!(going, Going::HandOver) {
             assert_eq!(lost, 0, "a graceful hand-over loses nothing");
         }
+    }
+}
+
+// ---------------------------------------------------------------- the property
+
+/// How a player goes in the property.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// The server: its process dies.
+    HostCrash,
+    /// The server: it loses power (its WebSocket stays half-open).
+    HostPowerLoss,
+    /// The server: it hands over.
+    HostLeaves,
+    /// A client (the k-th live one): its process dies.
+    ClientCrash(usize),
+}
+
+fn kill() -> impl Strategy<Value = Kill> {
+    prop_oneof![
+        2 => Just(Kill::HostCrash),
+        2 => Just(Kill::HostPowerLoss),
+        2 => Just(Kill::HostLeaves),
+        1 => (0usize..8).prop_map(Kill::ClientCrash),
+    ]
+}
+
+fn cases() -> u32 {
+    std::env::var("RTCMESH_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+        / 2
+}
+
+/// A player's event stream is well formed: no peer connected twice without leaving between,
+/// none left that was not there, epochs only grow, and every `HostMigrating` ends (in
+/// `HostMigrated`, `BecameHost` or `MigrationFailed`) before the next one.
+/// Returns the peers the stream leaves connected.
+fn well_formed(
+    events: &[MultiplayerEvent],
+    peers_at_start: &[PeerId],
+) -> Result<BTreeSet<PeerId>, String> {
+    let mut connected: BTreeSet<PeerId> = peers_at_start.iter().copied().collect();
+    let mut migrating = false;
+    let mut epoch = 0;
+    for event in events {
+        match event {
+            MultiplayerEvent::PeerConnected(p) if !connected.insert(*p) => {
+                return Err(format!("{p} connected twice: {events:?}"))
+            }
+            MultiplayerEvent::PeerDisconnected(p) if !connected.remove(p) => {
+                return Err(format!("{p} left but was not there: {events:?}"))
+            }
+            MultiplayerEvent::HostMigrating { .. } if migrating => {
+                return Err(format!("HostMigrating twice: {events:?}"))
+            }
+            MultiplayerEvent::HostMigrating { .. } => migrating = true,
+            MultiplayerEvent::HostMigrated { epoch: e, was }
+            | MultiplayerEvent::BecameHost { epoch: e, was } => {
+                if *e < epoch || !migrating {
+                    return Err(format!(
+                        "epoch {e} after {epoch} (migrating {migrating}): {events:?}"
+                    ));
+                }
+                epoch = *e;
+                migrating = false;
+                // Silently: the new server's former id is 1 now (`was` 1: the same server, a
+                // reconnection); on the new server, 1 is itself.
+                if *was != 1 {
+                    connected.remove(was);
+                }
+                if matches!(event, MultiplayerEvent::BecameHost { .. }) {
+                    connected.remove(&1);
+                }
+            }
+            MultiplayerEvent::MigrationFailed { .. } => migrating = false,
+            _ => {}
+        }
+    }
+    if migrating {
+        return Err(format!("still migrating: {events:?}"));
+    }
+    Ok(connected)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    /// Random games of 3–6 players on a faulty network (loss up to 3 %, 1–30 ms each way)
+    /// lose their host in random ways, up to all but two players. Once quiet: exactly one
+    /// server, peer 1, that every other survivor follows, all in one epoch, everyone reaching
+    /// everyone (a probe from each arrives at each), ids unchanged but the new servers',
+    /// every event stream well formed, all within a bounded time.
+    #[test]
+    fn any_way_the_host_goes_the_survivors_end_up_in_one_game(
+        seed in 0u64..1000,
+        clients in 2usize..6,
+        loss in 0.0f32..0.03,
+        latency in 1u64..30,
+        kills in proptest::collection::vec((kill(), 50u64..1500), 1..4),
+    ) {
+        let mut netem = NetemConfig::new().latency(ms(latency));
+        if loss > 0.0 {
+            netem = netem.loss(RandomLoss::new(Probability::new(loss)));
+        }
+        let mut g = Game::with(seed, clients, LinkConditions::new(netem), &[]);
+        let ids: BTreeMap<NodeId, PeerId> = g.players.iter().map(|&n| (n, g.w.id(n))).collect();
+        let peers_at_start: BTreeMap<NodeId, Vec<PeerId>> = g
+            .players
+            .iter()
+            .map(|&n| (n, g.w.nodes[n].mp().peers().collect()))
+            .collect();
+        let mut gone: BTreeSet<NodeId> = BTreeSet::new();
+        for (kill, after) in kills.into_iter().take(clients - 1) {
+            g.play(ms(after));
+            let live: Vec<NodeId> = g.players.iter().copied().filter(|n| !gone.contains(n)).collect();
+            let host = g.host();
+            let victim = match kill {
+                Kill::ClientCrash(k) => {
+                    let clients: Vec<NodeId> = live.iter().copied().filter(|&n| Some(n) != host).collect();
+                    clients[k % clients.len()]
+                }
+                _ => match host {
+                    Some(host) => host,
+                    None => continue, // between two hosts: nobody to kill
+                },
+            };
+            let now = g.w.now;
+            match kill {
+                Kill::HostCrash | Kill::ClientCrash(_) => g.w.crash(victim),
+                Kill::HostPowerLoss => g.w.vanish(victim),
+                Kill::HostLeaves => {
+                    g.w.nodes[victim].mp_mut().leave(now);
+                    g.w.drain(victim);
+                }
+            }
+            gone.insert(victim);
+        }
+        let last_fault = g.w.now;
+        let survivors: Vec<NodeId> = g.players.iter().copied().filter(|n| !gone.contains(n)).collect();
+        // P7: host_timeout, the lobby's probe, a handshake and its retries: well within 25 s.
+        prop_assert!(g.play_until(ms(25_000), |w| Game::settled(w, &survivors)), "not settled");
+        let settled_in = g.w.now - last_fault;
+        g.play(ms(500));
+        // P1–P3 (settled): one server; everyone follows it, in one epoch, and admitted all.
+        let host = g.host().expect("a server");
+        prop_assert_eq!(g.w.id(host), 1);
+        prop_assert!(Game::settled(&g.w, &survivors));
+        // P4: ids kept, but the servers'.
+        for &n in &survivors {
+            prop_assert!(g.w.id(n) == ids[&n] || n == host, "node {} is {} now", n, g.w.id(n));
+        }
+        // P5: well-formed event streams.
+        for &n in &survivors {
+            let mp = g.w.nodes[n].mp();
+            match well_formed(g.w.nodes[n].mp_events(), &peers_at_start[&n]) {
+                Err(e) => return Err(TestCaseError::fail(format!("node {n}: {e}"))),
+                Ok(connected) => prop_assert_eq!(connected, mp.peers().collect::<BTreeSet<_>>()),
+            }
+        }
+        // P6: a probe from each survivor reaches each other.
+        for &from in &survivors {
+            for &to in &survivors {
+                if from != to {
+                    let target = g.w.id(to);
+                    let probe = [0xEE, from as u8, to as u8];
+                    g.w.nodes[from]
+                        .mp_mut()
+                        .send_bytes(Target::Peer(target), TransferMode::Reliable, 0, &probe)
+                        .expect("probe");
+                    g.w.drain(from);
+                }
+            }
+        }
+        // A probe lost once waits for SCTP's retransmission (its first timeout is 3 s).
+        g.w.run_for(ms(10_000));
+        for &to in &survivors {
+            let got: BTreeSet<u8> = g.w.nodes[to]
+                .packets()
+                .iter()
+                .filter(|p| p.data.len() == 3 && p.data[0] == 0xEE && usize::from(p.data[2]) == to)
+                .map(|p| p.data[1])
+                .collect();
+            let want: BTreeSet<u8> = survivors.iter().filter(|&&n| n != to).map(|&n| n as u8).collect();
+            prop_assert_eq!(got, want, "probes at node {}", to);
+        }
+        g.traffic.check(&g.w, &g.players);
+        prop_assert!(settled_in < ms(25_000));
     }
 }
