@@ -377,6 +377,8 @@ check "F: TLS to turn.rtcmesh.test:443 gets through (our CA)" \
 bulk=5000
 run_pair() {
     local log_p="$work/pair-$1-p.log" log_j="$work/pair-$1-j.log" plobby=""
+    # Created here: the background job's redirection may come after the first look below.
+    : >"$log_p"
     nsx p timeout 60 "$bin/examples/natlab_peer" "$url" - 203.0.113.20 1 - turn:203.0.113.1:3478 rtcmesh s3cret bulk "$bulk" >"$log_p" 2>&1 &
     local pp=$!
     for _ in $(seq 1 100); do

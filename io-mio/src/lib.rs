@@ -2,7 +2,10 @@
 //!
 //! Embeds an [`rtcmesh`] mesh (or any [`Machine`]) in a `mio::Poll` the caller owns: one
 //! [`MioEndpoint`] owns one non-blocking UDP socket, registered under the caller's [`Token`].
-//! No threads, no channels: commands and events are the machine's own, used directly.
+//! No threads, no channels: commands and events are the machine's own, used directly. (One
+//! exception, feature `mdns`, on by default: once a peer sends a `.local` candidate — browsers
+//! hide their host addresses so — an `mdns-sd` daemon thread resolves such names; see
+//! [Features](#features).)
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
@@ -53,6 +56,14 @@
 //! [`MioEndpoint::socket_buffers`], with a hint when it is less; datagrams the kernel dropped
 //! are in [`PumpStats::receive_buffer_drops`].
 //!
+//! ## Joining a lobby without tokio
+//! [`join`] connects to a signaling server (the Godot demo protocol, `ws://` or `wss://`) and
+//! blocks until it has given us an id, at most [`JoinOptions::timeout`]; the [`Session`] it
+//! returns lives in your `Poll` like a `MioEndpoint` and carries the signals itself. The
+//! WebSocket is `tungstenite`'s synchronous client on a non-blocking mio stream; `wss://` needs
+//! the `tls` feature (on by default: rustls, with the platform's root certificates or
+//! [`JoinOptions::tls`]).
+//!
 //! ## Network changes
 //! [`MioEndpoint::rebind`] moves the endpoint to a new socket (a new network, a port a NAT no
 //! longer maps) under the same token; every peer stays connected, with its reliable data.
@@ -62,11 +73,23 @@
 //! itself, registered under the same token (every readiness event for it moves them on too),
 //! and runs TLS with rustls, checking the server's certificate for the URL's host against the
 //! platform's roots or [`MioConfig::turn_tls`].
+//!
+//! ## Features
+//! - `mdns` (on by default): peers' `.local` ICE candidates are resolved with mDNS
+//!   (`mdns-sd`), so a browser on the same LAN connects host to host, also with no route out.
+//!   The daemon (a thread, port 5353) starts only when a peer sends such a name; answers are
+//!   given to the mesh in [`flush`](MioEndpoint::flush), and [`timeout`](MioEndpoint::timeout)
+//!   is at most 20 ms while one is awaited. Without the feature those candidates are dropped
+//!   (counted in `MeshStats::mdns_names_unresolved`).
 
 #![deny(missing_docs)]
 
+mod lobby;
+mod mdns;
 mod socket;
 mod streams;
+
+pub use lobby::{join, join_with, JoinError, JoinOptions, Session};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -79,11 +102,16 @@ use rtcmesh::{
     DatagramPump, Flush, Machine, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER,
 };
 
+use crate::mdns::MdnsResolver;
+
 pub use rtcmesh;
-/// The TLS library behind `turns:` (for [`MioConfig::turn_tls`]).
+/// The TLS library behind `turns:` and `wss://` (for [`MioConfig::turn_tls`] and
+/// [`JoinOptions::tls`]).
 pub use rustls;
 pub use streams::client_tls;
 use streams::Streams;
+/// The WebSocket library of [`join`] (its errors are in [`JoinError::WebSocket`]).
+pub use tungstenite;
 
 /// Where a [`MioEndpoint`]'s socket binds, its buffers, and how much it holds for a slow
 /// application. Start from the default and change what you need with the `with_*` setters.
@@ -176,7 +204,9 @@ pub struct MioEndpoint<M> {
     unread: bool,
     /// Streams to TURN servers over TCP or TLS.
     streams: Streams,
-    /// The latest time the caller gave.
+    /// Resolves peers' `.local` names for the mesh.
+    mdns: MdnsResolver,
+    /// The latest time the caller gave (mDNS answers are stamped with it too).
     last_now: Instant,
 }
 
@@ -258,6 +288,7 @@ impl<M: Machine> MioEndpoint<M> {
             max_pending_bytes: defaults.max_pending_bytes,
             unread: false,
             streams,
+            mdns: MdnsResolver::new(),
             last_now: now,
         })
     }
@@ -319,7 +350,10 @@ impl<M: Machine> MioEndpoint<M> {
 
     /// Sends what the machine has to send; call it after commands. Returns
     /// [`Flush::Blocked`] when the socket is full: the rest goes out on the next writable event.
+    /// Peers' `.local` names (from signals just applied) are asked for here, and the answers
+    /// that arrived given to the mesh.
     pub fn flush(&mut self) -> Flush {
+        self.mdns.poll(self.machine.mesh_mut(), self.last_now);
         let socket = &self.socket;
         let flush = self
             .pump
@@ -335,14 +369,21 @@ impl<M: Machine> MioEndpoint<M> {
     }
 
     /// The timeout to pass to `Poll::poll`: until the machine's next deadline, or zero when
-    /// datagrams wait in the socket for an application that has caught up.
+    /// datagrams wait in the socket for an application that has caught up (at most 20 ms while
+    /// an mDNS answer is awaited).
     pub fn timeout(&self, now: Instant) -> Option<Duration> {
         if (self.unread || self.streams.unread) && !self.is_behind() {
             return Some(Duration::ZERO);
         }
-        self.machine
+        let until = self
+            .machine
             .poll_timeout()
-            .map(|at| at.saturating_duration_since(now))
+            .map(|at| at.saturating_duration_since(now));
+        match (until, self.mdns.waiting()) {
+            (Some(t), true) => Some(t.min(mdns::POLL_INTERVAL)),
+            (None, true) => Some(mdns::POLL_INTERVAL),
+            (t, false) => t,
+        }
     }
 
     /// The machine (for queries).

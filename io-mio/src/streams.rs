@@ -381,7 +381,9 @@ fn platform_client_tls() -> Result<Arc<rustls::ClientConfig>, ()> {
 }
 
 /// A TLS client configuration trusting `roots` (rustls with the aws-lc-rs provider, the one
-/// str0m already builds), for [`MioConfig::turn_tls`](crate::MioConfig::turn_tls).
+/// str0m already builds), for [`MioConfig::turn_tls`](crate::MioConfig::turn_tls) and for
+/// [`JoinOptions::tls`](crate::JoinOptions::tls) (your own certificate authority, a test
+/// certificate).
 ///
 /// ```
 /// let mut roots = rtcmesh_mio::rustls::RootCertStore::empty();

@@ -9,19 +9,27 @@ use std::time::{Duration, Instant};
 use rtcmesh::{AddPeerError, PumpStats, SocketBuffers, TransferMode, SOCKET_BUFFER};
 use rtcmesh::{DatagramPump, Flush, Machine, Mesh, PeerId, SendError, Signal, SignalError, Target};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::error::TrySendError as ChannelFull;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
+use crate::game_loop::{EveryPeerClock, Reply, Shared, Snapshot, StopOnDrop, TrySendError};
+use crate::mdns::{self, MdnsResolver};
 use crate::socket;
 use crate::streams::{News, Streams};
 
 type Call<M> = Box<dyn FnOnce(&mut M, Instant) + Send>;
 
+/// Where the loop answers a batch of sends: each packet's result, in order.
+type SendReply = oneshot::Sender<Vec<Result<(), SendError>>>;
+
 /// What a [`Handle`] asks of the loop.
 enum Command<M> {
     /// Run a closure on the machine.
     Call(Call<M>),
+    /// Send packets (counted in the shared [`SendStats`](crate::SendStats)), answering each
+    /// result if someone waits for them.
+    Send(Vec<OutgoingPacket>, Option<SendReply>),
     /// Report the pump's counters, with the kernel's drop count read now.
     Stats(oneshot::Sender<PumpStats>),
     /// Replace the socket with one bound to this address; reply with the announced address.
@@ -198,7 +206,15 @@ impl Endpoint {
         let pump = DatagramPump::attach(&mut machine, socket.local_addr()?, config.announce)?;
         resolve_ice_servers(machine.mesh_mut()).await;
         // The loop's first turn: ICE servers are asked before any peer exists.
-        machine.handle_timeout(Instant::now());
+        let now = Instant::now();
+        machine.handle_timeout(now);
+        let mut first = Snapshot::new(machine.mesh(), now);
+        first.update(&machine, pump.stats(), 0, now, true);
+        let shared = Arc::new(Shared::new(first));
+        let packets = PacketLimits {
+            max_size: machine.mesh().max_packet_size(),
+            extra_channels: machine.mesh().channels_config().len(),
+        };
         let local = pump.local_addr();
         let (commands, command_rx) = mpsc::channel(config.command_capacity.max(1));
         let (event_tx, events) = mpsc::channel(config.event_capacity.max(1));
@@ -209,6 +225,9 @@ impl Endpoint {
             send_buffer: config.send_buffer,
         };
         let streams = Streams::new(config.turn_tls.clone());
+        // However the loop ends (a close, a socket error, the runtime shutting down, even before
+        // the task first ran), the last snapshot says so: the guard is the task's from the start.
+        let stopped = shared.stop_on_drop();
         let task = tokio::spawn(run(
             socket,
             pump,
@@ -217,6 +236,8 @@ impl Endpoint {
             close.clone(),
             event_tx,
             setup,
+            shared.clone(),
+            stopped,
             streams,
         ));
         Ok((
@@ -225,6 +246,8 @@ impl Endpoint {
                 close,
                 local,
                 buffers,
+                shared,
+                packets,
             },
             Events {
                 events,
@@ -261,10 +284,16 @@ enum Wake<M, P> {
     Timer,
 }
 
+/// How often the loop reads the kernel's drop count for the snapshot (a read of
+/// `/proc/net/udp`, too dear for every turn).
+const DROPS_READ_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The loop: receive → machine, machine → socket, machine → events, sleep until the machine's
 /// next deadline. Every turn first tells the machine the time, so commands and sends are
 /// stamped with it (SCTP times retransmissions from it). While the application has not read
-/// `event_capacity` events, the socket is not read (nor the streams to TURN servers).
+/// `event_capacity` events, the socket is not read (nor the streams to TURN servers). Every
+/// turn publishes a [`Snapshot`] before it forwards events, so the snapshot is never older than
+/// the events the application read.
 #[allow(clippy::too_many_arguments)]
 async fn run<M: Machine>(
     mut socket: UdpSocket,
@@ -274,18 +303,42 @@ async fn run<M: Machine>(
     close: Arc<Notify>,
     events: mpsc::Sender<M::Event>,
     setup: SocketSetup,
+    shared: Arc<Shared>,
+    stopped: StopOnDrop,
     mut streams: Streams,
 ) -> io::Result<()> {
+    let mut mdns = MdnsResolver::new();
+    let mut turns = 0u64;
+    let mut drops_read = Instant::now();
+    let mut every_peer = EveryPeerClock::new();
     loop {
+        // Peers' `.local` names (from signals the last turn applied) are asked for, and
+        // answers given to the mesh, before its datagrams go out.
+        mdns.poll(machine.mesh_mut(), Instant::now());
         let flush = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
         while let Some(command) = machine.poll_stream_command() {
             streams.command(command);
         }
+        turns += 1;
+        let now = Instant::now();
+        if now.duration_since(drops_read) >= DROPS_READ_INTERVAL {
+            pump.set_receive_buffer_drops(socket::receive_drops(&socket));
+            drops_read = now;
+        }
+        pump.add_stream_drops(std::mem::take(&mut streams.dropped));
+        {
+            let mut snapshot = shared.lock();
+            let due = every_peer.due(snapshot.peers.len(), now);
+            snapshot.update(&machine, pump.stats(), turns, now, due);
+        }
         forward(&mut machine, &events);
         let behind = machine.pending_events().events > 0;
-        let deadline = machine
+        let mut deadline = machine
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + IDLE);
+        if mdns.waiting() {
+            deadline = deadline.min(Instant::now() + mdns::POLL_INTERVAL);
+        }
         let woke = tokio::select! {
             ready = socket.readable(), if !behind => Wake::Readable(ready),
             ready = socket.writable(), if flush == Flush::Blocked => Wake::Writable(ready),
@@ -311,6 +364,19 @@ async fn run<M: Machine>(
             // Nobody reads events any more: that is the application's choice.
             Wake::Room(None) => while machine.poll_event().is_some() {},
             Wake::Command(Some(Command::Call(call))) => call(&mut machine, now),
+            Wake::Command(Some(Command::Send(packets, reply))) => {
+                let results = packets.iter().map(|p| {
+                    let result = machine.send(p.target, p.mode, p.channel, &p.data);
+                    shared.sends.count(&result);
+                    result
+                });
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(results.collect());
+                    }
+                    None => results.for_each(drop),
+                }
+            }
             Wake::Command(Some(Command::Stats(reply))) => {
                 pump.set_receive_buffer_drops(socket::receive_drops(&socket));
                 pump.add_stream_drops(std::mem::take(&mut streams.dropped));
@@ -338,13 +404,17 @@ async fn run<M: Machine>(
         }
     }
     machine.close();
-    forward(&mut machine, &events);
     // Best effort: the close notifications go out if the socket takes them now; the streams'
     // tasks write their last frames (the allocations' deletion) and close on their own.
     let _ = pump.transmit(&mut machine, |b, to| socket.try_send_to(b, to));
     while let Some(command) = machine.poll_stream_command() {
         streams.command(command);
     }
+    shared
+        .lock()
+        .update(&machine, pump.stats(), turns, Instant::now(), true);
+    drop(stopped);
+    forward(&mut machine, &events);
     Ok(())
 }
 
@@ -374,8 +444,8 @@ fn forward<M: Machine>(machine: &mut M, events: &mpsc::Sender<M::Event>) {
                 Some(event) => permit.send(event),
                 None => return,
             },
-            Err(TrySendError::Full(())) => return,
-            Err(TrySendError::Closed(())) => {
+            Err(ChannelFull::Full(())) => return,
+            Err(ChannelFull::Closed(())) => {
                 while machine.poll_event().is_some() {}
                 return;
             }
@@ -386,8 +456,11 @@ fn forward<M: Machine>(machine: &mut M, events: &mpsc::Sender<M::Event>) {
 /// How long the loop sleeps when the machine has no deadline at all.
 const IDLE: Duration = Duration::from_secs(3600);
 
-/// Commands for a running endpoint. Cheap to clone; every method waits for the loop to run it
-/// (and, when `command_capacity` commands are already waiting, for room).
+/// Commands for a running endpoint. Cheap to clone. The `async` methods wait for the loop to
+/// run them (and, when `command_capacity` commands are already waiting, for room); a loop that
+/// is not async (a game's frame) uses the ones that never wait:
+/// [`try_send`](Handle::try_send), [`try_send_many`](Handle::try_send_many) and
+/// [`snapshot`](Handle::snapshot).
 ///
 /// ```
 /// use rtcmesh::{Mesh, MeshConfig};
@@ -401,6 +474,7 @@ const IDLE: Duration = Duration::from_secs(3600);
 /// // Anything else runs inside the loop, with the loop's current time:
 /// let peers = other.call(|mesh, _now| mesh.peers().collect::<Vec<_>>()).await?;
 /// assert_eq!(peers, [7]);
+/// assert_eq!(handle.snapshot().peers, [7]); // the same, without waiting for the loop
 /// assert!(handle.remove_peer(7).await?);
 /// if let Some(hint) = handle.socket_buffers().shortfall() {
 ///     eprintln!("{hint}"); // the kernel granted smaller socket buffers than asked for
@@ -413,6 +487,41 @@ pub struct Handle<M> {
     close: Arc<Notify>,
     local: SocketAddr,
     buffers: SocketBuffers,
+    shared: Arc<Shared>,
+    packets: PacketLimits,
+}
+
+/// What every packet must be, whatever the machine's state: what `try_send` checks at once.
+#[derive(Debug, Clone, Copy)]
+struct PacketLimits {
+    /// The mesh's [`Mesh::max_packet_size`].
+    max_size: usize,
+    /// Extra channels in the layout.
+    extra_channels: usize,
+}
+
+impl PacketLimits {
+    /// The error the machine would certainly answer, if any (the machine may refuse more: a
+    /// peer not there, a full queue, the multiplayer layer's framing overhead).
+    fn check(&self, target: Target, channel: u16, data: &[u8]) -> Result<(), SendError> {
+        if data.is_empty() {
+            return Err(SendError::EmptyPacket);
+        }
+        if data.len() > self.max_size {
+            return Err(SendError::PacketTooLarge {
+                size: data.len(),
+                max: self.max_size,
+            });
+        }
+        if usize::from(channel) > self.extra_channels {
+            return Err(SendError::UnknownChannel(channel));
+        }
+        match target {
+            Target::Peer(id) if id <= 0 => Err(SendError::InvalidTarget(id)),
+            Target::AllExcept(id) if id <= 0 => Err(SendError::InvalidTarget(target.to_godot())),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl<M> Clone for Handle<M> {
@@ -422,6 +531,8 @@ impl<M> Clone for Handle<M> {
             close: self.close.clone(),
             local: self.local,
             buffers: self.buffers,
+            shared: self.shared.clone(),
+            packets: self.packets,
         }
     }
 }
@@ -514,7 +625,8 @@ impl<M: Machine + 'static> Handle<M> {
     /// on the multiplayer layer, framed and relayed as
     /// [`Multiplayer::send_bytes`](rtcmesh::Multiplayer::send_bytes)). One round trip to the
     /// loop per packet: for several packets at once (a game tick),
-    /// [`send_many`](Handle::send_many) costs one.
+    /// [`send_many`](Handle::send_many) costs one; a loop that must not wait uses
+    /// [`try_send`](Handle::try_send).
     pub async fn send(
         &self,
         target: Target,
@@ -522,10 +634,14 @@ impl<M: Machine + 'static> Handle<M> {
         channel: u16,
         data: impl Into<Vec<u8>>,
     ) -> Result<(), SendError> {
-        let data = data.into();
-        self.call(move |m, _| m.send(target, mode, channel, &data))
-            .await
-            .unwrap_or(Err(SendError::Disconnected))
+        let packet = OutgoingPacket {
+            target,
+            mode,
+            channel,
+            data: data.into(),
+        };
+        let mut results = self.send_many(vec![packet]).await;
+        results.pop().unwrap_or(Err(SendError::Disconnected))
     }
 
     /// Sends a batch in one turn of the loop (one wake-up, one round trip), returning each
@@ -535,14 +651,123 @@ impl<M: Machine + 'static> Handle<M> {
     /// refuses the rest.
     pub async fn send_many(&self, packets: Vec<OutgoingPacket>) -> Vec<Result<(), SendError>> {
         let count = packets.len();
-        self.call(move |m, _| {
-            packets
-                .iter()
-                .map(|p| m.send(p.target, p.mode, p.channel, &p.data))
-                .collect()
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Send(packets, Some(tx)))
+            .await
+            .is_err()
+        {
+            return vec![Err(SendError::Disconnected); count];
+        }
+        rx.await
+            .unwrap_or_else(|_| vec![Err(SendError::Disconnected); count])
+    }
+
+    /// Queues one packet for the loop's next turn and returns at once, never waiting: for a
+    /// loop that is not async (a game's frame), as Godot's `put_packet` and matchbox's `send`.
+    ///
+    /// What can be known without the loop is checked here and refused with
+    /// [`TrySendError::Invalid`]: an empty packet, one larger than the mesh's
+    /// [`max_packet_size`](Mesh::max_packet_size), a channel outside the layout, an invalid
+    /// target id. [`TrySendError::Full`] and [`Closed`](TrySendError::Closed) hand the packet
+    /// back. What the machine then answers (a full queue, a peer that left, the multiplayer
+    /// layer's smaller limit) is counted in [`Snapshot::sends`]; to see each packet's own
+    /// result, send with [`try_send_many`](Handle::try_send_many) and keep its receipt.
+    ///
+    /// Works from any thread, inside or outside the runtime.
+    pub fn try_send(
+        &self,
+        target: Target,
+        mode: TransferMode,
+        channel: u16,
+        data: impl Into<Vec<u8>>,
+    ) -> Result<(), TrySendError<OutgoingPacket>> {
+        let packet = OutgoingPacket {
+            target,
+            mode,
+            channel,
+            data: data.into(),
+        };
+        if let Err(error) = self.packets.check(target, channel, &packet.data) {
+            self.shared.sends.count(&Err(error.clone()));
+            return Err(TrySendError::Invalid { error, packet });
+        }
+        match self.try_reserve() {
+            Ok(permit) => {
+                permit.send(Command::Send(vec![packet], None));
+                Ok(())
+            }
+            Err(full_or_closed) => Err(full_or_closed(packet)),
+        }
+    }
+
+    /// Queues a batch (a game tick) for the loop's next turn and returns at once, never
+    /// waiting. The [`Reply`] gives each packet's result once the loop has run it: look at it
+    /// on a later frame, or drop it ([`Snapshot::sends`] counts the results anyway).
+    /// [`TrySendError::Full`] and [`Closed`](TrySendError::Closed) hand the batch back;
+    /// packets are not checked here (their results are in the reply).
+    // Spelled out: what comes back is what `send_many` answers, in a `Reply`.
+    #[allow(clippy::type_complexity)]
+    pub fn try_send_many(
+        &self,
+        packets: Vec<OutgoingPacket>,
+    ) -> Result<Reply<Vec<Result<(), SendError>>>, TrySendError<Vec<OutgoingPacket>>> {
+        let (tx, rx) = oneshot::channel();
+        if packets.is_empty() {
+            let _ = tx.send(Vec::new());
+            return Ok(Reply::new(rx));
+        }
+        match self.try_reserve() {
+            Ok(permit) => {
+                permit.send(Command::Send(packets, Some(tx)));
+                Ok(Reply::new(rx))
+            }
+            Err(full_or_closed) => Err(full_or_closed(packets)),
+        }
+    }
+
+    /// [`call`](Handle::call) without waiting: queues `f` for the loop's next turn and returns
+    /// at once; its result is in the [`Reply`]. For a loop that is not async: add a peer, pass
+    /// a signal, read one peer's stats.
+    pub fn try_call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut M, Instant) -> R + Send + 'static,
+    ) -> Result<Reply<R>, TrySendError<()>> {
+        let permit = self
+            .try_reserve()
+            .map_err(|full_or_closed| full_or_closed(()))?;
+        let (tx, rx) = oneshot::channel();
+        permit.send(Command::Call(Box::new(move |machine, now| {
+            let _ = tx.send(f(machine, now));
+        })));
+        Ok(Reply::new(rx))
+    }
+
+    /// Room for one command without waiting; or, when there is none, how to hand back what
+    /// was to be sent (a full queue is counted).
+    #[allow(clippy::type_complexity)]
+    fn try_reserve<T>(&self) -> Result<mpsc::Permit<'_, Command<M>>, fn(T) -> TrySendError<T>> {
+        self.commands.try_reserve().map_err(|e| match e {
+            ChannelFull::Full(()) => {
+                self.shared.sends.count_command_queue_full();
+                TrySendError::Full as fn(T) -> TrySendError<T>
+            }
+            ChannelFull::Closed(()) => TrySendError::Closed,
         })
-        .await
-        .unwrap_or_else(|Closed| vec![Err(SendError::Disconnected); count])
+    }
+
+    /// The machine's state as the loop published it at its last turn: peers, status, the
+    /// mesh's and the socket's counters, what became of sends. Never waits for the loop (a
+    /// short lock and a copy; see [`Snapshot`] for how fresh it is).
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.read()
+    }
+
+    /// Whether the endpoint has stopped (closed, or its socket failed): every command would
+    /// fail now.
+    pub fn is_closed(&self) -> bool {
+        self.commands.is_closed()
     }
 }
 
@@ -610,9 +835,23 @@ impl<E> Events<E> {
         self.events.recv().await
     }
 
-    /// The next event if one is ready now.
+    /// The next event if one is ready now (`None` when none is, and once the endpoint has
+    /// stopped: [`is_stopped`](Events::is_stopped) tells the two apart).
     pub fn try_recv(&mut self) -> Option<E> {
         self.events.try_recv().ok()
+    }
+
+    /// The events waiting now, for one frame of a game loop: never waits, and ends after the
+    /// events that were there when it was called (those the loop adds meanwhile wait for the
+    /// next frame), so a busy network cannot keep a frame in here.
+    pub fn drain(&mut self) -> impl Iterator<Item = E> + '_ {
+        let waiting = self.events.len();
+        std::iter::from_fn(move || self.events.try_recv().ok()).take(waiting)
+    }
+
+    /// Whether the endpoint has stopped and every event was read: no event will come any more.
+    pub fn is_stopped(&self) -> bool {
+        self.events.is_closed() && self.events.is_empty()
     }
 
     /// Events waiting to be read now.

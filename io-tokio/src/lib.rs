@@ -29,7 +29,20 @@
 //!   `wss://`, bounded for the internet ([`SignalConfig`]), optionally as one of several
 //!   nodes sharing lobbies through Redis ([`ClusterConfig`]); see [`signal`].
 //!
+//! ## A loop that is not async
+//! A game's frame must not wait for the network. [`Handle::try_send`],
+//! [`Handle::try_send_many`] and [`Handle::try_call`] queue a command and return at once (from
+//! any thread, the runtime's or not; [`TrySendError::Full`] hands the packet back when the loop
+//! is behind); [`Handle::snapshot`] reads the peers, status and counters the loop published at
+//! its last turn; [`Events::drain`] takes the events waiting now. What became of each send is
+//! counted in [`SendStats`] and, for a batch, answered in its [`Reply`].
+//!
 //! ## Features
+//! - `mdns` (on by default): peers' `.local` ICE candidates (browsers hide their host
+//!   addresses behind such names) are resolved with mDNS (`mdns-sd`), so a browser on the
+//!   same LAN connects host to host, also with no route out. The daemon (a thread, port 5353)
+//!   starts only when a peer sends such a name. Without the feature those candidates are
+//!   dropped (counted in `MeshStats::mdns_names_unresolved`).
 //! - `server` (off by default): [`SignalServer`] and the `rtcmesh-signal` binary
 //!   (`cargo install rtcmesh-tokio --features server`). A game client that only joins lobbies
 //!   leaves it off and builds none of the server's dependencies (Redis, tracing-subscriber, the
@@ -65,15 +78,18 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod endpoint;
+mod game_loop;
 mod lobby_client;
+mod mdns;
 pub mod signal;
 mod socket;
 mod streams;
 
 pub use endpoint::{Closed, Endpoint, EndpointConfig, Events, Handle, OutgoingPacket};
+pub use game_loop::{Reply, SendStats, Snapshot, TrySendError};
 pub use lobby_client::{join, join_with, JoinError, JoinOptions, Session};
 #[cfg(feature = "server")]
-pub use signal::{ClusterConfig, RateLimit, SignalConfig, SignalMetrics, SignalServer};
+pub use signal::{ClusterConfig, RateLimit, SignalConfig, SignalMetrics, SignalServer, TurnSecret};
 
 pub use rtcmesh;
 /// The TLS library behind `wss://` (for [`JoinOptions::tls`] and the server's `SignalConfig::tls`).

@@ -280,6 +280,8 @@ where
         Some(query) => with_query(url, query),
         None => url.to_owned(),
     };
+    // Asks for minted TURN credentials; a server without them (Godot's demo) ignores it.
+    let url = with_query(&url, "turn=1");
     let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
     let (mut ws, _) = within(connect)
         .await
@@ -291,6 +293,7 @@ where
 
     // The server answers ID, then a PEER_CONNECT for each member, then JOIN with the name.
     let mut early = Vec::new();
+    let mut config = options.config;
     let (id, mesh_lobby, name) = loop {
         let event = tokio::time::timeout_at(deadline, next_event(&mut ws, &mut client))
             .await
@@ -300,11 +303,16 @@ where
                 Some(id) => break (id, early_mesh(&early), name),
                 None => return Err(JoinError::Protocol(LobbyError::InvalidFormat)),
             },
+            // Minted for this connection (it sends them before answering the JOIN): the mesh
+            // allocates on these servers with them, in place of any entry for the same URLs.
+            LobbyEvent::TurnCredentials { server, .. } => {
+                config.ice_servers.retain(|s| s.urls != server.urls);
+                config.ice_servers.push(server);
+            }
             other => early.push(other),
         }
     };
-    let mesh =
-        LobbyClient::create_mesh(id, mesh_lobby, options.config).map_err(JoinError::Create)?;
+    let mesh = LobbyClient::create_mesh(id, mesh_lobby, config).map_err(JoinError::Create)?;
     let (handle, endpoint_events) = Endpoint::spawn(options.endpoint, make(mesh))
         .await
         .map_err(JoinError::Io)?;
@@ -472,6 +480,7 @@ impl<M: Machine + 'static> Relay<M> {
                                 | LobbyEvent::HostChanged { .. }
                                 | LobbyEvent::BecameHost { .. }
                                 | LobbyEvent::NoLongerHost { .. }
+                                | LobbyEvent::TurnCredentials { .. }
                         );
                         if announce {
                             let _ = lobby.send(event.clone());

@@ -30,6 +30,10 @@
 //!   late message from sctp-proto's trace; in `bench/latency.rs`): game traffic between two
 //!   peers on the simulated network with seeded loss, reliable p50 / p99 / p99.9 / max and
 //!   stalls, against two raw `str0m::Rtc` with the same channels and traffic.
+//! - **A game loop** (`gameloop` runs only this; in `bench/gameloop.rs`): one 60 Hz frame of a
+//!   game that is not async (send a tick, take the events, read peers and stats), p50 / p99 /
+//!   max, with today's `block_on` calls against the tokio handle's calls that never wait and a
+//!   `MioEndpoint` driven by the frame; and what publishing the snapshot costs the loop per turn.
 //! - **Relay cost** (`relay` runs only this): the CPU one mesh spends per datagram when its
 //!   peer is reached through its TURN allocation (every datagram wrapped in ChannelData and
 //!   unwrapped again) against the same transfer on a direct path, measured in the same run.
@@ -46,6 +50,8 @@ use rtcmesh::str0m::net::{Protocol, Receive};
 use rtcmesh::str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc, RtcConfig};
 use rtcmesh::{Event, Mesh, MeshConfig, PeerId, Target, TransferMode};
 
+#[path = "bench/gameloop.rs"]
+mod gameloop;
 #[path = "bench/hostile.rs"]
 mod hostile;
 #[path = "bench/latency.rs"]
@@ -1461,6 +1467,10 @@ fn main() {
         relay::relay_cost(quick);
         return;
     }
+    if only("gameloop") {
+        gameloop::run(quick);
+        return;
+    }
     if only("latency") {
         let (p99, p999) = latency::run_all(quick, only("explain"));
         println!("\n## Targets\n- 20 ± 5 ms, 3 % loss, rtcmesh reliable p99 {p99:.0} ms (target ≤ 150 ms), p99.9 {p999:.0} ms (target ≤ 400 ms)");
@@ -1495,6 +1505,7 @@ fn main() {
     let full_suite = in_memory && !only_memory;
     if full_suite {
         signal_load::run(quick);
+        gameloop::run(quick);
     }
     let hostile_ratio = if full_suite {
         hostile::run(quick)

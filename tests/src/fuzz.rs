@@ -375,6 +375,9 @@ struct Settings {
     max_ice_restarts: u8,
     peer_move_after: Span,
     stats_interval: Option<Span>,
+    max_mdns_names: u8,
+    max_mdns_queries: u8,
+    mdns_timeout: Span,
 }
 
 impl Settings {
@@ -393,7 +396,10 @@ impl Settings {
                     .with_max_sdp_len(usize::from(self.max_sdp_len))
                     .with_max_candidate_len(usize::from(self.max_candidate_len))
                     .with_renegotiation_burst(u32::from(self.renegotiation_burst))
-                    .with_renegotiation_interval(self.renegotiation_interval.get()),
+                    .with_renegotiation_interval(self.renegotiation_interval.get())
+                    .with_max_mdns_names(usize::from(self.max_mdns_names))
+                    .with_max_mdns_queries(usize::from(self.max_mdns_queries))
+                    .with_mdns_timeout(self.mdns_timeout.get()),
             )
             .with_ice_restart_after(self.ice_restart_after.map(Span::get))
             .with_ice_restart_interval(self.ice_restart_interval.get())
@@ -436,6 +442,11 @@ pub fn commands(data: &[u8]) {
         Recreate(Settings),
         /// Jump the clock by 2^k seconds (towards the end of `Instant`'s range).
         Jump(u8),
+        /// A peer trickles a candidate behind one of a few `.local` names.
+        MdnsCandidate(i8, u8, u16),
+        /// The adapter answers: the next query (or an arbitrary peer and name), with an
+        /// address or "not resolved".
+        MdnsAnswer(Option<(i8, u8)>, Option<[u8; 4]>),
     }
     let mut u = Unstructured::new(data);
     let Ok(mode) = u.int_in_range(0..=2usize) else {
@@ -522,6 +533,22 @@ pub fn commands(data: &[u8]) {
                     let by = Duration::from_secs(1u64 << (k % 64));
                     now = now.checked_add(by).unwrap_or(now);
                     mesh.handle_timeout(now);
+                }
+                Command::MdnsCandidate(from, name, port) => {
+                    let name = name % 16;
+                    let c = format!("candidate:{name} 1 udp 1 n{name}.local {port} typ host");
+                    let _ = mesh.handle_signal(now, PeerId::from(from), Signal::Candidate(c));
+                }
+                Command::MdnsAnswer(which, ip) => {
+                    let (peer, name) = match which {
+                        Some((peer, name)) => (PeerId::from(peer), format!("n{}.local", name % 16)),
+                        // Nothing asked: an answer nobody waits for (ignored).
+                        None => mesh
+                            .poll_mdns_query()
+                            .map_or((0, String::new()), |q| (q.peer, q.name)),
+                    };
+                    let ip = ip.map(std::net::IpAddr::from);
+                    let _ = mesh.resolved_mdns(now, peer, &name, ip);
                 }
             }
             while mesh.poll_transmit().is_some() {}

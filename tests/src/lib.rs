@@ -45,6 +45,8 @@ pub mod docs {
     pub struct Guide;
     #[doc = include_str!("../../docs/design.md")]
     pub struct Design;
+    #[doc = include_str!("../../docs/game-loop.md")]
+    pub struct GameLoop;
     #[doc = include_str!("../../docs/godot.md")]
     pub struct Godot;
     #[doc = include_str!("../../docs/host-migration.md")]

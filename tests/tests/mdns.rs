@@ -249,3 +249,44 @@ fn bad_names_are_refused_and_counted_in_trickles_and_in_offers() {
         Some(NAME_A.to_owned())
     );
 }
+
+#[test]
+fn with_an_allowlist_a_name_passes_and_the_address_it_resolves_to_is_checked() {
+    let t0 = Instant::now();
+    let loopback = MeshConfig::default().with_remote_allowlist(Some(rtcmesh::IpPrefix::loopback()));
+    let mut mesh = Mesh::create_server(loopback).unwrap();
+    mesh.add_host_candidate("127.0.0.1:5000".parse().unwrap())
+        .unwrap();
+    mesh.add_peer(t0, 7, 1).unwrap();
+    for name in [NAME_A, NAME_B] {
+        let c = format!("candidate:1 1 udp 2122260223 {name} 5000 typ host");
+        mesh.handle_signal(t0, 7, Signal::Candidate(c)).unwrap();
+    }
+    assert_eq!(mesh.stats().candidates_not_allowed, 0, "names pass");
+    let queries: Vec<_> = std::iter::from_fn(|| mesh.poll_mdns_query()).collect();
+    assert_eq!(queries.len(), 2);
+    let lan = Some("192.168.1.20".parse().unwrap());
+    assert!(!mesh.resolved_mdns(t0, 7, NAME_A, lan), "outside the list");
+    assert_eq!(mesh.stats().candidates_not_allowed, 1);
+    let here = Some("127.0.0.9".parse().unwrap());
+    assert!(mesh.resolved_mdns(t0, 7, NAME_B, here), "inside the list");
+}
+
+#[test]
+fn a_later_candidate_carrying_a_resolved_name_goes_to_ice_without_a_new_query() {
+    let t0 = Instant::now();
+    let mut mesh = Mesh::create_server(MeshConfig::default()).unwrap();
+    mesh.add_host_candidate("192.168.1.10:5000".parse().unwrap())
+        .unwrap();
+    mesh.add_peer(t0, 7, 1).unwrap();
+    let udp = format!("candidate:1 1 udp 2122260223 {NAME_A} 54321 typ host");
+    mesh.handle_signal(t0, 7, Signal::Candidate(udp)).unwrap();
+    let q = mesh.poll_mdns_query().expect("asked");
+    let ip = Some("192.168.1.20".parse().unwrap());
+    assert!(mesh.resolved_mdns(t0, q.peer, &q.name, ip));
+    // The same host's second candidate (another port), trickled later.
+    let other = format!("candidate:2 1 udp 2122260222 {NAME_A} 54322 typ host");
+    mesh.handle_signal(t0, 7, Signal::Candidate(other)).unwrap();
+    assert_eq!(mesh.poll_mdns_query(), None, "known already");
+    assert_eq!(mesh.stats().mdns_names_resolved, 1);
+}

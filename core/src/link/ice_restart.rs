@@ -344,7 +344,6 @@ impl Link {
             self.end_restart();
         } else if !self.recovery.is_active() {
             if let Some(path) = self.path.selected().filter(|&p| self.path.tell(p)) {
-                self.moves += 1;
                 self.counts.peer_moves += 1;
                 crate::trace::moved(&self.span, &path);
                 self.events.push_back(LinkEvent::App(Event::PeerMoved {

@@ -41,7 +41,6 @@ use crate::error::AddPeerError;
 use crate::event::{Event, Packet, Transmit};
 use crate::path::CandidateKind;
 use crate::signal::{OutgoingSignal, Signal};
-use crate::stats::MeshStats;
 use crate::transfer::PeerId;
 
 use deadlines::Deadlines;
@@ -53,8 +52,8 @@ use negotiation::{Handshake, HeldCandidates, Negotiation};
 use path::Path;
 use queue::SendQueue;
 pub(crate) use queue::WriteError;
-use stats::Counters;
 pub use stats::{ChannelStats, PeerStats};
+use stats::{Counters, LinkCounts};
 use window::SendWindow;
 
 /// One channel of the peer, in layout order.
@@ -203,8 +202,6 @@ pub(crate) struct Link {
     path: Path,
     recovery: Recovery,
     counters: Counters,
-    /// Path changes without a restart.
-    moves: u64,
     /// The peer's `tracing` span (a child of the mesh's).
     span: tracing::Span,
     guard: Guard,
@@ -213,7 +210,7 @@ pub(crate) struct Link {
     /// What the mesh must act on or pass to the application, drained by the mesh.
     events: VecDeque<LinkEvent>,
     /// The mesh's counters this link added to (the mesh sums them: see [`Link::counts`]).
-    counts: MeshStats,
+    counts: LinkCounts,
 }
 
 impl Link {
@@ -273,12 +270,11 @@ impl Link {
             path,
             recovery: Recovery::default(),
             counters: Counters::default(),
-            moves: 0,
             span,
             guard: Guard::new(setup.config),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            counts: MeshStats::default(),
+            counts: LinkCounts::default(),
         };
         if let Some(offer) = offer {
             link.signal(offer);
@@ -328,7 +324,7 @@ impl Link {
 
     /// The mesh's counters this link added to since it was created (datagrams it sent, packets
     /// it delivered, what its guard refused, ...): the mesh's totals are its own plus these.
-    pub fn counts(&self) -> &MeshStats {
+    pub fn counts(&self) -> &LinkCounts {
         &self.counts
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::Link;
 use crate::path::PeerPath;
+use crate::stats::MeshStats;
 use crate::transfer::{PeerId, TransferMode};
 
 /// Counters of one channel of one peer, in Godot's layout order.
@@ -222,7 +223,66 @@ impl Link {
             sctp_buffered: self.window.in_sctp(),
             max_packet_size: self.max_message_size.min(max_packet_size),
             ice_restarts: self.recovery.total,
-            moves: self.moves,
+            moves: self.counts.peer_moves,
         }
+    }
+}
+
+/// The mesh counters a link adds to, kept on the link and summed by the mesh (in
+/// [`Mesh::stats`](crate::Mesh::stats), and into the mesh's own totals when the link ends).
+/// Only the counters a link writes: a full [`MeshStats`] per link would cost 128 bytes more
+/// per peer.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LinkCounts {
+    pub packets_sent: u64,
+    pub packets_expired: u64,
+    pub packets_received: u64,
+    pub packets_unknown_channel: u64,
+    pub packets_too_large: u64,
+    pub candidates_rejected: u64,
+    pub candidates_over_limit: u64,
+    pub channels_refused: u64,
+    pub peers_disconnected_for_abuse: u64,
+    pub offers_rate_limited: u64,
+    pub ice_restarts: u64,
+    pub peer_moves: u64,
+    pub mdns_names_refused: u64,
+    pub mdns_names_over_limit: u64,
+}
+
+impl LinkCounts {
+    /// Adds these to the mesh's `totals`. Written with `self` taken apart, so a new counter
+    /// cannot be forgotten here.
+    pub fn add_to(&self, totals: &mut MeshStats) {
+        let LinkCounts {
+            packets_sent,
+            packets_expired,
+            packets_received,
+            packets_unknown_channel,
+            packets_too_large,
+            candidates_rejected,
+            candidates_over_limit,
+            channels_refused,
+            peers_disconnected_for_abuse,
+            offers_rate_limited,
+            ice_restarts,
+            peer_moves,
+            mdns_names_refused,
+            mdns_names_over_limit,
+        } = *self;
+        totals.packets_sent += packets_sent;
+        totals.packets_expired += packets_expired;
+        totals.packets_received += packets_received;
+        totals.packets_unknown_channel += packets_unknown_channel;
+        totals.packets_too_large += packets_too_large;
+        totals.candidates_rejected += candidates_rejected;
+        totals.candidates_over_limit += candidates_over_limit;
+        totals.channels_refused += channels_refused;
+        totals.peers_disconnected_for_abuse += peers_disconnected_for_abuse;
+        totals.offers_rate_limited += offers_rate_limited;
+        totals.ice_restarts += ice_restarts;
+        totals.peer_moves += peer_moves;
+        totals.mdns_names_refused += mdns_names_refused;
+        totals.mdns_names_over_limit += mdns_names_over_limit;
     }
 }

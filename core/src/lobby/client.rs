@@ -97,6 +97,16 @@ pub enum LobbyEvent {
         /// Peer ids, the next host first (at most [`SUCCESSION_LEN`]).
         line: Vec<PeerId>,
     },
+    /// Short-lived TURN credentials from the signaling server (the connection opted in with
+    /// `?turn=1`): use `server` in [`MeshConfig::ice_servers`](crate::MeshConfig::ice_servers)
+    /// for a mesh created from now on. They expire `ttl` from when they were sent; the server
+    /// sends fresh ones before that, and on [`LobbyClient::turn_credentials_request`].
+    TurnCredentials {
+        /// The TURN server URLs with the minted username and credential.
+        server: crate::IceServer,
+        /// How long they are valid from now.
+        ttl: std::time::Duration,
+    },
 }
 
 /// Why applying a lobby event to a mesh failed.
@@ -284,6 +294,13 @@ impl LobbyClient {
         Ok(LobbyMessage::new(MessageKind::HostChange, to, self.epoch.to_string()).encode())
     }
 
+    /// The frame that asks a signaling server for fresh TURN credentials (the connection
+    /// opted in with `?turn=1`); they come back as [`LobbyEvent::TurnCredentials`]. A server
+    /// limits how often it answers.
+    pub fn turn_credentials_request(&self) -> String {
+        LobbyMessage::new(MessageKind::TurnCredentials, 0, "").encode()
+    }
+
     /// The HOST_LOST frame a client sends when its path to peer 1 is dead. The server
     /// probes the host; it replaces the host if it does not answer or enough members report
     /// it, and otherwise tells us to connect to it again (PEER_DISCONNECT 1, PEER_CONNECT 1).
@@ -430,6 +447,10 @@ impl LobbyClient {
                 LobbyEvent::Succession { epoch, line }
             }
             MessageKind::HostLost => return Err(LobbyError::Unexpected(MessageKind::HostLost)),
+            MessageKind::TurnCredentials => {
+                let (server, ttl) = parse_turn_credentials(&message.data)?;
+                LobbyEvent::TurnCredentials { server, ttl }
+            }
             MessageKind::Seal => LobbyEvent::Sealed,
             MessageKind::Offer | MessageKind::Answer => {
                 let from = peer()?;
@@ -543,6 +564,9 @@ impl LobbyClient {
             | LobbyEvent::Sealed
             | LobbyEvent::Hello { .. }
             | LobbyEvent::Succession { .. } => Ok(()),
+            // For a mesh created from now on (`MeshConfig::ice_servers`): a running mesh keeps
+            // the credentials of the allocation it has.
+            LobbyEvent::TurnCredentials { .. } => Ok(()),
         }
     }
 }
@@ -574,9 +598,75 @@ fn first_mid(sdp: &str) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The data of a TURN_CREDENTIALS frame: `{"urls": [...], "username", "credential", "ttl"}`,
+/// bounded (the URLs by [`crate::MAX_ICE_SERVER_URLS`]).
+fn parse_turn_credentials(
+    data: &str,
+) -> Result<(crate::IceServer, std::time::Duration), LobbyError> {
+    #[derive(serde::Deserialize)]
+    struct Credentials {
+        urls: Vec<String>,
+        username: String,
+        credential: String,
+        ttl: u64,
+    }
+    let c: Credentials = serde_json::from_str(data).map_err(|_| LobbyError::InvalidFormat)?;
+    if c.urls.is_empty() || c.urls.len() > crate::MAX_ICE_SERVER_URLS || c.ttl == 0 {
+        return Err(LobbyError::InvalidFormat);
+    }
+    let server = crate::IceServer {
+        urls: c.urls,
+        username: c.username,
+        credential: c.credential,
+    };
+    Ok((
+        server,
+        std::time::Duration::from_secs(c.ttl.min(365 * 86_400)),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn turn_credentials_are_read_and_hostile_ones_refused() {
+        let frame = |data: &str| LobbyMessage::new(MessageKind::TurnCredentials, 0, data).encode();
+        let mut client = LobbyClient::new("", true);
+        let good = r#"{"urls": ["turn:10.0.0.1:3478"], "username": "100:a", "credential": "c", "ttl": 60}"#;
+        match client.handle_text(&frame(good)) {
+            Ok(LobbyEvent::TurnCredentials { server, ttl }) => {
+                assert_eq!(server.urls, vec!["turn:10.0.0.1:3478".to_string()]);
+                assert_eq!(
+                    (server.username.as_str(), server.credential.as_str()),
+                    ("100:a", "c")
+                );
+                assert_eq!(ttl, std::time::Duration::from_secs(60));
+            }
+            other => panic!("{other:?}"),
+        }
+        let many = format!(
+            r#"{{"urls": [{}], "username": "u", "credential": "c", "ttl": 60}}"#,
+            vec!["\"turn:h\""; crate::MAX_ICE_SERVER_URLS + 1].join(",")
+        );
+        for bad in [
+            "not json",
+            r#"{"urls": [], "username": "u", "credential": "c", "ttl": 60}"#,
+            r#"{"urls": ["turn:h"], "username": "u", "credential": "c", "ttl": 0}"#,
+            r#"{"urls": ["turn:h"], "username": "u", "ttl": 60}"#,
+            &many,
+        ] {
+            assert_eq!(
+                client.handle_text(&frame(bad)),
+                Err(LobbyError::InvalidFormat),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            LobbyMessage::decode(&client.turn_credentials_request()).map(|m| m.kind),
+            Ok(MessageKind::TurnCredentials)
+        );
+    }
 
     #[test]
     fn join_and_assignment() {

@@ -50,6 +50,11 @@ pub enum MessageKind {
     /// Server → client: the line of succession, `"E:X,Y,Z"` (epoch, then the first members
     /// in line to become host, in order).
     Succession = 11,
+    /// Server → client, to connections that opted in with `?turn=1` only: short-lived TURN
+    /// credentials, `data` a JSON object `{"urls": [...], "username": "...", "credential":
+    /// "...", "ttl": seconds}`. Client → server: ask for fresh ones (`data` empty). The
+    /// reference server never sends it (and refuses it from a client as an invalid command).
+    TurnCredentials = 12,
 }
 
 impl MessageKind {
@@ -67,6 +72,7 @@ impl MessageKind {
             9 => MessageKind::HostChange,
             10 => MessageKind::HostLost,
             11 => MessageKind::Succession,
+            12 => MessageKind::TurnCredentials,
             _ => return None,
         })
     }

@@ -19,6 +19,11 @@
 //! | 4 OFFER, 5 ANSWER | `id` destination, `data` SDP | `id` source, `data` SDP |
 //! | 6 CANDIDATE | `id` destination, `data` `"\n<mid>\n<index>\n<candidate>"` | `id` source |
 //! | 7 SEAL | host only | lobby sealed; closed 10 s later |
+//! | 12 TURN_CREDENTIALS | ask for fresh ones (`data` `""`; rate-limited) | only to connections opened with `?turn=1`, by a server configured to mint them: `data` `{"urls": [...], "username": "<expiry>:<member>", "credential": "...", "ttl": seconds}`, sent before the JOIN answer and again before they expire |
+//!
+//! Types 8–11 are host migration's, sent only to connections that opted in with `?migrate=1`;
+//! 12 is rtcmesh's and the reference server refuses it ("Invalid command"), as a server that
+//! does not mint credentials does.
 //!
 //! On PEER_CONNECT both sides add the peer and the side with the **larger** id offers, which
 //! is the rule [`Mesh`](crate::Mesh) follows.

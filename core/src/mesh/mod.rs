@@ -524,7 +524,7 @@ impl Mesh {
             ..self.stats
         };
         for link in self.peers.links() {
-            total.add(link.counts());
+            link.counts().add_to(&mut total);
         }
         total
     }
@@ -756,7 +756,7 @@ impl Mesh {
         while let Some(t) = link.poll_transmit() {
             self.transmits.push_back(t);
         }
-        self.stats.add(link.counts());
+        link.counts().add_to(&mut self.stats);
         let peer = link.peer();
         if announce && link.is_connected() {
             self.events.push_back(Event::PeerDisconnected(peer));

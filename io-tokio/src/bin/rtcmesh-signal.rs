@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rtcmesh_tokio::rtcmesh::lobby::MAX_MESSAGE_LEN;
 use rtcmesh_tokio::signal::server_tls_from_pem_files;
-use rtcmesh_tokio::{ClusterConfig, SignalConfig, SignalServer};
+use rtcmesh_tokio::{ClusterConfig, SignalConfig, SignalServer, TurnSecret};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -130,6 +130,26 @@ const FLAGS: &[Flag] = &[
         help: "time for the TLS and WebSocket handshakes (default 5)",
     },
     Flag {
+        name: "--turn-url",
+        value: "URL[,URL...]",
+        help: "mint short-lived TURN credentials for these servers (coturn use-auth-secret)",
+    },
+    Flag {
+        name: "--turn-secret",
+        value: "SECRET",
+        help: "coturn's static-auth-secret (prefer the variable or --turn-secret-file)",
+    },
+    Flag {
+        name: "--turn-secret-file",
+        value: "FILE",
+        help: "read the TURN secret from this file (its first line)",
+    },
+    Flag {
+        name: "--turn-ttl",
+        value: "SECONDS",
+        help: "how long a minted TURN credential is valid (default 3600)",
+    },
+    Flag {
         name: "--log-format",
         value: "text|json",
         help: "log lines on stderr (default text; level from RUST_LOG, default info)",
@@ -184,6 +204,8 @@ struct Options {
     key: Option<PathBuf>,
     json_logs: bool,
     check: bool,
+    /// Read the TURN secret from this file at start.
+    turn_secret_file: Option<PathBuf>,
 }
 
 /// What the command line asks for besides serving.
@@ -280,7 +302,11 @@ fn parse(args: &[String], env: &[(String, String)]) -> Result<Command, String> {
         key: None,
         json_logs: false,
         check,
+        turn_secret_file: None,
     };
+    let mut turn_urls: Option<Vec<String>> = None;
+    let mut turn_secret: Option<String> = None;
+    let mut turn_ttl: Option<Duration> = None;
     let mut redis: Option<ClusterConfig> = None;
     let mut prefix = None;
     for (flag, Setting { value, from }) in settings {
@@ -328,6 +354,32 @@ fn parse(args: &[String], env: &[(String, String)]) -> Result<Command, String> {
             "--pong-timeout" => c.pong_timeout = seconds(&from, v)?,
             "--max-handshakes" => c.max_handshakes = count(&from, v, 1)?,
             "--handshake-timeout" => c.handshake_timeout = seconds(&from, v)?,
+            "--turn-url" => {
+                let urls: Vec<String> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if urls.is_empty()
+                    || urls
+                        .iter()
+                        .any(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
+                {
+                    return Err(format!(
+                        "{from}: {v:?} is not a list of turn: URLs (turn:HOST:PORT,...)"
+                    ));
+                }
+                turn_urls = Some(urls);
+            }
+            "--turn-secret" => {
+                if v.is_empty() {
+                    return Err(format!("{from}: empty secret"));
+                }
+                turn_secret = Some(v.to_owned())
+            }
+            "--turn-secret-file" => options.turn_secret_file = Some(path(&from, v)?),
+            "--turn-ttl" => turn_ttl = Some(seconds(&from, v)?.max(Duration::from_secs(60))),
             "--log-format" => {
                 options.json_logs = match v {
                     "json" => true,
@@ -344,6 +396,24 @@ fn parse(args: &[String], env: &[(String, String)]) -> Result<Command, String> {
         return Err("--redis-prefix needs --redis".into());
     }
     options.config.cluster = redis;
+    let has_secret = turn_secret.is_some() || options.turn_secret_file.is_some();
+    if turn_secret.is_some() && options.turn_secret_file.is_some() {
+        return Err("--turn-secret and --turn-secret-file: give one".into());
+    }
+    match (turn_urls, has_secret) {
+        (Some(urls), true) => {
+            let mut turn = TurnSecret::new(turn_secret.unwrap_or_default(), urls);
+            if let Some(ttl) = turn_ttl {
+                turn.ttl = ttl;
+            }
+            options.config.turn = Some(turn);
+        }
+        (None, false) if turn_ttl.is_none() => {}
+        (None, _) => return Err("minting TURN credentials needs --turn-url".into()),
+        (Some(_), false) => {
+            return Err("--turn-url needs --turn-secret or --turn-secret-file".into())
+        }
+    }
     if options.cert.is_some() != options.key.is_some() {
         return Err("--cert and --key go together".into());
     }
@@ -487,8 +557,32 @@ async fn main() -> ExitCode {
             }
         }
     }
+    if let (Some(file), Some(turn)) = (&options.turn_secret_file, &mut options.config.turn) {
+        match std::fs::read_to_string(file) {
+            Ok(text) if !text.lines().next().unwrap_or("").trim().is_empty() => {
+                turn.secret = text.lines().next().unwrap_or("").trim().to_owned();
+            }
+            Ok(_) => {
+                tracing::error!("--turn-secret-file {}: empty", file.display());
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                tracing::error!("--turn-secret-file {}: {e}", file.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if options.check {
-        tracing::info!(address = %options.addr, config = ?options.config, "configuration is valid");
+        let c = &options.config;
+        tracing::info!(
+            address = %options.addr,
+            tls = c.tls.is_some(),
+            metrics = ?c.metrics,
+            cluster = ?c.cluster,
+            turn = ?c.turn,
+            lobby = ?c.lobby,
+            "configuration is valid"
+        );
         return ExitCode::SUCCESS;
     }
     if let Some(soft) = raise_descriptor_limit() {
@@ -598,6 +692,16 @@ mod tests {
         assert_eq!(cluster.prefix, "eu");
         // Both on port 0: two ports the system picks.
         options("127.0.0.1:0 --metrics 127.0.0.1:0", &[]);
+        let o = options(
+            "--turn-url turn:10.0.0.9:3478,turns:turn.example.org:443 --turn-ttl 600",
+            &[("RTCMESH_SIGNAL_TURN_SECRET", "north")],
+        );
+        let turn = o.config.turn.expect("turn");
+        assert_eq!(turn.urls.len(), 2);
+        assert_eq!(turn.ttl, Duration::from_secs(600));
+        assert_eq!(turn.secret, "north");
+        let o = options("--turn-url turn:h:3478 --turn-secret-file /run/secret", &[]);
+        assert_eq!(o.turn_secret_file, Some(PathBuf::from("/run/secret")));
         // Other programs' variables are none of its business.
         options("", &[("RUST_LOG", "debug"), ("RTCMESH_OTHER", "x")]);
     }
@@ -692,6 +796,26 @@ mod tests {
                 "--metrics: 127.0.0.1:9080 is the listening address",
             ),
             ("127.0.0.1:1 127.0.0.1:2", vec![], "one ADDRESS only"),
+            (
+                "--turn-url turn:h:3478",
+                vec![],
+                "--turn-url needs --turn-secret or --turn-secret-file",
+            ),
+            (
+                "--turn-secret s",
+                vec![],
+                "minting TURN credentials needs --turn-url",
+            ),
+            (
+                "--turn-url stun:h:3478 --turn-secret s",
+                vec![],
+                "--turn-url: \"stun:h:3478\" is not a list of turn: URLs",
+            ),
+            (
+                "--turn-url turn:h --turn-secret s --turn-secret-file f",
+                vec![],
+                "give one",
+            ),
         ] {
             let e = error(line, &vars);
             assert!(e.contains(says), "{line} {vars:?}: {e}");

@@ -55,6 +55,8 @@ pub(crate) enum Incoming {
         outbox: Arc<Outbox>,
         /// What the request's URL asked for (`?migrate=1`).
         options: ConnectOptions,
+        /// It asked for minted TURN credentials (`?turn=1`).
+        turn: bool,
     },
     /// A pong arrived (the answer to a keepalive ping or to a host-migration probe).
     Pong {
@@ -199,7 +201,8 @@ async fn upgrade<S>(
         Ok(Ok(ws)) => {
             Counters::sub(&cx.counters.handshakes);
             tracing::debug!(conn, %from, target, "connection opened");
-            run(conn, ws, from, options(&target), cx).await;
+            let turn = super::turn::wanted(&target);
+            run(conn, ws, from, options(&target), turn, cx).await;
             tracing::debug!(conn, %from, "connection closed");
         }
         Ok(Err(e)) => {
@@ -232,6 +235,7 @@ async fn run<S>(
     ws: WebSocketStream<S>,
     from: SocketAddr,
     options: ConnectOptions,
+    turn: bool,
     cx: Context,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -242,6 +246,7 @@ async fn run<S>(
         from,
         outbox: outbox.clone(),
         options,
+        turn,
     };
     if cx.server.send(opened).is_err() {
         return;

@@ -2,7 +2,7 @@
 //! it; it routes the lobby server's outputs into each connection's bounded outbox, or through
 //! Redis to the node holding the socket.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use super::cluster::{Body, Cluster, ClusterEvent, NodeId, NodeMessage};
 use super::connection::{Frame, Incoming};
 use super::metrics::Counters;
 use super::outbox::Outbox;
+use super::turn::{self, Allowance, TurnSecret};
 
 /// Orders for the loop from the [`SignalServer`](super::SignalServer) handle.
 pub(crate) enum Control {
@@ -59,6 +60,16 @@ struct Socket {
     route: Route,
     /// Host migration, as its URL asked (travels with its JOIN to another node).
     migration: Migration,
+    /// It gets minted TURN credentials (it asked, and the server has a TURN secret).
+    turn: Option<TurnState>,
+}
+
+/// A connection's minted TURN credentials.
+struct TurnState {
+    /// When fresh ones are sent unasked.
+    remint_at: Instant,
+    /// Its requests for fresh ones.
+    allowance: Allowance,
 }
 
 pub(crate) struct Hub {
@@ -81,6 +92,11 @@ pub(crate) struct Hub {
     max_sockets: usize,
     close_timeout: Duration,
     ticks: u64,
+    turn: Option<TurnSecret>,
+    /// Connections whose TURN credentials are due for renewal, by when.
+    remints: BTreeSet<(Instant, ConnectionId)>,
+    /// This node's random part of member names in TURN usernames.
+    node_tag: u32,
 }
 
 impl Hub {
@@ -90,6 +106,7 @@ impl Hub {
         counters: Arc<Counters>,
         cluster: Option<Cluster>,
         close_timeout: Duration,
+        turn: Option<TurnSecret>,
     ) -> Hub {
         let max_sockets = lobby.config().max_peers;
         Hub {
@@ -106,6 +123,9 @@ impl Hub {
             max_sockets,
             close_timeout,
             ticks: 0,
+            turn,
+            remints: BTreeSet::new(),
+            node_tag: super::random_seed() as u32,
         }
     }
 
@@ -128,10 +148,15 @@ impl Hub {
                 .lobby
                 .poll_timeout()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+            let wake = self.remints.first().map_or(wake, |&(at, _)| wake.min(at));
             tokio::select! {
                 Some(message) = incoming.recv() => self.incoming(message),
                 Some(event) = recv_opt(&mut cluster_events) => self.cluster_event(event),
-                () = tokio::time::sleep_until(wake.into()) => self.lobby.handle_timeout(Instant::now()),
+                () = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    self.lobby.handle_timeout(now);
+                    self.remint_due(now);
+                }
                 _ = tick.tick(), if self.cluster.is_some() => self.tick(),
                 order = control.recv() => match order {
                     Some(Control::Shutdown(done)) => {
@@ -156,6 +181,7 @@ impl Hub {
                 from,
                 outbox,
                 options,
+                turn,
             } => {
                 if self.sockets.len() >= self.max_sockets {
                     self.counters
@@ -164,14 +190,24 @@ impl Hub {
                     return;
                 }
                 let address = from.ip();
+                let turn = match &self.turn {
+                    Some(secret) if turn => Some(TurnState {
+                        remint_at: now,
+                        allowance: Allowance::new(secret.requests_per_minute, now),
+                    }),
+                    _ => None,
+                };
                 let socket = Socket {
                     outbox,
                     address,
                     route: Route::Local,
                     migration: options.migration,
+                    turn,
                 };
                 self.sockets.insert(conn, socket);
                 self.lobby.connect_with(now, conn, address, options);
+                // Before its JOIN is answered, so a client has them when it creates its mesh.
+                self.send_turn(conn, now);
             }
             Incoming::Pong { conn } => match self.sockets.get(&conn).map(|s| &s.route) {
                 Some(Route::Local) => self.lobby.handle_pong(conn),
@@ -185,9 +221,20 @@ impl Hub {
                 frame,
                 permit,
             } => {
-                let Some(socket) = self.sockets.get(&conn) else {
+                let Some(socket) = self.sockets.get_mut(&conn) else {
                     return;
                 };
+                if let (Some(state), Some(secret), Frame::Text(text)) =
+                    (&mut socket.turn, &self.turn, &frame)
+                {
+                    if turn::is_request(text) {
+                        // Answered here, on the node holding the socket; too many are ignored.
+                        if state.allowance.take(secret.requests_per_minute, now) {
+                            self.send_turn(conn, now);
+                        }
+                        return;
+                    }
+                }
                 match socket.route {
                     Route::Local => {
                         self.permit = Some(permit);
@@ -258,6 +305,34 @@ impl Hub {
         }
     }
 
+    /// Mints TURN credentials for `conn` (if it gets them) and schedules their renewal.
+    fn send_turn(&mut self, conn: ConnectionId, now: Instant) {
+        let (Some(secret), Some(socket)) = (&self.turn, self.sockets.get_mut(&conn)) else {
+            return;
+        };
+        let Some(state) = &mut socket.turn else {
+            return;
+        };
+        self.remints.remove(&(state.remint_at, conn));
+        state.remint_at = now + secret.remint_after();
+        self.remints.insert((state.remint_at, conn));
+        let member = format!("{:08x}-{conn}", self.node_tag);
+        let frame = secret.frame(&member, std::time::SystemTime::now());
+        Counters::add(&self.counters.turn_credentials, 1);
+        self.deliver(conn, frame);
+    }
+
+    /// Sends fresh credentials to the connections whose renewal is due.
+    fn remint_due(&mut self, now: Instant) {
+        while let Some(&(at, conn)) = self.remints.first() {
+            if at > now {
+                break;
+            }
+            self.remints.pop_first();
+            self.send_turn(conn, now);
+        }
+    }
+
     fn deliver(&mut self, to: ConnectionId, text: String) {
         if let Some(socket) = self.sockets.get(&to) {
             if let Err(overflow) = socket.outbox.push(text) {
@@ -279,6 +354,9 @@ impl Hub {
         let Some(socket) = self.sockets.remove(&conn) else {
             return;
         };
+        if let Some(turn) = &socket.turn {
+            self.remints.remove(&(turn.remint_at, conn));
+        }
         if let Some((code, reason)) = close {
             self.counters.closed(code, reason);
             socket.outbox.close(code, reason);

@@ -22,6 +22,7 @@ pub(crate) struct Counters {
     pub accept_errors: AtomicU64,
     pub handshakes_refused: AtomicU64,
     pub handshakes_failed: AtomicU64,
+    pub turn_credentials: AtomicU64,
     pub lobbies: AtomicU64,
     pub members: AtomicU64,
     pub remote_members: AtomicU64,
@@ -74,6 +75,7 @@ impl Counters {
             accept_errors: g(&self.accept_errors),
             handshakes_refused: g(&self.handshakes_refused),
             handshakes_failed: g(&self.handshakes_failed),
+            turn_credentials: g(&self.turn_credentials),
             lobbies: g(&self.lobbies),
             members: g(&self.members),
             remote_members: g(&self.remote_members),
@@ -124,6 +126,8 @@ pub struct SignalMetrics {
     pub handshakes_refused: u64,
     /// Handshakes that failed or timed out.
     pub handshakes_failed: u64,
+    /// TURN credentials minted ([`SignalConfig::turn`](super::SignalConfig::turn)).
+    pub turn_credentials: u64,
     /// Lobbies this node hosts.
     pub lobbies: u64,
     /// Connections in this node's lobby server (its own and, in a cluster, members on
@@ -214,6 +218,12 @@ impl SignalMetrics {
             "counter",
             "Handshakes that failed or timed out.",
             self.handshakes_failed,
+        );
+        metric(
+            "turn_credentials_total",
+            "counter",
+            "TURN credentials minted.",
+            self.turn_credentials,
         );
         metric(
             "lobbies",

@@ -24,6 +24,8 @@ mod outbox;
 #[cfg(feature = "server")]
 mod rate;
 mod tls;
+#[cfg(feature = "server")]
+mod turn;
 
 pub use tls::{client_tls, platform_client_tls};
 #[cfg(feature = "server")]
@@ -32,6 +34,7 @@ pub use {
     metrics::SignalMetrics,
     rate::RateLimit,
     tls::{server_tls, server_tls_from_pem_files},
+    turn::TurnSecret,
 };
 
 #[cfg(feature = "server")]
@@ -124,6 +127,8 @@ pub struct SignalConfig {
     pub metrics: Option<SocketAddr>,
     /// Share lobbies with other nodes through Redis.
     pub cluster: Option<ClusterConfig>,
+    /// Mint short-lived TURN credentials for connections that ask (`?turn=1`).
+    pub turn: Option<TurnSecret>,
 }
 
 #[cfg(feature = "server")]
@@ -142,6 +147,7 @@ impl Default for SignalConfig {
             tls: None,
             metrics: None,
             cluster: None,
+            turn: None,
         }
     }
 }
@@ -160,6 +166,7 @@ rtcmesh::__config_setters!(SignalConfig {
     with_tls => tls: Option<Arc<rustls::ServerConfig>>,
     with_metrics => metrics: Option<SocketAddr>,
     with_cluster => cluster: Option<ClusterConfig>,
+    with_turn => turn: Option<TurnSecret>,
 });
 
 #[cfg(feature = "server")]
@@ -259,6 +266,7 @@ impl SignalServer {
             counters.clone(),
             cluster,
             config.close_timeout,
+            config.turn.clone(),
         );
         let hub = tokio::spawn(hub.run(incoming, cluster_events, control_rx, alive_rx));
         let scheme = if config.tls.is_some() { "wss" } else { "ws" };
