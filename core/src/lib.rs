@@ -101,7 +101,7 @@ pub use event::{Event, LossReason, Packet, PendingEvents, Transmit};
 pub use limits::{Limits, MultiplayerLimits};
 pub use link::{ChannelStats, PeerStats};
 pub use machine::Machine;
-pub use mdns::MdnsQuery;
+pub use mdns::{MdnsLookup, MdnsQuery, MdnsResolver, NoMdns};
 pub use mesh::{Mesh, PeerInfo};
 pub use multiplayer::{
     AuthError, LobbyRequest, MigrationConfig, MigrationError, MigrationReason, Multiplayer,

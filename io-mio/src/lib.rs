@@ -102,8 +102,6 @@ use rtcmesh::{
     DatagramPump, Flush, Machine, PumpStats, SocketBuffers, RECEIVE_BATCH, SOCKET_BUFFER,
 };
 
-use crate::mdns::MdnsResolver;
-
 pub use rtcmesh;
 /// The TLS library behind `turns:` and `wss://` (for [`MioConfig::turn_tls`] and
 /// [`JoinOptions::tls`]).
@@ -205,7 +203,7 @@ pub struct MioEndpoint<M> {
     /// Streams to TURN servers over TCP or TLS.
     streams: Streams,
     /// Resolves peers' `.local` names for the mesh.
-    mdns: MdnsResolver,
+    mdns: mdns::Resolver,
     /// The latest time the caller gave (mDNS answers are stamped with it too).
     last_now: Instant,
 }
@@ -288,7 +286,7 @@ impl<M: Machine> MioEndpoint<M> {
             max_pending_bytes: defaults.max_pending_bytes,
             unread: false,
             streams,
-            mdns: MdnsResolver::new(),
+            mdns: mdns::resolver(),
             last_now: now,
         })
     }
@@ -375,15 +373,9 @@ impl<M: Machine> MioEndpoint<M> {
         if (self.unread || self.streams.unread) && !self.is_behind() {
             return Some(Duration::ZERO);
         }
-        let until = self
-            .machine
-            .poll_timeout()
-            .map(|at| at.saturating_duration_since(now));
-        match (until, self.mdns.waiting()) {
-            (Some(t), true) => Some(t.min(mdns::POLL_INTERVAL)),
-            (None, true) => Some(mdns::POLL_INTERVAL),
-            (t, false) => t,
-        }
+        self.mdns
+            .wake_by(now, self.machine.poll_timeout())
+            .map(|at| at.saturating_duration_since(now))
     }
 
     /// The machine (for queries).

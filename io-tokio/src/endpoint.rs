@@ -14,7 +14,6 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::game_loop::{EveryPeerClock, Reply, Shared, Snapshot, StopOnDrop, TrySendError};
-use crate::mdns::{self, MdnsResolver};
 use crate::socket;
 use crate::streams::{News, Streams};
 
@@ -307,7 +306,7 @@ async fn run<M: Machine>(
     stopped: StopOnDrop,
     mut streams: Streams,
 ) -> io::Result<()> {
-    let mut mdns = MdnsResolver::new();
+    let mut mdns = crate::mdns::resolver();
     let mut turns = 0u64;
     let mut drops_read = Instant::now();
     let mut every_peer = EveryPeerClock::new();
@@ -333,12 +332,10 @@ async fn run<M: Machine>(
         }
         forward(&mut machine, &events);
         let behind = machine.pending_events().events > 0;
-        let mut deadline = machine
-            .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + IDLE);
-        if mdns.waiting() {
-            deadline = deadline.min(Instant::now() + mdns::POLL_INTERVAL);
-        }
+        let now = Instant::now();
+        let deadline = mdns
+            .wake_by(now, machine.poll_timeout())
+            .unwrap_or(now + IDLE);
         let woke = tokio::select! {
             ready = socket.readable(), if !behind => Wake::Readable(ready),
             ready = socket.writable(), if flush == Flush::Blocked => Wake::Writable(ready),

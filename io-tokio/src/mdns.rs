@@ -1,7 +1,6 @@
 //! Resolving peers' `.local` candidates with mDNS, for the mesh (which does no DNS): browsers
-//! hide their host addresses behind such names. The mesh hands out each name once
-//! ([`Mesh::poll_mdns_query`]) and takes the answer back ([`Mesh::resolved_mdns`]); the mesh
-//! bounds how many are outstanding and drops a name that takes too long.
+//! hide their host addresses behind such names. [`rtcmesh::MdnsResolver`] takes the mesh's
+//! names and hands back the answers; this file is only the asking, with `mdns-sd`.
 //!
 //! With the `mdns` feature (on by default) an `mdns-sd` daemon asks the LAN. It starts on the
 //! first name (its thread and its socket on port 5353 exist only once a peer sent one) and
@@ -16,64 +15,38 @@
 //! message (A, then AAAA) from port 5353, on every IPv4 interface: the answer is multicast,
 //! and the daemon takes it as the answer to its own query.
 
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
+/// The loop's resolver.
+#[cfg(feature = "mdns")]
+pub(crate) type Resolver = rtcmesh::MdnsResolver<daemon::Daemon>;
+/// The loop's resolver: without the feature, every name is answered "not resolved".
+#[cfg(not(feature = "mdns"))]
+pub(crate) type Resolver = rtcmesh::MdnsResolver<rtcmesh::NoMdns>;
 
-use rtcmesh::Mesh;
-
-/// How long the daemon asks for one name before giving up (the mesh's own limit,
-/// `Limits::mdns_timeout`, is 5 s by default; this answers before it).
-#[cfg_attr(not(feature = "mdns"), allow(dead_code))]
-const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How often the loop looks for answers while queries are outstanding (the daemon answers on
-/// a channel of its own thread; the loop sleeps at most this long meanwhile).
-pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
-/// The most queries in flight at once; the mesh bounds them too (`Limits::max_mdns_queries`),
-/// this bounds the daemon's work whatever the mesh's configuration.
-#[cfg_attr(not(feature = "mdns"), allow(dead_code))]
-const MAX_QUERIES: usize = 256;
-
-/// When a name is asked with one question per message, from when the daemon's thread noted
-/// the name (it takes an answer only from then on, and Chromium answers within a millisecond:
-/// a new daemon's thread may still be starting when the name is first asked). Then a second
-/// apart, as the daemon repeats its own query (a responder multicasts a record at most once a
-/// second, RFC 6762 §6).
-#[cfg_attr(not(feature = "mdns"), allow(dead_code))]
-const ONE_QUESTION_AT: [Duration; 3] = [
-    Duration::ZERO,
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-];
-
-/// The address to use from what a name resolved to: IPv4 first (a browser names each address
-/// separately, so there is normally one), else a global IPv6 one (a link-local address needs
-/// a scope that an ICE candidate cannot carry).
-#[cfg_attr(not(feature = "mdns"), allow(dead_code))]
-fn pick(addresses: impl IntoIterator<Item = IpAddr>) -> Option<IpAddr> {
-    let mut v6 = None;
-    for ip in addresses {
-        match ip {
-            IpAddr::V4(_) => return Some(ip),
-            IpAddr::V6(a) if !a.is_unicast_link_local() && !a.is_unspecified() => {
-                v6.get_or_insert(ip);
-            }
-            IpAddr::V6(_) => {}
-        }
-    }
-    v6
+/// A resolver whose daemon (if any) starts on the first name.
+pub(crate) fn resolver() -> Resolver {
+    Resolver::new(Default::default())
 }
 
 #[cfg(feature = "mdns")]
 mod daemon {
-    use super::*;
+    use std::net::IpAddr;
+    use std::time::{Duration, Instant};
+
     use mdns_sd::{DaemonStatus, HostnameResolutionEvent, Receiver, ServiceDaemon, TryRecvError};
-    use rtcmesh::PeerId;
+
+    /// When a name is asked with one question per message, from when the daemon's thread noted
+    /// the name (it takes an answer only from then on, and Chromium answers within a
+    /// millisecond: a new daemon's thread may still be starting when the name is first asked).
+    /// Then a second apart, as the daemon repeats its own query (a responder multicasts a
+    /// record at most once a second, RFC 6762 §6).
+    const ONE_QUESTION_AT: [Duration; 3] = [
+        Duration::ZERO,
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+    ];
 
     /// One name being asked for.
-    struct Query {
-        peer: PeerId,
+    pub(crate) struct Pending {
         name: String,
         events: Receiver<HostnameResolutionEvent>,
         /// The daemon's status, asked after the name: it comes once its thread noted the name.
@@ -84,94 +57,48 @@ mod daemon {
         rounds: usize,
     }
 
-    /// The mDNS side of an I/O loop: see the module docs.
-    #[derive(Default)]
-    pub(crate) struct MdnsResolver {
-        daemon: Option<ServiceDaemon>,
-        /// The daemon could not start: every name is answered "not resolved".
-        unavailable: bool,
-        queries: Vec<Query>,
+    impl Pending {
+        /// Sends the one-question queries that are due.
+        fn ask_one_question(&mut self) {
+            let now = Instant::now();
+            if self.since.is_none() {
+                match self.noted.as_ref().map(|r| r.try_recv()) {
+                    Some(Err(TryRecvError::Empty)) => return,
+                    _ => self.since = Some(now),
+                }
+            }
+            let since = self.since.unwrap_or(now);
+            if ONE_QUESTION_AT
+                .get(self.rounds)
+                .is_some_and(|&at| now.saturating_duration_since(since) >= at)
+            {
+                self.rounds += 1;
+                one_question::ask(&fqdn(&self.name));
+            }
+        }
     }
 
-    impl std::fmt::Debug for MdnsResolver {
+    /// `mdns-sd`'s daemon, started on the first name.
+    #[derive(Default)]
+    pub(crate) struct Daemon {
+        daemon: Option<ServiceDaemon>,
+        /// The daemon could not start: nothing is asked.
+        unavailable: bool,
+    }
+
+    impl std::fmt::Debug for Daemon {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("MdnsResolver")
+            f.debug_struct("Daemon")
                 .field("running", &self.daemon.is_some())
-                .field("queries", &self.queries.len())
                 .finish()
         }
     }
 
-    impl MdnsResolver {
-        /// A resolver whose daemon starts on the first name.
-        pub fn new() -> Self {
-            Self::default()
-        }
+    impl rtcmesh::MdnsLookup for Daemon {
+        type Pending = Pending;
 
-        /// Starts a query for each new name of the mesh, and gives the mesh the answers that
-        /// arrived (stamped `now`).
-        pub fn poll(&mut self, mesh: &mut Mesh, now: Instant) {
-            while let Some(q) = mesh.poll_mdns_query() {
-                if let Some((events, noted)) = self.ask(&q.name) {
-                    self.queries.push(Query {
-                        peer: q.peer,
-                        name: q.name,
-                        events,
-                        noted,
-                        since: None,
-                        rounds: 0,
-                    });
-                } else {
-                    mesh.resolved_mdns(now, q.peer, &q.name, None);
-                }
-            }
-            for q in &mut self.queries {
-                if q.since.is_none() {
-                    match q.noted.as_ref().map(|r| r.try_recv()) {
-                        Some(Err(TryRecvError::Empty)) => continue,
-                        _ => q.since = Some(now),
-                    }
-                }
-                let since = q.since.unwrap_or(now);
-                if ONE_QUESTION_AT
-                    .get(q.rounds)
-                    .is_some_and(|&at| now.saturating_duration_since(since) >= at)
-                {
-                    q.rounds += 1;
-                    one_question::ask(&fqdn(&q.name));
-                }
-            }
-            let mut i = 0;
-            while i < self.queries.len() {
-                match self.answer(i) {
-                    Some(answer) => {
-                        let q = self.queries.swap_remove(i);
-                        if let Some(daemon) = &self.daemon {
-                            let _ = daemon.stop_resolve_hostname(&fqdn(&q.name));
-                        }
-                        mesh.resolved_mdns(now, q.peer, &q.name, answer);
-                    }
-                    None => i += 1,
-                }
-            }
-        }
-
-        /// Whether answers are awaited (the loop polls again within [`POLL_INTERVAL`]).
-        pub fn waiting(&self) -> bool {
-            !self.queries.is_empty()
-        }
-
-        /// Starts asking for `name`: its answers, and the daemon's status (which comes once
-        /// the daemon noted the name); `None` when that cannot be done.
-        #[allow(clippy::type_complexity)]
-        fn ask(
-            &mut self,
-            name: &str,
-        ) -> Option<(
-            Receiver<HostnameResolutionEvent>,
-            Option<Receiver<DaemonStatus>>,
-        )> {
-            if self.queries.len() >= MAX_QUERIES || self.unavailable {
+        fn ask(&mut self, name: &str, timeout: Duration) -> Option<Self::Pending> {
+            if self.unavailable {
                 return None;
             }
             if self.daemon.is_none() {
@@ -183,34 +110,47 @@ mod daemon {
                     }
                 }
             }
-            let timeout = QUERY_TIMEOUT.as_millis() as u64;
             let daemon = self.daemon.as_ref()?;
-            let events = daemon.resolve_hostname(&fqdn(name), Some(timeout)).ok()?;
+            let events = daemon
+                .resolve_hostname(&fqdn(name), Some(timeout.as_millis() as u64))
+                .ok()?;
             // Its thread takes commands in order: the status comes after the name is noted.
-            Some((events, daemon.status().ok()))
+            let noted = daemon.status().ok();
+            let mut pending = Pending {
+                name: name.to_owned(),
+                events,
+                noted,
+                since: None,
+                rounds: 0,
+            };
+            pending.ask_one_question();
+            Some(pending)
         }
 
-        /// The answer for query `i` if it came: `Some(Some(address))`, `Some(None)` when it
-        /// will not resolve, `None` while it is still being asked.
-        fn answer(&mut self, i: usize) -> Option<Option<IpAddr>> {
+        fn answer(&mut self, pending: &mut Self::Pending) -> Option<Vec<IpAddr>> {
+            pending.ask_one_question();
             loop {
-                match self.queries[i].events.try_recv() {
+                match pending.events.try_recv() {
                     Ok(HostnameResolutionEvent::AddressesFound(_, found)) => {
-                        if let Some(ip) = pick(found.iter().map(|a| a.to_ip_addr())) {
-                            return Some(Some(ip));
-                        }
+                        return Some(found.iter().map(|a| a.to_ip_addr()).collect());
                     }
                     Ok(HostnameResolutionEvent::SearchTimeout(_))
                     | Ok(HostnameResolutionEvent::SearchStopped(_))
-                    | Err(TryRecvError::Disconnected) => return Some(None),
+                    | Err(TryRecvError::Disconnected) => return Some(Vec::new()),
                     Ok(_) => {}
                     Err(TryRecvError::Empty) => return None,
                 }
             }
         }
+
+        fn stop(&mut self, name: &str, _events: Self::Pending) {
+            if let Some(daemon) = &self.daemon {
+                let _ = daemon.stop_resolve_hostname(&fqdn(name));
+            }
+        }
     }
 
-    impl Drop for MdnsResolver {
+    impl Drop for Daemon {
         fn drop(&mut self) {
             if let Some(daemon) = self.daemon.take() {
                 // Its thread ends on its own; nothing waits for it.
@@ -291,65 +231,18 @@ mod daemon {
     }
 }
 
-#[cfg(feature = "mdns")]
-pub(crate) use daemon::MdnsResolver;
-
-/// Without the `mdns` feature: every name is answered "not resolved" at once.
-#[cfg(not(feature = "mdns"))]
-#[derive(Debug, Default)]
-pub(crate) struct MdnsResolver;
-
-#[cfg(not(feature = "mdns"))]
-impl MdnsResolver {
-    /// The resolver that answers "not resolved".
-    pub fn new() -> Self {
-        MdnsResolver
-    }
-
-    /// Answers every new name of the mesh "not resolved".
-    pub fn poll(&mut self, mesh: &mut Mesh, now: Instant) {
-        while let Some(q) = mesh.poll_mdns_query() {
-            mesh.resolved_mdns(now, q.peer, &q.name, None);
-        }
-    }
-
-    /// Never: nothing is asked.
-    pub fn waiting(&self) -> bool {
-        false
-    }
-}
-
-#[cfg(test)]
+#[cfg(all(test, feature = "mdns"))]
 mod tests {
-    use super::*;
+    use super::daemon::one_question::message;
 
-    #[cfg(feature = "mdns")]
     #[test]
     fn a_name_is_asked_one_question_per_message() {
         let name = "2f6b1c3e-4e1a-4c8e-9d3b-6a1f0e2d7c55.local.";
-        let m = daemon::one_question::message(name, 1);
+        let m = message(name, 1);
         assert_eq!(&m[..12], &[0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(m[12] as usize, 36);
         assert_eq!(&m[13..49], &name.as_bytes()[..36]);
         assert_eq!(&m[49..], b"\x05local\x00\x00\x01\x00\x01");
-        assert_eq!(
-            &daemon::one_question::message(name, 28)[m.len() - 4..],
-            &[0, 28, 0, 1]
-        );
-    }
-
-    #[test]
-    fn ipv4_first_then_a_global_ipv6_never_link_local() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            pick([ip("fe80::1"), ip("192.168.1.5")]),
-            Some(ip("192.168.1.5"))
-        );
-        assert_eq!(
-            pick([ip("fe80::1"), ip("2001:db8::5")]),
-            Some(ip("2001:db8::5"))
-        );
-        assert_eq!(pick([ip("fe80::1")]), None);
-        assert_eq!(pick([]), None);
+        assert_eq!(&message(name, 28)[m.len() - 4..], &[0, 28, 0, 1]);
     }
 }

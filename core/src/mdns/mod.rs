@@ -17,6 +17,9 @@ use std::time::Instant;
 
 use crate::transfer::PeerId;
 
+mod resolver;
+pub use resolver::{MdnsLookup, MdnsResolver, NoMdns};
+
 /// The longest label of a name (DNS); a browser's is a UUID, 36 characters.
 const MAX_LABEL: usize = 63;
 
