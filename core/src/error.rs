@@ -571,3 +571,78 @@ impl fmt::Display for RenameError {
 }
 
 impl std::error::Error for RenameError {}
+
+/// Why [`Mesh::set_ice_server_credentials`](crate::Mesh::set_ice_server_credentials) refused
+/// new TURN credentials. Nothing was changed.
+///
+/// ```
+/// use std::time::Instant;
+/// use rtcmesh::{CredentialsError, IceServer, InvalidIceServer, Mesh, MeshConfig};
+///
+/// let config = MeshConfig::default()
+///     .with_ice_servers(vec![IceServer::turn("turn:203.0.113.1:3478", "1767225600:ann", "old")]);
+/// let mut mesh = Mesh::create_mesh(2, config)?;
+/// // New credentials for a server the mesh was not created with:
+/// let other = IceServer::turn("turn:198.51.100.7", "1767229200:ann", "new");
+/// assert_eq!(
+///     mesh.set_ice_server_credentials(Instant::now(), &other),
+///     Err(CredentialsError::NotConfigured { url: "turn:198.51.100.7".into() })
+/// );
+/// // A TURN entry without a credential:
+/// let empty = IceServer::turn("turn:203.0.113.1:3478", "1767229200:ann", "");
+/// assert_eq!(
+///     mesh.set_ice_server_credentials(Instant::now(), &empty),
+///     Err(CredentialsError::Invalid {
+///         url: "turn:203.0.113.1:3478".into(),
+///         reason: InvalidIceServer::MissingCredentials,
+///     })
+/// );
+/// # Ok::<(), rtcmesh::CreateError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialsError {
+    /// The entry is not a valid TURN entry: no URL, a URL that does not parse, or no
+    /// username or credential (the same checks as at creation).
+    Invalid {
+        /// The URL at fault (empty for an entry with no URL).
+        url: String,
+        /// What is wrong with it.
+        reason: InvalidIceServer,
+    },
+    /// A `stun:` URL: STUN servers take no credentials.
+    NotTurn {
+        /// The URL.
+        url: String,
+    },
+    /// A TURN server this mesh was not created with: only the credentials of configured
+    /// servers change while a mesh runs (compared by scheme, host, port and transport).
+    NotConfigured {
+        /// The URL.
+        url: String,
+    },
+    /// The mesh was closed.
+    Closed,
+}
+
+impl fmt::Display for CredentialsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialsError::Invalid { url, reason } => write!(f, "ICE server {url:?}: {reason}"),
+            CredentialsError::NotTurn { url } => {
+                write!(
+                    f,
+                    "{url:?} is a STUN server: only turn: and turns: URLs take credentials"
+                )
+            }
+            CredentialsError::NotConfigured { url } => write!(
+                f,
+                "{url:?} is not one of this mesh's ICE servers: new servers need a new mesh \
+                 (MeshConfig::ice_servers)"
+            ),
+            CredentialsError::Closed => f.write_str("the mesh is closed"),
+        }
+    }
+}
+
+impl std::error::Error for CredentialsError {}

@@ -94,8 +94,8 @@ pub use allowlist::{InvalidPrefix, IpPrefix};
 pub use channels::{MAX_EXTRA_CHANNELS, RESERVED_CHANNELS};
 pub use config::MeshConfig;
 pub use error::{
-    AddPeerError, CandidateError, CreateError, DecodeSignalError, IceServerError, InvalidIceServer,
-    PromoteError, RenameError, SendError, SignalError,
+    AddPeerError, CandidateError, CreateError, CredentialsError, DecodeSignalError, IceServerError,
+    InvalidIceServer, PromoteError, RenameError, SendError, SignalError,
 };
 pub use event::{Event, LossReason, Packet, PendingEvents, Transmit};
 pub use limits::{Limits, MultiplayerLimits};

@@ -140,6 +140,16 @@ pub trait Machine {
     {
         Err(event)
     }
+    /// The mesh's own event inside one of this machine's events, if it is one: lobby glue
+    /// reads ICE server failures from it (an expired minted TURN credential makes it ask the
+    /// signaling server for a fresh one). The default sees none.
+    fn as_mesh_event(event: &Self::Event) -> Option<&Event>
+    where
+        Self: Sized,
+    {
+        let _ = event;
+        None
+    }
 }
 
 impl Machine for Mesh {
@@ -211,5 +221,8 @@ impl Machine for Mesh {
             Event::Signal(signal) => Ok(signal),
             other => Err(other),
         }
+    }
+    fn as_mesh_event(event: &Event) -> Option<&Event> {
+        Some(event)
     }
 }

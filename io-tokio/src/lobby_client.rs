@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rtcmesh::lobby::{LobbyClient, LobbyError, LobbyEvent, Migration};
-use rtcmesh::{CreateError, Machine, Mesh, MeshConfig, PeerId};
+use rtcmesh::{
+    CandidateKind, CreateError, Event, IceServerError, Machine, Mesh, MeshConfig, PeerId,
+};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -22,6 +24,12 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// How long `join` waits for the ICE servers before offering to the lobby's members (the
 /// rest is trickled).
 const GATHERING_WAIT: Duration = Duration::from_secs(2);
+
+/// After a TURN server refused minted credentials, fresh ones are asked for at once, then no
+/// sooner than this after the last request, doubling while they keep being refused (a
+/// signaling server whose secret is not the TURN server's would otherwise be asked forever).
+const CREDENTIALS_REQUEST_GAP: Duration = Duration::from_secs(10);
+const CREDENTIALS_REQUEST_GAP_MAX: Duration = Duration::from_secs(600);
 
 /// How to join. Start from the default and change what you need with the `with_*` setters.
 ///
@@ -171,9 +179,10 @@ pub struct Session<M: Machine> {
     pub events: Events<M::Event>,
     /// What the lobby announces: peers joining (first the members already there) and leaving,
     /// the seal, and host migrations ([`LobbyEvent::HostChanged`], [`LobbyEvent::BecameHost`]
-    /// when our id became 1, [`LobbyEvent::NoLongerHost`]). The session already acts on them
-    /// (adds and removes peers, hands migrations to the machine); read them to show a lobby,
-    /// or ignore them.
+    /// when our id became 1, [`LobbyEvent::NoLongerHost`]), and renewed TURN credentials
+    /// ([`LobbyEvent::TurnCredentials`]). The session already acts on them (adds and removes
+    /// peers, hands migrations and credentials to the machine); read them to show a lobby, or
+    /// ignore them.
     pub lobby_events: mpsc::UnboundedReceiver<LobbyEvent>,
     id: Arc<AtomicI32>,
     seal: mpsc::UnboundedSender<()>,
@@ -294,6 +303,7 @@ where
     // The server answers ID, then a PEER_CONNECT for each member, then JOIN with the name.
     let mut early = Vec::new();
     let mut config = options.config;
+    let mut turn_urls = Vec::new();
     let (id, mesh_lobby, name) = loop {
         let event = tokio::time::timeout_at(deadline, next_event(&mut ws, &mut client))
             .await
@@ -306,6 +316,7 @@ where
             // Minted for this connection (it sends them before answering the JOIN): the mesh
             // allocates on these servers with them, in place of any entry for the same URLs.
             LobbyEvent::TurnCredentials { server, .. } => {
+                turn_urls.clone_from(&server.urls);
                 config.ice_servers.retain(|s| s.urls != server.urls);
                 config.ice_servers.push(server);
             }
@@ -349,6 +360,9 @@ where
         lifetime,
         rejected: rejected.clone(),
         id: own_id.clone(),
+        turn_urls,
+        next_request: tokio::time::Instant::now(),
+        request_gap: CREDENTIALS_REQUEST_GAP,
     };
     let signaling = tokio::spawn(relay.run(ws, raw_events, user_tx, lobby_tx, seal_rx));
     Ok(Session {
@@ -444,6 +458,11 @@ struct Relay<M> {
     rejected: Arc<AtomicU64>,
     /// The session's id, which a host migration can change.
     id: Arc<AtomicI32>,
+    /// The URLs of the TURN servers the signaling server mints credentials for.
+    turn_urls: Vec<String>,
+    /// When fresh credentials may next be asked for, and the wait after that.
+    next_request: tokio::time::Instant,
+    request_gap: Duration,
 }
 
 impl<M: Machine + 'static> Relay<M> {
@@ -485,6 +504,9 @@ impl<M: Machine + 'static> Relay<M> {
                         if announce {
                             let _ = lobby.send(event.clone());
                         }
+                        if let LobbyEvent::TurnCredentials { server, .. } = &event {
+                            self.turn_urls.clone_from(&server.urls);
+                        }
                         if !(sealed && matches!(event, LobbyEvent::PeerLeft(_))) {
                             apply(&self.handle, &self.snapshot, event, self.lifetime, &self.rejected)
                                 .await;
@@ -518,6 +540,10 @@ impl<M: Machine + 'static> Relay<M> {
                                 }
                             },
                             Err(event) => {
+                                if open && self.wants_credentials(M::as_mesh_event(&event)) {
+                                    let request = self.client.turn_credentials_request();
+                                    open = ws.send(Message::text(request)).await.is_ok();
+                                }
                                 let _ = user.send(event).await;
                             }
                         },
@@ -526,6 +552,35 @@ impl<M: Machine + 'static> Relay<M> {
             }
         }
         let _ = ws.close(None).await;
+    }
+
+    /// Whether this event of the mesh calls for fresh TURN credentials: a server they are
+    /// minted for refused them (they expired before a new allocation was made: the machine
+    /// slept, or renewals were lost), and the last request is not too recent. A relayed
+    /// candidate from such a server ends a streak of refusals.
+    fn wants_credentials(&mut self, event: Option<&Event>) -> bool {
+        let minted = |url: &String| self.turn_urls.contains(url);
+        match event {
+            Some(Event::IceServerFailed {
+                url,
+                reason: IceServerError::Unauthorized,
+            }) if minted(url) => {
+                let now = tokio::time::Instant::now();
+                if now < self.next_request {
+                    return false;
+                }
+                self.next_request = now + self.request_gap;
+                self.request_gap = (self.request_gap * 2).min(CREDENTIALS_REQUEST_GAP_MAX);
+                true
+            }
+            Some(Event::CandidateGathered(info))
+                if info.kind == CandidateKind::Relayed && minted(&info.url) =>
+            {
+                self.request_gap = CREDENTIALS_REQUEST_GAP;
+                false
+            }
+            _ => false,
+        }
     }
 }
 

@@ -48,6 +48,12 @@ pub struct SimTurnServer {
     /// Relayed addresses to hand out before making any up (a server on real sockets binds
     /// them first).
     pub relay_addresses: std::collections::VecDeque<SocketAddr>,
+    /// Usernames whose short-lived credential has expired: as coturn does with
+    /// `use-auth-secret`, an Allocate signed with one is refused (401), while allocations made
+    /// with it before live on (their refreshes and permissions are not checked again).
+    pub expired: Vec<String>,
+    /// Allocates refused for an expired username.
+    pub refused_expired: u64,
 }
 
 impl SimTurnServer {
@@ -77,7 +83,33 @@ impl SimTurnServer {
             tls_name: None,
             accepts_streams: true,
             relay_addresses: std::collections::VecDeque::new(),
+            expired: Vec::new(),
+            refused_expired: 0,
         }
+    }
+
+    /// The 401 answer to an Allocate signed with an expired username, if `data` is one.
+    fn refuse_expired(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        use turn_server_proto::types::message::ALLOCATE;
+        use turn_server_proto::types::stun::attribute::{ErrorCode, Username};
+        use turn_server_proto::types::stun::message::{Message, MessageClass, MessageWriteVec};
+        use turn_server_proto::types::stun::prelude::{MessageWrite, MessageWriteExt};
+        if self.expired.is_empty() || data.first().is_none_or(|b| b & 0xC0 != 0) {
+            return None;
+        }
+        let msg = Message::from_bytes(data).ok()?;
+        if !msg.has_class(MessageClass::Request) || msg.method() != ALLOCATE {
+            return None;
+        }
+        let username = msg.attribute::<Username>().ok()?;
+        if !self.expired.iter().any(|u| u == username.username()) {
+            return None;
+        }
+        let mut reply = Message::builder_error(&msg, MessageWriteVec::new());
+        let code = ErrorCode::builder(ErrorCode::UNAUTHORIZED).build().ok()?;
+        reply.add_attribute(&code).ok()?;
+        self.refused_expired += 1;
+        Some(reply.finish())
     }
 
     /// The server restarts: every allocation, permission and channel is forgotten (its TCP
@@ -116,6 +148,12 @@ impl SimTurnServer {
         out: &mut Vec<ServerDatagram>,
     ) {
         let t = self.at(now);
+        if to == self.listen {
+            if let Some(refusal) = self.refuse_expired(data) {
+                out.push((self.listen, from, refusal));
+                return;
+            }
+        }
         let transmit = StunTransmit::new(data, TransportType::Udp, from, to);
         // A peer's datagram to a relay of a TCP client: that server wraps it for the stream.
         let server = match self.tcp_relays.contains(&to) {
@@ -155,6 +193,10 @@ impl SimTurnServer {
         buffer.extend_from_slice(data);
         let frames = take_frames(buffer);
         for frame in frames {
+            if let Some(refusal) = self.refuse_expired(&frame) {
+                self.stream_out.push((client, refusal));
+                continue;
+            }
             let transmit =
                 StunTransmit::new(frame.as_slice(), TransportType::Tcp, client, self.listen);
             if let Some(reply) = self.tcp.recv(transmit, t) {

@@ -98,9 +98,12 @@ pub enum LobbyEvent {
         line: Vec<PeerId>,
     },
     /// Short-lived TURN credentials from the signaling server (the connection opted in with
-    /// `?turn=1`): use `server` in [`MeshConfig::ice_servers`](crate::MeshConfig::ice_servers)
-    /// for a mesh created from now on. They expire `ttl` from when they were sent; the server
-    /// sends fresh ones before that, and on [`LobbyClient::turn_credentials_request`].
+    /// `?turn=1`): create the mesh with `server` in
+    /// [`MeshConfig::ice_servers`](crate::MeshConfig::ice_servers);
+    /// [`LobbyClient::apply`] hands later ones to the running mesh
+    /// ([`Mesh::set_ice_server_credentials`](crate::Mesh::set_ice_server_credentials)). They
+    /// expire `ttl` from when they were sent; the server sends fresh ones before that, and on
+    /// [`LobbyClient::turn_credentials_request`].
     TurnCredentials {
         /// The TURN server URLs with the minted username and credential.
         server: crate::IceServer,
@@ -135,6 +138,8 @@ pub enum ApplyError {
     Signal(SignalError),
     /// The multiplayer layer refused a change of host (host migration).
     Migration(MigrationError),
+    /// The mesh refused minted TURN credentials (e.g. for a server it was not created with).
+    Credentials(crate::error::CredentialsError),
 }
 
 impl std::fmt::Display for ApplyError {
@@ -143,6 +148,7 @@ impl std::fmt::Display for ApplyError {
             ApplyError::AddPeer(e) => write!(f, "lobby peer not added: {e}"),
             ApplyError::Signal(e) => write!(f, "lobby signal refused: {e}"),
             ApplyError::Migration(e) => write!(f, "lobby host change refused: {e}"),
+            ApplyError::Credentials(e) => write!(f, "lobby TURN credentials refused: {e}"),
         }
     }
 }
@@ -564,9 +570,12 @@ impl LobbyClient {
             | LobbyEvent::Sealed
             | LobbyEvent::Hello { .. }
             | LobbyEvent::Succession { .. } => Ok(()),
-            // For a mesh created from now on (`MeshConfig::ice_servers`): a running mesh keeps
-            // the credentials of the allocation it has.
-            LobbyEvent::TurnCredentials { .. } => Ok(()),
+            // The running mesh takes them for its next allocations on those servers (the ones
+            // it has keep theirs).
+            LobbyEvent::TurnCredentials { server, .. } => machine
+                .mesh_mut()
+                .set_ice_server_credentials(now, server)
+                .map_err(ApplyError::Credentials),
         }
     }
 }

@@ -115,6 +115,47 @@ impl Mesh {
         self.absorb_nat();
     }
 
+    /// New credentials for TURN servers this mesh was created with, while it runs: short-lived
+    /// ones renewed before they expire (coturn's `use-auth-secret`, a managed TURN service's
+    /// REST call). `server` names the servers by URL (as in
+    /// [`MeshConfig::ice_servers`](crate::MeshConfig::ice_servers); scheme, host, port and
+    /// transport must match) and carries the new username and credential.
+    ///
+    /// Nothing is dropped: an allocation that exists keeps relaying with the username it was
+    /// made with (TURN refuses any other on it, and refreshing it needs no new credential), and
+    /// the next allocation on that server (after a loss, a network change, a server restart)
+    /// uses the new ones. A server whose last attempt failed (e.g.
+    /// [`IceServerError::Unauthorized`](crate::IceServerError::Unauthorized): the credential
+    /// had expired) tries again at once. Errors change nothing. `rtcmesh_tokio::join` does this
+    /// for credentials the signaling server mints.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use rtcmesh::{IceServer, Mesh, MeshConfig};
+    ///
+    /// let turn = |username: &str, credential: &str| {
+    ///     IceServer::turn("turn:203.0.113.1:3478", username, credential)
+    /// };
+    /// let config = MeshConfig::default().with_ice_servers(vec![turn("1767225600:ann", "c2VjcmV0")]);
+    /// let mut mesh = Mesh::create_mesh(2, config)?;
+    /// // An hour later, fresh ones from your credential service:
+    /// mesh.set_ice_server_credentials(Instant::now(), &turn("1767229200:ann", "bmV3ZXI="))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_ice_server_credentials(
+        &mut self,
+        now: Instant,
+        server: &crate::IceServer,
+    ) -> Result<(), crate::error::CredentialsError> {
+        if self.closed {
+            return Err(crate::error::CredentialsError::Closed);
+        }
+        let now = self.observe(now);
+        self.nat.set_credentials(Some(now), server)?;
+        self.absorb_nat();
+        Ok(())
+    }
+
     /// The next `.local` name a peer's candidates carry, for the adapter to resolve with mDNS
     /// (browsers hide their host addresses so; the core does no DNS). Answer each with
     /// [`resolved_mdns`](Mesh::resolved_mdns) within

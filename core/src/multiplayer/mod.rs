@@ -703,4 +703,10 @@ impl Machine for Multiplayer {
             other => Err(other),
         }
     }
+    fn as_mesh_event(event: &MultiplayerEvent) -> Option<&Event> {
+        match event {
+            MultiplayerEvent::Mesh(event) => Some(event),
+            _ => None,
+        }
+    }
 }

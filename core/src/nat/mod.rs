@@ -24,7 +24,7 @@ use turn_client_proto::stun::types::message::Message;
 
 pub use url::{IceServer, IceTransportPolicy, MAX_ICE_SERVER_URLS};
 
-use crate::error::{IceServerError, InvalidIceServer};
+use crate::error::{CredentialsError, IceServerError, InvalidIceServer};
 use crate::event::{Event, Transmit};
 use crate::path::{CandidateKind, LocalCandidate};
 use crate::stream::{StreamCommand, StreamId, StreamInput};
@@ -345,6 +345,57 @@ impl Nat {
             }
         }
         self.due(now);
+    }
+
+    /// New credentials for the configured TURN servers `entry` names
+    /// ([`Mesh::set_ice_server_credentials`](crate::Mesh::set_ice_server_credentials)). Each
+    /// server's next allocation uses them; an allocation that exists keeps the username it was
+    /// made with (TURN refuses any other on it: RFC 8656 §5, 441 Wrong Credentials), so no
+    /// peer loses its relay. A server waiting to try again after a failure tries at once.
+    /// Checked first, applied all or nothing.
+    pub fn set_credentials(
+        &mut self,
+        now: Option<Instant>,
+        entry: &IceServer,
+    ) -> Result<(), CredentialsError> {
+        if self.closed {
+            return Err(CredentialsError::Closed);
+        }
+        let mut targets: SmallVec<[usize; 4]> = SmallVec::new();
+        for (url, parsed) in url::parse_credentials(entry)? {
+            let before = targets.len();
+            targets.extend(
+                (0..self.servers.len()).filter(|&i| self.servers[i].config.parsed == parsed),
+            );
+            if targets.len() == before {
+                return Err(CredentialsError::NotConfigured { url });
+            }
+        }
+        for i in targets {
+            let server = &mut self.servers[i];
+            if server.config.username == entry.username
+                && server.config.credential == entry.credential
+            {
+                continue;
+            }
+            server.config.username.clone_from(&entry.username);
+            server.config.credential.clone_from(&entry.credential);
+            // A failure with the old credentials is not one with these: report the next.
+            server.failing = false;
+            if let (Some(relay), Some(now), Some(clock)) = (server.relay.as_mut(), now, self.clock)
+            {
+                relay.set_credentials(
+                    now,
+                    clock,
+                    &entry.username,
+                    &entry.credential,
+                    &mut self.out,
+                );
+                self.relay_events(i, now);
+            }
+        }
+        self.due(now);
+        Ok(())
     }
 
     /// Something changed outside `handle_timeout`: run it at `now`, or (no time given) make
@@ -904,6 +955,34 @@ impl Nat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_credentials_are_checked_first_and_applied_all_or_nothing() {
+        let server = IceServer::turn("turn:203.0.113.1:3478", "old", "c1");
+        let mut nat = Nat::new(&[server], IceTransportPolicy::All).expect("valid");
+        let both = IceServer {
+            urls: vec!["turn:203.0.113.1".into(), "turn:203.0.113.2".into()],
+            username: "new".into(),
+            credential: "c2".into(),
+        };
+        assert_eq!(
+            nat.set_credentials(None, &both),
+            Err(CredentialsError::NotConfigured {
+                url: "turn:203.0.113.2".into()
+            })
+        );
+        assert_eq!(nat.servers[0].config.username, "old", "nothing changed");
+        // The same server, written differently.
+        let same = IceServer::turn("TURN:203.0.113.1?transport=udp", "new", "c2");
+        assert_eq!(nat.set_credentials(None, &same), Ok(()));
+        assert_eq!(nat.servers[0].config.username, "new");
+        assert_eq!(nat.servers[0].config.credential, "c2");
+        nat.close(None);
+        assert_eq!(
+            nat.set_credentials(None, &same),
+            Err(CredentialsError::Closed)
+        );
+    }
 
     /// Issue 25: `{:?}` of a configuration printed the TURN password into logs.
     #[test]

@@ -196,8 +196,11 @@ pub(super) enum Wrapped {
 pub(super) struct Relay {
     server: SocketAddr,
     local: SocketAddr,
+    /// The credential of the allocation that exists or is being made.
     username: String,
     credential: String,
+    /// Credentials for the next allocation, given while one exists.
+    next: Option<(String, String)>,
     carrier: Carrier,
     client: Option<TurnClient>,
     state: State,
@@ -263,6 +266,7 @@ impl Relay {
             local,
             username: username.to_owned(),
             credential: credential.to_owned(),
+            next: None,
             carrier,
             client: None,
             state: State::Waiting(now),
@@ -389,6 +393,10 @@ impl Relay {
     }
 
     fn allocate(&mut self) {
+        if let Some((username, credential)) = self.next.take() {
+            self.username = username;
+            self.credential = credential;
+        }
         let mut config = TurnConfig::new(TurnCredentials::new(&self.username, &self.credential));
         // RFC 8489's default gives up after 39.5 s; this reports an unreachable server in 5 s.
         config.set_request_retransmits(INITIAL_RTO, Duration::MAX, TRANSMISSIONS, FINAL_WAIT);
@@ -429,10 +437,38 @@ impl Relay {
             }
             State::Closed => self.state = State::Closed,
             State::Connecting | State::Allocating | State::Waiting(_) => {
+                if reason == IceServerError::Unauthorized && self.next.is_some() {
+                    // Refused with the old credentials while new ones came: not a failure
+                    // of these; try them now.
+                    return;
+                }
                 self.events.push_back(RelayEvent::Failed(reason));
                 self.state = State::Waiting(now + self.backoff);
                 self.backoff = (self.backoff * 2).min(RETRY_MAX);
             }
+        }
+    }
+
+    /// New credentials: the next allocation uses them. The allocation that exists (or whose
+    /// Allocate is under way) keeps its own, since TURN refuses any other username on it; one
+    /// waiting to try again after a failure tries now.
+    pub fn set_credentials(
+        &mut self,
+        now: Instant,
+        clock: Clock,
+        username: &str,
+        credential: &str,
+        out: &mut Out,
+    ) {
+        if matches!(self.state, State::Closed) {
+            return;
+        }
+        self.next = Some((username.to_owned(), credential.to_owned()));
+        if let State::Waiting(at) = self.state {
+            if at > now {
+                self.state = State::Waiting(now);
+            }
+            self.drive(now, clock, out);
         }
     }
 

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::error::InvalidIceServer;
+use crate::error::{CredentialsError, InvalidIceServer};
 
 /// One entry of Godot's / the W3C's `iceServers`: one or more URLs of the same server, with the
 /// long-term credential a TURN server needs.
@@ -263,6 +263,44 @@ fn is_host_name(host: &str) -> bool {
         })
         // An all-numeric name is a mistyped IPv4 address, not a host.
         && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// The URLs of an entry that brings new credentials for running servers
+/// ([`Mesh::set_ice_server_credentials`](crate::Mesh::set_ice_server_credentials)): each must
+/// be a `turn:`/`turns:` URL, and the entry must carry a username and a credential.
+pub(crate) fn parse_credentials(
+    server: &IceServer,
+) -> Result<Vec<(String, ServerUrl)>, CredentialsError> {
+    if server.urls.is_empty() {
+        return Err(CredentialsError::Invalid {
+            url: String::new(),
+            reason: InvalidIceServer::NoUrls,
+        });
+    }
+    if server.urls.len() > MAX_ICE_SERVER_URLS {
+        return Err(CredentialsError::Invalid {
+            url: server.urls[MAX_ICE_SERVER_URLS].clone(),
+            reason: InvalidIceServer::TooMany,
+        });
+    }
+    let mut out = Vec::with_capacity(server.urls.len());
+    for url in &server.urls {
+        let parsed = parse(url).map_err(|reason| CredentialsError::Invalid {
+            url: url.clone(),
+            reason,
+        })?;
+        if parsed.kind == ServerKind::Stun {
+            return Err(CredentialsError::NotTurn { url: url.clone() });
+        }
+        if server.username.is_empty() || server.credential.is_empty() {
+            return Err(CredentialsError::Invalid {
+                url: url.clone(),
+                reason: InvalidIceServer::MissingCredentials,
+            });
+        }
+        out.push((url.clone(), parsed));
+    }
+    Ok(out)
 }
 
 /// One configured URL with what it came with.
