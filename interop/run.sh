@@ -4,6 +4,8 @@
 # page over https:// with it and trusts it by its key's hash), each echoes on all four channels and
 # they relay to each other through the server; then Chromium calls restartIce() in the middle of a
 # reliable stream, and rtcmesh must follow the new offer without losing the peer or a packet.
+# First, Chromium, node-datachannel and aiortc each answer an offer made by rtcmesh (with its
+# session-level a=x-rtcmesh-* attributes) and must not echo those (interop/offer_check.*).
 # Then node-datachannel (libdatachannel, the stack of Godot's native WebRTC extension) joins
 # the lobby $NATIVE_JOINS times in a row as a Godot native client, echoing on every channel
 # each time: every join must succeed (issue 25.7: about 1 in 30 failed).
@@ -47,10 +49,16 @@ fi
 read -r _ url lobby cert key <<<"$ready"
 echo "interop: rtcmesh signaling at $url (TLS, certificate $cert), lobby $lobby"
 
+# Chromium, node-datachannel and aiortc answer an rtcmesh offer (with rtcmesh's session-level
+# attributes) without echoing them: such a peer never gets rtcmesh's own retransmission.
+status=0
+offer="$(dirname "$cert")/offer.sdp"
+timeout 60 node interop/offer_check.mjs "$offer" || status=1
+timeout 30 python3 interop/offer_check.py "$offer" || status=1
+
 start=$(date +%s%N)
 timeout 60 node interop/browser_client.mjs "$url" "$lobby" "$cert" "$key" & browser=$!
 timeout 60 python3 interop/aiortc_client.py "$url" "$lobby" "$cert" & aiortc=$!
-status=0
 wait "$browser" || status=1
 wait "$aiortc" || status=1
 echo "interop: both clients finished in $(( ($(date +%s%N) - start) / 1000000 )) ms"

@@ -172,6 +172,16 @@ pub struct MeshConfig {
     /// W3C `iceTransportPolicy`: `All` (default) or `Relay` (only through TURN; the host and
     /// public addresses are never given to peers).
     pub ice_transport_policy: crate::IceTransportPolicy,
+    /// Between two rtcmesh peers that both have it on, reliable channels are carried by
+    /// rtcmesh's own retransmission instead of SCTP's: on a lossy link a lost message is sent
+    /// again about a round trip after it was due, never a second or more later as sctp-proto
+    /// does for a second loss in a round trip or a lost retransmission (see
+    /// `docs/loss-recovery.md`). Messages still arrive once, in order, per channel. It is
+    /// agreed in the SDP (`a=x-rtcmesh-reliable:1`), so a browser or Godot peer, which never
+    /// agrees, gets exactly the same channels and bytes either way.
+    /// [`PeerStats::retransmission`](crate::PeerStats::retransmission) says whether a peer has
+    /// it and what it did. Default on.
+    pub own_retransmission: bool,
 }
 
 impl Default for MeshConfig {
@@ -199,6 +209,7 @@ impl Default for MeshConfig {
             limits: Limits::default(),
             ice_servers: Vec::new(),
             ice_transport_policy: crate::IceTransportPolicy::All,
+            own_retransmission: true,
         }
     }
 }
@@ -330,4 +341,5 @@ crate::__config_setters!(MeshConfig {
     with_limits => limits: Limits,
     with_ice_servers => ice_servers: Vec<crate::IceServer>,
     with_ice_transport_policy => ice_transport_policy: crate::IceTransportPolicy,
+    with_own_retransmission => own_retransmission: bool,
 });

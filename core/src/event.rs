@@ -119,7 +119,9 @@ pub enum LossReason {
     /// The peer closed the connection (or a channel), or its signals could not be applied.
     Closed,
     /// The peer went past a limit that ends the connection (it kept opening channels outside
-    /// the layout; see [`Limits::max_refused_channels`](crate::Limits::max_refused_channels)).
+    /// the layout, see [`Limits::max_refused_channels`](crate::Limits::max_refused_channels);
+    /// or it sent a message above our packet size through rtcmesh's own retransmission, which
+    /// SCTP would have refused by ending the association).
     Abuse,
     /// The peer (an rtcmesh) is configured with other extra channels
     /// ([`MeshConfig::channels`](crate::MeshConfig::channels)) than we are: every packet on a

@@ -99,7 +99,7 @@ pub use error::{
 };
 pub use event::{Event, LossReason, Packet, PendingEvents, Transmit};
 pub use limits::{Limits, MultiplayerLimits};
-pub use link::{ChannelStats, PeerStats};
+pub use link::{ChannelStats, PeerStats, RetransmissionStats};
 pub use machine::Machine;
 pub use mdns::{MdnsLookup, MdnsQuery, MdnsResolver, NoMdns};
 pub use mesh::{Mesh, PeerInfo};
@@ -120,6 +120,18 @@ pub use transfer::{
     is_valid_peer_id, ConnectionStatus, InvalidTransferMode, Mode, PeerId, Target, TransferMode,
     SERVER_ID,
 };
+
+/// Internals for the fuzz targets and their `cargo test` runs (`rtcmesh-tests`), behind a
+/// feature no application enables.
+#[cfg(feature = "_internal_test_exports")]
+#[doc(hidden)]
+pub mod _internal_test_exports {
+    /// Arbitrary bytes, cut into messages (a length byte, then that many bytes), to one peer's
+    /// own-retransmission state as if they arrived on its hidden channel.
+    pub fn reliable_messages(data: &[u8]) {
+        crate::link::fuzz_reliable(data);
+    }
+}
 
 /// The str0m version rtcmesh is built on, re-exported for configuration types such as
 /// [`str0m::config::DtlsCert`].

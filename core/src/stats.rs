@@ -81,6 +81,14 @@ pub struct MeshStats {
     /// Datagrams for a peer that could not go through the TURN allocation (no permission yet
     /// and the waiting room full, permission refused, or no allocation).
     pub datagrams_relay_dropped: u64,
+    /// Fragments of rtcmesh's own retransmission dropped because they arrived too far ahead of
+    /// the one their channel waits for (past the reorder window or the bytes a peer may hold
+    /// out of order, `sctp_send_buffer`); the sender retransmits them. Per peer in
+    /// [`RetransmissionStats::out_of_window`](crate::RetransmissionStats::out_of_window).
+    pub fragments_out_of_window: u64,
+    /// Messages on rtcmesh's own retransmission channel that did not parse or named a
+    /// channel that is not reliable (dropped). Stays 0 but for a misbehaving peer.
+    pub frames_malformed: u64,
     /// Streams to TURN servers (`?transport=tcp`, `turns:`) closed because the server broke
     /// TURN's framing: bytes that are not TURN, or a message unfinished for 15 s (each also
     /// reported as [`IceServerError::InvalidStream`](crate::IceServerError::InvalidStream)).

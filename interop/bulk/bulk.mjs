@@ -2,7 +2,8 @@
 // for each loss rate, each pair of stacks transfers reliable messages of one size from a
 // sender to a receiver as fast as they go, and the receiver's rate is reported:
 //   rtcmesh -> libdatachannel, libdatachannel -> libdatachannel (the same receiver),
-//   libdatachannel -> rtcmesh, and rtcmesh -> rtcmesh.
+//   libdatachannel -> rtcmesh, and rtcmesh -> rtcmesh, with rtcmesh's own retransmission (agreed
+//   between two rtcmesh peers) and without it (RTCMESH_OWN_RETRANSMISSION=0: SCTP's).
 // Loss is random, in the kernel (nftables' numgen on every UDP datagram sent, both ways),
 // switched on once both ends are connected.
 //
@@ -35,8 +36,9 @@ function setLoss(percent) {
 function peer(stack, role) {
   const ip = role === 'send' ? SENDER_IP : RECEIVER_IP;
   const args = [role, ip, String(size), String(count)];
-  const child = stack === 'rtcmesh'
-    ? spawn(rtcmeshBin, args, { stdio: ['pipe', 'pipe', 'pipe'] })
+  const env = { ...process.env, RTCMESH_OWN_RETRANSMISSION: stack === 'rtcmesh-sctp' ? '0' : '1' };
+  const child = stack.startsWith('rtcmesh')
+    ? spawn(rtcmeshBin, args, { stdio: ['pipe', 'pipe', 'pipe'], env })
     : spawn(process.execPath, [path.join(here, 'peer.mjs'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   child.stderr.on('data', (d) => { child.errors = (child.errors ?? '') + d; });
   child.lines = readline.createInterface({ input: child.stdout });
@@ -90,8 +92,8 @@ function transfer(from, to, loss) {
 nft('add', 'table', 'inet', 'bulk');
 nft('add', 'chain', 'inet', 'bulk', 'out', '{ type filter hook output priority 0; policy accept; }');
 
-const pairs = [['rtcmesh', 'ndc'], ['ndc', 'ndc'], ['ndc', 'rtcmesh'], ['rtcmesh', 'rtcmesh']];
-const name = (s) => (s === 'ndc' ? 'libdatachannel' : 'rtcmesh');
+const pairs = [['rtcmesh', 'ndc'], ['ndc', 'ndc'], ['ndc', 'rtcmesh'], ['rtcmesh', 'rtcmesh'], ['rtcmesh-sctp', 'rtcmesh-sctp']];
+const name = (s) => ({ ndc: 'libdatachannel', rtcmesh: 'rtcmesh', 'rtcmesh-sctp': 'rtcmesh (own retransmission off)' })[s];
 console.log(`| loss | sender → receiver | ${size} B msg/s: median of ${runs} (min–max) | MB/s | delivered in ${seconds} s |`);
 console.log('|---|---|---|---|---|');
 let failed = false;
@@ -121,6 +123,7 @@ for (const loss of losses.map(Number)) {
     if (errors.length) failed = true;
   }
   console.log(`| ${loss} % | rtcmesh sending ÷ libdatachannel sending, same receiver | **${(medians['rtcmesh>ndc'] / medians['ndc>ndc']).toFixed(2)}×** | | |`);
+  console.log(`| ${loss} % | rtcmesh → rtcmesh ÷ libdatachannel → libdatachannel | **${(medians['rtcmesh>rtcmesh'] / medians['ndc>ndc']).toFixed(2)}×** (own retransmission off: ${(medians['rtcmesh-sctp>rtcmesh-sctp'] / medians['ndc>ndc']).toFixed(2)}×) | | |`);
 }
 nft('delete', 'table', 'inet', 'bulk');
 if (retries.length) console.log(`connections retried (never opened within 20 s): ${retries.length}\n- ${retries.join('\n- ')}`);

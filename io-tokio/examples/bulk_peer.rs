@@ -4,7 +4,9 @@
 //!
 //! Usage: `bulk_peer <send|recv> <bind-ip> <size> <count>`. The sender is peer 2 (it offers),
 //! the receiver peer 1 (it answers), as rtcmesh decides by id; the other end may be any WebRTC
-//! stack with Godot's channel layout (negotiated channels 1–3).
+//! stack with Godot's channel layout (negotiated channels 1–3). With
+//! `RTCMESH_OWN_RETRANSMISSION=0` in its environment the mesh has
+//! `MeshConfig::own_retransmission` off (SCTP retransmits even towards another rtcmesh).
 //!
 //! Lines out: `{"type":"offer"|"answer","sdp":…}`, `{"type":"candidate","candidate":…,"mid":"0"}`,
 //! `{"type":"open"}` once connected, then the sender's `{"type":"sent","messages":…}` or the
@@ -43,8 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: usize = count.parse()?;
     let (me, them) = if sender { (2, 1) } else { (1, 2) };
     let endpoint = EndpointConfig::default().with_bind(SocketAddr::new(bind, 0));
-    let (handle, mut events) =
-        Endpoint::spawn(endpoint, Mesh::create_mesh(me, MeshConfig::default())?).await?;
+    let own = std::env::var("RTCMESH_OWN_RETRANSMISSION").map_or(true, |v| v != "0");
+    let config = MeshConfig::default().with_own_retransmission(own);
+    let (handle, mut events) = Endpoint::spawn(endpoint, Mesh::create_mesh(me, config)?).await?;
     handle.add_peer(them, 1).await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let deadline = tokio::time::Instant::now() + LIMIT;

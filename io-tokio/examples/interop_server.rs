@@ -6,9 +6,11 @@
 //! mid-stream). The signaling runs over `wss://` with a certificate generated here for
 //! `127.0.0.1` and the signaling address (rcgen), written as PEM files for the clients. Prints
 //! `READY <wss-url> <lobby> <cert.pem> <key.pem>` once listening. Exits after
-//! `RTCMESH_INTEROP_SECONDS` (default 60) or when stdin closes. Prints `PATH <peer> <pair>` when a
-//! peer connects and, at the end, `MDNS resolved <n> unresolved <n> timeouts <n>` (peers'
-//! `.local` candidates).
+//! `RTCMESH_INTEROP_SECONDS` (default 60) or when stdin closes. Next to the certificate it
+//! writes `offer.sdp`: the offer an rtcmesh mesh makes (with rtcmesh's session-level attributes,
+//! which every other stack must ignore), for the clients to check they accept it unchanged.
+//! Prints `PATH <peer> <pair>` when a peer connects and, at the end, `MDNS resolved <n>
+//! unresolved <n> timeouts <n>` (peers' `.local` candidates).
 //!
 //! The NAT lab (`interop/natlab/run.sh`) runs it on a lab address: `RTCMESH_INTEROP_ADDR` (the
 //! IP for the signaling server and the UDP socket, default 127.0.0.1) and
@@ -54,6 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&cert, certified.cert.pem())?;
     std::fs::write(&key, certified.signing_key.serialize_pem())?;
     let config = SignalConfig::default().with_tls(Some(server_tls_from_pem_files(&cert, &key)?));
+    std::fs::write(dir.join("offer.sdp"), rtcmesh_offer(ip)?)?;
     let server = SignalServer::bind_with(SocketAddr::new(ip, 0), config).await?;
     let mut roots = rtcmesh_tokio::rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone())?;
@@ -140,4 +143,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The offer an rtcmesh mesh (id 2) makes to peer 1: Godot's channels, one host candidate on
+/// `ip` (nobody answers there), and rtcmesh's session-level attributes.
+fn rtcmesh_offer(ip: IpAddr) -> Result<String, Box<dyn std::error::Error>> {
+    let mut mesh = rtcmesh::Mesh::create_mesh(2, MeshConfig::default())?;
+    mesh.add_host_candidate(SocketAddr::new(ip, 9))?;
+    mesh.add_peer(Instant::now(), 1, 1)?;
+    std::iter::from_fn(|| mesh.poll_event())
+        .find_map(|e| match e {
+            rtcmesh::Event::Signal(s) => match s.signal {
+                rtcmesh::Signal::Offer(sdp) => Some(sdp),
+                _ => None,
+            },
+            _ => None,
+        })
+        .ok_or_else(|| "no offer".into())
 }

@@ -11,6 +11,9 @@
 //! - **Long round trip** (50 ms on the same network, no loss): rtcmesh's window sized from the
 //!   round trip against raw str0m with a small and with a 128 KiB SCTP buffer, in MB/s on the
 //!   link (simulated time).
+//! - **Own retransmission at 0 % loss** (in the `memory` part): the server's heap per
+//!   connected peer and the datagrams per reliable message of a star with rtcmesh's own
+//!   retransmission off and as shipped.
 //! - **Connection set-up**: first signal → connected, rtcmesh against raw str0m; and the CPU
 //!   cost per handshake of K simultaneous handshakes.
 //! - **Dispatch at scale**: a server with N = 10, 100, 500 connected clients on one address:
@@ -110,6 +113,10 @@ trait Side {
     fn write(&mut self, mode: TransferMode, data: &[u8]) -> bool;
     fn delivered(&self) -> usize;
     fn connected(&self) -> bool;
+    /// What the side's stack says about the transfer (for `profile=`).
+    fn report(&self) -> String {
+        String::new()
+    }
 }
 
 /// The in-memory network between two sides: a synthetic clock and a one-way latency (zero for
@@ -199,6 +206,14 @@ impl MeshSide {
 impl Side for MeshSide {
     fn address(&self) -> SocketAddr {
         self.address
+    }
+    fn report(&self) -> String {
+        let stats = self.mesh.peer_stats(self.peer);
+        format!(
+            "{:?}; datagrams sent {:?}",
+            stats.as_ref().and_then(|s| s.retransmission),
+            stats.map(|s| s.datagrams_sent)
+        )
     }
     // As an adapter's loop: a batch of datagrams in, then the transmits out, then the events.
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
@@ -613,9 +628,10 @@ fn throughput(quick: bool) -> f64 {
         "Raw str0m has an SCTP buffer of {} KiB (rtcmesh's `sctp_send_buffer_min`, the window on a link this short) and is driven the fast way: write until refused, then drain once per turn. rtcmesh runs its default configuration, and again with its queue off (`max_queued_bytes: 0`: `send` refuses what the window cannot take, the same sending pattern as raw). Messages per second of CPU time (the thread's own, so that other work on the machine counts against neither side); best of the runs, the sides taking turns.",
         min / 1024
     );
-    println!("| channel | size | raw str0m msg/s | rtcmesh msg/s | rtcmesh MB/s | rtcmesh ÷ raw | rtcmesh, queue off, msg/s | queue off ÷ raw |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| channel | size | raw str0m msg/s | rtcmesh msg/s | rtcmesh MB/s | rtcmesh ÷ raw | rtcmesh, queue off, msg/s | queue off ÷ raw | rtcmesh, own retransmission off, msg/s | rtcmesh ÷ own off |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let no_queue = mesh_config().with_max_queued_bytes(0);
+    let own_off = mesh_config().with_own_retransmission(false);
     let mut worst = f64::INFINITY;
     for mode in [
         TransferMode::Reliable,
@@ -626,6 +642,7 @@ fn throughput(quick: bool) -> f64 {
             // Fresh connections for each case: no side carries state from another case.
             let mut mesh = Pair::mesh(Duration::ZERO, &mesh_config());
             let mut direct = Pair::mesh(Duration::ZERO, &no_queue);
+            let mut sctp = Pair::mesh(Duration::ZERO, &own_off);
             let mut raw = Pair::raw(Duration::ZERO, min);
             let count = match (size, quick) {
                 (16384, true) => 1_000,
@@ -634,15 +651,15 @@ fn throughput(quick: bool) -> f64 {
                 (_, false) => 50_000,
             };
             let runs = best_runs(
-                &mut [&mut raw, &mut mesh, &mut direct],
+                &mut [&mut raw, &mut mesh, &mut direct, &mut sctp],
                 mode,
                 size,
                 count,
                 if quick { 3 } else { 7 },
                 Run::per_second,
             );
-            let (r, m, d) = (runs[0], runs[1], runs[2]);
-            let short: Vec<String> = [("raw", r), ("rtcmesh", m), ("queue off", d)]
+            let (r, m, d, o) = (runs[0], runs[1], runs[2], runs[3]);
+            let short: Vec<String> = [("raw", r), ("rtcmesh", m), ("queue off", d), ("own off", o)]
                 .iter()
                 .filter(|(_, run)| run.delivered < count)
                 .map(|(name, run)| format!("{name} delivered {} of {count}", run.delivered))
@@ -651,12 +668,14 @@ fn throughput(quick: bool) -> f64 {
             let direct_ratio = d.per_second() / r.per_second();
             worst = worst.min(ratio);
             println!(
-                "| {mode:?} | {size} B{} | {:.0} | {:.0} | {:.1} | **{ratio:.3}×** | {:.0} | {direct_ratio:.3}× |",
+                "| {mode:?} | {size} B{} | {:.0} | {:.0} | {:.1} | **{ratio:.3}×** | {:.0} | {direct_ratio:.3}× | {:.0} | {:.3}× |",
                 if short.is_empty() { String::new() } else { format!(" ({})", short.join(", ")) },
                 r.per_second(),
                 m.per_second(),
                 m.per_second() * size as f64 / 1e6,
                 d.per_second(),
+                o.per_second(),
+                m.per_second() / o.per_second(),
             );
         }
     }
@@ -670,18 +689,19 @@ fn long_round_trip(quick: bool) -> f64 {
     let min = mesh_config().sctp_send_buffer_min;
     let latency = Duration::from_millis(25);
     println!("\n## Long round trip: 50 ms, no loss (simulated network)");
-    println!("| case | raw str0m, {} KiB buffer | raw str0m, 128 KiB buffer | rtcmesh (default) | rtcmesh ÷ raw 128 KiB |", min / 1024);
-    println!("|---|---|---|---|---|");
+    println!("| case | raw str0m, {} KiB buffer | raw str0m, 128 KiB buffer | rtcmesh (default) | rtcmesh ÷ raw 128 KiB | rtcmesh, own retransmission off | rtcmesh ÷ own off |", min / 1024);
+    println!("|---|---|---|---|---|---|---|");
     let mut small = Pair::raw(latency, min);
     let mut large = Pair::raw(latency, 128 * 1024);
     let mut mesh = Pair::mesh(latency, &mesh_config());
+    let mut sctp = Pair::mesh(latency, &mesh_config().with_own_retransmission(false));
     let mut ratio_16k = 0.0;
     for (size, count) in [
         (16 * 1024, if quick { 400 } else { 2_000 }),
         (100, if quick { 20_000 } else { 100_000 }),
     ] {
         let runs = best_runs(
-            &mut [&mut small, &mut large, &mut mesh],
+            &mut [&mut small, &mut large, &mut mesh, &mut sctp],
             TransferMode::Reliable,
             size,
             count,
@@ -701,10 +721,12 @@ fn long_round_trip(quick: bool) -> f64 {
             )
         };
         println!(
-            "| reliable {size} B × {count} | {} | {} | {} | **{ratio:.2}×** |",
+            "| reliable {size} B × {count} | {} | {} | {} | **{ratio:.2}×** | {} | {:.2}× |",
             cell(&runs[0]),
             cell(&runs[1]),
             cell(&runs[2]),
+            cell(&runs[3]),
+            mb(&runs[2]) / mb(&runs[3]),
         );
     }
     ratio_16k
@@ -749,13 +771,17 @@ struct Star {
 
 impl Star {
     fn new(n: usize) -> Star {
+        Star::with_config(n, &mesh_config())
+    }
+
+    fn with_config(n: usize, config: &MeshConfig) -> Star {
         let now = Instant::now();
-        let mut server = Mesh::create_server(mesh_config()).expect("server");
+        let mut server = Mesh::create_server(config.clone()).expect("server");
         server.add_host_candidate(addr(1)).expect("candidate");
         let mut clients = Vec::new();
         for i in 0..n {
             let id = i as PeerId + 2;
-            let mut c = Mesh::create_client(id, mesh_config()).expect("client");
+            let mut c = Mesh::create_client(id, config.clone()).expect("client");
             c.add_host_candidate(addr(id as u32)).expect("candidate");
             c.add_peer(now, 1, 1).expect("peer");
             server.add_peer(now, id, 1).expect("peer");
@@ -994,6 +1020,88 @@ fn scale(quick: bool) -> (f64, f64) {
         drop(star);
     }
     (ratio_500, memory_500)
+}
+
+/// What rtcmesh's own retransmission costs when nothing is lost: the server's heap per
+/// connected peer and the datagrams (both ways, everyone's) per reliable message, for the same
+/// star and the same steady traffic with it off and as shipped, alternated and repeated.
+/// Returns the worst on ÷ off of the two medians.
+fn own_retransmission_cost(quick: bool) -> (f64, f64) {
+    let n = if quick { 20 } else { 100 };
+    let rounds = if quick { 50 } else { 200 };
+    let repeats = if quick { 1 } else { 3 };
+    println!("\n## Own retransmission at 0 % loss: memory and datagrams ({n} clients, in-memory network)");
+    println!("Each client sends one 100-byte reliable message to the server per round, {rounds} rounds; repeated {repeats}× alternating (median, spread).");
+    println!("| | server heap per connected peer | datagrams per message (all sent, both ways) |");
+    println!("|---|---|---|");
+    let total_sent = |star: &Star| {
+        star.server.stats().datagrams_sent
+            + star
+                .clients
+                .iter()
+                .map(|c| c.stats().datagrams_sent)
+                .sum::<u64>()
+    };
+    let mut runs: [Vec<(f64, f64)>; 2] = Default::default();
+    for _ in 0..repeats {
+        for (i, own) in [false, true].into_iter().enumerate() {
+            let config = mesh_config().with_own_retransmission(own);
+            let empty = live();
+            let mut star = Star::with_config(n, &config);
+            while star.connected < n || star.clients_connected < n {
+                star.step();
+            }
+            // Let the handshake's last acknowledgements go before counting.
+            for _ in 0..20 {
+                star.step();
+            }
+            let sent_before = total_sent(&star);
+            let delivered_before = star.delivered;
+            for _ in 0..rounds {
+                for c in &mut star.clients {
+                    c.send(Target::Peer(1), TransferMode::Reliable, 0, &[7u8; 100])
+                        .expect("send");
+                }
+                for _ in 0..3 {
+                    star.step();
+                }
+            }
+            while star.delivered - delivered_before < rounds * n {
+                star.step();
+            }
+            // The last messages' acknowledgements.
+            for _ in 0..20 {
+                star.step();
+            }
+            let per_message = (total_sent(&star) - sent_before) as f64 / (rounds * n) as f64;
+            let clients = std::mem::take(&mut star.clients);
+            drop(clients);
+            let per_peer = (live() - empty) as f64 / n as f64;
+            drop(star);
+            runs[i].push((per_peer, per_message));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[v.len() - 1] - v[0])
+    };
+    let mut figures = [(0.0, 0.0, 0.0, 0.0); 2];
+    for (i, name) in ["own retransmission off", "as shipped (on)"]
+        .iter()
+        .enumerate()
+    {
+        let (memory, memory_spread) = median(&mut runs[i].iter().map(|r| r.0).collect());
+        let (datagrams, datagrams_spread) = median(&mut runs[i].iter().map(|r| r.1).collect());
+        figures[i] = (memory, memory_spread, datagrams, datagrams_spread);
+        println!(
+            "| {name} | {:.2} KiB (± {:.2}) | {datagrams:.3} (± {datagrams_spread:.3}) |",
+            memory / 1024.0,
+            memory_spread / 1024.0
+        );
+    }
+    let (memory, datagrams) = (figures[1].0 / figures[0].0, figures[1].2 / figures[0].2);
+    println!("| on ÷ off | **{memory:.3}×** | **{datagrams:.3}×** |");
+    (memory, datagrams)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1452,6 +1560,7 @@ fn main() {
             .unwrap_or(100);
         let run = pair.run(TransferMode::Reliable, size, 20_000_000 / (size + 100));
         println!("{side}: {:.0} msg/s", run.per_second());
+        println!("sender: {}\nreceiver: {}", pair.a.report(), pair.b.report());
         return;
     }
     if only("signal") {
@@ -1486,6 +1595,11 @@ fn main() {
     let in_memory = !only_scale && !only_sockets;
     let (worst, long) = if in_memory {
         (throughput(quick), long_round_trip(quick))
+    } else {
+        (f64::NAN, f64::NAN)
+    };
+    let own_cost = if in_memory {
+        own_retransmission_cost(quick)
     } else {
         (f64::NAN, f64::NAN)
     };
@@ -1524,6 +1638,10 @@ fn main() {
         );
         println!(
             "- 50 ms round trip, 16 KiB reliable, rtcmesh ÷ raw str0m with a 128 KiB buffer (MB/s on the link): {long:.2}× (target ≥ 0.9×)"
+        );
+        println!(
+            "- own retransmission at 0 % loss, on ÷ off: server heap per connected peer {:.3}× (target < 1.02×), datagrams per reliable message {:.3}× (target < 1.01×)",
+            own_cost.0, own_cost.1
         );
     }
     // Measured only in full runs that include the N-client part.

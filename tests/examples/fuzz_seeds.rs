@@ -211,5 +211,41 @@ fn main() {
             &[&[1u8], &bytes[..], &[0, len]].concat(),
         );
     }
+    // rtcmesh's own retransmission: messages of its hidden channel, each after a length byte
+    // (the wire format is in core/src/link/reliable/frame.rs). DATA: 0x10 | FIN, transmission,
+    // floor gap, channel, sequence, payload; ACK: 0x02, largest, delay, range count, first
+    // range, (gap, length)*.
+    let reliable: [&[&[u8]]; 5] = [
+        // Two messages in order on channel 0, then out of order on channel 2.
+        &[
+            &[0x11, 0, 0, 0, 0, b'a'],
+            &[0x11, 1, 0, 0, 1, b'b'],
+            &[0x11, 3, 0, 2, 1, b'd'],
+            &[0x11, 2, 0, 2, 0, b'c'],
+        ],
+        // A message in three fragments, one repeated.
+        &[
+            &[0x10, 0, 0, 0, 0, 1, 2, 3],
+            &[0x10, 1, 0, 0, 1, 4, 5, 6],
+            &[0x10, 1, 0, 0, 1, 4, 5, 6],
+            &[0x11, 2, 0, 0, 2, 7],
+        ],
+        // Acknowledgements of what the body sent first: all, then with a gap.
+        &[&[0x02, 2, 0, 0, 2], &[0x02, 2, 0x40, 0x64, 1, 0, 0, 0]],
+        // An acknowledgement riding in front of data.
+        &[&[0x02, 1, 0, 0, 1, 0x11, 0, 0, 0, 0, b'x']],
+        // A fragment far ahead, then the budget filled.
+        &[
+            &[0x11, 9, 0, 0, 0x50, 0, 1],
+            &[0x10, 5, 0, 2, 3, 9, 9, 9, 9],
+        ],
+    ];
+    for (i, messages) in reliable.iter().enumerate() {
+        let input: Vec<u8> = messages
+            .iter()
+            .flat_map(|m| [&[m.len() as u8][..], m].concat())
+            .collect();
+        write("reliable", &format!("messages-{i:02}"), &input);
+    }
     println!("seed corpora written to {}", root.display());
 }

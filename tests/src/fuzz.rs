@@ -421,6 +421,13 @@ fn machine(mode: usize, config: MeshConfig) -> Result<Mesh, rtcmesh::CreateError
     Ok(m)
 }
 
+/// Messages of rtcmesh's own retransmission (a length byte, then the message), as if they
+/// arrived on a peer's hidden channel: frames decoded, acknowledgements applied to what it sent,
+/// fragments reordered and reassembled, time passing. The receiver's bounds must hold.
+pub fn reliable(data: &[u8]) {
+    rtcmesh::_internal_test_exports::reliable_messages(data);
+}
+
 /// Arbitrary API calls against one machine per mode (kept across inputs, replaced once closed
 /// or crowded).
 pub fn commands(data: &[u8]) {

@@ -57,6 +57,8 @@ pub struct Attacker {
     /// Datagrams it wants sent: (source, destination, contents).
     out: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     timeout: Option<Instant>,
+    /// Signals for peers: answers to their offers (see [`Attacker::answer`]).
+    replies: VecDeque<OutgoingSignal>,
     /// `false` once str0m failed or closed: it no longer sends or receives.
     pub alive: bool,
     /// Why str0m failed, if it did.
@@ -113,6 +115,7 @@ impl Attacker {
             stun_request: None,
             out: VecDeque::new(),
             timeout: None,
+            replies: VecDeque::new(),
             alive: true,
             error: None,
         }
@@ -204,6 +207,56 @@ impl Attacker {
                 Signal::Offer(varied)
             })
             .collect()
+    }
+
+    /// The same offer claiming rtcmesh's own retransmission (`a=x-rtcmesh-reliable:1`, which
+    /// str0m itself knows nothing of): a victim that has it on agrees, and both ends create
+    /// the hidden channel (the attacker with [`open_hidden_channel`](Self::open_hidden_channel)).
+    pub fn offer_claiming_own_retransmission(&mut self) -> Signal {
+        let Signal::Offer(sdp) = self.make_offer() else {
+            unreachable!("make_offer makes an offer");
+        };
+        let at = sdp.find("\r\nm=").expect("a media section") + 2;
+        let sdp = format!("{}a=x-rtcmesh-reliable:1\r\n{}", &sdp[..at], &sdp[at..]);
+        self.offer = Some(sdp.clone());
+        Signal::Offer(sdp)
+    }
+
+    /// Creates the hidden channel rtcmesh uses for its own retransmission (negotiated SCTP
+    /// stream 1024, unordered, no retransmissions), to write anything on it.
+    pub fn open_hidden_channel(&mut self) -> ChannelId {
+        self.rtc.direct_api().create_data_channel(ChannelConfig {
+            label: "rtcmesh-reliable".into(),
+            ordered: false,
+            reliability: Reliability::MaxRetransmits { retransmits: 0 },
+            negotiated: Some(1024),
+            protocol: String::new(),
+        })
+    }
+
+    /// Writes `data` on a channel it created (`false` if str0m refused).
+    pub fn write(&mut self, id: ChannelId, data: &[u8]) -> bool {
+        self.rtc
+            .channel(id)
+            .is_some_and(|mut c| c.write(true, data).unwrap_or(false))
+    }
+
+    /// Answers a mesh's offer as a Godot or browser peer would (the attacker has the smaller
+    /// id here): str0m's own answer, Godot's three channels created out of band. Returns the
+    /// answer to signal back.
+    pub fn answer(&mut self, offer: &str) -> Signal {
+        let offer = SdpOffer::from_sdp_string(offer).expect("offer");
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .expect("accept offer");
+        let mut api = self.rtc.direct_api();
+        self.layout = godot_layout()
+            .into_iter()
+            .map(|c| api.create_data_channel(c))
+            .collect();
+        Signal::Answer(answer.to_sdp_string())
     }
 
     /// Applies a signal from the victim (the answer; anything else is ignored).
@@ -398,10 +451,26 @@ impl Driven for Attacker {
         })
     }
     fn poll_signal(&mut self, _: Instant) -> Option<OutgoingSignal> {
-        None // its signals are hand-made: World::send_signal
+        // Its offers are hand-made (World::send_signal); its answers go out here.
+        self.replies.pop_front()
     }
-    fn handle_signal(&mut self, _: Instant, _: PeerId, signal: Signal) -> Result<(), SignalError> {
-        Attacker::handle_signal(self, signal);
+    fn handle_signal(
+        &mut self,
+        _: Instant,
+        from: PeerId,
+        signal: Signal,
+    ) -> Result<(), SignalError> {
+        match signal {
+            // A mesh with the larger id offers: answer as a Godot peer would.
+            Signal::Offer(sdp) if self.layout.is_empty() => {
+                let answer = self.answer(&sdp);
+                self.replies.push_back(OutgoingSignal {
+                    to: from,
+                    signal: answer,
+                });
+            }
+            signal => Attacker::handle_signal(self, signal),
+        }
         Ok(())
     }
     fn commands(&self) -> Option<&dyn Commands> {

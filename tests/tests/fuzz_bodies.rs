@@ -102,6 +102,11 @@ fn ice_server_body() {
 }
 
 #[test]
+fn reliable_body() {
+    drive("reliable", 7, fuzz::reliable);
+}
+
+#[test]
 fn turn_stream_body() {
     drive("turn_stream", 7, fuzz::turn_stream);
 }

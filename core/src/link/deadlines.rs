@@ -202,6 +202,10 @@ impl Link {
         if self.held.deadline().is_some_and(|at| now >= at) {
             self.release_held();
         }
+        // rtcmesh's own retransmission: losses and probes that came due, and an
+        // acknowledgement that waited long enough (drained below with SCTP's own output).
+        self.reliable.on_timeout(now);
+        self.flush_reliable(now, false);
         if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
             self.drive(now);
         } else {
@@ -235,6 +239,7 @@ impl Link {
         [
             self.rtc_deadline,
             self.held.deadline(),
+            self.reliable.deadline(),
             own,
             self.recovery_deadline(now),
         ]

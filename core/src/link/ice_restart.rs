@@ -287,7 +287,8 @@ impl Link {
         self.negotiation = Negotiation::Restarting { pending, ufrag };
         self.recovery.moved_locally = false;
         self.restart_began(now);
-        self.signal(Signal::Offer(offer.to_sdp_string()));
+        let sdp = super::reliable::advertise(self.reliable.enabled(), offer.to_sdp_string());
+        self.signal(Signal::Offer(sdp));
     }
 
     /// A restart began (either side): counted, traced, and reported when it begins a spell.

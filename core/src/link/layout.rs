@@ -12,6 +12,7 @@
 //! have are counted in `MeshStats::packets_unknown_channel`, ours on a channel it does not
 //! have are dropped by its stack (see docs/sending.md).
 
+use super::session_attribute;
 use crate::channels::{ChannelSpec, MAX_EXTRA_CHANNELS};
 use crate::transfer::TransferMode;
 
@@ -55,30 +56,17 @@ fn letter(mode: TransferMode) -> char {
 pub(super) fn state(layout: &[ChannelSpec], sdp: String) -> String {
     let modes: String = extra(layout).map(letter).collect();
     let line = if modes.is_empty() {
-        format!("{NAME}0\r\n")
+        format!("{NAME}0")
     } else {
-        format!("{NAME}{} {modes}\r\n", modes.len())
+        format!("{NAME}{} {modes}", modes.len())
     };
-    match sdp.find("\nm=") {
-        Some(i) => {
-            let mut out = String::with_capacity(sdp.len() + line.len());
-            out.push_str(&sdp[..=i]);
-            out.push_str(&line);
-            out.push_str(&sdp[i + 1..]);
-            out
-        }
-        None => sdp + &line,
-    }
+    session_attribute::add(sdp, &line)
 }
 
 /// What `sdp` states of the remote's layout (session level only; bounded by
 /// `MAX_EXTRA_CHANNELS`).
 pub(super) fn stated(sdp: &str) -> Stated {
-    let Some(value) = sdp
-        .lines()
-        .take_while(|l| !l.starts_with("m="))
-        .find_map(|l| l.trim_end().strip_prefix(NAME))
-    else {
+    let Some(value) = session_attribute::find(sdp, NAME) else {
         return Stated::Nothing;
     };
     let mut parts = value.split(' ');

@@ -4,8 +4,9 @@
 //! over), [`queue`] (rtcmesh's own bounded send queue in front of SCTP), [`window`] (how much
 //! SCTP may hold at a time), [`health`] (the deadlines that end or restart a link), [`path`]
 //! (the selected candidate pair, the kinds of its ends, and moved peers), [`restart`] (ICE
-//! restart), [`stats`] (per-peer counters) and [`guard`] (what the remote may not make it
-//! hold). This file holds the link itself and the loop that drains str0m's output.
+//! restart), [`stats`] (per-peer counters), [`guard`] (what the remote may not make it
+//! hold) and [`reliable`] (rtcmesh's own retransmission of the reliable channels between two
+//! rtcmesh peers). This file holds the link itself and the loop that drains str0m's output.
 //!
 //! A link is a machine of its own, like str0m's `Rtc` under it and quinn's `Connection`: the
 //! mesh feeds it inputs (datagrams, signals, time, writes) and drains what each produced from
@@ -25,6 +26,8 @@ mod layout;
 mod negotiation;
 mod path;
 mod queue;
+mod reliable;
+mod session_attribute;
 mod stats;
 mod window;
 
@@ -52,6 +55,10 @@ use negotiation::{Handshake, HeldCandidates, Negotiation};
 use path::Path;
 use queue::SendQueue;
 pub(crate) use queue::WriteError;
+#[cfg(feature = "_internal_test_exports")]
+pub(crate) use reliable::fuzz as fuzz_reliable;
+use reliable::Reliable;
+pub use reliable::RetransmissionStats;
 pub use stats::{ChannelStats, PeerStats};
 use stats::{Counters, LinkCounts};
 use window::SendWindow;
@@ -84,7 +91,8 @@ pub(crate) enum Loss {
     IceLost,
     /// The remote closed a channel or the connection, or str0m failed.
     Closed,
-    /// The remote went past a limit that ends the connection (channels outside the layout).
+    /// The remote went past a limit that ends the connection (channels outside the layout, a
+    /// message above our packet size through rtcmesh's own retransmission).
     Abuse,
     /// The remote rtcmesh stated a channel layout different from ours (see [`layout`]): our
     /// extra channel count and its (`None`: unreadable).
@@ -100,7 +108,7 @@ impl Loss {
             Loss::Silent => "nothing heard for peer_timeout",
             Loss::IceLost => "ICE disconnected longer than disconnect_grace",
             Loss::Closed => "closed by the remote, or the connection failed",
-            Loss::Abuse => "opened more channels outside the layout than limits allow",
+            Loss::Abuse => "went past a limit that ends the connection (channels outside the layout, or a message above our packet size)",
             Loss::LayoutMismatch { .. } => "its channel layout differs from ours",
         }
     }
@@ -211,6 +219,8 @@ pub(crate) struct Link {
     events: VecDeque<LinkEvent>,
     /// The mesh's counters this link added to (the mesh sums them: see [`Link::counts`]).
     counts: LinkCounts,
+    /// rtcmesh's own retransmission of the reliable channels (when both ends offer it).
+    reliable: Reliable,
 }
 
 impl Link {
@@ -275,6 +285,7 @@ impl Link {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counts: LinkCounts::default(),
+            reliable: Reliable::new(setup.config, setup.layout),
         };
         if let Some(offer) = offer {
             link.signal(offer);
@@ -391,6 +402,7 @@ impl Link {
         if !self.queue.is_empty() {
             drain |= self.flush_queue(now);
         }
+        drain |= self.flush_reliable(now, drain);
         if drain {
             self.drive(now);
         }
@@ -415,7 +427,7 @@ impl Link {
 
     /// Whether all channels are open and the transport is connected.
     fn is_ready(&self) -> bool {
-        self.channels.iter().all(|c| c.open) && self.rtc.is_connected()
+        self.channels.iter().all(|c| c.open) && self.reliable.ready() && self.rtc.is_connected()
     }
 
     /// Channels open so far.
@@ -492,8 +504,9 @@ impl Link {
             self.events.push_back(LinkEvent::Connected);
         }
         // Input may have made room for queued packets: they move at the next poll, once for
-        // everything this turn brings, as the application's own writes do.
-        self.due = !self.queue.is_empty();
+        // everything this turn brings, as the application's own writes do. So do
+        // acknowledgements and retransmissions of rtcmesh's own retransmission.
+        self.due = !self.queue.is_empty() || self.reliable.wants_flush(now);
         if !self.rtc.is_alive() {
             self.end(Loss::Closed);
         }
@@ -516,6 +529,7 @@ impl Link {
                     };
                     if let Some(now) = now {
                         if self.on_transmit(now, &t) {
+                            self.reliable.on_path_change(now);
                             self.on_new_path();
                         }
                     }
@@ -543,6 +557,14 @@ impl Link {
 
     fn on_event(&mut self, now: Instant, event: RtcEvent) {
         match event {
+            RtcEvent::ChannelData(data) if self.reliable.is_channel(data.id) => {
+                self.on_reliable_message(now, data.data);
+            }
+            RtcEvent::ChannelOpen(id, _) if self.reliable.is_channel(id) => {
+                self.reliable.on_open();
+                self.opening = true;
+            }
+            RtcEvent::ChannelClose(id) if self.reliable.is_channel(id) => self.end(Loss::Closed),
             RtcEvent::ChannelData(data) => match self.channel_index(data.id) {
                 Some(_) if !self.guard.fits_packet_size(data.data.len()) => {
                     self.counts.packets_too_large += 1;
@@ -588,6 +610,7 @@ impl Link {
                 IceConnectionState::Connected | IceConnectionState::Completed => {
                     self.deadlines.ice_connected();
                     self.on_ice_connected();
+                    self.reliable.on_path_change(now);
                 }
                 IceConnectionState::Disconnected if self.deadlines.ice_disconnected(now) => {
                     self.events.push_back(LinkEvent::RecheckNat);
@@ -599,6 +622,7 @@ impl Link {
                 if let Some(pair) = stats.selected_candidate_pair {
                     if let Some(rtt) = pair.current_round_trip_time {
                         self.window.set_rtt(rtt);
+                        self.reliable.set_ice_rtt(rtt);
                     }
                     if self.path.observe(pair.local.addr, pair.remote.addr) {
                         self.on_new_path();

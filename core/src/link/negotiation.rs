@@ -22,6 +22,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use super::guard::MdnsRefused;
+use super::reliable;
 use super::window::SendWindow;
 use super::{layout, ChannelStats, Link, LinkChannel, Loss, Role};
 use crate::channels::{self, ChannelSpec};
@@ -166,13 +167,9 @@ impl Link {
             let (offer, pending) = api
                 .apply()
                 .ok_or_else(|| AddPeerError::Rtc("no offer produced".into()))?;
-            (
-                Negotiation::Offered(pending),
-                Some(Signal::Offer(layout::state(
-                    setup.layout,
-                    offer.to_sdp_string(),
-                ))),
-            )
+            let sdp = layout::state(setup.layout, offer.to_sdp_string());
+            let sdp = reliable::advertise(setup.config.own_retransmission, sdp);
+            (Negotiation::Offered(pending), Some(Signal::Offer(sdp)))
         } else {
             (Negotiation::AwaitingOffer, None)
         };
@@ -226,6 +223,7 @@ impl Link {
         self.clock = now;
         self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
         self.guard.forget_candidates();
+        self.reliable.reset();
         // The answering side follows the offerer, whose own deadline bounds the retries.
         let connect_by = offer
             .is_none()
@@ -315,6 +313,11 @@ impl Link {
                     return Err(SignalError::Invalid(format!("answer refused: {e}")));
                 }
                 self.remote_session = sdp_session(&sdp);
+                if !restarting {
+                    // The connection's answer: both ends agree on their own retransmission.
+                    self.reliable.on_answer(&sdp);
+                    self.reliable.create_channel(&mut self.rtc);
+                }
                 if restarting && ufrag != self.remote_ufrag {
                     self.path.reset_remote();
                     self.restart_applied();
@@ -457,6 +460,8 @@ impl Link {
             let config = channels::str0m_config(&ch.spec, self.lifetime_ms);
             ch.id = Some(api.create_data_channel(config));
         }
+        self.reliable.on_offer(&sdp);
+        self.reliable.create_channel(&mut self.rtc);
         self.negotiation = Negotiation::Done;
         self.offer_hash = offer_hash;
         self.remote_session = sdp_session(&sdp);
@@ -465,7 +470,7 @@ impl Link {
         // An rtcmesh offerer stated its layout: ours goes back, and a mismatch ends the link
         // once the answer is out, so the offerer learns it too.
         let stated = layout::stated(&sdp);
-        let answer = answer.to_sdp_string();
+        let answer = self.reliable.answer(answer.to_sdp_string());
         if stated == layout::Stated::Nothing {
             self.signal(Signal::Answer(answer));
         } else {
@@ -545,7 +550,7 @@ impl Link {
 
     /// Sends our answer to the peer's offer through the signaling channel.
     fn send_answer(&mut self, answer: &SdpAnswer) {
-        self.signal(Signal::Answer(answer.to_sdp_string()));
+        self.signal(Signal::Answer(self.reliable.answer(answer.to_sdp_string())));
     }
 
     /// Adds a local candidate (host, or gathered from an ICE server) and, once the SDP exchange

@@ -121,9 +121,7 @@ impl Link {
                 self.refresh_window(now, true);
             }
             if self.window.allows(data.len()) {
-                let ch = &mut self.channels[index];
-                let sctp = (&mut self.rtc, &mut self.window, &mut self.busy);
-                match write_to_sctp(sctp, index, ch, data) {
+                match self.write_one(now, index, data) {
                     Ok(true) => {
                         self.counts.packets_sent += 1;
                         self.unsent = true;
@@ -189,6 +187,7 @@ impl Link {
             buffered += ch.in_sctp;
             ch.in_sctp > 0
         });
+        buffered += self.reliable.outstanding();
         self.window.refresh(now, buffered, backlogged);
     }
 
@@ -208,19 +207,21 @@ impl Link {
                 self.window.block();
                 break;
             }
-            let sctp = (&mut self.rtc, &mut self.window, &mut self.busy);
-            match write_to_sctp(sctp, index, ch, &head.data) {
+            let packet = self.queue.fifos[index].pop_front().expect("head");
+            match self.write_one(now, index, &packet.data) {
                 Ok(true) => {
                     self.counts.packets_sent += 1;
                     moved = true;
                 }
-                Ok(false) => break,
+                Ok(false) => {
+                    self.queue.fifos[index].push_front(packet);
+                    break;
+                }
                 Err(()) => self.write_failed += 1,
             }
-            let packet = self.queue.fifos[index].pop_front().expect("head");
             self.queue.bytes -= packet.data.len();
             self.queue.charged -= charge(packet.data.len());
-            ch.stats.queued_bytes -= packet.data.len();
+            self.channels[index].stats.queued_bytes -= packet.data.len();
             // Its turn is over: to the back if it has more, out if not.
             self.queue.turns.pop_front();
             if !self.queue.fifos[index].is_empty() {
@@ -234,6 +235,19 @@ impl Link {
             self.unsent = true;
         }
         moved
+    }
+}
+
+impl Link {
+    /// Hands one packet to its channel: SCTP's, or rtcmesh's own retransmission for a reliable
+    /// channel when both ends agreed on it. `Ok(false)`: no room now; `Err`: refused for good.
+    fn write_one(&mut self, now: Instant, index: usize, data: &[u8]) -> Result<bool, ()> {
+        if self.reliable.carries(self.channels[index].spec.mode) {
+            return self.write_reliable(now, index, data);
+        }
+        let ch = &mut self.channels[index];
+        let sctp = (&mut self.rtc, &mut self.window, &mut self.busy);
+        write_to_sctp(sctp, index, ch, data)
     }
 }
 

@@ -146,6 +146,11 @@ pub struct PeerStats {
     pub ice_restarts: u64,
     /// Path changes without a restart ([`Event::PeerMoved`](crate::Event::PeerMoved)).
     pub moves: u64,
+    /// What rtcmesh's own retransmission did for the reliable channels, when both ends agreed
+    /// on it (both rtcmesh with [`MeshConfig::own_retransmission`](crate::MeshConfig::own_retransmission));
+    /// `None`: SCTP retransmits them (a browser or Godot peer, or it is off). In the
+    /// aggregate, the sum over the peers that have it.
+    pub retransmission: Option<super::RetransmissionStats>,
 }
 
 impl PeerStats {
@@ -167,6 +172,7 @@ impl PeerStats {
             max_packet_size,
             ice_restarts: 0,
             moves: 0,
+            retransmission: None,
         }
     }
 
@@ -185,6 +191,11 @@ impl PeerStats {
         self.max_packet_size = self.max_packet_size.min(s.max_packet_size);
         self.ice_restarts += s.ice_restarts;
         self.moves += s.moves;
+        if let Some(r) = &s.retransmission {
+            self.retransmission
+                .get_or_insert_with(Default::default)
+                .add(r);
+        }
         if self.channels.is_empty() {
             self.channels.clone_from(&s.channels);
         } else {
@@ -224,6 +235,7 @@ impl Link {
             max_packet_size: self.max_message_size.min(max_packet_size),
             ice_restarts: self.recovery.total,
             moves: self.counts.peer_moves,
+            retransmission: self.reliable.stats(),
         }
     }
 }
@@ -248,6 +260,8 @@ pub(crate) struct LinkCounts {
     pub peer_moves: u64,
     pub mdns_names_refused: u64,
     pub mdns_names_over_limit: u64,
+    pub fragments_out_of_window: u64,
+    pub frames_malformed: u64,
 }
 
 impl LinkCounts {
@@ -269,6 +283,8 @@ impl LinkCounts {
             peer_moves,
             mdns_names_refused,
             mdns_names_over_limit,
+            fragments_out_of_window,
+            frames_malformed,
         } = *self;
         totals.packets_sent += packets_sent;
         totals.packets_expired += packets_expired;
@@ -284,5 +300,7 @@ impl LinkCounts {
         totals.peer_moves += peer_moves;
         totals.mdns_names_refused += mdns_names_refused;
         totals.mdns_names_over_limit += mdns_names_over_limit;
+        totals.fragments_out_of_window += fragments_out_of_window;
+        totals.frames_malformed += frames_malformed;
     }
 }

@@ -348,7 +348,10 @@ impl Peer for RawPeer {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stack {
+    /// rtcmesh as shipped: its own retransmission carries the reliable channels.
     Rtcmesh,
+    /// rtcmesh with `own_retransmission` off: SCTP retransmits, as for a browser peer.
+    RtcmeshSctp,
     Raw,
 }
 
@@ -356,8 +359,28 @@ impl Stack {
     fn name(self) -> &'static str {
         match self {
             Stack::Rtcmesh => "rtcmesh",
+            Stack::RtcmeshSctp => "rtcmesh, own retransmission off",
             Stack::Raw => "raw str0m",
         }
+    }
+    /// `stacks=raw,sctp,own` on the command line picks some.
+    fn chosen() -> Vec<Stack> {
+        let all = [Stack::Raw, Stack::RtcmeshSctp, Stack::Rtcmesh];
+        let Some(list) =
+            std::env::args().find_map(|a| a.strip_prefix("stacks=").map(str::to_owned))
+        else {
+            return all.to_vec();
+        };
+        all.into_iter()
+            .filter(|s| {
+                let key = match s {
+                    Stack::Raw => "raw",
+                    Stack::RtcmeshSctp => "sctp",
+                    Stack::Rtcmesh => "own",
+                };
+                list.split(',').any(|k| k == key)
+            })
+            .collect()
     }
 }
 
@@ -434,9 +457,11 @@ impl Sim {
 fn connected(stack: Stack) -> Sim {
     let perfect = NetemConfig::new();
     let mut sim = match stack {
-        Stack::Rtcmesh => {
+        Stack::Rtcmesh | Stack::RtcmeshSctp => {
             let mut net = Net::new(Duration::ZERO);
-            let config = super::mesh_config().with_channels(extra_channels());
+            let config = super::mesh_config()
+                .with_channels(extra_channels())
+                .with_own_retransmission(stack == Stack::Rtcmesh);
             let (a, b) = mesh_pair(&mut net, &config);
             let wrap = |side: super::MeshSide| -> Box<dyn Peer> {
                 Box::new(MeshPeer {
@@ -774,8 +799,11 @@ pub fn run_all(quick: bool, explain_late: bool) -> (f64, f64) {
             .is_none_or(|c| squeeze(p.name).contains(&squeeze(c)))
     }) {
         let mut rows = Vec::new();
-        for stack in [Stack::Raw, Stack::Rtcmesh] {
-            let m = measure(stack, &profile, seeds, minutes, explain_late);
+        for stack in Stack::chosen() {
+            // sctp-proto's trace explains SCTP's recoveries: those of the stacks where SCTP
+            // retransmits the reliable channels.
+            let trace = explain_late && stack != Stack::Rtcmesh;
+            let m = measure(stack, &profile, seeds, minutes, trace);
 
             let f = &m.pooled;
             let mut p99s = m.p99s.clone();
@@ -802,20 +830,34 @@ pub fn run_all(quick: bool, explain_late: bool) -> (f64, f64) {
                     quantile(&f.latencies, 0.999).as_secs_f64() * 1e3,
                 );
             }
-            rows.push(m);
+            rows.push((stack, m));
         }
-        let (raw, mesh) = (&rows[0].pooled, &rows[1].pooled);
-        let ratio = |q| {
-            quantile(&mesh.latencies, q).as_secs_f64() / quantile(&raw.latencies, q).as_secs_f64()
+        let find = |stack| {
+            rows.iter()
+                .find(|(s, _)| *s == stack)
+                .map(|(_, m)| &m.pooled)
         };
-        println!(
-            "| {} | rtcmesh ÷ raw | {:.2}× | {:.2}× | {:.2}× | {:.2}× | | | | | | | |",
-            profile.name,
-            ratio(0.5),
-            ratio(0.99),
-            ratio(0.999),
-            ratio(1.0)
-        );
+        for (over, label) in [
+            (Stack::Raw, "rtcmesh ÷ raw"),
+            (Stack::RtcmeshSctp, "rtcmesh ÷ own off"),
+        ] {
+            let (Some(mesh), Some(base)) = (find(Stack::Rtcmesh), find(over)) else {
+                continue;
+            };
+            let ratio = |q| {
+                quantile(&mesh.latencies, q).as_secs_f64()
+                    / quantile(&base.latencies, q).as_secs_f64()
+            };
+            println!(
+                "| {} | {label} | {:.2}× | {:.2}× | {:.2}× | {:.2}× | | | | | | | {:.3}× |",
+                profile.name,
+                ratio(0.5),
+                ratio(0.99),
+                ratio(0.999),
+                ratio(1.0),
+                mesh.datagrams as f64 / base.datagrams.max(1) as f64,
+            );
+        }
         if explain_late {
             explained.push((profile, rows));
         }
@@ -1232,7 +1274,7 @@ mod explain {
         }
     }
 
-    pub fn report(rows: &[(Profile, Vec<Measured>)]) {
+    pub fn report(rows: &[(Profile, Vec<(Stack, Measured)>)]) {
         let limit = Duration::from_millis(150);
         println!(
             "\n### Why reliable messages were late (> {} ms), from sctp-proto's trace",
@@ -1247,7 +1289,7 @@ mod explain {
         println!("|---|---|---|---|---|---|---|---|---|");
         let mut counters = Vec::new();
         for (profile, stacks) in rows {
-            for (stack, m) in [Stack::Raw, Stack::Rtcmesh].iter().zip(stacks) {
+            for (stack, m) in stacks.iter().filter(|(s, _)| *s != Stack::Rtcmesh) {
                 let mut all: Vec<Late> = Vec::new();
                 let mut totals = [0u64; 3];
                 let mut minutes = 0.0;
