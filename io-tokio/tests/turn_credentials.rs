@@ -558,3 +558,60 @@ async fn the_guide_s_coturn_relays_over_udp_and_tls_with_credentials_the_server_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_udp_the_mesh_waits_out_coturn_s_minute_on_the_refused_username_without_a_false_alarm()
+{
+    let Some(coturn) = Coturn::start() else {
+        return;
+    };
+    let config = MeshConfig::default()
+        .with_ice_transport_policy(IceTransportPolicy::Relay)
+        .with_ice_servers(vec![minted(&coturn.url, 2, "ann")]);
+    let mesh = rtcmesh::Mesh::create_mesh(1, config).expect("mesh");
+    let (handle, mut events) = Endpoint::spawn(EndpointConfig::default(), mesh)
+        .await
+        .expect("endpoint");
+    wait_for(&mut events, false, relayed).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    handle
+        .rebind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("rebind");
+    wait_for(&mut events, true, |e| match e {
+        Event::IceServerFailed {
+            reason: IceServerError::Unauthorized,
+            ..
+        } => Some(()),
+        _ => None,
+    })
+    .await;
+    let refused = std::time::Instant::now();
+    let fresh = minted(&coturn.url, 600, "ann");
+    handle
+        .call(move |mesh, now| mesh.set_ice_server_credentials(now, &fresh))
+        .await
+        .expect("running")
+        .expect("its own server");
+    // coturn answers 437 to the fresh username from this address until its
+    // max-allocate-timeout (60 s) ends; then the allocation is made. Nothing else is reported
+    // (`wait_for` fails on any other refusal).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(75);
+    let second = loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("relayed again within 75 s")
+            .expect("open");
+        if let Some(address) = relayed(&event) {
+            break address;
+        }
+        if let Event::IceServerFailed { url, reason } = event {
+            panic!("{url}: {reason}");
+        }
+    };
+    let waited = refused.elapsed();
+    println!(
+        "over UDP, relayed again {waited:?} after coturn refused the expired credential ({second})"
+    );
+    assert!(waited >= Duration::from_secs(55), "{waited:?}");
+}

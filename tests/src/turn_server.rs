@@ -54,6 +54,15 @@ pub struct SimTurnServer {
     pub expired: Vec<String>,
     /// Allocates refused for an expired username.
     pub refused_expired: u64,
+    /// As coturn does: the username of a refused Allocate stays bound to the client's address
+    /// for 60 s (its `max-allocate-timeout`), and an Allocate from there with another is
+    /// answered 437 meanwhile. Off: the server forgets a refused request (RFC 8656).
+    pub holds_refused_usernames: bool,
+    refused_by: HashMap<SocketAddr, (String, Instant)>,
+    /// Allocates answered 437 for that hold.
+    pub held: u64,
+    /// Allocate requests that carried a username (one per attempt with a credential).
+    pub signed_allocates: u64,
 }
 
 impl SimTurnServer {
@@ -85,16 +94,21 @@ impl SimTurnServer {
             relay_addresses: std::collections::VecDeque::new(),
             expired: Vec::new(),
             refused_expired: 0,
+            holds_refused_usernames: false,
+            refused_by: HashMap::new(),
+            held: 0,
+            signed_allocates: 0,
         }
     }
 
-    /// The 401 answer to an Allocate signed with an expired username, if `data` is one.
-    fn refuse_expired(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+    /// The 401 answer to an Allocate signed with an expired username, or the 437 answer to one
+    /// from an address still bound to a refused username, if `data` is one of those.
+    fn refuse_expired(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
         use turn_server_proto::types::message::ALLOCATE;
         use turn_server_proto::types::stun::attribute::{ErrorCode, Username};
         use turn_server_proto::types::stun::message::{Message, MessageClass, MessageWriteVec};
         use turn_server_proto::types::stun::prelude::{MessageWrite, MessageWriteExt};
-        if self.expired.is_empty() || data.first().is_none_or(|b| b & 0xC0 != 0) {
+        if data.first().is_none_or(|b| b & 0xC0 != 0) {
             return None;
         }
         let msg = Message::from_bytes(data).ok()?;
@@ -102,13 +116,28 @@ impl SimTurnServer {
             return None;
         }
         let username = msg.attribute::<Username>().ok()?;
-        if !self.expired.iter().any(|u| u == username.username()) {
+        let username = username.username();
+        self.signed_allocates += 1;
+        let held = self
+            .refused_by
+            .get(&from)
+            .is_some_and(|(user, at)| user != username && now < *at + Duration::from_secs(60));
+        let code = if held {
+            self.held += 1;
+            ErrorCode::ALLOCATION_MISMATCH
+        } else if self.expired.iter().any(|u| u == username) {
+            self.refused_expired += 1;
+            if self.holds_refused_usernames {
+                self.refused_by.insert(from, (username.to_owned(), now));
+            }
+            ErrorCode::UNAUTHORIZED
+        } else {
             return None;
-        }
+        };
         let mut reply = Message::builder_error(&msg, MessageWriteVec::new());
-        let code = ErrorCode::builder(ErrorCode::UNAUTHORIZED).build().ok()?;
-        reply.add_attribute(&code).ok()?;
-        self.refused_expired += 1;
+        reply
+            .add_attribute(&ErrorCode::builder(code).build().ok()?)
+            .ok()?;
         Some(reply.finish())
     }
 
@@ -149,7 +178,7 @@ impl SimTurnServer {
     ) {
         let t = self.at(now);
         if to == self.listen {
-            if let Some(refusal) = self.refuse_expired(data) {
+            if let Some(refusal) = self.refuse_expired(now, from, data) {
                 out.push((self.listen, from, refusal));
                 return;
             }
@@ -193,7 +222,7 @@ impl SimTurnServer {
         buffer.extend_from_slice(data);
         let frames = take_frames(buffer);
         for frame in frames {
-            if let Some(refusal) = self.refuse_expired(&frame) {
+            if let Some(refusal) = self.refuse_expired(now, client, &frame) {
                 self.stream_out.push((client, refusal));
                 continue;
             }

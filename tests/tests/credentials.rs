@@ -260,3 +260,56 @@ fn credentials_for_servers_the_mesh_does_not_have_are_refused_and_change_nothing
         Err(CredentialsError::Closed)
     );
 }
+
+#[test]
+fn over_udp_a_server_holding_the_refused_username_for_a_minute_is_waited_out_without_a_false_alarm()
+{
+    let mut world = world();
+    // coturn's way: after refusing ann's expired username, it answers 437 to an Allocate from
+    // her address with any other for 60 s.
+    world.servers[0].holds_refused_usernames = true;
+    let (ann, _bob) = a_game(&mut world);
+    expire_and_lose_the_allocation(&mut world, ann);
+    assert!(world.run_until(Duration::from_secs(60), |w| {
+        server_failures(w, ann).contains(&IceServerError::Unauthorized)
+    }));
+    let refused = world.now;
+    renew(&mut world, ann);
+    assert!(world.run_until(Duration::from_secs(180), |w| { relayed(w, ann).len() == 2 }));
+    let waited = world.now - refused;
+    assert!(
+        waited >= Duration::from_secs(60) && waited < Duration::from_secs(66),
+        "relayed again {waited:?} after the refusal"
+    );
+    assert!(world.servers[0].held >= 1, "the server did hold it");
+    // The game saw why (the expired credential), and no 437 for what was only a wait.
+    assert_eq!(
+        server_failures(&world, ann),
+        [IceServerError::AllocationLost, IceServerError::Unauthorized]
+    );
+}
+
+#[test]
+fn a_flood_of_new_credentials_costs_the_turn_server_at_most_one_allocate_a_second() {
+    let mut world = world();
+    let (ann, _bob) = a_game(&mut world);
+    expire_and_lose_the_allocation(&mut world, ann);
+    assert!(world.run_until(Duration::from_secs(60), |w| {
+        server_failures(w, ann).contains(&IceServerError::Unauthorized)
+    }));
+    // A hostile signaling server sends new (worthless) credentials every 10 ms for 3 s.
+    let before = world.servers[0].signed_allocates;
+    let url = format!("turn:{}", world.servers[0].listen);
+    for i in 0..300 {
+        let flood = IceServer::turn(url.clone(), format!("flood-{i}"), "x");
+        let now = world.now;
+        world.nodes[ann]
+            .mesh_mut()
+            .set_ice_server_credentials(now, &flood)
+            .expect("its own server");
+        world.drain(ann);
+        world.run_for(Duration::from_millis(10));
+    }
+    let attempts = world.servers[0].signed_allocates - before;
+    assert!((1..=4).contains(&attempts), "{attempts} Allocates in 3 s");
+}

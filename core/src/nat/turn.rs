@@ -84,6 +84,17 @@ const MAX_MISMATCHES: u32 = 3;
 const MISMATCH_WAIT: Duration = Duration::from_millis(500);
 /// An allocation lost again this soon after the last loss waits out the backoff.
 const FLAPPING: Duration = Duration::from_secs(60);
+/// coturn keeps the username of a refused Allocate bound to the client's address until its
+/// `max-allocate-timeout` (60 s) has passed, and answers 437 to an Allocate with any other
+/// meanwhile: a refused credential replaced by a fresh one over UDP is tried again once that
+/// has passed (RFC 8656 servers that forget a refused request take it at once), then every
+/// [`HOLD_RETRY`] while the answer is still 437, for as long again.
+const REFUSED_HOLD: Duration = Duration::from_secs(61);
+const HOLD_RETRY: Duration = Duration::from_secs(5);
+/// New credentials make a waiting allocation try again at once, but no sooner than this after
+/// its last attempt: however often they come (a hostile signaling server), the TURN server
+/// gets at most one Allocate a second.
+const CREDENTIALS_RETRY: Duration = Duration::from_secs(1);
 /// How long a stream to the server may take to open (TCP connect plus a TLS handshake) before
 /// the server is reported unreachable.
 pub(super) const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -201,6 +212,11 @@ pub(super) struct Relay {
     credential: String,
     /// Credentials for the next allocation, given while one exists.
     next: Option<(String, String)>,
+    /// When an Allocate from our address was last refused (401) over UDP, and the username
+    /// it carried.
+    refused: Option<(Instant, String)>,
+    /// When the last Allocate began.
+    attempted: Option<Instant>,
     carrier: Carrier,
     client: Option<TurnClient>,
     state: State,
@@ -267,6 +283,8 @@ impl Relay {
             username: username.to_owned(),
             credential: credential.to_owned(),
             next: None,
+            refused: None,
+            attempted: None,
             carrier,
             client: None,
             state: State::Waiting(now),
@@ -392,7 +410,8 @@ impl Relay {
         self.events.pop_front()
     }
 
-    fn allocate(&mut self) {
+    fn allocate(&mut self, now: Instant) {
+        self.attempted = Some(now);
         if let Some((username, credential)) = self.next.take() {
             self.username = username;
             self.credential = credential;
@@ -419,6 +438,9 @@ impl Relay {
     /// Drops the client (the allocation is gone or never came), and its stream, and decides
     /// what follows.
     fn end(&mut self, now: Instant, reason: IceServerError, out: &mut Out) {
+        if reason == IceServerError::Unauthorized && !self.is_streamed() {
+            self.refused = Some((now, self.username.clone()));
+        }
         self.client = None;
         self.disconnect(out);
         self.channels.clear();
@@ -440,6 +462,7 @@ impl Relay {
                 if reason == IceServerError::Unauthorized && self.next.is_some() {
                     // Refused with the old credentials while new ones came: not a failure
                     // of these; try them now.
+                    self.state = State::Waiting(self.credentials_retry(now));
                     return;
                 }
                 self.events.push_back(RelayEvent::Failed(reason));
@@ -465,11 +488,25 @@ impl Relay {
         }
         self.next = Some((username.to_owned(), credential.to_owned()));
         if let State::Waiting(at) = self.state {
-            if at > now {
-                self.state = State::Waiting(now);
-            }
+            self.state = State::Waiting(at.min(self.credentials_retry(now)));
             self.drive(now, clock, out);
         }
+    }
+
+    /// When an attempt with new credentials may start: now, or a second after the last one.
+    fn credentials_retry(&self, now: Instant) -> Instant {
+        self.attempted
+            .map_or(now, |at| at + CREDENTIALS_RETRY)
+            .max(now)
+    }
+
+    /// While the server may still tie our address to a username it refused, other than the
+    /// one we allocate with now: when that hold ends.
+    fn holds_refused(&self, now: Instant) -> Option<Instant> {
+        let (at, username) = self.refused.as_ref()?;
+        let holding =
+            !self.is_streamed() && *username != self.username && now < *at + 2 * REFUSED_HOLD;
+        holding.then_some(*at + REFUSED_HOLD)
     }
 
     /// The allocation is known to be unusable (e.g. the NAT mapping it was made from changed):
@@ -491,6 +528,7 @@ impl Relay {
             return;
         }
         self.local = local;
+        self.refused = None;
         match self.state {
             State::Allocated(_) => {
                 self.end(now, IceServerError::AllocationLost, out);
@@ -519,7 +557,7 @@ impl Relay {
                 self.deadline = self.opening_deadline();
                 return;
             }
-            self.allocate();
+            self.allocate(now);
         }
         if let State::Connecting = self.state {
             self.deadline = self.opening_deadline();
@@ -596,7 +634,7 @@ impl Relay {
                                 self.deadline = self.opening_deadline();
                                 return;
                             }
-                            self.allocate();
+                            self.allocate(now);
                             continue;
                         }
                     }
@@ -677,7 +715,7 @@ impl Relay {
             (StreamInput::Opened, StreamState::Opening(open, _)) if open == id => {
                 link.state = StreamState::Open(id);
                 if matches!(self.state, State::Connecting) {
-                    self.allocate();
+                    self.allocate(now);
                 }
                 self.drive(now, clock, out);
             }
@@ -768,6 +806,7 @@ impl Relay {
                 if matches!(self.state, State::Allocating) =>
             {
                 self.state = State::Allocated(relayed);
+                self.refused = None;
                 self.backoff = RETRY_FIRST;
                 self.mismatches = 0;
                 self.events.push_back(RelayEvent::Allocated(relayed));
@@ -844,6 +883,14 @@ impl Relay {
             match verdict {
                 Verdict::Failed(reason) => self.end(now, reason, out),
                 Verdict::Lost => self.end(now, IceServerError::AllocationLost, out),
+                Verdict::Mismatch if self.holds_refused(now).is_some() => {
+                    // Not an allocation of ours: the server still ties our address to the
+                    // username it refused (coturn does, for up to a minute). Wait that out
+                    // quietly; nothing to delete.
+                    let until = self.holds_refused(now).unwrap_or(now);
+                    self.client = None;
+                    self.state = State::Waiting(until.max(now + HOLD_RETRY));
+                }
                 Verdict::Mismatch if self.mismatches < MAX_MISMATCHES => {
                     // The server holds an allocation for our address that we do not know
                     // (the answer to our Allocate was lost and the server does not replay it
