@@ -7,7 +7,8 @@
 // selected candidate pair is relayed on its side, instead of relaying to another client.
 // Otherwise Chromium also restarts ICE mid-stream (see client.html).
 // RTCMESH_TRUST_CERT=<pem> makes Chromium trust one more certificate by its key's hash (the
-// NAT lab's TURN-over-TLS server).
+// NAT lab's TURN-over-TLS server). The result line includes the offer's host candidates
+// (`hostCandidates`, the NAT lab checks they are mDNS names).
 import { chromium } from "playwright-core";
 import crypto from "node:crypto";
 import https from "node:https";
@@ -32,11 +33,15 @@ if (process.env.RTCMESH_TRUST_CERT) trusted.push(spkiHashOf(fs.readFileSync(proc
 const spkiHash = trusted.join(",");
 
 // Loopback WebRTC needs both flags: without them Chromium hides host addresses behind mDNS
-// names and never uses loopback, and gathering never completes.
+// names and never uses loopback, and gathering never completes. RTCMESH_CHROMIUM_MDNS=1 keeps
+// Chromium's default instead (the NAT lab's LAN: host candidates are `<uuid>.local` names that
+// Chromium answers for on the LAN).
+const mdns = process.env.RTCMESH_CHROMIUM_MDNS === "1";
 const args = [
   "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+  "--allow-loopback-in-peer-connection",
+  ...(mdns ? [] : ["--disable-features=WebRtcHideLocalIpsWithMdns"]),
   `--ignore-certificate-errors-spki-list=${spkiHash}`,
 ];
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), "rtcmesh-chromium-"));

@@ -8,6 +8,10 @@
 #   B 10.2.0.2 -- symmetric NAT (masquerade fully-random) -- 203.0.113.12  >- bridge: coturn 203.0.113.1,.2
 #   C 10.3.0.2 -- cone NAT      (masquerade)              -- 203.0.113.13 /   public host P 203.0.113.20
 #   F 10.4.0.2 -- firewall: only TCP to coturn's 443 and to P, no UDP -- 203.0.113.15
+#      (the router 10.4.0.1 is F's DNS resolver, as a network's own resolver is)
+#   coturn with use-auth-secret 203.0.113.3 (on the bridge); rtcmesh-signal minting for it on P:9081
+#
+#   LAN (no uplink): L 10.5.0.2 (rtcmesh), M 10.5.0.3 (Chromium) -- switch, router 10.5.0.1
 #
 # Checks:
 #  1. coturn sees the NATs as intended (RFC 5780 probe: A endpoint-independent, B dependent).
@@ -24,7 +28,19 @@
 #     reaches a peer on P through `turns:` (relay only) and exchanges data on every channel;
 #     headless Chromium in F joins an rtcmesh server through `turns:` too (echoes on all four
 #     channels, a relay pair over TLS). Prints connect time and relayed throughput (1,200 B
-#     reliable) through TURN/TLS against TURN/UDP (from B, relay only) in the same run.
+#     reliable) through TURN/TLS against TURN/UDP (from B, relay only) in the same run, and
+#     Chromium's connect time through TURN/TLS. F resolves the TURN server's name through its
+#     router's DNS resolver: without one Chromium took 13 s (its resolver asks DNS for a TURN
+#     server's name, as the fully qualified "turn.rtcmesh.test.", before the hosts file).
+#  7. mDNS on a LAN with no uplink: headless Chromium (mDNS on, its default: its host candidates
+#     are <uuid>.local names) joins an rtcmesh server on the LAN with no ICE server at all. L's
+#     host firewall drops UDP nobody asked for, so Chromium's checks cannot teach rtcmesh its
+#     address (peer-reflexively): rtcmesh must resolve the name over mDNS and check first. The
+#     selected pair is host <-> host on both sides; prints the connect time and the mDNS counts.
+#  8. Minted credentials: coturn with use-auth-secret; rtcmesh-signal with the same secret mints
+#     them (?turn=1, which join asks for). Peers in A and B with no TURN server of their own,
+#     relay only, connect through it and exchange data; a peer given an expired credential
+#     (signed with the right secret) gets IceServerError::Unauthorized, printed.
 # Needs root, iproute2, nftables, conntrack, coturn, openssl, node + interop/node_modules,
 # /usr/bin/chromium (`.ci/run` installs them). Fails, never skips.
 set -euo pipefail
@@ -42,7 +58,7 @@ bin=$root/target/release
 
 # Namespace names unique to this run, so two runs never touch each other's.
 P="nl$$"
-NS=(pub ra rb rc rf a b c f p)
+NS=(pub ra rb rc rf a b c f p lan l m)
 work=$(mktemp -d)
 nsx() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
 
@@ -68,6 +84,7 @@ up() {
     ip -n "$P-pub" link add br0 type bridge
     ip -n "$P-pub" addr add 203.0.113.1/24 dev br0
     ip -n "$P-pub" addr add 203.0.113.2/24 dev br0   # coturn's alternate address (RFC 5780)
+    ip -n "$P-pub" addr add 203.0.113.3/24 dev br0   # coturn with use-auth-secret (step 8)
     ip -n "$P-pub" link set br0 up
     # "The rest of the internet": packets for addresses that exist nowhere (a peer's private
     # host candidate) vanish, as on the real internet, instead of failing coturn's sendto()
@@ -147,10 +164,41 @@ table ip filter {
   }
 }
 NFT
-    # F resolves the TURN server's name (the one its certificate is for) from a hosts file of
-    # its own (`ip netns exec` mounts /etc/netns/<name>/hosts over /etc/hosts).
+    # F resolves the TURN server's name (the one its certificate is for) through its router's
+    # DNS resolver (a network that lets only TCP 443 out still answers DNS itself); `ip netns
+    # exec` mounts /etc/netns/<name>/* over /etc/*. The resolver is the router's own (INPUT),
+    # so the forward chain above still drops every UDP packet that would leave F.
     mkdir -p "/etc/netns/$P-f"
-    printf '127.0.0.1 localhost\n203.0.113.1 turn.rtcmesh.test\n' >"/etc/netns/$P-f/hosts"
+    printf '127.0.0.1 localhost\n' >"/etc/netns/$P-f/hosts"
+    printf 'nameserver 10.4.0.1\n' >"/etc/netns/$P-f/resolv.conf"
+    nsx rf python3 "$root/interop/natlab/dns.py" 10.4.0.1 turn.rtcmesh.test=203.0.113.1 &
+    # The LAN (step 7): a switch whose router (10.5.0.1) has no uplink, as at a LAN party. The
+    # hosts still get a default route from it: without one Chromium gathers no host candidate
+    # at all (with no camera/microphone permission it uses the default route's address only).
+    ip -n "$P-lan" link add br0 type bridge
+    ip -n "$P-lan" addr add 10.5.0.1/24 dev br0
+    ip -n "$P-lan" link set br0 up
+    local h
+    for h in l:2 m:3; do
+        ip -n "$P-${h%:*}" link add eth0 type veth peer name "p${h%:*}" netns "$P-lan"
+        ip -n "$P-lan" link set "p${h%:*}" master br0
+        ip -n "$P-lan" link set "p${h%:*}" up
+        ip -n "$P-${h%:*}" addr add "10.5.0.${h#*:}/24" dev eth0
+        ip -n "$P-${h%:*}" link set eth0 up
+        ip -n "$P-${h%:*}" route add default via 10.5.0.1
+    done
+    # L's host firewall: UDP gets in only as replies to what L sent, mDNS excepted (counted
+    # from Chromium's address: its answers and announcements).
+    nsx l nft -f - <<'NFT'
+table inet host {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "eth0" ip saddr 10.5.0.3 udp sport 5353 counter accept
+    iifname "eth0" udp dport 5353 accept
+    iifname "eth0" meta l4proto udp ct state new counter drop
+  }
+}
+NFT
 }
 
 # A CA of this run's own and a certificate from it for turn.rtcmesh.test (coturn's TLS).
@@ -178,9 +226,19 @@ nsx pub turnserver -n --no-cli --no-dtls --tls-listening-port 443 \
     --lt-cred-mech --user rtcmesh:s3cret --realm rtcmesh.test --fingerprint \
     --log-file "$work/turn.log" --simple-log --no-stdout-log >/dev/null 2>&1 &
 nsx p "$bin/rtcmesh-signal" 203.0.113.20:9080 >"$work/signal.log" 2>&1 &
-for _ in $(seq 1 50); do
-    nsx p bash -c 'exec 3<>/dev/tcp/203.0.113.20/9080' 2>/dev/null && break
-    sleep 0.1
+# Step 8: coturn's REST-style credentials, and a signaling server that mints them.
+secret="natlab-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+nsx pub turnserver -n --no-cli --no-tls --no-dtls -L 203.0.113.3 -E 203.0.113.3 -p 3478 \
+    --min-port 49252 --max-port 49351 --use-auth-secret --static-auth-secret="$secret" \
+    --realm rtcmesh.test --fingerprint --log-file "$work/turn-minted.log" --simple-log \
+    --no-stdout-log --verbose >/dev/null 2>&1 &
+nsx p env RTCMESH_SIGNAL_TURN_SECRET="$secret" "$bin/rtcmesh-signal" 203.0.113.20:9081 \
+    --turn-url turn:203.0.113.3:3478 --turn-ttl 600 >"$work/signal-minted.log" 2>&1 &
+for port in 9080 9081; do
+    for _ in $(seq 1 50); do
+        nsx p bash -c "exec 3<>/dev/tcp/203.0.113.20/$port" 2>/dev/null && break
+        sleep 0.1
+    done
 done
 sleep 0.5   # coturn binds its listeners
 echo "natlab: lab up in $(( $(ms) - t0 )) ms (namespaces $P-*)"
@@ -445,6 +503,126 @@ check "Chromium in F (UDP blocked) joins through turns:, echoes on 4 channels" "
 check "Chromium's selected pair is relayed over TLS" "grep -q '\"pair\":{\"local\":\"relay\",\"remote\":\"[a-z]*\",\"relayProtocol\":\"tls\"' $work/chromium6.log"
 chromium6_ms=$(grep -o '"connectMs":[0-9]*' "$work/chromium6.log" | head -1 | cut -d: -f2 || true)
 echo "natlab: Chromium through TURN/TLS: channels open ${chromium6_ms:-?} ms after its offer (through TURN/UDP in step 3: ${chromium_ms:-?} ms)"
+
+# 7. mDNS: Chromium (M) and an rtcmesh server (L) on a LAN with no uplink, no ICE server.
+srv_in7="$work/server7.in"
+mkfifo "$srv_in7"
+nsx l env RTCMESH_INTEROP_SECONDS=60 RTCMESH_INTEROP_ADDR=10.5.0.2 RTCMESH_INTEROP_ALLOW=10.5.0.0/24 \
+    "$bin/examples/interop_server" <"$srv_in7" >"$work/server7.log" 2>&1 &
+srv7=$!
+exec 8>"$srv_in7"
+ready=""
+for _ in $(seq 1 100); do
+    ready=$(grep -m1 '^READY ' "$work/server7.log" || true)
+    [ -n "$ready" ] && break
+    sleep 0.1
+done
+[ -n "$ready" ] || { cat "$work/server7.log"; fail "the rtcmesh server (step 7) did not start"; }
+read -r _ surl slobby scert skey <<<"$ready"
+browser_ok=0
+nsx m env RTCMESH_CHROMIUM_MDNS=1 timeout 90 node interop/browser_client.mjs "$surl" "$slobby" "$scert" "$skey" \
+    '{"iceServers":[]}' >"$work/chromium7.log" 2>&1 || browser_ok=1
+exec 8>&-   # the server prints its counts and exits
+wait $srv7 || true
+sed 's/^/  chromium (M): /' "$work/chromium7.log" | grep -v '^\s*chromium (M): \[page\]' || true
+grep -E '^PATH |^MDNS |peer_connected' "$work/server7.log" | sed 's/^/  rtcmesh (L): /' || true
+mdns_in=$(nsx l nft list chain inet host input | awk '/sport 5353/ { for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1) }')
+dropped=$(nsx l nft list chain inet host input | awk '/ct state new/ { for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1) }')
+echo "natlab: L's firewall: ${mdns_in:-?} mDNS packets from Chromium let in (its announcement, then answers), ${dropped:-?} unsolicited UDP packets dropped"
+check "Chromium's host candidates are mDNS names" \
+    "grep -q '\"hostCandidates\":\[\"[0-9a-f-]*\.local\"' $work/chromium7.log && ! grep -q '\"hostCandidates\":\[[^]]*10\.5\.' $work/chromium7.log"
+check "Chromium on a LAN with no uplink joins the rtcmesh server, echoes on 4 channels" "[ $browser_ok = 0 ]"
+check "Chromium's selected pair is host <-> host" "grep -q '\"pair\":{\"local\":\"host\",\"remote\":\"host\"' $work/chromium7.log"
+check "rtcmesh's selected pair is host <-> host, to Chromium's LAN address" "grep -q '^PATH [0-9]* host 10\.5\.0\.2:[0-9]* -> host 10\.5\.0\.3:' $work/server7.log"
+# Chromium announces a name once, when it makes it; every further packet is an answer to a
+# query. (It ignores a query with two questions, A and AAAA, as mdns-sd asks: rtcmesh asks
+# one question per message too. Before that this run saw only the announcement, and the name
+# resolved only when the announcement came after rtcmesh started asking.)
+check "rtcmesh resolved Chromium's name over mDNS, Chromium answered its queries" "grep -q '^MDNS resolved [1-9]' $work/server7.log && [ \"\${mdns_in:-0}\" -ge 2 ]"
+chromium7_ms=$(grep -o '"connectMs":[0-9]*' "$work/chromium7.log" | head -1 | cut -d: -f2 || true)
+# The same without L's firewall (what most LAN hosts have): Chromium's first checks get in, and
+# the answering side checks at once instead of after its 1 s wait for them (see internet.md).
+# rtcmesh learns Chromium's address from the name or from its first check, whichever is first
+# (host or prflx on rtcmesh's side, the same address).
+nsx l nft delete table inet host
+nsx l env RTCMESH_INTEROP_SECONDS=60 RTCMESH_INTEROP_ADDR=10.5.0.2 RTCMESH_INTEROP_ALLOW=10.5.0.0/24 \
+    "$bin/examples/interop_server" <"$srv_in7" >"$work/server7b.log" 2>&1 &
+srv7=$!
+exec 8>"$srv_in7"
+ready=""
+for _ in $(seq 1 100); do
+    ready=$(grep -m1 '^READY ' "$work/server7b.log" || true)
+    [ -n "$ready" ] && break
+    sleep 0.1
+done
+[ -n "$ready" ] || { cat "$work/server7b.log"; fail "the rtcmesh server (step 7, no firewall) did not start"; }
+read -r _ surl slobby scert skey <<<"$ready"
+browser_ok=0
+nsx m env RTCMESH_CHROMIUM_MDNS=1 timeout 90 node interop/browser_client.mjs "$surl" "$slobby" "$scert" "$skey" \
+    '{"iceServers":[]}' >"$work/chromium7b.log" 2>&1 || browser_ok=1
+sleep 1   # the name's answer, which the connection did not wait for
+exec 8>&-
+wait $srv7 || true
+grep '^chromium: {' "$work/chromium7b.log" | sed 's/^/  chromium (M, L without firewall): /' || true
+grep -E '^PATH |^MDNS ' "$work/server7b.log" | sed 's/^/  rtcmesh (L without firewall): /' || true
+check "without L's firewall too: Chromium joins, host <-> host on its side, to Chromium's LAN address on rtcmesh's" \
+    "[ $browser_ok = 0 ] && grep -q '\"pair\":{\"local\":\"host\",\"remote\":\"host\"' $work/chromium7b.log && grep -q '^PATH [0-9]* host 10\.5\.0\.2:[0-9]* -> [a-z]* 10\.5\.0\.3:' $work/server7b.log"
+chromium7b_ms=$(grep -o '"connectMs":[0-9]*' "$work/chromium7b.log" | head -1 | cut -d: -f2 || true)
+echo "natlab: mDNS on the LAN: Chromium's channels open ${chromium7_ms:-?} ms after its offer behind L's firewall (rtcmesh must resolve the name first), ${chromium7b_ms:-?} ms without it"
+
+# 8. Minted TURN credentials: two peers with no TURN server of their own, relay only, join
+#    through the minting signaling server (join asks with ?turn=1).
+murl=ws://203.0.113.20:9081
+: >"$work/minted-a.log"
+nsx a env RTCMESH_ICE_POLICY=relay timeout 60 "$bin/examples/natlab_peer" "$murl" - 10.1.0.2 1 - - - - >"$work/minted-a.log" 2>&1 &
+pma=$!
+mlobby=""
+for _ in $(seq 1 100); do
+    mlobby=$(awk '/^LOBBY /{print $2; exit}' "$work/minted-a.log")
+    [ -n "$mlobby" ] && break
+    sleep 0.1
+done
+minted_ok=0
+if [ -n "$mlobby" ]; then
+    nsx b env RTCMESH_ICE_POLICY=relay timeout 60 "$bin/examples/natlab_peer" "$murl" "$mlobby" 10.2.0.2 1 - - - - \
+        >"$work/minted-b.log" 2>&1 || minted_ok=1
+else
+    minted_ok=1
+fi
+wait $pma || minted_ok=1
+for n in a b; do grep -E '^(GATHERED|SERVER_FAILED|PATH|DONE|FAILED)' "$work/minted-$n.log" | sed "s/^/  minted $n: /"; done
+minted_users=$(grep -oE 'user <[0-9]+:[^>]*>' "$work/turn-minted.log" | sort -u | sed 's/^user //' | tr '\n' ' ' || true)
+echo "natlab: coturn (use-auth-secret) saw the users: ${minted_users:-none}"
+check "A and B (no TURN server of their own) connect relayed with credentials minted by rtcmesh-signal" \
+    "[ $minted_ok = 0 ] && grep -q '^GATHERED relay 203.0.113.3:' $work/minted-a.log && grep -q '^GATHERED relay 203.0.113.3:' $work/minted-b.log && grep -q '^PATH .* relayed$' $work/minted-a.log && grep -q '^PATH .* relayed$' $work/minted-b.log"
+# An expired credential, signed with the right secret (coturn's scheme: the username is
+# "<expiry>:<name>", the credential base64(HMAC-SHA1(secret, username))), given to a peer
+# through the plain signaling server (which mints nothing, so nothing replaces it).
+expired_user="$(( $(date +%s) - 60 )):expired"
+expired_cred=$(printf '%s' "$expired_user" | openssl dgst -sha1 -hmac "$secret" -binary | base64)
+nsx a timeout 30 "$bin/examples/natlab_peer" "$url" - 10.1.0.2 1 - turn:203.0.113.3:3478 "$expired_user" "$expired_cred" \
+    >"$work/expired.log" 2>&1 &
+pe=$!
+expired_start=$(ms)
+reported=""
+for _ in $(seq 1 100); do
+    reported=$(grep -m1 '^SERVER_FAILED turn:' "$work/expired.log" || true)
+    [ -n "$reported" ] && break
+    sleep 0.1
+done
+kill $pe 2>/dev/null || true
+echo "natlab: expired credential ($expired_user): ${reported:-nothing} after $(( $(ms) - expired_start )) ms"
+check "an expired minted-style credential is reported as refused credentials" "echo '$reported' | grep -q 'refused the username or credential'"
+# The control: the same recipe with an expiry ahead is taken (so the refusal above was the expiry).
+fresh_user="$(( $(date +%s) + 600 )):fresh"
+fresh_cred=$(printf '%s' "$fresh_user" | openssl dgst -sha1 -hmac "$secret" -binary | base64)
+nsx a timeout 30 "$bin/examples/natlab_peer" "$url" - 10.1.0.2 1 - turn:203.0.113.3:3478 "$fresh_user" "$fresh_cred" \
+    >"$work/fresh.log" 2>&1 &
+pf=$!
+wait_for 100 "grep -q '^GATHERED relay\\|^SERVER_FAILED' $work/fresh.log" || true
+kill $pf 2>/dev/null || true
+check "the same credential recipe with an expiry ahead is taken (a relayed candidate)" "grep -q '^GATHERED relay 203.0.113.3:' $work/fresh.log"
+echo "natlab: coturn (use-auth-secret) on the expired one: $(grep -o 'Cannot find credentials of user <[^>]*>' "$work/turn-minted.log" | head -1)"
 
 echo "natlab: finished in $(( $(ms) - t0 )) ms"
 if [ "$status" -ne 0 ]; then

@@ -9,6 +9,8 @@
 //! `RTCMESH_INTEROP_SECONDS` (default 60) or when stdin closes. Next to the certificate it
 //! writes `offer.sdp`: the offer an rtcmesh mesh makes (with rtcmesh's session-level attributes,
 //! which every other stack must ignore), for the clients to check they accept it unchanged.
+//! Prints `PATH <peer> <pair>` when a peer connects and, at the end, `MDNS resolved <n>
+//! unresolved <n> timeouts <n>` (peers' `.local` candidates).
 //!
 //! The NAT lab (`interop/natlab/run.sh`) runs it on a lab address: `RTCMESH_INTEROP_ADDR` (the
 //! IP for the signaling server and the UDP socket, default 127.0.0.1) and
@@ -92,6 +94,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             event = host.events.recv() => match event {
                 Some(MultiplayerEvent::PeerConnected(id)) => {
                     println!("server: peer_connected({id}) at {:.0?}", started.elapsed());
+                    // The candidate pair in use, as `PATH <peer> <local kind> <local address> ->
+                    // <remote kind> <remote address>` (the NAT lab checks it).
+                    let path = host.handle.call(move |m, _| m.mesh().peer(id).and_then(|p| p.path)).await;
+                    match path {
+                        Ok(Some(path)) => println!("PATH {id} {path}"),
+                        _ => println!("server: no path to {id}"),
+                    }
                 }
                 Some(MultiplayerEvent::PeerDisconnected(id)) => println!("server: peer_disconnected({id})"),
                 Some(MultiplayerEvent::Packet(p)) => {
@@ -123,6 +132,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("server: multiplayer {:?}", stats.0);
     println!("server: mesh {:?}", stats.1);
+    println!(
+        "MDNS resolved {} unresolved {} timeouts {}",
+        stats.1.mdns_names_resolved, stats.1.mdns_names_unresolved, stats.1.mdns_timeouts
+    );
     let signaling = server.metrics();
     println!(
         "server: signaling over wss: {} joins, {} signals relayed",

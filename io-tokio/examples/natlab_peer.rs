@@ -3,7 +3,9 @@
 //!
 //! Usage: `natlab_peer <signal-url> <lobby|-> <bind-ip> <peers> <stun-url|-> <turn-url> <user>
 //! <credential> [stream | bulk <count>]`. With `-` it creates the lobby and prints
-//! `LOBBY <name>`. The TURN URL may be `turn:`, `turn:…?transport=tcp` or `turns:`; with
+//! `LOBBY <name>`. The STUN URL may be `-` (none), the TURN URL too (none of its own: `join`
+//! uses the credentials the signaling server mints, if it does; USER and CRED are then
+//! ignored). The TURN URL may be `turn:`, `turn:…?transport=tcp` or `turns:`; with
 //! `RTCMESH_TURN_CA=<pem file>` a `turns:` server's certificate is checked against that CA,
 //! and `RTCMESH_ICE_POLICY=relay` allows relayed candidates only. Every mode prints `ME <id>`,
 //! `SOCKET <address>`, `GATHERED <kind> <address> <ms since start>`,
@@ -91,11 +93,15 @@ async fn run() -> Result<(), String> {
     };
     let bind: IpAddr = bind.parse().map_err(|e| format!("bind address: {e}"))?;
     let others: usize = peers.parse().map_err(|e| format!("peer count: {e}"))?;
-    let mut servers = vec![IceServer::turn(
-        turn.clone(),
-        user.clone(),
-        credential.clone(),
-    )];
+    // No TURN server of its own (`-`): the signaling server may mint one (`?turn=1`).
+    let mut servers = Vec::new();
+    if turn != "-" {
+        servers.push(IceServer::turn(
+            turn.clone(),
+            user.clone(),
+            credential.clone(),
+        ));
+    }
     if stun != "-" {
         servers.insert(0, IceServer::stun(stun.clone()));
     }

@@ -366,6 +366,9 @@ pub struct LobbyStats {
     pub host_lost_reports: u64,
     /// Host-migration frames ignored because their epoch was over.
     pub stale_epochs: u64,
+    /// OFFER / ANSWER / CANDIDATE frames for a member that had just left the sender's lobby,
+    /// dropped (they crossed its PEER_DISCONNECT; the reference server closes the sender).
+    pub signals_to_departed: u64,
 }
 
 #[derive(Debug)]
@@ -399,6 +402,9 @@ struct Lobby {
     probe: Option<Vec<ConnectionId>>,
     /// The last line of succession sent.
     succession: Vec<PeerId>,
+    /// Ids of the members that left last (at most `max_lobby_size`): a signal for one of them
+    /// crossed its PEER_DISCONNECT and is dropped, not a protocol error.
+    departed: VecDeque<PeerId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -782,7 +788,15 @@ impl LobbyServer {
                                 && self.connections[m].lobby.as_deref() == Some(&lobby_name)
                         })
                 };
-                let dest = dest.ok_or((PROTOCOL_ERROR, reason::INVALID_DEST))?;
+                let Some(dest) = dest else {
+                    let departed =
+                        PeerId::try_from(message.id).is_ok_and(|id| lobby.departed.contains(&id));
+                    if departed {
+                        self.stats.signals_to_departed += 1;
+                        return Ok(());
+                    }
+                    return Err((PROTOCOL_ERROR, reason::INVALID_DEST));
+                };
                 let from = self.lobby_peer_id(conn);
                 let relayed = LobbyMessage::new(message.kind, i64::from(from), message.data);
                 self.send(dest, &relayed);
@@ -825,6 +839,7 @@ impl LobbyServer {
                 reports: Vec::new(),
                 probe: None,
                 succession: Vec::new(),
+                departed: VecDeque::new(),
             };
             self.lobbies.insert(name.clone(), lobby);
             *self.lobbies_by_address.entry(address).or_insert(0) += 1;
@@ -1010,6 +1025,12 @@ impl LobbyServer {
         };
         if let Some(at) = lobby.members.iter().position(|m| *m == conn) {
             lobby.members.remove(at);
+        }
+        if lobby.host != conn {
+            if lobby.departed.len() >= self.config.max_lobby_size.max(1) {
+                lobby.departed.pop_front();
+            }
+            lobby.departed.push_back(leaving);
         }
         lobby.reports.retain(|(r, _)| *r != conn);
         if let Some(waiting) = lobby.probe.as_mut() {
@@ -1581,6 +1602,32 @@ mod tests {
         let out = h.text(11, &LobbyMessage::new(MessageKind::Offer, 1, "y").encode());
         assert_eq!(Harness::messages_to(&out, 10).len(), 1);
         assert_eq!(h.server.lobby_count(), 2);
+    }
+
+    /// A member that leaves races the signals already on their way to it: the host's answer
+    /// that crosses the PEER_DISCONNECT is dropped and counted, not a reason to close the
+    /// host (the reference server closes it, and a migratable lobby would then replace a
+    /// live host). An id never in the lobby is still a protocol error.
+    #[test]
+    fn a_signal_for_a_member_that_just_left_is_dropped_not_fatal() {
+        let mut h = Harness::new();
+        let (_, name) = h.join(10, "", false);
+        let (gone, _) = h.join(11, &name, false);
+        h.join(12, &name, false);
+        h.server.disconnect(11);
+        h.drain();
+        let out = h.text(
+            10,
+            &LobbyMessage::new(MessageKind::Answer, gone, "sdp").encode(),
+        );
+        assert_eq!(closed(&out, 10), None, "the host stays");
+        assert!(out.is_empty(), "nothing relayed: {out:?}");
+        assert_eq!(h.server.stats().signals_to_departed, 1);
+        let out = h.text(
+            10,
+            &LobbyMessage::new(MessageKind::Answer, 999, "sdp").encode(),
+        );
+        assert_eq!(closed(&out, 10), Some((4000, reason::INVALID_DEST)));
     }
 
     #[test]

@@ -1062,7 +1062,7 @@ impl Multiplayer {
                 .migration
                 .opted_in(if client { SERVER_ID } else { from })
             && match command {
-                Command::Stopped => !client,
+                Command::Stopped | Command::ClientAlive => !client,
                 _ => client && from == SERVER_ID,
             };
         if !allowed {
@@ -1100,6 +1100,8 @@ impl Multiplayer {
                 }
             }
             Command::Stopped if reliable => self.client_stopped(from, channel),
+            // Its acknowledgement was the point.
+            Command::ClientAlive => {}
             _ => self.stats.migration_refused += 1,
         }
     }
@@ -1309,10 +1311,25 @@ impl Multiplayer {
                     && !self.migration.is_switching()
                     && self.peers.get(&SERVER_ID) == Some(&Route::Direct) =>
             {
-                let count = self
+                let (count, sent) = self
                     .mesh
                     .peer_stats(SERVER_ID)
-                    .map_or(0, |s| s.datagrams_received);
+                    .map_or((0, 0), |s| (s.datagrams_received, s.datagrams_sent));
+                // Silence must mean a lost server, not one whose own packets wait for SCTP's
+                // retransmission timeout (a lost flight on a new connection costs 3 s): a
+                // client that sent nothing for an interval sends a keepalive, which the server
+                // acknowledges whatever it waits to send.
+                if self.migration.sent.get(&SERVER_ID) == Some(&sent) {
+                    let bytes = wire::migration(Command::ClientAlive, 0, self.migration.epoch);
+                    if self
+                        .mesh
+                        .send(Target::Peer(SERVER_ID), TransferMode::Unreliable, 0, &bytes)
+                        .is_err()
+                    {
+                        self.stats.send_failed += 1;
+                    }
+                }
+                self.migration.sent = BTreeMap::from([(SERVER_ID, sent)]);
                 match self.migration.heard {
                     Some((seen, _)) if seen != count => {
                         self.migration.heard = Some((count, now));
@@ -1351,10 +1368,14 @@ impl Multiplayer {
         } else {
             None
         };
-        [phase, self.migration.rejoin.deadline, tick]
-            .into_iter()
-            .flatten()
-            .min()
+        // The rejoin window closes once the switch ended (`migration_timeout`); until then its
+        // deadline is no reason to wake up.
+        let rejoin = self
+            .migration
+            .rejoin
+            .deadline
+            .filter(|_| !self.migration.is_switching());
+        [phase, rejoin, tick].into_iter().flatten().min()
     }
 
     /// [`Machine::apply_lobby`](crate::Machine::apply_lobby) for the multiplayer layer: with

@@ -672,3 +672,27 @@ fn a_client_told_to_reconnect_keeps_the_game_and_forgets_who_left_meanwhile() {
     );
     assert_eq!(game.players[3].mp.peers().collect::<Vec<_>>(), vec![1, 2]);
 }
+
+/// A successor promoted while its old host still drains (a graceful leave whose host died
+/// before `HOST_DONE`) may outlast its rejoin window: the window closes once the switch ends,
+/// and meanwhile its deadline is no reason to wake the loop (it used to be reported as due,
+/// again and again: a busy loop until the switch ended).
+#[test]
+fn a_rejoin_window_over_during_the_switch_does_not_spin_the_loop() {
+    let mut game = Game::new(&[2, 3], config());
+    let now = game.now;
+    game.players[0].mp.leave(now);
+    game.step();
+    // The old host dies before its clients' STOPPED came back: no HOST_DONE.
+    game.players[0].dead = true;
+    game.host_change(&[1, 2], 1, 2);
+    game.run_for(Duration::from_millis(3_500));
+    let successor = &game.players[1].mp;
+    assert!(successor.is_migrating(), "still draining the old host");
+    let next = successor.poll_timeout().expect("a timer");
+    assert!(
+        next > game.now,
+        "due again at once: {next:?} <= {:?}",
+        game.now
+    );
+}

@@ -11,7 +11,7 @@
 //! | ADD_PEER | `[7][1][id i32 LE]` |
 //! | DEL_PEER | `[7][2][id i32 LE]` |
 //! | RELAY | `[7][3][peer i32 LE][inner packet…]`: `peer` is the destination (`0`, `n`, `-n`) from a client, the true source from the server |
-//! | host migration (rtcmesh only) | `[7][0xE0..=0xE4][peer i32 LE][epoch u32 LE]`, see [`Migration`] |
+//! | host migration (rtcmesh only) | `[7][0xE0..=0xE5][peer i32 LE][epoch u32 LE]`, see [`Migration`] |
 //!
 //! The host-migration commands live in a private SYS range that Godot does not know: its
 //! `_process_sys` fails on them, so they go only to peers the lobby marked as opted in.
@@ -81,6 +81,12 @@ pub enum Migration {
     /// `0xE4`, new host → survivor, after the peer exchange: every peer still in the game was
     /// announced with ADD_PEER; the survivor forgets those that were not.
     Roster,
+    /// `0xE5`, client → host, unreliable: "are you there?" (sent only when the client sent the
+    /// host nothing else for a keepalive interval). The host does nothing with it; its SCTP
+    /// acknowledges it, and that acknowledgement reaches the client even while the host's own
+    /// packets wait for a retransmission timeout (up to 3 s on a new connection), when its
+    /// `HostAlive` cannot.
+    ClientAlive,
 }
 
 impl Migration {
@@ -93,6 +99,7 @@ impl Migration {
                 Migration::Stopped => 2,
                 Migration::HostDone => 3,
                 Migration::Roster => 4,
+                Migration::ClientAlive => 5,
             }
     }
 
@@ -103,6 +110,7 @@ impl Migration {
             2 => Migration::Stopped,
             3 => Migration::HostDone,
             4 => Migration::Roster,
+            5 => Migration::ClientAlive,
             _ => return None,
         })
     }
@@ -394,6 +402,7 @@ mod tests {
             Migration::Stopped,
             Migration::HostDone,
             Migration::Roster,
+            Migration::ClientAlive,
         ] {
             let bytes = migration(command, 7, 3);
             let expected = Message::Migration {
@@ -409,8 +418,8 @@ mod tests {
         }
         // Past the range: unknown as before.
         assert_eq!(
-            decode(&[0x07, 0xE5, 0, 0, 0, 0, 0, 0, 0, 0]),
-            Err(WireError::UnknownSys(0xE5))
+            decode(&[0x07, 0xE6, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(WireError::UnknownSys(0xE6))
         );
     }
 

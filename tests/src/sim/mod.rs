@@ -179,6 +179,8 @@ pub struct World {
     pub datagrams_delivered: u64,
     /// Tampers with signals in flight (see [`World::rewrite_signals`]).
     rewrite: Option<SignalRewrite>,
+    /// Drops chosen datagrams as they are sent (see [`World::drop_datagrams`]).
+    dropper: Option<DatagramDropper>,
     /// The lobby server, if the nodes signal through one ([`World::add_lobby`]).
     pub lobby: Option<SimLobby>,
     /// With `Some`, the wall-clock time of the nodes' `handle_datagram` and `handle_signal`
@@ -197,6 +199,9 @@ pub struct World {
 
 /// A test's hook on the signaling channel: (sender id, receiver id, signal).
 type SignalRewrite = Box<dyn FnMut(PeerId, PeerId, &mut Signal)>;
+
+/// A test's hook on the network: (sending node, receiving node, contents) → drop it?
+type DatagramDropper = Box<dyn FnMut(NodeId, NodeId, &[u8]) -> bool>;
 
 impl Default for World {
     fn default() -> Self {
@@ -237,6 +242,7 @@ impl World {
             datagrams_dropped: 0,
             datagrams_delivered: 0,
             rewrite: None,
+            dropper: None,
             lobby: None,
             cpu: None,
             stream_latency: Duration::from_millis(1),
@@ -429,6 +435,13 @@ impl World {
         self.rewrite = Some(Box::new(rewrite));
     }
 
+    /// Passes every datagram a node sends to another node through `drop` (sending node,
+    /// receiving node, contents); those it returns `true` for are lost: one handshake flight,
+    /// say, where random loss would need luck.
+    pub fn drop_datagrams(&mut self, drop: impl FnMut(NodeId, NodeId, &[u8]) -> bool + 'static) {
+        self.dropper = Some(Box::new(drop));
+    }
+
     /// Introduces every pair of nodes (a full mesh) or, with a server at node 0, each client to it.
     pub fn introduce_all(&mut self) {
         let n = self.nodes.len();
@@ -588,6 +601,12 @@ impl World {
             Some(k) => self.nats[k].outbound(self.nodes[n].addr, t.destination),
             None => self.nodes[n].public,
         };
+        if let (Some(drop), Some(&to)) = (&mut self.dropper, self.by_addr.get(&t.destination)) {
+            if drop(n, to, &t.contents) {
+                self.datagrams_dropped += 1;
+                return;
+            }
+        }
         let datagram = Datagram {
             source,
             destination: t.destination,
