@@ -632,6 +632,37 @@ impl Sender {
         self.last_sent = Some(now);
     }
 
+    /// The counts kept alongside the queues agree with the queues (the fuzz target's and the
+    /// tests' check: a drift would leak window or hold memory forever). Copies of a fragment
+    /// in flight at once (a probe beside its original) each count, so bytes in flight are not
+    /// bounded by the bytes held, but by what is tracked.
+    #[cfg(any(test, feature = "_internal_test_exports"))]
+    pub fn check_accounting(&self) -> Result<(), String> {
+        let flying = self.txs.iter().filter(|t| t.state == State::InFlight);
+        let (frames, bytes) = flying.fold((0, 0), |(n, b), t| (n + 1, b + t.bytes as usize));
+        let fragments = self.channels.iter().flat_map(|c| c.fragments.iter());
+        let (held, held_bytes) = fragments.fold((0, 0), |(n, b), f| (n + 1, b + f.payload.len()));
+        let checks = [
+            ("in_flight", self.in_flight, bytes),
+            ("in_flight_frames", self.in_flight_frames, frames),
+            ("held", self.held, held),
+            ("held_bytes", self.held_bytes, held_bytes),
+        ];
+        for (name, kept, counted) in checks {
+            if kept != counted {
+                return Err(format!("{name}: kept {kept}, counted {counted}"));
+            }
+        }
+        if self.in_flight_frames > self.txs.len() || self.held > MAX_TRACKED {
+            return Err(format!(
+                "tracked: {} txs, {} held",
+                self.txs.len(),
+                self.held
+            ));
+        }
+        Ok(())
+    }
+
     /// A new path (an ICE restart, a move): probe at the next turn instead of waiting out a
     /// backed-off timeout.
     pub fn on_path_change(&mut self, now: Instant) {
