@@ -385,6 +385,7 @@ async fn a_game_takes_renewed_credentials_and_allocates_with_them_after_the_firs
         matches!(e, Event::PeerConnected(1)).then_some(())
     })
     .await;
+    let connected = started.elapsed();
     // The renewal reaches the running mesh (and the application sees it too).
     loop {
         let event = tokio::time::timeout(LIMIT, guest.lobby_events.recv())
@@ -400,12 +401,14 @@ async fn a_game_takes_renewed_credentials_and_allocates_with_them_after_the_firs
     // would refuse it with the first credential.
     let expired = Duration::from_millis(5_500).saturating_sub(started.elapsed());
     tokio::time::sleep(expired).await;
+    let moved = std::time::Instant::now();
     guest
         .handle
         .rebind("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("rebind");
     let second = wait_for(&mut guest.events, false, relayed).await;
+    let reallocated = moved.elapsed();
     assert_ne!(second, first);
     // The game goes on through the new allocation.
     guest
@@ -423,6 +426,13 @@ async fn a_game_takes_renewed_credentials_and_allocates_with_them_after_the_firs
         _ => None,
     })
     .await;
+    println!(
+        "minted credentials, loopback coturn: both joined and connected through the relay \
+         {connected:?} after the first join; past the first credentials' expiry, the rebound \
+         guest relayed again {reallocated:?} after the rebind (renewed credentials) and its \
+         packet arrived {:?} after it",
+        moved.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
